@@ -1,0 +1,74 @@
+"""Builders for test inputs: provenance records and caches written through the schema."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from schemas.cache import CacheSpec, Provenance, create_cache, mark_done, thumbnail_size
+from schemas.cache import write_frame_common, write_frame_pixel, write_frame_query
+
+
+def provenance(model="erfnet", dataset="road_anomaly", **over) -> Provenance:
+    base = dict(
+        model=model,
+        model_config={"num_classes": 20},
+        checkpoint_sha256="0" * 64,
+        dataset=dataset,
+        manifest_digest="1" * 64,
+        preprocessing={"height": 16},
+        versions={"package": "0.1.0", "torch": "2", "timm": "1", "zarr": "3"},
+        device="cpu",
+        dtype="fp32",
+        created="2026-01-01T00:00:00+00:00",
+    )
+    base.update(over)
+    return Provenance(**base)
+
+
+def random_labels(rng, size, p_anomaly=0.1, p_void=0.1, label_kind="anomaly"):
+    h, w = size
+    if label_kind == "semantic":
+        lab = rng.integers(0, 19, size=(h, w)).astype(np.uint8)
+    else:
+        lab = (rng.random((h, w)) < p_anomaly).astype(np.uint8)
+    lab[rng.random((h, w)) < p_void] = 255
+    return lab
+
+
+def pixel_cache(path, sizes, rng, n_channels=20, logit_scale=0.5, label_kind="anomaly", done=True, **prov):
+    """A pixel (ERFNet-like) cache with random logits at half resolution and random labels."""
+    logit_sizes = [(max(1, h // 2), max(1, w // 2)) for h, w in sizes]
+    spec = CacheSpec(
+        kind="pixel", label_kind=label_kind, frame_ids=tuple(f"f{i:03d}" for i in range(len(sizes))),
+        sizes=tuple(tuple(s) for s in sizes), provenance=provenance(**prov), n_classes=n_channels - 1,
+        n_channels=n_channels, void_channel=n_channels - 1, logit_sizes=tuple(logit_sizes),
+    )
+    root = create_cache(path, spec)
+    for i, (size, lsize) in enumerate(zip(sizes, logit_sizes)):
+        lab = random_labels(rng, size, label_kind=label_kind)
+        logits = (rng.normal(size=(n_channels, *lsize)) * 3 * logit_scale).astype(np.float16)
+        write_frame_pixel(root, spec, i, logits)
+        write_frame_common(root, spec, i, lab, np.zeros((*thumbnail_size(*size), 3), np.uint8))
+        if done:
+            mark_done(root, i)
+    return root, spec
+
+
+def query_cache(path, sizes, rng, crop=32, n_queries=6, n_classes=5, mask_size=8, label_kind="anomaly", done=True, **prov):
+    """A query (EoMT-like) cache with random class and mask logits."""
+    spec = CacheSpec(
+        kind="query", label_kind=label_kind, frame_ids=tuple(f"f{i:03d}" for i in range(len(sizes))),
+        sizes=tuple(tuple(s) for s in sizes), provenance=provenance(model="eomt", **prov), n_classes=n_classes,
+        crop_size=crop, n_queries=n_queries, mask_size=mask_size,
+    )
+    root = create_cache(path, spec)
+    for i, size in enumerate(sizes):
+        n = spec.windows(i).n_crops
+        cl = rng.normal(size=(n, n_queries, n_classes + 1)).astype(np.float32) * 2
+        ml = (rng.normal(size=(n, n_queries, mask_size, mask_size)) * 3).astype(np.float16)
+        write_frame_query(root, spec, i, cl, ml)
+        write_frame_common(root, spec, i, random_labels(rng, size, label_kind=label_kind),
+                           np.zeros((*thumbnail_size(*size), 3), np.uint8))
+        if done:
+            mark_done(root, i)
+    return root, spec

@@ -1,0 +1,115 @@
+"""The cache format: creation, validation, round trip of the description."""
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.cache import (
+    ARRAYS, SCHEMA_VERSION, CacheError, CacheSpec, create_cache, open_cache, read_pixel_logits,
+    read_query_outputs, validate_attrs,
+)
+from tests.factories import pixel_cache, provenance, query_cache
+
+
+def test_pixel_cache_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    root, spec = pixel_cache(tmp_path / "c.zarr", [(20, 40), (16, 30)], rng)
+    root2, spec2 = open_cache(tmp_path / "c.zarr")
+    assert spec2 == spec
+    logits = read_pixel_logits(root2, spec2, 1)
+    assert logits.shape == (20, 8, 15) and logits.dtype == np.float16
+    assert root2["labels"][1, 16:, :].min() == 255  # padding is void
+    assert root2["done"][:].all()
+    assert root2["logits"].compressors[-1].__class__.__name__ == "Crc32cCodec"
+
+
+def test_query_cache_geometry(tmp_path):
+    rng = np.random.default_rng(0)
+    # 45x80 with crop 32 -> resized 32x57 -> 2 overlapping crops; 40x20 portrait -> 64x32 -> 2 crops
+    root, spec = query_cache(tmp_path / "q.zarr", [(45, 80), (40, 20), (32, 32)], rng, crop=32)
+    assert spec.n_crops == 5
+    np.testing.assert_array_equal(root["crop_frame"][:], [0, 0, 1, 1, 2])
+    np.testing.assert_array_equal(root["crop_start"][:], [0, 25, 0, 32, 0])
+    np.testing.assert_array_equal(root["resized_sizes"][:], [[32, 57], [64, 32], [32, 32]])
+    cl, ml = read_query_outputs(root, spec, 1)
+    assert cl.shape == (2, 6, 6) and cl.dtype == np.float32 and ml.shape == (2, 6, 8, 8) and ml.dtype == np.float16
+
+
+def _corrupt(tmp_path, mutate):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "c.zarr"
+    pixel_cache(path, [(8, 8)], rng)
+    root = zarr.open_group(str(path), mode="r+")
+    mutate(root)
+    return path
+
+
+def test_rejects_unknown_version(tmp_path):
+    path = _corrupt(tmp_path, lambda r: r.attrs.update({"schema_version": 99}))
+    with pytest.raises(CacheError, match="schema_version 99 is not supported"):
+        open_cache(path)
+
+
+def test_rejects_missing_array(tmp_path):
+    def drop(root):
+        del root["labels"]
+    path = _corrupt(tmp_path, drop)
+    with pytest.raises(CacheError, match="array 'labels' is missing"):
+        open_cache(path)
+
+
+def test_rejects_wrong_dtype(tmp_path):
+    def retype(root):
+        del root["logits"]
+        root.create_array("logits", shape=(1, 20, 4, 4), chunks=(1, 20, 4, 4), dtype="float32")
+    path = _corrupt(tmp_path, retype)
+    with pytest.raises(CacheError, match="'logits' has dtype float32, expected float16"):
+        open_cache(path)
+
+
+def test_rejects_not_a_cache_and_missing_path(tmp_path):
+    zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    with pytest.raises(CacheError, match="not a cache"):
+        open_cache(tmp_path / "g.zarr")
+    with pytest.raises(CacheError, match="no cache found"):
+        open_cache(tmp_path / "nothing.zarr")
+
+
+def test_rejects_bad_provenance():
+    spec = CacheSpec(kind="pixel", label_kind="anomaly", frame_ids=("a",), sizes=((4, 4),),
+                     provenance=provenance(), n_classes=19, n_channels=20, void_channel=19, logit_sizes=((2, 2),))
+    d = spec.to_dict()
+    d["provenance"]["checkpoint_sha256"] = "not-a-hash"
+    with pytest.raises(CacheError, match="checkpoint_sha256"):
+        validate_attrs(d)
+
+
+def test_create_refuses_existing(tmp_path):
+    rng = np.random.default_rng(0)
+    _, spec = pixel_cache(tmp_path / "c.zarr", [(8, 8)], rng)
+    with pytest.raises(CacheError, match="already exists"):
+        create_cache(tmp_path / "c.zarr", spec)
+
+
+def test_array_table_is_documented():
+    assert {a.name for a in ARRAYS} >= {"logits", "class_logits", "mask_logits", "labels", "done"}
+    assert all(a.doc and len(a.dims) == len(a.chunk) for a in ARRAYS)
+
+
+sizes = st.lists(st.tuples(st.integers(1, 3000), st.integers(1, 3000)), min_size=1, max_size=4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=sizes, kind=st.sampled_from(["pixel", "query"]), void=st.one_of(st.none(), st.integers(0, 30)))
+def test_spec_dict_round_trip(sizes, kind, void):
+    extra = (dict(n_channels=20, void_channel=void, logit_sizes=tuple((max(1, h // 2), max(1, w // 2)) for h, w in sizes))
+             if kind == "pixel" else dict(crop_size=64, n_queries=10, mask_size=16))
+    spec = CacheSpec(kind=kind, label_kind="anomaly", frame_ids=tuple(f"id{i}" for i in range(len(sizes))),
+                     sizes=tuple(sizes), provenance=provenance(), n_classes=19, **extra)
+    d = json.loads(json.dumps(spec.to_dict()))  # what zarr attrs store
+    assert CacheSpec.from_dict(d) == spec
+    assert d["schema_version"] == SCHEMA_VERSION
