@@ -103,5 +103,64 @@ def datasets_synth(dataset, out, n, size, seed):
     click.echo(f"wrote {len(paths)} {dataset} frames under {out}")
 
 
+def _model_option(f):
+    return click.option("--model", required=True, type=click.Choice(["erfnet", "eomt"]),
+                        help="erfnet: per-pixel logits; eomt: per-query class and mask logits.")(f)
+
+
+@main.command()
+@_model_option
+@_dataset_option
+@click.option("--data-root", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that holds the dataset folder.")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint as released by the authors (erfnet_pretrained.pth, EoMT pytorch_model.bin).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Output cache (default caches/<model>/<dataset>.zarr).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Autocast dtype on CUDA (CPU always runs fp32).")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1), help="Frames per forward pass.")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="DataLoader decode workers.")
+@click.option("--writer-threads", default=4, show_default=True, type=click.IntRange(1),
+              help="Threads compressing and writing chunks.")
+@click.option("--shard", default=None, metavar="I/N", help="Process frames i with i %% N == I (several jobs, one cache).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N frames (in id order).")
+@click.option("--input-height", type=click.IntRange(8), default=None,
+              help="ERFNet: short side of the model input (default 512, as trained).")
+@click.option("--overwrite", is_flag=True, help="Delete an existing cache at --cache and start over.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size, workers, writer_threads, shard,
+        limit, input_height, overwrite, no_progress):
+    """Run a model once over a dataset and store its raw outputs in a Zarr cache.
+
+    Resumable: rerunning the same command skips frames already done. Several jobs can
+    fill one cache with --shard I/N (e.g. a SLURM array with --shard $SLURM_ARRAY_TASK_ID/N).
+
+    \b
+    Example:
+      extract run --model eomt --dataset fs_static --data-root Validation_Dataset/ \\
+          --checkpoint pytorch_model.bin --device cuda --dtype bf16 --batch-size 4 --workers 8
+    """
+    from extract.run import parse_shard, run_extraction
+
+    try:
+        parse_shard(shard)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard") from None
+    try:
+        summary = run_extraction(
+            model, dataset, data_root, checkpoint, cache=cache, device=device, dtype=dtype, batch_size=batch_size,
+            workers=workers, writer_threads=writer_threads, shard=shard, limit=limit, overwrite=overwrite,
+            input_height=input_height, progress=not no_progress, log=lambda m: click.echo(m, err=True),
+        )
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    click.echo(summary.line())
+    if summary.interrupted:
+        click.echo("interrupted: frames written so far are done; rerun the same command to continue", err=True)
+        sys.exit(130)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,390 @@
+"""The extraction loop: dataset -> model -> cache, resumable and shardable.
+
+A DataLoader decodes and resizes frames in worker processes; the model runs on batches;
+outputs go to the host through :class:`extract.writer.HostCopier` and are written by
+:class:`extract.writer.FrameWriter` threads. A frame's ``done`` flag is written after all
+of its chunks, so an interrupted run (SIGINT, SIGKILL) leaves a cache that a rerun of the
+same command completes to the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import partial
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from extract.datasets import DatasetError, DatasetReader, DatasetSpec, get_dataset_spec, image_size, read_frame
+from extract.models import get_model_spec, load_model
+from extract.models.eomt import window_image
+from extract.models.erfnet import erfnet_input_size, preprocess_erfnet
+from extract.writer import FrameWriter, HostCopier
+from schemas import cache as C
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def default_cache_path(model: str, dataset: str) -> Path:
+    return Path("caches") / model / f"{dataset}.zarr"
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(t) for t in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard {text!r}: need 0 <= I < N")
+    return i, n
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import timm
+    import zarr
+
+    try:
+        pkg = version("anomaly-seg-cache")
+    except PackageNotFoundError:
+        pkg = "0+unknown"
+    return {"package": pkg, "torch": torch.__version__, "timm": timm.__version__, "zarr": zarr.__version__,
+            "numpy": np.__version__}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+# ---- per-kind adapters: what a frame becomes before the model, and how outputs are stored ----
+
+@dataclass(frozen=True)
+class Adapter:
+    """How frames of one output kind are prepared, batched, run and written."""
+
+    prepare: Callable  # (image uint8 HWC, model config) -> np.ndarray model input
+    forward: Callable  # (model, batch tensor) -> tuple of output tensors (batch-major)
+    split: Callable  # (outputs, items) -> list of per-item output tuples
+    write: Callable  # (root, spec, i, host arrays) -> None
+    spec_fields: Callable  # (model config, sizes) -> dict of CacheSpec fields
+
+
+def _pixel_prepare(image: np.ndarray, cfg: dict) -> np.ndarray:
+    return np.ascontiguousarray(preprocess_erfnet(image, cfg["input_height"]).numpy())  # (3, h, w) float32
+
+
+def _pixel_forward(model, x: torch.Tensor):
+    return (model(x).to(torch.float16),)  # (B, C, h, w)
+
+
+def _pixel_split(outputs, items):
+    (logits,) = outputs
+    return [(logits[j],) for j in range(len(items))]
+
+
+def _pixel_write(root, spec, i, arrays):
+    C.write_frame_pixel(root, spec, i, arrays[0])
+
+
+def _pixel_fields(cfg: dict, sizes) -> dict:
+    logit_sizes = tuple(erfnet_input_size(h, w, cfg["input_height"]) for h, w in sizes)
+    return dict(n_classes=cfg["num_classes"] - 1, n_channels=cfg["num_classes"], void_channel=cfg["void_channel"],
+                logit_sizes=logit_sizes)
+
+
+def _query_prepare(image: np.ndarray, cfg: dict) -> np.ndarray:
+    crops, _ = window_image(image, cfg["crop"])
+    return crops.numpy()  # (n, 3, crop, crop) uint8
+
+
+def _query_forward(model, x: torch.Tensor):
+    mask_logits, class_logits = model(x.float() / 255.0)  # (N, Q, m, m), (N, Q, K+1)
+    return mask_logits.to(torch.float16), class_logits.float()
+
+
+def _query_split(outputs, items):
+    mask_logits, class_logits = outputs
+    out, a = [], 0
+    for it in items:
+        n = it["input"].shape[0]
+        out.append((class_logits[a : a + n], mask_logits[a : a + n]))
+        a += n
+    return out
+
+
+def _query_write(root, spec, i, arrays):
+    C.write_frame_query(root, spec, i, arrays[0], arrays[1])
+
+
+def _query_fields(cfg: dict, sizes) -> dict:
+    return dict(n_classes=cfg["num_classes"], crop_size=cfg["crop"], n_queries=cfg["num_q"],
+                mask_size=cfg["mask_size"])
+
+
+ADAPTERS: dict[str, Adapter] = {
+    "pixel": Adapter(_pixel_prepare, _pixel_forward, _pixel_split, _pixel_write, _pixel_fields),
+    "query": Adapter(_query_prepare, _query_forward, _query_split, _query_write, _query_fields),
+}
+
+
+# ---- data loading ---------------------------------------------------------------------------
+
+class _FrameDataset(torch.utils.data.Dataset):
+    """Decodes and prepares the frames to do (runs in DataLoader workers)."""
+
+    def __init__(self, spec: DatasetSpec, refs, indices, prepare, cfg, cache_spec: C.CacheSpec):
+        self.spec, self.refs, self.indices, self.prepare, self.cfg = spec, refs, indices, prepare, cfg
+        self.cache_spec = cache_spec
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, k):
+        i = self.indices[k]
+        try:
+            frame = read_frame(self.spec, self.refs[i])
+            if frame.size != self.cache_spec.sizes[i]:
+                raise DatasetError(f"{frame.image_path}: size {frame.size} changed since the cache was created "
+                                   f"({self.cache_spec.sizes[i]})")
+            th, tw = C.thumbnail_size(*frame.size)
+            thumb = np.asarray(Image.fromarray(frame.image).resize((tw, th), Image.BILINEAR))
+            return {"i": i, "input": self.prepare(frame.image, self.cfg), "label": frame.label, "thumb": thumb}
+        except DatasetError as exc:
+            return {"i": i, "error": str(exc)}
+
+
+def _collate(items):
+    return items
+
+
+def _batches_by_shape(items):
+    groups: dict[tuple, list] = {}
+    for it in items:
+        groups.setdefault(tuple(it["input"].shape[-2:]), []).append(it)
+    return list(groups.values())
+
+
+# ---- cache creation / resume ---------------------------------------------------------------
+
+def _identity_mismatch(old: C.CacheSpec, new: C.CacheSpec) -> list[str]:
+    diffs = []
+    a, b = old.provenance.identity(), new.provenance.identity()
+    a["dtype"], b["dtype"] = old.provenance.dtype, new.provenance.dtype
+    for k in a:
+        if a[k] != b[k]:
+            diffs.append(k)
+    for k in ("kind", "frame_ids", "sizes", "n_classes", "crop_size", "n_queries", "mask_size", "logit_sizes"):
+        if getattr(old, k) != getattr(new, k):
+            diffs.append(k)
+    return diffs
+
+
+def open_or_create(path: Path, spec: C.CacheSpec, overwrite: bool):
+    """Create the cache atomically (temporary folder + rename) or reopen a compatible one."""
+    path = Path(path)
+    if overwrite and path.exists():
+        if not (path / "zarr.json").is_file():
+            raise C.CacheError(f"{path}: exists and is not a cache; refusing to overwrite it")
+        shutil.rmtree(path)
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            C.create_cache(tmp, spec)
+            os.rename(tmp, path)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not path.exists():
+                raise C.CacheError(f"{path}: cannot create cache ({exc.strerror or exc})") from None
+            # another shard created it first: fall through and check compatibility
+    try:
+        root, old = C.open_cache(path, mode="r+")
+    except C.CacheError as exc:
+        raise C.CacheError(f"{exc}; use --overwrite to start over") from None
+    diffs = _identity_mismatch(old, spec)
+    if diffs:
+        raise C.CacheError(
+            f"{path}: was made with a different {', '.join(diffs)} "
+            f"(cache: {old.provenance.model}/{old.provenance.dataset}); refusing to continue it "
+            "(use another --cache or --overwrite)"
+        )
+    return root, old
+
+
+@dataclass
+class RunSummary:
+    cache: Path
+    frames_total: int
+    frames_skipped: int
+    frames_written: int
+    seconds: float
+    disk_bytes: int
+    raw_bytes: int
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_written / self.seconds if self.seconds > 0 else float("nan")
+
+    def line(self) -> str:
+        ratio = self.raw_bytes / self.disk_bytes if self.disk_bytes else float("nan")
+        return (f"{self.frames_written} frames written ({self.frames_skipped} already done) in {self.seconds:.1f} s, "
+                f"{self.fps:.2f} frames/s; cache {self.disk_bytes / 2**20:.1f} MiB, compression {ratio:.2f}x: {self.cache}")
+
+
+def _disk_usage(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _raw_bytes(root, spec: C.CacheSpec) -> int:
+    return sum(int(np.prod(root[a.name].shape)) * np.dtype(a.dtype).itemsize for a in C.arrays_for(spec.kind))
+
+
+def run_extraction(
+    model: str,
+    dataset: str,
+    data_root: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    cache: str | os.PathLike | None = None,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    batch_size: int = 1,
+    workers: int = 0,
+    writer_threads: int = 4,
+    shard: str | None = None,
+    limit: int | None = None,
+    overwrite: bool = False,
+    input_height: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> RunSummary:
+    """Run ``model`` over ``dataset`` and store its raw outputs in a cache (see module doc)."""
+    t_start = time.perf_counter()
+    shard_i, shard_n = parse_shard(shard)
+    mspec = get_model_spec(model)
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here (use --device cpu)")
+    if DTYPES[dtype] is not None and dev.type != "cuda":
+        raise ValueError(f"--dtype {dtype} needs --device cuda; on the CPU extraction runs in fp32")
+    dspec = get_dataset_spec(dataset)
+    reader = DatasetReader(dspec, data_root)
+    refs = reader.refs[:limit] if limit else reader.refs
+    ckpt = Path(checkpoint)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: checkpoint not found")
+    net, cfg = load_model(model, ckpt, dev)
+    cfg = dict(cfg)
+    if input_height is not None and mspec.kind == "pixel":
+        cfg["input_height"] = int(input_height)
+    adapter = ADAPTERS[mspec.kind]
+    sizes = tuple(image_size(r.image_path) for r in refs)
+    prov = C.Provenance(
+        model=model,
+        model_config={k: v for k, v in cfg.items() if isinstance(v, (int, float, str, bool, list, type(None)))},
+        checkpoint_sha256=file_sha256(ckpt),
+        dataset=dataset,
+        manifest_digest=dspec.digest(),
+        preprocessing=_preprocessing(mspec.kind, cfg),
+        versions=_versions(),
+        device=_device_name(dev),
+        dtype=dtype,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    spec = C.CacheSpec(kind=mspec.kind, label_kind=dspec.kind, frame_ids=tuple(r.id for r in refs), sizes=sizes,
+                       provenance=prov, **adapter.spec_fields(cfg, sizes))
+    cache_path = Path(cache) if cache else default_cache_path(model, dataset)
+    root, spec_on_disk = open_or_create(cache_path, spec, overwrite)
+    spec = spec_on_disk  # keep the stored provenance (creation time) for every write
+    done = C.done_mask(root)
+    mine = [i for i in range(spec.n_frames) if i % shard_n == shard_i]
+    todo = [i for i in mine if not done[i]]
+    skipped = len(mine) - len(todo)
+    if skipped:
+        log(f"{cache_path}: {skipped} of {len(mine)} frames already done, skipping them")
+
+    loader = torch.utils.data.DataLoader(
+        _FrameDataset(dspec, refs, todo, adapter.prepare, cfg, spec), batch_size=max(1, batch_size),
+        num_workers=workers, collate_fn=_collate, pin_memory=False,
+        persistent_workers=False, prefetch_factor=2 if workers else None,
+    )
+    copier = HostCopier(dev)
+    writer = FrameWriter(writer_threads)
+    autocast = (torch.autocast(device_type="cuda", dtype=DTYPES[dtype]) if DTYPES[dtype] is not None
+                else torch.autocast(device_type=dev.type, enabled=False))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), unit="frame", desc=f"{model}/{dataset}", disable=not progress, dynamic_ncols=True)
+    interrupted = False
+    failure: str | None = None
+    try:
+        for batch in loader:
+            errors = [it for it in batch if "error" in it]
+            batch = [it for it in batch if "error" not in it]
+            for group in _batches_by_shape(batch):
+                stacked = np.concatenate([it["input"] if mspec.kind == "query" else it["input"][None] for it in group])
+                # NCHW-contiguous, torch-allocated input: CPU conv kernels pick their code path by
+                # memory layout, and cached outputs must not depend on how numpy laid out a batch
+                x = torch.from_numpy(np.ascontiguousarray(stacked))
+                x = x.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else x.clone()
+                with torch.inference_mode(), autocast:
+                    outputs = adapter.forward(net, x)
+                for it, outs in zip(group, adapter.split(outputs, group)):
+                    waits = [copier.submit(o) for o in outs]
+                    writer.submit(partial(_write_frame, root, spec, adapter, it, waits))
+                    bar.update(1)
+            if errors:
+                failure = errors[0]["error"]
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        writer.close(wait=True)
+    C.consolidate(cache_path)
+    seconds = time.perf_counter() - t_start
+    summary = RunSummary(cache_path, len(mine), skipped, writer.written, seconds, _disk_usage(cache_path),
+                         _raw_bytes(root, spec), interrupted)
+    if failure:
+        raise DatasetError(f"{failure} ({writer.written} frames written before it stay done; fix the file and rerun)")
+    return summary
+
+
+def _preprocessing(kind: str, cfg: dict) -> dict:
+    if kind == "pixel":
+        return {"resize": f"short side {cfg['input_height']} (PIL bilinear), sides rounded to a multiple of 8",
+                "range": "[0, 1]", "normalization": "none", "logits_to_label": "bilinear (analysis)"}
+    return {"resize": f"short side {cfg['crop']} (PIL bilinear)", "windows": "ceil(long/crop), overlap spread evenly",
+            "range": "uint8/255 then ImageNet mean/std inside the model"}
+
+
+def _write_frame(root, spec: C.CacheSpec, adapter: Adapter, item: dict, waits) -> None:
+    arrays = [w() for w in waits]
+    i = item["i"]
+    adapter.write(root, spec, i, arrays)
+    C.write_frame_common(root, spec, i, item["label"], item["thumb"])
+    C.mark_done(root, i)

@@ -1,0 +1,158 @@
+"""`extract run`: cache contents, resume after SIGKILL, shards, provenance checks."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from click.testing import CliRunner
+
+from extract.cli import main as extract_main
+from extract.datasets import DatasetReader, get_dataset_spec
+from extract.models import load_model
+from extract.models.eomt import window_image
+from extract.models.erfnet import preprocess_erfnet
+from extract.run import run_extraction
+from schemas.cache import CacheError, open_cache, read_label, read_pixel_logits, read_query_outputs
+
+RUN = dict(progress=False, log=lambda m: None)
+
+
+def _arrays(path):
+    g = zarr.open_group(str(path), mode="r")
+    return {k: np.asarray(g[k][:]) for k in sorted(g.array_keys())}
+
+
+def _assert_same_cache(a, b):
+    A, B = _arrays(a), _arrays(b)
+    assert A.keys() == B.keys()
+    for k in A:
+        np.testing.assert_array_equal(A[k], B[k], err_msg=k)
+    ga, gb = zarr.open_group(str(a), mode="r").attrs.asdict(), zarr.open_group(str(b), mode="r").attrs.asdict()
+    ga["provenance"].pop("created"), gb["provenance"].pop("created")
+    assert ga == gb
+
+
+def test_erfnet_cache_equals_direct_model_outputs(tmp_path, anomaly_data, checkpoints):
+    cache = tmp_path / "erf.zarr"
+    s = run_extraction("erfnet", "road_anomaly", anomaly_data, checkpoints["erfnet"], cache=cache, input_height=32, **RUN)
+    assert s.frames_written == 5 and s.frames_skipped == 0
+    root, spec = open_cache(cache)
+    assert spec.kind == "pixel" and spec.void_channel == 19 and spec.n_channels == 20
+    model, _ = load_model("erfnet", checkpoints["erfnet"])
+    reader = DatasetReader(get_dataset_spec("road_anomaly"), anomaly_data)
+    for i, frame in enumerate(reader):
+        with torch.inference_mode():
+            direct = model(preprocess_erfnet(frame.image, 32)[None].contiguous())[0].half().numpy()
+        np.testing.assert_array_equal(read_pixel_logits(root, spec, i), direct)
+        np.testing.assert_array_equal(read_label(root, spec, i), frame.label)
+    assert spec.provenance.checkpoint_sha256 != "0" * 64 and spec.provenance.dataset == "road_anomaly"
+    assert root["done"][:].all()
+
+
+def test_eomt_cache_equals_direct_model_outputs(tmp_path, anomaly_data, checkpoints):
+    cache = tmp_path / "eomt.zarr"
+    run_extraction("eomt", "road_anomaly", anomaly_data, checkpoints["eomt"], cache=cache, workers=1, **RUN)
+    root, spec = open_cache(cache)
+    assert spec.kind == "query" and spec.crop_size == 64 and spec.n_queries == 10 and spec.mask_size == 16
+    model, _ = load_model("eomt", checkpoints["eomt"])
+    for i, frame in enumerate(DatasetReader(get_dataset_spec("road_anomaly"), anomaly_data)):
+        crops, geom = window_image(frame.image, 64)
+        assert geom.n_crops == 2  # 48x96 -> 64x128: two crops
+        with torch.inference_mode():
+            masks, classes = model(crops.float() / 255.0)
+        cl, ml = read_query_outputs(root, spec, i)
+        np.testing.assert_array_equal(cl, classes.numpy())
+        np.testing.assert_array_equal(ml, masks.half().numpy())
+
+
+def test_resume_skips_done_frames_and_matches_full_run(tmp_path, anomaly_data, checkpoints):
+    full = tmp_path / "full.zarr"
+    run_extraction("erfnet", "road_anomaly", anomaly_data, checkpoints["erfnet"], cache=full, input_height=32, **RUN)
+    part = tmp_path / "part.zarr"
+    run_extraction("erfnet", "road_anomaly", anomaly_data, checkpoints["erfnet"], cache=part, input_height=32,
+                   shard="0/2", **RUN)
+    done_chunk = part / "logits" / "c" / "0" / "0" / "0" / "0"
+    before = done_chunk.stat().st_mtime_ns
+    s = run_extraction("erfnet", "road_anomaly", anomaly_data, checkpoints["erfnet"], cache=part, input_height=32, **RUN)
+    assert (s.frames_skipped, s.frames_written) == (3, 2)
+    assert done_chunk.stat().st_mtime_ns == before  # a done frame is not recomputed
+    _assert_same_cache(full, part)
+
+
+def test_two_shards_equal_one_run(tmp_path, anomaly_data, checkpoints):
+    full, sharded = tmp_path / "full.zarr", tmp_path / "sharded.zarr"
+    run_extraction("eomt", "road_anomaly", anomaly_data, checkpoints["eomt"], cache=full, **RUN)
+    for shard in ("1/2", "0/2"):
+        run_extraction("eomt", "road_anomaly", anomaly_data, checkpoints["eomt"], cache=sharded, shard=shard, **RUN)
+    _assert_same_cache(full, sharded)
+
+
+def test_resume_with_other_checkpoint_or_model_is_refused(tmp_path, anomaly_data, checkpoints):
+    cache = tmp_path / "c.zarr"
+    run_extraction("erfnet", "road_anomaly", anomaly_data, checkpoints["erfnet"], cache=cache, input_height=32,
+                   limit=2, **RUN)
+    with pytest.raises(CacheError, match="different .*checkpoint_sha256"):
+        run_extraction("eomt", "road_anomaly", anomaly_data, checkpoints["eomt"], cache=cache, limit=2, **RUN)
+    with pytest.raises(CacheError, match="different .*preprocessing"):
+        run_extraction("erfnet", "road_anomaly", anomaly_data, checkpoints["erfnet"], cache=cache, input_height=16,
+                       limit=2, **RUN)
+    with pytest.raises(CacheError, match="frame_ids"):
+        run_extraction("erfnet", "road_anomaly", anomaly_data, checkpoints["erfnet"], cache=cache, input_height=32, **RUN)
+    # --overwrite starts over
+    s = run_extraction("erfnet", "road_anomaly", anomaly_data, checkpoints["erfnet"], cache=cache, input_height=32,
+                       overwrite=True, **RUN)
+    assert s.frames_written == 5
+
+
+def test_corrupt_image_mid_run_keeps_done_frames(tmp_path, anomaly_data, checkpoints):
+    refs = DatasetReader(get_dataset_spec("road_anomaly"), anomaly_data).refs
+    data = refs[3].image_path.read_bytes()
+    refs[3].image_path.write_bytes(data[: len(data) // 2])  # header intact, pixel data truncated
+    cache = tmp_path / "c.zarr"
+    res = CliRunner().invoke(extract_main, ["run", "--model", "erfnet", "--dataset", "road_anomaly", "--data-root",
+                                            str(anomaly_data), "--checkpoint", str(checkpoints["erfnet"]), "--cache",
+                                            str(cache), "--input-height", "32", "--no-progress"])
+    assert res.exit_code == 1, res.output
+    assert str(refs[3].image_path) in res.output and "Traceback" not in res.output
+    done = zarr.open_group(str(cache), mode="r")["done"][:]
+    np.testing.assert_array_equal(done, [True, True, True, False, False])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sigkill_then_resume_gives_identical_cache(tmp_path, checkpoints, seed):
+    """Kill a real extraction process at a random moment, rerun, compare with a clean run."""
+    from extract.synth import write_synth_dataset
+
+    anomaly_data = tmp_path / "data"
+    write_synth_dataset(get_dataset_spec("road_anomaly"), anomaly_data, 16, (48, 96), seed=seed)
+    full = tmp_path / "full.zarr"
+    run_extraction("eomt", "road_anomaly", anomaly_data, checkpoints["eomt"], cache=full, **RUN)
+    killed = tmp_path / "killed.zarr"
+    cmd = [sys.executable, "-m", "extract.cli", "run", "--model", "eomt", "--dataset", "road_anomaly", "--data-root",
+           str(anomaly_data), "--checkpoint", str(checkpoints["eomt"]), "--cache", str(killed), "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rng = np.random.default_rng(seed)
+    deadline = time.time() + 120
+    target = int(rng.integers(1, 8))  # kill once 1..7 frames are done, plus a random delay
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "zarr.json").exists():
+            done = zarr.open_group(str(killed), mode="r")["done"][:]
+            if done.sum() >= target:
+                time.sleep(float(rng.uniform(0, 0.2)))
+                break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_done = int(zarr.open_group(str(killed), mode="r")["done"][:].sum())
+    assert 1 <= n_done < 16
+    s = run_extraction("eomt", "road_anomaly", anomaly_data, checkpoints["eomt"], cache=killed, **RUN)
+    assert s.frames_skipped == n_done
+    _assert_same_cache(full, killed)
