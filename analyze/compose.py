@@ -1,0 +1,418 @@
+"""Model outputs -> per-pixel "logits" at label resolution -> anomaly scores, one frame at a time.
+
+Mask model (EoMT), following the official semantic inference (``tue-mps/eomt``,
+``training/lightning_module.py``: ``to_per_pixel_logits_semantic``,
+``revert_window_logits_semantic``; ``training/mask_classification_semantic.py``):
+
+1. per crop, the mask logits ``m_q`` (Q, h, w) are bilinearly upsampled (``align_corners=False``,
+   ``torch.nn.functional.interpolate`` semantics) to the crop size and passed through a sigmoid;
+2. per crop, ``s_k(x) = sum_q softmax(c_q / T)_k * sigmoid(m_q(x))`` for ``k < K``: the
+   no-object class is dropped *after* the softmax over ``K + 1``;
+3. the crops are summed into the resized frame and divided by the per-pixel crop count;
+4. ``s`` (K, Hr, Wr) is bilinearly resized (``align_corners=False``) to the original size.
+
+Resizing is linear and the scorers are not, so the order is: ``s`` on the resized frame ->
+resize ``s`` -> scorer (the official code likewise resizes ``s`` before its argmax).
+
+Temperature on a mask model has two targets (REFERENCE.md section 4):
+
+* ``'query'`` (default): ``T`` divides the query class logits ``c_q`` before their softmax.
+  This changes ``s`` and hence the semantic map (mIoU); the scorer then sees ``s`` at T = 1.
+* ``'pixel'``: ``s`` is computed at T = 1 and the scorer's input is ``s / T``; the
+  semantic map does not depend on ``T``.
+
+Both targets coincide at ``T = 1``. Everything is float32; mask logits stored as float16
+are upcast before the upsampling.
+
+Memory: a 1024 crop with 100 queries has 400 MB of upsampled masks. :class:`FrameComposer`
+never holds them: it upsamples one tile of crop rows at a time (``tile_rows``), applies the
+sigmoid once, and multiplies the tile by the class probabilities of *every* requested
+temperature in one matrix product, accumulating into one float32 ``(K, Hr, Wr)`` map per
+temperature (19 x 1024 x 2048 x 4 B = 160 MB). The resize to the original size, which needs
+neighbouring rows, runs on the complete map, so tiling does not change the result beyond
+float32 rounding of the summation (verified against the untiled reference to 1e-6).
+
+Pixel model (ERFNet): the logits (C, h, w) at model resolution are bilinearly resized
+(``align_corners=False``) to the label size *before* scoring; the void channel is dropped
+before any softmax (dropping it before the resize is identical: the resize acts per
+channel). The semantic map is the argmax over the remaining classes and does not depend
+on ``T``; for a pixel model both temperature targets mean ``z / T``.
+
+Tensors are torch float32 on the CPU; the maps handed to metrics (:func:`score_frame`,
+:func:`semantic_prediction`) are numpy arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from analyze.scorers import Scorer, check_supported, parse_kind
+from schemas.windows import FrameWindows
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+TEMP_TARGETS = ("query", "pixel")
+DEFAULT_TEMP_TARGET = "query"
+DEFAULT_TILE_ROWS = 64
+
+
+def _f32(x: ArrayLike) -> torch.Tensor:
+    return torch.as_tensor(x).to(dtype=torch.float32)
+
+
+def _bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(C, h, w) -> (C, H, W), bilinear, ``align_corners=False``."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x  # the kernel's weights are exactly (1, 0) here: identity
+    return F.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+
+
+def _check_temperature(t: float) -> float:
+    t = float(t)
+    if not t > 0 or t == float("inf"):
+        raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
+    return t
+
+
+def parse_temp_target(target: str) -> str:
+    if target not in TEMP_TARGETS:
+        raise ValueError(f"temp_target must be one of {', '.join(TEMP_TARGETS)}; got {target!r}")
+    return target
+
+
+# ---------------------------------------------------------------------------------------
+# EoMT building blocks (untiled reference path)
+
+
+def upsampled_mask_probs(mask_logits: ArrayLike, crop: int) -> torch.Tensor:
+    """``sigmoid(bilinear(m, (crop, crop)))`` for mask logits (Q, h, w) -> (Q, crop, crop).
+
+    The whole crop at once (Q x crop^2 floats); :class:`FrameComposer` does the same in row tiles.
+    """
+    m = _f32(mask_logits)  # (Q, h, w)
+    return torch.sigmoid(_bilinear(m, (crop, crop)))  # (Q, crop, crop)
+
+
+def class_probs(class_logits: ArrayLike, temperature: float = 1.0) -> torch.Tensor:
+    """``softmax(c / T)`` over the K + 1 classes with the last (no-object) dropped: (Q, K+1) -> (Q, K)."""
+    c = _f32(class_logits)  # (Q, K+1)
+    t = _check_temperature(temperature)
+    return torch.softmax(c if t == 1.0 else c / t, dim=-1)[:, :-1]  # (Q, K)
+
+
+def _crop_region(geom: FrameWindows, j: int, r0: int, r1: int) -> tuple[slice, slice]:
+    """Rows ``r0:r1`` of crop ``j`` as (row, column) slices of the resized frame."""
+    w = geom.windows[j]
+    if geom.portrait:
+        return slice(w.start + r0, w.start + r1), slice(0, geom.crop)
+    return slice(r0, r1), slice(w.start, w.end)
+
+
+def _crop_counts(geom: FrameWindows) -> torch.Tensor:
+    """How many crops cover each pixel of the resized frame, shaped to broadcast on (K, Hr, Wr)."""
+    long_side = max(geom.resized)
+    counts = torch.zeros(long_side, dtype=torch.float32)
+    for w in geom.windows:
+        counts[w.start : w.end] += 1
+    if (counts == 0).any():
+        raise ValueError(f"windows {geom.windows} do not cover the resized frame {geom.resized}")
+    return counts[:, None] if geom.portrait else counts[None, :]
+
+
+def _check_geometry(geom: FrameWindows) -> None:
+    if min(geom.resized) != geom.crop:
+        raise ValueError(f"resized frame {geom.resized}: short side is not the crop size {geom.crop}")
+
+
+def merge_crops(crop_scores: Sequence[torch.Tensor], geom: FrameWindows) -> torch.Tensor:
+    """Per-crop maps (K, crop, crop) -> (K, Hr, Wr): crops summed in order, divided by the count."""
+    _check_geometry(geom)
+    if len(crop_scores) != geom.n_crops:
+        raise ValueError(f"{len(crop_scores)} crops given, geometry has {geom.n_crops}")
+    k = crop_scores[0].shape[0]
+    sums = torch.zeros((k, *geom.resized), dtype=torch.float32)  # (K, Hr, Wr)
+    for j, cs in enumerate(crop_scores):
+        rows, cols = _crop_region(geom, j, 0, geom.crop)
+        sums[:, rows, cols] += cs
+    return sums / _crop_counts(geom)
+
+
+def resize_scores(s: ArrayLike, out_size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (``align_corners=False``) of a (K, h, w) map to ``out_size``."""
+    return _bilinear(_f32(s), out_size)
+
+
+def compose_frame(
+    mask_probs_per_crop: Sequence[ArrayLike],
+    class_logits_per_crop: Sequence[ArrayLike],
+    geom: FrameWindows,
+    out_size: tuple[int, int] | None = None,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Per-pixel class scores ``s`` (K, H, W) of one frame from precomputed mask probabilities.
+
+    ``mask_probs_per_crop[j]`` is :func:`upsampled_mask_probs` of crop ``j`` (Q, crop, crop);
+    ``class_logits_per_crop[j]`` its class logits (Q, K+1); ``temperature`` divides the class
+    logits (target 'query'). ``out_size`` defaults to ``geom.original``.
+    """
+    crop_scores = [
+        torch.einsum("qhw,qk->khw", _f32(m), class_probs(c, temperature))  # (K, crop, crop)
+        for m, c in zip(mask_probs_per_crop, class_logits_per_crop, strict=True)
+    ]
+    return resize_scores(merge_crops(crop_scores, geom), out_size or geom.original)
+
+
+# ---------------------------------------------------------------------------------------
+# EoMT: tiled, all temperatures in one pass
+
+
+def _linear_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices and weights of 1-D linear resizing, ``align_corners=False``.
+
+    Same arithmetic as torch's CPU kernel: ``src = max(scale * (dst + 0.5) - 0.5, 0)`` with the
+    float32 ``scale = n_in / n_out`` and one rounding (the kernel uses a fused multiply-add;
+    the float64 product of a float32 and a half-integer is exact).
+    """
+    scale = float(np.float32(n_in / n_out))
+    src = (scale * (torch.arange(n_out, dtype=torch.float64) + 0.5) - 0.5).to(torch.float32).clamp(min=0)
+    i0 = src.floor().to(torch.int64).clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    w1 = (src - i0).clamp(0, 1)
+    return i0, i1, 1 - w1, w1
+
+
+class FrameComposer:
+    """Per-pixel class scores ``s`` of one EoMT frame for any set of temperatures.
+
+    Holds the frame's raw outputs (mask logits (n_crops, Q, h, w), float16 or float32, and
+    class logits (n_crops, Q, K+1)) and its window geometry. :meth:`resized_scores` walks every
+    crop in tiles of ``tile_rows`` crop rows: each tile is upsampled and passed through the
+    sigmoid *once* and then serves all requested temperatures in one matrix product. With
+    ``keep_masks=True`` the sigmoid tiles are also kept (Q x crop^2 floats per crop) so that
+    later calls with other temperatures skip the upsampling; by default memory stays at one
+    tile plus one (K, Hr, Wr) accumulator per temperature.
+    """
+
+    def __init__(
+        self,
+        mask_logits: Sequence[ArrayLike] | ArrayLike,
+        class_logits: Sequence[ArrayLike] | ArrayLike,
+        geom: FrameWindows,
+        *,
+        tile_rows: int = DEFAULT_TILE_ROWS,
+        keep_masks: bool = False,
+    ):
+        _check_geometry(geom)
+        if len(mask_logits) != geom.n_crops or len(class_logits) != geom.n_crops:
+            raise ValueError(
+                f"geometry has {geom.n_crops} crops; got {len(mask_logits)} mask and "
+                f"{len(class_logits)} class-logit crops"
+            )
+        if tile_rows < 1:
+            raise ValueError(f"tile_rows must be >= 1, got {tile_rows}")
+        q, h, w = tuple(mask_logits[0].shape)
+        if tuple(class_logits[0].shape[:1]) != (q,) or len(class_logits[0].shape) != 2:
+            raise ValueError(f"class logits {tuple(class_logits[0].shape)} do not match {q} queries")
+        self.geom = geom
+        self.num_queries = q
+        self.num_classes = int(class_logits[0].shape[1]) - 1  # K
+        self._mask_logits = mask_logits
+        self._class_logits = class_logits
+        self._tile_rows = int(tile_rows)
+        self._row_taps = _linear_taps(h, geom.crop)
+        self._kept: list[list[tuple[int, int, torch.Tensor]]] | None = (
+            [[] for _ in range(geom.n_crops)] if keep_masks else None
+        )
+
+    def _mask_tiles(self, j: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(r0, r1, sigmoid(upsampled masks)[:, r0:r1, :])`` (Q, r1 - r0, crop) for crop ``j``."""
+        if self._kept is not None and self._kept[j]:
+            yield from self._kept[j]
+            return
+        crop = self.geom.crop
+        kept = []
+        m = _f32(self._mask_logits[j])  # (Q, h, w)
+        q, _, w = m.shape
+        i0, i1, a0, a1 = self._row_taps
+        for r0 in range(0, crop, self._tile_rows):
+            r1 = min(r0 + self._tile_rows, crop)
+            lo, hi = int(i0[r0]), int(i1[r1 - 1]) + 1  # source rows this tile reads
+            # columns first, on the few source rows needed (1-D linear = torch's bilinear width pass)
+            cols = F.interpolate(m[:, lo:hi].reshape(1, q * (hi - lo), w), size=crop, mode="linear",
+                                 align_corners=False).view(q, hi - lo, crop)  # (Q, hi-lo, crop)
+            # then rows: a1 * bottom + a0 * top, in place (the kernel's order; allocation dominates)
+            tile = cols.index_select(1, i1[r0:r1] - lo).mul_(a1[r0:r1, None])  # (Q, R, crop)
+            tile.addcmul_(cols.index_select(1, i0[r0:r1] - lo), a0[r0:r1, None]).sigmoid_()
+            if self._kept is not None:
+                kept.append((r0, r1, tile))
+            yield r0, r1, tile
+        if self._kept is not None:
+            self._kept[j] = kept  # only once the crop is complete
+
+    def resized_scores(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
+        """``{T: s_T}`` on the resized frame, (K, Hr, Wr) each; ``T`` divides the class logits.
+
+        Masks are upsampled once per call whatever the number of temperatures.
+        """
+        temps = tuple(dict.fromkeys(_check_temperature(t) for t in temperatures))
+        k, q, n_t = self.num_classes, self.num_queries, len(temps)
+        sums = {t: torch.zeros((k, *self.geom.resized), dtype=torch.float32) for t in temps}
+        for j in range(self.geom.n_crops):
+            probs = torch.cat([class_probs(self._class_logits[j], t).T for t in temps])  # (nT*K, Q)
+            for r0, r1, tile in self._mask_tiles(j):
+                out = (probs @ tile.reshape(q, -1)).view(n_t, k, r1 - r0, -1)  # (nT, K, R, crop)
+                rows, cols = _crop_region(self.geom, j, r0, r1)
+                for i, t in enumerate(temps):
+                    sums[t][:, rows, cols] += out[i]
+        counts = _crop_counts(self.geom)
+        for t in temps:
+            sums[t].div_(counts)
+        return sums
+
+    def scores(self, temperature: float = 1.0, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """``s`` (K, H, W) at ``out_size`` (default: original size) for one temperature."""
+        t = _check_temperature(temperature)
+        return resize_scores(self.resized_scores((t,))[t], out_size or self.geom.original)
+
+
+# ---------------------------------------------------------------------------------------
+# pixel model
+
+
+def pixel_logits_to_label_size(
+    logits: ArrayLike, out_size: tuple[int, int], void_channel: int | None
+) -> torch.Tensor:
+    """ERFNet logits (C, h, w) -> (C - 1, H, W) float32 at ``out_size``, void channel dropped.
+
+    ``void_channel=None`` keeps all C channels. Dropping before the bilinear resize gives the
+    same numbers as after it (the resize acts per channel) and saves work.
+    """
+    z = torch.as_tensor(logits)
+    if z.ndim != 3:
+        raise ValueError(f"pixel logits must be (C, h, w), got shape {tuple(z.shape)}")
+    if void_channel is not None:
+        c = z.shape[0]
+        if not 0 <= void_channel < c:
+            raise ValueError(f"void_channel {void_channel} out of range for {c} channels")
+        keep = [i for i in range(c) if i != void_channel]
+        z = z[keep]
+    return _bilinear(z.to(torch.float32), out_size)  # (K, H, W)
+
+
+def semantic_prediction(x: ArrayLike) -> np.ndarray:
+    """Argmax over classes of ``s`` or logits (K, H, W) -> (H, W) uint8 (first maximum on ties)."""
+    t = torch.as_tensor(x)
+    if t.shape[0] > 255:
+        raise ValueError(f"{t.shape[0]} classes do not fit uint8 with 255 reserved for void")
+    return t.max(0).indices.to(torch.uint8).numpy()  # 3x faster than argmax(0) on CPU, same result
+
+
+# ---------------------------------------------------------------------------------------
+# one frame, every (scorer, T)
+
+
+class TemperatureScores(NamedTuple):
+    """Everything one temperature yields for one frame."""
+
+    temperature: float
+    semantic: np.ndarray  # (H, W) uint8
+    scores: dict[str, np.ndarray]  # scorer name -> (H, W) float32
+
+
+class FrameScores(NamedTuple):
+    scores: dict[tuple[str, float], np.ndarray]  # (scorer name, T) -> (H, W) float32
+    semantic: dict[float, np.ndarray]  # T -> (H, W) uint8
+
+
+def iter_frame_scores(
+    kind: str,
+    *,
+    scorers: Sequence[Scorer],
+    temperatures: Sequence[float] = (1.0,),
+    temp_target: str = DEFAULT_TEMP_TARGET,
+    out_size: tuple[int, int] | None = None,
+    logits: ArrayLike | None = None,
+    void_channel: int | None = None,
+    mask_logits: Sequence[ArrayLike] | ArrayLike | None = None,
+    class_logits: Sequence[ArrayLike] | ArrayLike | None = None,
+    geom: FrameWindows | None = None,
+    tile_rows: int = DEFAULT_TILE_ROWS,
+) -> Iterator[TemperatureScores]:
+    """Score one frame, yielding one :class:`TemperatureScores` per temperature.
+
+    ``kind='pixel'``: needs ``logits`` (C, h, w) (the valid part), ``out_size`` (label size) and
+    ``void_channel``. ``kind='query'``: needs ``mask_logits`` (n_crops, Q, h, w),
+    ``class_logits`` (n_crops, Q, K+1) and ``geom``; ``out_size`` defaults to ``geom.original``.
+    Only one temperature's full-resolution maps are alive at a time, and the upsampled
+    masks are computed once for all temperatures (see :class:`FrameComposer`). For
+    ``temp_target='pixel'`` and for pixel models the same semantic array is yielded for
+    every ``T``.
+    """
+    parse_kind(kind)
+    parse_temp_target(temp_target)
+    check_supported(scorers, kind)
+    temps = tuple(dict.fromkeys(_check_temperature(t) for t in temperatures))
+
+    def score_all(x: torch.Tensor, t: float) -> dict[str, np.ndarray]:
+        return {s.name: s.fn(x, t) for s in scorers}
+
+    if kind == "pixel":
+        if logits is None or out_size is None:
+            raise ValueError("kind='pixel' needs logits and out_size")
+        z = pixel_logits_to_label_size(logits, out_size, void_channel)  # (K, H, W)
+        sem = semantic_prediction(z)
+        for t in temps:
+            yield TemperatureScores(t, sem, score_all(z, t))
+        return
+
+    if mask_logits is None or class_logits is None or geom is None:
+        raise ValueError("kind='query' needs mask_logits, class_logits and geom")
+    size = out_size or geom.original
+    composer = FrameComposer(mask_logits, class_logits, geom, tile_rows=tile_rows)
+    if temp_target == "query":
+        resized = composer.resized_scores(temps)
+        for t in temps:
+            s = resize_scores(resized.pop(t), size)  # (K, H, W)
+            yield TemperatureScores(t, semantic_prediction(s), score_all(s, 1.0))
+    else:
+        s = resize_scores(composer.resized_scores((1.0,))[1.0], size)  # (K, H, W)
+        sem = semantic_prediction(s)
+        for t in temps:
+            yield TemperatureScores(t, sem, score_all(s, t))
+
+
+def score_frame(
+    kind: str,
+    *,
+    scorers: Sequence[Scorer],
+    temperatures: Sequence[float] = (1.0,),
+    temp_target: str = DEFAULT_TEMP_TARGET,
+    out_size: tuple[int, int] | None = None,
+    logits: ArrayLike | None = None,
+    void_channel: int | None = None,
+    mask_logits: Sequence[ArrayLike] | ArrayLike | None = None,
+    class_logits: Sequence[ArrayLike] | ArrayLike | None = None,
+    geom: FrameWindows | None = None,
+    tile_rows: int = DEFAULT_TILE_ROWS,
+) -> FrameScores:
+    """All ``(scorer, T)`` maps and the semantic map per ``T`` of one frame.
+
+    Same arguments as :func:`iter_frame_scores` (which keeps only one temperature's maps
+    alive); returns ``FrameScores(scores, semantic)`` with ``scores[(name, T)]`` (H, W)
+    float32 and ``semantic[T]`` (H, W) uint8.
+    """
+    scores: dict[tuple[str, float], np.ndarray] = {}
+    semantic: dict[float, np.ndarray] = {}
+    frames = iter_frame_scores(
+        kind, scorers=scorers, temperatures=temperatures, temp_target=temp_target, out_size=out_size,
+        logits=logits, void_channel=void_channel, mask_logits=mask_logits, class_logits=class_logits,
+        geom=geom, tile_rows=tile_rows,
+    )
+    for ts in frames:
+        semantic[ts.temperature] = ts.semantic
+        for name, m in ts.scores.items():
+            scores[(name, ts.temperature)] = m
+    return FrameScores(scores, semantic)
