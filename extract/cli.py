@@ -162,5 +162,40 @@ def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size,
         sys.exit(130)
 
 
+@main.command()
+@_model_option
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--batches", default=8, show_default=True, type=click.IntRange(1), help="Batches timed per stage.")
+@click.option("--size", default="512x1024", show_default=True, help="ERFNet input HxW (EoMT: the checkpoint's crop).")
+@click.option("--writer-threads", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Released checkpoint (default: random weights of the full-size model).")
+@click.option("--small", is_flag=True, help="EoMT: a small ViT-S / 64 px model instead of EoMT-L 1024 (CPU smoke test).")
+def bench(model, device, dtype, batch_size, batches, size, writer_threads, checkpoint, small):
+    """Time forward pass, host copy, compression, storage write, and the overlapped pipeline.
+
+    \b
+    Example:
+      extract bench --model eomt --device cuda --dtype bf16 --batch-size 4
+    """
+    from extract.bench import bench_extraction
+
+    try:
+        h, w = parse_size(size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--size") from None
+    net = None
+    if checkpoint is not None:
+        from extract.models import load_model
+
+        net, _ = load_model(model, checkpoint, device)
+    times = bench_extraction(model, device, batch_size, batches, h, w, dtype, writer_threads,
+                             size="small" if small else "full", net=net)
+    for line in times.lines():
+        click.echo(line)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
