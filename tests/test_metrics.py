@@ -1,0 +1,513 @@
+"""analyze.metrics against slow, obviously correct oracles.
+
+Oracles: scikit-learn on the concatenated non-void pixels; ``ood_metrics.fpr_at_95_tpr``
+transcribed below (roc_curve + np.interp with its edge rules; the package itself is not
+imported); a loop-based re-implementation of the SMIYC procedure; a per-class loop for mIoU.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from analyze import metrics as M
+
+TOL = 1e-12
+
+
+# --------------------------------------------------------------------------------------
+# oracles
+
+
+def fpr_at_95_tpr_oracle(preds, labels) -> float:
+    """``ood_metrics.fpr_at_95_tpr`` (0.2.9 .. 1.1.2), transcribed."""
+    fpr, tpr, _ = roc_curve(labels, preds)
+    if all(tpr < 0.95):
+        return 0
+    elif all(tpr >= 0.95):
+        idxs = [i for i, x in enumerate(tpr) if x >= 0.95]
+        return min(fpr[i] for i in idxs)
+    return np.interp(0.95, tpr, fpr)
+
+
+def pooled(frames):
+    s = np.concatenate([np.asarray(a, np.float64).ravel() for a, _ in frames])
+    y = np.concatenate([np.asarray(b).ravel() for _, b in frames])
+    keep = y != 255
+    return s[keep], y[keep].astype(np.int64)
+
+
+def sklearn_oracle(frames) -> dict:
+    s, y = pooled(frames)
+    return {
+        "auprc": average_precision_score(y, s),
+        "auroc": roc_auc_score(y, s),
+        "fpr95": fpr_at_95_tpr_oracle(s, y),
+        "n_pos": int((y == 1).sum()),
+        "n_neg": int((y == 0).sum()),
+    }
+
+
+def exact(frames) -> dict:
+    state = M.ExactState()
+    for s, y in frames:
+        state.update(s, y)
+    return state.compute()
+
+
+def assert_metrics_close(got, want, tol=TOL):
+    for k in ("auprc", "auroc", "fpr95"):
+        assert got[k] == pytest.approx(want[k], abs=tol, nan_ok=True), k
+    assert (got["n_pos"], got["n_neg"]) == (want["n_pos"], want["n_neg"])
+
+
+def smiyc_oracle(frames, num_bins=768) -> dict:
+    """SMIYC 2023 (road-anomaly-benchmark) written out with loops: per-frame percentile bins
+    on float16 scores; at every distinct bin lower edge t (high to low), TP(t) = sum over
+    frames of the positives in that frame's bins whose lower edge is >= t."""
+    kept, n_pos, n_neg = [], 0, 0
+    for s, y in frames:
+        p16 = np.asarray(s).astype(np.float16)
+        roi = np.asarray(y) != 255
+        prob, gt = p16[roi], np.asarray(y)[roi] == 1
+        if prob.size == 0:
+            continue
+        pos, neg = prob[gt], prob[~gt]
+        vmin, vmax = prob.min(), prob.max()
+        eps = max(float(vmax - vmin) * 0.01, 0.01)
+        edges = {float(vmin) - eps, float(vmax) + eps}
+        for x in (pos, neg):
+            if x.size:
+                edges |= set(np.quantile(x, np.linspace(0, 1, min(num_bins // 2, x.size))).tolist())
+        lower = np.array(sorted(edges)[:-1])
+        kept.append((lower, pos.astype(np.float64), neg.astype(np.float64)))
+        n_pos += pos.size
+        n_neg += neg.size
+    thresholds = sorted({t for lower, _, _ in kept for t in lower.tolist()}, reverse=True)
+    tp, fp = [], []
+    for t in thresholds:
+        a = b = 0
+        for lower, pos, neg in kept:
+            i = np.searchsorted(lower, t)  # first lower edge >= t
+            if i < lower.size:
+                a += int(np.sum(pos >= lower[i]))
+                b += int(np.sum(neg >= lower[i]))
+        tp.append(a)
+        fp.append(b)
+    if tp[0] != 0 or fp[0] != 0:
+        tp, fp = [0] + tp, [0] + fp
+    if tp[-1] != n_pos or fp[-1] != n_neg:
+        tp, fp = tp + [n_pos], fp + [n_neg]
+    precision = [a / (a + b) if a + b > 0 else 1.0 for a, b in zip(tp, fp)]
+    tpr = [a / n_pos for a in tp]
+    fpr = [b / n_neg for b in fp]
+    ap = sum((tpr[i] - tpr[i - 1]) * precision[i] for i in range(1, len(tp)))
+    auroc = sum((fpr[i] - fpr[i - 1]) * (tpr[i] + tpr[i - 1]) / 2 for i in range(1, len(tp)))
+    fpr95 = next((fpr[i] for i in range(len(tp)) if tpr[i] >= 0.95), 1.0)
+    return {"auprc": ap, "auroc": auroc, "fpr95": fpr95, "n_pos": n_pos, "n_neg": n_neg}
+
+
+# --------------------------------------------------------------------------------------
+# data
+
+
+def make_frames(seed=0, n_frames=6, levels=7, void=0.15, anomaly=0.2):
+    """Ragged frames, scores rounded to a few levels (ties), void pixels, frame 1 without
+    anomaly, dtypes cycling float32 / float64 / float16 / float16-valued float32."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n_frames):
+        h, w = rng.integers(1, 40), rng.integers(1, 50)
+        y = (rng.random((h, w)) < anomaly).astype(np.uint8)
+        if i == 1:
+            y[:] = 0
+        y[rng.random((h, w)) < void] = 255
+        s = np.round((rng.random((h, w)) + 0.5 * (y == 1)) * levels) / levels
+        dtype = (np.float32, np.float64, np.float16, "q")[i % 4]
+        s = s.astype(np.float16).astype(np.float32) if dtype == "q" else s.astype(dtype)
+        frames.append((s, y))
+    return frames
+
+
+# --------------------------------------------------------------------------------------
+# exact protocol
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("levels", [3, 50, 10**6])
+def test_exact_matches_sklearn(seed, levels):
+    frames = make_frames(seed, levels=levels)
+    assert_metrics_close(exact(frames), sklearn_oracle(frames))
+
+
+def test_exact_continuous_and_quantised_paths_agree():
+    rng = np.random.default_rng(3)
+    y = (rng.random((64, 64)) < 0.1).astype(np.uint8)
+    y[:5] = 255
+    s16 = (rng.random((64, 64)) + 0.3 * y).astype(np.float16)
+    frames = [(s16.astype(np.float32), y), (s16.astype(np.float64), y), (s16, y)]
+    states = [M.ExactState().update(s, yy) for s, yy in frames]
+    assert states[0]._neg_q and not states[0]._neg  # float16 values in float32: histogram
+    assert states[1]._neg and not states[1]._neg_q  # float64: kept as given
+    results = [st.compute() for st in states]
+    assert results[0] == results[1] == results[2]
+    assert_metrics_close(exact(frames), sklearn_oracle(frames))
+
+
+def test_value_order_tables_cover_every_non_nan_pattern_in_order():
+    for (order, values), n_patterns in ((M._q_table(), M._Q_BINS), (M._f16_table(), 1 << 16)):
+        v = values.astype(np.float64)
+        assert np.all(np.diff(v) >= 0) and not np.isnan(v).any()
+        assert np.bincount(order).max() == 1
+    all_q = (np.arange(M._Q_BINS, dtype=np.uint32) << M._Q_SHIFT).view(np.float32)
+    assert M._q_table()[0].size == M._Q_BINS - np.isnan(all_q).sum()
+    np.testing.assert_array_equal(np.sort(M._q_nan_keys()), np.flatnonzero(np.isnan(all_q)))
+    all_16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    assert M._f16_table()[0].size == (1 << 16) - np.isnan(all_16).sum()
+
+
+def test_exact_does_not_round_float32():
+    # two scores that float16 would merge must stay distinct
+    s = np.array([0.5, np.nextafter(np.float32(0.5), np.float32(1)), 0.2, 0.9], np.float32)
+    y = np.array([0, 1, 0, 1], np.uint8)
+    assert exact([(s, y)])["auprc"] == pytest.approx(1.0)
+    assert average_precision_score(y, s) == pytest.approx(1.0)
+
+
+def test_extreme_and_signed_values():
+    s = np.array([-np.inf, -0.0, 0.0, 1e30, np.inf, -5.0, 65504.0, 1e-8], np.float32)
+    y = np.array([0, 1, 0, 1, 1, 0, 0, 1], np.uint8)
+    for dtype in (np.float32, np.float64):
+        frames = [(s.astype(dtype), y)]
+        s64, y64 = pooled(frames)
+        s64 = np.nan_to_num(s64, posinf=1e300, neginf=-1e300)  # sklearn refuses inf; same order
+        want = {
+            "auprc": average_precision_score(y64, s64),
+            "auroc": roc_auc_score(y64, s64),
+            "fpr95": fpr_at_95_tpr_oracle(s64, y64),
+            "n_pos": 4,
+            "n_neg": 4,
+        }
+        assert_metrics_close(exact(frames), want)
+
+
+@pytest.mark.parametrize("protocol", ["exact", "smiyc"])
+def test_merge_order_and_chunking_do_not_matter(protocol):
+    frames = make_frames(7, n_frames=9, levels=5)
+    rng = np.random.default_rng(0)
+    reference = M.pixel_metrics([s for s, _ in frames], [y for _, y in frames], protocol=protocol)
+    for trial in range(4):
+        perm = rng.permutation(len(frames))
+        states = [M.new_state(protocol).update(*frames[i]) for i in perm]
+        if trial % 2:
+            merged = M.merge_states(states)
+        else:
+            merged = states[0]
+            for other in states[1:]:
+                merged = other.merge(merged)
+        got = merged.compute()
+        for k in ("auprc", "auroc", "fpr95"):
+            assert abs(got[k] - reference[k]) <= TOL
+    if protocol == "exact":
+        # a frame cut into row chunks is the same pixels
+        chunked = M.ExactState()
+        for s, y in frames:
+            for rows in np.array_split(np.arange(s.shape[0]), 3):
+                chunked = chunked.merge(M.ExactState().update(s[rows], y[rows]))
+        got = chunked.compute()
+        for k in ("auprc", "auroc", "fpr95"):
+            assert abs(got[k] - reference[k]) <= TOL
+
+
+def test_two_pass_equals_one_pass():
+    frames = make_frames(8, n_frames=8, levels=9) + make_frames(9, n_frames=4, levels=10**6)
+    one = M.merge_states([M.ExactState().update(s, y) for s, y in frames])
+    first = M.merge_states([M.PositiveState().update(s, y) for s, y in frames])
+    u = first.distinct()
+    assert np.all(np.diff(u) > 0)
+    rng = np.random.default_rng(0)
+    second = M.merge_states([M.NegativeCountState(u).update(*frames[i]) for i in rng.permutation(len(frames))])
+    two = first.with_negatives(second)
+    assert two.compute() == one.compute()
+    for a, b in zip(two.threshold_counts(), one.threshold_counts()):
+        np.testing.assert_array_equal(a, b)
+    for k, v in M.curves(two, 50).items():
+        np.testing.assert_array_equal(v, M.curves(one, 50)[k])
+    with pytest.raises(ValueError, match="two passes"):
+        first.with_negatives(M.NegativeCountState(u).update(*frames[0]))
+
+
+def test_best_f1_threshold_exact_is_the_best_pixel_threshold():
+    frames = make_frames(12, levels=6)
+    state = M.merge_states([M.ExactState().update(s, y) for s, y in frames])
+    s, y = pooled(frames)
+    pos = y == 1
+
+    def f1(t):
+        pred = s >= t
+        tp = np.count_nonzero(pred & pos)
+        return 2 * tp / (np.count_nonzero(pred) + pos.sum())
+
+    best = M.best_f1_threshold(state)
+    assert best in set(s[pos].tolist())
+    assert f1(best) == max(f1(t) for t in np.unique(s))
+    assert all(f1(t) < f1(best) for t in np.unique(s) if t > best)  # the highest among ties
+    smiyc = M.merge_states([M.SmiycState().update(a, b) for a, b in frames])
+    thr, tp, fp, n_pos = smiyc.threshold_counts()
+    assert np.all(np.diff(thr) < 0) and n_pos == pos.sum() and tp[-1] == n_pos
+    assert np.isfinite(M.best_f1_threshold(smiyc))
+
+
+def test_frame_without_anomaly_contributes_negatives():
+    frames = make_frames(1)
+    extra = (np.full((5, 5), 0.99, np.float32), np.zeros((5, 5), np.uint8))
+    with_extra = exact(frames + [extra])
+    assert with_extra["n_neg"] == exact(frames)["n_neg"] + 25
+    assert_metrics_close(with_extra, sklearn_oracle(frames + [extra]))
+
+
+def test_no_anomaly_anywhere_is_nan_with_warning():
+    frames = [(np.random.default_rng(0).random((4, 4)), np.zeros((4, 4), np.uint8))] * 2
+    for protocol in M.PROTOCOLS:
+        with pytest.warns(M.UndefinedMetricWarning, match="no anomaly"):
+            got = M.pixel_metrics([s for s, _ in frames], [y for _, y in frames], protocol=protocol)
+        assert np.isnan(got["auprc"]) and np.isnan(got["auroc"]) and np.isnan(got["fpr95"])
+        assert (got["n_pos"], got["n_neg"]) == (0, 32)
+
+
+def test_no_negative_pixel():
+    s, y = np.array([0.2, 0.7, 0.1]), np.array([1, 1, 255], np.uint8)
+    with pytest.warns(M.UndefinedMetricWarning, match="no negative"):
+        got = exact([(s, y)])
+    assert got["auprc"] == 1.0 and np.isnan(got["auroc"]) and np.isnan(got["fpr95"])
+
+
+def test_fpr95_at_tpr_exactly_095_takes_right_end_of_flat_stretch():
+    # 20 anomaly pixels: 19 score high, then 3 negatives, then the last positive, then 6 more
+    # negatives. TPR = 19/20 = 0.95 exactly on a flat stretch from FPR 0 to 3/9.
+    scores = np.r_[np.arange(100, 81, -1), [50, 49, 48], [40], np.arange(6, 0, -1)].astype(np.float64)
+    labels = np.r_[np.ones(19), np.zeros(3), [1], np.zeros(6)].astype(np.uint8)
+    assert 19 / 20 == 0.95
+    got = exact([(scores, labels)])
+    assert got["fpr95"] == pytest.approx(3 / 9, abs=TOL)
+    assert got["fpr95"] == pytest.approx(fpr_at_95_tpr_oracle(scores, labels), abs=TOL)
+    # the same with the 19th positive tied with a negative (diagonal segment ending at 0.95)
+    scores2 = scores.copy()
+    scores2[19] = scores2[18]
+    got2 = exact([(scores2, labels)])
+    assert got2["fpr95"] == pytest.approx(fpr_at_95_tpr_oracle(scores2, labels), abs=TOL)
+    assert got2["fpr95"] == pytest.approx(3 / 9, abs=TOL)
+
+
+def test_fpr95_interpolates_between_roc_points():
+    # P = 10, N = 5: nine positives, then one positive tied with two negatives, then three
+    # negatives. The tie is a diagonal ROC segment from (0, 0.9) to (0.4, 1.0): FPR95 = 0.2.
+    scores = np.r_[np.arange(20, 11, -1), [10, 10, 10], [9, 8, 7]].astype(np.float64)
+    labels = np.r_[np.ones(9), [1, 0, 0], [0, 0, 0]].astype(np.uint8)
+    got = exact([(scores, labels)])
+    assert got["fpr95"] == pytest.approx(0.2, abs=TOL)
+    assert got["fpr95"] == pytest.approx(fpr_at_95_tpr_oracle(scores, labels), abs=TOL)
+
+
+def test_invalid_input_raises():
+    s = np.zeros((2, 2), np.float32)
+    with pytest.raises(ValueError, match="only 0, 1"):
+        M.ExactState().update(s, np.array([[0, 1], [2, 255]], np.uint8))
+    with pytest.raises(ValueError, match="shape"):
+        M.ExactState().update(s, np.zeros((2, 3), np.uint8))
+    y = np.array([[0, 1], [0, 255]], np.uint8)
+    for dtype in (np.float32, np.float64, np.float16):
+        bad = np.array([[np.nan, 0.5], [0.1, 0.2]], dtype)
+        for protocol in M.PROTOCOLS:
+            with pytest.raises(ValueError, match="NaN"):
+                M.new_state(protocol).update(bad, y)
+    with pytest.raises(ValueError, match="float16"):
+        M.SmiycState().update(np.array([[1e5, 0.5], [0.1, 0.2]]), y)
+    # NaN on a void pixel is ignored
+    ok = np.array([[0.3, 0.5], [0.1, np.nan]], np.float32)
+    assert M.ExactState().update(ok, y).compute()["auprc"] == 1.0
+    with pytest.raises(ValueError):
+        M.pixel_metrics([s, s], [y])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 6), st.sampled_from([0, 0, 0, 1, 1, 255])), min_size=0, max_size=40),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from(["float16", "float32", "float64"]),
+    st.floats(0.01, 100),
+)
+def test_exact_property_vs_sklearn(frames_spec, dtype, scale):
+    frames = []
+    for spec in frames_spec:
+        vals = np.array([v for v, _ in spec], np.float64) * scale
+        labels = np.array([lab for _, lab in spec], np.uint8)
+        frames.append((vals.astype(dtype), labels))
+    s, y = pooled(frames)
+    if not ((y == 1).any() and (y == 0).any()):
+        return
+    assert_metrics_close(exact(frames), sklearn_oracle(frames), tol=1e-9)
+
+
+def test_frame_ap():
+    s, y = make_frames(2)[0]
+    keep = y != 255
+    assert M.frame_ap(s, y) == pytest.approx(average_precision_score(y[keep], s[keep].astype(np.float64)), abs=TOL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(M.frame_ap(s, np.zeros_like(y)))
+
+
+def test_curves():
+    frames = make_frames(5, levels=10**6, n_frames=8)
+    state = M.merge_states([M.ExactState().update(s, y) for s, y in frames])
+    full = M.curves(state, n_points=10**9)
+    s, y = pooled(frames)
+    # PR: the full curve carries sklearn's AP as its step sum
+    ap = np.sum(np.diff(full["recall"]) * full["precision"][1:])
+    assert ap == pytest.approx(average_precision_score(y, s), abs=TOL)
+    assert np.trapezoid(full["tpr"], full["fpr"]) == pytest.approx(roc_auc_score(y, s), abs=TOL)
+    small = M.curves(state, n_points=20)
+    for a, b in (("precision", "recall"), ("fpr", "tpr")):
+        assert small[a].shape == small[b].shape and 2 <= small[a].size <= 20
+    assert small["recall"][0] == 0 and small["recall"][-1] == 1 and np.all(np.diff(small["recall"]) >= 0)
+    assert (small["fpr"][0], small["tpr"][0], small["fpr"][-1], small["tpr"][-1]) == (0, 0, 1, 1)
+    sm = M.curves(M.merge_states([M.SmiycState().update(s, y) for s, y in frames]), n_points=50)
+    assert sm["recall"].size <= 50 and sm["tpr"][-1] == 1
+
+
+# --------------------------------------------------------------------------------------
+# SMIYC protocol
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_smiyc_matches_loop_reimplementation(seed):
+    rng = np.random.default_rng(seed)
+    frames = make_frames(seed, n_frames=5, levels=40)
+    # an unbounded-score frame and a frame that is all void
+    h, w = 20, 30
+    y = (rng.random((h, w)) < 0.2).astype(np.uint8)
+    frames.append(((rng.normal(size=(h, w)) * 40 + 10 * y).astype(np.float32), y))
+    frames.append((rng.random((3, 3)), np.full((3, 3), 255, np.uint8)))
+    got = M.pixel_metrics([s for s, _ in frames], [y for _, y in frames], protocol="smiyc")
+    assert_metrics_close(got, smiyc_oracle(frames))
+
+
+def test_smiyc_subsampled_quantiles_and_shared_top_threshold():
+    # more pixels than num_bins // 2 per class; every frame saturates at 1.0 (top threshold shared)
+    rng = np.random.default_rng(11)
+    frames = []
+    for _ in range(4):
+        y = (rng.random((40, 50)) < 0.1).astype(np.uint8)
+        s = np.clip(rng.normal(0.3, 0.3, (40, 50)) + 0.5 * y, 0, 1).astype(np.float32)
+        s[0, 0], y[0, 0] = 1.0, 1
+        frames.append((s, y))
+    for num_bins in (16, 768):
+        state = M.merge_states([M.SmiycState(num_bins).update(s, y) for s, y in frames])
+        assert_metrics_close(state.compute(), smiyc_oracle(frames, num_bins))
+
+
+def test_smiyc_quantiles_and_bins_equal_numpy():
+    # the O(n) float16 route must give np.quantile's and np.histogram's exact values
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        n = int(rng.integers(1, 40)) if trial % 2 else int(rng.integers(1, 3000))
+        x = (rng.normal(size=n) * rng.choice([1e-3, 1.0, 300.0])).astype(np.float16)
+        if trial % 3 == 0:
+            x = (np.round(x.astype(np.float64) * 4) / 4).astype(np.float16)
+        values, counts = M._f16_distinct(x)
+        for k in (1, 2, 7, min(384, n), n):
+            q = np.linspace(0, 1, k)
+            want = np.quantile(x, q)
+            got = M._quantile_linear(values, counts, q)
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+        edges = np.unique(np.r_[np.quantile(x, np.linspace(0, 1, min(5, n))), float(x.min()) - 1, float(x.max()) + 1])
+        idx = np.minimum(np.searchsorted(edges, values.astype(np.float64), side="right") - 1, edges.size - 2)
+        got_hist = np.bincount(idx, weights=counts, minlength=edges.size - 1)
+        np.testing.assert_array_equal(got_hist, np.histogram(x, bins=edges)[0])
+
+
+def test_smiyc_casts_to_float16():
+    s = np.array([0.30001, 0.30002, 0.1, 0.9])  # the first two collapse in float16
+    y = np.array([1, 0, 0, 1], np.uint8)
+    a = M.SmiycState().update(s, y).compute()
+    b = M.SmiycState().update(s.astype(np.float16), y).compute()
+    assert a == b
+    assert_metrics_close(a, smiyc_oracle([(s, y)]))
+
+
+# --------------------------------------------------------------------------------------
+# mIoU
+
+
+def miou_oracle(pairs, k=19):
+    iou = []
+    for c in range(k):
+        tp = fp = fn = 0
+        for p, t in pairs:
+            keep = t != 255
+            tp += np.sum((p == c) & (t == c) & keep)
+            fp += np.sum((p == c) & (t != c) & keep)
+            fn += np.sum((p != c) & (t == c) & keep)
+        iou.append(tp / (tp + fp + fn) if tp + fp + fn else np.nan)
+    return np.nanmean(iou), np.array(iou)
+
+
+def test_miou_against_loop():
+    rng = np.random.default_rng(0)
+    pairs = []
+    for _ in range(4):
+        shape = tuple(rng.integers(5, 30, 2))
+        t = rng.integers(0, 15, shape).astype(np.uint8)  # classes 15..18 never in gt
+        t[rng.random(shape) < 0.2] = 255
+        p = np.where(rng.random(shape) < 0.6, t, rng.integers(0, 17, shape)).astype(np.int64)
+        p[t == 255] = rng.integers(0, 19, int((t == 255).sum()))  # ignored anyway
+        pairs.append((p, t))
+    state = M.merge_states([M.ConfusionState().update(p, t) for p, t in pairs])
+    got = state.compute()
+    want_miou, want_iou = miou_oracle(pairs)
+    np.testing.assert_allclose(got["iou"], want_iou, rtol=0, atol=TOL)
+    assert np.isnan(got["iou"][17]) and np.isnan(got["iou"][18])  # absent in gt and prediction
+    assert got["miou"] == pytest.approx(want_miou, abs=TOL)
+    assert state.confusion.sum() == sum(int((t != 255).sum()) for _, t in pairs)
+
+
+def test_confusion_rejects_bad_ids():
+    with pytest.raises(ValueError):
+        M.ConfusionState().update(np.array([0, 19]), np.array([0, 1]))
+    with pytest.raises(ValueError):
+        M.ConfusionState().update(np.array([0, 1]), np.array([0, 20]))
+
+
+# --------------------------------------------------------------------------------------
+# registry and plumbing
+
+
+def test_registry_and_merge_rules():
+    assert set(M.PROTOCOLS) == {"exact", "smiyc"}
+    for name, cls in M.PROTOCOLS.items():
+        assert cls.protocol == name and isinstance(cls.definition, str) and len(cls.definition) > 40
+        assert isinstance(M.new_state(name), cls)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        M.new_state("nope")
+    with pytest.raises(ValueError):
+        M.merge_states([])
+    with pytest.raises(TypeError):
+        M.ExactState().merge(M.SmiycState())
+
+
+def test_states_pickle_round_trip():
+    frames = make_frames(4)
+    for protocol in M.PROTOCOLS:
+        state = M.merge_states([M.new_state(protocol).update(s, y) for s, y in frames])
+        again = pickle.loads(pickle.dumps(state))
+        assert again.compute() == state.compute()
