@@ -59,5 +59,138 @@ def inspect(cache, verify):
         click.echo("verify     all chunks intact (crc32c)")
 
 
+def _parse_temps(ctx, param, value):
+    from analyze.scorers import parse_temperatures
+
+    try:
+        return parse_temperatures(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _parse_scorers(ctx, param, value):
+    from analyze.scorers import get_scorers
+
+    try:
+        get_scorers(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+@main.command()
+@click.option("--cache", "caches", multiple=True, required=True,
+              help="Cache path or fsspec URL (repeat for several caches).")
+@click.option("--scorers", default="all", show_default=True, callback=_parse_scorers,
+              help="'all' or a comma list of msp, maxlogit, maxentropy, energy, rba.")
+@click.option("--temps", default="", callback=_parse_temps,
+              help="Comma list of temperatures > 0; T = 1 is always included (e.g. 0.5,0.75,1.1).")
+@click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True,
+              help="EoMT: divide the query class logits by T (changes the segmentation) or the per-pixel class scores.")
+@click.option("--protocol", type=click.Choice(["exact", "smiyc"]), default="exact", show_default=True,
+              help="exact: sklearn AP/AUROC, ood_metrics FPR95; smiyc: the SMIYC benchmark's binned curves.")
+@click.option("--out", default="results.parquet", show_default=True, type=click.Path(dir_okay=False),
+              help="Results table; results_frames.parquet and results_curves.parquet are written beside it.")
+@click.option("--scheduler", default=None,
+              help="threads (default), processes, sync, or a Dask scheduler address (tcp://host:8786). "
+                   "DASK_SCHEDULER_ADDRESS is used when set and no scheduler is given.")
+@click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False), help="Dask scheduler file.")
+@click.option("--workers", default=None, type=click.IntRange(1), help="Local threads/processes (default: all cores).")
+@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+              help="fsspec storage option for URL caches (repeatable).")
+@click.option("--allow-partial", is_flag=True, help="Score the done frames of an unfinished cache (with a warning).")
+@click.option("--component-metrics", is_flag=True, help="Also compute SMIYC component-level sIoU, PPV, mean F1.")
+@click.option("--max-memory", default="4GiB", show_default=True,
+              help="Memory budget of the exact protocol before it switches to two passes (e.g. 512MiB, 8GiB).")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def score(caches, scorers, temps, temp_target, protocol, out, scheduler, scheduler_file, workers, storage_options,
+          allow_partial, component_metrics, max_memory, no_progress):
+    """Apply every scorer at every temperature to cached outputs; write results.parquet.
+
+    Rows for an existing (model, dataset, scorer, T, protocol) are replaced, not duplicated.
+    Frames must all be done (see --allow-partial).
+
+    \b
+    Example:
+      analyze score --cache caches/eomt/fs_static.zarr --cache caches/erfnet/fs_static.zarr \\
+          --scorers all --temps 0.5,0.75,1.1 --out results.parquet
+    """
+    import pandas as pd
+
+    from analyze.driver import Scheduler, ScoreError, parse_storage_options, score_cache
+    from schemas.results import write_results, write_side_table
+
+    try:
+        opts = parse_storage_options(storage_options)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--storage-option") from None
+    try:
+        budget = _parse_bytes(max_memory)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-memory") from None
+    _check_writable(out)
+    results, frames, curves = [], [], []
+    try:
+        sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
+        try:
+            for cache in caches:
+                click.echo(f"scoring {cache}", err=True)
+                r, f, c = score_cache(
+                    cache, scorers, temps, temp_target, protocol, sched, storage_options=opts or None,
+                    allow_partial=allow_partial, max_memory=budget, component_metrics=component_metrics,
+                    warn=lambda m: click.echo(f"warning: {m}", err=True),
+                )
+                results.append(r), frames.append(f), curves.append(c)
+        finally:
+            sched.close()
+    except ScoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    table = write_results(pd.concat(results, ignore_index=True), out)
+    stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
+    write_side_table(pd.concat(frames, ignore_index=True), f"{stem}_frames.parquet",
+                     key=("model", "dataset", "scorer", "temperature", "temp_target", "protocol", "frame"))
+    write_side_table(pd.concat(curves, ignore_index=True), f"{stem}_curves.parquet")
+    new = pd.concat(results, ignore_index=True)
+    click.echo(summary_table(new))
+    click.echo(f"wrote {len(new)} rows to {out} ({len(table)} rows in total)")
+
+
+def summary_table(df) -> str:
+    """Compact pivot: one row per (model, dataset, scorer, T), metrics in percent."""
+    if df.empty:
+        return "(no rows)"
+    pivot = df.pivot_table(index=["model", "dataset", "scorer", "temperature"], columns="metric", values="value",
+                           aggfunc="first", observed=True)
+    return (pivot * 100).round(2).to_string(na_rep="-")
+
+
+def _parse_bytes(text: str) -> int:
+    units = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+    t = text.strip().lower()
+    num = t.rstrip("kmgib")
+    unit = t[len(num):]
+    try:
+        value = float(num)
+    except ValueError:
+        raise ValueError(f"expected a size like 512MiB or 8GiB, got {text!r}") from None
+    if unit not in units or value < 0:
+        raise ValueError(f"expected a size like 512MiB or 8GiB, got {text!r}")
+    return int(value * units[unit])
+
+
+def _check_writable(out) -> None:
+    import os
+    from pathlib import Path
+
+    folder = Path(out).resolve().parent
+    if not folder.exists():
+        try:
+            folder.mkdir(parents=True)
+        except OSError as exc:
+            raise click.ClickException(f"{out}: cannot create folder {folder} ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise click.ClickException(f"{out}: folder {folder} is not writable")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

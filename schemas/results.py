@@ -71,6 +71,9 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ResultsError(f"results rows lack columns {missing}")
     df = df[list(COLUMNS)]
+    for col, default in defaults.items():
+        if col in ("selected_on", "temp_target"):
+            df[col] = df[col].fillna(default)
     for c in _STRING_COLS:
         df[c] = df[c].astype(str)
     bad = df["value"].notna() & ((df["value"] < 0) | (df["value"] > 1))
@@ -149,3 +152,21 @@ def write_results(df: pd.DataFrame, path: str | os.PathLike, replace: bool = Tru
     merged = merge_rows(old, df)
     atomic_write_table(to_table(merged), path)
     return merged
+
+
+SIDE_KEY = ("model", "dataset", "scorer", "temperature", "temp_target", "protocol")
+
+
+def write_side_table(df: pd.DataFrame, path: str | os.PathLike, key=SIDE_KEY) -> None:
+    """Per-frame and curve tables beside results.parquet: atomic, rows with ``key`` replaced."""
+    path = Path(path)
+    if df.empty:
+        return
+    if path.exists():
+        old = pq.read_table(path).to_pandas()
+        k = list(key)
+        new_keys = pd.MultiIndex.from_frame(df[k].astype(str))
+        old = old[~pd.MultiIndex.from_frame(old[k].astype(str)).isin(new_keys)]
+        df = pd.concat([old, df], ignore_index=True)
+    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(_metadata())
+    atomic_write_table(table, path)

@@ -1,0 +1,348 @@
+"""Dask orchestration of ``analyze score``: one task per frame, tree-merged metric states.
+
+No metric math here: a task opens the cache itself (so it runs on any worker, local or
+remote), composes and scores one frame for every (scorer, T) with
+:func:`analyze.compose.iter_frame_scores`, and updates one mergeable state per key
+(:mod:`analyze.metrics`). States are merged in a tree (``fan_in`` at a time) and computed
+once at the end. Integer counts and exact sorting make the result independent of the
+scheduler and of the merge order.
+
+Memory: the ``exact`` protocol keeps every non-void score of every (scorer, T) when that
+fits the ``max_memory`` budget (one pass). Otherwise it runs two passes over the frames:
+the first keeps only the anomaly pixels' scores, the second counts the in-distribution
+scores between consecutive distinct anomaly scores (:class:`analyze.metrics.PositiveState`,
+:class:`analyze.metrics.NegativeCountState`); both give identical numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analyze import metrics as M
+from analyze.compose import iter_frame_scores
+from analyze.scorers import get_scorers
+from schemas import cache as C
+from schemas.results import SEMANTIC_SCORER
+
+Key = tuple[str, float]  # (scorer, temperature)
+
+
+class ScoreError(Exception):
+    """Bad cache content or arguments for scoring (the message names the cache and frame)."""
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """Everything a frame task needs; small and picklable (sent to every worker)."""
+
+    cache: str
+    storage_options: Mapping[str, Any] | None
+    scorers: tuple[str, ...]
+    temperatures: tuple[float, ...]
+    temp_target: str
+    protocol: str
+    frames: tuple[int, ...]
+    label_kind: str
+    kind: str
+    threshold: Mapping[Key, float] | None = None  # component metrics: best-F1 threshold per key
+    component_track: str | None = None
+
+
+@dataclass
+class FrameResult:
+    """Mergeable per-(scorer, T) states plus per-frame rows."""
+
+    states: dict = field(default_factory=dict)  # Key -> metric state
+    confusion: dict = field(default_factory=dict)  # T -> ConfusionState
+    rows: list = field(default_factory=list)  # per-frame drill-down rows
+
+    def merge(self, other: "FrameResult") -> "FrameResult":
+        out = FrameResult()
+        for name in ("states", "confusion"):
+            a, b = getattr(self, name), getattr(other, name)
+            merged = dict(a)
+            for k, v in b.items():
+                merged[k] = merged[k].merge(v) if k in merged else v
+            setattr(out, name, merged)
+        out.rows = self.rows + other.rows
+        return out
+
+
+def _open(job: ScoreJob):
+    return C.open_cache(job.cache, mode="r", storage_options=job.storage_options, validate=False)
+
+
+def _check_finite(arr: np.ndarray, what: str, job: ScoreJob, spec: C.CacheSpec, i: int) -> None:
+    if not np.isfinite(arr).all():
+        bad = "NaN" if np.isnan(arr).any() else "Inf"
+        raise ScoreError(f"{job.cache}: frame {spec.frame_ids[i]} (index {i}) has {bad} in cached {what}")
+
+
+def _frame_inputs(root, spec: C.CacheSpec, i: int, job: ScoreJob) -> dict:
+    if spec.kind == "pixel":
+        logits = C.read_pixel_logits(root, spec, i)
+        _check_finite(logits, "logits", job, spec, i)
+        return dict(logits=logits, void_channel=spec.void_channel, out_size=spec.sizes[i])
+    class_logits, mask_logits = C.read_query_outputs(root, spec, i)
+    _check_finite(class_logits, "class logits", job, spec, i)
+    _check_finite(mask_logits, "mask logits", job, spec, i)
+    return dict(class_logits=class_logits, mask_logits=mask_logits, geom=spec.windows(i), out_size=spec.sizes[i])
+
+
+def frame_task(job: ScoreJob, i: int, phase: str, positives: Mapping[Key, np.ndarray] | None = None) -> FrameResult:
+    """Score frame ``i`` of ``job.cache`` and return its states.
+
+    ``phase``: ``"one-pass"`` (states of ``job.protocol``), ``"positives"`` / ``"negatives"``
+    (the two passes of the memory-bounded exact protocol; ``positives`` maps each key to the
+    sorted distinct anomaly scores), ``"components"`` (component-level metrics).
+    """
+    import torch
+
+    torch.set_num_threads(1)  # Dask provides the parallelism
+    root, spec = _open(job)
+    inputs = _frame_inputs(root, spec, i, job)
+    label = C.read_label(root, spec, i)
+    scorers = get_scorers(",".join(job.scorers), spec.kind) if job.scorers else ()
+    out = FrameResult()
+    temps = job.temperatures
+    for ts in iter_frame_scores(spec.kind, scorers=scorers, temperatures=temps, temp_target=job.temp_target,
+                                **inputs):
+        t = ts.temperature
+        if job.label_kind == "semantic":
+            if phase in ("one-pass", "positives"):
+                out.confusion[t] = M.ConfusionState(num_classes=spec.n_classes).update(ts.semantic, label)
+            continue
+        for name, score in ts.scores.items():
+            key = (name, t)
+            if phase == "one-pass":
+                out.states[key] = M.new_state(job.protocol).update(score, label)
+                out.rows.append(_frame_row(spec, i, name, t, score, label))
+            elif phase == "positives":
+                out.states[key] = M.PositiveState().update(score, label)
+                out.rows.append(_frame_row(spec, i, name, t, score, label))
+            elif phase == "negatives":
+                out.states[key] = M.NegativeCountState(positives[key]).update(score, label)
+            elif phase == "components":
+                from analyze.components import ComponentState
+
+                out.states[key] = ComponentState(job.component_track, job.threshold[key]).update(score, label)
+    return out
+
+
+def _frame_row(spec: C.CacheSpec, i: int, scorer: str, t: float, score: np.ndarray, label: np.ndarray) -> dict:
+    return {
+        "frame": spec.frame_ids[i],
+        "scorer": scorer,
+        "temperature": t,
+        "ap": M.frame_ap(score, label),
+        "n_pos": int((label == 1).sum()),
+        "n_neg": int((label == 0).sum()),
+    }
+
+
+def _merge(*results: FrameResult) -> FrameResult:
+    out = results[0]
+    for r in results[1:]:
+        out = out.merge(r)
+    return out
+
+
+def tree_reduce(items: list, fan_in: int = 8):
+    """Dask delayed tree reduction of FrameResults (``fan_in`` per merge node)."""
+    import dask
+
+    merge = dask.delayed(_merge, pure=True)
+    level = list(items)
+    while len(level) > 1:
+        level = [merge(*level[j : j + fan_in]) for j in range(0, len(level), fan_in)]
+    return level[0]
+
+
+# ---- schedulers ---------------------------------------------------------------------------
+
+LOCAL_SCHEDULERS = ("threads", "processes", "sync")
+
+
+class Scheduler:
+    """``threads`` (default), ``processes``, ``sync``, or a distributed cluster given by an
+    address (``tcp://host:8786``), a scheduler file, or ``DASK_SCHEDULER_ADDRESS``."""
+
+    def __init__(self, spec: str | None = None, scheduler_file: str | None = None, workers: int | None = None,
+                 progress: bool = True):
+        self.spec = spec or "threads"
+        self.scheduler_file = scheduler_file
+        self.workers = workers
+        self.progress = progress
+        self.client = None
+        address = os.environ.get("DASK_SCHEDULER_ADDRESS") if spec is None and not scheduler_file else None
+        if scheduler_file or address or self.spec not in LOCAL_SCHEDULERS:
+            from distributed import Client
+
+            try:
+                self.client = (Client(scheduler_file=scheduler_file) if scheduler_file
+                               else Client(address or self.spec, timeout="20s"))
+            except (OSError, ValueError) as exc:
+                where = scheduler_file or address or self.spec
+                raise ScoreError(f"cannot connect to the Dask scheduler {where!r} ({exc}); "
+                                 f"use one of {', '.join(LOCAL_SCHEDULERS)} or a reachable address") from None
+
+    def compute(self, obj, label: str = ""):
+        import dask
+
+        if self.client is not None:
+            fut = self.client.compute(obj)
+            if self.progress:
+                from distributed import progress
+
+                progress(fut)
+            return fut.result()
+        name = {"sync": "synchronous"}.get(self.spec, self.spec)
+        kwargs = {"num_workers": self.workers} if self.workers and name != "synchronous" else {}
+        if self.progress:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar(minimum=1.0, dt=0.5):
+                return dask.compute(obj, scheduler=name, **kwargs)[0]
+        return dask.compute(obj, scheduler=name, **kwargs)[0]
+
+    def close(self):
+        if self.client is not None:
+            self.client.close()
+
+
+# ---- one cache ---------------------------------------------------------------------------
+
+DEFAULT_MAX_MEMORY = 4 * 2**30
+
+
+def plan_passes(spec: C.CacheSpec, n_keys: int, protocol: str, max_memory: int) -> str:
+    """``one-pass`` when every non-void score of every key fits ``max_memory`` (4 B each)."""
+    if protocol != "exact":
+        return "one-pass"
+    pixels = sum(h * w for h, w in spec.sizes)
+    return "one-pass" if pixels * n_keys * 4 <= max_memory else "two-pass"
+
+
+def score_cache(
+    cache: str,
+    scorers: str = "all",
+    temperatures: Sequence[float] = (1.0,),
+    temp_target: str = "query",
+    protocol: str = "exact",
+    scheduler: Scheduler | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    allow_partial: bool = False,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    component_metrics: bool = False,
+    curve_points: int = 200,
+    warn: Callable[[str], None] = lambda m: warnings.warn(m, stacklevel=2),
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Score one cache; returns (results rows, per-frame rows, curve rows)."""
+    if protocol not in M.PROTOCOLS:
+        raise ScoreError(f"unknown protocol {protocol!r}; valid: {', '.join(M.PROTOCOLS)}")
+    root, spec = C.open_cache(cache, mode="r", storage_options=storage_options)
+    done = C.done_mask(root)
+    frames = tuple(int(i) for i in np.flatnonzero(done))
+    if len(frames) < spec.n_frames:
+        missing = [spec.frame_ids[i] for i in np.flatnonzero(~done)]
+        msg = (f"{cache}: {len(missing)} of {spec.n_frames} frames are not done "
+               f"(e.g. {', '.join(missing[:3])}); finish `extract run` first")
+        if not allow_partial:
+            raise ScoreError(msg + " or pass --allow-partial to score the done frames only")
+        warn(msg + "; scoring the done frames only")
+    if not frames:
+        raise ScoreError(f"{cache}: no frame is done")
+    try:
+        chosen = get_scorers(scorers, spec.kind) if spec.label_kind == "anomaly" else ()
+    except ValueError as exc:
+        raise ScoreError(str(exc)) from None
+    temps = tuple(temperatures)
+    if spec.kind == "pixel" or temp_target == "pixel":
+        temps_sem = (1.0,)
+    else:
+        temps_sem = temps
+    job = ScoreJob(
+        cache=str(cache), storage_options=dict(storage_options) if storage_options else None,
+        scorers=tuple(s.name for s in chosen), temperatures=temps if chosen else temps_sem,
+        temp_target=temp_target, protocol=protocol, frames=frames, label_kind=spec.label_kind, kind=spec.kind,
+    )
+    sched = scheduler or Scheduler()
+    n_keys = len(chosen) * len(temps)
+    plan = plan_passes(spec, max(1, n_keys), protocol, max_memory) if chosen else "one-pass"
+    result = _run_phase(sched, job, "one-pass" if plan == "one-pass" else "positives")
+    if plan == "two-pass":
+        positives = {k: s.distinct() for k, s in result.states.items()}
+        counts = _run_phase(sched, job, "negatives", positives=positives)
+        result.states = {k: s.with_negatives(counts.states[k]) for k, s in result.states.items()}
+
+    base = dict(model=spec.provenance.model, dataset=spec.provenance.dataset, protocol=protocol,
+                cache_digest=C.cache_digest(spec), n_frames=len(frames))
+    target = "logits" if spec.kind == "pixel" else temp_target
+    rows, curve_rows = [], []
+    for (name, t), state in sorted(result.states.items()):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            values = state.compute()
+        for w in caught:
+            warn(f"{cache}: {name} T={t}: {w.message}")
+        n_pixels = int(values["n_pos"] + values["n_neg"])
+        for metric in ("auprc", "fpr95", "auroc"):
+            rows.append({**base, "scorer": name, "temperature": t, "temp_target": target, "metric": metric,
+                         "value": values[metric], "n_pixels": n_pixels})
+        if values["n_pos"] and values["n_neg"]:
+            cv = M.curves(state, curve_points)
+            curve_rows.append({**base, "scorer": name, "temperature": t, "temp_target": target,
+                               "recall": cv["recall"].tolist(), "precision": cv["precision"].tolist(),
+                               "fpr": cv["fpr"].tolist(), "tpr": cv["tpr"].tolist()})
+    for t, conf in sorted(result.confusion.items()):
+        if t not in temps_sem:
+            continue
+        values = conf.compute()
+        rows.append({**base, "scorer": SEMANTIC_SCORER, "temperature": t, "temp_target": target, "metric": "miou",
+                     "value": values["miou"], "n_pixels": int(conf.confusion.sum())})
+    if component_metrics and chosen:
+        rows += _component_rows(sched, job, result, base, target, spec)
+    frame_rows = pd.DataFrame([{**base, "temp_target": target, **r} for r in result.rows])
+    return pd.DataFrame(rows), frame_rows, pd.DataFrame(curve_rows)
+
+
+def _run_phase(sched: Scheduler, job: ScoreJob, phase: str, positives=None) -> FrameResult:
+    import dask
+
+    task = dask.delayed(frame_task, pure=True)
+    parts = [task(job, i, phase, positives) for i in job.frames]
+    return sched.compute(tree_reduce(parts), label=phase)
+
+
+def _component_rows(sched, job: ScoreJob, result: FrameResult, base: dict, target: str, spec) -> list[dict]:
+    from analyze.components import track_for_dataset
+
+    thresholds = {k: M.best_f1_threshold(s) for k, s in result.states.items()}
+    cjob = ScoreJob(**{**job.__dict__, "threshold": thresholds, "component_track": track_for_dataset(spec.provenance.dataset)})
+    comp = _run_phase(sched, cjob, "components")
+    rows = []
+    for (name, t), state in sorted(comp.states.items()):
+        values = state.compute()
+        for metric in ("siou", "ppv", "mean_f1"):
+            rows.append({**base, "scorer": name, "temperature": t, "temp_target": target, "metric": metric,
+                         "value": values[metric], "n_pixels": 0})
+    return rows
+
+
+def parse_storage_options(items: Sequence[str]) -> dict[str, Any]:
+    """``["anon=true", "key=abc"]`` -> dict (true/false/ints parsed)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--storage-option must be key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        low = v.lower()
+        out[k] = True if low == "true" else False if low == "false" else int(v) if v.isdigit() else v
+    return out
+
