@@ -1,0 +1,449 @@
+"""Temperature: honest selection, calibration on in-distribution data, bootstrap intervals.
+
+* :func:`select_temperature` chooses T on *validation* datasets only and reports the chosen
+  T on the other datasets (the seed paper chose T on the datasets it reported: a careful
+  tool refuses to).
+* :func:`fit_temperature_nll` is temperature scaling (Guo et al., "On Calibration of Modern
+  Neural Networks", ICML 2017): the T minimising the negative log-likelihood of the
+  in-distribution semantic labels (Cityscapes val), with the expected calibration error
+  before and after.
+* :func:`bootstrap_ci` gives percentile confidence intervals of AuPRC, AUROC and FPR95 by
+  resampling *frames* (pixels of one frame are not independent), from per-frame score
+  histograms (:func:`frame_histograms`); all resamples are evaluated at once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from schemas.results import SEMANTIC_SCORER
+
+#: metrics where lower is better (selection minimises them)
+LOWER_IS_BETTER = frozenset({"fpr95", "ece", "nll"})
+TPR_LEVEL = 0.95
+ECE_BINS = 15
+T_BOUNDS = (0.05, 20.0)
+_T_ATOL = 1e-9
+
+
+# ---- selection ---------------------------------------------------------------------------
+
+
+def _plain(df: pd.DataFrame) -> pd.DataFrame:
+    if "selected_on" not in df:
+        return df
+    sel = df["selected_on"]
+    return df[sel.isna() | sel.astype(str).isin(["", "nan", "None"])]
+
+
+def chosen_temperatures(df: pd.DataFrame, select_on: Sequence[str], metric: str = "auprc",
+                        model: str | None = None, scorer: str | None = None) -> pd.DataFrame:
+    """The T chosen per (model, scorer, temp_target, protocol), from the ``select_on`` datasets only.
+
+    Returns columns model, scorer, temp_target, protocol, temperature (chosen), ``score``
+    (mean ``metric`` over ``select_on`` at that T) and ``n_temperatures``. A T counts only
+    where every ``select_on`` dataset has a finite value; groups with a single T, or where no
+    T qualifies, are left out. Best = highest mean (lowest for fpr95/ece/nll); ties within
+    1e-12 go to the T closest to 1, then to the smaller T.
+    """
+    select_on = list(dict.fromkeys(select_on))
+    if not select_on:
+        raise ValueError("select_on is empty: name the validation dataset(s) to choose T on")
+    d = _plain(df)
+    d = d[d["scorer"] != SEMANTIC_SCORER]
+    if model is not None:
+        d = d[d["model"] == model]
+    if scorer is not None:
+        d = d[d["scorer"] == scorer]
+    datasets = set(d["dataset"])
+    unknown = [s for s in select_on if s not in datasets]
+    if unknown:
+        raise ValueError(f"select_on dataset(s) {', '.join(unknown)} not in the results; "
+                         f"present: {', '.join(sorted(datasets)) or 'none'}")
+    if datasets <= set(select_on):
+        raise ValueError(f"select_on ({', '.join(select_on)}) covers every dataset in the results: nothing would be "
+                         "left to report without reporting a dataset T was chosen on")
+    lower = metric in LOWER_IS_BETTER
+    keys = ["model", "scorer", "temp_target", "protocol"]
+    cols = keys + ["temperature", "score", "n_temperatures"]
+    v = d[(d["metric"] == metric) & d["dataset"].isin(select_on)]
+    if v.empty:
+        return pd.DataFrame(columns=cols)
+    wide = v.pivot_table(index=keys + ["temperature"], columns="dataset", values="value", aggfunc="first",
+                         observed=True).reindex(columns=select_on)  # (group x T, select_on)
+    ok = np.isfinite(wide.to_numpy(float)).all(axis=1)
+    mean = pd.Series(np.where(ok, wide.to_numpy(float).mean(axis=1) if wide.shape[1] else np.nan, np.nan),
+                     index=wide.index)
+    rows = []
+    for group, g in mean.groupby(level=keys, observed=True, sort=True):
+        temps = g.index.get_level_values("temperature").to_numpy(float)
+        vals = g.to_numpy(float)
+        if temps.size < 2 or not np.isfinite(vals).any():
+            continue
+        best = np.nanmin(vals) if lower else np.nanmax(vals)
+        ties = temps[np.abs(vals - best) <= 1e-12]
+        i = int(np.flatnonzero(temps == sorted(ties, key=lambda x: (abs(x - 1.0), x))[0])[0])
+        rows.append(dict(zip(keys, group)) | {"temperature": float(temps[i]), "score": float(vals[i]),
+                                                "n_temperatures": int(temps.size)})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def select_temperature(df: pd.DataFrame, select_on: list[str], metric: str = "auprc", model: str | None = None,
+                       scorer: str | None = None) -> pd.DataFrame:
+    """Rows of every dataset *not* in ``select_on`` at the T chosen on ``select_on``.
+
+    For each (model, scorer, temp_target, protocol) with several temperatures, T maximises
+    the mean ``metric`` over the ``select_on`` datasets (minimises it for fpr95; see
+    :func:`chosen_temperatures`). The returned rows are the results rows (every metric) of
+    the other datasets at that T, with ``selected_on = ",".join(select_on)``; they can be
+    appended to ``results.parquet`` (``selected_on`` is part of the row key). A dataset in
+    ``select_on`` is never returned; ``ValueError`` when ``select_on`` covers every dataset or
+    names one that is not in the results. mIoU rows are not returned: T is chosen per scorer,
+    the segmentation is per model.
+    """
+    select_on = list(dict.fromkeys(select_on))
+    chosen = chosen_temperatures(df, select_on, metric, model, scorer)
+    d = _plain(df)
+    d = d[(d["scorer"] != SEMANTIC_SCORER) & ~d["dataset"].isin(select_on)]
+    key = ["model", "scorer", "temp_target", "protocol", "temperature"]
+    out = d.merge(chosen[key], on=key, how="inner")[list(d.columns)]  # T values come from this very column
+    out = out.assign(selected_on=",".join(select_on))
+    assert not out["dataset"].isin(select_on).any()  # the whole point of this function
+    return out.reset_index(drop=True)
+
+
+# ---- calibration (temperature scaling) ---------------------------------------------------
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """ECE (Guo et al. 2017, eq. 3): ``sum_m |B_m| / n * |acc(B_m) - conf(B_m)|`` over
+    ``n_bins`` equal-width confidence bins ``((m-1)/M, m/M]``."""
+    conf = np.asarray(confidence, np.float64)
+    corr = np.asarray(correct, np.float64)
+    if conf.size == 0:
+        return float("nan")
+    b = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    n = np.bincount(b, minlength=n_bins)
+    s_conf = np.bincount(b, weights=conf, minlength=n_bins)
+    s_acc = np.bincount(b, weights=corr, minlength=n_bins)
+    return float(np.sum(np.abs(s_acc - s_conf)) / conf.size)
+
+
+def _sample_positions(root, spec, frames: Sequence[int], max_pixels: int, seed: int) -> dict[int, np.ndarray]:
+    """Frame -> sorted flat indices of the sampled non-ignored pixels (same for every T)."""
+    from schemas.cache import read_label
+
+    valid = {i: np.flatnonzero(read_label(root, spec, i).ravel() != 255) for i in frames}
+    total = sum(v.size for v in valid.values())
+    if total == 0:
+        raise ValueError("no labelled pixel (all 255) in the cache")
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(total, size=min(int(max_pixels), total), replace=False))
+    out, start = {}, 0
+    for i in frames:
+        n = valid[i].size
+        sel = take[(take >= start) & (take < start + n)] - start
+        if sel.size:
+            out[i] = valid[i][sel]
+        start += n
+    return out
+
+
+def query_pixel_weights(mask_logits: np.ndarray, geom, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Linear weights ``A`` (n, n_crops * Q) with ``s_T(pixel) = A @ P_T`` for ``n`` pixels.
+
+    ``P_T`` stacks ``softmax(c_jq / T)[:K]`` of every crop ``j`` and query ``q``. ``s`` is linear
+    in the class probabilities: the sigmoid of each query's bilinearly upsampled mask, averaged
+    over the crops covering a pixel of the resized frame, bilinearly resized to the original
+    size (:mod:`analyze.compose`). Evaluating that chain at the requested pixels only (same
+    ``align_corners=False`` taps as :class:`analyze.compose.FrameComposer`) makes every T a
+    small matrix product instead of a full composition.
+    """
+    from analyze.compose import _linear_taps
+
+    ml = np.asarray(mask_logits, np.float32)  # (n_crops, Q, h, w)
+    n_crops, q, h, w = ml.shape
+    (H, W), (Hr, Wr), crop = geom.original, geom.resized, geom.crop
+
+    def taps(n_in, n_out, idx):
+        if n_in == n_out:
+            return idx, idx, np.ones(idx.size, np.float32), np.zeros(idx.size, np.float32)
+        i0, i1, a0, a1 = (t.numpy() for t in _linear_taps(n_in, n_out))
+        return i0[idx], i1[idx], a0[idx], a1[idx]
+
+    ry0, ry1, wy0, wy1 = taps(Hr, H, rows)
+    rx0, rx1, wx0, wx1 = taps(Wr, W, cols)
+    # the four resized-frame points of each pixel and their weights: (4, n)
+    pr = np.stack([ry0, ry0, ry1, ry1])
+    pc = np.stack([rx0, rx1, rx0, rx1])
+    pw = np.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1]).astype(np.float64)
+    along = pr if geom.portrait else pc
+    count = np.zeros(along.shape, np.float64)
+    for win in geom.windows:
+        count += (along >= win.start) & (along < win.end)
+    out = np.zeros((rows.size, n_crops * q), np.float64)
+    ty = [t.numpy() for t in _linear_taps(h, crop)]
+    tx = [t.numpy() for t in _linear_taps(w, crop)]
+    for j, win in enumerate(geom.windows):
+        m = ml[j]  # (Q, h, w)
+        cols_j = slice(j * q, (j + 1) * q)
+        for k in range(4):  # one resized point per pixel at a time: no repeated pixel in `p`
+            p = np.flatnonzero((along[k] >= win.start) & (along[k] < win.end))
+            if not p.size:
+                continue
+            lr = pr[k, p] - (win.start if geom.portrait else 0)
+            lc = pc[k, p] - (0 if geom.portrait else win.start)
+            y0, y1, ay0, ay1 = (t[lr] for t in ty)
+            x0, x1, ax0, ax1 = (t[lc] for t in tx)
+            # torch's order: the width pass on both source rows, then the height pass
+            top = m[:, y0, x0] * ax0 + m[:, y0, x1] * ax1  # (Q, M)
+            bot = m[:, y1, x0] * ax0 + m[:, y1, x1] * ax1
+            val = 1.0 / (1.0 + np.exp(-(bot * ay1 + top * ay0)))  # (Q, M): sigmoid of the upsampled mask
+            out[p, cols_j] += (val * (pw[k, p] / count[k, p])).T  # (M, Q)
+    return out
+
+
+class _Calibration:
+    """The sampled pixels of a semantic cache, ready to give class probabilities at any T."""
+
+    def __init__(self, cache_path, max_pixels: int, seed: int, storage_options=None):
+        from schemas.cache import done_mask, open_cache, read_label, read_pixel_logits, read_query_outputs
+
+        root, spec = open_cache(cache_path, storage_options=storage_options)
+        if spec.label_kind != "semantic":
+            raise ValueError(f"{cache_path}: temperature scaling needs an in-distribution semantic cache "
+                             f"(e.g. cityscapes_val); this one has {spec.label_kind} labels")
+        frames = [int(i) for i in np.flatnonzero(done_mask(root))]
+        if not frames:
+            raise ValueError(f"{cache_path}: no frame is done")
+        self.spec, self.kind, self.n_frames = spec, spec.kind, len(frames)
+        self.k = spec.n_classes
+        picks = _sample_positions(root, spec, frames, max_pixels, seed)
+        labels, self.blocks = [], []
+        for i, flat in picks.items():
+            lab = read_label(root, spec, i).ravel()[flat]
+            if (lab >= self.k).any():
+                raise ValueError(f"{cache_path}: frame {spec.frame_ids[i]} has labels >= {self.k} other than 255")
+            labels.append(lab)
+            h, w = spec.sizes[i]
+            rows, cols = flat // w, flat % w
+            if spec.kind == "pixel":
+                from analyze.compose import pixel_logits_to_label_size
+
+                z = pixel_logits_to_label_size(read_pixel_logits(root, spec, i), (h, w), spec.void_channel)
+                self.blocks.append(z.numpy().reshape(z.shape[0], -1)[:, flat].T.astype(np.float64))  # (n, K)
+            else:
+                cl, ml = read_query_outputs(root, spec, i)
+                a = query_pixel_weights(ml, spec.windows(i), rows, cols)  # (n, crops*Q)
+                self.blocks.append((a, np.asarray(cl, np.float64).reshape(-1, cl.shape[-1])))
+        self.labels = np.concatenate(labels).astype(np.int64)
+
+    def log_probs(self, t: float) -> np.ndarray:
+        """(n, K) log class probabilities at temperature ``t`` (float64)."""
+        out = []
+        for b in self.blocks:
+            if self.kind == "pixel":
+                z = b / t
+                z = z - z.max(axis=1, keepdims=True)
+                out.append(z - np.log(np.exp(z).sum(axis=1, keepdims=True)))
+            else:
+                a, c = b
+                c = c / t
+                c = c - c.max(axis=1, keepdims=True)
+                pq = np.exp(c)
+                pq /= pq.sum(axis=1, keepdims=True)
+                s = a @ pq[:, :-1]  # (n, K): s_T at the sampled pixels
+                tot = s.sum(axis=1, keepdims=True)
+                out.append(np.log(np.maximum(s, 1e-300)) - np.log(np.maximum(tot, 1e-300)))
+        return np.concatenate(out)
+
+    def nll(self, t: float) -> float:
+        lp = self.log_probs(t)
+        return float(-np.mean(lp[np.arange(lp.shape[0]), self.labels]))
+
+    def ece(self, t: float) -> float:
+        lp = self.log_probs(t)
+        pred = lp.argmax(axis=1)
+        return expected_calibration_error(np.exp(lp.max(axis=1)), pred == self.labels)
+
+
+def fit_temperature_nll(cache_path: str | os.PathLike, max_pixels: int = 200_000, seed: int = 0,
+                        storage_options=None) -> dict:
+    """Temperature scaling on an in-distribution semantic cache (Guo et al. 2017).
+
+    Class probabilities at the sampled pixels:
+
+    * pixel model: ``p = softmax(z / T)`` over the K classes (void channel dropped), ``z`` the
+      logits bilinearly resized to the label size (as for scoring);
+    * mask model: ``p = s_T / sum_k s_T`` with ``s_T`` composed with the query target
+      (``softmax(c_q / T)`` before combining the masks), i.e. the temperature that
+      ``analyze score --temp-target query`` applies. ``s`` is not a softmax, so the
+      normalisation is needed for a likelihood; the query target is the one that changes
+      the segmentation and hence the confidence of the semantic prediction.
+
+    ``max_pixels`` non-ignored pixels (label != 255) are drawn without replacement by a seeded
+    RNG, the same pixels for every T. T minimises the mean NLL over ``log T`` (scipy
+    ``minimize_scalar``, bounded, T in [0.05, 20]). ECE uses 15 equal-width confidence bins.
+
+    Returns ``T``, ``nll_before`` / ``nll_after`` (nats per pixel), ``ece_before`` /
+    ``ece_after`` (fractions), ``n_pixels``, ``n_frames``, and ``rows``: results rows of metric
+    ``ece`` (scorer ``semantic``) at T = 1 and at the fitted T, the latter with
+    ``selected_on`` = the dataset, since T was fitted on these very pixels (NLL is not a
+    fraction, so it is not a results row).
+    """
+    from scipy.optimize import minimize_scalar
+
+    from schemas.cache import cache_digest
+
+    cal = _Calibration(cache_path, max_pixels, seed, storage_options)
+    res = minimize_scalar(lambda u: cal.nll(math.exp(u)), bounds=tuple(math.log(b) for b in T_BOUNDS),
+                          method="bounded", options={"xatol": 1e-5})
+    t = float(math.exp(res.x))
+    out = {"T": t, "nll_before": cal.nll(1.0), "nll_after": cal.nll(t), "ece_before": cal.ece(1.0),
+           "ece_after": cal.ece(t), "n_pixels": int(cal.labels.size), "n_frames": cal.n_frames}
+    spec = cal.spec
+    base = dict(model=spec.provenance.model, dataset=spec.provenance.dataset, scorer=SEMANTIC_SCORER,
+                temp_target="logits" if spec.kind == "pixel" else "query", protocol="exact", metric="ece",
+                ci_low=float("nan"), ci_high=float("nan"), n_frames=cal.n_frames, n_pixels=int(cal.labels.size),
+                cache_digest=cache_digest(spec))
+    out["rows"] = pd.DataFrame([
+        {**base, "temperature": 1.0, "value": out["ece_before"], "selected_on": ""},
+        {**base, "temperature": t, "value": out["ece_after"], "selected_on": spec.provenance.dataset},
+    ])
+    return out
+
+
+# ---- bootstrap ---------------------------------------------------------------------------
+
+
+def decreasing_edges(lo: float, hi: float, n_bins: int = 2048) -> np.ndarray:
+    """``n_bins + 1`` decreasing edges spanning [lo, hi] with open ends (+inf first, -inf last),
+    so that every finite score falls in a bin."""
+    inner = np.linspace(hi, lo, n_bins + 1)[1:-1]
+    return np.concatenate(([np.inf], inner, [-np.inf]))
+
+
+def frame_histograms(score: np.ndarray, label: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of anomaly (label 1) and in-distribution (label 0) pixels per score bin; void ignored.
+
+    ``edges`` (B + 1,) strictly decreasing; bin ``b`` holds ``edges[b+1] <= score < edges[b]``,
+    i.e. bins run from the highest threshold to the lowest. Scores at or above ``edges[0]`` go
+    to bin 0 and scores below ``edges[B]`` to bin B - 1, so no pixel is lost. Returns
+    ``(pos, neg)``, int64 arrays of length B.
+    """
+    e = np.asarray(edges, np.float64)
+    if e.ndim != 1 or e.size < 2 or not np.all(np.diff(e) < 0):
+        raise ValueError("edges must be a 1-D strictly decreasing array of at least 2 values")
+    s = np.asarray(score, np.float64).ravel()
+    y = np.asarray(label).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"score has {s.size} pixels, label {y.size}")
+    keep = (y == 0) | (y == 1)
+    s, y = s[keep], y[keep]
+    if np.isnan(s).any():
+        raise ValueError("score map has NaN at labelled pixels")
+    n_bins = e.size - 1
+    asc = e[::-1]  # increasing: asc[i] = e[B - i]
+    i = np.clip(np.searchsorted(asc, s, side="right") - 1, 0, n_bins - 1)
+    b = n_bins - 1 - i
+    pos = np.bincount(b[y == 1], minlength=n_bins).astype(np.int64)
+    neg = np.bincount(b[y == 0], minlength=n_bins).astype(np.int64)
+    return pos, neg
+
+
+def _metrics_from_cumulative(tp: np.ndarray, fp: np.ndarray, level: float = TPR_LEVEL) -> dict[str, np.ndarray]:
+    """AP, AUROC, FPR95 for each row of cumulative counts ``tp``, ``fp`` (R, B) (decreasing thresholds).
+
+    * ``auprc``: ``sum_b (R_b - R_{b-1}) P_b`` (scikit-learn's step-wise AP on the binned curve);
+    * ``auroc``: trapezoid through (0, 0) and every (FPR_b, TPR_b);
+    * ``fpr95``: ``np.interp(level, tpr, fpr)`` on those points (``ood_metrics.fpr_at_95_tpr``):
+      at a flat stretch with TPR exactly ``level`` the largest FPR of the stretch.
+
+    NaN where a row has no positive (or, for AUROC/FPR95, no negative).
+    """
+    tp = np.asarray(tp, np.float64)
+    fp = np.asarray(fp, np.float64)
+    r = tp.shape[0]
+    P, N = tp[:, -1:], fp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = tp / P
+        denom = tp + fp
+        precision = np.where(denom > 0, tp / np.where(denom > 0, denom, 1), 0.0)
+        d_recall = np.diff(recall, axis=1, prepend=0.0)
+        ap = np.sum(d_recall * precision, axis=1)
+        tpr = np.concatenate([np.zeros((r, 1)), recall], axis=1)  # (R, B+1)
+        fpr = np.concatenate([np.zeros((r, 1)), fp / N], axis=1)
+        auroc = np.sum(np.diff(fpr, axis=1) * (tpr[:, 1:] + tpr[:, :-1]) / 2, axis=1)
+        # last point with tpr <= level (tpr is nondecreasing and starts at 0)
+        j = np.clip(np.sum(tpr <= level, axis=1) - 1, 0, tpr.shape[1] - 1)
+        jn = np.minimum(j + 1, tpr.shape[1] - 1)
+        rows = np.arange(r)
+        t0, t1, f0, f1 = tpr[rows, j], tpr[rows, jn], fpr[rows, j], fpr[rows, jn]
+        slope = np.where(t1 > t0, (f1 - f0) / np.where(t1 > t0, t1 - t0, 1), 0.0)
+        fpr95 = f0 + (level - t0) * slope
+    no_pos = P[:, 0] <= 0
+    no_neg = N[:, 0] <= 0
+    ap[no_pos] = np.nan
+    auroc[no_pos | no_neg] = np.nan
+    fpr95[no_pos | no_neg] = np.nan
+    return {"auprc": ap, "auroc": auroc, "fpr95": fpr95}
+
+
+def binned_metrics(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict[str, float]:
+    """AuPRC, AUROC, FPR95 of pooled histograms ((B,) or (F, B) summed over frames), as in
+    :func:`bootstrap_ci` but on the full sample. Equal to the exact metrics (scikit-learn,
+    ``ood_metrics``) when every distinct score has its own bin."""
+    pos = np.atleast_2d(np.asarray(pos_hist, np.float64)).sum(axis=0)
+    neg = np.atleast_2d(np.asarray(neg_hist, np.float64)).sum(axis=0)
+    m = _metrics_from_cumulative(np.cumsum(pos)[None], np.cumsum(neg)[None])
+    return {k: float(v[0]) for k, v in m.items()}
+
+
+def bootstrap_ci(pos_hist: np.ndarray, neg_hist: np.ndarray, n_boot: int, seed: int,
+                 level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of ``auprc``, ``auroc``, ``fpr95`` over frames.
+
+    ``pos_hist``/``neg_hist`` (F, B): frame f's anomaly / in-distribution pixel counts per score
+    bin, bins by decreasing threshold (:func:`frame_histograms`). A resample draws F frames
+    with replacement: the counts matrix ``W`` (n_boot, F) ~ Multinomial(F, 1/F) from
+    ``numpy.random.default_rng(seed)``; its curves are ``TP = cumsum(W @ pos_hist)`` and
+    ``FP = cumsum(W @ neg_hist)`` along the bins, and the metrics follow
+    :func:`_metrics_from_cumulative` for all resamples at once. Returns
+    ``{metric: (low, high)}``, the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles
+    over the resamples where the metric is defined (a resample without anomaly pixels has no
+    AP; a warning says how many).
+    """
+    pos = np.asarray(pos_hist, np.float64)
+    neg = np.asarray(neg_hist, np.float64)
+    if pos.ndim != 2 or pos.shape != neg.shape:
+        raise ValueError(f"pos_hist and neg_hist must both be (F, B); got {pos.shape} and {neg.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    f = pos.shape[0]
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(f, np.full(f, 1.0 / f), size=n_boot).astype(np.float64)  # (n_boot, F)
+    tp = np.cumsum(w @ pos, axis=1)  # (n_boot, B)
+    fp = np.cumsum(w @ neg, axis=1)
+    values = _metrics_from_cumulative(tp, fp)
+    alpha = (1 - level) / 2
+    out = {}
+    for name, v in values.items():
+        ok = np.isfinite(v)
+        if not ok.any():
+            out[name] = (float("nan"), float("nan"))
+            continue
+        if (~ok).sum():
+            warnings.warn(f"bootstrap: {name} undefined in {(~ok).sum()} of {n_boot} resamples "
+                          "(no anomaly or no in-distribution pixel drawn); they are left out", RuntimeWarning,
+                          stacklevel=2)
+        lo, hi = np.percentile(v[ok], [100 * alpha, 100 * (1 - alpha)])
+        out[name] = (float(lo), float(hi))
+    return out
