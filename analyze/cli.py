@@ -30,8 +30,12 @@ def main():
     """Score every anomaly scorer on cached model outputs; report tables and figures.
 
     \b
-    Example:
+    Examples (one per command):
+      analyze inspect caches/eomt/road_anomaly.zarr --verify
       analyze score --cache caches/eomt/road_anomaly.zarr --scorers all --temps 0.5,0.75,1.1
+      analyze report --results results.parquet --out report/
+      analyze maps --cache caches/eomt/road_anomaly.zarr --scorer msp,rba --out maps/
+      analyze temperature --results results.parquet --select-on fs_static --metric auprc
     """
 
 
@@ -102,9 +106,12 @@ def _parse_scorers(ctx, param, value):
 @click.option("--component-metrics", is_flag=True, help="Also compute SMIYC component-level sIoU, PPV, mean F1.")
 @click.option("--max-memory", default="4GiB", show_default=True,
               help="Memory budget of the exact protocol before it switches to two passes (e.g. 512MiB, 8GiB).")
+@click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(0),
+              help="Frame-bootstrap resamples for ci_low/ci_high (e.g. 1000); 0 = none.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap resampling.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def score(caches, scorers, temps, temp_target, protocol, out, scheduler, scheduler_file, workers, storage_options,
-          allow_partial, component_metrics, max_memory, no_progress):
+          allow_partial, component_metrics, max_memory, bootstrap, seed, no_progress):
     """Apply every scorer at every temperature to cached outputs; write results.parquet.
 
     Rows for an existing (model, dataset, scorer, T, protocol) are replaced, not duplicated.
@@ -138,7 +145,7 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
                 r, f, c = score_cache(
                     cache, scorers, temps, temp_target, protocol, sched, storage_options=opts or None,
                     allow_partial=allow_partial, max_memory=budget, component_metrics=component_metrics,
-                    warn=lambda m: click.echo(f"warning: {m}", err=True),
+                    bootstrap=bootstrap, seed=seed, warn=lambda m: click.echo(f"warning: {m}", err=True),
                 )
                 results.append(r), frames.append(f), curves.append(c)
         finally:
@@ -153,6 +160,113 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
     new = pd.concat(results, ignore_index=True)
     click.echo(summary_table(new))
     click.echo(f"wrote {len(new)} rows to {out} ({len(table)} rows in total)")
+
+
+@main.command()
+@click.option("--results", required=True, type=click.Path(dir_okay=False), help="results.parquet from `analyze score`.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for tables and figures.")
+@click.option("--protocol", type=click.Choice(["exact", "smiyc"]), default=None,
+              help="Which protocol's rows to report (default: exact when present).")
+def report(results, out, protocol):
+    """Tables 1-2 of the seed paper (Markdown, LaTeX) and figures (PNG) from results.parquet.
+
+    \b
+    Example:
+      analyze report --results results.parquet --out report/
+    """
+    from analyze.report import write_report
+
+    _check_writable(f"{out}/x")
+    paths = write_report(results, out, protocol=protocol, warn=lambda m: click.echo(f"note: {m}", err=True))
+    for p in paths:
+        click.echo(str(p))
+
+
+@main.command()
+@click.option("--cache", required=True, help="Cache path or URL.")
+@click.option("--scorer", "scorers", default="all", show_default=True, callback=_parse_scorers,
+              help="'all' or a comma list of scorers.")
+@click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature (> 0).")
+@click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True)
+@click.option("--frames", default=None, help="Comma list of frame ids (default: the first 4).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for .npy maps and PNG panels.")
+def maps(cache, scorers, temp, temp_target, frames, out):
+    """Per-frame anomaly maps (.npy) and image / ground truth / map panels (PNG).
+
+    \b
+    Example:
+      analyze maps --cache caches/eomt/road_anomaly.zarr --scorer msp,rba --frames 0001,0002 --out maps/
+    """
+    from analyze.maps import write_maps
+
+    if not temp > 0:
+        raise click.BadParameter(f"temperature must be > 0, got {temp}", param_hint="--temp")
+    try:
+        paths = write_maps(cache, scorers, temp, frames.split(",") if frames else None, out, temp_target)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for p in paths:
+        click.echo(str(p))
+
+
+@main.command()
+@click.option("--results", type=click.Path(dir_okay=False), default=None, help="results.parquet (for --select-on).")
+@click.option("--select-on", default=None, metavar="DATASET[,...]",
+              help="Choose T on these datasets; report the chosen T on every other dataset.")
+@click.option("--metric", default="auprc", show_default=True, type=click.Choice(["auprc", "fpr95", "auroc"]),
+              help="Metric T is chosen by (fpr95 is minimised).")
+@click.option("--fit", type=click.Choice(["nll"]), default=None,
+              help="Fit T by the NLL of in-distribution pixels (Guo et al. 2017) on --cache.")
+@click.option("--cache", default=None, help="In-distribution (cityscapes_val) cache for --fit nll.")
+@click.option("--max-pixels", default=200_000, show_default=True, type=click.IntRange(1000),
+              help="--fit: pixels sampled (seeded) for the fit.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def temperature(results, select_on, metric, fit, cache, max_pixels, seed):
+    """Choose the temperature honestly: on validation datasets only, or by NLL on in-distribution data.
+
+    With --select-on the chosen rows (marked selected_on) are added to --results; a dataset
+    that T was chosen on is never reported. With --fit nll the fitted T and ECE before and
+    after are printed and the ECE rows are added to --results when given.
+
+    \b
+    Examples:
+      analyze temperature --results results.parquet --select-on fs_static --metric auprc
+      analyze temperature --fit nll --cache caches/eomt/cityscapes_val.zarr --results results.parquet
+    """
+    import pandas as pd
+
+    from schemas.results import read_results, write_results
+
+    if not select_on and not fit:
+        raise click.UsageError("give --select-on DATASETS (with --results) or --fit nll (with --cache)")
+    if select_on:
+        if not results:
+            raise click.BadParameter("--select-on needs --results", param_hint="--results")
+        from analyze.temperature import chosen_temperatures, select_temperature
+
+        df = read_results(results)
+        datasets = [d.strip() for d in select_on.split(",") if d.strip()]
+        try:
+            rows = select_temperature(df, datasets, metric)
+            chosen = chosen_temperatures(df, datasets, metric)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--select-on") from None
+        click.echo(chosen.to_string(index=False))
+        write_results(rows, results)
+        click.echo(summary_table(rows))
+        click.echo(f"added {len(rows)} rows (selected_on={','.join(datasets)}) to {results}")
+    if fit:
+        if not cache:
+            raise click.BadParameter("--fit nll needs --cache", param_hint="--cache")
+        from analyze.temperature import fit_temperature_nll
+
+        res = fit_temperature_nll(cache, max_pixels=max_pixels, seed=seed)
+        click.echo(f"T = {res['T']:.4f}  NLL {res['nll_before']:.4f} -> {res['nll_after']:.4f}  "
+                   f"ECE {100 * res['ece_before']:.2f}% -> {100 * res['ece_after']:.2f}%  "
+                   f"({res['n_pixels']} pixels of {res['n_frames']} frames)")
+        if results:
+            write_results(pd.DataFrame(res["rows"]), results)
+            click.echo(f"added ECE rows to {results}")
 
 
 def summary_table(df) -> str:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from analyze import metrics as M
+from analyze.bootstrap import bootstrap_ci, edges_from_counts, frame_histograms
 from analyze.compose import iter_frame_scores
 from analyze.scorers import get_scorers
 from schemas import cache as C
@@ -61,6 +62,7 @@ class FrameResult:
     states: dict = field(default_factory=dict)  # Key -> metric state
     confusion: dict = field(default_factory=dict)  # T -> ConfusionState
     rows: list = field(default_factory=list)  # per-frame drill-down rows
+    hists: dict = field(default_factory=dict)  # Key -> list of per-frame (pos, neg) histograms
 
     def merge(self, other: "FrameResult") -> "FrameResult":
         out = FrameResult()
@@ -71,6 +73,7 @@ class FrameResult:
                 merged[k] = merged[k].merge(v) if k in merged else v
             setattr(out, name, merged)
         out.rows = self.rows + other.rows
+        out.hists = {k: self.hists.get(k, []) + other.hists.get(k, []) for k in {*self.hists, *other.hists}}
         return out
 
 
@@ -95,12 +98,13 @@ def _frame_inputs(root, spec: C.CacheSpec, i: int, job: ScoreJob) -> dict:
     return dict(class_logits=class_logits, mask_logits=mask_logits, geom=spec.windows(i), out_size=spec.sizes[i])
 
 
-def frame_task(job: ScoreJob, i: int, phase: str, positives: Mapping[Key, np.ndarray] | None = None) -> FrameResult:
+def frame_task(job: ScoreJob, i: int, phase: str, aux: Mapping[Key, np.ndarray] | None = None) -> FrameResult:
     """Score frame ``i`` of ``job.cache`` and return its states.
 
     ``phase``: ``"one-pass"`` (states of ``job.protocol``), ``"positives"`` / ``"negatives"``
-    (the two passes of the memory-bounded exact protocol; ``positives`` maps each key to the
-    sorted distinct anomaly scores), ``"components"`` (component-level metrics).
+    (the two passes of the memory-bounded exact protocol; ``aux`` maps each key to the
+    sorted distinct anomaly scores), ``"components"`` (component-level metrics),
+    ``"bootstrap"`` (per-frame score histograms over the bin edges ``aux[key]``).
     """
     import torch
 
@@ -127,7 +131,9 @@ def frame_task(job: ScoreJob, i: int, phase: str, positives: Mapping[Key, np.nda
                 out.states[key] = M.PositiveState().update(score, label)
                 out.rows.append(_frame_row(spec, i, name, t, score, label))
             elif phase == "negatives":
-                out.states[key] = M.NegativeCountState(positives[key]).update(score, label)
+                out.states[key] = M.NegativeCountState(aux[key]).update(score, label)
+            elif phase == "bootstrap" and key in aux:
+                out.hists[key] = [frame_histograms(score, label, aux[key])]
             elif phase == "components":
                 from analyze.components import ComponentState
 
@@ -241,6 +247,8 @@ def score_cache(
     max_memory: int = DEFAULT_MAX_MEMORY,
     component_metrics: bool = False,
     curve_points: int = 200,
+    bootstrap: int = 0,
+    seed: int = 0,
     warn: Callable[[str], None] = lambda m: warnings.warn(m, stacklevel=2),
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Score one cache; returns (results rows, per-frame rows, curve rows)."""
@@ -278,12 +286,13 @@ def score_cache(
     result = _run_phase(sched, job, "one-pass" if plan == "one-pass" else "positives")
     if plan == "two-pass":
         positives = {k: s.distinct() for k, s in result.states.items()}
-        counts = _run_phase(sched, job, "negatives", positives=positives)
+        counts = _run_phase(sched, job, "negatives", aux=positives)
         result.states = {k: s.with_negatives(counts.states[k]) for k, s in result.states.items()}
 
     base = dict(model=spec.provenance.model, dataset=spec.provenance.dataset, protocol=protocol,
                 cache_digest=C.cache_digest(spec), n_frames=len(frames))
     target = "logits" if spec.kind == "pixel" else temp_target
+    cis = _bootstrap(sched, job, result, bootstrap, seed, warn) if bootstrap and chosen else {}
     rows, curve_rows = [], []
     for (name, t), state in sorted(result.states.items()):
         with warnings.catch_warnings(record=True) as caught:
@@ -293,8 +302,9 @@ def score_cache(
             warn(f"{cache}: {name} T={t}: {w.message}")
         n_pixels = int(values["n_pos"] + values["n_neg"])
         for metric in ("auprc", "fpr95", "auroc"):
+            lo, hi = cis.get((name, t), {}).get(metric, (np.nan, np.nan))
             rows.append({**base, "scorer": name, "temperature": t, "temp_target": target, "metric": metric,
-                         "value": values[metric], "n_pixels": n_pixels})
+                         "value": values[metric], "n_pixels": n_pixels, "ci_low": lo, "ci_high": hi})
         if values["n_pos"] and values["n_neg"]:
             cv = M.curves(state, curve_points)
             curve_rows.append({**base, "scorer": name, "temperature": t, "temp_target": target,
@@ -312,12 +322,35 @@ def score_cache(
     return pd.DataFrame(rows), frame_rows, pd.DataFrame(curve_rows)
 
 
-def _run_phase(sched: Scheduler, job: ScoreJob, phase: str, positives=None) -> FrameResult:
+def _run_phase(sched: Scheduler, job: ScoreJob, phase: str, aux=None) -> FrameResult:
     import dask
 
     task = dask.delayed(frame_task, pure=True)
-    parts = [task(job, i, phase, positives) for i in job.frames]
+    parts = [task(job, i, phase, aux) for i in job.frames]
     return sched.compute(tree_reduce(parts), label=phase)
+
+
+def _bootstrap(sched, job: ScoreJob, result: FrameResult, n_boot: int, seed: int, warn) -> dict:
+    """Frame-bootstrap intervals per key (see analyze.bootstrap): one more pass over the frames
+    builds per-frame histograms on bins at the quantiles of each key's anomaly scores."""
+    edges = {}
+    for key, state in result.states.items():
+        thresholds, tp, _, n_pos = state.threshold_counts()
+        if n_pos:
+            edges[key] = edges_from_counts(thresholds, tp)
+    if not edges:
+        return {}
+    bjob = ScoreJob(**{**job.__dict__, "scorers": tuple(sorted({k[0] for k in edges}))})
+    hists = _run_phase(sched, bjob, "bootstrap", aux=edges).hists
+    out = {}
+    for key in edges:
+        pos, neg = (np.stack(h) for h in zip(*hists[key]))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out[key] = bootstrap_ci(pos, neg, n_boot, seed)
+        for w in caught:
+            warn(f"{job.cache}: {key[0]} T={key[1]}: {w.message}")
+    return out
 
 
 def _component_rows(sched, job: ScoreJob, result: FrameResult, base: dict, target: str, spec) -> list[dict]:

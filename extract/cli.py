@@ -40,8 +40,12 @@ def main():
     """Extract raw model outputs into a chunked Zarr cache.
 
     \b
-    Example:
-      extract run --model erfnet --dataset road_anomaly --data-root data/ --checkpoint erfnet_pretrained.pth
+    Examples (one per command):
+      extract datasets check --dataset fs_lost_found --data-root Validation_Dataset/
+      extract datasets synth --dataset smiyc_ro21 --out /tmp/data --n 4 --size 64x128
+      extract run --model erfnet --dataset road_anomaly --data-root Validation_Dataset/ --checkpoint erfnet_pretrained.pth
+      extract bench --model eomt --device cuda --dtype bf16 --batch-size 4
+      extract demo world --out demo_out/world && extract demo train --data demo_out/world --out demo_out/erfnet.pth
     """
 
 

@@ -87,7 +87,7 @@ def test_two_pass_plan_equals_one_pass(caches):
 
 @pytest.mark.slow
 def test_schedulers_agree(caches):
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     ref, _, _ = score_cache(caches["query"], "all", (0.5, 1.0), scheduler=Scheduler("sync", progress=False))
     threads, _, _ = score_cache(caches["query"], "all", (0.5, 1.0), scheduler=Scheduler("threads", progress=False))
@@ -152,3 +152,16 @@ def test_nan_logits_name_the_frame(tmp_path):
     root["logits"][2] = logits
     with pytest.raises(ScoreError, match="frame f002 .*NaN"):
         score_cache(str(tmp_path / "c.zarr"), "msp", (1.0,), scheduler=Scheduler("sync", progress=False))
+
+
+def test_bootstrap_intervals_bracket_the_estimate_and_are_seeded(caches):
+    sched = Scheduler("sync", progress=False)
+    a, _, _ = score_cache(caches["pixel"], "msp,maxlogit", (1.0,), scheduler=sched, bootstrap=200, seed=3)
+    b, _, _ = score_cache(caches["pixel"], "msp,maxlogit", (1.0,), scheduler=sched, bootstrap=200, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    anomaly = a[a.metric.isin(["auprc", "auroc", "fpr95"])]
+    assert anomaly.ci_low.notna().all()
+    assert ((anomaly.ci_low <= anomaly.value + 0.02) & (anomaly.value - 0.02 <= anomaly.ci_high)).all()
+    assert (anomaly.ci_high - anomaly.ci_low > 0).all()
+    none, _, _ = score_cache(caches["pixel"], "msp", (1.0,), scheduler=sched)
+    assert none.ci_low.isna().all()

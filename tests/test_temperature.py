@@ -13,8 +13,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from analyze.compose import FrameComposer, class_probs
 from analyze.metrics import pixel_metrics
-from analyze.temperature import (binned_metrics, bootstrap_ci, chosen_temperatures, decreasing_edges,
-                                 expected_calibration_error, fit_temperature_nll, frame_histograms,
+from analyze.bootstrap import binned_metrics, bootstrap_ci, decreasing_edges, frame_histograms
+from analyze.temperature import (chosen_temperatures,
+                                 expected_calibration_error, fit_temperature_nll,
                                  query_pixel_weights, select_temperature)
 from schemas.cache import CacheSpec, create_cache, mark_done, read_query_outputs, thumbnail_size
 from schemas.cache import write_frame_common, write_frame_pixel

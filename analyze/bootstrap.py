@@ -1,0 +1,161 @@
+"""Bootstrap confidence intervals over frames for AuPRC, AUROC and FPR95.
+
+Frames, not pixels, are resampled (pixels of one frame are not independent). Each frame
+contributes a histogram of its anomaly and in-distribution scores over shared bins
+(:func:`frame_histograms`); a resample is a multinomial weighting of the frames, so 1000
+resamples of a 100-frame dataset are one matrix product (seconds). The bins are the
+quantiles of the dataset's anomaly scores (:func:`edges_from_counts`), so the binned
+curves follow the exact ones closely where the metrics are decided; intervals are
+therefore approximate, the point estimates in the results stay exact.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from analyze.metrics import TPR_LEVEL
+
+def decreasing_edges(lo: float, hi: float, n_bins: int = 2048) -> np.ndarray:
+    """``n_bins + 1`` decreasing edges spanning [lo, hi] with open ends (+inf first, -inf last),
+    so that every finite score falls in a bin."""
+    inner = np.linspace(hi, lo, n_bins + 1)[1:-1]
+    return np.concatenate(([np.inf], inner, [-np.inf]))
+
+
+def frame_histograms(score: np.ndarray, label: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of anomaly (label 1) and in-distribution (label 0) pixels per score bin; void ignored.
+
+    ``edges`` (B + 1,) strictly decreasing; bin ``b`` holds ``edges[b+1] <= score < edges[b]``,
+    i.e. bins run from the highest threshold to the lowest. Scores at or above ``edges[0]`` go
+    to bin 0 and scores below ``edges[B]`` to bin B - 1, so no pixel is lost. Returns
+    ``(pos, neg)``, int64 arrays of length B.
+    """
+    e = np.asarray(edges, np.float64)
+    if e.ndim != 1 or e.size < 2 or not np.all(np.diff(e) < 0):
+        raise ValueError("edges must be a 1-D strictly decreasing array of at least 2 values")
+    s = np.asarray(score, np.float64).ravel()
+    y = np.asarray(label).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"score has {s.size} pixels, label {y.size}")
+    keep = (y == 0) | (y == 1)
+    s, y = s[keep], y[keep]
+    if np.isnan(s).any():
+        raise ValueError("score map has NaN at labelled pixels")
+    n_bins = e.size - 1
+    asc = e[::-1]  # increasing: asc[i] = e[B - i]
+    i = np.clip(np.searchsorted(asc, s, side="right") - 1, 0, n_bins - 1)
+    b = n_bins - 1 - i
+    pos = np.bincount(b[y == 1], minlength=n_bins).astype(np.int64)
+    neg = np.bincount(b[y == 0], minlength=n_bins).astype(np.int64)
+    return pos, neg
+
+
+def _metrics_from_cumulative(tp: np.ndarray, fp: np.ndarray, level: float = TPR_LEVEL) -> dict[str, np.ndarray]:
+    """AP, AUROC, FPR95 for each row of cumulative counts ``tp``, ``fp`` (R, B) (decreasing thresholds).
+
+    * ``auprc``: ``sum_b (R_b - R_{b-1}) P_b`` (scikit-learn's step-wise AP on the binned curve);
+    * ``auroc``: trapezoid through (0, 0) and every (FPR_b, TPR_b);
+    * ``fpr95``: ``np.interp(level, tpr, fpr)`` on those points (``ood_metrics.fpr_at_95_tpr``):
+      at a flat stretch with TPR exactly ``level`` the largest FPR of the stretch.
+
+    NaN where a row has no positive (or, for AUROC/FPR95, no negative).
+    """
+    tp = np.asarray(tp, np.float64)
+    fp = np.asarray(fp, np.float64)
+    r = tp.shape[0]
+    P, N = tp[:, -1:], fp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = tp / P
+        denom = tp + fp
+        precision = np.where(denom > 0, tp / np.where(denom > 0, denom, 1), 0.0)
+        d_recall = np.diff(recall, axis=1, prepend=0.0)
+        ap = np.sum(d_recall * precision, axis=1)
+        tpr = np.concatenate([np.zeros((r, 1)), recall], axis=1)  # (R, B+1)
+        fpr = np.concatenate([np.zeros((r, 1)), fp / N], axis=1)
+        auroc = np.sum(np.diff(fpr, axis=1) * (tpr[:, 1:] + tpr[:, :-1]) / 2, axis=1)
+        # last point with tpr <= level (tpr is nondecreasing and starts at 0)
+        j = np.clip(np.sum(tpr <= level, axis=1) - 1, 0, tpr.shape[1] - 1)
+        jn = np.minimum(j + 1, tpr.shape[1] - 1)
+        rows = np.arange(r)
+        t0, t1, f0, f1 = tpr[rows, j], tpr[rows, jn], fpr[rows, j], fpr[rows, jn]
+        slope = np.where(t1 > t0, (f1 - f0) / np.where(t1 > t0, t1 - t0, 1), 0.0)
+        fpr95 = f0 + (level - t0) * slope
+    no_pos = P[:, 0] <= 0
+    no_neg = N[:, 0] <= 0
+    ap[no_pos] = np.nan
+    auroc[no_pos | no_neg] = np.nan
+    fpr95[no_pos | no_neg] = np.nan
+    return {"auprc": ap, "auroc": auroc, "fpr95": fpr95}
+
+
+def binned_metrics(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict[str, float]:
+    """AuPRC, AUROC, FPR95 of pooled histograms ((B,) or (F, B) summed over frames), as in
+    :func:`bootstrap_ci` but on the full sample. Equal to the exact metrics (scikit-learn,
+    ``ood_metrics``) when every distinct score has its own bin."""
+    pos = np.atleast_2d(np.asarray(pos_hist, np.float64)).sum(axis=0)
+    neg = np.atleast_2d(np.asarray(neg_hist, np.float64)).sum(axis=0)
+    m = _metrics_from_cumulative(np.cumsum(pos)[None], np.cumsum(neg)[None])
+    return {k: float(v[0]) for k, v in m.items()}
+
+
+def bootstrap_ci(pos_hist: np.ndarray, neg_hist: np.ndarray, n_boot: int, seed: int,
+                 level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of ``auprc``, ``auroc``, ``fpr95`` over frames.
+
+    ``pos_hist``/``neg_hist`` (F, B): frame f's anomaly / in-distribution pixel counts per score
+    bin, bins by decreasing threshold (:func:`frame_histograms`). A resample draws F frames
+    with replacement: the counts matrix ``W`` (n_boot, F) ~ Multinomial(F, 1/F) from
+    ``numpy.random.default_rng(seed)``; its curves are ``TP = cumsum(W @ pos_hist)`` and
+    ``FP = cumsum(W @ neg_hist)`` along the bins, and the metrics follow
+    :func:`_metrics_from_cumulative` for all resamples at once. Returns
+    ``{metric: (low, high)}``, the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles
+    over the resamples where the metric is defined (a resample without anomaly pixels has no
+    AP; a warning says how many).
+    """
+    pos = np.asarray(pos_hist, np.float64)
+    neg = np.asarray(neg_hist, np.float64)
+    if pos.ndim != 2 or pos.shape != neg.shape:
+        raise ValueError(f"pos_hist and neg_hist must both be (F, B); got {pos.shape} and {neg.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    f = pos.shape[0]
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(f, np.full(f, 1.0 / f), size=n_boot).astype(np.float64)  # (n_boot, F)
+    tp = np.cumsum(w @ pos, axis=1)  # (n_boot, B)
+    fp = np.cumsum(w @ neg, axis=1)
+    values = _metrics_from_cumulative(tp, fp)
+    alpha = (1 - level) / 2
+    out = {}
+    for name, v in values.items():
+        ok = np.isfinite(v)
+        if not ok.any():
+            out[name] = (float("nan"), float("nan"))
+            continue
+        if (~ok).sum():
+            warnings.warn(f"bootstrap: {name} undefined in {(~ok).sum()} of {n_boot} resamples "
+                          "(no anomaly or no in-distribution pixel drawn); they are left out", RuntimeWarning,
+                          stacklevel=2)
+        lo, hi = np.percentile(v[ok], [100 * alpha, 100 * (1 - alpha)])
+        out[name] = (float(lo), float(hi))
+    return out
+
+
+def edges_from_counts(thresholds: np.ndarray, tp: np.ndarray, n_bins: int = 2048) -> np.ndarray:
+    """Decreasing bin edges at the quantiles of the anomaly scores, with open ends.
+
+    ``thresholds`` (decreasing) and cumulative ``tp`` are a state's
+    ``threshold_counts()``: the edge ``k`` is the threshold where TP first reaches
+    ``k / n_bins`` of the anomaly pixels.
+    """
+    thresholds = np.asarray(thresholds, np.float64)
+    tp = np.asarray(tp)
+    if thresholds.size == 0:
+        return np.array([np.inf, -np.inf])
+    targets = np.linspace(0, tp[-1], n_bins + 1)[1:-1]
+    idx = np.searchsorted(tp, targets, side="left")
+    inner = np.unique(thresholds[np.clip(idx, 0, thresholds.size - 1)])[::-1]
+    return np.concatenate(([np.inf], inner, [-np.inf]))
