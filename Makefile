@@ -20,8 +20,31 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(BIN)/python -m pytest -q
 
-demo: install
-	$(BIN)/python -m extract.demo_pipeline --out demo_out
+DEMO   ?= demo_out
+D_CKPT := $(DEMO)/erfnet_demo.pth
+D_RA   := $(DEMO)/caches/erfnet/road_anomaly.zarr
+D_CITY := $(DEMO)/caches/erfnet/cityscapes_val.zarr
+
+# The whole pipeline on a procedural road world (see README "make demo"); steps whose
+# output exists are skipped, `make clean` starts over.
+demo: install $(D_CKPT)
+	$(BIN)/extract run --model erfnet --dataset road_anomaly --data-root $(DEMO)/world/anomaly \
+	    --checkpoint $(D_CKPT) --cache $(D_RA) --input-height 64 --no-progress
+	$(BIN)/extract run --model erfnet --dataset cityscapes_val --data-root $(DEMO)/world/cityscapes \
+	    --checkpoint $(D_CKPT) --cache $(D_CITY) --input-height 64 --no-progress
+	$(BIN)/analyze score --cache $(D_RA) --cache $(D_CITY) --scorers all --temps 0.5,0.75,1.1 \
+	    --bootstrap 200 --out $(DEMO)/results.parquet --no-progress
+	$(BIN)/analyze report --results $(DEMO)/results.parquet --out $(DEMO)/report
+	$(BIN)/analyze maps --cache $(D_RA) --scorer all --out $(DEMO)/maps
+	@echo; cat $(DEMO)/report/table1.md; echo
+	@echo "figures: $(DEMO)/report/*.png, anomaly maps: $(DEMO)/maps/panel.png"
+
+$(DEMO)/world/.done:
+	$(BIN)/extract demo world --out $(DEMO)/world
+	touch $@
+
+$(D_CKPT): $(DEMO)/world/.done
+	$(BIN)/extract demo train --data $(DEMO)/world --out $@.tmp && mv $@.tmp $@
 
 bench: install
 	$(BIN)/python -m analyze.bench
@@ -31,4 +54,4 @@ lint: install
 	$(BIN)/ruff check extract analyze schemas tests
 
 clean:
-	rm -rf demo_out bench_out .pytest_cache
+	rm -rf $(DEMO) bench_out .pytest_cache

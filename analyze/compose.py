@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analyze.scorers import Scorer, check_supported, parse_kind
+from analyze.scorers import Scorer, check_supported, parse_kind, score_many
 from schemas.windows import FrameWindows
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -357,7 +357,7 @@ def iter_frame_scores(
     temps = tuple(dict.fromkeys(_check_temperature(t) for t in temperatures))
 
     def score_all(x: torch.Tensor, t: float) -> dict[str, np.ndarray]:
-        return {s.name: s.fn(x, t) for s in scorers}
+        return score_many(x, t, [s.name for s in scorers])
 
     if kind == "pixel":
         if logits is None or out_size is None:

@@ -61,42 +61,64 @@ def _out(t: torch.Tensor) -> np.ndarray:
     return t.to(torch.float32).numpy()
 
 
-def msp(x: ArrayLike, temperature: float = 1.0) -> np.ndarray:
-    """Maximum softmax probability: ``1 - max_k softmax(x / T)_k``.
+def score_many(x: ArrayLike, temperature: float, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Several scorers on the same ``x / T`` in one pass over the data.
 
-    Computed as ``r / (1 + r)`` with ``r = sum_{k != argmax} exp(x_k - max x)``: the same value
-    without the cancellation of ``1 - p`` (or of ``logsumexp - max``) near ``p = 1``.
+    Every scorer is evaluated here, so a score does not depend on which other scorers were
+    requested. Shared pieces: ``d = x/T - max`` and ``e = exp(d)`` with the maximal class left
+    out, ``r = sum e`` (so ``sum_k exp(x_k/T - max) = 1 + r``):
+
+    * msp = ``r / (1 + r)`` (no cancellation of ``1 - p`` near ``p = 1``);
+    * maxlogit = ``-max``;
+    * energy = ``-T (max + log1p(r))``;
+    * maxentropy = ``log1p(r) - sum_k e_k d_k / (1 + r)`` (= ``-sum p log p``; a term whose
+      ``e_k`` underflows to 0 counts as 0, never ``0 * -inf``);
+    * rba = ``-sum_k tanh(x_k / T)``.
     """
     t = _prepare(x, temperature)  # (K, H, W)
-    top, arg = t.max(0)  # (H, W)
-    e = torch.exp(t - top).scatter_(0, arg[None], 0.0)  # (K, H, W), the maximum left out
-    r = e.sum(0)  # (H, W)
-    return _out(r / (1 + r))
+    want = set(names)
+    unknown = want - set(_FUSED)
+    if unknown:
+        raise ValueError(f"unknown scorer(s) {sorted(unknown)}; valid: {', '.join(_FUSED)}")
+    out: dict[str, np.ndarray] = {}
+    if want & {"msp", "maxlogit", "energy", "maxentropy"}:
+        top, arg = t.max(0)  # (H, W)
+        if "maxlogit" in want:
+            out["maxlogit"] = _out(-top)
+        if want & {"msp", "energy", "maxentropy"}:
+            d = t - top  # (K, H, W), <= 0
+            e = torch.exp(d).scatter_(0, arg[None], 0.0)  # (K, H, W), the maximum left out
+            r = e.sum(0)  # (H, W)
+            if "msp" in want:
+                out["msp"] = _out(r / (1 + r))
+            log_z = torch.log1p(r)  # (H, W): logsumexp - max
+            if "energy" in want:
+                out["energy"] = _out(-temperature * (top + log_z))
+            if "maxentropy" in want:
+                ed = e.mul_(d).nan_to_num_(nan=0.0).sum(0)  # (H, W), sum e_k d_k
+                out["maxentropy"] = _out(log_z - ed / (1 + r))
+    if "rba" in want:
+        out["rba"] = _out(-torch.tanh(t).sum(0))
+    return {n: out[n] for n in names}
 
 
-def maxlogit(x: ArrayLike, temperature: float = 1.0) -> np.ndarray:
-    """Maximum logit: ``-max_k x_k / T``."""
-    return _out(-_prepare(x, temperature).amax(0))
+def _single(name: str) -> Callable[[ArrayLike, float], np.ndarray]:
+    def fn(x: ArrayLike, temperature: float = 1.0) -> np.ndarray:
+        return score_many(x, temperature, (name,))[name]
+
+    fn.__name__ = name
+    fn.__doc__ = f"``{_FUSED[name]}`` on ``x / T``; see :func:`score_many`."
+    return fn
 
 
-def maxentropy(x: ArrayLike, temperature: float = 1.0) -> np.ndarray:
-    """Entropy of the softmax: ``-sum_k p_k log p_k`` with ``p = softmax(x / T)``.
-
-    ``log p`` comes from ``log_softmax``; terms with ``p == 0`` (underflow) count as 0.
-    """
-    logp = torch.log_softmax(_prepare(x, temperature), 0)  # (K, H, W)
-    plogp = logp.exp().mul_(logp).nan_to_num_(nan=0.0)  # 0 * log 0 (logit -inf) is NaN -> 0
-    return _out(-plogp.sum(0))
-
-
-def energy(x: ArrayLike, temperature: float = 1.0) -> np.ndarray:
-    """Free energy: ``-T * logsumexp_k(x_k / T)`` (Liu et al. 2020; ``-logsumexp x`` at T = 1)."""
-    return _out(-temperature * torch.logsumexp(_prepare(x, temperature), 0))
-
-
-def rba(x: ArrayLike, temperature: float = 1.0) -> np.ndarray:
-    """Rejected by All: ``-sum_k tanh(x_k / T)`` (mask models only)."""
-    return _out(-torch.tanh(_prepare(x, temperature)).sum(0))
+_FUSED = {
+    "msp": "1 - max_k softmax(x / T)_k",
+    "maxlogit": "-max_k x_k / T",
+    "maxentropy": "-sum_k p_k log p_k, p = softmax(x / T)",
+    "energy": "-T logsumexp(x / T)",
+    "rba": "-sum_k tanh(x_k / T)",
+}
+msp, maxlogit, maxentropy, energy, rba = (_single(n) for n in _FUSED)
 
 
 @dataclass(frozen=True)
