@@ -47,6 +47,7 @@ $(D_CKPT): $(DEMO)/world/.done
 	$(BIN)/extract demo train --data $(DEMO)/world --out $@.tmp && mv $@.tmp $@
 
 bench: install
+	$(BIN)/python -m pip install -q 'ood-metrics==0.2.9'
 	$(BIN)/python -m analyze.bench
 
 lint: install

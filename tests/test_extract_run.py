@@ -156,3 +156,32 @@ def test_sigkill_then_resume_gives_identical_cache(tmp_path, checkpoints, seed):
     s = run_extraction("eomt", "road_anomaly", anomaly_data, checkpoints["eomt"], cache=killed, **RUN)
     assert s.frames_skipped == n_done
     _assert_same_cache(full, killed)
+
+
+@pytest.mark.slow
+def test_sigint_stops_cleanly_and_resume_completes(tmp_path, checkpoints):
+    from extract.synth import write_synth_dataset
+
+    data = tmp_path / "data"
+    write_synth_dataset(get_dataset_spec("road_anomaly"), data, 16, (48, 96), seed=5)
+    full = tmp_path / "full.zarr"
+    run_extraction("eomt", "road_anomaly", data, checkpoints["eomt"], cache=full, **RUN)
+    cache = tmp_path / "c.zarr"
+    cmd = [sys.executable, "-m", "extract.cli", "run", "--model", "eomt", "--dataset", "road_anomaly", "--data-root",
+           str(data), "--checkpoint", str(checkpoints["eomt"]), "--cache", str(cache), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (cache / "zarr.json").exists() and zarr.open_group(str(cache), mode="r")["done"][:].sum() >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "rerun the same command" in err and "Traceback" not in err
+    n_done = int(zarr.open_group(str(cache), mode="r")["done"][:].sum())
+    assert 2 <= n_done < 16
+    s = run_extraction("eomt", "road_anomaly", data, checkpoints["eomt"], cache=cache, **RUN)
+    assert s.frames_skipped == n_done
+    _assert_same_cache(full, cache)
