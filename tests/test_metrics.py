@@ -161,7 +161,7 @@ def test_exact_continuous_and_quantised_paths_agree():
 
 
 def test_value_order_tables_cover_every_non_nan_pattern_in_order():
-    for (order, values), n_patterns in ((M._q_table(), M._Q_BINS), (M._f16_table(), 1 << 16)):
+    for (order, values), _n_patterns in ((M._q_table(), M._Q_BINS), (M._f16_table(), 1 << 16)):
         v = values.astype(np.float64)
         assert np.all(np.diff(v) >= 0) and not np.isnan(v).any()
         assert np.bincount(order).max() == 1
