@@ -240,7 +240,7 @@ def demo_world(out, seed, n_train, n_val, n_anomaly, size):
 @click.option("--data", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="World folder from `extract demo world` (its train/ split is used).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint to write.")
-@click.option("--steps", default=300, show_default=True, type=click.IntRange(1))
+@click.option("--steps", default=400, show_default=True, type=click.IntRange(1))
 @click.option("--height", default=64, show_default=True, type=click.IntRange(8), help="Training input height.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--loss", type=click.Choice(["ce", "logitnorm"]), default="ce", show_default=True,
@@ -251,7 +251,7 @@ def demo_train(data, out, steps, height, batch_size, loss, seed):
 
     \b
     Example:
-      extract demo train --data demo_out/world --out demo_out/erfnet_demo.pth --steps 300
+      extract demo train --data demo_out/world --out demo_out/erfnet_demo.pth --steps 400
     """
     from extract.demo import train_erfnet
 

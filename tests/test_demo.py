@@ -105,11 +105,9 @@ def test_write_world_layouts(tmp_path):
     assert any_anomaly
 
     # same arguments -> same world
-    again = demo.write_world(tmp_path / "again", seed=1, n_train=3, n_val=2, n_anomaly=2,
-                             size=(64, 128))
-    for a, b in [(imgs[0], imgs[0]), (gts[-1], gts[-1])]:
-        assert np.array_equal(np.asarray(Image.open(train / a)),
-                              np.asarray(Image.open(Path(again["train_root"]) / b)))
+    again = Path(demo.write_world(tmp_path / "again", seed=1, n_train=3, n_val=2, n_anomaly=2, size=(64, 128))["root"])
+    for rel in [f"train/{imgs[0]}", f"train/{gts[-1]}", f"anomaly/RoadAnomaly/{labels[1]}"]:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / rel)), np.asarray(Image.open(again / rel)))
 
 
 def test_road_anomaly_label_void_ring():
@@ -147,7 +145,7 @@ def test_train_erfnet_short_run_and_official_checkpoint(tiny_world, tmp_path):
     assert all(k.startswith("module.") for k in sd)
     assert sd["module.decoder.output_conv.weight"].shape[1] == 20  # 19 classes + void
     model = ERFNet(20)
-    model.load_state_dict({k[len("module."):]: v for k, v in sd.items()}, strict=True)
+    model.load_state_dict({k[len("module.") :]: v for k, v in sd.items()}, strict=True)
     # and the tool's own loader accepts it as a released checkpoint
     from extract.models.erfnet import load_erfnet
 
