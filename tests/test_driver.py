@@ -86,14 +86,16 @@ def test_two_pass_plan_equals_one_pass(caches):
 
 
 @pytest.mark.slow
-def test_schedulers_agree(caches):
+def test_schedulers_agree(caches, monkeypatch):
     from distributed import LocalCluster
 
     ref, _, _ = score_cache(caches["query"], "all", (0.5, 1.0), scheduler=Scheduler("sync", progress=False))
     threads, _, _ = score_cache(caches["query"], "all", (0.5, 1.0), scheduler=Scheduler("threads", progress=False))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        sched = Scheduler(cluster.scheduler_address, progress=False)
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
+        sched = Scheduler(None, progress=False)  # no --scheduler: the environment names the cluster
         try:
+            assert sched.client is not None
             dist, _, _ = score_cache(caches["query"], "all", (0.5, 1.0), scheduler=sched)
         finally:
             sched.close()
@@ -165,3 +167,11 @@ def test_bootstrap_intervals_bracket_the_estimate_and_are_seeded(caches):
     assert (anomaly.ci_high - anomaly.ci_low > 0).all()
     none, _, _ = score_cache(caches["pixel"], "msp", (1.0,), scheduler=sched)
     assert none.ci_low.isna().all()
+
+
+def test_cache_by_fsspec_url_with_storage_options(caches):
+    sched = Scheduler("sync", progress=False)
+    by_path, _, _ = score_cache(caches["pixel"], "msp", (1.0,), scheduler=sched)
+    by_url, _, _ = score_cache("file://" + caches["pixel"], "msp", (1.0,), scheduler=sched,
+                               storage_options={"auto_mkdir": False})
+    np.testing.assert_array_equal(by_path.value.to_numpy(), by_url.value.to_numpy())
