@@ -37,6 +37,9 @@ demo: install $(D_CKPT)
 	$(BIN)/analyze report --results $(DEMO)/results.parquet --out $(DEMO)/report
 	$(BIN)/analyze maps --cache $(D_RA) --scorer all --out $(DEMO)/maps
 	@echo; cat $(DEMO)/report/table1.md; echo
+	@$(BIN)/python -c "import pandas as pd; f = pd.read_parquet('$(DEMO)/results_frames.parquet'); \
+	f = f[(f.scorer == 'msp') & (f.temperature == 1.0)]; \
+	print(f'chance level (anomaly pixel fraction, the AuPRC of a random scorer): {100 * f.n_pos.sum() / (f.n_pos.sum() + f.n_neg.sum()):.2f} %')"
 	@echo "figures: $(DEMO)/report/*.png, anomaly maps: $(DEMO)/maps/panel.png"
 
 $(DEMO)/world/.done:
