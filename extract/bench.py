@@ -21,7 +21,7 @@ import torch
 import zarr
 
 from extract.writer import FrameWriter, HostCopier
-from schemas.cache import default_compressors
+from schemas.cache import COMPRESSION, default_compressors
 
 
 @dataclass
@@ -69,7 +69,7 @@ def _model(name: str, device: torch.device, size: str):
 
 def bench_extraction(model: str = "erfnet", device: str = "cpu", batch_size: int = 1, batches: int = 4,
                      height: int = 512, width: int = 1024, dtype: str = "fp32", writer_threads: int = 4,
-                     size: str = "full", net=None) -> StageTimes:
+                     size: str = "full", net=None, compression: str = "zstd3") -> StageTimes:
     """Time every stage on the same synthetic batch (see the module docstring)."""
     dev = torch.device(device)
     net = net or _model(model, dev, size)
@@ -105,11 +105,14 @@ def bench_extraction(model: str = "erfnet", device: str = "cpu", batch_size: int
 
     # one array per output, one chunk per frame/crop, exactly as the cache stores them
     per_item = [[np.ascontiguousarray(h[j]) for h in host] for j in range(batch_size)]
-    blosc = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+    preset = COMPRESSION[compression]
+    codec = (numcodecs.Blosc(cname=preset["cname"], clevel=preset["clevel"], shuffle=numcodecs.Blosc.SHUFFLE)
+             if preset else None)
     with ThreadPoolExecutor(writer_threads) as pool:
         t0 = time.perf_counter()
         for _ in range(batches):
-            blobs = list(pool.map(lambda arrays: [blosc.encode(a) for a in arrays], per_item))
+            blobs = list(pool.map(lambda arrays: [codec.encode(a) if codec else a.tobytes() for a in arrays],
+                                  per_item))
         t_compress = time.perf_counter() - t0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,7 +128,7 @@ def bench_extraction(model: str = "erfnet", device: str = "cpu", batch_size: int
 
         root = zarr.open_group(str(Path(tmp) / "bench.zarr"), mode="w")
         arrays = [root.create_array(f"out{o}", shape=(batches * batch_size, *a.shape), chunks=(1, *a.shape),
-                                    dtype="float16", compressors=default_compressors())
+                                    dtype="float16", compressors=default_compressors(compression))
                   for o, a in enumerate(per_item[0])]
         writer = FrameWriter(writer_threads)
         _sync(dev)

@@ -201,7 +201,7 @@ def _identity_mismatch(old: C.CacheSpec, new: C.CacheSpec) -> list[str]:
     return diffs
 
 
-def open_or_create(path: Path, spec: C.CacheSpec, overwrite: bool):
+def open_or_create(path: Path, spec: C.CacheSpec, overwrite: bool, compression: str = C.DEFAULT_COMPRESSION):
     """Create the cache atomically (temporary folder + rename) or reopen a compatible one."""
     path = Path(path)
     if overwrite and path.exists():
@@ -211,7 +211,7 @@ def open_or_create(path: Path, spec: C.CacheSpec, overwrite: bool):
     if not path.exists():
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            C.create_cache(tmp, spec)
+            C.create_cache(tmp, spec, compression=compression)
             os.rename(tmp, path)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -277,6 +277,7 @@ def run_extraction(
     limit: int | None = None,
     overwrite: bool = False,
     input_height: int | None = None,
+    compression: str = C.DEFAULT_COMPRESSION,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> RunSummary:
@@ -318,7 +319,7 @@ def run_extraction(
     spec = C.CacheSpec(kind=mspec.kind, label_kind=dspec.kind, frame_ids=tuple(r.id for r in refs), sizes=sizes,
                        provenance=prov, **adapter.spec_fields(cfg, sizes))
     cache_path = Path(cache) if cache else default_cache_path(model, dataset)
-    root, spec_on_disk = open_or_create(cache_path, spec, overwrite)
+    root, spec_on_disk = open_or_create(cache_path, spec, overwrite, compression)
     spec = spec_on_disk  # keep the stored provenance (creation time) for every write
     done = C.done_mask(root)
     mine = [i for i in range(spec.n_frames) if i % shard_n == shard_i]

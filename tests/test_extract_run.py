@@ -185,3 +185,15 @@ def test_sigint_stops_cleanly_and_resume_completes(tmp_path, checkpoints):
     s = run_extraction("eomt", "road_anomaly", data, checkpoints["eomt"], cache=cache, **RUN)
     assert s.frames_skipped == n_done
     _assert_same_cache(full, cache)
+
+
+@pytest.mark.parametrize("compression", ["lz4", "none"])
+def test_compression_presets_store_the_same_values(tmp_path, anomaly_data, checkpoints, compression):
+    ref, other = tmp_path / "ref.zarr", tmp_path / "other.zarr"
+    run_extraction("erfnet", "road_anomaly", anomaly_data, checkpoints["erfnet"], cache=ref, input_height=32,
+                   limit=2, **RUN)
+    run_extraction("erfnet", "road_anomaly", anomaly_data, checkpoints["erfnet"], cache=other, input_height=32,
+                   limit=2, compression=compression, **RUN)
+    np.testing.assert_array_equal(_arrays(ref)["logits"], _arrays(other)["logits"])
+    codecs = [type(c).__name__ for c in zarr.open_group(str(other), mode="r")["logits"].compressors]
+    assert codecs == (["BloscCodec", "Crc32cCodec"] if compression == "lz4" else ["Crc32cCodec"])
