@@ -47,7 +47,10 @@ anomaly pixel in the whole dataset, or no negative pixel for AUROC/FPR95.
 from __future__ import annotations
 
 import functools
+import os
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -55,6 +58,29 @@ import numpy as np
 
 VOID = 255
 TPR_LEVEL = 0.95
+MAX_THREADS = 8
+
+
+def num_threads(threads: int | None = None) -> int:
+    """Threads for the sorts of :meth:`ExactState.compute` and the frames of :func:`pixel_metrics`.
+
+    ``threads`` if given, else the environment variable ``ANALYZE_THREADS``, else the CPUs this
+    process may use (at most :data:`MAX_THREADS`). The numbers never depend on it: the
+    threads only produce integer counts that are summed.
+    """
+    if threads is None:
+        env = os.environ.get("ANALYZE_THREADS", "").strip()
+        if env:
+            try:
+                threads = int(env)
+            except ValueError:
+                raise ValueError(f"ANALYZE_THREADS must be a positive integer, got {env!r}") from None
+        else:
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            threads = min(MAX_THREADS, cpus or 1)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return int(threads)
 
 
 class UndefinedMetricWarning(RuntimeWarning):
@@ -187,6 +213,29 @@ def _rank_sorted(neg: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return left.astype(np.int64), right.astype(np.int64)
 
 
+def _rank_raw(chunks: list[np.ndarray], u: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """(#neg < u, #neg <= u) for raw negatives given as a list of 1-D arrays.
+
+    The negatives are copied into one buffer that is cut into ``threads`` slices; each slice
+    is sorted and searched on its own thread (numpy releases the GIL in both) and the
+    integer counts are summed, so the result does not depend on ``threads``.
+    """
+    neg = np.concatenate(chunks) if len(chunks) > 1 else chunks[0].copy()
+    n = max(1, min(threads, neg.size // 1_000_000))  # a thread per >= 1 M scores
+    cuts = np.linspace(0, neg.size, n + 1).astype(np.int64)
+
+    def rank(k: int) -> tuple[np.ndarray, np.ndarray]:
+        part = neg[cuts[k] : cuts[k + 1]]
+        part.sort()
+        return _rank_sorted(part, u)
+
+    if n == 1:
+        return rank(0)
+    with ThreadPoolExecutor(n, thread_name_prefix="exact-sort") as pool:
+        parts = list(pool.map(rank, range(n)))
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
 def _rank_histograms(hists: list[tuple[np.ndarray, np.ndarray]], u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(#neg < u, #neg <= u) for negatives given as sparse short-mantissa histograms."""
     keys = np.concatenate([k for k, _ in hists])
@@ -292,9 +341,10 @@ class ExactState:
     a sparse histogram over those values (a few hundred kB instead of 4 bytes a pixel).
     ``merge`` concatenates the lists.
 
-    ``compute`` sorts the distinct positive scores ``u``, sorts the raw negatives once and
-    counts, for every ``u_k``, the negatives below and at it with ``searchsorted``; TP and
-    FP at every threshold follow from cumulative sums (all int64).
+    ``compute`` sorts the distinct positive scores ``u``, sorts the raw negatives (in
+    :func:`num_threads` slices, one thread each) and counts, for every ``u_k``, the negatives
+    below and at it with ``searchsorted``; TP and FP at every threshold follow from
+    cumulative sums (all int64, so the slicing never changes a result).
     """
 
     protocol = "exact"
@@ -345,9 +395,7 @@ class ExactState:
         below = np.zeros(u.size, np.int64)  # negatives < u
         below_eq = np.zeros(u.size, np.int64)  # negatives <= u
         if self._neg and u.size:
-            neg = np.concatenate(self._neg)
-            neg.sort()
-            b, be = _rank_sorted(neg, u)
+            b, be = _rank_raw(self._neg, u, num_threads())
             below += b
             below_eq += be
         if self._neg_q and u.size:
@@ -791,21 +839,35 @@ def merge_states(states: Sequence):
     return states[0]
 
 
-def pixel_metrics(y_score_maps: Iterable, y_true_maps: Iterable, protocol: str = "exact") -> dict:
+def pixel_metrics(y_score_maps: Iterable, y_true_maps: Iterable, protocol: str = "exact",
+                  threads: int | None = None) -> dict:
     """Pooled ``auprc``, ``fpr95``, ``auroc``, ``n_pos``, ``n_neg`` over per-frame maps.
 
     ``y_score_maps`` and ``y_true_maps`` are iterables of arrays of matching shapes (frames
-    may differ in size); labels are 0, 1 (anomaly) or 255 (void).
+    may differ in size); labels are 0, 1 (anomaly) or 255 (void). Frames are added on
+    ``threads`` threads (default :func:`num_threads`); the result does not depend on it.
 
     >>> import numpy as np
     >>> m = pixel_metrics([np.array([[0.1, 0.9], [0.4, 0.7]])], [np.array([[0, 1], [0, 255]])])
     >>> m["auprc"], m["fpr95"], m["n_pos"]
     (1.0, 0.0, 1)
     """
-    state = new_state(protocol)
-    for y_score, y_true in zip(y_score_maps, y_true_maps, strict=True):
-        state.update(y_score, y_true)
-    return state.compute()
+    n = num_threads(threads)
+    pairs = zip(y_score_maps, y_true_maps, strict=True)
+    if n == 1:
+        state = new_state(protocol)
+        for y_score, y_true in pairs:
+            state.update(y_score, y_true)
+        return state.compute()
+    # one state per frame, updated on ``n`` threads, merged in frame order
+    states, pending = [], deque()
+    with ThreadPoolExecutor(n, thread_name_prefix="pixel-metrics") as pool:
+        for y_score, y_true in pairs:
+            if len(pending) >= 2 * n:  # bounded look-ahead: at most 2n frames in flight
+                states.append(pending.popleft().result())
+            pending.append(pool.submit(new_state(protocol).update, y_score, y_true))
+        states += [f.result() for f in pending]
+    return merge_states(states).compute() if states else new_state(protocol).compute()
 
 
 def frame_ap(y_score, y_true) -> float:

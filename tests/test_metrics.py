@@ -225,6 +225,38 @@ def test_merge_order_and_chunking_do_not_matter(protocol):
             assert abs(got[k] - reference[k]) <= TOL
 
 
+@pytest.mark.parametrize("protocol", ["exact", "smiyc"])
+def test_threads_never_change_the_numbers(protocol, monkeypatch):
+    # > 3 M raw float32 negatives, so the compute sort runs in 1, 2 and 3 slices; ties from
+    # rounding to 1e-3 and float16 frames; results must be bit-identical
+    rng = np.random.default_rng(3)
+    frames = []
+    for i in range(6):
+        y = (rng.random((600, 1600)) < 0.03).astype(np.uint8)
+        y[:40] = 255
+        s = np.where(y == 1, rng.random(y.shape) + 0.3, rng.random(y.shape)).astype(np.float32)
+        if i % 3 == 1:
+            s = np.round(s, 3)
+        elif i % 3 == 2:
+            s = s.astype(np.float16).astype(np.float32)
+        frames.append((s, y))
+    scores, labels = [s for s, _ in frames], [y for _, y in frames]
+    one = M.pixel_metrics(scores, labels, protocol, threads=1)
+    for n in (2, 3):
+        assert M.pixel_metrics(iter(scores), iter(labels), protocol, threads=n) == one
+    monkeypatch.setenv("ANALYZE_THREADS", "3")
+    assert M.num_threads() == 3
+    state = M.merge_states([M.new_state(protocol).update(s, y) for s, y in frames])
+    assert state.compute() == one  # compute's own slicing (3 threads) too
+    if protocol == "exact":
+        pooled_s = np.concatenate([s[y != 255] for s, y in frames])
+        pooled_y = np.concatenate([y[y != 255] for s, y in frames])
+        assert abs(one["auprc"] - average_precision_score(pooled_y, pooled_s)) <= TOL
+    monkeypatch.setenv("ANALYZE_THREADS", "two")
+    with pytest.raises(ValueError, match="ANALYZE_THREADS"):
+        M.num_threads()
+
+
 def test_two_pass_equals_one_pass():
     frames = make_frames(8, n_frames=8, levels=9) + make_frames(9, n_frames=4, levels=10**6)
     one = M.merge_states([M.ExactState().update(s, y) for s, y in frames])
