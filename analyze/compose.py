@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analyze.scorers import Scorer, check_supported, parse_kind, score_many
+from analyze.scorers import Scorer, check_supported, first_argmax, parse_kind, row_tiles, score_many
 from schemas.windows import FrameWindows
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -307,7 +307,10 @@ def semantic_prediction(x: ArrayLike) -> np.ndarray:
     t = torch.as_tensor(x)
     if t.shape[0] > 255:
         raise ValueError(f"{t.shape[0]} classes do not fit uint8 with 255 reserved for void")
-    return t.max(0).indices.to(torch.uint8).numpy()  # 3x faster than argmax(0) on CPU, same result
+    out = torch.empty(t.shape[1:], dtype=torch.uint8)
+    for rows in row_tiles(t.shape):  # in cache-sized tiles; first_argmax == max(0).indices
+        out[rows] = first_argmax(t[:, rows])
+    return out.numpy()
 
 
 # ---------------------------------------------------------------------------------------

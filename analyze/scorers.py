@@ -47,18 +47,54 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 KINDS = ("pixel", "query")  # cache kinds: pixel model (ERFNet), query/mask model (EoMT)
 
 
+TILE_ELEMENTS = 1 << 19  # floats of one (K, rows, W) tile of score_many: 2 MiB, stays in cache
+
+
 def _prepare(x: ArrayLike, temperature: float) -> torch.Tensor:
-    """``x / T`` as a float32 CPU tensor of shape (K, H, W)."""
+    """``x`` as a float32 CPU tensor of shape (K, H, W) (not yet divided by ``T``)."""
     t = torch.as_tensor(x).to(dtype=torch.float32)
     if t.ndim != 3:
         raise ValueError(f"scorers take (K, H, W) logits, got shape {tuple(t.shape)}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    return t if temperature == 1.0 else t / temperature
+    return t
 
 
-def _out(t: torch.Tensor) -> np.ndarray:
-    return t.to(torch.float32).numpy()
+def row_tiles(shape: Sequence[int]) -> list[slice]:
+    """Row slices of the (K, rows, W) tiles of a (K, H, W) map, ~``TILE_ELEMENTS`` floats each."""
+    k, h, w = shape
+    step = max(1, TILE_ELEMENTS // max(1, k * w))
+    return [slice(r0, min(r0 + step, h)) for r0 in range(0, h, step)]
+
+
+def first_argmax(x: ArrayLike, top: torch.Tensor | None = None) -> torch.Tensor:
+    """Index of the first maximum over dim 0 of ``x`` (K, ...), int64; ``top`` = ``x.amax(0)`` if known.
+
+    Same result as ``x.max(0).indices`` (first maximum on ties, tested) at a fraction of
+    its cost on the CPU: ``amax`` and an equality test are vectorised along the pixels,
+    the indexed reduction is not. A NaN pixel gets index ``K - 1``.
+    """
+    t = torch.as_tensor(x)
+    k = t.shape[0]
+    if k > 255:
+        return t.max(0).indices
+    if top is None:
+        top = t.amax(0)
+    weights = torch.arange(k, 0, -1, dtype=torch.uint8).view(k, *([1] * (t.ndim - 1)))  # K .. 1
+    hit = (t == top).to(torch.uint8).mul_(weights).amax(0)  # K - first index, 0 where NaN
+    return (k - hit.to(torch.int64)).clamp_(max=k - 1)
+
+
+def _sum0(x: torch.Tensor) -> torch.Tensor:
+    """Sum over dim 0 in index order (``x[0] + x[1] + ...``), vectorised over the pixels.
+
+    ``Tensor.sum(0)`` groups its float additions by the tensor's size, so a pixel's value
+    would depend on the size of the map or tile; this order does not.
+    """
+    acc = x[0].clone()
+    for k in range(1, x.shape[0]):
+        acc += x[k]
+    return acc
 
 
 def score_many(x: ArrayLike, temperature: float, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -74,32 +110,45 @@ def score_many(x: ArrayLike, temperature: float, names: Sequence[str]) -> dict[s
     * maxentropy = ``log1p(r) - sum_k e_k d_k / (1 + r)`` (= ``-sum p log p``; a term whose
       ``e_k`` underflows to 0 counts as 0, never ``0 * -inf``);
     * rba = ``-sum_k tanh(x_k / T)``.
+
+    The map is processed in tiles of whole rows (``TILE_ELEMENTS`` floats), so the dozen
+    elementwise passes run in cache. Sums over classes run in class order
+    (:func:`_sum0`), so a pixel's scores depend on its own logits only, never on the size of
+    the map or the tiling.
     """
     t = _prepare(x, temperature)  # (K, H, W)
     want = set(names)
     unknown = want - set(_FUSED)
     if unknown:
         raise ValueError(f"unknown scorer(s) {sorted(unknown)}; valid: {', '.join(_FUSED)}")
-    out: dict[str, np.ndarray] = {}
+    out = {n: torch.empty(t.shape[1:], dtype=torch.float32) for n in want}
+    for rows in row_tiles(t.shape):
+        tile = t[:, rows] if temperature == 1.0 else t[:, rows] / temperature
+        _score_tile(tile, temperature, want, {n: o[rows] for n, o in out.items()})
+    return {n: out[n].numpy() for n in names}
+
+
+def _score_tile(t: torch.Tensor, temperature: float, want: set, out: dict[str, torch.Tensor]) -> None:
+    """:func:`score_many` on one (K, rows, W) tile of ``x / T``, written into ``out``'s views."""
     if want & {"msp", "maxlogit", "energy", "maxentropy"}:
-        top, arg = t.max(0)  # (H, W)
+        top = t.amax(0)  # (R, W)
         if "maxlogit" in want:
-            out["maxlogit"] = _out(-top)
+            torch.neg(top, out=out["maxlogit"])
         if want & {"msp", "energy", "maxentropy"}:
-            d = t - top  # (K, H, W), <= 0
-            e = torch.exp(d).scatter_(0, arg[None], 0.0)  # (K, H, W), the maximum left out
-            r = e.sum(0)  # (H, W)
+            arg = first_argmax(t, top)
+            d = t - top  # (K, R, W), <= 0
+            e = torch.exp(d).scatter_(0, arg[None], 0.0)  # (K, R, W), the maximum left out
+            r = _sum0(e)  # (R, W)
             if "msp" in want:
-                out["msp"] = _out(r / (1 + r))
-            log_z = torch.log1p(r)  # (H, W): logsumexp - max
+                torch.div(r, 1 + r, out=out["msp"])
+            log_z = torch.log1p(r)  # (R, W): logsumexp - max
             if "energy" in want:
-                out["energy"] = _out(-temperature * (top + log_z))
+                torch.mul(top + log_z, -temperature, out=out["energy"])
             if "maxentropy" in want:
-                ed = e.mul_(d).nan_to_num_(nan=0.0).sum(0)  # (H, W), sum e_k d_k
-                out["maxentropy"] = _out(log_z - ed / (1 + r))
+                ed = _sum0(e.mul_(d).nan_to_num_(nan=0.0))  # (R, W), sum e_k d_k
+                torch.sub(log_z, ed / (1 + r), out=out["maxentropy"])
     if "rba" in want:
-        out["rba"] = _out(-torch.tanh(t).sum(0))
-    return {n: out[n] for n in names}
+        torch.neg(_sum0(torch.tanh(t)), out=out["rba"])
 
 
 def _single(name: str) -> Callable[[ArrayLike, float], np.ndarray]:

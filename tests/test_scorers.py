@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from analyze.compose import score_frame
-from analyze.scorers import SCORERS, check_supported, get_scorers, parse_temperatures
+import analyze.scorers as scorers_mod
+from analyze.scorers import SCORERS, check_supported, first_argmax, get_scorers, parse_temperatures, score_many
 
 # --- slow, obviously correct oracles (float64, one formula each) -----------------------
 
@@ -113,6 +114,33 @@ def test_void_channel_never_enters_a_score():
     for t in a.semantic:
         np.testing.assert_array_equal(a.semantic[t], b.semantic[t])
     assert int(a.semantic[1.0].max()) < 4
+
+
+def test_first_argmax_is_the_first_maximum():
+    rng = np.random.default_rng(0)
+    for x in (rng.normal(size=(19, 37, 41)), rng.integers(0, 3, size=(19, 37, 41)), rng.integers(0, 2, size=(5, 300))):
+        t = torch.as_tensor(x, dtype=torch.float32)
+        want = np.argmax(x, axis=0)  # numpy: first occurrence on ties
+        np.testing.assert_array_equal(first_argmax(t).numpy(), want)
+    nan = torch.zeros(4, 2)
+    nan[2, 1] = float("nan")
+    assert first_argmax(nan).tolist() == [0, 3]
+
+
+def test_a_pixels_scores_depend_on_its_logits_only(monkeypatch):
+    # the same pixel gets the same bits whatever the map size and the tiling
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(19, 90, 130)) * 4).astype(np.float32)
+    names = list(SCORERS)
+    for t in (1.0, 0.5):
+        whole = score_many(x, t, names)
+        part = score_many(x[:, 17:61, 5:99], t, names)
+        monkeypatch.setattr(scorers_mod, "TILE_ELEMENTS", 19 * 130 * 7)  # 7-row tiles
+        retiled = score_many(x, t, names)
+        monkeypatch.undo()
+        for n in names:
+            np.testing.assert_array_equal(part[n], whole[n][17:61, 5:99], err_msg=n)
+            np.testing.assert_array_equal(retiled[n], whole[n], err_msg=n)
 
 
 def test_get_scorers_spec():
