@@ -21,7 +21,7 @@ import torch
 import zarr
 
 from extract.writer import FrameWriter, HostCopier
-from schemas.cache import COMPRESSION, default_compressors
+from schemas.cache import COMPRESSION, default_compressors, write_chunk
 
 
 @dataclass
@@ -140,7 +140,7 @@ def bench_extraction(model: str = "erfnet", device: str = "cpu", batch_size: int
 
                 def store(waits=waits, k=b * batch_size + j):
                     for arr, w in zip(arrays, waits):
-                        arr[k] = w()
+                        write_chunk(arr, k, w())
 
                 writer.submit(store)
         writer.close()

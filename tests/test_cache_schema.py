@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from schemas.cache import (
     ARRAYS, SCHEMA_VERSION, CacheError, CacheSpec, create_cache, open_cache, read_pixel_logits,
-    read_query_outputs, validate_attrs,
+    read_query_outputs, default_compressors, validate_attrs, write_chunk,
 )
 from tests.factories import pixel_cache, provenance, query_cache
 
@@ -25,6 +25,27 @@ def test_pixel_cache_round_trip(tmp_path):
     assert root2["labels"][1, 16:, :].min() == 255  # padding is void
     assert root2["done"][:].all()
     assert root2["logits"].compressors[-1].__class__.__name__ == "Crc32cCodec"
+
+
+@pytest.mark.parametrize("dtype,fill", [("float16", 0), ("uint8", 255), ("float32", 0)])
+def test_write_chunk_stores_what_setitem_stores(tmp_path, dtype, fill):
+    """Same chunk files and bytes as ``arr[i] = value``, empty chunks (deleted) and -0.0 included."""
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(4, 3, 8, 16)) * 100).astype(dtype)
+    data[1] = fill  # empty: not stored
+    data[2] = -0.0 if dtype.startswith("float") else 7
+    stores = []
+    for name, put in (("ref", lambda a, i, v: a.__setitem__(i, v)), ("fast", write_chunk)):
+        arr = zarr.open_group(tmp_path / f"{name}.zarr", mode="w").create_array(
+            "x", shape=data.shape, chunks=(1, 3, 8, 16), dtype=dtype, fill_value=fill,
+            compressors=default_compressors("lz4"))
+        arr[1] = data[0]  # a stale chunk, which writing the empty value must delete
+        for i in range(4):
+            put(arr, i, data[i])
+        np.testing.assert_array_equal(arr[:], data)
+        files = sorted(p for p in (tmp_path / f"{name}.zarr" / "x").rglob("*") if p.is_file())
+        stores.append({str(p.relative_to(tmp_path / f"{name}.zarr")): p.read_bytes() for p in files})
+    assert stores[0] == stores[1] and "x/c/1/0/0/0" not in stores[1]
 
 
 def test_query_cache_geometry(tmp_path):
