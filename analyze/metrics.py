@@ -210,29 +210,50 @@ def _rank_sorted(neg: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray
     # a second search only for the scores that some negative equals
     tied = np.flatnonzero(neg[np.minimum(left, neg.size - 1)] == u) if neg.size else left[:0]
     right[tied] = np.searchsorted(neg, u[tied], side="right")
-    return left.astype(np.int64), right.astype(np.int64)
+    return left.astype(np.int64, copy=False), right.astype(np.int64, copy=False)
 
 
-def _rank_raw(chunks: list[np.ndarray], u: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """(#neg < u, #neg <= u) for raw negatives given as a list of 1-D arrays.
+SORT_GROUP = 1 << 24  # raw negatives sorted as one array: 16 M scores (64 MiB of float32)
 
-    The negatives are copied into one buffer that is cut into ``threads`` slices; each slice
-    is sorted and searched on its own thread (numpy releases the GIL in both) and the
-    integer counts are summed, so the result does not depend on ``threads``.
+
+def _groups(chunks: list[np.ndarray], size: int) -> list[list[np.ndarray]]:
+    """Consecutive chunks in groups of at most ``size`` scores; a larger chunk is cut into views."""
+    groups: list[list[np.ndarray]] = [[]]
+    filled = 0
+    for chunk in chunks:
+        for a in range(0, chunk.size, size):
+            piece = chunk[a : a + size]
+            if filled + piece.size > size and groups[-1]:
+                groups.append([])
+                filled = 0
+            groups[-1].append(piece)
+            filled += piece.size
+    return [g for g in groups if g]
+
+
+def _rank_raw(groups: list[list[np.ndarray]], u: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """(#neg < u, #neg <= u) for raw negatives given in groups (see :func:`_groups`).
+
+    Each group is joined into one array, sorted in place and searched, ``threads`` groups at
+    a time (numpy releases the GIL in sort and searchsorted); ``groups[g]`` is then replaced
+    by ``[sorted array]``, the same scores, so the chunks can be freed as the work goes on
+    and memory grows by at most ``threads`` groups. The integer counts are summed, so the
+    result depends neither on the grouping nor on ``threads``.
     """
-    neg = np.concatenate(chunks) if len(chunks) > 1 else chunks[0].copy()
-    n = max(1, min(threads, neg.size // 1_000_000))  # a thread per >= 1 M scores
-    cuts = np.linspace(0, neg.size, n + 1).astype(np.int64)
 
-    def rank(k: int) -> tuple[np.ndarray, np.ndarray]:
-        part = neg[cuts[k] : cuts[k + 1]]
-        part.sort()
-        return _rank_sorted(part, u)
+    def rank(g: int) -> tuple[np.ndarray, np.ndarray]:
+        part = groups[g]
+        joined = np.concatenate(part) if len(part) > 1 else part[0]
+        joined.sort()  # in place: a state's scores are a multiset, their order is free
+        groups[g] = [joined]
+        return _rank_sorted(joined, u)
 
-    if n == 1:
-        return rank(0)
-    with ThreadPoolExecutor(n, thread_name_prefix="exact-sort") as pool:
-        parts = list(pool.map(rank, range(n)))
+    n = min(threads, len(groups))
+    if n <= 1:
+        parts = [rank(g) for g in range(len(groups))]
+    else:
+        with ThreadPoolExecutor(n, thread_name_prefix="exact-sort") as pool:
+            parts = list(pool.map(rank, range(len(groups))))
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
@@ -360,9 +381,14 @@ class ExactState:
         self._neg_q: list[tuple[np.ndarray, np.ndarray]] = []  # sparse short-mantissa histograms
         self.n_pos = 0
         self.n_neg = 0
+        self._c: _Counts | None = None  # counts of the last compute, until the next update
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_c": None}  # the counts are recomputed, not shipped
 
     def update(self, y_score, y_true) -> "ExactState":
         """Add one frame (any shape; ``y_true`` 0/1/255). Returns ``self``."""
+        self._c = None
         pos, neg = _split_frame(y_score, y_true, check_nan=False)
         self.n_pos += pos.size
         self.n_neg += neg.size
@@ -389,24 +415,37 @@ class ExactState:
         out.n_neg = self.n_neg + other.n_neg
         return out
 
-    def _counts(self) -> _Counts:
+    def _counts(self, threads: int | None = None) -> _Counts:
+        """TP/FP counts at every distinct positive score; kept until the next ``update`` (the
+        driver asks for metrics, curves and thresholds of the same state)."""
+        if self._c is not None:
+            return self._c
         pos = np.concatenate(self._pos) if self._pos else np.empty(0)
         u, pos_count = np.unique(pos, return_counts=True)  # ascending
         below = np.zeros(u.size, np.int64)  # negatives < u
         below_eq = np.zeros(u.size, np.int64)  # negatives <= u
         if self._neg and u.size:
-            b, be = _rank_raw(self._neg, u, num_threads())
+            # hand the chunks over so that each group's can be freed once it is joined
+            groups, self._neg = _groups(self._neg, SORT_GROUP), []
+            try:
+                b, be = _rank_raw(groups, u, num_threads(threads))
+            finally:
+                self._neg = [a for g in groups for a in g]  # the same scores, now in sorted groups
             below += b
             below_eq += be
         if self._neg_q and u.size:
             b, be = _rank_histograms(self._neg_q, u)
             below += b
             below_eq += be
-        return _counts_from(u, pos_count, below, below_eq, self.n_pos, self.n_neg)
+        self._c = _counts_from(u, pos_count, below, below_eq, self.n_pos, self.n_neg)
+        return self._c
 
-    def compute(self, *, warn: bool = True) -> dict:
-        """``auprc``, ``auroc``, ``fpr95`` (floats, NaN when undefined), ``n_pos``, ``n_neg``."""
-        return _exact_metrics(self._counts(), warn)
+    def compute(self, *, warn: bool = True, threads: int | None = None) -> dict:
+        """``auprc``, ``auroc``, ``fpr95`` (floats, NaN when undefined), ``n_pos``, ``n_neg``.
+
+        The negatives are sorted on ``threads`` threads (default :func:`num_threads`).
+        """
+        return _exact_metrics(self._counts(threads), warn)
 
     def threshold_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(thresholds decreasing, TP, FP at ``score >= threshold``, n_pos) at the distinct anomaly scores."""
@@ -858,7 +897,7 @@ def pixel_metrics(y_score_maps: Iterable, y_true_maps: Iterable, protocol: str =
         state = new_state(protocol)
         for y_score, y_true in pairs:
             state.update(y_score, y_true)
-        return state.compute()
+        return state.compute(threads=1) if isinstance(state, ExactState) else state.compute()
     # one state per frame, updated on ``n`` threads, merged in frame order
     states, pending = [], deque()
     with ThreadPoolExecutor(n, thread_name_prefix="pixel-metrics") as pool:
@@ -867,7 +906,9 @@ def pixel_metrics(y_score_maps: Iterable, y_true_maps: Iterable, protocol: str =
                 states.append(pending.popleft().result())
             pending.append(pool.submit(new_state(protocol).update, y_score, y_true))
         states += [f.result() for f in pending]
-    return merge_states(states).compute() if states else new_state(protocol).compute()
+    state = merge_states(states) if states else new_state(protocol)
+    states.clear()  # the merged state alone holds the scores now (compute frees them as it sorts)
+    return state.compute(threads=n) if isinstance(state, ExactState) else state.compute()
 
 
 def frame_ap(y_score, y_true) -> float:

@@ -244,6 +244,9 @@ def test_threads_never_change_the_numbers(protocol, monkeypatch):
     one = M.pixel_metrics(scores, labels, protocol, threads=1)
     for n in (2, 3):
         assert M.pixel_metrics(iter(scores), iter(labels), protocol, threads=n) == one
+    monkeypatch.setattr(M, "SORT_GROUP", 700_000)  # many sort groups, frames cut into views
+    for n in (1, 3):
+        assert M.pixel_metrics(scores, labels, protocol, threads=n) == one
     monkeypatch.setenv("ANALYZE_THREADS", "3")
     assert M.num_threads() == 3
     state = M.merge_states([M.new_state(protocol).update(s, y) for s, y in frames])
@@ -255,6 +258,26 @@ def test_threads_never_change_the_numbers(protocol, monkeypatch):
     monkeypatch.setenv("ANALYZE_THREADS", "two")
     with pytest.raises(ValueError, match="ANALYZE_THREADS"):
         M.num_threads()
+
+
+def test_compute_keeps_its_counts_until_the_next_update(monkeypatch):
+    frames = make_frames(4, n_frames=5, levels=10**6)
+    state = M.merge_states([M.ExactState().update(s, y) for s, y in frames])
+    monkeypatch.setattr(M, "SORT_GROUP", 1000)
+    first = state.compute()
+    calls = []
+    monkeypatch.setattr(M, "_rank_raw", lambda *a: calls.append(1) or (_ for _ in ()).throw(AssertionError))
+    assert state.compute() == first and state.threshold_counts()[1].size > 0 and not calls  # cached
+    monkeypatch.undo()
+    # compute sorted the scores in place: the state still holds the same pixels
+    again = M.merge_states([M.ExactState().update(s, y) for s, y in frames[:2]])
+    both = state.merge(again)
+    want = M.merge_states([M.ExactState().update(s, y) for s, y in frames + frames[:2]]).compute()
+    assert both.compute() == want
+    state.update(*frames[0])  # an update drops the kept counts
+    want = M.merge_states([M.ExactState().update(s, y) for s, y in frames + frames[:1]]).compute()
+    assert state.compute() == want
+    assert pickle.loads(pickle.dumps(state)).compute() == want
 
 
 def test_two_pass_equals_one_pass():
