@@ -261,9 +261,10 @@ class FrameComposer:
         k, q, n_t = self.num_classes, self.num_queries, len(temps)
         sums = {t: torch.zeros((k, *self.geom.resized), dtype=torch.float32) for t in temps}
         for j in range(self.geom.n_crops):
-            probs = torch.cat([class_probs(self._class_logits[j], t).T for t in temps])  # (nT*K, Q)
+            probs = torch.cat([class_probs(self._class_logits[j], t).T for t in temps]).numpy()  # (nT*K, Q)
             for r0, r1, tile in self._mask_tiles(j):
-                out = (probs @ tile.reshape(q, -1)).view(n_t, k, r1 - r0, -1)  # (nT, K, R, crop)
+                # numpy's matmul (OpenBLAS): 2x torch's (MKL) for this skinny product on AMD CPUs
+                out = torch.from_numpy(probs @ tile.reshape(q, -1).numpy()).view(n_t, k, r1 - r0, -1)  # (nT, K, R, crop)
                 rows, cols = _crop_region(self.geom, j, r0, r1)
                 for i, t in enumerate(temps):
                     sums[t][:, rows, cols] += out[i]
@@ -359,8 +360,8 @@ def iter_frame_scores(
     check_supported(scorers, kind)
     temps = tuple(dict.fromkeys(_check_temperature(t) for t in temperatures))
 
-    def score_all(x: torch.Tensor, t: float) -> dict[str, np.ndarray]:
-        return score_many(x, t, [s.name for s in scorers])
+    def score_all(x: torch.Tensor, t: float, argmax_out: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        return score_many(x, t, [s.name for s in scorers], argmax_out=argmax_out)
 
     if kind == "pixel":
         if logits is None or out_size is None:
@@ -379,7 +380,8 @@ def iter_frame_scores(
         resized = composer.resized_scores(temps)
         for t in temps:
             s = resize_scores(resized.pop(t), size)  # (K, H, W)
-            yield TemperatureScores(t, semantic_prediction(s), score_all(s, 1.0))
+            sem = np.empty(s.shape[1:], np.uint8)  # = semantic_prediction(s), from the scorers' pass
+            yield TemperatureScores(t, sem, score_all(s, 1.0, argmax_out=sem))
     else:
         s = resize_scores(composer.resized_scores((1.0,))[1.0], size)  # (K, H, W)
         sem = semantic_prediction(s)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from analyze import metrics as M
 from analyze.bootstrap import bootstrap_ci, edges_from_counts, frame_histograms
@@ -109,6 +110,7 @@ def frame_task(job: ScoreJob, i: int, phase: str, aux: Mapping[Key, np.ndarray] 
     import torch
 
     torch.set_num_threads(1)  # Dask provides the parallelism
+    threadpool_limits(1, user_api="blas")  # numpy's BLAS too (EoMT class-score products)
     root, spec = _open(job)
     inputs = _frame_inputs(root, spec, i, job)
     label = C.read_label(root, spec, i)

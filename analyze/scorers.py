@@ -97,7 +97,8 @@ def _sum0(x: torch.Tensor) -> torch.Tensor:
     return acc
 
 
-def score_many(x: ArrayLike, temperature: float, names: Sequence[str]) -> dict[str, np.ndarray]:
+def score_many(x: ArrayLike, temperature: float, names: Sequence[str],
+               argmax_out: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Several scorers on the same ``x / T`` in one pass over the data.
 
     Every scorer is evaluated here, so a score does not depend on which other scorers were
@@ -111,6 +112,9 @@ def score_many(x: ArrayLike, temperature: float, names: Sequence[str]) -> dict[s
       ``e_k`` underflows to 0 counts as 0, never ``0 * -inf``);
     * rba = ``-sum_k tanh(x_k / T)``.
 
+    ``argmax_out`` (an (H, W) uint8 array), if given, receives the first-maximum class of
+    ``x`` per pixel (the semantic map, :func:`first_argmax`), taken from the same tiles.
+
     The map is processed in tiles of whole rows (``TILE_ELEMENTS`` floats), so the dozen
     elementwise passes run in cache. Sums over classes run in class order
     (:func:`_sum0`), so a pixel's scores depend on its own logits only, never on the size of
@@ -122,20 +126,30 @@ def score_many(x: ArrayLike, temperature: float, names: Sequence[str]) -> dict[s
     if unknown:
         raise ValueError(f"unknown scorer(s) {sorted(unknown)}; valid: {', '.join(_FUSED)}")
     out = {n: torch.empty(t.shape[1:], dtype=torch.float32) for n in want}
+    sem = None
+    if argmax_out is not None:
+        if argmax_out.shape != tuple(t.shape[1:]) or argmax_out.dtype != np.uint8 or t.shape[0] > 255:
+            raise ValueError(f"argmax_out must be a uint8 array of shape {tuple(t.shape[1:])}")
+        sem = torch.from_numpy(argmax_out)
     for rows in row_tiles(t.shape):
         tile = t[:, rows] if temperature == 1.0 else t[:, rows] / temperature
-        _score_tile(tile, temperature, want, {n: o[rows] for n, o in out.items()})
+        _score_tile(tile, temperature, want, {n: o[rows] for n, o in out.items()},
+                    None if sem is None else sem[rows])
     return {n: out[n].numpy() for n in names}
 
 
-def _score_tile(t: torch.Tensor, temperature: float, want: set, out: dict[str, torch.Tensor]) -> None:
-    """:func:`score_many` on one (K, rows, W) tile of ``x / T``, written into ``out``'s views."""
-    if want & {"msp", "maxlogit", "energy", "maxentropy"}:
+def _score_tile(t: torch.Tensor, temperature: float, want: set, out: dict[str, torch.Tensor],
+                sem: torch.Tensor | None = None) -> None:
+    """:func:`score_many` on one (K, rows, W) tile of ``x / T``, written into ``out``'s views
+    (and the first-maximum class into ``sem``)."""
+    if want & {"msp", "maxlogit", "energy", "maxentropy"} or sem is not None:
         top = t.amax(0)  # (R, W)
         if "maxlogit" in want:
             torch.neg(top, out=out["maxlogit"])
+        arg = first_argmax(t, top) if (sem is not None or want & {"msp", "energy", "maxentropy"}) else None
+        if sem is not None:
+            sem.copy_(arg)
         if want & {"msp", "energy", "maxentropy"}:
-            arg = first_argmax(t, top)
             d = t - top  # (K, R, W), <= 0
             e = torch.exp(d).scatter_(0, arg[None], 0.0)  # (K, R, W), the maximum left out
             r = _sum0(e)  # (R, W)

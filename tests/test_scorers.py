@@ -122,6 +122,13 @@ def test_first_argmax_is_the_first_maximum():
         t = torch.as_tensor(x, dtype=torch.float32)
         want = np.argmax(x, axis=0)  # numpy: first occurrence on ties
         np.testing.assert_array_equal(first_argmax(t).numpy(), want)
+    x = rng.normal(size=(19, 37, 41)).astype(np.float32)
+    sem = np.full((37, 41), 99, np.uint8)
+    plain = score_many(x, 1.0, ["rba"])
+    assert np.array_equal(score_many(x, 1.0, ["rba"], argmax_out=sem)["rba"], plain["rba"])
+    np.testing.assert_array_equal(sem, np.argmax(x, axis=0))
+    with pytest.raises(ValueError, match="argmax_out"):
+        score_many(x, 1.0, ["msp"], argmax_out=np.zeros((37, 40), np.uint8))
     nan = torch.zeros(4, 2)
     nan[2, 1] = float("nan")
     assert first_argmax(nan).tolist() == [0, 3]
