@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import zarr
 
-from extract.writer import FrameWriter, HostCopier
+from extract.writer import FrameWriter, HostCopier, default_writer_threads
 from schemas.cache import COMPRESSION, default_compressors, write_chunk
 
 
@@ -34,6 +34,7 @@ class StageTimes:
     pipeline: float
     device: str
     unit: str
+    writer_threads: int = 0
 
     def rates(self) -> dict[str, float]:
         return {k: self.items / getattr(self, k) for k in ("forward", "copy", "compress", "write", "pipeline")}
@@ -41,7 +42,7 @@ class StageTimes:
     def lines(self) -> list[str]:
         r = self.rates()
         slowest = min(r[k] for k in ("forward", "copy", "compress", "write"))
-        out = [f"device {self.device}; {self.items} {self.unit}s per stage"]
+        out = [f"device {self.device}; {self.items} {self.unit}s per stage; {self.writer_threads} writer threads"]
         for k in ("forward", "copy", "compress", "write", "pipeline"):
             out.append(f"{k:9s} {r[k]:9.1f} {self.unit}s/s  ({getattr(self, k):.2f} s)")
         out.append(f"pipeline / slowest stage = {r['pipeline'] / slowest:.1%}")
@@ -68,10 +69,11 @@ def _model(name: str, device: torch.device, size: str):
 
 
 def bench_extraction(model: str = "erfnet", device: str = "cpu", batch_size: int = 1, batches: int = 4,
-                     height: int = 512, width: int = 1024, dtype: str = "fp32", writer_threads: int = 4,
+                     height: int = 512, width: int = 1024, dtype: str = "fp32", writer_threads: int | None = None,
                      size: str = "full", net=None, compression: str = "zstd3") -> StageTimes:
     """Time every stage on the same synthetic batch (see the module docstring)."""
     dev = torch.device(device)
+    writer_threads = writer_threads or default_writer_threads()
     net = net or _model(model, dev, size)
     if model == "erfnet":
         x = torch.rand(batch_size, 3, height, width, device=dev)
@@ -147,4 +149,4 @@ def bench_extraction(model: str = "erfnet", device: str = "cpu", batch_size: int
         t_pipeline = time.perf_counter() - t0
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     items = batches * batch_size
-    return StageTimes(items, t_forward, t_copy, t_compress, t_write, t_pipeline, name, unit)
+    return StageTimes(items, t_forward, t_copy, t_compress, t_write, t_pipeline, name, unit, writer_threads)

@@ -126,8 +126,8 @@ def _model_option(f):
               help="Autocast dtype on CUDA (CPU always runs fp32).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1), help="Frames per forward pass.")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="DataLoader decode workers.")
-@click.option("--writer-threads", default=4, show_default=True, type=click.IntRange(1),
-              help="Threads compressing and writing chunks.")
+@click.option("--writer-threads", default=None, type=click.IntRange(1),
+              help="Threads compressing and writing chunks [default: half the CPUs, 4 to 16].")
 @click.option("--shard", default=None, metavar="I/N", help="Process frames i with i %% N == I (several jobs, one cache).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N frames (in id order).")
 @click.option("--input-height", type=click.IntRange(8), default=None,
@@ -176,7 +176,8 @@ def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size,
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--batches", default=8, show_default=True, type=click.IntRange(1), help="Batches timed per stage.")
 @click.option("--size", default="512x1024", show_default=True, help="ERFNet input HxW (EoMT: the checkpoint's crop).")
-@click.option("--writer-threads", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--writer-threads", default=None, type=click.IntRange(1),
+              help="Compress-and-write threads [default: half the CPUs, 4 to 16].")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Released checkpoint (default: random weights of the full-size model).")
 @click.option("--small", is_flag=True, help="EoMT: a small ViT-S / 64 px model instead of EoMT-L 1024 (CPU smoke test).")

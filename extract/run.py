@@ -29,7 +29,7 @@ from extract.datasets import DatasetError, DatasetReader, DatasetSpec, get_datas
 from extract.models import get_model_spec, load_model
 from extract.models.eomt import window_image
 from extract.models.erfnet import erfnet_input_size, preprocess_erfnet
-from extract.writer import FrameWriter, HostCopier
+from extract.writer import FrameWriter, HostCopier, default_writer_threads
 from schemas import cache as C
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -272,7 +272,7 @@ def run_extraction(
     dtype: str = "fp32",
     batch_size: int = 1,
     workers: int = 0,
-    writer_threads: int = 4,
+    writer_threads: int | None = None,
     shard: str | None = None,
     limit: int | None = None,
     overwrite: bool = False,
@@ -334,7 +334,7 @@ def run_extraction(
         persistent_workers=False, prefetch_factor=2 if workers else None,
     )
     copier = HostCopier(dev)
-    writer = FrameWriter(writer_threads)
+    writer = FrameWriter(writer_threads or default_writer_threads())
     autocast = (torch.autocast(device_type="cuda", dtype=DTYPES[dtype]) if DTYPES[dtype] is not None
                 else torch.autocast(device_type=dev.type, enabled=False))
     from tqdm.auto import tqdm

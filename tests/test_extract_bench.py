@@ -12,3 +12,11 @@ def test_bench_cli_small_models():
         for stage in ("forward", "copy", "compress", "write", "pipeline"):
             assert stage in res.output
         assert "pipeline / slowest stage" in res.output
+
+
+def test_default_writer_threads_is_half_the_cpus_between_4_and_16(monkeypatch):
+    from extract import writer
+
+    for cpus, want in ((1, 4), (2, 4), (16, 8), (28, 14), (128, 16)):
+        monkeypatch.setattr(writer.os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)), raising=False)
+        assert writer.default_writer_threads() == want
