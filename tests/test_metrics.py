@@ -280,6 +280,57 @@ def test_compute_keeps_its_counts_until_the_next_update(monkeypatch):
     assert pickle.loads(pickle.dumps(state)).compute() == want
 
 
+def _same_split(a, b):
+    assert a[3] == b[3]
+    np.testing.assert_array_equal(a[0], b[0])
+    assert (a[1] is None) == (b[1] is None) and (a[2] is None) == (b[2] is None)
+    if a[1] is not None:
+        np.testing.assert_array_equal(a[1], b[1])
+    if a[2] is not None:
+        for x, y in zip(a[2], b[2]):
+            np.testing.assert_array_equal(x, y)
+            assert x.dtype == y.dtype
+
+
+def test_compiled_split_equals_numpy_split():
+    rng = np.random.default_rng(5)
+    for trial in range(30):
+        h, w = rng.integers(1, 60, size=2)
+        y = rng.choice(np.array([0, 1, 255], np.uint8), size=(h, w), p=rng.dirichlet([1, 1, 1]))
+        s = (rng.normal(size=(h, w)) * 10).astype(np.float32)
+        if trial % 3 == 1:
+            s = s.astype(np.float16).astype(np.float32)  # float16-valued: histogram path
+        if trial % 5 == 2:
+            s[0, 0], y[0, 0] = -0.0, 0
+        if trial % 7 == 3:
+            y[:] = (0, 1, 255)[trial % 3]  # one label only
+        _same_split(M._split_exact_fast(s, y), M._split_exact(s, y))
+        _same_split(M._split_exact_fast(s.T, y.T), M._split_exact(s.T, y.T))  # not C-contiguous
+    assert M._split_exact_fast(s.astype(np.float64), y) is None
+    bad = y.copy()
+    bad[0, 0] = 7
+    assert M._split_exact_fast(s, bad) is None
+    with pytest.raises(ValueError, match="only 0, 1"):
+        M.ExactState().update(s, bad)
+    nan = s.copy()
+    nan[y != 255] = np.nan
+    if (y != 255).any():
+        with pytest.raises(ValueError, match="NaN"):
+            M.ExactState().update(nan, y)
+
+
+@pytest.mark.parametrize("dn,du", [(np.float32, np.float32), (np.float32, np.float64), (np.float64, np.float64),
+                                   (np.float64, np.float32)])
+def test_compiled_rank_equals_searchsorted(dn, du):
+    rng = np.random.default_rng(6)
+    for size in (0, 1, 7, 1000):
+        neg = np.sort(np.round(rng.normal(size=size) * 4, 1).astype(dn))
+        u = np.unique(np.concatenate((np.round(rng.normal(size=50) * 5, 1), neg[:3], [-1e9, 1e9])).astype(du))
+        for a, b in zip(M._rank_sorted(neg, u), M._rank_sorted_numpy(neg, u)):
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == np.int64
+
+
 def test_two_pass_equals_one_pass():
     frames = make_frames(8, n_frames=8, levels=9) + make_frames(9, n_frames=4, levels=10**6)
     one = M.merge_states([M.ExactState().update(s, y) for s, y in frames])
