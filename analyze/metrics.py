@@ -284,8 +284,9 @@ def _groups(chunks: list[np.ndarray], size: int) -> list[list[np.ndarray]]:
 def _rank_raw(groups: list[list[np.ndarray]], u: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
     """(#neg < u, #neg <= u) for raw negatives given in groups (see :func:`_groups`).
 
-    Each group is joined into one array, sorted in place and searched, ``threads`` groups at
-    a time (numpy releases the GIL in sort and searchsorted); ``groups[g]`` is then replaced
+    Each group is joined into one array, sorted in place and ranked by :func:`_rank_sorted`,
+    ``threads`` groups at a time (numpy's sort and the compiled walk release the GIL);
+    ``groups[g]`` is then replaced
     by ``[sorted array]``, the same scores, so the chunks can be freed as the work goes on
     and memory grows by at most ``threads`` groups. The integer counts are summed, so the
     result depends neither on the grouping nor on ``threads``.
@@ -412,10 +413,12 @@ class ExactState:
     a sparse histogram over those values (a few hundred kB instead of 4 bytes a pixel).
     ``merge`` concatenates the lists.
 
-    ``compute`` sorts the distinct positive scores ``u``, sorts the raw negatives (in
-    :func:`num_threads` slices, one thread each) and counts, for every ``u_k``, the negatives
-    below and at it with ``searchsorted``; TP and FP at every threshold follow from
-    cumulative sums (all int64, so the slicing never changes a result).
+    ``update`` splits a frame in one compiled pass (:mod:`analyze.kernels`; numpy for
+    other dtypes). ``compute`` sorts the distinct positive scores ``u``, sorts the raw
+    negatives in groups of :data:`SORT_GROUP` (on :func:`num_threads` threads) and counts,
+    for every ``u_k``, the negatives below and at it with a merge walk per group; TP and FP
+    at every threshold follow from cumulative sums (all int64, so neither the grouping nor
+    the threads ever change a result). The counts are kept until the next ``update``.
     """
 
     protocol = "exact"
