@@ -46,11 +46,9 @@ anomaly pixel in the whole dataset, or no negative pixel for AUROC/FPR95.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import warnings
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -299,13 +297,27 @@ def _rank_raw(groups: list[list[np.ndarray]], u: np.ndarray, threads: int) -> tu
         groups[g] = [joined]
         return _rank_sorted(joined, u)
 
+    below = np.zeros(u.size, np.int64)
+    below_eq = np.zeros(u.size, np.int64)
+
+    def add(counts: tuple[np.ndarray, np.ndarray]) -> None:  # summed as they arrive
+        np.add(below, counts[0], out=below)
+        np.add(below_eq, counts[1], out=below_eq)
+
     n = min(threads, len(groups))
-    if n <= 1:
-        parts = [rank(g) for g in range(len(groups))]
-    else:
-        with ThreadPoolExecutor(n, thread_name_prefix="exact-sort") as pool:
-            parts = list(pool.map(rank, range(len(groups))))
-    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+    if n <= 1:  # on this thread: worker threads allocate in heaps of their own
+        for g in range(len(groups)):
+            add(rank(g))
+        return below, below_eq
+    with ThreadPoolExecutor(n, thread_name_prefix="exact-sort") as pool:
+        pending: list = []
+        for g in range(len(groups)):
+            if len(pending) >= n:  # at most n groups' counts alive at once
+                add(pending.pop(0).result())
+            pending.append(pool.submit(rank, g))
+        for fut in pending:
+            add(fut.result())
+    return below, below_eq
 
 
 def _rank_histograms(hists: list[tuple[np.ndarray, np.ndarray]], u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -334,8 +346,9 @@ def _exact_metrics(c: _Counts, warn: bool) -> dict:
         if warn:
             _warn_no_negative()
         return out
-    out["auroc"] = _roc_auc(c)
-    out["fpr95"] = _fpr_at_tpr(c)
+    fp, tp = _roc_points(c)  # once for both (4 int64 values per distinct anomaly score)
+    out["auroc"] = _roc_auc(c, fp, tp)
+    out["fpr95"] = _fpr_at_tpr(c, fp, tp)
     return out
 
 
@@ -373,28 +386,26 @@ def _roc_points(c: _Counts) -> tuple[np.ndarray, np.ndarray]:
     return fp, tp
 
 
-def _roc_auc(c: _Counts) -> float:
+def _roc_auc(c: _Counts, fp: np.ndarray, tp: np.ndarray) -> float:
     """sklearn ``roc_auc_score``: trapezoid rule on the ROC, evaluated in integers.
 
     ``2 P N AUROC = sum over segments (TP_a + TP_b)(FP_b - FP_a)``; int64 holds it while
     ``2 P N < 2**63`` (up to ~4e9 pixels), float64 beyond.
     """
-    fp, tp = _roc_points(c)
     if 2 * c.n_pos * c.n_neg < 2**63:
-        twice_area = int(np.sum((tp[1:] + tp[:-1]) * np.diff(fp)))
+        twice_area = int(np.dot(tp[1:] + tp[:-1], np.diff(fp)))  # int64, no product array
         return twice_area / (2 * c.n_pos * c.n_neg)  # Python ints: correctly rounded
     tpf, fpf = tp.astype(np.float64), fp.astype(np.float64)
     return float(np.sum((tpf[1:] + tpf[:-1]) * np.diff(fpf)) / (2.0 * c.n_pos * c.n_neg))
 
 
-def _fpr_at_tpr(c: _Counts, level: float = TPR_LEVEL) -> float:
+def _fpr_at_tpr(c: _Counts, fp: np.ndarray, tp: np.ndarray, level: float = TPR_LEVEL) -> float:
     """``ood_metrics.fpr_at_95_tpr``: ``np.interp(level, tpr, fpr)`` on the ROC with its edge rules.
 
     ``tpr = TP / P`` and ``fpr = FP / N`` are formed exactly as in ``sklearn.metrics.roc_curve``;
     leaving out collinear interior points (as ``drop_intermediate`` also does) does not
     change the interpolant, and the right end of a flat stretch is always kept.
     """
-    fp, tp = _roc_points(c)
     tpr = tp / c.n_pos
     fpr = fp / c.n_neg
     if np.all(tpr < level):
@@ -935,8 +946,8 @@ def pixel_metrics(y_score_maps: Iterable, y_true_maps: Iterable, protocol: str =
     """Pooled ``auprc``, ``fpr95``, ``auroc``, ``n_pos``, ``n_neg`` over per-frame maps.
 
     ``y_score_maps`` and ``y_true_maps`` are iterables of arrays of matching shapes (frames
-    may differ in size); labels are 0, 1 (anomaly) or 255 (void). Frames are added on
-    ``threads`` threads (default :func:`num_threads`); the result does not depend on it.
+    may differ in size); labels are 0, 1 (anomaly) or 255 (void). The exact protocol sorts
+    on ``threads`` threads (default :func:`num_threads`); the result does not depend on it.
 
     >>> import numpy as np
     >>> m = pixel_metrics([np.array([[0.1, 0.9], [0.4, 0.7]])], [np.array([[0, 1], [0, 255]])])
@@ -944,35 +955,10 @@ def pixel_metrics(y_score_maps: Iterable, y_true_maps: Iterable, protocol: str =
     (1.0, 0.0, 1)
     """
     n = num_threads(threads)
-    pairs = zip(y_score_maps, y_true_maps, strict=True)
-    if n == 1:
-        state = new_state(protocol)
-        for y_score, y_true in pairs:
-            state.update(y_score, y_true)
-        return state.compute(threads=1) if isinstance(state, ExactState) else state.compute()
-    # one state per frame, updated on ``n`` threads, merged in frame order
-    states, pending = [], deque()
-    with ThreadPoolExecutor(n, thread_name_prefix="pixel-metrics") as pool:
-        for y_score, y_true in pairs:
-            if len(pending) >= 2 * n:  # bounded look-ahead: at most 2n frames in flight
-                states.append(pending.popleft().result())
-            pending.append(pool.submit(new_state(protocol).update, y_score, y_true))
-        states += [f.result() for f in pending]
-    state = merge_states(states) if states else new_state(protocol)
-    states.clear()  # the merged state alone holds the scores now (compute frees them as it sorts)
-    _trim_heap()
+    state = new_state(protocol)
+    for y_score, y_true in zip(y_score_maps, y_true_maps, strict=True):
+        state.update(y_score, y_true)  # in order on this thread: update threads saved little and fragmented the heap
     return state.compute(threads=n) if isinstance(state, ExactState) else state.compute()
-
-
-def _trim_heap() -> None:
-    """Give the heap pages freed by the update threads back to the OS (glibc ``malloc_trim``,
-    as ``distributed`` does for its workers): each thread allocates in its own arena, where the
-    per-frame masks leave holes between the kept scores; at 100 M pixels this lowers the peak
-    memory of the sort that follows by ~80 MB. A no-op where glibc is absent."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def frame_ap(y_score, y_true) -> float:
