@@ -64,7 +64,7 @@ _FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def num_threads(threads: int | None = None) -> int:
-    """Threads for the sorts of :meth:`ExactState.compute` and the frames of :func:`pixel_metrics`.
+    """Threads for the sorts of :meth:`ExactState.compute` (and so of :func:`pixel_metrics`).
 
     ``threads`` if given, else the environment variable ``ANALYZE_THREADS``, else the CPUs this
     process may use (at most :data:`MAX_THREADS`). The numbers never depend on it: the
