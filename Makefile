@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export OMP_NUM_THREADS ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench gpu-check lint clean
 
 install: $(VENV)/.installed
 
@@ -52,6 +52,13 @@ $(D_CKPT): $(DEMO)/world/.done
 bench: install
 	$(BIN)/python -m pip install -q 'ood-metrics==0.2.9'
 	$(BIN)/python -m analyze.bench
+
+# On a CUDA machine: the GPU tests and the benchmarks behind README "Extraction on a GPU".
+gpu-check: install
+	$(BIN)/python -m pytest -q tests/test_gpu.py
+	$(BIN)/extract bench --model erfnet --device cuda --dtype fp16 --batch-size 8 --compression zstd3
+	$(BIN)/extract bench --model erfnet --device cuda --dtype fp16 --batch-size 8 --compression lz4
+	$(BIN)/extract bench --model eomt --device cuda --dtype bf16 --batch-size 4
 
 lint: install
 	$(BIN)/python -m pip install -q ruff
