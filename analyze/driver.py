@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from analyze import metrics as M
 from analyze.bootstrap import bootstrap_ci, edges_from_counts, frame_histograms
 from analyze.compose import iter_frame_scores
-from analyze.scorers import get_scorers
+from analyze.scorers import SCORE_DTYPE, get_scorers
 from schemas import cache as C
 from schemas.results import SEMANTIC_SCORER
 
@@ -227,14 +227,15 @@ class Scheduler:
 # ---- one cache ---------------------------------------------------------------------------
 
 DEFAULT_MAX_MEMORY = 4 * 2**30
+SCORE_BYTES = SCORE_DTYPE.itemsize
 
 
 def plan_passes(spec: C.CacheSpec, n_keys: int, protocol: str, max_memory: int) -> str:
-    """``one-pass`` when every non-void score of every key fits ``max_memory`` (4 B each)."""
+    """``one-pass`` when every non-void score of every key fits ``max_memory`` (float64, 8 B each)."""
     if protocol != "exact":
         return "one-pass"
     pixels = sum(h * w for h, w in spec.sizes)
-    return "one-pass" if pixels * n_keys * 4 <= max_memory else "two-pass"
+    return "one-pass" if pixels * n_keys * SCORE_BYTES <= max_memory else "two-pass"
 
 
 def score_cache(

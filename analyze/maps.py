@@ -4,7 +4,7 @@ The panels are the seed paper's Figures 3-4: the input image next to one anomaly
 scorer (brighter = more anomalous) and the ground truth (anomaly white, void grey,
 in-distribution black). Each map is scaled to its own 1st-99th percentile **for display
 only** (the scorers' ranges differ by orders of magnitude); the ``.npy`` files keep the raw
-float32 scores exactly as :func:`analyze.compose.iter_frame_scores` computes them for
+float64 scores exactly as :func:`analyze.compose.iter_frame_scores` computes them for
 ``analyze score``.
 """
 
@@ -115,7 +115,7 @@ def write_maps(cache_path: str | os.PathLike, scorers: str, temperature: float, 
                out_dir: str | os.PathLike, temp_target: str = "query", *, storage_options=None) -> list[Path]:
     """Anomaly maps of ``frames`` (default: the first 4 done frames) for each of ``scorers``.
 
-    Writes into ``out_dir``: ``<frame>_<scorer>_T<T>.npy`` (float32, original resolution, the
+    Writes into ``out_dir``: ``<frame>_<scorer>_T<T>.npy`` (float64, original resolution, the
     scores ``analyze score`` uses), ``<frame>_T<T>.png`` (image | ground truth | one map per
     scorer) and ``panel.png`` (one row per frame, same columns).
     ``scorers`` is ``'all'`` or a comma list (as ``analyze score``); ``temp_target`` as there
@@ -140,7 +140,7 @@ def write_maps(cache_path: str | os.PathLike, scorers: str, temperature: float, 
         valid = label != 255
         maps = []
         for s in chosen:
-            score = np.asarray(ts.scores[s.name], np.float32)  # (H, W)
+            score = np.asarray(ts.scores[s.name])  # (H, W) float64
             p = out / map_filename(fid, s.name, t)
             np.save(p, score)
             written.append(p)
