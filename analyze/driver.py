@@ -28,9 +28,9 @@ from threadpoolctl import threadpool_limits
 from analyze import metrics as M
 from analyze.bootstrap import bootstrap_ci, edges_from_counts, frame_histograms
 from analyze.compose import iter_frame_scores
-from analyze.scorers import SCORE_DTYPE, get_scorers
+from analyze.scorers import SCORE_DTYPE, check_temperature, get_scorers
 from schemas import cache as C
-from schemas.results import SEMANTIC_SCORER
+from schemas.results import FRAMES, SEMANTIC_SCORER, default_run, parse_run
 
 Key = tuple[str, float]  # (scorer, temperature)
 
@@ -54,6 +54,7 @@ class ScoreJob:
     kind: str
     threshold: Mapping[Key, float] | None = None  # component metrics: best-F1 threshold per key
     component_track: str | None = None
+    frame_rule: str = "all"  # schemas.results.FRAMES: which frames are pooled
 
 
 @dataclass
@@ -64,6 +65,7 @@ class FrameResult:
     confusion: dict = field(default_factory=dict)  # T -> ConfusionState
     rows: list = field(default_factory=list)  # per-frame drill-down rows
     hists: dict = field(default_factory=dict)  # Key -> list of per-frame (pos, neg) histograms
+    labels: dict = field(default_factory=dict)  # frame index -> (anomaly pixels, labelled pixels)
 
     def merge(self, other: "FrameResult") -> "FrameResult":
         out = FrameResult()
@@ -74,6 +76,7 @@ class FrameResult:
                 merged[k] = merged[k].merge(v) if k in merged else v
             setattr(out, name, merged)
         out.rows = self.rows + other.rows
+        out.labels = {**self.labels, **other.labels}
         out.hists = {k: self.hists.get(k, []) + other.hists.get(k, []) for k in {*self.hists, *other.hists}}
         return out
 
@@ -112,10 +115,18 @@ def frame_task(job: ScoreJob, i: int, phase: str, aux: Mapping[Key, np.ndarray] 
     torch.set_num_threads(1)  # Dask provides the parallelism
     threadpool_limits(1, user_api="blas")  # numpy's BLAS too (EoMT class-score products)
     root, spec = _open(job)
-    inputs = _frame_inputs(root, spec, i, job)
     label = C.read_label(root, spec, i)
-    scorers = get_scorers(",".join(job.scorers), spec.kind) if job.scorers else ()
     out = FrameResult()
+    if job.label_kind == "anomaly":
+        n_pos = int(np.count_nonzero(label == 1))
+        n_valid = n_pos + int(np.count_nonzero(label == 0))
+    else:
+        n_pos, n_valid = 0, int(np.count_nonzero(label != M.VOID))
+    out.labels[i] = (n_pos, n_valid)
+    if not contributes(n_pos, n_valid, job.frame_rule, job.label_kind):
+        return out  # pools nothing: not scored, not counted, not resampled
+    inputs = _frame_inputs(root, spec, i, job)
+    scorers = get_scorers(",".join(job.scorers), spec.kind) if job.scorers else ()
     temps = job.temperatures
     for ts in iter_frame_scores(spec.kind, scorers=scorers, temperatures=temps, temp_target=job.temp_target,
                                 **inputs):
@@ -128,10 +139,10 @@ def frame_task(job: ScoreJob, i: int, phase: str, aux: Mapping[Key, np.ndarray] 
             key = (name, t)
             if phase == "one-pass":
                 out.states[key] = M.new_state(job.protocol).update(score, label)
-                out.rows.append(_frame_row(spec, i, name, t, score, label))
+                out.rows.append(_frame_row(spec, i, name, t, score, label, job.protocol))
             elif phase == "positives":
                 out.states[key] = M.PositiveState().update(score, label)
-                out.rows.append(_frame_row(spec, i, name, t, score, label))
+                out.rows.append(_frame_row(spec, i, name, t, score, label, job.protocol))
             elif phase == "negatives":
                 out.states[key] = M.NegativeCountState(aux[key]).update(score, label)
             elif phase == "bootstrap" and key in aux:
@@ -143,12 +154,24 @@ def frame_task(job: ScoreJob, i: int, phase: str, aux: Mapping[Key, np.ndarray] 
     return out
 
 
-def _frame_row(spec: C.CacheSpec, i: int, scorer: str, t: float, score: np.ndarray, label: np.ndarray) -> dict:
+def contributes(n_pos: int, n_valid: int, frame_rule: str, label_kind: str = "anomaly") -> bool:
+    """Whether a frame with ``n_pos`` anomaly pixels among ``n_valid`` labelled ones is pooled:
+    it needs a labelled pixel, and under ``frames = "with-anomaly"`` an anomaly pixel (the rule
+    selects among anomaly frames; a semantic cache pools every frame with a labelled pixel)."""
+    if frame_rule not in FRAMES:
+        raise ValueError(f"frames must be one of {', '.join(FRAMES)}; got {frame_rule!r}")
+    if frame_rule == "with-anomaly" and label_kind == "anomaly":
+        return n_pos > 0
+    return n_valid > 0
+
+
+def _frame_row(spec: C.CacheSpec, i: int, scorer: str, t: float, score: np.ndarray, label: np.ndarray,
+               protocol: str) -> dict:
     return {
         "frame": spec.frame_ids[i],
         "scorer": scorer,
         "temperature": t,
-        "ap": M.frame_ap(score, label),
+        "ap": M.frame_ap(score, label, protocol),  # the AP of this frame alone, as the row's protocol defines it
         "n_pos": int((label == 1).sum()),
         "n_neg": int((label == 0).sum()),
     }
@@ -253,27 +276,49 @@ def score_cache(
     bootstrap: int = 0,
     seed: int = 0,
     warn: Callable[[str], None] = lambda m: warnings.warn(m, stacklevel=2),
+    name: str | None = None,
+    frames: str = "all",
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Score one cache; returns (results rows, per-frame rows, curve rows)."""
+    """Score one cache; returns (results rows, per-frame rows, curve rows).
+
+    Every row carries ``run`` (``name``, default :func:`schemas.results.default_run` of the
+    cache's checkpoint) and ``frames``: ``"all"`` pools every done frame with a labelled
+    pixel, ``"with-anomaly"`` only those with an anomaly pixel (their in-distribution pixels
+    go with them; semantic caches always pool every frame). ``n_frames`` counts the pooled
+    frames only, and only they are resampled by ``bootstrap``; ``warn`` says how many were
+    left out and why.
+    """
     if protocol not in M.PROTOCOLS:
         raise ScoreError(f"unknown protocol {protocol!r}; valid: {', '.join(M.PROTOCOLS)}")
+    if frames not in FRAMES:
+        raise ScoreError(f"unknown frames {frames!r}; valid: {', '.join(FRAMES)}")
+    try:
+        temps = tuple(check_temperature(t) for t in temperatures)
+        run = parse_run(name) if name is not None else None
+    except ValueError as exc:
+        raise ScoreError(str(exc)) from None
     root, spec = C.open_cache(cache, mode="r", storage_options=storage_options)
+    prov = spec.provenance
+    run = run or default_run(prov.model, prov.checkpoint_sha256, prov.checkpoint_file)
     done = C.done_mask(root)
-    frames = tuple(int(i) for i in np.flatnonzero(done))
-    if len(frames) < spec.n_frames:
+    done_frames = tuple(int(i) for i in np.flatnonzero(done))
+    if len(done_frames) < spec.n_frames:
         missing = [spec.frame_ids[i] for i in np.flatnonzero(~done)]
         msg = (f"{cache}: {len(missing)} of {spec.n_frames} frames are not done "
                f"(e.g. {', '.join(missing[:3])}); finish `extract run` first")
         if not allow_partial:
             raise ScoreError(msg + " or pass --allow-partial to score the done frames only")
         warn(msg + "; scoring the done frames only")
-    if not frames:
+    if not done_frames:
         raise ScoreError(f"{cache}: no frame is done")
     try:
         chosen = get_scorers(scorers, spec.kind) if spec.label_kind == "anomaly" else ()
     except ValueError as exc:
         raise ScoreError(str(exc)) from None
-    temps = tuple(temperatures)
+    rule = frames if spec.label_kind == "anomaly" else "all"
+    if rule != frames:
+        warn(f"{cache}: --frames {frames} selects among anomaly frames; this {spec.provenance.dataset} cache "
+             "has semantic labels, so its rows pool every frame (frames = all)")
     if spec.kind == "pixel" or temp_target == "pixel":
         temps_sem = (1.0,)
     else:
@@ -281,36 +326,39 @@ def score_cache(
     job = ScoreJob(
         cache=str(cache), storage_options=dict(storage_options) if storage_options else None,
         scorers=tuple(s.name for s in chosen), temperatures=temps if chosen else temps_sem,
-        temp_target=temp_target, protocol=protocol, frames=frames, label_kind=spec.label_kind, kind=spec.kind,
+        temp_target=temp_target, protocol=protocol, frames=done_frames, label_kind=spec.label_kind, kind=spec.kind,
+        frame_rule=rule,
     )
     sched = scheduler or Scheduler()
     n_keys = len(chosen) * len(temps)
     plan = plan_passes(spec, max(1, n_keys), protocol, max_memory) if chosen else "one-pass"
     result = _run_phase(sched, job, "one-pass" if plan == "one-pass" else "positives")
+    pooled = _pooled_frames(cache, spec, result.labels, rule, warn)
+    job = ScoreJob(**{**job.__dict__, "frames": pooled})  # later passes read the pooled frames only
     if plan == "two-pass":
         positives = {k: s.distinct() for k, s in result.states.items()}
         counts = _run_phase(sched, job, "negatives", aux=positives)
         result.states = {k: s.with_negatives(counts.states[k]) for k, s in result.states.items()}
 
-    base = dict(model=spec.provenance.model, dataset=spec.provenance.dataset, protocol=protocol,
-                cache_digest=C.cache_digest(spec), n_frames=len(frames))
+    base = dict(run=run, model=prov.model, dataset=prov.dataset, protocol=protocol, frames=rule,
+                cache_digest=C.cache_digest(spec), n_frames=len(pooled))
     target = "logits" if spec.kind == "pixel" else temp_target
     cis = _bootstrap(sched, job, result, bootstrap, seed, warn) if bootstrap and chosen else {}
     rows, curve_rows = [], []
-    for (name, t), state in sorted(result.states.items()):
+    for (name_, t), state in sorted(result.states.items()):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             values = state.compute()
         for w in caught:
-            warn(f"{cache}: {name} T={t}: {w.message}")
+            warn(f"{cache}: {name_} T={t}: {w.message}")
         n_pixels = int(values["n_pos"] + values["n_neg"])
         for metric in ("auprc", "fpr95", "auroc"):
-            lo, hi = cis.get((name, t), {}).get(metric, (np.nan, np.nan))
-            rows.append({**base, "scorer": name, "temperature": t, "temp_target": target, "metric": metric,
+            lo, hi = cis.get((name_, t), {}).get(metric, (np.nan, np.nan))
+            rows.append({**base, "scorer": name_, "temperature": t, "temp_target": target, "metric": metric,
                          "value": values[metric], "n_pixels": n_pixels, "ci_low": lo, "ci_high": hi})
         if values["n_pos"] and values["n_neg"]:
             cv = M.curves(state, curve_points)
-            curve_rows.append({**base, "scorer": name, "temperature": t, "temp_target": target,
+            curve_rows.append({**base, "scorer": name_, "temperature": t, "temp_target": target,
                                "recall": cv["recall"].tolist(), "precision": cv["precision"].tolist(),
                                "fpr": cv["fpr"].tolist(), "tpr": cv["tpr"].tolist()})
     for t, conf in sorted(result.confusion.items()):
@@ -325,6 +373,30 @@ def score_cache(
     return pd.DataFrame(rows), frame_rows, pd.DataFrame(curve_rows)
 
 
+def _pooled_frames(cache: str, spec: C.CacheSpec, labels: Mapping[int, tuple[int, int]], rule: str,
+                   warn: Callable[[str], None]) -> tuple[int, ...]:
+    """The frames (indices) that ``rule`` pools, from each frame's (anomaly, labelled) pixel
+    counts; warns with the count and the first ids of the frames left out, ScoreError if none is left."""
+    empty = [i for i, (_, n_valid) in sorted(labels.items()) if n_valid == 0]
+    no_anomaly = [i for i, (n_pos, n_valid) in sorted(labels.items()) if n_valid and not n_pos]
+    pooled = tuple(i for i, (n_pos, n_valid) in sorted(labels.items())
+                   if contributes(n_pos, n_valid, rule, spec.label_kind))
+
+    def ids(idx):
+        return ", ".join(spec.frame_ids[i] for i in idx[:3]) + (", ..." if len(idx) > 3 else "")
+
+    if empty:
+        warn(f"{cache}: {len(empty)} of {len(labels)} frames have no labelled pixel (all void): they are left out "
+             f"of n_frames and of the bootstrap ({ids(empty)})")
+    if rule == "with-anomaly" and no_anomaly:
+        warn(f"{cache}: --frames with-anomaly leaves out {len(no_anomaly)} of {len(labels)} frames without an "
+             f"anomaly pixel, with their in-distribution pixels ({ids(no_anomaly)})")
+    if not pooled:
+        why = "has an anomaly pixel" if rule == "with-anomaly" and spec.label_kind == "anomaly" else "has a labelled pixel"
+        raise ScoreError(f"{cache}: no done frame {why}; nothing to score")
+    return pooled
+
+
 def _run_phase(sched: Scheduler, job: ScoreJob, phase: str, aux=None) -> FrameResult:
     import dask
 
@@ -334,8 +406,24 @@ def _run_phase(sched: Scheduler, job: ScoreJob, phase: str, aux=None) -> FrameRe
 
 
 def _bootstrap(sched, job: ScoreJob, result: FrameResult, n_boot: int, seed: int, warn) -> dict:
-    """Frame-bootstrap intervals per key (see analyze.bootstrap): one more pass over the frames
-    builds per-frame histograms on bins at the quantiles of each key's anomaly scores."""
+    """Frame-bootstrap intervals per key with the estimator of the job's protocol, over the
+    pooled frames (``job.frames``). exact: one more pass over the frames builds per-frame
+    histograms on bins at the quantiles of each key's anomaly scores (:mod:`analyze.bootstrap`);
+    smiyc: the states' own per-frame bins are resampled (:mod:`analyze.smiyc_bootstrap`)."""
+    out = {}
+    if job.protocol == "smiyc":
+        from analyze.smiyc_bootstrap import smiyc_bootstrap_ci
+
+        for key, state in result.states.items():
+            bins = state.frame_bins()
+            if len(bins) != len(job.frames):  # the state skips exactly the frames that pool nothing
+                raise ScoreError(f"{job.cache}: {key[0]} T={key[1]}: {len(bins)} frames binned, {len(job.frames)} pooled")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out[key] = smiyc_bootstrap_ci(bins, n_boot, seed)
+            for w in caught:
+                warn(f"{job.cache}: {key[0]} T={key[1]}: {w.message}")
+        return out
     edges = {}
     for key, state in result.states.items():
         thresholds, tp, _, n_pos = state.threshold_counts()
@@ -345,7 +433,6 @@ def _bootstrap(sched, job: ScoreJob, result: FrameResult, n_boot: int, seed: int
         return {}
     bjob = ScoreJob(**{**job.__dict__, "scorers": tuple(sorted({k[0] for k in edges}))})
     hists = _run_phase(sched, bjob, "bootstrap", aux=edges).hists
-    out = {}
     for key in edges:
         pos, neg = (np.stack(h) for h in zip(*hists[key]))
         with warnings.catch_warnings(record=True) as caught:

@@ -247,6 +247,8 @@ def get_scorers(spec: str, kind: str | None = None) -> tuple[Scorer, ...]:
     """
     valid = ", ".join(SCORERS)
     names = [n.strip().lower() for n in spec.split(",")]
+    if "all" in names and len(names) > 1:
+        raise ValueError(f"'all' cannot be combined with other scorers (got {spec!r})")
     if names == ["all"]:
         chosen = list(SCORERS.values())
         if kind is not None:

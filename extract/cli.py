@@ -13,6 +13,7 @@ import click
 
 from extract.datasets import DatasetError, check_dataset, get_dataset_spec, load_manifest
 from extract.synth import parse_size, write_synth_dataset
+from schemas.cli import StrictCommand
 
 USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError,)
 
@@ -25,7 +26,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 class _Group(click.Group):
-    """Turns the tool's user-facing errors into one-line messages with exit code 1."""
+    """Turns the tool's user-facing errors into one-line messages with exit code 1; refuses a
+    repeated single-valued option (:mod:`schemas.cli`)."""
+
+    command_class = StrictCommand
+    group_class = type
 
     def invoke(self, ctx):
         try:

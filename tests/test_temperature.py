@@ -22,7 +22,8 @@ from schemas.cache import write_frame_common, write_frame_pixel
 from schemas.results import write_results
 from tests.factories import provenance, query_cache
 
-BASE = dict(protocol="exact", n_frames=5, n_pixels=100, cache_digest="d", temp_target="query", selected_on="")
+BASE = dict(protocol="exact", n_frames=5, n_pixels=100, cache_digest="d", temp_target="query", selected_on="",
+            run="r1", frames="all")
 
 
 def _grid(values: dict) -> pd.DataFrame:
