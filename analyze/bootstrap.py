@@ -9,12 +9,13 @@ protocol's own estimator over the resamples (:func:`percentile_intervals`).
 
 For the exact protocol each frame contributes a histogram of its anomaly and
 in-distribution scores over shared bins (:func:`frame_histograms`), so 1000 resamples of a
-100-frame dataset are one matrix product (seconds). The bins are the quantiles of the
-dataset's anomaly scores (:func:`edges_from_counts`): with at most 2048 distinct anomaly
-scores every one has its own bin edge and the binned metrics are the exact ones
-(scikit-learn AP and AUROC, interpolated FPR95) of each resample; with more, the curves
-follow the exact ones closely where the metrics are decided and the intervals are
-approximate. The point estimates in the results are always exact.
+100-frame dataset are one matrix product (seconds). The bins are cut at the quantiles of
+the dataset's anomaly scores, each with a bin of its own for the scores tied with it
+(:func:`edges_from_counts`): with fewer than 2048 distinct anomaly scores the binned
+metrics of each resample are the exact ones (scikit-learn AP and AUROC, interpolated
+FPR95; tested); with more, the curves follow the exact ones closely where the metrics are
+decided and the intervals are approximate. The point estimates in the results are always
+exact.
 """
 
 from __future__ import annotations
@@ -167,9 +168,14 @@ def bootstrap_ci(pos_hist: np.ndarray, neg_hist: np.ndarray, n_boot: int, seed: 
 def edges_from_counts(thresholds: np.ndarray, tp: np.ndarray, n_bins: int = 2048) -> np.ndarray:
     """Decreasing bin edges at the quantiles of the anomaly scores, with open ends.
 
-    ``thresholds`` (decreasing) and cumulative ``tp`` are a state's
-    ``threshold_counts()``: the edge ``k`` is the threshold where TP first reaches
-    ``k / n_bins`` of the anomaly pixels.
+    ``thresholds`` (decreasing) and cumulative ``tp`` are a state's ``threshold_counts()``:
+    a threshold ``u`` is chosen where TP first reaches ``k / n_bins`` of the anomaly pixels
+    (every distinct anomaly score when there are at most ``n_bins - 1``). Each chosen ``u``
+    gives two edges, ``u`` and the next float above it, so that the scores equal to ``u``
+    have a bin of their own: the binned curve then passes through the exact ROC and PR
+    points at ``u`` (TP and FP at ``score >= u``) and just above it (``score > u``), and
+    between two chosen thresholds it is exact as well when no other anomaly score lies
+    there (the exact curve is a horizontal ROC segment there).
     """
     thresholds = np.asarray(thresholds, np.float64)
     tp = np.asarray(tp)
@@ -177,5 +183,7 @@ def edges_from_counts(thresholds: np.ndarray, tp: np.ndarray, n_bins: int = 2048
         return np.array([np.inf, -np.inf])
     targets = np.linspace(0, tp[-1], n_bins + 1)[1:-1]
     idx = np.searchsorted(tp, targets, side="left")
-    inner = np.unique(thresholds[np.clip(idx, 0, thresholds.size - 1)])[::-1]
+    chosen = np.unique(thresholds[np.clip(idx, 0, thresholds.size - 1)])
+    inner = np.unique(np.concatenate((chosen, np.nextafter(chosen, np.inf))))[::-1]
+    inner = inner[np.isfinite(inner)]
     return np.concatenate(([np.inf], inner, [-np.inf]))

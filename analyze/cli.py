@@ -103,7 +103,7 @@ def _parse_name(ctx, param, value):
 @comma_list_option("--scorers", default="all", callback=_parse_scorers,
                    help="'all' (default) or a comma list of msp, maxlogit, maxentropy, energy, rba.")
 @comma_list_option("--temps", default="", callback=_parse_temps,
-                   help="Temperatures in [0.01, 1000]; T = 1 is always included (e.g. 0.5,0.75,1.1).")
+                   help="Temperatures in [0.1, 1000]; T = 1 is always included (e.g. 0.5,0.75,1.1).")
 @click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True,
               help="EoMT: divide the query class logits by T (changes the segmentation) or the per-pixel class scores.")
 @click.option("--protocol", type=click.Choice(["exact", "smiyc"]), default="exact", show_default=True,
@@ -223,7 +223,7 @@ def report(results, out, protocol, frame_rule):
 @click.option("--cache", required=True, help="Cache path or URL.")
 @comma_list_option("--scorer", "scorers", default="all", callback=_parse_scorers,
                    help="'all' (default) or a comma list of scorers.")
-@click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature in [0.01, 1000].")
+@click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature in [0.1, 1000].")
 @click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True)
 @comma_list_option("--frames", default="", help="Frame ids (default: the first 4).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for .npy maps and PNG panels.")

@@ -339,13 +339,16 @@ def table2(df: pd.DataFrame, model: str = "eomt", scorer: str = "msp", protocol:
             keys.append((r, t))
             cells[(r, t)] = (_miou_row(df, model, r, t, target, protocol, miou_dataset), _lookup(at_t(rows, t)))
     target, rule = parts[0][1], str(parts[0][0]["frames"].iloc[0])
+    label = model_name(model)
     if len(parts) > 1:
         index = pd.MultiIndex.from_tuples(keys, names=["Run", "T"])
     else:
         index = pd.Index([t for _, t in keys], name="T")
+        if len(_runs(_anomaly_rows(df, protocol, frames=frames), model)) > 1:
+            label = f"{label} ({parts[0][2]})"
     table = pd.DataFrame(_fill(keys, datasets, cells.get, ci), index=index, columns=_columns(datasets))
     table.attrs["caption"] = (
-        f"{model_name(model)} {scorer_name(scorer)} at each temperature T (protocol {protocol}{_frames_note(rule)}; "
+        f"{label} {scorer_name(scorer)} at each temperature T (protocol {protocol}{_frames_note(rule)}; "
         f"{TARGET_NOTES.get(target, 'target ' + target)}), in %. T = 1 is the baseline. "
         f"↑ higher is better, ↓ lower is better." + (" Brackets: bootstrap confidence interval." if ci else "")
     )
@@ -796,7 +799,8 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, pr
             text("table2_ci.tex", to_latex(t2c, label="tab:temperature-ci"))
         sections.append("## Metrics against temperature\n")
         multi_target = len({g[3] for g in grids}) > 1
-        multi_run = {m for m in {g[0] for g in grids} if len({g[1] for g in grids if g[0] == m}) > 1}
+        keys = t1.attrs["keys"]
+        multi_run = {m for m, _, _ in keys if len({r for mm, r, _ in keys if mm == m}) > 1}
         for m, r, s, tt in grids:
             for metric in TABLE_METRICS:
                 name = (f"temperature_{metric}_{_slug(m)}_{_slug(s)}" + (f"_{_slug(r)}" if m in multi_run else "")

@@ -58,10 +58,12 @@ KINDS = ("pixel", "query")  # cache kinds: pixel model (ERFNet), query/mask mode
 
 TILE_ELEMENTS = 1 << 18  # floats of one (K, rows, W) tile of score_many: 2 MiB of float64, stays in cache
 SCORE_DTYPE = torch.float64
-#: temperatures the CLIs accept (README "Scorers and temperature"): float64 scores equal a
-#: float64 evaluation of the formulas over this range (tested at both ends); beyond it x / T
-#: saturates float64 itself (exp underflows below T ~ gap / 745, tanh and softmax flatten)
-T_RANGE = (0.01, 1000.0)
+#: temperatures the CLIs accept (README "Scorers and temperature"): the metrics equal those of
+#: a float64 evaluation of the formulas over this range (tested at both ends, for ERFNet
+#: logits and EoMT class scores). Below it float64 itself saturates: RbA's tanh(s / T) of
+#: EoMT class scores (s <= 1) reaches 1.0 at s / T ~ 19, so ties depend on the last bit of
+#: the tanh implementation, and MSP / MaxEntropy underflow for logit gaps above ~700 T.
+T_RANGE = (0.1, 1000.0)
 
 
 def _prepare(x: ArrayLike, temperature: float) -> torch.Tensor:

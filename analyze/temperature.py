@@ -111,8 +111,9 @@ def select_temperature(df: pd.DataFrame, select_on: list[str], metric: str = "au
     d = plain(df)
     d = d[(d["scorer"] != SEMANTIC_SCORER) & ~d["dataset"].isin(select_on)]
     key = list(SELECTION_KEY) + ["temperature"]
+    groups = d.merge(chosen[list(SELECTION_KEY)], on=list(SELECTION_KEY), how="inner")
+    checked(groups, "temperature selection")  # every T of a reported dataset: one cache
     out = d.merge(chosen[key], on=key, how="inner")[list(d.columns)]  # T values come from this very column
-    checked(out, "temperature selection")
     out = out.assign(selected_on=",".join(select_on))
     assert not out["dataset"].isin(select_on).any()  # the whole point of this function
     return out.reset_index(drop=True)

@@ -189,7 +189,7 @@ def test_parse_temperatures_rejects(bad):
 
 
 def test_parse_temperatures_range():
-    assert parse_temperatures("0.01,1000") == (0.01, 1.0, 1000.0)
-    for bad in ("0.005", "1500"):
-        with pytest.raises(ValueError, match=r"outside \[0.01, 1000\].*float64"):
+    assert parse_temperatures("0.1,1000") == (0.1, 1.0, 1000.0)
+    for bad in ("0.05", "1500"):
+        with pytest.raises(ValueError, match=r"outside \[0.1, 1000\].*float64"):
             parse_temperatures(bad)
