@@ -229,3 +229,13 @@ def test_cli_check_and_synth(tmp_path):
     assert res.exit_code == 2 and "--size" in res.output
     res = runner.invoke(extract_main, ["datasets", "check", "--dataset", "nope", "--data-root", str(tmp_path)])
     assert res.exit_code == 2 and "road_anomaly" in res.output  # lists the valid names
+
+
+def test_system_file_names():
+    from extract.layouts import is_system_file
+
+    for rel in (".DS_Store", "images/.DS_Store", "images/._0.png", "images/Thumbs.db", "images/THUMBS.DB",
+                "images/desktop.ini", "images/Desktop.ini", "__MACOSX/images/0.png", "images/.hidden/0.png"):
+        assert is_system_file(rel), rel
+    for rel in ("images/0.png", "images/thumbs.png", "images/desktop.jpg", "images/a.DS_Store.png"):
+        assert not is_system_file(rel), rel
