@@ -43,10 +43,14 @@ _DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
 class Frame:
     id: str
     image: np.ndarray  # (H, W, 3) uint8
-    label: np.ndarray  # (H, W) uint8, canonical
+    label: np.ndarray  # (H, W) uint8, canonical; all void (255) for an unlabelled frame
     size: tuple[int, int]
     image_path: Path
-    label_path: Path
+    label_path: Path | None  # None: an unlabelled frame (a benchmark's test image)
+
+    @property
+    def labelled(self) -> bool:
+        return self.label_path is not None
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -95,10 +99,14 @@ def read_label(labels: LabelMap, path: Path, dataset: str = "") -> np.ndarray:
 
 
 def read_frame(copy: DatasetCopy, ref: FrameRef) -> Frame:
-    """Decode one frame of ``copy`` (image + canonical label); errors name the file."""
-    if ref.label_path is None:
-        raise DatasetError(f"{ref.image_path}: image has no label; extraction needs a label per frame")
+    """Decode one frame of ``copy`` (image + canonical label); errors name the file.
+
+    An unlabelled frame (``ref.label_path`` None) gets a label that is void (255) everywhere,
+    so no metric ever counts one of its pixels.
+    """
     image = read_image(ref.image_path)
+    if ref.label_path is None:
+        return Frame(ref.id, image, np.full(image.shape[:2], VOID, np.uint8), image.shape[:2], ref.image_path, None)
     label = read_label(copy.layout.labels, ref.label_path, copy.spec.name)
     if image.shape[:2] != label.shape:
         raise DatasetError(
@@ -114,7 +122,8 @@ class DatasetReader:
 
     ``layout`` restricts detection to one layout; ``strict`` makes files that do not fit
     the layout an error (else they are skipped and counted in :meth:`notes`);
-    ``include_excluded`` keeps ids the layout excludes.
+    ``include_excluded`` keeps ids the layout excludes. With the dataset's ``frames: all``,
+    unlabelled images are frames too (:attr:`labelled` says which; their labels are void).
     """
 
     def __init__(self, spec: DatasetSpec, data_root: str | os.PathLike, strict: bool = True,
@@ -129,10 +138,6 @@ class DatasetReader:
             problems = [self.listing.unexpected_error()] + problems
         if problems:
             raise DatasetError(problems[0] + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""))
-        unlabelled = [r for r in self.listing.frames if not r.labelled]
-        if unlabelled:
-            raise DatasetError(f"{unlabelled[0].image_path}: {spec.name} lists {len(unlabelled)} unlabelled image(s) "
-                               "(frames: all); extraction needs a label per frame")
         self.refs = self.listing.frames
         if not self.refs:
             raise DatasetError(f"{self.copy.folder}: no labelled {spec.name} images found ({self.copy.describe()})")
@@ -151,13 +156,20 @@ class DatasetReader:
     def ids(self) -> list[str]:
         return [r.id for r in self.refs]
 
+    @property
+    def labelled(self) -> list[bool]:
+        """Per frame: has a label (False for a benchmark's test image, whose label is void)."""
+        return [r.labelled for r in self.refs]
+
     def sizes(self) -> list[tuple[int, int]]:
         """Original (H, W) of every frame, read from headers only."""
         return [image_size(r.image_path) for r in self.refs]
 
     def notes(self) -> list[str]:
         """Which copy was found and what was left out of it, one line each."""
-        return [f"{self.spec.name}: {self.copy.describe()}, {len(self.refs)} frames"] + \
+        n_unlabelled = self.labelled.count(False)
+        unlabelled = f" ({n_unlabelled} unlabelled)" if n_unlabelled else ""
+        return [f"{self.spec.name}: {self.copy.describe()}, {len(self.refs)} frames{unlabelled}"] + \
             self.listing.notes(skip_unexpected=not self.strict)
 
 

@@ -11,7 +11,8 @@ frames are sorted out as data, never by dataset name:
   and counted with ``--skip-unexpected``;
 * images without a label are an error, except ids the layout allows to be unlabelled
   (``labelled_ids``, e.g. the SMIYC release's test images), which are listed apart;
-* ids the layout excludes (``exclude.prefixes``) are listed apart unless ``include_excluded``.
+* ids the layout excludes (``exclude.prefixes``) are listed apart unless ``include_excluded``;
+  with ``exclude.keep: unlabelled`` and ``frames: all`` they stay frames, without a label.
 
 Extensions are matched case-insensitively (``.PNG``, ``.JPG``); frames are in natural order
 of their ids (``validation_2`` before ``validation_10``).
@@ -159,13 +160,20 @@ class FrameListing:
         if self.unlabelled and self.frames_selection == "labelled":
             out.append(f"left out {len(self.unlabelled)} unlabelled image(s) (only labelled frames are used): "
                        f"{_shown([r.image_path for r in self.unlabelled])}")
+        if self.unlabelled and self.frames_selection == "all":
+            out.append(f"kept {len(self.unlabelled)} unlabelled image(s) as frames (labels void, never scored): "
+                       f"{_shown([r.image_path for r in self.unlabelled])}")
         if self.excluded:
             ids = _shown([r.id for r in self.excluded])
             reason = self.copy.layout.exclude_reason
-            out.append(f"kept {len(self.excluded)} frame(s) the layout excludes (--include-excluded): {ids} ({reason})"
-                       if self.include_excluded else
-                       f"left out {len(self.excluded)} frame(s) the layout excludes: {ids} ({reason}); "
-                       "--include-excluded keeps them")
+            if self.include_excluded:
+                out.append(f"kept {len(self.excluded)} frame(s) the layout excludes (--include-excluded): {ids} ({reason})")
+            elif self.copy.layout.exclude_keep == "unlabelled" and self.frames_selection == "all":
+                out.append(f"kept {len(self.excluded)} frame(s) the layout excludes as unlabelled frames (labels not "
+                           f"read, never scored): {ids} ({reason}); --include-excluded scores them")
+            else:
+                out.append(f"left out {len(self.excluded)} frame(s) the layout excludes: {ids} ({reason}); "
+                           "--include-excluded keeps them")
         return out
 
 
@@ -234,6 +242,8 @@ def list_frames(copy: DatasetCopy, include_excluded: bool = False, frames: str |
         if any(fid.startswith(p) for p in lay.exclude_prefixes):
             out.excluded.append(ref)
             if not include_excluded:
+                if lay.exclude_keep == "unlabelled" and selection == "all":
+                    out.frames.append(FrameRef(fid, path, None))  # a frame whose label is never read
                 continue
         if ref.label_path is None:
             if labelled_ids is None or labelled_ids.match(fid):

@@ -25,6 +25,8 @@ KINDS = ("anomaly", "semantic")
 UNMAPPED = ("error", "void")
 #: ``frames`` values: labelled = images with a label only; all = unlabelled images too.
 FRAME_SELECTIONS = ("labelled", "all")
+#: ``exclude.keep`` values: drop = excluded ids are not frames; unlabelled = frames without a label.
+EXCLUDE_KEEP = ("drop", "unlabelled")
 
 
 class DatasetError(Exception):
@@ -70,6 +72,7 @@ class Layout:
     labelled_ids: str | None = None  # ids that must have a label; None: every image must
     exclude_prefixes: tuple[str, ...] = ()
     exclude_reason: str = ""
+    exclude_keep: str = "drop"  # unlabelled: excluded ids stay frames, without their label
     synth: dict = field(default_factory=dict)
 
     @property
@@ -96,6 +99,7 @@ class DatasetSpec:
     roi: str
     layouts: tuple[Layout, ...]
     frames: str = "labelled"
+    benchmark: dict[str, str] = field(default_factory=dict)  # export format -> the benchmark's dataset name
 
     @property
     def layout_names(self) -> tuple[str, ...]:
@@ -153,6 +157,7 @@ def _parse_layout(name: str, raw: dict, dataset: str, labels: LabelMap, synth: d
         labelled_ids=raw.get("labelled_ids"),
         exclude_prefixes=tuple(str(p) for p in exclude.get("prefixes", ())),
         exclude_reason=str(exclude.get("reason", "")),
+        exclude_keep=str(exclude.get("keep", "drop")),
         synth={**synth, **(raw.get("synth") or {})},
     )
     for rx in (layout.image_regex, layout.labelled_ids):
@@ -160,6 +165,8 @@ def _parse_layout(name: str, raw: dict, dataset: str, labels: LabelMap, synth: d
             re.compile(rx)
     if "(?P<id>" not in layout.image_regex:
         raise ValueError("images.regex has no (?P<id>...) group")
+    if layout.exclude_keep not in EXCLUDE_KEEP:
+        raise ValueError(f"exclude.keep {layout.exclude_keep!r}, expected one of {EXCLUDE_KEEP}")
     return layout
 
 
@@ -186,6 +193,7 @@ def _parse_entry(name: str, raw: dict, source: Path) -> DatasetSpec:
             roi=str(raw.get("roi", "")),
             layouts=tuple(layouts),
             frames=str(raw.get("frames", "labelled")),
+            benchmark={str(k): str(v) for k, v in (raw.get("benchmark") or {}).items()},
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DatasetError(f"{where} entry is malformed ({exc!r})") from None

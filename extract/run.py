@@ -198,6 +198,8 @@ def _identity_mismatch(old: C.CacheSpec, new: C.CacheSpec) -> list[str]:
     for k in ("kind", "frame_ids", "sizes", "n_classes", "crop_size", "n_queries", "mask_size", "logit_sizes"):
         if getattr(old, k) != getattr(new, k):
             diffs.append(k)
+    if not np.array_equal(old.labelled_mask, new.labelled_mask):  # a cache without the record: all labelled
+        diffs.append("labelled frames")
     return diffs
 
 
@@ -327,9 +329,11 @@ def run_extraction(
         dtype=dtype,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+    extra = {"dataset_copy": {"layout": reader.copy.layout.name, "folder": reader.copy.folder_name}}
+    if dspec.benchmark:
+        extra["benchmarks"] = {fmt: {"dataset": name, "count": dspec.count} for fmt, name in dspec.benchmark.items()}
     spec = C.CacheSpec(kind=mspec.kind, label_kind=dspec.kind, frame_ids=tuple(r.id for r in refs), sizes=sizes,
-                       provenance=prov, extra={"dataset_copy": {"layout": reader.copy.layout.name,
-                                                                "folder": reader.copy.folder_name}},
+                       provenance=prov, extra=extra, labelled=tuple(r.labelled for r in refs),
                        **adapter.spec_fields(cfg, sizes))
     cache_path = Path(cache) if cache else default_cache_path(model, dataset)
     root, spec_on_disk = open_or_create(cache_path, spec, overwrite, compression)

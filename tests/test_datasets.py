@@ -28,13 +28,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_manifest_datasets_and_layouts():
-    assert set(MANIFEST) == {"smiyc_ra21", "smiyc_ro21", "fs_lost_found", "fs_static", "road_anomaly", "cityscapes_val"}
+    assert set(MANIFEST) == {"smiyc_ra21", "smiyc_ro21", "smiyc_anomaly_track", "smiyc_obstacle_track",
+                             "fs_lost_found", "fs_static", "road_anomaly", "cityscapes_val"}
     assert MANIFEST["smiyc_ra21"].layout_names == ("validation_dataset", "smiyc_release")
     assert MANIFEST["smiyc_ro21"].layout("validation_dataset").folders == ("RoadObsticle21", "RoadObstacle21")
     assert MANIFEST["smiyc_ro21"].layout("smiyc_release").folders == ("dataset_ObstacleTrack",)
     assert MANIFEST["smiyc_ra21"].layout("smiyc_release").label_template == "labels_masks/{id}_labels_semantic.png"
     ra = MANIFEST["road_anomaly"].layout().labels
     assert ra.values == {0: 0, 1: 1, 2: 1, 255: 255} and ra.unmapped == "error"
+    # road-anomaly-benchmark datasets/tracks.py: the whole tracks, named as the benchmark stores them
+    at, ot = MANIFEST["smiyc_anomaly_track"], MANIFEST["smiyc_obstacle_track"]
+    assert (at.benchmark, at.count, at.frames) == ({"smiyc": "AnomalyTrack-all"}, 110, "all")
+    assert (ot.benchmark, ot.count, ot.frames) == ({"smiyc": "ObstacleTrack-all"}, 452, "all")
+    assert at.layout().folders == ("dataset_AnomalyTrack",) and at.layout().image_exts == ("jpg",)
+    assert ot.layout().folders == ("dataset_ObstacleTrack",) and ot.layout().image_exts == ("webp",)
+    assert ot.layout().exclude_prefixes == MANIFEST["smiyc_ro21"].layout("smiyc_release").exclude_prefixes
+    assert ot.layout().exclude_keep == "unlabelled"
+    assert all(not s.benchmark for n, s in MANIFEST.items() if not n.endswith("_track"))
 
 
 def test_reading_modules_have_no_dataset_names():
@@ -67,8 +77,14 @@ def test_synth_round_trip_in_every_layout(tmp_path, name, layout):
     write_synth_dataset(spec, tmp_path, 4, (24, 48), seed=1, layout=layout)
     reader = DatasetReader(spec, tmp_path)
     assert reader.copy.layout.name == layout and reader.copy.folder_name == lay.folders[0]
-    frames = list(reader)
-    assert len(frames) == 4 and reader.sizes() == [(24, 48)] * 4
+    unlabelled = lay.synth.get("unlabelled", {}).get("n", 0)
+    everything = list(reader)
+    frames = [f for f in everything if f.labelled]
+    assert len(frames) == 4 and reader.sizes() == [(24, 48)] * len(everything)
+    assert len(everything) == 4 + (unlabelled if spec.frames == "all" else 0)
+    for f in everything:
+        if not f.labelled:  # frames: all keeps the benchmark's test images, their labels void
+            assert f.label.shape == f.size and (f.label == 255).all()
     for f in frames:
         assert f.image.dtype == np.uint8 and f.image.shape == (24, 48, 3) and f.size == (24, 48)
         # the label read from disk went through the layout's mapping
@@ -80,7 +96,6 @@ def test_synth_round_trip_in_every_layout(tmp_path, name, layout):
     report = check_dataset(spec, tmp_path)
     assert report.ok, report.errors
     assert report.warnings  # 4 frames != release count is a warning, not an error
-    unlabelled = lay.synth.get("unlabelled", {}).get("n", 0)
     assert len(reader.listing.unlabelled) == unlabelled
 
 
@@ -148,10 +163,11 @@ def test_natural_key_against_an_oracle():
         ["validation_1", "validation_2", "validation_10"]
 
 
-def test_frames_all_lists_unlabelled_images_and_the_reader_refuses_them(tmp_path):
+def test_frames_all_lists_unlabelled_images_and_the_reader_reads_them_with_void_labels(tmp_path):
     text = (REPO / "data_manifest.yaml").read_text()
     manifest = tmp_path / "manifest.yaml"
-    manifest.write_text(text.replace("    roi: road only", "    frames: all\n    roi: road only"))
+    manifest.write_text(text.replace("    roi: road only (off-road pixels are 255 in the labels; the obstacle track scores the road)\n    synth",
+                                     "    frames: all\n    roi: road only\n    synth", 1))
     spec = get_dataset_spec("smiyc_ro21", manifest)
     assert spec.frames == "all"
     write_synth_dataset(spec, tmp_path / "d", 3, (16, 32), layout="smiyc_release")
@@ -161,9 +177,37 @@ def test_frames_all_lists_unlabelled_images_and_the_reader_refuses_them(tmp_path
                                               "validation_3"]
     assert [r.labelled for r in listing.frames] == [False, False, True, True, True]
     assert [r.id for r in list_frames(copy, frames="labelled").frames] == ["validation_1", "validation_2", "validation_3"]
-    with pytest.raises(DatasetError, match="curvy-street_1.webp: smiyc_ro21 lists 2 unlabelled image"):
-        DatasetReader(spec, tmp_path / "d")
+    reader = DatasetReader(spec, tmp_path / "d")
+    assert reader.labelled == [False, False, True, True, True]
+    assert "5 frames (2 unlabelled)" in reader.notes()[0]
+    assert any(n.startswith("kept 2 unlabelled image(s) as frames") for n in reader.notes())
+    f = reader[0]
+    assert f.label_path is None and f.label.dtype == np.uint8 and (f.label == 255).all() and f.label.shape == f.size
+    assert reader[2].labelled and (reader[2].label != 255).any()
     assert check_dataset(spec, tmp_path / "d").ok  # unlabelled images are decoded, not label-checked
+
+
+def test_obstacle_track_keeps_excluded_ids_as_unlabelled_frames(tmp_path):
+    """ObstacleTrack-all holds all 40 validation frames; ObstacleTrack-validation scores 30 of
+    them: the 10 excluded ids are frames of the whole track whose labels are never read."""
+    spec = MANIFEST["smiyc_obstacle_track"]
+    write_synth_dataset(spec, tmp_path, 21, (8, 16), seed=2)
+    copy = locate(spec, tmp_path)
+    listing = list_frames(copy)
+    ids = [r.id for r in listing.frames]
+    assert len(ids) == 23 and ids[:2] == ["curvy-street_1", "curvy-street_2"] and ids[-1] == "validation_21"
+    unlabelled = [r.id for r in listing.frames if not r.labelled]
+    assert unlabelled == ["curvy-street_1", "curvy-street_2", "validation_19", "validation_21"]
+    assert (tmp_path / "dataset_ObstacleTrack/labels_masks/validation_19_labels_semantic.png").is_file()
+    assert not listing.orphan_labels  # the excluded frames' labels are theirs, not orphans
+    scored = [r.id for r in list_frames(copy, include_excluded=True).frames if r.labelled]
+    assert "validation_19" in scored and len(scored) == 21
+    # the validation copy of the same folder scores exactly the labelled frames of the track
+    ro = [r.id for r in list_frames(locate(MANIFEST["smiyc_ro21"], tmp_path, "smiyc_release")).frames]
+    assert ro == [r.id for r in listing.frames if r.labelled]
+    # a scene the benchmark does not know (its set_frames filter) does not fit the layout
+    (tmp_path / "dataset_ObstacleTrack/images/parking_1.webp").write_bytes(b"x")
+    assert [p.name for p in list_frames(copy).unexpected] == ["parking_1.webp"]
 
 
 def test_digest_covers_the_label_mapping_not_the_folders(tmp_path):
