@@ -264,15 +264,35 @@ def _write_atomic(path: Path, value: np.ndarray, attrs: dict) -> None:
         raise
 
 
+METHOD_ATTRS = ("model", "scorer", "temperature", "temp_target")  # one method: the same in every file of an archive
+
+
+def _made(values: tuple | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in zip(METHOD_ATTRS, values)) if values else "not made by analyze export"
+
+
 def pack(out: Path, method: str, form: ExportFormat = FORMATS["smiyc"]) -> tuple[Path, dict[str, int]]:
     """Zip ``out/anomaly_p/<method>/`` (every dataset folder in it) into ``out/<method>.zip``,
     entries ``<method>/<dataset>/<frame id><suffix>``, stored (HDF5 is compressed already);
-    written to a temporary name and renamed. Returns the path and the files per dataset."""
+    written to a temporary name and renamed. Returns the path and the files per dataset.
+
+    Every file must come from an export of the same model, scorer, T and target (one method):
+    an ExportError names two that differ.
+    """
     base = out / "anomaly_p" / method
     files = sorted(p for p in base.glob(f"*/*{form.suffix}") if not p.name.startswith("."))
     counts: dict[str, int] = {}
+    first: tuple | None = None
     for p in files:
         counts[p.parent.name] = counts.get(p.parent.name, 0) + 1
+        got = _read_hdf5(p)
+        made = tuple(got[2].get(k) for k in METHOD_ATTRS) if got else None
+        if first is None:
+            first = (p, made)
+        elif made != first[1]:
+            raise ExportError(f"{base}: mixes two methods, {first[0].relative_to(base)} ({_made(first[1])}) and "
+                              f"{p.relative_to(base)} ({_made(made)}); export both tracks with the same scorer and "
+                              "T into one method folder")
     target = out / f"{method}.zip"
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:

@@ -261,6 +261,12 @@ def test_zip_packs_the_method_folder(tmp_path, track, checkpoints):
         for n in names:
             assert zf.read(n) == (base / n).read_bytes()
     assert not list(tmp_path.glob(".*.tmp"))
+    # one method is one scorer at one T: an archive never mixes two
+    shutil.copytree(base / "EoMT_RbA", base / "Mixed")
+    _export(tmp_path / "o.zarr", tmp_path, "msp", 1.0, "Mixed", "--overwrite")
+    out = _export(track["caches"]["eomt"], tmp_path, "rba", 1.0, "Mixed", "--zip", code=1)
+    assert "Mixed: mixes two methods" in out and "scorer rba" in out and "scorer msp" in out
+    assert not (tmp_path / "Mixed.zip").exists()
 
 
 def test_export_refusals(tmp_path, track):
