@@ -1,7 +1,7 @@
 """`analyze`: score cached model outputs offline and turn results into tables and figures.
 
 Commands only wire arguments; the work is in analyze.driver, analyze.report,
-analyze.temperature, analyze.maps and analyze.inspect.
+analyze.temperature, analyze.maps, analyze.export and analyze.inspect.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from schemas.cache import CacheError, open_cache
+from analyze.export import FORMATS
+from schemas.cache import CacheError, open_cache, unlabelled_not_void
 from schemas.cli import StrictCommand, comma_list_option
 from schemas.results import FRAMES, ResultsError
 
@@ -41,6 +42,7 @@ def main():
       analyze score --cache caches/eomt/road_anomaly.zarr --scorers all --temps 0.5,0.75,1.1
       analyze report --results results.parquet --out report/
       analyze maps --cache caches/eomt/road_anomaly.zarr --scorer msp,rba --out maps/
+      analyze export --cache caches/eomt/smiyc_anomaly_track.zarr --scorer msp --method EoMT_MSP --out sub/ --zip
       analyze temperature --results results.parquet --select-on fs_static --metric auprc
     """
 
@@ -67,6 +69,10 @@ def inspect(cache, verify):
         if problems:
             raise click.ClickException(f"{cache}: {len(problems)} corrupt chunk(s)")
         click.echo("verify     all chunks intact (crc32c)")
+        voided = unlabelled_not_void(root, spec)
+        if voided:
+            raise click.ClickException(f"{cache}: {len(voided)} unlabelled frame(s) have labels that are not void "
+                                       f"(255) everywhere: {', '.join(voided[:3])}")
 
 
 def _parse_temps(ctx, param, value):
@@ -174,7 +180,7 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
                     cache, scorers, temps, temp_target, protocol, sched, storage_options=opts or None,
                     allow_partial=allow_partial, max_memory=budget, component_metrics=component_metrics,
                     bootstrap=bootstrap, seed=seed, warn=lambda m: click.echo(f"warning: {m}", err=True),
-                    name=name, frames=frame_rule,
+                    info=lambda m: click.echo(f"note: {m}", err=True), name=name, frames=frame_rule,
                 )
                 results.append(r), frames.append(f), curves.append(c)
         finally:
@@ -248,6 +254,52 @@ def maps(cache, scorers, temp, temp_target, frames, out):
         raise click.ClickException(str(exc)) from None
     for p in paths:
         click.echo(str(p))
+
+
+@main.command()
+@click.option("--cache", required=True, help="Cache path or URL of a benchmark split (e.g. smiyc_anomaly_track).")
+@click.option("--scorer", required=True, help="One scorer: msp, maxlogit, maxentropy, energy or rba (EoMT only).")
+@click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature in [0.1, 1000].")
+@click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True,
+              help="EoMT: T on the query class logits or on the per-pixel class scores (as in `analyze score`).")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="smiyc", show_default=True,
+              help="; ".join(f"{f.name}: {f.benchmark}, DIR/{f.doc}" for f in FORMATS.values()))
+@click.option("--method", required=True, help="Method name: the submission's folder (letters, digits, _ . + -).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (the benchmark's DIR_OUTPUTS).")
+@click.option("--overwrite", is_flag=True, help="Rewrite files that exist (default: complete files are skipped).")
+@click.option("--zip", "make_zip", is_flag=True, help="Also pack DIR/anomaly_p/<method>/ into DIR/<method>.zip for upload.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_zip, no_progress):
+    """Write one scorer's anomaly map of every frame (labelled or not) for a benchmark submission.
+
+    The maps are those of `analyze maps` (same scorer, T and --temp-target), cast to float16
+    at the image's original size. Resumable: rerun the same command to finish an
+    interrupted export; files of another export in the same method folder are refused.
+
+    \b
+    Example:
+      analyze export --cache caches/eomt/smiyc_anomaly_track.zarr --scorer msp --temp 1.1 \\
+          --format smiyc --method EoMT_MSP_T1.1 --out submission/ --zip
+    """
+    from analyze.export import ExportError, ExportOptionError, export_maps
+    from analyze.scorers import check_temperature
+
+    try:
+        check_temperature(temp)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--temp") from None
+    try:
+        summary = export_maps(cache, scorer, out, method, temperature=temp, temp_target=temp_target, fmt=fmt,
+                              overwrite=overwrite, make_zip=make_zip, progress=not no_progress,
+                              warn=lambda m: click.echo(f"warning: {m}", err=True))
+    except ExportOptionError as exc:
+        raise click.BadParameter(str(exc), param_hint=exc.option) from None
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(summary.line())
+    if summary.zip_path is not None:
+        packed = ", ".join(f"{d} {n} files" for d, n in summary.zipped.items())
+        click.echo(f"packed {packed} into {summary.zip_path}")
 
 
 @main.command()

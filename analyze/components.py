@@ -105,6 +105,8 @@ TRACKS: dict[str, TrackRules] = {
 DATASET_TRACKS: dict[str, str] = {
     "smiyc_ra21": "anomaly",  # AnomalyTrack-validation
     "smiyc_ro21": "obstacle",  # ObstacleTrack-validation
+    "smiyc_anomaly_track": "anomaly",  # AnomalyTrack-all: its labelled frames are AnomalyTrack-validation
+    "smiyc_obstacle_track": "obstacle",  # ObstacleTrack-all: its labelled frames are ObstacleTrack-validation
     "fs_lost_found": "anomaly",  # the benchmark README scores FishyLAFAnomaly-val with SegEval-AnomalyTrack
     "fs_static": "anomaly",  # not a SMIYC dataset: the default SegEval config (anomaly numbers)
     "road_anomaly": "anomaly",  # idem

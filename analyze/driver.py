@@ -276,17 +276,19 @@ def score_cache(
     bootstrap: int = 0,
     seed: int = 0,
     warn: Callable[[str], None] = lambda m: warnings.warn(m, stacklevel=2),
+    info: Callable[[str], None] = lambda m: None,
     name: str | None = None,
     frames: str = "all",
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Score one cache; returns (results rows, per-frame rows, curve rows).
 
-    Every row carries ``run`` (``name``, default :func:`schemas.results.default_run` of the
-    cache's checkpoint) and ``frames``: ``"all"`` pools every done frame with a labelled
-    pixel, ``"with-anomaly"`` only those with an anomaly pixel (their in-distribution pixels
-    go with them; semantic caches always pool every frame). ``n_frames`` counts the pooled
-    frames only, and only they are resampled by ``bootstrap``; ``warn`` says how many were
-    left out and why.
+    Only labelled frames are scored (``CacheSpec.labelled``); ``info`` is told how many
+    unlabelled frames were skipped. Every row carries ``run`` (``name``, default
+    :func:`schemas.results.default_run` of the cache's checkpoint) and ``frames``: ``"all"``
+    pools every done labelled frame with a labelled pixel, ``"with-anomaly"`` only those with
+    an anomaly pixel (their in-distribution pixels go with them; semantic caches always pool
+    every frame). ``n_frames`` counts the pooled frames only, and only they are resampled by
+    ``bootstrap``; ``warn`` says how many were left out and why.
     """
     if protocol not in M.PROTOCOLS:
         raise ScoreError(f"unknown protocol {protocol!r}; valid: {', '.join(M.PROTOCOLS)}")
@@ -300,11 +302,19 @@ def score_cache(
     root, spec = C.open_cache(cache, mode="r", storage_options=storage_options)
     prov = spec.provenance
     run = run or default_run(prov.model, prov.checkpoint_sha256, prov.checkpoint_file)
+    # unlabelled frames (a benchmark's test images) are never scored: metrics see labelled frames only
+    labelled = spec.labelled_mask
+    n_unlabelled = int((~labelled).sum())
+    if n_unlabelled:
+        info(f"{cache}: skipped {n_unlabelled} unlabelled frame(s); scoring the {int(labelled.sum())} labelled ones")
+    if not labelled.any():
+        raise ScoreError(f"{cache}: no labelled frame to score ({n_unlabelled} unlabelled frames; "
+                         "`analyze export` writes their maps)")
     done = C.done_mask(root)
-    done_frames = tuple(int(i) for i in np.flatnonzero(done))
-    if len(done_frames) < spec.n_frames:
-        missing = [spec.frame_ids[i] for i in np.flatnonzero(~done)]
-        msg = (f"{cache}: {len(missing)} of {spec.n_frames} frames are not done "
+    done_frames = tuple(int(i) for i in np.flatnonzero(done & labelled))
+    if len(done_frames) < labelled.sum():
+        missing = [spec.frame_ids[i] for i in np.flatnonzero(~done & labelled)]
+        msg = (f"{cache}: {len(missing)} of {int(labelled.sum())} {'labelled ' if n_unlabelled else ''}frames are not done "
                f"(e.g. {', '.join(missing[:3])}); finish `extract run` first")
         if not allow_partial:
             raise ScoreError(msg + " or pass --allow-partial to score the done frames only")

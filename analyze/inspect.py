@@ -24,7 +24,7 @@ def summary(root: zarr.Group, spec: CacheSpec, path: str) -> list[str]:
         f"model      {prov.model}  config {dict(prov.model_config)}",
         f"checkpoint sha256 {prov.checkpoint_sha256[:16]}...",
         f"dataset    {prov.dataset} ({spec.label_kind}), manifest {prov.manifest_digest[:12]}",
-        f"frames     {int(done.sum())}/{spec.n_frames} done",
+        f"frames     {int(done.sum())}/{spec.n_frames} done" + _unlabelled(spec),
         f"sizes      {sorted(set(spec.sizes))[:4]}{' ...' if len(set(spec.sizes)) > 4 else ''}",
         f"classes    K={spec.n_classes}" + (f", void channel {spec.void_channel}" if spec.void_channel is not None else ""),
     ]
@@ -39,6 +39,11 @@ def summary(root: zarr.Group, spec: CacheSpec, path: str) -> list[str]:
         raw = sum(int(np.prod(root[a.name].shape)) * np.dtype(a.dtype).itemsize for a in arrays_for(spec.kind))
         lines.append(f"disk       {size / 2**20:.1f} MiB (uncompressed {raw / 2**20:.1f} MiB, ratio {raw / size:.2f}x)")
     return lines
+
+
+def _unlabelled(spec: CacheSpec) -> str:
+    n = int((~spec.labelled_mask).sum())
+    return f", {n} unlabelled (never scored)" if n else ""
 
 
 def verify(root: zarr.Group, spec: CacheSpec) -> list[str]:

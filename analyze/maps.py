@@ -105,6 +105,19 @@ def _inputs(root, spec: C.CacheSpec, i: int) -> dict:
     return dict(class_logits=cl, mask_logits=ml, geom=spec.windows(i), out_size=spec.sizes[i])
 
 
+def frame_maps(root, spec: C.CacheSpec, i: int, scorers: Sequence, temperature: float,
+               temp_target: str = "query") -> dict[str, np.ndarray]:
+    """Anomaly maps of frame ``i``: scorer name -> float64 (H, W) at the original resolution.
+
+    The scores :func:`analyze.compose.iter_frame_scores` gives ``analyze score`` (higher = more
+    anomalous, no rescaling), at one temperature; ``temp_target`` as there (EoMT only).
+    The one map computation behind ``analyze maps`` and ``analyze export``.
+    """
+    (ts,) = iter_frame_scores(spec.kind, scorers=scorers, temperatures=(float(temperature),),
+                              temp_target=temp_target, **_inputs(root, spec, i))
+    return {s.name: np.asarray(ts.scores[s.name]) for s in scorers}
+
+
 def _names():
     from analyze.report import dataset_name, model_name, scorer_name
 
@@ -134,13 +147,12 @@ def write_maps(cache_path: str | os.PathLike, scorers: str, temperature: float, 
     for i in idx:
         fid = spec.frame_ids[i]
         label = C.read_label(root, spec, i)
-        (ts,) = iter_frame_scores(spec.kind, scorers=chosen, temperatures=(t,), temp_target=temp_target,
-                                  **_inputs(root, spec, i))
+        scores = frame_maps(root, spec, i, chosen, t, temp_target)
         shape = _display_shape(*label.shape)
         valid = label != 255
         maps = []
         for s in chosen:
-            score = np.asarray(ts.scores[s.name])  # (H, W) float64
+            score = scores[s.name]  # (H, W) float64
             p = out / map_filename(fid, s.name, t)
             np.save(p, score)
             written.append(p)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from extract.datasets import DatasetError, DatasetReader, DatasetSpec, get_dataset_spec, image_size, read_frame
+from extract.datasets import DatasetCopy, DatasetError, DatasetReader, get_dataset_spec, image_size, read_frame
 from extract.models import get_model_spec, load_model
 from extract.models.eomt import window_image
 from extract.models.erfnet import erfnet_input_size, preprocess_erfnet
@@ -154,8 +154,8 @@ ADAPTERS: dict[str, Adapter] = {
 class _FrameDataset(torch.utils.data.Dataset):
     """Decodes and prepares the frames to do (runs in DataLoader workers)."""
 
-    def __init__(self, spec: DatasetSpec, refs, indices, prepare, cfg, cache_spec: C.CacheSpec):
-        self.spec, self.refs, self.indices, self.prepare, self.cfg = spec, refs, indices, prepare, cfg
+    def __init__(self, copy: DatasetCopy, refs, indices, prepare, cfg, cache_spec: C.CacheSpec):
+        self.copy, self.refs, self.indices, self.prepare, self.cfg = copy, refs, indices, prepare, cfg
         self.cache_spec = cache_spec
 
     def __len__(self):
@@ -164,7 +164,7 @@ class _FrameDataset(torch.utils.data.Dataset):
     def __getitem__(self, k):
         i = self.indices[k]
         try:
-            frame = read_frame(self.spec, self.refs[i])
+            frame = read_frame(self.copy, self.refs[i])
             if frame.size != self.cache_spec.sizes[i]:
                 raise DatasetError(f"{frame.image_path}: size {frame.size} changed since the cache was created "
                                    f"({self.cache_spec.sizes[i]})")
@@ -198,6 +198,8 @@ def _identity_mismatch(old: C.CacheSpec, new: C.CacheSpec) -> list[str]:
     for k in ("kind", "frame_ids", "sizes", "n_classes", "crop_size", "n_queries", "mask_size", "logit_sizes"):
         if getattr(old, k) != getattr(new, k):
             diffs.append(k)
+    if not np.array_equal(old.labelled_mask, new.labelled_mask):  # a cache without the record: all labelled
+        diffs.append("labelled frames")
     return diffs
 
 
@@ -280,8 +282,15 @@ def run_extraction(
     compression: str = C.DEFAULT_COMPRESSION,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    layout: str | None = None,
+    include_excluded: bool = False,
+    skip_unexpected: bool = False,
 ) -> RunSummary:
-    """Run ``model`` over ``dataset`` and store its raw outputs in a cache (see module doc)."""
+    """Run ``model`` over ``dataset`` and store its raw outputs in a cache (see module doc).
+
+    ``layout``, ``include_excluded`` and ``skip_unexpected`` choose the copy and frames as in
+    :class:`extract.datasets.DatasetReader`; which copy was read and what was left out is logged.
+    """
     t_start = time.perf_counter()
     shard_i, shard_n = parse_shard(shard)
     mspec = get_model_spec(model)
@@ -293,7 +302,11 @@ def run_extraction(
     if DTYPES[dtype] is not None and dev.type != "cuda":
         raise ValueError(f"--dtype {dtype} needs --device cuda; on the CPU extraction runs in fp32")
     dspec = get_dataset_spec(dataset)
-    reader = DatasetReader(dspec, data_root)
+    reader = DatasetReader(dspec, data_root, strict=not skip_unexpected, layout=layout,
+                           include_excluded=include_excluded)
+    notes = reader.notes()
+    for note in notes:
+        log(note)
     refs = reader.refs[:limit] if limit else reader.refs
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
@@ -310,15 +323,19 @@ def run_extraction(
         checkpoint_sha256=file_sha256(ckpt),
         checkpoint_file=ckpt.name,
         dataset=dataset,
-        manifest_digest=dspec.digest(),
+        manifest_digest=reader.copy.digest(),
         preprocessing=_preprocessing(mspec.kind, cfg),
         versions=_versions(),
         device=_device_name(dev),
         dtype=dtype,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+    extra = {"dataset_copy": {"layout": reader.copy.layout.name, "folder": reader.copy.folder_name}}
+    if dspec.benchmark:
+        extra["benchmarks"] = {fmt: {"dataset": name, "count": dspec.count} for fmt, name in dspec.benchmark.items()}
     spec = C.CacheSpec(kind=mspec.kind, label_kind=dspec.kind, frame_ids=tuple(r.id for r in refs), sizes=sizes,
-                       provenance=prov, **adapter.spec_fields(cfg, sizes))
+                       provenance=prov, extra=extra, labelled=tuple(r.labelled for r in refs),
+                       **adapter.spec_fields(cfg, sizes))
     cache_path = Path(cache) if cache else default_cache_path(model, dataset)
     root, spec_on_disk = open_or_create(cache_path, spec, overwrite, compression)
     spec = spec_on_disk  # keep the stored provenance (creation time) for every write
@@ -330,7 +347,7 @@ def run_extraction(
         log(f"{cache_path}: {skipped} of {len(mine)} frames already done, skipping them")
 
     loader = torch.utils.data.DataLoader(
-        _FrameDataset(dspec, refs, todo, adapter.prepare, cfg, spec), batch_size=max(1, batch_size),
+        _FrameDataset(reader.copy, refs, todo, adapter.prepare, cfg, spec), batch_size=max(1, batch_size),
         num_workers=workers, collate_fn=_collate, pin_memory=False,
         persistent_workers=False, prefetch_factor=2 if workers else None,
     )
@@ -370,7 +387,7 @@ def run_extraction(
     C.consolidate(cache_path)
     seconds = time.perf_counter() - t_start
     summary = RunSummary(cache_path, len(mine), skipped, writer.written, seconds, _disk_usage(cache_path),
-                         _raw_bytes(root, spec), interrupted)
+                         _raw_bytes(root, spec), interrupted, notes)
     if failure:
         raise DatasetError(f"{failure} ({writer.written} frames written before it stay done; fix the file and rerun)")
     return summary

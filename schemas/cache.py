@@ -10,6 +10,10 @@ one cache without touching each other's chunks.
 
 Ragged frame sizes are padded to the largest frame; ``sizes``/``logit_sizes`` say how much
 of each padded slot is real. Labels are padded with 255 (void).
+
+``labelled`` says which frames have a label (a benchmark's test images have none): the label
+of an unlabelled frame is void (255) everywhere and no metric ever sees the frame. Caches
+written before the attribute existed have no ``labelled``: every frame is labelled.
 """
 
 from __future__ import annotations
@@ -156,6 +160,7 @@ class CacheSpec:
     n_queries: int | None = None
     mask_size: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    labelled: tuple[bool, ...] | None = None  # per frame; None (absent in older caches): all labelled
 
     def __post_init__(self):
         parse_kind(self.kind)
@@ -165,6 +170,8 @@ class CacheSpec:
             raise CacheError("frame_ids and sizes differ in length")
         if len(set(self.frame_ids)) != len(self.frame_ids):
             raise CacheError("frame ids are not unique")
+        if self.labelled is not None and len(self.labelled) != len(self.frame_ids):
+            raise CacheError("labelled and frame_ids differ in length")
         if self.kind == "pixel":
             if self.n_channels is None or self.logit_sizes is None or len(self.logit_sizes) != len(self.sizes):
                 raise CacheError("pixel cache needs n_channels and one logit size per frame")
@@ -175,6 +182,13 @@ class CacheSpec:
     @property
     def n_frames(self) -> int:
         return len(self.frame_ids)
+
+    @property
+    def labelled_mask(self) -> np.ndarray:
+        """(F,) bool: which frames have a label (all, when the cache does not say)."""
+        if self.labelled is None:
+            return np.ones(self.n_frames, dtype=bool)
+        return np.asarray(self.labelled, dtype=bool).reshape(self.n_frames)
 
     @property
     def label_shape(self) -> tuple[int, int]:
@@ -209,6 +223,10 @@ class CacheSpec:
             d["logit_sizes"] = [list(s) for s in self.logit_sizes]
         d["provenance"] = json.loads(json.dumps(asdict(self.provenance)))
         d["extra"] = dict(self.extra)
+        if self.labelled is None:
+            del d["labelled"]  # the format of caches written before the attribute existed
+        else:
+            d["labelled"] = [bool(v) for v in self.labelled]
         return d
 
     @classmethod
@@ -221,6 +239,8 @@ class CacheSpec:
         d["sizes"] = tuple(tuple(int(v) for v in s) for s in d["sizes"])
         if d.get("logit_sizes") is not None:
             d["logit_sizes"] = tuple(tuple(int(v) for v in s) for s in d["logit_sizes"])
+        if d.get("labelled") is not None:
+            d["labelled"] = tuple(bool(v) for v in d["labelled"])
         return cls(provenance=prov, **d)
 
 
@@ -418,6 +438,8 @@ def write_frame_common(root: zarr.Group, spec: CacheSpec, i: int, label: np.ndar
     h, w = spec.sizes[i]
     if label.shape != (h, w):
         raise CacheError(f"frame {spec.frame_ids[i]}: label shape {label.shape} != size {(h, w)}")
+    if not spec.labelled_mask[i] and not (label == 255).all():
+        raise CacheError(f"frame {spec.frame_ids[i]}: is unlabelled but its label is not void (255) everywhere")
     H, W = spec.label_shape
     padded = np.full((H, W), 255, dtype=np.uint8)
     padded[:h, :w] = label
@@ -460,6 +482,12 @@ def mark_done(root: zarr.Group, i: int) -> None:
 def read_label(root: zarr.Group, spec: CacheSpec, i: int) -> np.ndarray:
     h, w = spec.sizes[i]
     return np.asarray(root["labels"][i, :h, :w])
+
+
+def unlabelled_not_void(root: zarr.Group, spec: CacheSpec) -> list[str]:
+    """Ids of unlabelled frames whose stored label is not void (255) everywhere (should be none)."""
+    return [spec.frame_ids[i] for i in np.flatnonzero(~spec.labelled_mask)
+            if not (np.asarray(root["labels"][i]) == 255).all()]
 
 
 def read_thumbnail(root: zarr.Group, spec: CacheSpec, i: int) -> np.ndarray:
