@@ -38,7 +38,8 @@ evaluation: MSP and MaxEntropy at T = 0.01 underflow to ties and move FPR95 by 0
 at T = 0.1 loses ``T log(1 + r)`` beside ``max x`` and moves AUROC by 5e-6; MaxEntropy at
 T = 100 flattens near ``log K`` (2e-5) and at T = 1000 moves AuPRC by 1e-3). Computing in
 float64 and keeping float64 scores makes the metrics those of a float64 evaluation at every
-temperature in :data:`T_RANGE` (tested to 1e-6), for about 4x the time of this step. The
+temperature in :data:`T_RANGE` (tested to 1e-6), for 1.8x the time of this step (0.50 s
+instead of 0.28 s for five scorers and the semantic map of a 1024x2048 frame, one thread). The
 inputs ``x`` (ERFNet logits resized to the label size, EoMT class scores) stay float32, as
 in the official inference code.
 """
