@@ -184,7 +184,11 @@ def test_readme_pandas_example_with_several_runs_protocols_and_frames(tmp_path, 
     _ok(_an("temperature", "--results", out, "--select-on", "fs_static"))
     df = read_results(out)
     assert len(set(df.run)) == 2 and len(set(df.protocol)) == 2 and len(set(df.frames)) == 2
-    assert (df.selected_on != "").any()
+    sel = df[df.selected_on != ""]
+    assert set(sel.run) == set(df.run) and set(sel.dataset) == {"road_anomaly"}
+    # one T chosen per (run, model, scorer, target, protocol, frames): each run on its own rows
+    assert (sel.groupby(["run", "model", "scorer", "temp_target", "protocol", "frames"],
+                        observed=True).temperature.nunique() == 1).all()
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     exec(_readme_example(), ns)  # as a user would paste it
