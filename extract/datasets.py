@@ -20,12 +20,14 @@ import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 
+from schemas.errors import DataError
+
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifest.yaml"
 VOID = 255
 KINDS = ("anomaly", "semantic")
 
 
-class DatasetError(Exception):
+class DatasetError(DataError):
     """A dataset on disk does not match the manifest (the message names the file)."""
 
 
