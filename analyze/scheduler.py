@@ -103,6 +103,15 @@ def _active_client():
         return None
 
 
+def _check_address(address: str) -> None:
+    """ValueError for an address whose scheme distributed does not know, before a Client is
+    made (a Client that fails on it hangs ~40 s in its destructor when it is not the default)."""
+    from distributed.comm import parse_address
+    from distributed.comm.registry import get_backend
+
+    get_backend(parse_address(address)[0])
+
+
 class Scheduler:
     """The Dask scheduler of one run.
 
@@ -127,6 +136,8 @@ class Scheduler:
 
             where = scheduler_file or address or self.spec
             try:
+                if not scheduler_file:
+                    _check_address(address or self.spec)
                 self.client = (Client(scheduler_file=scheduler_file, set_as_default=False) if scheduler_file
                                else Client(address or self.spec, timeout="20s", set_as_default=False))
             except (OSError, ValueError, TypeError) as exc:

@@ -226,8 +226,8 @@ def _identity_mismatch(old: C.CacheSpec, new: C.CacheSpec) -> list[str]:
 def _older_limit_hint(old: C.CacheSpec, new: C.CacheSpec) -> str:
     n = old.n_frames
     if n < new.n_frames and old.frame_ids == new.frame_ids[:n]:
-        return (f"; it holds only the first {n} frames (made with --limit by an older version, "
-                "whose caches cannot grow)")
+        return (f"; it holds only the first {n} of these {new.n_frames} frames (made with --limit by a version "
+                "whose caches could not grow, or the dataset gained frames)")
     return ""
 
 

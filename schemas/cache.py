@@ -5,7 +5,8 @@ JSON Schema ``schemas/cache_attrs.schema.json`` and mirrored by :class:`CacheSpe
 arrays by :data:`ARRAYS`. Everything that depends only on the dataset and the model
 configuration (frame sizes, window geometry) is written when the cache is created; the
 extractor then writes, per frame, only chunks that belong to that frame (one frame or one
-crop per chunk), and flips ``done[i]`` last. Several writers (shards) can therefore fill
+crop per chunk), every one of them even when it equals the fill value, and flips
+``done[i]`` last (so a done frame always has all its chunks: :mod:`schemas.integrity`). Several writers (shards) can therefore fill
 one cache without touching each other's chunks.
 
 Ragged frame sizes are padded to the largest frame; ``sizes``/``logit_sizes`` say how much

@@ -166,3 +166,11 @@ def test_keep_going_scores_the_rest_and_lists_each_failure(tmp_path):
     assert len(failures) == 2
     assert "partial.zarr: 1 of 3 frames are not done" in failures[0] and "missing.zarr" in failures[1]
     assert set(read_results(out).dataset) == {"fs_static"}
+
+
+def test_unusable_scheduler_is_an_option_error(tmp_path):
+    cache = tmp_path / "c.zarr"
+    pixel_cache(cache, [(8, 8)], np.random.default_rng(0))
+    res = _analyze("score", "--cache", cache, "--scheduler", "foo://bar", "--no-progress", "--out", tmp_path / "r.parquet")
+    _one_line_error(res, "--scheduler", "'foo://bar'", "unknown address scheme", code=2)
+    assert not (tmp_path / "r.parquet").exists()

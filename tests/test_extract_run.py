@@ -220,6 +220,18 @@ def test_limit_then_a_larger_limit_then_none_extends_one_cache(tmp_path, anomaly
     _assert_same_cache(full, grown)
 
 
+def test_a_cache_of_fewer_frames_than_the_dataset_is_refused_with_a_hint(tmp_path, checkpoints):
+    from extract.synth import write_synth_dataset
+
+    data = tmp_path / "data"
+    write_synth_dataset(get_dataset_spec("road_anomaly"), data, 2, (48, 96), seed=0)
+    cache = tmp_path / "c.zarr"
+    run_extraction("erfnet", "road_anomaly", data, checkpoints["erfnet"], cache=cache, input_height=32, **RUN)
+    write_synth_dataset(get_dataset_spec("road_anomaly"), data, 4, (48, 96), seed=0)  # the dataset gained frames
+    with pytest.raises(CacheError, match="holds only the first 2 of these 4 frames"):
+        run_extraction("erfnet", "road_anomaly", data, checkpoints["erfnet"], cache=cache, input_height=32, **RUN)
+
+
 def test_device_auto_is_the_default_and_is_printed(tmp_path, anomaly_data, checkpoints):
     cache = tmp_path / "c.zarr"
     res = CliRunner().invoke(extract_main, ["run", "--model", "erfnet", "--dataset", "road_anomaly", "--data-root",
