@@ -48,26 +48,53 @@ def _dataset_option(f):
     return click.option("--dataset", required=True, type=click.Choice(names), help="Manifest name.")(f)
 
 
+def _layout_option(help_text):
+    return click.option("--layout", default=None, metavar="NAME", help=help_text)
+
+
+def _copy_options(f):
+    """Options choosing which copy under --data-root is read and which of its files are frames."""
+    f = click.option("--skip-unexpected", is_flag=True,
+                     help="Leave out files that do not fit the layout (default: they are an error).")(f)
+    f = click.option("--include-excluded", is_flag=True,
+                     help="Keep frames the layout excludes (e.g. the 10 ids SMIYC ObstacleTrack-validation leaves out).")(f)
+    return _layout_option("Only look for a copy in this layout of the manifest (when a data root holds several).")(f)
+
+
+def _spec_with_layout(dataset: str, layout: str | None):
+    """The dataset's spec; an unknown --layout is a usage error listing the valid ones."""
+    spec = get_dataset_spec(dataset)
+    if layout is not None and layout not in spec.layout_names:
+        raise click.BadParameter(f"{dataset} has no layout {layout!r}; valid: {', '.join(spec.layout_names)}",
+                                 param_hint="--layout")
+    return spec
+
+
 @datasets.command("check")
 @_dataset_option
 @click.option("--data-root", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder that holds the dataset folder (e.g. Validation_Dataset/).")
-def datasets_check(dataset, data_root):
-    """Validate a local copy against the manifest; errors exit non-zero.
+@_copy_options
+def datasets_check(dataset, data_root, layout, include_excluded, skip_unexpected):
+    """Find the copy under --data-root, say which layout it has, and validate every file;
+    errors exit non-zero.
 
     \b
     Example:
       extract datasets check --dataset road_anomaly --data-root Validation_Dataset/
     """
-    spec = get_dataset_spec(dataset)
-    report = check_dataset(spec, data_root)
+    spec = _spec_with_layout(dataset, layout)
+    report = check_dataset(spec, data_root, layout=layout, include_excluded=include_excluded,
+                           skip_unexpected=skip_unexpected)
+    for n in report.notes:
+        click.echo(f"note: {n}", err=True)
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     for e in report.errors:
         click.echo(f"error: {e}", err=True)
     if not report.ok:
-        raise click.ClickException(f"{dataset}: {len(report.errors)} problem(s) in {data_root}")
-    click.echo(f"{dataset}: {report.n_frames} frames OK in {data_root}")
+        raise click.ClickException(f"{dataset}: {len(report.errors)} problem(s) in {report.copy.folder}")
+    click.echo(f"{dataset}: {report.n_frames} frames OK in {report.copy.folder} (layout {report.copy.layout.name})")
 
 
 @datasets.command("synth")
@@ -76,19 +103,23 @@ def datasets_check(dataset, data_root):
 @click.option("--n", "n", default=4, show_default=True, type=click.IntRange(1), help="Number of frames.")
 @click.option("--size", default="64x128", show_default=True, help="Frame size HxW.")
 @click.option("--seed", default=0, show_default=True, type=int)
-def datasets_synth(dataset, out, n, size, seed):
-    """Write a tiny synthetic dataset in the real layout, with real encoded files.
+@_layout_option("Layout of the manifest to write [default: the dataset's first].")
+def datasets_synth(dataset, out, n, size, seed, layout):
+    """Write a tiny synthetic dataset in a real layout, with real encoded files (one seed
+    gives the same frames in every layout).
 
     \b
     Example:
-      extract datasets synth --dataset smiyc_ro21 --out /tmp/data --n 4 --size 64x128
+      extract datasets synth --dataset smiyc_ro21 --layout smiyc_release --out /tmp/data --n 4 --size 64x128
     """
     try:
         hw = parse_size(size)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--size") from None
-    paths = write_synth_dataset(get_dataset_spec(dataset), out, n, hw, seed=seed)
-    click.echo(f"wrote {len(paths)} {dataset} frames under {out}")
+    spec = _spec_with_layout(dataset, layout)
+    lay = spec.layout(layout)
+    paths = write_synth_dataset(spec, out, n, hw, seed=seed, layout=lay)
+    click.echo(f"wrote {len(paths)} {dataset} frames in layout {lay.name} under {out / lay.folders[0]}")
 
 
 def _model_option(f):
@@ -123,8 +154,9 @@ def _model_option(f):
                                       "lz4 ~6x faster to write; a new cache only.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing cache at --cache and start over.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@_copy_options
 def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size, workers, writer_threads, shard,
-        limit, input_height, compression, overwrite, no_progress):
+        limit, input_height, compression, overwrite, no_progress, layout, include_excluded, skip_unexpected):
     """Run a model once over a dataset and store its raw outputs in a Zarr cache.
 
     Resumable: rerunning the same command skips frames already done. Several jobs can
@@ -141,10 +173,12 @@ def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size,
         parse_shard(shard)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from None
+    _spec_with_layout(dataset, layout)
     summary = run_extraction(
         model, dataset, data_root, checkpoint, cache=cache, device=device, dtype=dtype, batch_size=batch_size,
         workers=workers, writer_threads=writer_threads, shard=shard, limit=limit, overwrite=overwrite,
         input_height=input_height, compression=compression, progress=not no_progress, log=lambda m: click.echo(m, err=True),
+        layout=layout, include_excluded=include_excluded, skip_unexpected=skip_unexpected,
     )
     click.echo(summary.line())
     if summary.interrupted:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from extract.datasets import DatasetError, DatasetReader, DatasetSpec, get_dataset_spec, image_size, read_frame
+from extract.datasets import DatasetCopy, DatasetError, DatasetReader, get_dataset_spec, image_size, read_frame
 from extract.models import get_model_spec, load_model
 from extract.models.eomt import window_image
 from extract.models.erfnet import erfnet_input_size, preprocess_erfnet
@@ -176,8 +176,8 @@ ADAPTERS: dict[str, Adapter] = {
 class _FrameDataset(torch.utils.data.Dataset):
     """Decodes and prepares the frames to do (runs in DataLoader workers)."""
 
-    def __init__(self, spec: DatasetSpec, refs, indices, prepare, cfg, cache_spec: C.CacheSpec):
-        self.spec, self.refs, self.indices, self.prepare, self.cfg = spec, refs, indices, prepare, cfg
+    def __init__(self, copy: DatasetCopy, refs, indices, prepare, cfg, cache_spec: C.CacheSpec):
+        self.copy, self.refs, self.indices, self.prepare, self.cfg = copy, refs, indices, prepare, cfg
         self.cache_spec = cache_spec
 
     def __len__(self):
@@ -186,7 +186,7 @@ class _FrameDataset(torch.utils.data.Dataset):
     def __getitem__(self, k):
         i = self.indices[k]
         try:
-            frame = read_frame(self.spec, self.refs[i])
+            frame = read_frame(self.copy, self.refs[i])
             if frame.size != self.cache_spec.sizes[i]:
                 raise DatasetError(f"{frame.image_path}: size {frame.size} changed since the cache was created "
                                    f"({self.cache_spec.sizes[i]})")
@@ -310,6 +310,9 @@ def run_extraction(
     compression: str = C.DEFAULT_COMPRESSION,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    layout: str | None = None,
+    include_excluded: bool = False,
+    skip_unexpected: bool = False,
 ) -> RunSummary:
     """Run ``model`` over ``dataset`` and store its raw outputs in a cache (see module doc).
 
@@ -317,6 +320,8 @@ def run_extraction(
     chosen is logged. ``limit``: extract only the first ``limit`` frames (a later call with a
     larger or no limit continues the same cache). A failing write stops the run with a
     CacheError naming the cache, the frame and the reason; the frames done before it stay.
+    ``layout``, ``include_excluded`` and ``skip_unexpected`` choose the copy and frames as in
+    :class:`extract.datasets.DatasetReader`; which copy was read and what was left out is logged.
     """
     t_start = time.perf_counter()
     try:
@@ -332,7 +337,11 @@ def run_extraction(
                           "on the CPU extraction runs in fp32")
     log(f"device: {_device_name(dev)}" + (" (--device auto)" if device == "auto" else ""))
     dspec = get_dataset_spec(dataset)
-    reader = DatasetReader(dspec, data_root)
+    reader = DatasetReader(dspec, data_root, strict=not skip_unexpected, layout=layout,
+                           include_excluded=include_excluded)
+    notes = reader.notes()
+    for note in notes:
+        log(note)
     refs = reader.refs  # the cache covers every frame; --limit only bounds what this run extracts
     n_run = min(limit, len(refs)) if limit else len(refs)
     ckpt = Path(checkpoint)
@@ -349,7 +358,7 @@ def run_extraction(
         model_config={k: v for k, v in cfg.items() if isinstance(v, (int, float, str, bool, list, type(None)))},
         checkpoint_sha256=file_sha256(ckpt),
         dataset=dataset,
-        manifest_digest=dspec.digest(),
+        manifest_digest=reader.copy.digest(),
         preprocessing=_preprocessing(mspec.kind, cfg),
         versions=_versions(),
         device=_device_name(dev),
@@ -357,7 +366,9 @@ def run_extraction(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     spec = C.CacheSpec(kind=mspec.kind, label_kind=dspec.kind, frame_ids=tuple(r.id for r in refs), sizes=sizes,
-                       provenance=prov, **adapter.spec_fields(cfg, sizes))
+                       provenance=prov, extra={"dataset_copy": {"layout": reader.copy.layout.name,
+                                                                "folder": reader.copy.folder_name}},
+                       **adapter.spec_fields(cfg, sizes))
     cache_path = Path(cache) if cache else default_cache_path(model, dataset)
     root, spec_on_disk = open_or_create(cache_path, spec, overwrite, compression)
     spec = spec_on_disk  # keep the stored provenance (creation time) for every write
@@ -374,7 +385,7 @@ def run_extraction(
         log(f"{cache_path}: {skipped} of {len(mine)} frames already done, skipping them")
 
     loader = torch.utils.data.DataLoader(
-        _FrameDataset(dspec, refs, todo, adapter.prepare, cfg, spec), batch_size=max(1, batch_size),
+        _FrameDataset(reader.copy, refs, todo, adapter.prepare, cfg, spec), batch_size=max(1, batch_size),
         num_workers=workers, collate_fn=_collate, pin_memory=False,
         persistent_workers=False, prefetch_factor=2 if workers else None,
     )
@@ -419,7 +430,7 @@ def run_extraction(
     C.consolidate(cache_path)
     seconds = time.perf_counter() - t_start
     summary = RunSummary(cache_path, len(mine), skipped, writer.written, seconds, _disk_usage(cache_path),
-                         _raw_bytes(root, spec), interrupted)
+                         _raw_bytes(root, spec), interrupted, notes)
     if failure:
         raise DatasetError(f"{failure} ({writer.written} frames written before it stay done; fix the file and rerun)")
     return summary

@@ -1,0 +1,225 @@
+"""``data_manifest.yaml``: the datasets, their label values and the folder layouts of their copies.
+
+A dataset entry says what the data *is* (kind, raw -> canonical label mapping, frame count);
+each of its layouts says how one kind of copy stores the files (folder, image glob/regex,
+label template, ids left out). The field reference is the comment block at the top of the
+manifest. Nothing here branches on a dataset or layout name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from schemas.errors import DataError
+
+DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifest.yaml"
+SCHEMA_VERSION = 2
+VOID = 255
+KINDS = ("anomaly", "semantic")
+UNMAPPED = ("error", "void")
+#: ``frames`` values: labelled = images with a label only; all = unlabelled images too.
+FRAME_SELECTIONS = ("labelled", "all")
+
+
+class DatasetError(DataError):
+    """A dataset on disk (or the manifest) does not match what is expected; the message names the file."""
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Raw label value -> canonical value of one layout (``label_map`` + ``unmapped``)."""
+
+    values: dict[int, int]
+    unmapped: str = "error"
+
+    @property
+    def lut(self) -> np.ndarray:
+        """256-entry lookup table raw -> canonical; unmapped raw values give -1 (error) or 255 (void)."""
+        table = np.full(256, VOID if self.unmapped == "void" else -1, dtype=np.int16)
+        for raw, canon in self.values.items():
+            table[raw] = canon
+        return table
+
+    def raw_for(self, canonical: int) -> int:
+        """First raw value that maps to ``canonical`` (what synthetic copies write)."""
+        for raw, canon in self.values.items():
+            if canon == canonical:
+                return raw
+        raise ValueError(f"no raw label value maps to {canonical}")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one kind of copy of a dataset stores its files (one entry under ``layouts:``)."""
+
+    name: str
+    dataset: str
+    description: str
+    folders: tuple[str, ...]  # accepted spellings of the folder under --data-root ("." = the root)
+    image_glob: str
+    image_regex: str
+    image_template: str
+    label_template: str
+    labels: LabelMap
+    labelled_ids: str | None = None  # ids that must have a label; None: every image must
+    exclude_prefixes: tuple[str, ...] = ()
+    exclude_reason: str = ""
+    synth: dict = field(default_factory=dict)
+
+    @property
+    def image_exts(self) -> tuple[str, ...]:
+        m = re.search(r"\(\?P<ext>([^)]*)\)", self.image_regex)
+        return tuple(m.group(1).split("|")) if m else ()
+
+    def expected(self) -> str:
+        """One line saying where this layout keeps images and labels (for error messages)."""
+        folders = " or ".join(f"{f}/" for f in self.folders)
+        image = self.image_template.replace("{ext}", "|".join(self.image_exts) or "{ext}")
+        return f"{self.name}: {folders} with {image} and {self.label_template}"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of the manifest (see the comment block at the top of ``data_manifest.yaml``)."""
+
+    name: str
+    title: str
+    kind: str
+    count: int
+    size: tuple[int, int] | None
+    roi: str
+    layouts: tuple[Layout, ...]
+    frames: str = "labelled"
+
+    @property
+    def layout_names(self) -> tuple[str, ...]:
+        return tuple(lay.name for lay in self.layouts)
+
+    def layout(self, name: str | None = None) -> Layout:
+        """The layout called ``name`` (default: the first one listed)."""
+        if name is None:
+            return self.layouts[0]
+        for lay in self.layouts:
+            if lay.name == name:
+                return lay
+        raise DatasetError(f"{self.name} has no layout {name!r}; valid: {', '.join(self.layout_names)}")
+
+    def digest(self, layout: str | None = None) -> str:
+        """sha256 of what fixes the cached content of a frame: dataset name, kind and the
+        layout's raw -> canonical label mapping.
+
+        Folders, globs, templates, titles, counts, sizes and synth settings are left out, so
+        caches made from different copies (layouts) of the same content are interchangeable;
+        frame ids and sizes are compared on their own when a cache is resumed.
+        """
+        labels = self.layout(layout).labels
+        payload = {"dataset": self.name, "kind": self.kind, "unmapped": labels.unmapped,
+                   "label_map": {str(k): v for k, v in sorted(labels.values.items())}}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _parse_label_map(raw: dict, fallback: LabelMap | None) -> LabelMap:
+    if "label_map" not in raw:
+        if fallback is None:
+            raise KeyError("label_map")
+        return LabelMap(fallback.values, str(raw.get("unmapped", fallback.unmapped)))
+    values = {int(k): int(v) for k, v in raw["label_map"].items()}
+    bad = [k for k in values if not 0 <= k <= 255]
+    if bad:
+        raise ValueError(f"raw label values {bad} outside 0..255")
+    return LabelMap(values, str(raw.get("unmapped", "error")))
+
+
+def _parse_layout(name: str, raw: dict, dataset: str, labels: LabelMap, synth: dict) -> Layout:
+    folders = raw["folder"]
+    folders = tuple(str(f) for f in (folders if isinstance(folders, list) else [folders]))
+    exclude = raw.get("exclude") or {}
+    layout = Layout(
+        name=name,
+        dataset=dataset,
+        description=str(raw.get("description", "")),
+        folders=folders,
+        image_glob=str(raw["images"]["glob"]),
+        image_regex=str(raw["images"]["regex"]),
+        image_template=str(raw["images"]["template"]),
+        label_template=str(raw["labels"]),
+        labels=_parse_label_map(raw, labels),
+        labelled_ids=raw.get("labelled_ids"),
+        exclude_prefixes=tuple(str(p) for p in exclude.get("prefixes", ())),
+        exclude_reason=str(exclude.get("reason", "")),
+        synth={**synth, **(raw.get("synth") or {})},
+    )
+    for rx in (layout.image_regex, layout.labelled_ids):
+        if rx is not None:
+            re.compile(rx)
+    if "(?P<id>" not in layout.image_regex:
+        raise ValueError("images.regex has no (?P<id>...) group")
+    return layout
+
+
+def _parse_entry(name: str, raw: dict, source: Path) -> DatasetSpec:
+    where = f"{source}: dataset {name!r}"
+    try:
+        labels = _parse_label_map(raw, None)
+        synth = dict(raw.get("synth") or {})
+        layouts_raw = raw["layouts"]
+        if not isinstance(layouts_raw, dict) or not layouts_raw:
+            raise ValueError("layouts must be a non-empty mapping of name -> layout")
+        layouts = []
+        for lname, lraw in layouts_raw.items():
+            try:
+                layouts.append(_parse_layout(str(lname), lraw, name, labels, synth))
+            except (KeyError, TypeError, ValueError, AttributeError, re.error) as exc:
+                raise DatasetError(f"{where} layout {lname!r} is malformed ({exc!r})") from None
+        spec = DatasetSpec(
+            name=name,
+            title=str(raw.get("title", name)),
+            kind=str(raw["kind"]),
+            count=int(raw["count"]),
+            size=tuple(int(s) for s in raw["size"]) if raw.get("size") else None,
+            roi=str(raw.get("roi", "")),
+            layouts=tuple(layouts),
+            frames=str(raw.get("frames", "labelled")),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DatasetError(f"{where} entry is malformed ({exc!r})") from None
+    if spec.kind not in KINDS:
+        raise DatasetError(f"{where} has kind {spec.kind!r}, expected one of {KINDS}")
+    if spec.frames not in FRAME_SELECTIONS:
+        raise DatasetError(f"{where} has frames {spec.frames!r}, expected one of {FRAME_SELECTIONS}")
+    for lay in spec.layouts:
+        if lay.labels.unmapped not in UNMAPPED:
+            raise DatasetError(f"{where} layout {lay.name!r} has unmapped {lay.labels.unmapped!r}, "
+                               f"expected one of {UNMAPPED}")
+    return spec
+
+
+def load_manifest(path: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
+    """Read the manifest (default: ``data_manifest.yaml`` beside the packages, or $ANOMSEG_MANIFEST)."""
+    source = Path(path or os.environ.get("ANOMSEG_MANIFEST") or DEFAULT_MANIFEST)
+    try:
+        raw = yaml.safe_load(source.read_text())
+    except OSError as exc:
+        raise DatasetError(f"{source}: cannot read the dataset manifest ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"{source}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), dict):
+        raise DatasetError(f"{source}: expected a top-level `datasets:` mapping")
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise DatasetError(f"{source}: schema_version {raw.get('schema_version')!r}, this version reads {SCHEMA_VERSION}")
+    return {str(name): _parse_entry(str(name), entry, source) for name, entry in raw["datasets"].items()}
+
+
+def get_dataset_spec(name: str, manifest: str | os.PathLike | None = None) -> DatasetSpec:
+    specs = load_manifest(manifest)
+    if name not in specs:
+        raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(sorted(specs))}")
+    return specs[name]
