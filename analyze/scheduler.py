@@ -213,7 +213,7 @@ class Scheduler:
 
         frames = self.client.compute(list(parts))  # one future per frame, merged on the workers
         total = self.client.compute(reduce(frames))
-        n, finished = len(frames), as_completed(frames)
+        n, finished = len(frames), as_completed(frames, loop=self.client.loop)
         del frames  # hold no frame result here: each is freed once merged
         with _bar(n, desc) as bar:
             for _ in finished:

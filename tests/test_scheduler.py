@@ -34,7 +34,7 @@ def test_scheduler_by_name(cache, reference, scheduler):
     pd.testing.assert_frame_equal(got, reference)
 
 
-def test_distributed_client_address_and_active_client(cache, reference):
+def test_distributed_client_address_and_active_client(cache, reference, capsys):
     from distributed import Client, LocalCluster, get_task_stream
 
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
@@ -44,6 +44,13 @@ def test_distributed_client_address_and_active_client(cache, reference):
             pd.testing.assert_frame_equal(got, reference)
             assert any(str(t["key"]).startswith("frame_task") for t in stream.data)
             assert client.status == "running"  # the caller's client is not closed
+            capsys.readouterr()
+            got = score_cache(cache, "msp,rba", (0.5, 1.0), scheduler=Scheduler.from_client(client, progress=True),
+                              max_memory=0)[0]  # two passes, each with a bar fed by the workers' frame futures
+            pd.testing.assert_frame_equal(got, reference)
+            err = capsys.readouterr().err
+            assert "pass 1/2 anomaly-pixel scores: 100%" in err and "pass 2/2 in-distribution counts: 100%" in err
+            assert "3/3 frames" in err
         got = score_cache(cache, "msp,rba", (0.5, 1.0), scheduler=cluster.scheduler_address)[0]
         pd.testing.assert_frame_equal(got, reference)
         with Client(cluster) as active:  # the default client: used when no scheduler is given
