@@ -11,24 +11,16 @@ import sys
 import click
 
 from analyze.export import FORMATS
-from schemas.cache import CacheError, open_cache, unlabelled_not_void
-from schemas.results import ResultsError
+from schemas.cache import open_cache, unlabelled_not_void
+from schemas.errors import DataError, ToolGroup, one_line
 
 
-class _Group(click.Group):
-    """Turns the tool's user-facing errors into one-line messages with exit code 1."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (CacheError, ResultsError, FileNotFoundError, PermissionError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-
-@click.group(cls=_Group)
+@click.group("analyze", cls=ToolGroup)
 @click.version_option(package_name="anomaly-seg-cache")
 def main():
     """Score every anomaly scorer on cached model outputs; report tables and figures.
+
+    Errors are one line; exit code 1 for bad data or files, 2 for bad options.
 
     \b
     Examples (one per command):
@@ -43,7 +35,8 @@ def main():
 
 @main.command()
 @click.argument("cache")
-@click.option("--verify", is_flag=True, help="Read every chunk and check its crc32c checksum.")
+@click.option("--verify", is_flag=True,
+              help="Check that every done frame has all its chunks and that every chunk decodes (crc32c).")
 def inspect(cache, verify):
     """Print a summary of CACHE and validate it against the schema.
 
@@ -61,12 +54,12 @@ def inspect(cache, verify):
         for p in problems:
             click.echo(f"error: {cache}: {p}", err=True)
         if problems:
-            raise click.ClickException(f"{cache}: {len(problems)} corrupt chunk(s)")
-        click.echo("verify     all chunks intact (crc32c)")
+            raise DataError(f"{cache}: {len(problems)} missing or corrupt chunk(s), listed above")
+        click.echo("verify     all chunks of the done frames present and intact (crc32c)")
         voided = unlabelled_not_void(root, spec)
         if voided:
-            raise click.ClickException(f"{cache}: {len(voided)} unlabelled frame(s) have labels that are not void "
-                                       f"(255) everywhere: {', '.join(voided[:3])}")
+            raise DataError(f"{cache}: {len(voided)} unlabelled frame(s) have labels that are not void "
+                            f"(255) everywhere: {', '.join(voided[:3])}")
 
 
 def _parse_temps(ctx, param, value):
@@ -108,7 +101,10 @@ def _parse_scorers(ctx, param, value):
 @click.option("--workers", default=None, type=click.IntRange(1), help="Local threads/processes (default: all cores).")
 @click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
               help="fsspec storage option for URL caches (repeatable).")
-@click.option("--allow-partial", is_flag=True, help="Score the done frames of an unfinished cache (with a warning).")
+@click.option("--allow-partial", is_flag=True,
+              help="Score the done frames of an unfinished cache, skipping done frames that lost chunks (with a warning).")
+@click.option("--keep-going", is_flag=True,
+              help="When a cache fails, score the remaining ones; exit 1 at the end, one line per failure.")
 @click.option("--component-metrics", is_flag=True, help="Also compute SMIYC component-level sIoU, PPV, mean F1.")
 @click.option("--max-memory", default="4GiB", show_default=True,
               help="Memory budget of the exact protocol before it switches to two passes (e.g. 512MiB, 8GiB).")
@@ -117,11 +113,12 @@ def _parse_scorers(ctx, param, value):
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap resampling.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def score(caches, scorers, temps, temp_target, protocol, out, scheduler, scheduler_file, workers, storage_options,
-          allow_partial, component_metrics, max_memory, bootstrap, seed, no_progress):
+          allow_partial, keep_going, component_metrics, max_memory, bootstrap, seed, no_progress):
     """Apply every scorer at every temperature to cached outputs; write results.parquet.
 
     Rows for an existing (model, dataset, scorer, T, protocol) are replaced, not duplicated.
-    Frames must all be done (see --allow-partial).
+    Each cache's rows are written (atomically) as soon as it is scored. Frames must all be
+    done and complete (see --allow-partial).
 
     \b
     Example:
@@ -130,8 +127,7 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
     """
     import pandas as pd
 
-    from analyze.driver import Scheduler, ScoreError, parse_storage_options, score_cache
-    from schemas.results import write_results, write_side_table
+    from analyze.driver import Scheduler, parse_storage_options, score_cache
 
     try:
         opts = parse_storage_options(storage_options)
@@ -142,31 +138,50 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--max-memory") from None
     _check_writable(out)
-    results, frames, curves = [], [], []
+    results, failures, total = [], [], 0
+    sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
     try:
-        sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
-        try:
-            for cache in caches:
-                click.echo(f"scoring {cache}", err=True)
+        for cache in caches:
+            click.echo(f"scoring {cache}", err=True)
+            try:
                 r, f, c = score_cache(
                     cache, scorers, temps, temp_target, protocol, sched, storage_options=opts or None,
                     allow_partial=allow_partial, max_memory=budget, component_metrics=component_metrics,
                     bootstrap=bootstrap, seed=seed, warn=lambda m: click.echo(f"warning: {m}", err=True),
                     info=lambda m: click.echo(f"note: {m}", err=True),
                 )
-                results.append(r), frames.append(f), curves.append(c)
-        finally:
-            sched.close()
-    except ScoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    table = write_results(pd.concat(results, ignore_index=True), out)
+            except (DataError, OSError) as exc:
+                if not keep_going:
+                    raise
+                failures.append(one_line(exc))
+                click.echo(f"warning: {cache} failed (reason at the end); --keep-going: next cache", err=True)
+                continue
+            total = _write_tables(r, f, c, out)  # now: a later cache's failure loses nothing
+            results.append(r)
+            click.echo(f"wrote {len(r)} rows of {cache} to {out}", err=True)
+    finally:
+        sched.close()
+    if results:
+        new = pd.concat(results, ignore_index=True)
+        click.echo(summary_table(new))
+        click.echo(f"wrote {len(new)} rows to {out} ({total} rows in total)")
+    if failures:
+        for line in failures:
+            click.echo(f"error: {line}", err=True)
+        raise DataError(f"{len(failures)} of {len(caches)} cache(s) failed (listed above); "
+                        f"the rows of the others are in {out}")
+
+
+def _write_tables(results, frames, curves, out) -> int:
+    """Write one cache's rows into results.parquet and its side tables (each atomically)."""
+    from schemas.results import write_results, write_side_table
+
+    table = write_results(results, out)
     stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
-    write_side_table(pd.concat(frames, ignore_index=True), f"{stem}_frames.parquet",
+    write_side_table(frames, f"{stem}_frames.parquet",
                      key=("model", "dataset", "scorer", "temperature", "temp_target", "protocol", "frame"))
-    write_side_table(pd.concat(curves, ignore_index=True), f"{stem}_curves.parquet")
-    new = pd.concat(results, ignore_index=True)
-    click.echo(summary_table(new))
-    click.echo(f"wrote {len(new)} rows to {out} ({len(table)} rows in total)")
+    write_side_table(curves, f"{stem}_curves.parquet")
+    return len(table)
 
 
 @main.command()
@@ -241,7 +256,7 @@ def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_z
       analyze export --cache caches/eomt/smiyc_anomaly_track.zarr --scorer msp --temp 1.1 \\
           --format smiyc --method EoMT_MSP_T1.1 --out submission/ --zip
     """
-    from analyze.export import ExportError, ExportOptionError, export_maps
+    from analyze.export import ExportOptionError, export_maps
 
     if not temp > 0:
         raise click.BadParameter(f"temperature must be > 0, got {temp}", param_hint="--temp")
@@ -251,8 +266,6 @@ def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_z
                               warn=lambda m: click.echo(f"warning: {m}", err=True))
     except ExportOptionError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.option) from None
-    except ExportError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(summary.line())
     if summary.zip_path is not None:
         packed = ", ".join(f"{d} {n} files" for d, n in summary.zipped.items())

@@ -18,6 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.errors import DataError
+
 RESULTS_SCHEMA_VERSION = 1
 SEMANTIC_SCORER = "semantic"
 KEY = ("model", "dataset", "scorer", "temperature", "temp_target", "protocol", "metric", "selected_on")
@@ -46,7 +48,7 @@ COLUMNS = tuple(RESULTS_SCHEMA.names)
 _STRING_COLS = [f.name for f in RESULTS_SCHEMA if pa.types.is_dictionary(f.type)]
 
 
-class ResultsError(Exception):
+class ResultsError(DataError):
     """A results file is missing, malformed or from another schema version."""
 
 

@@ -112,7 +112,7 @@ def test_track_caches_record_which_frames_are_labelled(track):
             label = read_label(root, spec, i)
             assert (label == 255).all() != lab, (model, i)  # unlabelled: void everywhere
     out = _cli(analyze_main, "inspect", track["caches"]["eomt"], "--verify")
-    assert "5/5 done, 2 unlabelled (never scored)" in out and "all chunks intact" in out
+    assert "5/5 done, 2 unlabelled (never scored)" in out and "present and intact" in out
 
 
 def test_score_uses_the_labelled_frames_only(track, scored):
