@@ -286,6 +286,11 @@ def test_export_refusals(tmp_path, track):
     zarr.open_group(str(part), mode="r+")["done"][1] = False
     out = _export(part, tmp_path, "msp", 1.0, "M", code=1)
     assert "1 of 5 frames are not done (e.g. airplane0001); a submission needs every frame" in out
+    lost = tmp_path / "lost.zarr"
+    shutil.copytree(erf, lost)
+    (lost / "logits" / "c" / "3" / "0" / "0" / "0").unlink()  # a done frame's logits chunk lost in a copy
+    out = _export(lost, tmp_path, "msp", 1.0, "M", code=1)
+    assert "array 'logits', frame validation0001" in out and "the cache lost data" in out
     assert not (tmp_path / "anomaly_p").exists()
 
 
