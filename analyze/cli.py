@@ -12,29 +12,18 @@ from pathlib import Path
 import click
 
 from analyze.export import FORMATS
-from schemas.cache import CacheError, open_cache, unlabelled_not_void
-from schemas.cli import StrictCommand, comma_list_option
+from schemas.cache import open_cache, unlabelled_not_void
+from schemas.cli import comma_list_option
+from schemas.errors import DataError, ToolGroup, one_line
 from schemas.results import FRAMES, ResultsError
 
 
-class _Group(click.Group):
-    """Turns the tool's user-facing errors into one-line messages with exit code 1; refuses a
-    repeated single-valued option (:mod:`schemas.cli`)."""
-
-    command_class = StrictCommand
-    group_class = type
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (CacheError, ResultsError, FileNotFoundError, PermissionError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-
-@click.group(cls=_Group)
+@click.group("analyze", cls=ToolGroup)
 @click.version_option(package_name="anomaly-seg-cache")
 def main():
     """Score every anomaly scorer on cached model outputs; report tables and figures.
+
+    Errors are one line; exit code 1 for bad data or files, 2 for bad options.
 
     \b
     Examples (one per command):
@@ -49,7 +38,8 @@ def main():
 
 @main.command()
 @click.argument("cache")
-@click.option("--verify", is_flag=True, help="Read every chunk and check its crc32c checksum.")
+@click.option("--verify", is_flag=True,
+              help="Check that every done frame has all its chunks and that every chunk decodes (crc32c).")
 def inspect(cache, verify):
     """Print a summary of CACHE and validate it against the schema.
 
@@ -67,12 +57,12 @@ def inspect(cache, verify):
         for p in problems:
             click.echo(f"error: {cache}: {p}", err=True)
         if problems:
-            raise click.ClickException(f"{cache}: {len(problems)} corrupt chunk(s)")
-        click.echo("verify     all chunks intact (crc32c)")
+            raise DataError(f"{cache}: {len(problems)} missing or corrupt chunk(s), listed above")
+        click.echo("verify     all chunks of the done frames present and intact (crc32c)")
         voided = unlabelled_not_void(root, spec)
         if voided:
-            raise click.ClickException(f"{cache}: {len(voided)} unlabelled frame(s) have labels that are not void "
-                                       f"(255) everywhere: {', '.join(voided[:3])}")
+            raise DataError(f"{cache}: {len(voided)} unlabelled frame(s) have labels that are not void "
+                            f"(255) everywhere: {', '.join(voided[:3])}")
 
 
 def _parse_temps(ctx, param, value):
@@ -123,7 +113,10 @@ def _parse_name(ctx, param, value):
 @click.option("--workers", default=None, type=click.IntRange(1), help="Local threads/processes (default: all cores).")
 @click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
               help="fsspec storage option for URL caches (repeatable).")
-@click.option("--allow-partial", is_flag=True, help="Score the done frames of an unfinished cache (with a warning).")
+@click.option("--allow-partial", is_flag=True,
+              help="Score the done frames of an unfinished cache, skipping done frames that lost chunks (with a warning).")
+@click.option("--keep-going", is_flag=True,
+              help="When a cache fails, score the remaining ones; exit 1 at the end, one line per failure.")
 @click.option("--component-metrics", is_flag=True, help="Also compute SMIYC component-level sIoU, PPV, mean F1.")
 @click.option("--max-memory", default="4GiB", show_default=True,
               help="Memory budget of the exact protocol before it switches to two passes (e.g. 512MiB, 8GiB).")
@@ -137,12 +130,14 @@ def _parse_name(ctx, param, value):
                    "evaluation code (their in-distribution pixels are dropped too).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def score(caches, scorers, temps, temp_target, protocol, out, scheduler, scheduler_file, workers, storage_options,
-          allow_partial, component_metrics, max_memory, bootstrap, seed, name, frame_rule, no_progress):
+          allow_partial, keep_going, component_metrics, max_memory, bootstrap, seed, name, frame_rule, no_progress):
     """Apply every scorer at every temperature to cached outputs; write results.parquet.
 
     Each row is keyed by its run (--name, default from the cache's checkpoint), model,
     dataset, scorer, T, target, protocol, frames and metric. Rows with the key of a new row
-    are replaced; rows of other runs stay. Frames must all be done (see --allow-partial).
+    are replaced; rows of other runs stay. Each cache's rows are written (atomically) as
+    soon as it is scored; two caches that would write rows with one key are refused before
+    any work. Frames must all be done and complete (see --allow-partial).
 
     \b
     Example:
@@ -151,9 +146,8 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
     """
     import pandas as pd
 
-    from analyze.driver import Scheduler, ScoreError, parse_storage_options, score_cache
-    from schemas.results import (FRAME_KEY, cache_conflicts, check_side_table, read_results, write_results,
-                                 write_side_table)
+    from analyze.driver import Scheduler, parse_storage_options, score_cache
+    from schemas.results import cache_conflicts, check_side_table, read_results
 
     try:
         opts = parse_storage_options(storage_options)
@@ -165,37 +159,77 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
         raise click.BadParameter(str(exc), param_hint="--max-memory") from None
     _check_writable(out)
     stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
-    side = (f"{stem}_frames.parquet", f"{stem}_curves.parquet")
     if Path(out).exists():  # an old or foreign file is refused now, not after the scoring
         read_results(out)
-    for path in side:
+    for path in (f"{stem}_frames.parquet", f"{stem}_curves.parquet"):
         check_side_table(path)
-    results, frames, curves = [], [], []
+    _check_distinct_runs(caches, opts or None, name)
+    results, failures, total = [], [], 0
+    sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
     try:
-        sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
-        try:
-            for cache in caches:
-                click.echo(f"scoring {cache}", err=True)
+        for cache in caches:
+            click.echo(f"scoring {cache}", err=True)
+            try:
                 r, f, c = score_cache(
                     cache, scorers, temps, temp_target, protocol, sched, storage_options=opts or None,
                     allow_partial=allow_partial, max_memory=budget, component_metrics=component_metrics,
                     bootstrap=bootstrap, seed=seed, warn=lambda m: click.echo(f"warning: {m}", err=True),
                     info=lambda m: click.echo(f"note: {m}", err=True), name=name, frames=frame_rule,
                 )
-                results.append(r), frames.append(f), curves.append(c)
-        finally:
-            sched.close()
-    except ScoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    new = pd.concat(results, ignore_index=True)
-    table = write_results(new, out)  # refuses (writing nothing) two new rows with one key
-    write_side_table(pd.concat(frames, ignore_index=True), side[0], key=FRAME_KEY)
-    write_side_table(pd.concat(curves, ignore_index=True), side[1])
-    click.echo(summary_table(new))
-    click.echo(f"wrote {len(new)} rows to {out} ({len(table)} rows in total)")
-    for msg in cache_conflicts(table):
-        click.echo(f"warning: {out}: {msg}; `analyze report` and `analyze temperature` refuse to combine them "
-                   "(score the other rows again, or this cache under another --name)", err=True)
+            except (DataError, OSError) as exc:
+                if not keep_going:
+                    raise
+                failures.append(one_line(exc))
+                click.echo(f"warning: {cache} failed (reason at the end); --keep-going: next cache", err=True)
+                continue
+            total = _write_tables(r, f, c, out)  # now: a later cache's failure loses nothing
+            results.append(r)
+            click.echo(f"wrote {len(r)} rows of {cache} to {out}", err=True)
+    finally:
+        sched.close()
+    if results:
+        new = pd.concat(results, ignore_index=True)
+        click.echo(summary_table(new))
+        click.echo(f"wrote {len(new)} rows to {out} ({total} rows in total)")
+        for msg in cache_conflicts(read_results(out)):
+            click.echo(f"warning: {out}: {msg}; `analyze report` and `analyze temperature` refuse to combine them "
+                       "(score the other rows again, or this cache under another --name)", err=True)
+    if failures:
+        for line in failures:
+            click.echo(f"error: {line}", err=True)
+        raise DataError(f"{len(failures)} of {len(caches)} cache(s) failed (listed above); "
+                        f"the rows of the others are in {out}")
+
+
+def _write_tables(results, frames, curves, out) -> int:
+    """Write one cache's rows into results.parquet and its side tables (each atomically)."""
+    from schemas.results import FRAME_KEY, write_results, write_side_table
+
+    table = write_results(results, out)  # refuses (writing nothing) two rows with one key
+    stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
+    write_side_table(frames, f"{stem}_frames.parquet", key=FRAME_KEY)
+    write_side_table(curves, f"{stem}_curves.parquet")
+    return len(table)
+
+
+def _check_distinct_runs(caches, storage_options, name) -> None:
+    """Two caches whose rows would share keys (one run, model and dataset: two checkpoints
+    under one --name, or a cache given twice) are refused before any work; a cache that
+    cannot be opened is left to fail when it is scored."""
+    from analyze.driver import run_name
+
+    seen: dict[tuple, str] = {}
+    for cache in caches:
+        try:
+            _, spec = open_cache(cache, storage_options=storage_options)
+        except (DataError, OSError):
+            continue
+        key = (run_name(spec, name), spec.provenance.model, spec.provenance.dataset)
+        if key in seen:
+            raise ResultsError(f"{seen[key]} and {cache} would both write the rows of run {key[0]} ({key[1]}, "
+                               f"{key[2]}): give each checkpoint its own run name (`analyze score --name`, one "
+                               "call per name)")
+        seen[key] = cache
 
 
 @main.command()
@@ -281,7 +315,7 @@ def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_z
       analyze export --cache caches/eomt/smiyc_anomaly_track.zarr --scorer msp --temp 1.1 \\
           --format smiyc --method EoMT_MSP_T1.1 --out submission/ --zip
     """
-    from analyze.export import ExportError, ExportOptionError, export_maps
+    from analyze.export import ExportOptionError, export_maps
     from analyze.scorers import check_temperature
 
     try:
@@ -294,8 +328,6 @@ def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_z
                               warn=lambda m: click.echo(f"warning: {m}", err=True))
     except ExportOptionError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.option) from None
-    except ExportError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(summary.line())
     if summary.zip_path is not None:
         packed = ", ".join(f"{d} {n} files" for d, n in summary.zipped.items())

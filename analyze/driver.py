@@ -5,7 +5,9 @@ remote), composes and scores one frame for every (scorer, T) with
 :func:`analyze.compose.iter_frame_scores`, and updates one mergeable state per key
 (:mod:`analyze.metrics`). States are merged in a tree (``fan_in`` at a time) and computed
 once at the end. Integer counts and exact sorting make the result independent of the
-scheduler and of the merge order.
+scheduler and of the merge order. Before any task runs, the done frames' chunks are checked
+to exist (:func:`scorable_frames`, :mod:`schemas.integrity`): a cache that lost data is
+never scored. Schedulers, progress bars and task threads: :mod:`analyze.scheduler`.
 
 Memory: the ``exact`` protocol keeps every non-void score of every (scorer, T) when that
 fits the ``max_memory`` budget (one pass). Otherwise it runs two passes over the frames:
@@ -16,26 +18,29 @@ scores between consecutive distinct anomaly scores (:class:`analyze.metrics.Posi
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from analyze import metrics as M
 from analyze.bootstrap import bootstrap_ci, edges_from_counts, frame_histograms
 from analyze.compose import iter_frame_scores
+from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler, single_threaded_tasks
 from analyze.scorers import SCORE_DTYPE, check_temperature, get_scorers
 from schemas import cache as C
+from schemas import integrity
+from schemas.errors import DataError
 from schemas.results import FRAMES, SEMANTIC_SCORER, default_run, parse_run
+
+__all__ = ["LOCAL_SCHEDULERS", "Scheduler", "ScoreError", "score_cache", "frame_task"]
 
 Key = tuple[str, float]  # (scorer, temperature)
 
 
-class ScoreError(Exception):
+class ScoreError(DataError):
     """Bad cache content or arguments for scoring (the message names the cache and frame)."""
 
 
@@ -109,13 +114,18 @@ def frame_task(job: ScoreJob, i: int, phase: str, aux: Mapping[Key, np.ndarray] 
     (the two passes of the memory-bounded exact protocol; ``aux`` maps each key to the
     sorted distinct anomaly scores), ``"components"`` (component-level metrics),
     ``"bootstrap"`` (per-frame score histograms over the bin edges ``aux[key]``).
+    Runs with torch and BLAS on one thread (:func:`analyze.scheduler.single_threaded_tasks`).
     """
-    import torch
+    with single_threaded_tasks():
+        return _frame_task(job, i, phase, aux)
 
-    torch.set_num_threads(1)  # Dask provides the parallelism
-    threadpool_limits(1, user_api="blas")  # numpy's BLAS too (EoMT class-score products)
+
+def _frame_task(job: ScoreJob, i: int, phase: str, aux) -> FrameResult:
     root, spec = _open(job)
-    label = C.read_label(root, spec, i)
+    try:
+        label = C.read_label(root, spec, i)
+    except C.CacheError as exc:  # a chunk that does not decode: name the cache too
+        raise ScoreError(f"{job.cache}: {exc}") from None
     out = FrameResult()
     if job.label_kind == "anomaly":
         n_pos = int(np.count_nonzero(label == 1))
@@ -125,7 +135,10 @@ def frame_task(job: ScoreJob, i: int, phase: str, aux: Mapping[Key, np.ndarray] 
     out.labels[i] = (n_pos, n_valid)
     if not contributes(n_pos, n_valid, job.frame_rule, job.label_kind):
         return out  # pools nothing: not scored, not counted, not resampled
-    inputs = _frame_inputs(root, spec, i, job)
+    try:
+        inputs = _frame_inputs(root, spec, i, job)
+    except C.CacheError as exc:
+        raise ScoreError(f"{job.cache}: {exc}") from None
     scorers = get_scorers(",".join(job.scorers), spec.kind) if job.scorers else ()
     temps = job.temperatures
     for ts in iter_frame_scores(spec.kind, scorers=scorers, temperatures=temps, temp_target=job.temp_target,
@@ -195,58 +208,6 @@ def tree_reduce(items: list, fan_in: int = 8):
     return level[0]
 
 
-# ---- schedulers ---------------------------------------------------------------------------
-
-LOCAL_SCHEDULERS = ("threads", "processes", "sync")
-
-
-class Scheduler:
-    """``threads`` (default), ``processes``, ``sync``, or a distributed cluster given by an
-    address (``tcp://host:8786``), a scheduler file, or ``DASK_SCHEDULER_ADDRESS``."""
-
-    def __init__(self, spec: str | None = None, scheduler_file: str | None = None, workers: int | None = None,
-                 progress: bool = True):
-        self.spec = spec or "threads"
-        self.scheduler_file = scheduler_file
-        self.workers = workers
-        self.progress = progress
-        self.client = None
-        address = os.environ.get("DASK_SCHEDULER_ADDRESS") if spec is None and not scheduler_file else None
-        if scheduler_file or address or self.spec not in LOCAL_SCHEDULERS:
-            from distributed import Client
-
-            try:
-                self.client = (Client(scheduler_file=scheduler_file) if scheduler_file
-                               else Client(address or self.spec, timeout="20s"))
-            except (OSError, ValueError) as exc:
-                where = scheduler_file or address or self.spec
-                raise ScoreError(f"cannot connect to the Dask scheduler {where!r} ({exc}); "
-                                 f"use one of {', '.join(LOCAL_SCHEDULERS)} or a reachable address") from None
-
-    def compute(self, obj, label: str = ""):
-        import dask
-
-        if self.client is not None:
-            fut = self.client.compute(obj)
-            if self.progress:
-                from distributed import progress
-
-                progress(fut)
-            return fut.result()
-        name = {"sync": "synchronous"}.get(self.spec, self.spec)
-        kwargs = {"num_workers": self.workers} if self.workers and name != "synchronous" else {}
-        if self.progress:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar(minimum=1.0, dt=0.5):
-                return dask.compute(obj, scheduler=name, **kwargs)[0]
-        return dask.compute(obj, scheduler=name, **kwargs)[0]
-
-    def close(self):
-        if self.client is not None:
-            self.client.close()
-
-
 # ---- one cache ---------------------------------------------------------------------------
 
 DEFAULT_MAX_MEMORY = 4 * 2**30
@@ -261,13 +222,40 @@ def plan_passes(spec: C.CacheSpec, n_keys: int, protocol: str, max_memory: int) 
     return "one-pass" if pixels * n_keys * SCORE_BYTES <= max_memory else "two-pass"
 
 
-def score_cache(
+def score_cache(cache: str, scorers: str = "all", temperatures: Sequence[float] = (1.0,), temp_target: str = "query",
+                protocol: str = "exact", scheduler=None, **options) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Score one cache; returns (results rows, per-frame rows, curve rows).
+
+    ``scheduler``: a name (``threads``, ``processes``, ``sync``), a distributed scheduler
+    address, a ``distributed.Client``, an :class:`analyze.scheduler.Scheduler`, or None: the
+    active Dask client, else Dask's configured scheduler (``dask.config.set(scheduler=...)``),
+    else threads, as Dask libraries do. A client made here from an address is closed before
+    returning. The caller's torch and BLAS thread settings are left as they were.
+
+    ``options``: ``storage_options`` (fsspec, for URL caches), ``allow_partial`` (score the
+    done frames of an unfinished cache, skip done frames that lost chunks; with a warning),
+    ``max_memory`` (bytes before the exact protocol takes two passes), ``component_metrics``,
+    ``curve_points``, ``bootstrap`` (resamples) and ``seed``, ``warn`` (called with each
+    warning line; default ``warnings.warn``), ``info`` (called with notes such as the number of
+    unlabelled frames skipped), ``name`` (the run name of every row; default
+    :func:`schemas.results.default_run` of the cache's checkpoint) and ``frames`` (``"all"`` or
+    ``"with-anomaly"``: which frames are pooled).
+    """
+    sched, made_here = Scheduler.resolve(scheduler)
+    try:
+        return _score_cache(cache, scorers, temperatures, temp_target, protocol, sched, **options)
+    finally:
+        if made_here:
+            sched.close()
+
+
+def _score_cache(
     cache: str,
-    scorers: str = "all",
-    temperatures: Sequence[float] = (1.0,),
-    temp_target: str = "query",
-    protocol: str = "exact",
-    scheduler: Scheduler | None = None,
+    scorers: str,
+    temperatures: Sequence[float],
+    temp_target: str,
+    protocol: str,
+    sched: Scheduler,
     storage_options: Mapping[str, Any] | None = None,
     allow_partial: bool = False,
     max_memory: int = DEFAULT_MAX_MEMORY,
@@ -280,15 +268,12 @@ def score_cache(
     name: str | None = None,
     frames: str = "all",
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Score one cache; returns (results rows, per-frame rows, curve rows).
-
-    Only labelled frames are scored (``CacheSpec.labelled``); ``info`` is told how many
-    unlabelled frames were skipped. Every row carries ``run`` (``name``, default
-    :func:`schemas.results.default_run` of the cache's checkpoint) and ``frames``: ``"all"``
-    pools every done labelled frame with a labelled pixel, ``"with-anomaly"`` only those with
-    an anomaly pixel (their in-distribution pixels go with them; semantic caches always pool
-    every frame). ``n_frames`` counts the pooled frames only, and only they are resampled by
-    ``bootstrap``; ``warn`` says how many were left out and why.
+    """Score one cache (see :func:`score_cache`); ``info`` is told how many unlabelled frames were
+    skipped. Every row carries ``run`` (``name``, default :func:`schemas.results.default_run` of
+    the cache's checkpoint) and ``frames``: ``"all"`` pools every scorable frame with a labelled
+    pixel, ``"with-anomaly"`` only those with an anomaly pixel (their in-distribution pixels go
+    with them; semantic caches always pool every frame). ``n_frames`` counts the pooled frames
+    only, and only they are resampled by ``bootstrap``; ``warn`` says how many were left out and why.
     """
     if protocol not in M.PROTOCOLS:
         raise ScoreError(f"unknown protocol {protocol!r}; valid: {', '.join(M.PROTOCOLS)}")
@@ -301,26 +286,8 @@ def score_cache(
         raise ScoreError(str(exc)) from None
     root, spec = C.open_cache(cache, mode="r", storage_options=storage_options)
     prov = spec.provenance
-    run = run or default_run(prov.model, prov.checkpoint_sha256, prov.checkpoint_file)
-    # unlabelled frames (a benchmark's test images) are never scored: metrics see labelled frames only
-    labelled = spec.labelled_mask
-    n_unlabelled = int((~labelled).sum())
-    if n_unlabelled:
-        info(f"{cache}: skipped {n_unlabelled} unlabelled frame(s); scoring the {int(labelled.sum())} labelled ones")
-    if not labelled.any():
-        raise ScoreError(f"{cache}: no labelled frame to score ({n_unlabelled} unlabelled frames; "
-                         "`analyze export` writes their maps)")
-    done = C.done_mask(root)
-    done_frames = tuple(int(i) for i in np.flatnonzero(done & labelled))
-    if len(done_frames) < labelled.sum():
-        missing = [spec.frame_ids[i] for i in np.flatnonzero(~done & labelled)]
-        msg = (f"{cache}: {len(missing)} of {int(labelled.sum())} {'labelled ' if n_unlabelled else ''}frames are not done "
-               f"(e.g. {', '.join(missing[:3])}); finish `extract run` first")
-        if not allow_partial:
-            raise ScoreError(msg + " or pass --allow-partial to score the done frames only")
-        warn(msg + "; scoring the done frames only")
-    if not done_frames:
-        raise ScoreError(f"{cache}: no frame is done")
+    run = run or run_name(spec)
+    done_frames = scorable_frames(root, spec, str(cache), allow_partial, warn, info)
     try:
         chosen = get_scorers(scorers, spec.kind) if spec.label_kind == "anomaly" else ()
     except ValueError as exc:
@@ -339,9 +306,10 @@ def score_cache(
         temp_target=temp_target, protocol=protocol, frames=done_frames, label_kind=spec.label_kind, kind=spec.kind,
         frame_rule=rule,
     )
-    sched = scheduler or Scheduler()
     n_keys = len(chosen) * len(temps)
     plan = plan_passes(spec, max(1, n_keys), protocol, max_memory) if chosen else "one-pass"
+    sched.start_passes((2 if plan == "two-pass" else 1) + bool(bootstrap and chosen and protocol == "exact")
+                       + bool(component_metrics and chosen))  # smiyc intervals need no pass of their own
     result = _run_phase(sched, job, "one-pass" if plan == "one-pass" else "positives")
     pooled = _pooled_frames(cache, spec, result.labels, rule, warn)
     job = ScoreJob(**{**job.__dict__, "frames": pooled})  # later passes read the pooled frames only
@@ -383,6 +351,15 @@ def score_cache(
     return pd.DataFrame(rows), frame_rows, pd.DataFrame(curve_rows)
 
 
+def run_name(spec: C.CacheSpec, name: str | None = None) -> str:
+    """The run of a cache's rows: ``name`` (checked), else :func:`schemas.results.default_run` of
+    the cache's checkpoint (file stem and sha256)."""
+    if name is not None:
+        return parse_run(name)
+    prov = spec.provenance
+    return default_run(prov.model, prov.checkpoint_sha256, prov.checkpoint_file)
+
+
 def _pooled_frames(cache: str, spec: C.CacheSpec, labels: Mapping[int, tuple[int, int]], rule: str,
                    warn: Callable[[str], None]) -> tuple[int, ...]:
     """The frames (indices) that ``rule`` pools, from each frame's (anomaly, labelled) pixel
@@ -395,9 +372,12 @@ def _pooled_frames(cache: str, spec: C.CacheSpec, labels: Mapping[int, tuple[int
     def ids(idx):
         return ", ".join(spec.frame_ids[i] for i in idx[:3]) + (", ..." if len(idx) > 3 else "")
 
-    if empty:
-        warn(f"{cache}: {len(empty)} of {len(labels)} frames have no labelled pixel (all void): they are left out "
-             f"of n_frames and of the bootstrap ({ids(empty)})")
+    if len(empty) == 1:
+        warn(f"{cache}: frame {ids(empty)} is done but its labels are all void (255): it adds no pixel to any "
+             "metric and is left out of n_frames and of the bootstrap")
+    elif empty:
+        warn(f"{cache}: {len(empty)} of {len(labels)} frames are done but their labels are all void (255): they add "
+             f"no pixel to any metric and are left out of n_frames and of the bootstrap ({ids(empty)})")
     if rule == "with-anomaly" and no_anomaly:
         warn(f"{cache}: --frames with-anomaly leaves out {len(no_anomaly)} of {len(labels)} frames without an "
              f"anomaly pixel, with their in-distribution pixels ({ids(no_anomaly)})")
@@ -407,12 +387,66 @@ def _pooled_frames(cache: str, spec: C.CacheSpec, labels: Mapping[int, tuple[int
     return pooled
 
 
+#: what each pass over the frames computes (progress bar labels)
+PHASE_LABELS = {
+    "one-pass": "scores and metric states",
+    "positives": "anomaly-pixel scores",
+    "negatives": "in-distribution counts",
+    "bootstrap": "bootstrap histograms",
+    "components": "component metrics",
+}
+
+
+def scorable_frames(root, spec: C.CacheSpec, cache: str, allow_partial: bool, warn,
+                    info: Callable[[str], None] = lambda m: None) -> tuple[int, ...]:
+    """Indices of the labelled done frames that have every chunk (:mod:`schemas.integrity`).
+
+    Unlabelled frames (a benchmark's test images, ``CacheSpec.labelled``) are never scored;
+    ``info`` is told how many were skipped. Frames not done, or done but missing a chunk
+    (lost in a copy), are refused with one line naming the cache (and the array and frame),
+    or skipped with a warning when ``allow_partial``. The static arrays must agree with the
+    attributes in any case.
+    """
+    labelled = spec.labelled_mask
+    n_unlabelled = int((~labelled).sum())
+    if n_unlabelled:
+        info(f"{cache}: skipped {n_unlabelled} unlabelled frame(s); scoring the {int(labelled.sum())} labelled ones")
+    if not labelled.any():
+        raise ScoreError(f"{cache}: no labelled frame to score ({n_unlabelled} unlabelled frames; "
+                         "`analyze export` writes their maps)")
+    done = C.done_mask(root)
+    frames = [int(i) for i in np.flatnonzero(done & labelled)]
+    n_labelled = int(labelled.sum())
+    if len(frames) < n_labelled:
+        missing = [spec.frame_ids[i] for i in np.flatnonzero(~done & labelled)]
+        msg = (f"{cache}: {len(missing)} of {n_labelled} {'labelled ' if n_unlabelled else ''}frames are not done "
+               f"(e.g. {', '.join(missing[:3])}); finish `extract run` first")
+        if not allow_partial:
+            raise ScoreError(msg + " or pass --allow-partial to score the done frames only")
+        warn(msg + "; scoring the done frames only")
+    problems = integrity.check_frames(root, spec, frames)
+    static = [p for p in problems if p.frame is None]
+    if static:
+        raise ScoreError(f"{cache}: {integrity.describe(static)}; the cache is damaged (copy it again)")
+    if problems:
+        lost = {p.frame for p in problems}
+        msg = (f"{cache}: {len(lost)} done frame(s) lack data chunks: {integrity.describe(problems)}; "
+               "rerun `extract run` to extract them again, or copy the cache again")
+        if not allow_partial:
+            raise ScoreError(msg + "; --allow-partial skips them")
+        warn(msg + f"; skipping these {len(lost)} frame(s)")
+        frames = [i for i in frames if i not in lost]
+    if not frames:
+        raise ScoreError(f"{cache}: no frame is done" + (" and complete" if problems else ""))
+    return tuple(frames)
+
+
 def _run_phase(sched: Scheduler, job: ScoreJob, phase: str, aux=None) -> FrameResult:
     import dask
 
     task = dask.delayed(frame_task, pure=True)
     parts = [task(job, i, phase, aux) for i in job.frames]
-    return sched.compute(tree_reduce(parts), label=phase)
+    return sched.map_reduce(parts, tree_reduce, PHASE_LABELS[phase])
 
 
 def _bootstrap(sched, job: ScoreJob, result: FrameResult, n_boot: int, seed: int, warn) -> dict:

@@ -20,6 +20,7 @@ import numpy as np
 from analyze.compose import iter_frame_scores
 from analyze.scorers import get_scorers
 from schemas import cache as C
+from schemas import integrity
 
 DEFAULT_N_FRAMES = 4
 DISPLAY_LONG_SIDE = 512
@@ -138,6 +139,9 @@ def write_maps(cache_path: str | os.PathLike, scorers: str, temperature: float, 
     where = str(cache_path)
     chosen = get_scorers(scorers, spec.kind)
     idx = _frame_indices(spec, C.done_mask(root), frames, where)
+    problems = integrity.check_frames(root, spec, idx)
+    if problems:
+        raise C.CacheError(f"{where}: {integrity.describe(problems)}; the cache lost data")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = float(temperature)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analyze.cells import checked, one_row_each, plain
+from schemas.errors import DataError
 from schemas.results import SEMANTIC_SCORER
 
 #: metrics where lower is better (selection minimises them)
@@ -135,24 +136,69 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     return float(np.sum(np.abs(s_acc - s_conf)) / conf.size)
 
 
-def _sample_positions(root, spec, frames: Sequence[int], max_pixels: int, seed: int) -> dict[int, np.ndarray]:
-    """Frame -> sorted flat indices of the sampled non-ignored pixels (same for every T)."""
-    from schemas.cache import read_label
+def pixel_keys(seed: int, frame: int, n: int) -> np.ndarray:
+    """The sampling keys of the ``n`` labelled pixels of ``frame`` (uniform in [0, 1), float64),
+    from a generator seeded with ``(seed, frame)``: a pixel's key does not depend on the other frames."""
+    return np.random.default_rng([seed, frame]).random(n)
 
-    valid = {i: np.flatnonzero(read_label(root, spec, i).ravel() != 255) for i in frames}
-    total = sum(v.size for v in valid.values())
-    if total == 0:
-        raise ValueError("no labelled pixel (all 255) in the cache")
-    rng = np.random.default_rng(seed)
-    take = np.sort(rng.choice(total, size=min(int(max_pixels), total), replace=False))
-    out, start = {}, 0
-    for i in frames:
-        n = valid[i].size
-        sel = take[(take >= start) & (take < start + n)] - start
-        if sel.size:
-            out[i] = valid[i][sel]
-        start += n
+
+def _smallest(keys: np.ndarray, k: int) -> np.ndarray:
+    return np.argpartition(keys, k - 1)[:k] if keys.size > k else np.arange(keys.size)
+
+
+def sample_pixels(labels, max_pixels: int, seed: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """A uniform sample without replacement of ``max_pixels`` labelled pixels (label != 255)
+    of all frames, or all of them when there are fewer: frame -> (sorted flat indices, labels).
+
+    ``labels`` yields ``(frame index, flat label array)``, one frame at a time. Bottom-k
+    sampling: every labelled pixel gets a uniform key (:func:`pixel_keys`) and the
+    ``max_pixels`` smallest keys of the whole dataset win, which is a uniform sample without
+    replacement. The winners so far are kept in a reservoir of at most ``max_pixels`` (key,
+    frame, index, label) entries, merged with each frame's own ``max_pixels`` smallest keys, so
+    memory is one frame plus the reservoir, whatever the number of frames; the sample depends
+    on the seed only (not on the order or grouping of the frames).
+    """
+    k = int(max_pixels)
+    keys, frame_of, index, label = np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint8)
+    for i, lab in labels:
+        valid = np.flatnonzero(lab != 255)
+        if not valid.size:
+            continue
+        u = pixel_keys(seed, i, valid.size)
+        best = _smallest(u, k)
+        keys = np.concatenate([keys, u[best]])
+        frame_of = np.concatenate([frame_of, np.full(best.size, i, np.int64)])
+        index = np.concatenate([index, valid[best]])
+        label = np.concatenate([label, lab[valid[best]]])
+        keep = _smallest(keys, k)
+        keys, frame_of, index, label = keys[keep], frame_of[keep], index[keep], label[keep]
+    out = {}
+    for i in np.unique(frame_of):
+        sel = np.flatnonzero(frame_of == i)
+        order = np.argsort(index[sel])
+        out[int(i)] = (index[sel][order], label[sel][order])
     return out
+
+
+def pixel_logits_at(logits: np.ndarray, out_size: tuple[int, int], void_channel: int | None,
+                    rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(n, K) float64: the logits bilinearly resized to ``out_size``, void channel dropped, at
+    the pixels (rows, cols) only; the values of
+    :func:`analyze.compose.pixel_logits_to_label_size` there (same taps, float32, to rounding)."""
+    from analyze.compose import _linear_taps
+
+    z = np.asarray(logits)  # (C, h, w)
+    keep = [c for c in range(z.shape[0]) if c != void_channel]
+    (h, w), (H, W) = z.shape[1:], out_size
+    y0, y1, ay0, ay1 = (t.numpy()[rows] for t in _linear_taps(h, H))
+    x0, x1, ax0, ax1 = (t.numpy()[cols] for t in _linear_taps(w, W))
+
+    def at(y, x):
+        return z[:, y, x][keep].astype(np.float32)  # (K, n)
+
+    top = at(y0, x0) * ax0 + at(y0, x1) * ax1  # the width pass on both source rows
+    bot = at(y1, x0) * ax0 + at(y1, x1) * ax1
+    return (top * ay0 + bot * ay1).T.astype(np.float64)  # then the height pass
 
 
 def query_pixel_weights(mask_logits: np.ndarray, geom, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -213,35 +259,42 @@ class _Calibration:
     """The sampled pixels of a semantic cache, ready to give class probabilities at any T."""
 
     def __init__(self, cache_path, max_pixels: int, seed: int, storage_options=None):
-        from schemas.cache import done_mask, open_cache, read_label, read_pixel_logits, read_query_outputs
+        from schemas import integrity
+        from schemas.cache import CacheError, done_mask, open_cache, read_label, read_pixel_logits, read_query_outputs
 
         root, spec = open_cache(cache_path, storage_options=storage_options)
         if spec.label_kind != "semantic":
-            raise ValueError(f"{cache_path}: temperature scaling needs an in-distribution semantic cache "
-                             f"(e.g. cityscapes_val); this one has {spec.label_kind} labels")
+            raise DataError(f"{cache_path}: temperature scaling needs an in-distribution semantic cache "
+                            f"(e.g. cityscapes_val); this one has {spec.label_kind} labels")
         frames = [int(i) for i in np.flatnonzero(done_mask(root))]
         if not frames:
-            raise ValueError(f"{cache_path}: no frame is done")
+            raise DataError(f"{cache_path}: no frame is done")
+        problems = integrity.check_frames(root, spec, frames)
+        if problems:
+            raise DataError(f"{cache_path}: {integrity.describe(problems)}; the cache lost data "
+                            "(`analyze inspect --verify` lists it all)")
         self.spec, self.kind, self.n_frames = spec, spec.kind, len(frames)
         self.k = spec.n_classes
-        picks = _sample_positions(root, spec, frames, max_pixels, seed)
         labels, self.blocks = [], []
-        for i, flat in picks.items():
-            lab = read_label(root, spec, i).ravel()[flat]
-            if (lab >= self.k).any():
-                raise ValueError(f"{cache_path}: frame {spec.frame_ids[i]} has labels >= {self.k} other than 255")
-            labels.append(lab)
-            h, w = spec.sizes[i]
-            rows, cols = flat // w, flat % w
-            if spec.kind == "pixel":
-                from analyze.compose import pixel_logits_to_label_size
-
-                z = pixel_logits_to_label_size(read_pixel_logits(root, spec, i), (h, w), spec.void_channel)
-                self.blocks.append(z.numpy().reshape(z.shape[0], -1)[:, flat].T.astype(np.float64))  # (n, K)
-            else:
-                cl, ml = read_query_outputs(root, spec, i)
-                a = query_pixel_weights(ml, spec.windows(i), rows, cols)  # (n, crops*Q)
-                self.blocks.append((a, np.asarray(cl, np.float64).reshape(-1, cl.shape[-1])))
+        try:
+            picks = sample_pixels(((i, read_label(root, spec, i).ravel()) for i in frames), max_pixels, seed)
+            if not picks:
+                raise DataError(f"{cache_path}: no labelled pixel (all 255) in the cache")
+            for i, (flat, lab) in picks.items():
+                if (lab >= self.k).any():
+                    raise DataError(f"{cache_path}: frame {spec.frame_ids[i]} has labels >= {self.k} other than 255")
+                labels.append(lab)
+                h, w = spec.sizes[i]
+                rows, cols = flat // w, flat % w
+                if spec.kind == "pixel":
+                    self.blocks.append(pixel_logits_at(read_pixel_logits(root, spec, i), (h, w), spec.void_channel,
+                                                       rows, cols))  # (n, K)
+                else:
+                    cl, ml = read_query_outputs(root, spec, i)
+                    a = query_pixel_weights(ml, spec.windows(i), rows, cols)  # (n, crops*Q)
+                    self.blocks.append((a, np.asarray(cl, np.float64).reshape(-1, cl.shape[-1])))
+        except CacheError as exc:  # a chunk that does not decode
+            raise DataError(f"{cache_path}: {exc}") from None
         self.labels = np.concatenate(labels).astype(np.int64)
 
     def log_probs(self, t: float) -> np.ndarray:
@@ -287,8 +340,10 @@ def fit_temperature_nll(cache_path: str | os.PathLike, max_pixels: int = 200_000
       normalisation is needed for a likelihood; the query target is the one that changes
       the segmentation and hence the confidence of the semantic prediction.
 
-    ``max_pixels`` non-ignored pixels (label != 255) are drawn without replacement by a seeded
-    RNG, the same pixels for every T. T minimises the mean NLL over ``log T`` (scipy
+    ``max_pixels`` non-ignored pixels (label != 255) are drawn uniformly without replacement,
+    one frame at a time (:func:`sample_pixels`: memory does not grow with the number of
+    frames; the same pixels for a seed), and serve every T. The logits are evaluated at these
+    pixels only (:func:`pixel_logits_at`, :func:`query_pixel_weights`). T minimises the mean NLL over ``log T`` (scipy
     ``minimize_scalar``, bounded, T in [0.05, 20]). ECE uses 15 equal-width confidence bins.
 
     Returns ``T``, ``nll_before`` / ``nll_after`` (nats per pixel), ``ece_before`` /

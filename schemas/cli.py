@@ -11,8 +11,9 @@ by default:
 * any other option given twice is a usage error (exit 2) naming it (:class:`StrictCommand`);
   a plain on/off flag given twice means the same and is accepted.
 
-A click group whose class sets ``command_class = StrictCommand`` and ``group_class = type``
-applies both to every command and sub-group it declares.
+A click group whose class sets ``command_class = StrictCommand`` and ``group_class =
+StrictGroup`` applies this to every command and sub-group it declares
+(:class:`schemas.errors.ToolGroup` does).
 """
 
 from __future__ import annotations
@@ -57,3 +58,10 @@ def comma_list_option(*decls: str, default: str = "", callback=None, **kwargs):
     kwargs.setdefault("help", "")
     kwargs["help"] += " Repeat the option or give a comma list."
     return click.option(*decls, multiple=True, callback=joined, show_default=False, **kwargs)
+
+
+class StrictGroup(click.Group):
+    """A click sub-group whose commands and sub-groups are strict too."""
+
+    command_class = StrictCommand
+    group_class = type

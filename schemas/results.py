@@ -28,6 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.errors import DataError
+
 RESULTS_SCHEMA_VERSION = 2
 SEMANTIC_SCORER = "semantic"
 #: frames pooled into a row: every done frame (as SMIYC), or only frames with an anomaly
@@ -64,7 +66,7 @@ COLUMNS = tuple(RESULTS_SCHEMA.names)
 _STRING_COLS = [f.name for f in RESULTS_SCHEMA if pa.types.is_dictionary(f.type)]
 
 
-class ResultsError(Exception):
+class ResultsError(DataError):
     """A results file is missing, malformed or from another schema version."""
 
 

@@ -170,7 +170,7 @@ def test_frames_without_labels_are_neither_counted_nor_resampled(tmp_path, proto
         other["labels"][j] = root["labels"][i]
     args = ["--scorers", "msp,maxlogit", "--protocol", protocol, "--bootstrap", "100", "--seed", "3"]
     res = _score(["--cache", str(tmp_path / "with.zarr"), *args, "--out", str(tmp_path / "a.parquet")])
-    assert "2 of 14 frames have no labelled pixel" in res.output and "f003, f009" in res.output
+    assert "2 of 14 frames are done but their labels are all void" in res.output and "f003, f009" in res.output
     _score(["--cache", str(tmp_path / "without.zarr"), *args, "--out", str(tmp_path / "b.parquet")])
     a, b = read_results(tmp_path / "a.parquet"), read_results(tmp_path / "b.parquet")
     assert (a.n_frames == 12).all() and (b.n_frames == 12).all()
