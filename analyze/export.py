@@ -14,7 +14,7 @@ SegmentMeIfYouCan (``SegmentMeIfYouCan/road-anomaly-benchmark``), format ``smiyc
   Reading (``ChannelLoaderHDF5.read_file``, then ``np.squeeze``) expects the image's size
   (``metric_worker`` resizes narrower maps bilinearly): maps are written at the original size.
 
-The map is :func:`analyze.maps.frame_maps`, the one map computation: the float32 scores
+The map is :func:`analyze.maps.frame_maps`, the one map computation: the float64 scores
 ``analyze score`` and ``analyze maps`` use (higher = more anomalous, not rescaled; the
 benchmark's ``PixBinaryClass`` bins each frame at its own percentiles, so any range works).
 Every frame of the cache is exported, labelled or not.
@@ -207,7 +207,7 @@ def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, m
         for i, fid in enumerate(spec.frame_ids):
             if complete[i]:
                 continue
-            value = frame_maps(root, spec, i, chosen, t, temp_target)[sc.name]  # (H, W) float32
+            value = frame_maps(root, spec, i, chosen, t, temp_target)[sc.name]  # (H, W) float64
             _write_atomic(paths[i], _to_float16(value, cache, fid), attrs)
             written += 1
             bar.update(1)

@@ -21,11 +21,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from analyze.cells import checked, one_row_each, plain
 from schemas.errors import DataError
 from schemas.results import SEMANTIC_SCORER
 
 #: metrics where lower is better (selection minimises them)
 LOWER_IS_BETTER = frozenset({"fpr95", "ece", "nll"})
+#: one temperature is chosen per group of these columns
+SELECTION_KEY = ("run", "model", "scorer", "temp_target", "protocol", "frames")
 ECE_BINS = 15
 T_BOUNDS = (0.05, 20.0)
 _T_ATOL = 1e-9
@@ -34,27 +37,23 @@ _T_ATOL = 1e-9
 # ---- selection ---------------------------------------------------------------------------
 
 
-def _plain(df: pd.DataFrame) -> pd.DataFrame:
-    if "selected_on" not in df:
-        return df
-    sel = df["selected_on"]
-    return df[sel.isna() | sel.astype(str).isin(["", "nan", "None"])]
-
-
 def chosen_temperatures(df: pd.DataFrame, select_on: Sequence[str], metric: str = "auprc",
                         model: str | None = None, scorer: str | None = None) -> pd.DataFrame:
-    """The T chosen per (model, scorer, temp_target, protocol), from the ``select_on`` datasets only.
+    """The T chosen per (run, model, scorer, temp_target, protocol, frames), from the ``select_on``
+    datasets only.
 
-    Returns columns model, scorer, temp_target, protocol, temperature (chosen), ``score``
-    (mean ``metric`` over ``select_on`` at that T) and ``n_temperatures``. A T counts only
-    where every ``select_on`` dataset has a finite value; groups with a single T, or where no
-    T qualifies, are left out. Best = highest mean (lowest for fpr95/ece/nll); ties within
-    1e-12 go to the T closest to 1, then to the smaller T.
+    Returns those columns, temperature (chosen), ``score`` (mean ``metric`` over ``select_on``
+    at that T) and ``n_temperatures``. A T counts only where every ``select_on`` dataset has a
+    finite value; groups with a single T, or where no T qualifies, are left out. Best =
+    highest mean (lowest for fpr95/ece/nll); ties within 1e-12 go to the T closest to 1, then
+    to the smaller T. Raises ``analyze.cells.RowConflict`` when two rows would give one
+    dataset's value at one T, or when the rows of one (run, model, dataset) come from two
+    caches (a T chosen on a mixture of two models' outputs means nothing).
     """
     select_on = list(dict.fromkeys(select_on))
     if not select_on:
         raise ValueError("select_on is empty: name the validation dataset(s) to choose T on")
-    d = _plain(df)
+    d = plain(df)
     d = d[d["scorer"] != SEMANTIC_SCORER]
     if model is not None:
         d = d[d["model"] == model]
@@ -69,13 +68,15 @@ def chosen_temperatures(df: pd.DataFrame, select_on: Sequence[str], metric: str 
         raise ValueError(f"select_on ({', '.join(select_on)}) covers every dataset in the results: nothing would be "
                          "left to report without reporting a dataset T was chosen on")
     lower = metric in LOWER_IS_BETTER
-    keys = ["model", "scorer", "temp_target", "protocol"]
+    keys = list(SELECTION_KEY)
     cols = keys + ["temperature", "score", "n_temperatures"]
     v = d[(d["metric"] == metric) & d["dataset"].isin(select_on)]
     if v.empty:
         return pd.DataFrame(columns=cols)
-    wide = v.pivot_table(index=keys + ["temperature"], columns="dataset", values="value", aggfunc="first",
-                         observed=True).reindex(columns=select_on)  # (group x T, select_on)
+    checked(d[d["dataset"].isin(select_on)], "temperature selection")
+    one_row_each(v, keys + ["temperature", "dataset"], "one value of the selection")
+    wide = v.pivot(index=keys + ["temperature"], columns="dataset", values="value").reindex(
+        columns=select_on)  # (group x T, select_on)
     ok = np.isfinite(wide.to_numpy(float)).all(axis=1)
     mean = pd.Series(np.where(ok, wide.to_numpy(float).mean(axis=1) if wide.shape[1] else np.nan, np.nan),
                      index=wide.index)
@@ -97,7 +98,7 @@ def select_temperature(df: pd.DataFrame, select_on: list[str], metric: str = "au
                        scorer: str | None = None) -> pd.DataFrame:
     """Rows of every dataset *not* in ``select_on`` at the T chosen on ``select_on``.
 
-    For each (model, scorer, temp_target, protocol) with several temperatures, T maximises
+    For each (run, model, scorer, temp_target, protocol, frames) with several temperatures, T maximises
     the mean ``metric`` over the ``select_on`` datasets (minimises it for fpr95; see
     :func:`chosen_temperatures`). The returned rows are the results rows (every metric) of
     the other datasets at that T, with ``selected_on = ",".join(select_on)``; they can be
@@ -108,9 +109,11 @@ def select_temperature(df: pd.DataFrame, select_on: list[str], metric: str = "au
     """
     select_on = list(dict.fromkeys(select_on))
     chosen = chosen_temperatures(df, select_on, metric, model, scorer)
-    d = _plain(df)
+    d = plain(df)
     d = d[(d["scorer"] != SEMANTIC_SCORER) & ~d["dataset"].isin(select_on)]
-    key = ["model", "scorer", "temp_target", "protocol", "temperature"]
+    key = list(SELECTION_KEY) + ["temperature"]
+    groups = d.merge(chosen[list(SELECTION_KEY)], on=list(SELECTION_KEY), how="inner")
+    checked(groups, "temperature selection")  # every T of a reported dataset: one cache
     out = d.merge(chosen[key], on=key, how="inner")[list(d.columns)]  # T values come from this very column
     out = out.assign(selected_on=",".join(select_on))
     assert not out["dataset"].isin(select_on).any()  # the whole point of this function
@@ -324,7 +327,7 @@ class _Calibration:
 
 
 def fit_temperature_nll(cache_path: str | os.PathLike, max_pixels: int = 200_000, seed: int = 0,
-                        storage_options=None) -> dict:
+                        storage_options=None, name: str | None = None) -> dict:
     """Temperature scaling on an in-distribution semantic cache (Guo et al. 2017).
 
     Class probabilities at the sampled pixels:
@@ -347,11 +350,13 @@ def fit_temperature_nll(cache_path: str | os.PathLike, max_pixels: int = 200_000
     ``ece_after`` (fractions), ``n_pixels``, ``n_frames``, and ``rows``: results rows of metric
     ``ece`` (scorer ``semantic``) at T = 1 and at the fitted T, the latter with
     ``selected_on`` = the dataset, since T was fitted on these very pixels (NLL is not a
-    fraction, so it is not a results row).
+    fraction, so it is not a results row). Their run is ``name``, by default that of the
+    cache's checkpoint (:func:`schemas.results.default_run`, as ``analyze score``).
     """
     from scipy.optimize import minimize_scalar
 
     from schemas.cache import cache_digest
+    from schemas.results import default_run
 
     cal = _Calibration(cache_path, max_pixels, seed, storage_options)
     res = minimize_scalar(lambda u: cal.nll(math.exp(u)), bounds=tuple(math.log(b) for b in T_BOUNDS),
@@ -360,7 +365,9 @@ def fit_temperature_nll(cache_path: str | os.PathLike, max_pixels: int = 200_000
     out = {"T": t, "nll_before": cal.nll(1.0), "nll_after": cal.nll(t), "ece_before": cal.ece(1.0),
            "ece_after": cal.ece(t), "n_pixels": int(cal.labels.size), "n_frames": cal.n_frames}
     spec = cal.spec
-    base = dict(model=spec.provenance.model, dataset=spec.provenance.dataset, scorer=SEMANTIC_SCORER,
+    prov = spec.provenance
+    base = dict(run=name or default_run(prov.model, prov.checkpoint_sha256, prov.checkpoint_file),
+                model=prov.model, dataset=prov.dataset, scorer=SEMANTIC_SCORER, frames="all",
                 temp_target="logits" if spec.kind == "pixel" else "query", protocol="exact", metric="ece",
                 ci_low=float("nan"), ci_high=float("nan"), n_frames=cal.n_frames, n_pixels=int(cal.labels.size),
                 cache_digest=cache_digest(spec))

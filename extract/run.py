@@ -359,6 +359,7 @@ def run_extraction(
         model=model,
         model_config={k: v for k, v in cfg.items() if isinstance(v, (int, float, str, bool, list, type(None)))},
         checkpoint_sha256=file_sha256(ckpt),
+        checkpoint_file=ckpt.name,
         dataset=dataset,
         manifest_digest=reader.copy.digest(),
         preprocessing=_preprocessing(mspec.kind, cfg),

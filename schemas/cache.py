@@ -126,6 +126,10 @@ class Provenance:
     device: str
     dtype: str
     created: str
+    # the checkpoint's file name (caches written before it was recorded have None); names
+    # the run in results (schemas.results.default_run), not part of the identity: renaming
+    # the file neither blocks resuming nor changes the cache digest
+    checkpoint_file: str | None = None
 
     def identity(self) -> dict:
         """The fields that must agree for a run to continue an existing cache."""

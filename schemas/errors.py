@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import click
 
+from schemas.cli import StrictCommand, StrictGroup
+
 
 class ToolError(Exception):
     """An expected failure: its message is shown as is, the process exits with ``exit_code``."""
@@ -66,8 +68,12 @@ class ToolGroup(click.Group):
     """A click group that runs its commands under the error contract (module docstring).
 
     Adds the group option ``--debug`` (``analyze --debug score ...``): unexpected errors then
-    propagate with their traceback.
+    propagate with their traceback. Its commands and sub-groups refuse a single-valued option
+    given twice (:class:`schemas.cli.StrictCommand`).
     """
+
+    command_class = StrictCommand
+    group_class = StrictGroup
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

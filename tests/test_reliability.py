@@ -235,7 +235,8 @@ def test_interrupted_score_never_leaves_a_partial_parquet(tmp_path, delay):
 
     pixel_cache(tmp_path / "c.zarr", [(400, 800)] * 8, np.random.default_rng(0))
     out = tmp_path / "results.parquet"
-    write_results(pd.DataFrame([dict(model="m", dataset="d", scorer="msp", temperature=1.0, temp_target="logits",
+    write_results(pd.DataFrame([dict(run="r", model="m", dataset="d", scorer="msp", temperature=1.0, frames="all",
+                                     temp_target="logits",
                                      protocol="exact", metric="auprc", value=0.5, n_frames=1, n_pixels=1,
                                      cache_digest="x")]), out)
     before = out.read_bytes()
