@@ -69,6 +69,7 @@ import numpy as np
 from scipy import ndimage
 
 from analyze.metrics import VOID, UndefinedMetricWarning
+from schemas.manifest import load_manifest
 
 TAUS: tuple[float, ...] = tuple(np.linspace(0.25, 0.75, 11).tolist())
 """sIoU / PPV thresholds of the F1 (``thresh_sIoU`` in the benchmark configs)."""
@@ -102,18 +103,8 @@ TRACKS: dict[str, TrackRules] = {
 }
 """The benchmark's two tracks (``SegEval`` without a suffix has the anomaly numbers)."""
 
-DATASET_TRACKS: dict[str, str] = {
-    "smiyc_ra21": "anomaly",  # AnomalyTrack-validation
-    "smiyc_ro21": "obstacle",  # ObstacleTrack-validation
-    "smiyc_anomaly_track": "anomaly",  # AnomalyTrack-all: its labelled frames are AnomalyTrack-validation
-    "smiyc_obstacle_track": "obstacle",  # ObstacleTrack-all: its labelled frames are ObstacleTrack-validation
-    "fs_lost_found": "anomaly",  # the benchmark README scores FishyLAFAnomaly-val with SegEval-AnomalyTrack
-    "fs_static": "anomaly",  # not a SMIYC dataset: the default SegEval config (anomaly numbers)
-    "road_anomaly": "anomaly",  # idem
-}
-"""Manifest dataset name -> track; any other dataset gets :data:`DEFAULT_TRACK`."""
-
 DEFAULT_TRACK = "anomaly"
+"""The track of a dataset the manifest does not know."""
 
 
 def get_track(track: str | TrackRules) -> TrackRules:
@@ -127,8 +118,10 @@ def get_track(track: str | TrackRules) -> TrackRules:
 
 
 def track_for_dataset(dataset: str) -> str:
-    """The track name used for a manifest dataset (:data:`DATASET_TRACKS`, else ``anomaly``)."""
-    return DATASET_TRACKS.get(dataset, DEFAULT_TRACK)
+    """The track of a dataset: its ``component_track`` in ``data_manifest.yaml`` (e.g. obstacle for
+    SMIYC RoadObstacle21), else :data:`DEFAULT_TRACK`."""
+    spec = load_manifest().get(dataset)
+    return spec.component_track if spec is not None else DEFAULT_TRACK
 
 
 # --------------------------------------------------------------------------------------

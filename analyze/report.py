@@ -48,22 +48,13 @@ import pandas as pd
 
 from analyze.cells import (T_ATOL, RowConflict, at_t, checked, choose_frames, one_row_each, plain, prefer_target,
                            series_labels, target_rank)
+from schemas.manifest import in_distribution_dataset, load_manifest, report_order
 from schemas.results import SEMANTIC_SCORER, ResultsError, read_results
 
 log = logging.getLogger(__name__)
 
 # ---- vocabulary --------------------------------------------------------------------------
 
-#: anomaly datasets in the paper's column order -> display name
-DATASETS: dict[str, str] = {
-    "smiyc_ra21": "SMIYC RA-21",
-    "smiyc_ro21": "SMIYC RO-21",
-    "fs_lost_found": "FS L&F",
-    "fs_static": "FS Static",
-    "road_anomaly": "RoadAnomaly",
-}
-MIOU_DATASET = "cityscapes_val"
-MIOU_DATASET_NAME = "Cityscapes val"
 MODELS: dict[str, str] = {"erfnet": "ERFNet", "eomt": "EoMT"}
 SCORERS: dict[str, str] = {"msp": "MSP", "maxlogit": "MaxLogit", "maxentropy": "MaxEntropy",
                            "energy": "Energy", "rba": "RbA"}
@@ -93,7 +84,19 @@ _DATASET_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def dataset_name(d: str) -> str:
-    return DATASETS.get(d, MIOU_DATASET_NAME if d == MIOU_DATASET else d)
+    """The dataset's ``report.title`` in ``data_manifest.yaml``, else its name."""
+    spec = load_manifest().get(d)
+    return spec.display_name if spec is not None else d
+
+
+def dataset_order() -> list[str]:
+    """The anomaly datasets in the paper's column order (``report.order`` in the manifest)."""
+    return report_order(load_manifest())
+
+
+def default_miou_dataset() -> str:
+    """The dataset of the mIoU column: the manifest's in-distribution dataset (Cityscapes val)."""
+    return in_distribution_dataset(load_manifest()) or ""
 
 
 def model_name(m: str) -> str:
@@ -129,7 +132,7 @@ def _anomaly_rows(df: pd.DataFrame, protocol: str, metrics=TABLE_METRICS, frames
     """Plain anomaly-metric rows of ``protocol`` and one frames rule (``frames``, default
     ``all`` when present), checked to come from one cache per (run, model, dataset)."""
     d = plain(df)
-    d = d[(d["scorer"] != SEMANTIC_SCORER) & (d["dataset"] != MIOU_DATASET) & d["metric"].isin(metrics)]
+    d = d[(d["scorer"] != SEMANTIC_SCORER) & (d["dataset"] != default_miou_dataset()) & d["metric"].isin(metrics)]
     out = d[d["protocol"] == protocol]
     if out.empty:
         have = _protocols(d) or ["none"]
@@ -202,8 +205,8 @@ def _miou_row(df: pd.DataFrame, model: str, run: str, t: float, temp_target: str
     return at.sort_values(["_p", "_r"], kind="stable").iloc[0]
 
 
-def _columns(datasets: Sequence[str]) -> pd.MultiIndex:
-    cols = [(MIOU_DATASET_NAME, METRIC_NAMES["miou"])]
+def _columns(datasets: Sequence[str], miou: str) -> pd.MultiIndex:
+    cols = [(dataset_name(miou), METRIC_NAMES["miou"])]
     cols += [(dataset_name(d), METRIC_NAMES[m]) for d in datasets for m in TABLE_METRICS]
     return pd.MultiIndex.from_tuples(cols, names=["dataset", "metric"])
 
@@ -226,7 +229,7 @@ def _fill(table_rows: list[tuple], datasets: Sequence[str], cells_of, ci: bool) 
 
 
 def table1(df: pd.DataFrame, protocol: str = "exact", temperature: float = 1.0, ci: bool = False,
-           miou_dataset: str = MIOU_DATASET, frames: str | None = None) -> pd.DataFrame:
+           miou_dataset: str | None = None, frames: str | None = None) -> pd.DataFrame:
     """The paper's Table 1: rows (Model, Method), columns (dataset, metric), values in %.
 
     One row per (model, run, scorer); the Model cell is the model's name, followed by the run
@@ -236,6 +239,7 @@ def table1(df: pd.DataFrame, protocol: str = "exact", temperature: float = 1.0, 
     Raises ``ResultsError`` when no AuPRC/FPR95 row exists for ``protocol`` at ``temperature``,
     or when two rows would fill one cell (naming both).
     """
+    miou_dataset = miou_dataset or default_miou_dataset()
     rows = _anomaly_rows(df, protocol, frames=frames)
     rule = str(rows["frames"].iloc[0])
     temps = sorted(set(rows["temperature"].astype(float)))
@@ -244,7 +248,7 @@ def table1(df: pd.DataFrame, protocol: str = "exact", temperature: float = 1.0, 
         raise ResultsError(f"no anomaly-metric rows at T = {temperature:g} (protocol {protocol}); "
                            f"temperatures present: {', '.join(f'{t:g}' for t in temps)}")
     rows = prefer_target(rows, ["model", "run", "dataset", "scorer", "metric"], "one Table 1 cell")
-    datasets = _ordered(rows["dataset"], list(DATASETS))
+    datasets = _ordered(rows["dataset"], dataset_order())
     keys = _keys(rows)
     labels = series_labels([(m, r) for m, r, _ in keys], model_name)
 
@@ -256,7 +260,7 @@ def table1(df: pd.DataFrame, protocol: str = "exact", temperature: float = 1.0, 
 
     index = pd.MultiIndex.from_tuples([(labels[(m, r)], scorer_name(s)) for m, r, s in keys],
                                       names=["Model", "Method"])
-    table = pd.DataFrame(_fill(keys, datasets, cells_of, ci), index=index, columns=_columns(datasets))
+    table = pd.DataFrame(_fill(keys, datasets, cells_of, ci), index=index, columns=_columns(datasets, miou_dataset))
     table.attrs["caption"] = (
         f"Anomaly segmentation at T = {temperature:g} (protocol {protocol}{_frames_note(rule)}), in %. "
         f"mIoU on {dataset_name(miou_dataset)}: one value per model, since a scorer does not change "
@@ -317,7 +321,7 @@ def _grid_rows(df: pd.DataFrame, model: str, scorer: str, protocol: str, temp_ta
 
 
 def table2(df: pd.DataFrame, model: str = "eomt", scorer: str = "msp", protocol: str = "exact",
-           temp_target: str | None = None, ci: bool = False, miou_dataset: str = MIOU_DATASET,
+           temp_target: str | None = None, ci: bool = False, miou_dataset: str | None = None,
            frames: str | None = None, run: str | None = None) -> pd.DataFrame:
     """The paper's Table 2: one (model, scorer) at every temperature; rows T, Table 1's columns.
 
@@ -326,13 +330,14 @@ def table2(df: pd.DataFrame, model: str = "eomt", scorer: str = "msp", protocol:
     is per T where T changes the segmentation (EoMT, query target), otherwise the T = 1
     value. Raises ``ResultsError`` when there is no temperature grid.
     """
+    miou_dataset = miou_dataset or default_miou_dataset()
     if run is None:
         runs = sorted({g[1] for g in temperature_grids(df, protocol, frames)
                        if (g[0], g[2]) == (model, scorer) and temp_target in (None, g[3])}) or [None]
     else:
         runs = [run]
     parts = [_grid_rows(df, model, scorer, protocol, temp_target, run=r, frames=frames) for r in runs]
-    datasets = _ordered(set().union(*(set(p[0]["dataset"]) for p in parts)), list(DATASETS))
+    datasets = _ordered(set().union(*(set(p[0]["dataset"]) for p in parts)), dataset_order())
     keys, cells = [], {}
     for rows, target, r in parts:
         for t in sorted(set(rows["temperature"].astype(float))):
@@ -346,7 +351,7 @@ def table2(df: pd.DataFrame, model: str = "eomt", scorer: str = "msp", protocol:
         index = pd.Index([t for _, t in keys], name="T")
         if len(_runs(_anomaly_rows(df, protocol, frames=frames), model)) > 1:
             label = f"{label} ({parts[0][2]})"
-    table = pd.DataFrame(_fill(keys, datasets, cells.get, ci), index=index, columns=_columns(datasets))
+    table = pd.DataFrame(_fill(keys, datasets, cells.get, ci), index=index, columns=_columns(datasets, miou_dataset))
     table.attrs["caption"] = (
         f"{label} {scorer_name(scorer)} at each temperature T (protocol {protocol}{_frames_note(rule)}; "
         f"{TARGET_NOTES.get(target, 'target ' + target)}), in %. T = 1 is the baseline. "
@@ -532,11 +537,12 @@ def plot_vs_temperature(df: pd.DataFrame, metric: str, out_png: str | os.PathLik
     ax = fig.add_subplot()
     temps = sorted(set(rows["temperature"].astype(float)))
     if metric == "miou":
-        series = {MIOU_DATASET_NAME: [(t, _miou_row(df, model, run, t, target, protocol, MIOU_DATASET)) for t in temps]}
+        miou = default_miou_dataset()
+        series = {dataset_name(miou): [(t, _miou_row(df, model, run, t, target, protocol, miou)) for t in temps]}
         series = {k: [(t, r["value"]) for t, r in v if r is not None] for k, v in series.items()}
     else:
         series = {}
-        for d in _ordered(rows["dataset"], list(DATASETS)):
+        for d in _ordered(rows["dataset"], dataset_order()):
             rd = rows[rows["dataset"] == d].sort_values("temperature")
             series[dataset_name(d)] = list(zip(rd["temperature"].astype(float), rd["value"]))
     drawn = 0
@@ -618,7 +624,7 @@ def plot_curves(curves_df: pd.DataFrame, out_dir: str | os.PathLike, results: pd
     keys = _keys(c)
     labels = series_labels([(m, r) for m, r, _ in keys], model_name)
     runs = _run_index(keys)
-    for d in _ordered(c["dataset"], list(DATASETS)):
+    for d in _ordered(c["dataset"], dataset_order()):
         cd = c[c["dataset"] == d]
         fig = _figure(11, 4.9)
         ax_pr, ax_roc = fig.subplots(1, 2)
@@ -665,7 +671,7 @@ def plot_scorer_bars(df: pd.DataFrame, out_png: str | os.PathLike, metric: str =
                          ["model", "run", "dataset", "scorer", "metric"], "one bar")
     if rows.empty:
         raise ResultsError(f"no {metric} rows at T = {temperature:g} (protocol {protocol})")
-    datasets = _ordered(rows["dataset"], list(DATASETS))
+    datasets = _ordered(rows["dataset"], dataset_order())
     keys = _keys(rows)
     labels = series_labels([(m, r) for m, r, _ in keys], model_name)
     runs = _run_index(keys)
@@ -767,14 +773,14 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, pr
     text("table1.tex", to_latex(t1, label="tab:anomaly"))
     sections += ["## Table 1\n", to_markdown(t1)]
     if t1.iloc[:, 0].isna().all():
-        note(f"Table 1: no mIoU rows (score a {MIOU_DATASET} cache with `analyze score` to fill the mIoU column)")
+        note(f"Table 1: no mIoU rows (score a {default_miou_dataset()} cache with `analyze score` to fill the mIoU column)")
     else:
-        miou_runs = set(zip(*[df.loc[(df["metric"] == "miou") & (df["dataset"] == MIOU_DATASET), c]
+        miou_runs = set(zip(*[df.loc[(df["metric"] == "miou") & (df["dataset"] == default_miou_dataset()), c]
                               for c in ("model", "run")]))
         for m, r in dict.fromkeys((m, r) for m, r, _ in t1.attrs["keys"]):
             other = sorted(rr for mm, rr in miou_runs if mm == m and rr != r)
             if (m, r) not in miou_runs and other:
-                note(f"Table 1: {model_name(m)} run {r} has no mIoU row; {MIOU_DATASET} was scored as run(s) "
+                note(f"Table 1: {model_name(m)} run {r} has no mIoU row; {default_miou_dataset()} was scored as run(s) "
                      f"{', '.join(other)} (give both the same `analyze score --name`)")
     if ci:
         t1c = table1(df, protocol, ci=True, frames=frames)

@@ -1,7 +1,7 @@
 """Dataset readers driven by ``data_manifest.yaml``.
 
 Every dataset is described by data (layouts of its copies, label mapping) in the manifest
-(:mod:`extract.manifest`); :mod:`extract.layouts` finds the copy under a data root and lists
+(:mod:`schemas.manifest`, the parser both wings share); :mod:`extract.layouts` finds the copy under a data root and lists
 its frames; this module decodes them and checks copies. Nothing here branches on a dataset
 name. A reader yields, per frame, the frame id, the RGB uint8 image, the canonical label map
 ({0 in-distribution, 1 anomaly, 255 void}, or Cityscapes trainIds 0..18 / 255) and the
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from extract.layouts import DatasetCopy, FrameListing, FrameRef, list_frames, locate
-from extract.manifest import (
+from schemas.manifest import (
     DEFAULT_MANIFEST,
     VOID,
     DatasetError,
