@@ -16,10 +16,11 @@ from schemas.cache import open_cache, unlabelled_not_void
 from schemas.cli import comma_list_option
 from schemas.errors import DataError, ToolGroup, one_line
 from schemas.results import FRAMES, ResultsError
+from schemas.version import PACKAGE
 
 
 @click.group("analyze", cls=ToolGroup)
-@click.version_option(package_name="anomaly-seg-cache")
+@click.version_option(package_name=PACKAGE)
 def main():
     """Score every anomaly scorer on cached model outputs; report tables and figures.
 
@@ -145,6 +146,7 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
           --scorers all --temps 0.5,0.75,1.1 --out results.parquet
     """
     import pandas as pd
+    from dask.utils import parse_bytes
 
     from analyze.driver import Scheduler, parse_storage_options, score_cache
     from schemas.results import cache_conflicts, check_side_table, read_results
@@ -154,9 +156,11 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--storage-option") from None
     try:
-        budget = _parse_bytes(max_memory)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--max-memory") from None
+        budget = parse_bytes(max_memory)
+    except ValueError:
+        budget = -1
+    if budget < 0:
+        raise click.BadParameter(f"expected a size like 512MiB or 8GiB, got {max_memory!r}", param_hint="--max-memory")
     _check_writable(out)
     stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
     if Path(out).exists():  # an old or foreign file is refused now, not after the scoring
@@ -410,20 +414,6 @@ def summary_table(df) -> str:
     d = one_row_each(df.astype({c: str for c in index if c != "temperature"}), index + ["metric"])
     pivot = d.pivot(index=index, columns="metric", values="value")
     return (pivot * 100).round(2).to_string(na_rep="-")
-
-
-def _parse_bytes(text: str) -> int:
-    units = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
-    t = text.strip().lower()
-    num = t.rstrip("kmgib")
-    unit = t[len(num):]
-    try:
-        value = float(num)
-    except ValueError:
-        raise ValueError(f"expected a size like 512MiB or 8GiB, got {text!r}") from None
-    if unit not in units or value < 0:
-        raise ValueError(f"expected a size like 512MiB or 8GiB, got {text!r}")
-    return int(value * units[unit])
 
 
 def _check_writable(out) -> None:

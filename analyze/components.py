@@ -197,13 +197,6 @@ def frame_components(pred_mask: np.ndarray, gt_mask: np.ndarray, roi_mask: np.nd
     )
 
 
-def component_stats(pred_mask: np.ndarray, gt_mask: np.ndarray, roi_mask: np.ndarray,
-                    rules: str | TrackRules) -> tuple[np.ndarray, np.ndarray]:
-    """``(siou_per_gt, ppv_per_pred)`` of one frame; see :func:`frame_components`."""
-    fc = frame_components(pred_mask, gt_mask, roi_mask, rules)
-    return fc.siou_gt, fc.ppv_pred
-
-
 def f1_per_tau(siou_gt: np.ndarray, ppv_pred: np.ndarray, taus=TAUS) -> dict:
     """Counts and F1 at each ``tau`` from pooled per-component values (``MetricSegment.aggregate``).
 

@@ -51,7 +51,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analyze.scorers import Scorer, check_supported, first_argmax, parse_kind, row_tiles, score_many
+from analyze.scorers import Scorer, check_supported, first_argmax, row_tiles, score_many
+from schemas.cache import parse_kind
 from schemas.windows import FrameWindows
 
 ArrayLike = Union[np.ndarray, torch.Tensor]

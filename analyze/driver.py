@@ -56,7 +56,6 @@ class ScoreJob:
     protocol: str
     frames: tuple[int, ...]
     label_kind: str
-    kind: str
     threshold: Mapping[Key, float] | None = None  # component metrics: best-F1 threshold per key
     component_track: str | None = None
     frame_rule: str = "all"  # schemas.results.FRAMES: which frames are pooled
@@ -191,10 +190,7 @@ def _frame_row(spec: C.CacheSpec, i: int, scorer: str, t: float, score: np.ndarr
 
 
 def _merge(*results: FrameResult) -> FrameResult:
-    out = results[0]
-    for r in results[1:]:
-        out = out.merge(r)
-    return out
+    return M.merge_states(results)  # the states' own in-order tree merge
 
 
 def tree_reduce(items: list, fan_in: int = 8):
@@ -303,7 +299,7 @@ def _score_cache(
     job = ScoreJob(
         cache=str(cache), storage_options=dict(storage_options) if storage_options else None,
         scorers=tuple(s.name for s in chosen), temperatures=temps if chosen else temps_sem,
-        temp_target=temp_target, protocol=protocol, frames=done_frames, label_kind=spec.label_kind, kind=spec.kind,
+        temp_target=temp_target, protocol=protocol, frames=done_frames, label_kind=spec.label_kind,
         frame_rule=rule,
     )
     n_keys = len(chosen) * len(temps)

@@ -31,7 +31,6 @@ LOWER_IS_BETTER = frozenset({"fpr95", "ece", "nll"})
 SELECTION_KEY = ("run", "model", "scorer", "temp_target", "protocol", "frames")
 ECE_BINS = 15
 T_BOUNDS = (0.05, 20.0)
-_T_ATOL = 1e-9
 
 
 # ---- selection ---------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from schemas.manifest import (
 __all__ = [
     "DEFAULT_MANIFEST", "VOID", "CheckReport", "DatasetCopy", "DatasetError", "DatasetReader", "DatasetSpec",
     "Frame", "FrameListing", "FrameRef", "LabelMap", "Layout", "check_dataset", "get_dataset_spec", "image_size",
-    "list_frames", "load_manifest", "locate", "read_frame", "read_image", "read_label",
+    "list_frames", "load_manifest", "locate", "read_frame", "read_image", "read_label_file",
 ]
 
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
@@ -72,7 +72,7 @@ def image_size(path: Path) -> tuple[int, int]:
     return h, w
 
 
-def read_label(labels: LabelMap, path: Path, dataset: str = "") -> np.ndarray:
+def read_label_file(labels: LabelMap, path: Path, dataset: str = "") -> np.ndarray:
     """Decode a raw label PNG and map it to canonical values (the layout's ``label_map``).
 
     A raw value outside the mapping is an error naming the file (or void where the layout
@@ -107,7 +107,7 @@ def read_frame(copy: DatasetCopy, ref: FrameRef) -> Frame:
     image = read_image(ref.image_path)
     if ref.label_path is None:
         return Frame(ref.id, image, np.full(image.shape[:2], VOID, np.uint8), image.shape[:2], ref.image_path, None)
-    label = read_label(copy.layout.labels, ref.label_path, copy.spec.name)
+    label = read_label_file(copy.layout.labels, ref.label_path, copy.spec.name)
     if image.shape[:2] != label.shape:
         raise DatasetError(
             f"{ref.label_path}: label size {label.shape[0]}x{label.shape[1]} differs from image "

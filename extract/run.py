@@ -24,7 +24,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +39,7 @@ from extract.writer import FrameWriter, HostCopier, default_writer_threads
 from schemas import cache as C
 from schemas import integrity
 from schemas.errors import OptionError, os_error_line
+from schemas.version import tool_version
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -73,11 +73,7 @@ def _versions() -> dict[str, str]:
     import timm
     import zarr
 
-    try:
-        pkg = version("anomaly-seg-cache")
-    except PackageNotFoundError:
-        pkg = "0+unknown"
-    return {"package": pkg, "torch": torch.__version__, "timm": timm.__version__, "zarr": zarr.__version__,
+    return {"package": tool_version(), "torch": torch.__version__, "timm": timm.__version__, "zarr": zarr.__version__,
             "numpy": np.__version__}
 
 
@@ -286,14 +282,6 @@ class RunSummary:
                 f"{self.fps:.2f} frames/s; cache {self.disk_bytes / 2**20:.1f} MiB, compression {ratio:.2f}x: {self.cache}")
 
 
-def _disk_usage(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
-def _raw_bytes(root, spec: C.CacheSpec) -> int:
-    return sum(int(np.prod(root[a.name].shape)) * np.dtype(a.dtype).itemsize for a in C.arrays_for(spec.kind))
-
-
 def run_extraction(
     model: str,
     dataset: str,
@@ -434,8 +422,8 @@ def run_extraction(
                            "and kept: fix the cause and rerun the same command to continue")
     C.consolidate(cache_path)
     seconds = time.perf_counter() - t_start
-    summary = RunSummary(cache_path, len(mine), skipped, writer.written, seconds, _disk_usage(cache_path),
-                         _raw_bytes(root, spec), interrupted, notes)
+    summary = RunSummary(cache_path, len(mine), skipped, writer.written, seconds, C.disk_bytes(cache_path),
+                         C.raw_bytes(root, spec), interrupted, notes)
     if failure:
         raise DatasetError(f"{failure} ({writer.written} frames written before it stay done; fix the file and rerun)")
     return summary

@@ -20,7 +20,6 @@ written before the attribute existed have no ``labelled``: every frame is labell
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -32,11 +31,13 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from schemas.errors import DataError
+from schemas.manifest import LABEL_KINDS
 from schemas.windows import FrameWindows, frame_windows
 
 SCHEMA_VERSION = 1
-KINDS = ("pixel", "query")
-LABEL_KINDS = ("anomaly", "semantic")
+#: cache kinds: per-pixel logits (pixel models: ERFNet) or per-query class and mask logits
+#: (mask models: EoMT); the label kinds (:data:`LABEL_KINDS`) are the datasets'
+CACHE_KINDS = ("pixel", "query")
 THUMB_LONG_SIDE = 256
 ATTRS_SCHEMA_PATH = Path(__file__).with_name("cache_attrs.schema.json")
 
@@ -58,11 +59,11 @@ class ArraySpec:
 
 
 ARRAYS: tuple[ArraySpec, ...] = (
-    ArraySpec("labels", KINDS, ("frame", "y", "x"), "uint8", (1, None, None),
+    ArraySpec("labels", CACHE_KINDS, ("frame", "y", "x"), "uint8", (1, None, None),
               "canonical labels at original resolution, padded with 255"),
-    ArraySpec("sizes", KINDS, ("frame", "hw"), "int32", (None, None), "original (H, W) of each frame"),
-    ArraySpec("done", KINDS, ("frame",), "bool", (1,), "frame completely written"),
-    ArraySpec("thumbnails", KINDS, ("frame", "ty", "tx", "rgb"), "uint8", (1, None, None, None),
+    ArraySpec("sizes", CACHE_KINDS, ("frame", "hw"), "int32", (None, None), "original (H, W) of each frame"),
+    ArraySpec("done", CACHE_KINDS, ("frame",), "bool", (1,), "frame completely written"),
+    ArraySpec("thumbnails", CACHE_KINDS, ("frame", "ty", "tx", "rgb"), "uint8", (1, None, None, None),
               f"RGB thumbnail, long side {THUMB_LONG_SIDE}, padded with 0"),
     ArraySpec("logits", ("pixel",), ("frame", "class", "y", "x"), "float16", (1, None, None, None),
               "per-pixel class logits at model resolution (void channel kept; see void_channel)"),
@@ -166,7 +167,10 @@ class CacheSpec:
     labelled: tuple[bool, ...] | None = None  # per frame; None (absent in older caches): all labelled
 
     def __post_init__(self):
-        parse_kind(self.kind)
+        try:
+            parse_kind(self.kind)
+        except ValueError as exc:
+            raise CacheError(str(exc)) from None
         if self.label_kind not in LABEL_KINDS:
             raise CacheError(f"label_kind must be one of {LABEL_KINDS}, got {self.label_kind!r}")
         if len(self.frame_ids) != len(self.sizes):
@@ -253,8 +257,9 @@ class CacheSpec:
 
 
 def parse_kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise CacheError(f"cache kind must be one of {KINDS}, got {kind!r}")
+    """``kind`` when it is a cache kind (:data:`CACHE_KINDS`), else ``ValueError``."""
+    if kind not in CACHE_KINDS:
+        raise ValueError(f"cache kind must be one of {', '.join(CACHE_KINDS)}; got {kind!r}")
     return kind
 
 
@@ -423,6 +428,17 @@ def done_mask(root: zarr.Group) -> np.ndarray:
     return np.asarray(root["done"][:], dtype=bool)
 
 
+def raw_bytes(root: zarr.Group, spec: CacheSpec) -> int:
+    """Bytes of every array of the cache uncompressed (shape x item size)."""
+    return sum(int(np.prod(root[a.name].shape)) * np.dtype(a.dtype).itemsize for a in arrays_for(spec.kind))
+
+
+def disk_bytes(path: str | Path) -> int:
+    """Bytes of the files under a local cache folder (0 for a URL or a missing folder)."""
+    p = Path(path)
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else 0
+
+
 # ---- per-frame access (shared by the extractor's writer and the analysis) ----------------
 
 def write_chunk(arr: zarr.Array, i: int, value: np.ndarray) -> None:
@@ -536,9 +552,3 @@ def cache_digest(spec: CacheSpec) -> str:
 
     payload = json.dumps({"prov": spec.provenance.identity(), "ids": list(spec.frame_ids)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def mask_size_for(crop: int, patch: int) -> int:
-    """Mask-logit side: token grid times 2**num_upscale, num_upscale = max(1, log2(patch) - 2)."""
-    n_up = max(1, int(math.log2(patch)) - 2)
-    return (crop // patch) * 2**n_up

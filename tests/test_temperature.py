@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from analyze.compose import FrameComposer, class_probs, pixel_logits_to_label_size
 from analyze.metrics import pixel_metrics
-from analyze.bootstrap import binned_metrics, bootstrap_ci, decreasing_edges, frame_histograms, resample_counts
+from analyze.bootstrap import _metrics_from_cumulative, bootstrap_ci, frame_histograms, resample_counts
 from analyze.temperature import (chosen_temperatures, expected_calibration_error, fit_temperature_nll,
                                  pixel_keys, pixel_logits_at, query_pixel_weights, sample_pixels,
                                  select_temperature)
@@ -265,6 +265,22 @@ def _frames(rng, n_frames, n_pix=400, sep=1.5):
         y[rng.random(n_pix) < 0.05] = 255
         out.append((s, y))
     return out
+
+
+def decreasing_edges(lo: float, hi: float, n_bins: int = 2048) -> np.ndarray:
+    """``n_bins + 1`` decreasing edges spanning [lo, hi] with open ends (+inf first, -inf last),
+    so that every finite score falls in a bin."""
+    inner = np.linspace(hi, lo, n_bins + 1)[1:-1]
+    return np.concatenate(([np.inf], inner, [-np.inf]))
+
+
+def binned_metrics(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict[str, float]:
+    """AuPRC, AUROC, FPR95 of pooled histograms ((B,) or (F, B) summed over frames): the estimator
+    of :func:`analyze.bootstrap.bootstrap_ci` on the full sample."""
+    pos = np.atleast_2d(np.asarray(pos_hist, np.float64)).sum(axis=0)
+    neg = np.atleast_2d(np.asarray(neg_hist, np.float64)).sum(axis=0)
+    m = _metrics_from_cumulative(np.cumsum(pos)[None], np.cumsum(neg)[None])
+    return {k: float(v[0]) for k, v in m.items()}
 
 
 def _hists(frames, edges):
