@@ -258,7 +258,8 @@ def run_eomt_temperature_grid(n_pixels: int, seed: int) -> tuple[str, dict, bool
     """
     import torch
 
-    from analyze.compose import FrameComposer, iter_frame_scores
+    from analyze.compose import FrameComposer
+    from analyze.frame_scores import iter_frame_scores
     from analyze.scorers import get_scorers, score_many
     from schemas.windows import frame_windows
 

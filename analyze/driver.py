@@ -2,7 +2,7 @@
 
 No metric math here: a task opens the cache itself (so it runs on any worker, local or
 remote), composes and scores one frame for every (scorer, T) with
-:func:`analyze.compose.iter_frame_scores`, and updates one mergeable state per key
+:func:`analyze.frame_scores.iter_frame_scores`, and updates one mergeable state per key
 (:mod:`analyze.metrics`). States are merged in a tree (``fan_in`` at a time) and computed
 once at the end. Integer counts and exact sorting make the result independent of the
 scheduler and of the merge order. Before any task runs, the done frames' chunks are checked
@@ -27,7 +27,7 @@ import pandas as pd
 
 from analyze import metrics as M
 from analyze.bootstrap import bootstrap_ci, edges_from_counts, frame_histograms
-from analyze.compose import iter_frame_scores
+from analyze.frame_scores import frame_inputs, iter_frame_scores
 from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler, single_threaded_tasks
 from analyze.scorers import SCORE_DTYPE, check_temperature, get_scorers
 from schemas import cache as C
@@ -96,14 +96,11 @@ def _check_finite(arr: np.ndarray, what: str, job: ScoreJob, spec: C.CacheSpec, 
 
 
 def _frame_inputs(root, spec: C.CacheSpec, i: int, job: ScoreJob) -> dict:
-    if spec.kind == "pixel":
-        logits = C.read_pixel_logits(root, spec, i)
-        _check_finite(logits, "logits", job, spec, i)
-        return dict(logits=logits, void_channel=spec.void_channel, out_size=spec.sizes[i])
-    class_logits, mask_logits = C.read_query_outputs(root, spec, i)
-    _check_finite(class_logits, "class logits", job, spec, i)
-    _check_finite(mask_logits, "mask logits", job, spec, i)
-    return dict(class_logits=class_logits, mask_logits=mask_logits, geom=spec.windows(i), out_size=spec.sizes[i])
+    inputs = frame_inputs(root, spec, i)
+    for name in ("logits", "class_logits", "mask_logits"):
+        if name in inputs:
+            _check_finite(inputs[name], name.replace("_", " "), job, spec, i)
+    return inputs
 
 
 def frame_task(job: ScoreJob, i: int, phase: str, aux: Mapping[Key, np.ndarray] | None = None) -> FrameResult:
@@ -489,12 +486,14 @@ def _component_rows(sched, job: ScoreJob, result: FrameResult, base: dict, targe
     thresholds = {k: M.best_f1_threshold(s) for k, s in result.states.items()}
     cjob = ScoreJob(**{**job.__dict__, "threshold": thresholds, "component_track": track_for_dataset(spec.provenance.dataset)})
     comp = _run_phase(sched, cjob, "components")
+    # the non-void pixels of the frames pooled, as on the key's pixel-metric rows
+    pooled = {k: int(s.n_pos + s.n_neg) for k, s in result.states.items()}
     rows = []
     for (name, t), state in sorted(comp.states.items()):
         values = state.compute()
         for metric in ("siou", "ppv", "mean_f1"):
             rows.append({**base, "scorer": name, "temperature": t, "temp_target": target, "metric": metric,
-                         "value": values[metric], "n_pixels": 0})
+                         "value": values[metric], "n_pixels": pooled[(name, t)]})
     return rows
 
 
