@@ -93,6 +93,29 @@ def _metrics_from_cumulative(tp: np.ndarray, fp: np.ndarray, level: float = TPR_
     return {"auprc": ap, "auroc": auroc, "fpr95": fpr95}
 
 
+class FrameHistograms:
+    """Mergeable per-frame histograms over fixed ``edges`` (:func:`frame_histograms`), in frame order:
+    the states of the exact protocol's bootstrap pass. ``merge`` concatenates."""
+
+    def __init__(self, edges: np.ndarray) -> None:
+        self.edges = edges
+        self.frames: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def update(self, y_score, y_true) -> "FrameHistograms":
+        self.frames.append(frame_histograms(y_score, y_true, self.edges))
+        return self
+
+    def merge(self, other: "FrameHistograms") -> "FrameHistograms":
+        out = FrameHistograms(self.edges)
+        out.frames = self.frames + other.frames
+        return out
+
+    def stacked(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(pos_hist, neg_hist)``, each (F, B): the input of :func:`bootstrap_ci`."""
+        pos, neg = (np.stack(h) for h in zip(*self.frames))
+        return pos, neg
+
+
 def resample_counts(n_frames: int, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n_frames) float64: how often each frame is drawn in each resample,
     ``Multinomial(n_frames, 1 / n_frames)`` from ``numpy.random.default_rng(seed)``."""
