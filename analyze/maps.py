@@ -11,13 +11,13 @@ float64 scores exactly as :func:`analyze.frame_scores.iter_frame_scores` compute
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from analyze.frame_scores import frame_inputs, iter_frame_scores
+from analyze.report.names import dataset_name, model_name, scorer_name, slug
 from analyze.scorers import get_scorers
 from schemas import cache as C
 from schemas import integrity
@@ -30,7 +30,7 @@ CAPTION = ("Each map is scaled to its own 1st-99th percentile for display only (
 
 
 def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)).strip("_") or "frame"
+    return slug(s, empty="frame")
 
 
 def _t_tag(t: float) -> str:
@@ -112,8 +112,6 @@ def frame_maps(root, spec: C.CacheSpec, i: int, scorers: Sequence, temperature: 
 
 
 def _names():
-    from analyze.report import dataset_name, model_name, scorer_name
-
     return dataset_name, model_name, scorer_name
 
 
