@@ -134,6 +134,25 @@ def test_writers_carry_numbers_and_directions(results):
     assert "**61.39**" in md  # best RA-21 AuPRC in bold
 
 
+def test_markdown_cells_are_the_table_cells(results):
+    """Parsed back, the Markdown table holds exactly the table's cells (index left-aligned,
+    values right-aligned, missing as a dash, the best value of a column in bold)."""
+    df = read_results(results)
+    for t in (R.table1(df), R.table2(df)):
+        lines = [ln for ln in R.to_markdown(t).splitlines() if ln.startswith("|")]
+        header, align, *body = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
+        n_idx = t.index.nlevels
+        assert header[:n_idx] == [n or "" for n in t.index.names]
+        assert header[n_idx:] == [f"{d} / {R.metric_label(dict((v, k) for k, v in R.METRIC_NAMES.items())[m])}"
+                                  for d, m in t.columns]
+        assert [a.endswith(":") for a in align] == [False] * n_idx + [True] * len(t.columns)
+        assert len(body) == len(t)
+        for (idx, row), line in zip(t.iterrows(), body):
+            idx = idx if isinstance(idx, tuple) else (idx,)
+            assert line[:n_idx] == [f"{i:g}" if isinstance(i, float) else i for i in idx]
+            assert [c.strip("*") for c in line[n_idx:]] == ["–" if np.isnan(v) else f"{v:.2f}" for v in row]
+
+
 def test_ci_variant(tmp_path):
     path = tmp_path / "results.parquet"
     write_results(_rows(ci=True), path)

@@ -53,31 +53,29 @@ def _header(col, arrow: str) -> tuple[str, str]:
     return ds, metric_label(inv.get(metric, metric), arrow)
 
 
+def _is_best(v, best) -> bool:
+    num = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
+    return best is not None and not pd.isna(num) and num == best
+
+
 def to_markdown(table: pd.DataFrame, caption: str | None = None, bold_best: bool = True) -> str:
-    """GitHub Markdown: one header row ``"dataset / metric ↑"``, a caption paragraph above.
+    """A Markdown pipe table (pandas ``DataFrame.to_markdown``): one header row ``"dataset /
+    metric ↑"``, the index as leading columns, a caption paragraph above.
 
     Numbers as ``61.39``; missing cells ``–``; the best value of each column in bold.
     """
     caption = table.attrs.get("caption") if caption is None else caption
     best = _best(table) if bold_best else {}
-    names = [n or "" for n in table.index.names]
-    head = names + [" / ".join(p for p in _header(c, "unicode") if p) for c in table.columns]
-    align = ["---"] * len(names) + ["---:"] * len(table.columns)
-    lines = []
-    if caption:
-        lines += [caption, ""]
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
-    for idx, row in table.iterrows():
-        idx = idx if isinstance(idx, tuple) else (idx,)
-        cells = [_fmt_index(i).replace("|", "\\|") for i in idx]
-        for col, v in row.items():
-            text = _fmt(v, MISSING_MD)
-            num = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
-            if col in best and not pd.isna(num) and num == best[col]:
-                text = f"**{text}**"
-            cells.append(text)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    index = [[_fmt_index(i).replace("|", "\\|") for i in (idx if isinstance(idx, tuple) else (idx,))]
+             for idx in table.index]
+    cells = [[f"**{_fmt(v, MISSING_MD)}**" if _is_best(v, best.get(col)) else _fmt(v, MISSING_MD)
+              for col, v in row.items()] for _, row in table.iterrows()]
+    headers = [n or "" for n in table.index.names]
+    headers += [" / ".join(p for p in _header(c, "unicode") if p).replace("|", "\\|") for c in table.columns]
+    shown = pd.DataFrame([i + c for i, c in zip(index, cells)])
+    text = shown.to_markdown(index=False, headers=headers, tablefmt="pipe", disable_numparse=True,
+                             colalign=["left"] * table.index.nlevels + ["right"] * len(table.columns))
+    return (f"{caption}\n\n" if caption else "") + text + "\n"
 
 
 _TEX_ESCAPES = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
@@ -137,8 +135,7 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
         prev = first
         for col, v in row.items():
             text = _tex(_fmt(v, MISSING_TEX)) if isinstance(v, str) else _fmt(v, MISSING_TEX)
-            num = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
-            if col in best and not pd.isna(num) and num == best[col]:
+            if _is_best(v, best.get(col)):
                 text = f"\\textbf{{{text}}}"
             cells.append(text)
         lines.append(" & ".join(cells) + r" \\")
