@@ -217,3 +217,10 @@ def test_write_report_needs_anomaly_rows(tmp_path):
                                      temperature=1.0, temp_target="query", metric="miou", value=0.6)]), path)
     with pytest.raises(ResultsError, match="no anomaly-metric rows"):
         R.write_report(path, tmp_path / "out")
+
+
+def test_every_scorer_of_the_registry_has_a_display_name():
+    """A scorer added to analyze.scorers.SCORERS needs its name in the tables (and its row order)."""
+    from analyze.scorers import SCORERS as REGISTRY
+
+    assert list(R.SCORERS) == list(REGISTRY)
