@@ -73,3 +73,26 @@ def test_no_module_lists_datasets():
         code = path.read_text()
         found = {n for n in MANIFEST if re.search(rf"""["']{re.escape(n)}["']""", code)}
         assert len(found) < 2, (path.relative_to(REPO), sorted(found))
+
+
+def test_readme_layout_matches_the_tree():
+    """Every module of the three packages is in README's layout, and everything listed exists."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("The layout ("):]
+    block = section[section.index("```\n") + 4:]
+    block = block[:block.index("```")]
+    listed, top = set(), None
+    for line in block.splitlines():
+        path = line.split()[0]
+        if not line.startswith(" "):
+            top = path
+        else:
+            listed.add(top + path)
+    assert all((REPO / p).exists() for p in listed | {"extract/", "schemas/", "analyze/"}), \
+        sorted(p for p in listed if not (REPO / p).exists())
+    for pkg in ("extract", "schemas", "analyze"):
+        for f in (REPO / pkg).rglob("*.py"):
+            rel = f.relative_to(REPO).as_posix()
+            if f.name == "__init__.py" and f.parent == REPO / pkg:
+                continue
+            assert rel in listed or any(rel.startswith(p) for p in listed if p.endswith("/")), rel
