@@ -445,7 +445,7 @@ class ExactState:
         if self._c is not None:
             return self._c
         pos = np.concatenate(self._pos) if self._pos else np.empty(0)
-        u, pos_count = np.unique(pos, return_counts=True)  # ascending
+        u, pos_count = ranks.distinct_counts(pos)  # ascending; pos is a copy
         below = below_eq = None  # negatives < u and <= u
         if self._neg and u.size:
             below, below_eq = ranks.rank_raw(self._neg, u, num_threads(threads))
@@ -513,7 +513,7 @@ class PositiveState:
 
     def _unique(self) -> tuple[np.ndarray, np.ndarray]:
         pos = np.concatenate(self._pos) if self._pos else np.empty(0)
-        return np.unique(pos, return_counts=True)
+        return ranks.distinct_counts(pos)
 
     def distinct(self) -> np.ndarray:
         """The distinct anomaly scores, ascending."""

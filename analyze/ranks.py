@@ -57,6 +57,23 @@ def sort_in_place(a: np.ndarray) -> None:
         a.sort()
 
 
+def distinct_counts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(x, return_counts=True)`` of NaN-free scores; ``x`` may be reordered.
+
+    float32: sorted in place by :func:`sort_in_place` (radix), then the same boundary mask as
+    numpy's (``s[1:] != s[:-1]``); of ``-0.0`` and ``+0.0`` the first in the sorted order
+    stands for both, as in numpy, whose order among them is arbitrary.
+    """
+    if x.dtype != np.float32:
+        return np.unique(x, return_counts=True)
+    sort_in_place(x)
+    first = np.empty(x.size, bool)
+    first[:1] = True
+    np.not_equal(x[1:], x[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    return x[starts], np.diff(starts, append=x.size)
+
+
 SORT_GROUP = 1 << 22  # raw negatives ranked in groups of 4 M scores: 2 x 16 MiB of buffers per thread
 
 

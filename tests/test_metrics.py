@@ -360,6 +360,20 @@ def test_compiled_sort_equals_numpy_sort():
         np.testing.assert_array_equal(np.sort(y.view(np.uint32)), np.sort(x.view(np.uint32)))
 
 
+def test_distinct_counts_equal_np_unique():
+    rng = np.random.default_rng(9)
+    for size in (0, 1, 2, 50, 20_000):
+        for dtype in (np.float32, np.float64, np.float16):
+            x = np.round(rng.normal(size=size) * 20).astype(dtype)
+            x[: size // 7] = np.inf if size % 2 else -np.inf
+            x[size // 7 : size // 5] = -0.0
+            want_u, want_c = np.unique(x, return_counts=True)
+            u, c = R.distinct_counts(x.copy())
+            assert u.dtype == want_u.dtype and c.dtype == want_c.dtype
+            np.testing.assert_array_equal(u, want_u)
+            np.testing.assert_array_equal(c, want_c)
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_rank_raw_equals_searchsorted_and_leaves_the_scores(threads, monkeypatch):
     # float32 and float64 chunks, -0.0 and +0.0, thresholds equal to scores; groups of 50 scores
