@@ -414,6 +414,11 @@ SECTIONS: list[Section] = [
         "EoMT scoring of a full T grid against a single T",
         run_eomt_temperature_grid,
     ),
+    Section(
+        "fit_nll_memory",
+        "peak memory of `analyze temperature --fit nll` on 100 and 500 Cityscapes-val-shaped frames",
+        lambda pixels, seed: __import__("analyze.bench_fit", fromlist=["x"]).run_fit_nll_memory(pixels, seed),
+    ),
 ]
 
 

@@ -7,28 +7,23 @@ analyze.temperature, analyze.maps, analyze.export and analyze.inspect.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from analyze.export import FORMATS
-from schemas.cache import CacheError, open_cache, unlabelled_not_void
-from schemas.results import ResultsError
+from schemas.cache import open_cache, unlabelled_not_void
+from schemas.cli import comma_list_option
+from schemas.errors import DataError, ToolGroup, one_line
+from schemas.results import FRAMES, ResultsError
 
 
-class _Group(click.Group):
-    """Turns the tool's user-facing errors into one-line messages with exit code 1."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (CacheError, ResultsError, FileNotFoundError, PermissionError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-
-@click.group(cls=_Group)
+@click.group("analyze", cls=ToolGroup)
 @click.version_option(package_name="anomaly-seg-cache")
 def main():
     """Score every anomaly scorer on cached model outputs; report tables and figures.
+
+    Errors are one line; exit code 1 for bad data or files, 2 for bad options.
 
     \b
     Examples (one per command):
@@ -43,7 +38,8 @@ def main():
 
 @main.command()
 @click.argument("cache")
-@click.option("--verify", is_flag=True, help="Read every chunk and check its crc32c checksum.")
+@click.option("--verify", is_flag=True,
+              help="Check that every done frame has all its chunks and that every chunk decodes (crc32c).")
 def inspect(cache, verify):
     """Print a summary of CACHE and validate it against the schema.
 
@@ -61,12 +57,12 @@ def inspect(cache, verify):
         for p in problems:
             click.echo(f"error: {cache}: {p}", err=True)
         if problems:
-            raise click.ClickException(f"{cache}: {len(problems)} corrupt chunk(s)")
-        click.echo("verify     all chunks intact (crc32c)")
+            raise DataError(f"{cache}: {len(problems)} missing or corrupt chunk(s), listed above")
+        click.echo("verify     all chunks of the done frames present and intact (crc32c)")
         voided = unlabelled_not_void(root, spec)
         if voided:
-            raise click.ClickException(f"{cache}: {len(voided)} unlabelled frame(s) have labels that are not void "
-                                       f"(255) everywhere: {', '.join(voided[:3])}")
+            raise DataError(f"{cache}: {len(voided)} unlabelled frame(s) have labels that are not void "
+                            f"(255) everywhere: {', '.join(voided[:3])}")
 
 
 def _parse_temps(ctx, param, value):
@@ -88,13 +84,22 @@ def _parse_scorers(ctx, param, value):
     return value
 
 
+def _parse_name(ctx, param, value):
+    from schemas.results import parse_run
+
+    try:
+        return None if value is None else parse_run(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command()
 @click.option("--cache", "caches", multiple=True, required=True,
               help="Cache path or fsspec URL (repeat for several caches).")
-@click.option("--scorers", default="all", show_default=True, callback=_parse_scorers,
-              help="'all' or a comma list of msp, maxlogit, maxentropy, energy, rba.")
-@click.option("--temps", default="", callback=_parse_temps,
-              help="Comma list of temperatures > 0; T = 1 is always included (e.g. 0.5,0.75,1.1).")
+@comma_list_option("--scorers", default="all", callback=_parse_scorers,
+                   help="'all' (default) or a comma list of msp, maxlogit, maxentropy, energy, rba.")
+@comma_list_option("--temps", default="", callback=_parse_temps,
+                   help="Temperatures in [0.1, 1000]; T = 1 is always included (e.g. 0.5,0.75,1.1).")
 @click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True,
               help="EoMT: divide the query class logits by T (changes the segmentation) or the per-pixel class scores.")
 @click.option("--protocol", type=click.Choice(["exact", "smiyc"]), default="exact", show_default=True,
@@ -108,20 +113,31 @@ def _parse_scorers(ctx, param, value):
 @click.option("--workers", default=None, type=click.IntRange(1), help="Local threads/processes (default: all cores).")
 @click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
               help="fsspec storage option for URL caches (repeatable).")
-@click.option("--allow-partial", is_flag=True, help="Score the done frames of an unfinished cache (with a warning).")
+@click.option("--allow-partial", is_flag=True,
+              help="Score the done frames of an unfinished cache, skipping done frames that lost chunks (with a warning).")
+@click.option("--keep-going", is_flag=True,
+              help="When a cache fails, score the remaining ones; exit 1 at the end, one line per failure.")
 @click.option("--component-metrics", is_flag=True, help="Also compute SMIYC component-level sIoU, PPV, mean F1.")
 @click.option("--max-memory", default="4GiB", show_default=True,
               help="Memory budget of the exact protocol before it switches to two passes (e.g. 512MiB, 8GiB).")
 @click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(0),
               help="Frame-bootstrap resamples for ci_low/ci_high (e.g. 1000); 0 = none.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap resampling.")
+@click.option("--name", default=None, callback=_parse_name,
+              help="Run name of every row (default: per cache, <checkpoint file stem>-<first 8 hex of its sha256>).")
+@click.option("--frames", "frame_rule", type=click.Choice(FRAMES), default="all", show_default=True,
+              help="all: every frame, as SMIYC; with-anomaly: only frames with an anomaly pixel, as the course "
+                   "evaluation code (their in-distribution pixels are dropped too).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def score(caches, scorers, temps, temp_target, protocol, out, scheduler, scheduler_file, workers, storage_options,
-          allow_partial, component_metrics, max_memory, bootstrap, seed, no_progress):
+          allow_partial, keep_going, component_metrics, max_memory, bootstrap, seed, name, frame_rule, no_progress):
     """Apply every scorer at every temperature to cached outputs; write results.parquet.
 
-    Rows for an existing (model, dataset, scorer, T, protocol) are replaced, not duplicated.
-    Frames must all be done (see --allow-partial).
+    Each row is keyed by its run (--name, default from the cache's checkpoint), model,
+    dataset, scorer, T, target, protocol, frames and metric. Rows with the key of a new row
+    are replaced; rows of other runs stay. Each cache's rows are written (atomically) as
+    soon as it is scored; two caches that would write rows with one key are refused before
+    any work. Frames must all be done and complete (see --allow-partial).
 
     \b
     Example:
@@ -130,8 +146,8 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
     """
     import pandas as pd
 
-    from analyze.driver import Scheduler, ScoreError, parse_storage_options, score_cache
-    from schemas.results import write_results, write_side_table
+    from analyze.driver import Scheduler, parse_storage_options, score_cache
+    from schemas.results import cache_conflicts, check_side_table, read_results
 
     try:
         opts = parse_storage_options(storage_options)
@@ -142,31 +158,78 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--max-memory") from None
     _check_writable(out)
-    results, frames, curves = [], [], []
+    stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
+    if Path(out).exists():  # an old or foreign file is refused now, not after the scoring
+        read_results(out)
+    for path in (f"{stem}_frames.parquet", f"{stem}_curves.parquet"):
+        check_side_table(path)
+    _check_distinct_runs(caches, opts or None, name)
+    results, failures, total = [], [], 0
+    sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
     try:
-        sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
-        try:
-            for cache in caches:
-                click.echo(f"scoring {cache}", err=True)
+        for cache in caches:
+            click.echo(f"scoring {cache}", err=True)
+            try:
                 r, f, c = score_cache(
                     cache, scorers, temps, temp_target, protocol, sched, storage_options=opts or None,
                     allow_partial=allow_partial, max_memory=budget, component_metrics=component_metrics,
                     bootstrap=bootstrap, seed=seed, warn=lambda m: click.echo(f"warning: {m}", err=True),
-                    info=lambda m: click.echo(f"note: {m}", err=True),
+                    info=lambda m: click.echo(f"note: {m}", err=True), name=name, frames=frame_rule,
                 )
-                results.append(r), frames.append(f), curves.append(c)
-        finally:
-            sched.close()
-    except ScoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    table = write_results(pd.concat(results, ignore_index=True), out)
+            except (DataError, OSError) as exc:
+                if not keep_going:
+                    raise
+                failures.append(one_line(exc))
+                click.echo(f"warning: {cache} failed (reason at the end); --keep-going: next cache", err=True)
+                continue
+            total = _write_tables(r, f, c, out)  # now: a later cache's failure loses nothing
+            results.append(r)
+            click.echo(f"wrote {len(r)} rows of {cache} to {out}", err=True)
+    finally:
+        sched.close()
+    if results:
+        new = pd.concat(results, ignore_index=True)
+        click.echo(summary_table(new))
+        click.echo(f"wrote {len(new)} rows to {out} ({total} rows in total)")
+        for msg in cache_conflicts(read_results(out)):
+            click.echo(f"warning: {out}: {msg}; `analyze report` and `analyze temperature` refuse to combine them "
+                       "(score the other rows again, or this cache under another --name)", err=True)
+    if failures:
+        for line in failures:
+            click.echo(f"error: {line}", err=True)
+        raise DataError(f"{len(failures)} of {len(caches)} cache(s) failed (listed above); "
+                        f"the rows of the others are in {out}")
+
+
+def _write_tables(results, frames, curves, out) -> int:
+    """Write one cache's rows into results.parquet and its side tables (each atomically)."""
+    from schemas.results import FRAME_KEY, write_results, write_side_table
+
+    table = write_results(results, out)  # refuses (writing nothing) two rows with one key
     stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
-    write_side_table(pd.concat(frames, ignore_index=True), f"{stem}_frames.parquet",
-                     key=("model", "dataset", "scorer", "temperature", "temp_target", "protocol", "frame"))
-    write_side_table(pd.concat(curves, ignore_index=True), f"{stem}_curves.parquet")
-    new = pd.concat(results, ignore_index=True)
-    click.echo(summary_table(new))
-    click.echo(f"wrote {len(new)} rows to {out} ({len(table)} rows in total)")
+    write_side_table(frames, f"{stem}_frames.parquet", key=FRAME_KEY)
+    write_side_table(curves, f"{stem}_curves.parquet")
+    return len(table)
+
+
+def _check_distinct_runs(caches, storage_options, name) -> None:
+    """Two caches whose rows would share keys (one run, model and dataset: two checkpoints
+    under one --name, or a cache given twice) are refused before any work; a cache that
+    cannot be opened is left to fail when it is scored."""
+    from analyze.driver import run_name
+
+    seen: dict[tuple, str] = {}
+    for cache in caches:
+        try:
+            _, spec = open_cache(cache, storage_options=storage_options)
+        except (DataError, OSError):
+            continue
+        key = (run_name(spec, name), spec.provenance.model, spec.provenance.dataset)
+        if key in seen:
+            raise ResultsError(f"{seen[key]} and {cache} would both write the rows of run {key[0]} ({key[1]}, "
+                               f"{key[2]}): give each checkpoint its own run name (`analyze score --name`, one "
+                               "call per name)")
+        seen[key] = cache
 
 
 @main.command()
@@ -174,8 +237,14 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for tables and figures.")
 @click.option("--protocol", type=click.Choice(["exact", "smiyc"]), default=None,
               help="Which protocol's rows to report (default: exact when present).")
-def report(results, out, protocol):
+@click.option("--frames", "frame_rule", type=click.Choice(FRAMES), default=None,
+              help="Which frames rule's rows to report (default: all when present).")
+def report(results, out, protocol, frame_rule):
     """Tables 1-2 of the seed paper (Markdown, LaTeX) and figures (PNG) from results.parquet.
+
+    One table row or figure line per (model, run, scorer), labelled by the run name where a
+    model has several runs. Two rows for one number, or rows of one run and dataset from two
+    caches, are an error naming them.
 
     \b
     Example:
@@ -184,18 +253,19 @@ def report(results, out, protocol):
     from analyze.report import write_report
 
     _check_writable(f"{out}/x")
-    paths = write_report(results, out, protocol=protocol, warn=lambda m: click.echo(f"note: {m}", err=True))
+    paths = write_report(results, out, protocol=protocol, warn=lambda m: click.echo(f"note: {m}", err=True),
+                         frames=frame_rule)
     for p in paths:
         click.echo(str(p))
 
 
 @main.command()
 @click.option("--cache", required=True, help="Cache path or URL.")
-@click.option("--scorer", "scorers", default="all", show_default=True, callback=_parse_scorers,
-              help="'all' or a comma list of scorers.")
-@click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature (> 0).")
+@comma_list_option("--scorer", "scorers", default="all", callback=_parse_scorers,
+                   help="'all' (default) or a comma list of scorers.")
+@click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature in [0.1, 1000].")
 @click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True)
-@click.option("--frames", default=None, help="Comma list of frame ids (default: the first 4).")
+@comma_list_option("--frames", default="", help="Frame ids (default: the first 4).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for .npy maps and PNG panels.")
 def maps(cache, scorers, temp, temp_target, frames, out):
     """Per-frame anomaly maps (.npy) and image / ground truth / map panels (PNG).
@@ -206,8 +276,12 @@ def maps(cache, scorers, temp, temp_target, frames, out):
     """
     from analyze.maps import write_maps
 
-    if not temp > 0:
-        raise click.BadParameter(f"temperature must be > 0, got {temp}", param_hint="--temp")
+    from analyze.scorers import check_temperature
+
+    try:
+        check_temperature(temp)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--temp") from None
     try:
         paths = write_maps(cache, scorers, temp, frames.split(",") if frames else None, out, temp_target)
     except ValueError as exc:
@@ -219,7 +293,7 @@ def maps(cache, scorers, temp, temp_target, frames, out):
 @main.command()
 @click.option("--cache", required=True, help="Cache path or URL of a benchmark split (e.g. smiyc_anomaly_track).")
 @click.option("--scorer", required=True, help="One scorer: msp, maxlogit, maxentropy, energy or rba (EoMT only).")
-@click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature (> 0).")
+@click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature in [0.1, 1000].")
 @click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True,
               help="EoMT: T on the query class logits or on the per-pixel class scores (as in `analyze score`).")
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="smiyc", show_default=True,
@@ -241,18 +315,19 @@ def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_z
       analyze export --cache caches/eomt/smiyc_anomaly_track.zarr --scorer msp --temp 1.1 \\
           --format smiyc --method EoMT_MSP_T1.1 --out submission/ --zip
     """
-    from analyze.export import ExportError, ExportOptionError, export_maps
+    from analyze.export import ExportOptionError, export_maps
+    from analyze.scorers import check_temperature
 
-    if not temp > 0:
-        raise click.BadParameter(f"temperature must be > 0, got {temp}", param_hint="--temp")
+    try:
+        check_temperature(temp)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--temp") from None
     try:
         summary = export_maps(cache, scorer, out, method, temperature=temp, temp_target=temp_target, fmt=fmt,
                               overwrite=overwrite, make_zip=make_zip, progress=not no_progress,
                               warn=lambda m: click.echo(f"warning: {m}", err=True))
     except ExportOptionError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.option) from None
-    except ExportError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(summary.line())
     if summary.zip_path is not None:
         packed = ", ".join(f"{d} {n} files" for d, n in summary.zipped.items())
@@ -261,8 +336,8 @@ def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_z
 
 @main.command()
 @click.option("--results", type=click.Path(dir_okay=False), default=None, help="results.parquet (for --select-on).")
-@click.option("--select-on", default=None, metavar="DATASET[,...]",
-              help="Choose T on these datasets; report the chosen T on every other dataset.")
+@comma_list_option("--select-on", metavar="DATASET[,...]",
+                   help="Choose T on these datasets; report the chosen T on every other dataset.")
 @click.option("--metric", default="auprc", show_default=True, type=click.Choice(["auprc", "fpr95", "auroc"]),
               help="Metric T is chosen by (fpr95 is minimised).")
 @click.option("--fit", type=click.Choice(["nll"]), default=None,
@@ -271,7 +346,9 @@ def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_z
 @click.option("--max-pixels", default=200_000, show_default=True, type=click.IntRange(1000),
               help="--fit: pixels sampled (seeded) for the fit.")
 @click.option("--seed", default=0, show_default=True, type=int)
-def temperature(results, select_on, metric, fit, cache, max_pixels, seed):
+@click.option("--name", default=None, callback=_parse_name,
+              help="--fit: run name of the ECE rows (default: from the cache's checkpoint, as `analyze score`).")
+def temperature(results, select_on, metric, fit, cache, max_pixels, seed, name):
     """Choose the temperature honestly: on validation datasets only, or by NLL on in-distribution data.
 
     With --select-on the chosen rows (marked selected_on) are added to --results; a dataset
@@ -310,7 +387,7 @@ def temperature(results, select_on, metric, fit, cache, max_pixels, seed):
             raise click.BadParameter("--fit nll needs --cache", param_hint="--cache")
         from analyze.temperature import fit_temperature_nll
 
-        res = fit_temperature_nll(cache, max_pixels=max_pixels, seed=seed)
+        res = fit_temperature_nll(cache, max_pixels=max_pixels, seed=seed, name=name)
         click.echo(f"T = {res['T']:.4f}  NLL {res['nll_before']:.4f} -> {res['nll_after']:.4f}  "
                    f"ECE {100 * res['ece_before']:.2f}% -> {100 * res['ece_after']:.2f}%  "
                    f"({res['n_pixels']} pixels of {res['n_frames']} frames)")
@@ -320,11 +397,18 @@ def temperature(results, select_on, metric, fit, cache, max_pixels, seed):
 
 
 def summary_table(df) -> str:
-    """Compact pivot: one row per (model, dataset, scorer, T), metrics in percent."""
+    """Compact pivot: one row per (run, model, dataset, scorer, T) and whichever of target,
+    protocol, frames and selection vary; metrics in percent. Two rows for one cell raise."""
+    from analyze.cells import one_row_each
+    from schemas.results import normalise
+
     if df.empty:
         return "(no rows)"
-    pivot = df.pivot_table(index=["model", "dataset", "scorer", "temperature"], columns="metric", values="value",
-                           aggfunc="first", observed=True)
+    df = normalise(df)
+    index = ["run", "model", "dataset", "scorer", "temperature"]
+    index += [c for c in ("temp_target", "protocol", "frames", "selected_on") if df[c].nunique() > 1]
+    d = one_row_each(df.astype({c: str for c in index if c != "temperature"}), index + ["metric"])
+    pivot = d.pivot(index=index, columns="metric", values="value")
     return (pivot * 100).round(2).to_string(na_rep="-")
 
 

@@ -38,8 +38,9 @@ before any softmax (dropping it before the resize is identical: the resize acts 
 channel). The semantic map is the argmax over the remaining classes and does not depend
 on ``T``; for a pixel model both temperature targets mean ``z / T``.
 
-Tensors are torch float32 on the CPU; the maps handed to metrics (:func:`score_frame`,
-:func:`semantic_prediction`) are numpy arrays.
+Tensors are torch float32 on the CPU. The maps handed to metrics are numpy arrays: anomaly
+maps in float64, since the scorers evaluate their formulas in float64 (:mod:`analyze.scorers`,
+:func:`score_frame`), semantic maps in uint8 (:func:`semantic_prediction`).
 """
 
 from __future__ import annotations
@@ -323,11 +324,11 @@ class TemperatureScores(NamedTuple):
 
     temperature: float
     semantic: np.ndarray  # (H, W) uint8
-    scores: dict[str, np.ndarray]  # scorer name -> (H, W) float32
+    scores: dict[str, np.ndarray]  # scorer name -> (H, W) float64
 
 
 class FrameScores(NamedTuple):
-    scores: dict[tuple[str, float], np.ndarray]  # (scorer name, T) -> (H, W) float32
+    scores: dict[tuple[str, float], np.ndarray]  # (scorer name, T) -> (H, W) float64
     semantic: dict[float, np.ndarray]  # T -> (H, W) uint8
 
 
@@ -407,7 +408,7 @@ def score_frame(
 
     Same arguments as :func:`iter_frame_scores` (which keeps only one temperature's maps
     alive); returns ``FrameScores(scores, semantic)`` with ``scores[(name, T)]`` (H, W)
-    float32 and ``semantic[T]`` (H, W) uint8.
+    float64 and ``semantic[T]`` (H, W) uint8.
     """
     scores: dict[tuple[str, float], np.ndarray] = {}
     semantic: dict[float, np.ndarray] = {}

@@ -14,7 +14,7 @@ SegmentMeIfYouCan (``SegmentMeIfYouCan/road-anomaly-benchmark``), format ``smiyc
   Reading (``ChannelLoaderHDF5.read_file``, then ``np.squeeze``) expects the image's size
   (``metric_worker`` resizes narrower maps bilinearly): maps are written at the original size.
 
-The map is :func:`analyze.maps.frame_maps`, the one map computation: the float32 scores
+The map is :func:`analyze.maps.frame_maps`, the one map computation: the float64 scores
 ``analyze score`` and ``analyze maps`` use (higher = more anomalous, not rescaled; the
 benchmark's ``PixBinaryClass`` bins each frame at its own percentiles, so any range works).
 Every frame of the cache is exported, labelled or not.
@@ -39,12 +39,14 @@ from typing import Callable
 import numpy as np
 
 from schemas import cache as C
+from schemas import integrity
+from schemas.errors import DataError
 
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # a folder name, and no "," (the benchmark splits lists on it)
 MATCH_ATTRS = ("scorer", "temperature", "temp_target", "cache_digest")  # what must agree for a file to be reused
 
 
-class ExportError(Exception):
+class ExportError(DataError):
     """Bad cache content or output folder (the message names the file)."""
 
 
@@ -171,6 +173,10 @@ def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, m
         missing = [spec.frame_ids[i] for i in np.flatnonzero(~done)]
         raise ExportError(f"{cache}: {len(missing)} of {spec.n_frames} frames are not done (e.g. "
                           f"{', '.join(missing[:3])}); a submission needs every frame: finish `extract run` first")
+    problems = integrity.check_frames(root, spec, range(spec.n_frames))
+    if problems:
+        raise ExportError(f"{cache}: {integrity.describe(problems)}; the cache lost data (rerun `extract run` "
+                          "or copy the cache again)")
     bad_ids = [f for f in spec.frame_ids if "/" in f or "\\" in f or f.startswith(".")]
     if bad_ids:
         raise ExportError(f"{cache}: frame id {bad_ids[0]!r} cannot be a file name")
@@ -201,7 +207,7 @@ def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, m
         for i, fid in enumerate(spec.frame_ids):
             if complete[i]:
                 continue
-            value = frame_maps(root, spec, i, chosen, t, temp_target)[sc.name]  # (H, W) float32
+            value = frame_maps(root, spec, i, chosen, t, temp_target)[sc.name]  # (H, W) float64
             _write_atomic(paths[i], _to_float16(value, cache, fid), attrs)
             written += 1
             bar.update(1)

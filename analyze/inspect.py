@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from schemas import integrity
 from schemas.cache import CacheError, CacheSpec, arrays_for, done_mask
 
 
@@ -47,20 +48,17 @@ def _unlabelled(spec: CacheSpec) -> str:
 
 
 def verify(root: zarr.Group, spec: CacheSpec) -> list[str]:
-    """Read every chunk of every array; the crc32c codec rejects any flipped byte.
+    """Check the whole cache (:mod:`schemas.integrity`): the static arrays agree with the
+    attributes, every done frame has all its data chunks, and every stored chunk decodes
+    (crc32c rejects any changed byte).
 
-    Returns one problem line per unreadable chunk (empty when the cache is intact).
+    Returns one problem line per missing or damaged chunk, naming the array and the frame
+    (empty when the cache is intact).
     """
-    problems = []
-    for a in arrays_for(spec.kind):
-        arr = root[a.name]
-        first = arr.chunks[0]
-        for start in range(0, arr.shape[0], first):
-            try:
-                arr[start : start + first]
-            except Exception as exc:  # zarr raises codec-specific errors for corrupt chunks
-                problems.append(f"{a.name}[{start}:{start + first}]: corrupt chunk ({exc.__class__.__name__}: {exc})")
-    return problems
+    done = np.flatnonzero(done_mask(root))
+    problems = integrity.static_problems(root, spec) + integrity.missing_chunks(root, spec, done)
+    problems += integrity.corrupt_chunks(root, spec)
+    return [p.line() for p in problems]
 
 
 def not_done_frames(root: zarr.Group, spec: CacheSpec) -> list[str]:

@@ -4,7 +4,7 @@ The panels are the seed paper's Figures 3-4: the input image next to one anomaly
 scorer (brighter = more anomalous) and the ground truth (anomaly white, void grey,
 in-distribution black). Each map is scaled to its own 1st-99th percentile **for display
 only** (the scorers' ranges differ by orders of magnitude); the ``.npy`` files keep the raw
-float32 scores exactly as :func:`analyze.compose.iter_frame_scores` computes them for
+float64 scores exactly as :func:`analyze.compose.iter_frame_scores` computes them for
 ``analyze score``.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 from analyze.compose import iter_frame_scores
 from analyze.scorers import get_scorers
 from schemas import cache as C
+from schemas import integrity
 
 DEFAULT_N_FRAMES = 4
 DISPLAY_LONG_SIDE = 512
@@ -107,7 +108,7 @@ def _inputs(root, spec: C.CacheSpec, i: int) -> dict:
 
 def frame_maps(root, spec: C.CacheSpec, i: int, scorers: Sequence, temperature: float,
                temp_target: str = "query") -> dict[str, np.ndarray]:
-    """Anomaly maps of frame ``i``: scorer name -> float32 (H, W) at the original resolution.
+    """Anomaly maps of frame ``i``: scorer name -> float64 (H, W) at the original resolution.
 
     The scores :func:`analyze.compose.iter_frame_scores` gives ``analyze score`` (higher = more
     anomalous, no rescaling), at one temperature; ``temp_target`` as there (EoMT only).
@@ -115,7 +116,7 @@ def frame_maps(root, spec: C.CacheSpec, i: int, scorers: Sequence, temperature: 
     """
     (ts,) = iter_frame_scores(spec.kind, scorers=scorers, temperatures=(float(temperature),),
                               temp_target=temp_target, **_inputs(root, spec, i))
-    return {s.name: np.asarray(ts.scores[s.name], np.float32) for s in scorers}
+    return {s.name: np.asarray(ts.scores[s.name]) for s in scorers}
 
 
 def _names():
@@ -128,7 +129,7 @@ def write_maps(cache_path: str | os.PathLike, scorers: str, temperature: float, 
                out_dir: str | os.PathLike, temp_target: str = "query", *, storage_options=None) -> list[Path]:
     """Anomaly maps of ``frames`` (default: the first 4 done frames) for each of ``scorers``.
 
-    Writes into ``out_dir``: ``<frame>_<scorer>_T<T>.npy`` (float32, original resolution, the
+    Writes into ``out_dir``: ``<frame>_<scorer>_T<T>.npy`` (float64, original resolution, the
     scores ``analyze score`` uses), ``<frame>_T<T>.png`` (image | ground truth | one map per
     scorer) and ``panel.png`` (one row per frame, same columns).
     ``scorers`` is ``'all'`` or a comma list (as ``analyze score``); ``temp_target`` as there
@@ -138,6 +139,9 @@ def write_maps(cache_path: str | os.PathLike, scorers: str, temperature: float, 
     where = str(cache_path)
     chosen = get_scorers(scorers, spec.kind)
     idx = _frame_indices(spec, C.done_mask(root), frames, where)
+    problems = integrity.check_frames(root, spec, idx)
+    if problems:
+        raise C.CacheError(f"{where}: {integrity.describe(problems)}; the cache lost data")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = float(temperature)
@@ -152,7 +156,7 @@ def write_maps(cache_path: str | os.PathLike, scorers: str, temperature: float, 
         valid = label != 255
         maps = []
         for s in chosen:
-            score = scores[s.name]  # (H, W) float32
+            score = scores[s.name]  # (H, W) float64
             p = out / map_filename(fid, s.name, t)
             np.save(p, score)
             written.append(p)

@@ -727,6 +727,12 @@ class SmiycState:
         self.n_neg += neg.size
         return self
 
+    def frame_bins(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per frame that had a non-void pixel, in update/merge order: (bin lower edges
+        increasing, anomaly counts, in-distribution counts) of its own percentile bins
+        (what :mod:`analyze.smiyc_bootstrap` resamples)."""
+        return list(self._frames)
+
     def merge(self, other: "SmiycState") -> "SmiycState":
         """A new state with both states' frames (inputs unchanged)."""
         _check_same_type(self, other)
@@ -919,9 +925,10 @@ def pixel_metrics(y_score_maps: Iterable, y_true_maps: Iterable, protocol: str =
     return state.compute(threads=n) if isinstance(state, ExactState) else state.compute()
 
 
-def frame_ap(y_score, y_true) -> float:
-    """Exact AP (sklearn ``average_precision_score``) of one frame; NaN, silently, without anomaly."""
-    return ExactState().update(y_score, y_true).compute(warn=False)["auprc"]
+def frame_ap(y_score, y_true, protocol: str = "exact") -> float:
+    """AP of one frame under ``protocol`` (exact: sklearn ``average_precision_score``; smiyc: the
+    benchmark's binned AP of that frame alone); NaN, silently, without anomaly."""
+    return new_state(protocol).update(y_score, y_true).compute(warn=False)["auprc"]
 
 
 def curves(state, n_points: int = 200) -> dict:

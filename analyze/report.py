@@ -46,6 +46,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from analyze.cells import (T_ATOL, RowConflict, at_t, checked, choose_frames, one_row_each, plain, prefer_target,
+                           series_labels, target_rank)
 from schemas.results import SEMANTIC_SCORER, ResultsError, read_results
 
 log = logging.getLogger(__name__)
@@ -75,9 +77,6 @@ METRIC_NAMES: dict[str, str] = {"auprc": "AuPRC", "fpr95": "FPR95", "auroc": "AU
 HIGHER_IS_BETTER: dict[str, bool] = {"auprc": True, "fpr95": False, "auroc": True, "miou": True, "ece": False,
                                      "siou": True, "ppv": True, "mean_f1": True}
 TABLE_METRICS = ("auprc", "fpr95")
-#: when the same (model, dataset, scorer, T) exists for several temperature targets (they
-#: coincide at T = 1), the first of these is shown
-TARGET_PREFERENCE = ("query", "logits", "pixel", "none")
 TARGET_NOTES = {
     "query": "T divides the query class logits, which changes the segmentation",
     "pixel": "T divides the per-pixel class scores",
@@ -85,7 +84,6 @@ TARGET_NOTES = {
 }
 MISSING_MD = "–"
 MISSING_TEX = "--"
-_T_ATOL = 1e-9
 
 # one colour per scorer and one line style per model, shared by every figure
 _SCORER_COLOURS = {"msp": "#1f77b4", "maxlogit": "#d62728", "maxentropy": "#2ca02c", "energy": "#9467bd",
@@ -123,44 +121,40 @@ def _ordered(present, canonical: Sequence[str]) -> list[str]:
     return [x for x in canonical if x in present] + sorted(present - set(canonical))
 
 
-def _target_rank(t: str) -> int:
-    return TARGET_PREFERENCE.index(t) if t in TARGET_PREFERENCE else len(TARGET_PREFERENCE)
-
-
-def _plain(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that are not the output of a temperature selection."""
-    if "selected_on" not in df:
-        return df
-    sel = df["selected_on"]
-    return df[sel.isna() | sel.astype(str).isin(["", "nan", "None"])]
-
-
-def _at_t(df: pd.DataFrame, t: float) -> pd.DataFrame:
-    return df[np.isclose(df["temperature"].astype(float), float(t), rtol=0, atol=_T_ATOL)]
-
-
-def _dedupe_targets(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """One row per ``keys``: the preferred temperature target (identical values at T = 1)."""
-    if df.empty:
-        return df
-    order = df["temp_target"].map(_target_rank)
-    return df.assign(_rank=order).sort_values("_rank", kind="stable").drop_duplicates(list(keys)).drop(
-        columns="_rank")
-
-
 def _protocols(df: pd.DataFrame) -> list[str]:
     return sorted(set(df.loc[df["scorer"] != SEMANTIC_SCORER, "protocol"].astype(str)))
 
 
-def _anomaly_rows(df: pd.DataFrame, protocol: str, metrics=TABLE_METRICS) -> pd.DataFrame:
-    d = _plain(df)
+def _anomaly_rows(df: pd.DataFrame, protocol: str, metrics=TABLE_METRICS, frames: str | None = None) -> pd.DataFrame:
+    """Plain anomaly-metric rows of ``protocol`` and one frames rule (``frames``, default
+    ``all`` when present), checked to come from one cache per (run, model, dataset)."""
+    d = plain(df)
     d = d[(d["scorer"] != SEMANTIC_SCORER) & (d["dataset"] != MIOU_DATASET) & d["metric"].isin(metrics)]
     out = d[d["protocol"] == protocol]
     if out.empty:
         have = _protocols(d) or ["none"]
         raise ResultsError(f"no anomaly-metric rows ({', '.join(metrics)}) for protocol {protocol!r}; "
                            f"protocols present: {', '.join(have)}")
-    return out
+    out = out[out["frames"] == choose_frames(out, frames)]
+    return checked(out, f"protocol {protocol}")
+
+
+def _runs(rows: pd.DataFrame, model: str) -> list[str]:
+    return sorted(set(rows.loc[rows["model"] == model, "run"]))
+
+
+def _keys(rows: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(model, run, scorer) in Table 1 order: models, then runs by name, then scorers."""
+    keys = []
+    for m in _ordered(rows["model"], list(MODELS)):
+        for r in _runs(rows, m):
+            present = set(rows.loc[(rows["model"] == m) & (rows["run"] == r), "scorer"])
+            keys += [(m, r, s) for s in _ordered(present, MODEL_SCORERS.get(m, tuple(SCORERS)))]
+    return keys
+
+
+def _frames_note(frames: str) -> str:
+    return "" if frames == "all" else "; only frames with an anomaly pixel"
 
 
 # ---- table cells -------------------------------------------------------------------------
@@ -179,27 +173,32 @@ def _cell(row: pd.Series | None, ci: bool):
     return f"{v:.2f} [{100 * float(lo):.1f}, {100 * float(hi):.1f}]"
 
 
-def _miou_row(df: pd.DataFrame, model: str, t: float, temp_target: str | None,
+def _miou_row(df: pd.DataFrame, model: str, run: str, t: float, temp_target: str | None,
               protocol: str, miou_dataset: str) -> pd.Series | None:
-    """The model's mIoU row at ``t``; the T = 1 row when T does not change its segmentation.
+    """The mIoU row of (model, run) at ``t``; the T = 1 row when T does not change its segmentation.
 
     ``analyze score`` writes mIoU per T only for EoMT with the query target; for a pixel model
     or the pixel target the segmentation is the same at every T, so the T = 1 row holds.
+    Rows of several protocols or targets hold the same confusion matrix: their values must
+    agree (ResultsError naming two that do not); the row of ``protocol`` is preferred.
     """
-    d = _plain(df)
-    d = d[(d["model"] == model) & (d["scorer"] == SEMANTIC_SCORER) & (d["metric"] == "miou")
+    d = plain(df)
+    d = d[(d["model"] == model) & (d["run"] == run) & (d["scorer"] == SEMANTIC_SCORER) & (d["metric"] == "miou")
           & (d["dataset"] == miou_dataset)]
     if d.empty:
         return None
-    d = d.assign(_p=(d["protocol"] != protocol).astype(int), _r=d["temp_target"].map(_target_rank))
-    at = _at_t(d, t)
-    if abs(t - 1.0) > _T_ATOL:
+    checked(d, "mIoU")
+    at = at_t(d, t)
+    if abs(t - 1.0) > T_ATOL:
         if temp_target is not None:
             at = at[at["temp_target"] == temp_target]
         if at.empty and temp_target != "query":
-            at = _at_t(d, 1.0)  # both targets give the same segmentation at T = 1
+            at = at_t(d, 1.0)  # both targets give the same segmentation at T = 1
     if at.empty:
         return None
+    if at["value"].nunique(dropna=False) > 1:
+        one_row_each(at, ["model", "run", "dataset"], f"the mIoU cell of {model_name(model)} ({run}) at T = {t:g}")
+    at = at.assign(_p=(at["protocol"] != protocol).astype(int), _r=at["temp_target"].map(target_rank))
     return at.sort_values(["_p", "_r"], kind="stable").iloc[0]
 
 
@@ -210,6 +209,7 @@ def _columns(datasets: Sequence[str]) -> pd.MultiIndex:
 
 
 def _lookup(rows: pd.DataFrame) -> dict:
+    one_row_each(rows, ["dataset", "metric"])
     return {(r.dataset, r.metric): r for r in (row for _, row in rows.iterrows())}
 
 
@@ -226,37 +226,39 @@ def _fill(table_rows: list[tuple], datasets: Sequence[str], cells_of, ci: bool) 
 
 
 def table1(df: pd.DataFrame, protocol: str = "exact", temperature: float = 1.0, ci: bool = False,
-           miou_dataset: str = MIOU_DATASET) -> pd.DataFrame:
+           miou_dataset: str = MIOU_DATASET, frames: str | None = None) -> pd.DataFrame:
     """The paper's Table 1: rows (Model, Method), columns (dataset, metric), values in %.
 
-    Cells are ``round(100 * value, 2)`` (NaN where a row is missing) or, with ``ci=True``,
-    strings ``"61.39 [59.1, 63.0]"``. The mIoU column is the model's semantic row on
-    ``miou_dataset`` (the same for every scorer of a model). Raises ``ResultsError`` when no
-    AuPRC/FPR95 row exists for ``protocol`` at ``temperature``.
+    One row per (model, run, scorer); the Model cell is the model's name, followed by the run
+    name when the model has several runs. Cells are ``round(100 * value, 2)`` (NaN where a
+    row is missing) or, with ``ci=True``, strings ``"61.39 [59.1, 63.0]"``. The mIoU column is
+    the semantic row of the same (model, run) on ``miou_dataset`` (the same for every scorer).
+    Raises ``ResultsError`` when no AuPRC/FPR95 row exists for ``protocol`` at ``temperature``,
+    or when two rows would fill one cell (naming both).
     """
-    rows = _anomaly_rows(df, protocol)
-    rows = _at_t(rows, temperature)
+    rows = _anomaly_rows(df, protocol, frames=frames)
+    rule = str(rows["frames"].iloc[0])
+    temps = sorted(set(rows["temperature"].astype(float)))
+    rows = at_t(rows, temperature)
     if rows.empty:
-        temps = sorted(set(_anomaly_rows(df, protocol)["temperature"].astype(float)))
         raise ResultsError(f"no anomaly-metric rows at T = {temperature:g} (protocol {protocol}); "
                            f"temperatures present: {', '.join(f'{t:g}' for t in temps)}")
-    rows = _dedupe_targets(rows, ["model", "dataset", "scorer", "metric"])
+    rows = prefer_target(rows, ["model", "run", "dataset", "scorer", "metric"], "one Table 1 cell")
     datasets = _ordered(rows["dataset"], list(DATASETS))
-    keys = []
-    for m in _ordered(rows["model"], list(MODELS)):
-        present = set(rows.loc[rows["model"] == m, "scorer"])
-        keys += [(m, s) for s in _ordered(present, MODEL_SCORERS.get(m, tuple(SCORERS)))]
+    keys = _keys(rows)
+    labels = series_labels([(m, r) for m, r, _ in keys], model_name)
 
     def cells_of(key):
-        m, s = key
-        sub = rows[(rows["model"] == m) & (rows["scorer"] == s)]
+        m, r, s = key
+        sub = rows[(rows["model"] == m) & (rows["run"] == r) & (rows["scorer"] == s)]
         target = str(sub["temp_target"].iloc[0]) if len(sub) else None
-        return _miou_row(df, m, temperature, target, protocol, miou_dataset), _lookup(sub)
+        return _miou_row(df, m, r, temperature, target, protocol, miou_dataset), _lookup(sub)
 
-    index = pd.MultiIndex.from_tuples([(model_name(m), scorer_name(s)) for m, s in keys], names=["Model", "Method"])
+    index = pd.MultiIndex.from_tuples([(labels[(m, r)], scorer_name(s)) for m, r, s in keys],
+                                      names=["Model", "Method"])
     table = pd.DataFrame(_fill(keys, datasets, cells_of, ci), index=index, columns=_columns(datasets))
     table.attrs["caption"] = (
-        f"Anomaly segmentation at T = {temperature:g} (protocol {protocol}), in %. "
+        f"Anomaly segmentation at T = {temperature:g} (protocol {protocol}{_frames_note(rule)}), in %. "
         f"mIoU on {dataset_name(miou_dataset)}: one value per model, since a scorer does not change "
         f"the segmentation. ↑ higher is better, ↓ lower is better."
         + (" Brackets: bootstrap confidence interval." if ci else "")
@@ -266,65 +268,87 @@ def table1(df: pd.DataFrame, protocol: str = "exact", temperature: float = 1.0, 
     return table
 
 
-def temperature_grids(df: pd.DataFrame, protocol: str = "exact") -> list[tuple[str, str, str]]:
-    """(model, scorer, temp_target) with AuPRC/FPR95 at more than one T, in Table 1 order."""
+def temperature_grids(df: pd.DataFrame, protocol: str = "exact",
+                      frames: str | None = None) -> list[tuple[str, str, str, str]]:
+    """(model, run, scorer, temp_target) with AuPRC/FPR95 at more than one T, in Table 1 order."""
     try:
-        rows = _anomaly_rows(df, protocol)
+        rows = _anomaly_rows(df, protocol, frames=frames)
     except ResultsError:
         return []
     out = []
-    for m in _ordered(rows["model"], list(MODELS)):
-        rm = rows[rows["model"] == m]
-        for s in _ordered(rm["scorer"], MODEL_SCORERS.get(m, tuple(SCORERS))):
-            rs = rm[rm["scorer"] == s]
-            for tt in sorted(set(rs["temp_target"]), key=_target_rank):
-                if rs.loc[rs["temp_target"] == tt, "temperature"].nunique() > 1:
-                    out.append((m, s, tt))
+    for m, r, s in _keys(rows):
+        rs = rows[(rows["model"] == m) & (rows["run"] == r) & (rows["scorer"] == s)]
+        for tt in sorted(set(rs["temp_target"]), key=target_rank):
+            if rs.loc[rs["temp_target"] == tt, "temperature"].nunique() > 1:
+                out.append((m, r, s, tt))
     return out
 
 
 def _grid_rows(df: pd.DataFrame, model: str, scorer: str, protocol: str, temp_target: str | None,
-               metrics=TABLE_METRICS) -> tuple[pd.DataFrame, str]:
-    rows = _anomaly_rows(df, protocol, metrics)
+               metrics=TABLE_METRICS, run: str | None = None,
+               frames: str | None = None) -> tuple[pd.DataFrame, str, str]:
+    """(rows, temp_target, run) of one temperature grid; ``run=None`` needs the (model,
+    scorer) to have grids of one run only."""
+    rows = _anomaly_rows(df, protocol, metrics, frames)
     rows = rows[(rows["model"] == model) & (rows["scorer"] == scorer)]
-    grids = [g for g in temperature_grids(df, protocol) if g[:2] == (model, scorer)]
+    grids = [g for g in temperature_grids(df, protocol, frames) if (g[0], g[2]) == (model, scorer)]
     if temp_target is not None:
-        grids = [g for g in grids if g[2] == temp_target]
+        grids = [g for g in grids if g[3] == temp_target]
+    if run is not None:
+        grids = [g for g in grids if g[1] == run]
     if not grids:
         temps = sorted(set(rows["temperature"].astype(float)))
         have = ", ".join(f"{t:g}" for t in temps) or "none"
         raise ResultsError(
             f"no temperature grid for {model_name(model)} {scorer_name(scorer)} (protocol {protocol}"
-            f"{', target ' + temp_target if temp_target else ''}): temperatures present: {have}; "
-            "run `analyze score --temps 0.5,0.75,1.1`")
-    target = grids[0][2]
+            f"{', target ' + temp_target if temp_target else ''}{', run ' + run if run else ''}): "
+            f"temperatures present: {have}; run `analyze score --temps 0.5,0.75,1.1`")
+    runs = sorted({g[1] for g in grids})
+    if len(runs) > 1:
+        raise ResultsError(f"{model_name(model)} {scorer_name(scorer)} has temperature grids for several runs "
+                           f"({', '.join(runs)}): choose one")
+    _, run, _, target = grids[0]
+    rows = rows[rows["run"] == run]
     # T = 1 is the same for both targets: accept it from either
     same = rows["temp_target"] == target
-    at_one = np.isclose(rows["temperature"].astype(float), 1.0, rtol=0, atol=_T_ATOL)
-    rows = _dedupe_targets(rows[same | at_one], ["dataset", "metric", "temperature"])
-    return rows, target
+    at_one = np.isclose(rows["temperature"].astype(float), 1.0, rtol=0, atol=T_ATOL)
+    rows = prefer_target(rows[same | at_one], ["dataset", "metric", "temperature"], "one Table 2 cell")
+    return rows, target, run
 
 
 def table2(df: pd.DataFrame, model: str = "eomt", scorer: str = "msp", protocol: str = "exact",
-           temp_target: str | None = None, ci: bool = False, miou_dataset: str = MIOU_DATASET) -> pd.DataFrame:
+           temp_target: str | None = None, ci: bool = False, miou_dataset: str = MIOU_DATASET,
+           frames: str | None = None, run: str | None = None) -> pd.DataFrame:
     """The paper's Table 2: one (model, scorer) at every temperature; rows T, Table 1's columns.
 
     ``temp_target=None`` takes the query target when it has a grid, else the first one that
-    has. mIoU is per T where T changes the segmentation (EoMT, query target), otherwise the
-    T = 1 value. Raises ``ResultsError`` when there is no temperature grid.
+    has. ``run=None`` shows every run with a grid: rows (Run, T) when there are several. mIoU
+    is per T where T changes the segmentation (EoMT, query target), otherwise the T = 1
+    value. Raises ``ResultsError`` when there is no temperature grid.
     """
-    rows, target = _grid_rows(df, model, scorer, protocol, temp_target)
-    temps = sorted(set(rows["temperature"].astype(float)))
-    datasets = _ordered(rows["dataset"], list(DATASETS))
-
-    def cells_of(t):
-        return (_miou_row(df, model, t, target, protocol, miou_dataset),
-                _lookup(_at_t(rows, t)))
-
-    index = pd.Index(temps, name="T")
-    table = pd.DataFrame(_fill(temps, datasets, cells_of, ci), index=index, columns=_columns(datasets))
+    if run is None:
+        runs = sorted({g[1] for g in temperature_grids(df, protocol, frames)
+                       if (g[0], g[2]) == (model, scorer) and temp_target in (None, g[3])}) or [None]
+    else:
+        runs = [run]
+    parts = [_grid_rows(df, model, scorer, protocol, temp_target, run=r, frames=frames) for r in runs]
+    datasets = _ordered(set().union(*(set(p[0]["dataset"]) for p in parts)), list(DATASETS))
+    keys, cells = [], {}
+    for rows, target, r in parts:
+        for t in sorted(set(rows["temperature"].astype(float))):
+            keys.append((r, t))
+            cells[(r, t)] = (_miou_row(df, model, r, t, target, protocol, miou_dataset), _lookup(at_t(rows, t)))
+    target, rule = parts[0][1], str(parts[0][0]["frames"].iloc[0])
+    label = model_name(model)
+    if len(parts) > 1:
+        index = pd.MultiIndex.from_tuples(keys, names=["Run", "T"])
+    else:
+        index = pd.Index([t for _, t in keys], name="T")
+        if len(_runs(_anomaly_rows(df, protocol, frames=frames), model)) > 1:
+            label = f"{label} ({parts[0][2]})"
+    table = pd.DataFrame(_fill(keys, datasets, cells.get, ci), index=index, columns=_columns(datasets))
     table.attrs["caption"] = (
-        f"{model_name(model)} {scorer_name(scorer)} at each temperature T (protocol {protocol}; "
+        f"{label} {scorer_name(scorer)} at each temperature T (protocol {protocol}{_frames_note(rule)}; "
         f"{TARGET_NOTES.get(target, 'target ' + target)}), in %. T = 1 is the baseline. "
         f"↑ higher is better, ↓ lower is better." + (" Brackets: bootstrap confidence interval." if ci else "")
     )
@@ -494,19 +518,21 @@ def _axis_label(metric: str) -> str:
 
 
 def plot_vs_temperature(df: pd.DataFrame, metric: str, out_png: str | os.PathLike, model: str = "eomt",
-                        scorer: str = "msp", protocol: str = "exact", temp_target: str | None = None) -> Path:
+                        scorer: str = "msp", protocol: str = "exact", temp_target: str | None = None,
+                        run: str | None = None, frames: str | None = None) -> Path:
     """The paper's Figures 5-6: ``metric`` (%) against T, one line per anomaly dataset.
 
-    ``metric='miou'`` draws the model's mIoU on Cityscapes val instead. Raises
-    ``ResultsError`` when the (model, scorer) has no temperature grid.
+    ``metric='miou'`` draws the model's mIoU on Cityscapes val instead. ``run`` may be left
+    out when the (model, scorer) has a grid for one run only. Raises ``ResultsError`` when
+    the (model, scorer) has no temperature grid.
     """
-    rows, target = _grid_rows(df, model, scorer, protocol, temp_target,
-                              metrics=(metric,) if metric != "miou" else TABLE_METRICS)
+    rows, target, run = _grid_rows(df, model, scorer, protocol, temp_target,
+                                   metrics=(metric,) if metric != "miou" else TABLE_METRICS, run=run, frames=frames)
     fig = _figure(7.5, 4.2)
     ax = fig.add_subplot()
     temps = sorted(set(rows["temperature"].astype(float)))
     if metric == "miou":
-        series = {MIOU_DATASET_NAME: [(t, _miou_row(df, model, t, target, protocol, MIOU_DATASET)) for t in temps]}
+        series = {MIOU_DATASET_NAME: [(t, _miou_row(df, model, run, t, target, protocol, MIOU_DATASET)) for t in temps]}
         series = {k: [(t, r["value"]) for t, r in v if r is not None] for k, v in series.items()}
     else:
         series = {}
@@ -532,67 +558,80 @@ def plot_vs_temperature(df: pd.DataFrame, metric: str, out_png: str | os.PathLik
     ax.set_xticklabels([f"{t:g}" for t in temps])
     ax.set_xlabel("temperature T")
     ax.set_ylabel(_axis_label(metric))
-    ax.set_title(f"{model_name(model)} {scorer_name(scorer)}: {METRIC_NAMES.get(metric, metric)} vs temperature\n"
+    several = len(_runs(_anomaly_rows(df, protocol, frames=frames), model)) > 1
+    label = f"{model_name(model)} ({run})" if several else model_name(model)
+    ax.set_title(f"{label} {scorer_name(scorer)}: {METRIC_NAMES.get(metric, metric)} vs temperature\n"
                  f"protocol {protocol}; {TARGET_NOTES.get(target, 'target ' + target)}", fontsize=10)
     ax.grid(True, alpha=0.35)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=9, title="dataset")
     return _save(fig, out_png)
 
 
-def _curve_key_order(curves: pd.DataFrame) -> list[tuple[str, str]]:
-    keys = []
-    for m in _ordered(curves["model"], list(MODELS)):
-        present = set(curves.loc[curves["model"] == m, "scorer"])
-        keys += [(m, s) for s in _ordered(present, MODEL_SCORERS.get(m, tuple(SCORERS)))]
-    return keys
+_RUN_LINESTYLES = (":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
+_RUN_HATCHES = ("..", "xx", "\\\\\\\\", "++")
 
 
-def _style(model: str, scorer: str, j: int) -> dict:
-    return {"color": _SCORER_COLOURS.get(scorer, f"C{(j + 5) % 10}"),
-            "linestyle": _MODEL_STYLES.get(model, "-."), "linewidth": 1.6}
+def _style(model: str, scorer: str, j: int, run_index: int = 0) -> dict:
+    """Colour = scorer; line style = model for its first run, then one style per further run."""
+    style = _MODEL_STYLES.get(model, "-.") if run_index == 0 else _RUN_LINESTYLES[(run_index - 1) % len(_RUN_LINESTYLES)]
+    return {"color": _SCORER_COLOURS.get(scorer, f"C{(j + 5) % 10}"), "linestyle": style, "linewidth": 1.6}
+
+
+def _run_index(keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str], int]:
+    """(model, run) -> index of the run among the model's runs (0 for the first)."""
+    out: dict[tuple[str, str], int] = {}
+    for m, r, _ in keys:
+        out.setdefault((m, r), len([k for k in out if k[0] == m]))
+    return out
 
 
 def plot_curves(curves_df: pd.DataFrame, out_dir: str | os.PathLike, results: pd.DataFrame | None = None,
-                protocol: str = "exact", temperature: float = 1.0) -> list[Path]:
-    """``curves_<dataset>.png``: PR (left) and ROC (right) curves, one line per (model, scorer).
+                protocol: str = "exact", temperature: float = 1.0, frames: str | None = None) -> list[Path]:
+    """``curves_<dataset>.png``: PR (left) and ROC (right) curves, one line per (model, run, scorer).
 
     ``curves_df`` is ``results_curves.parquet`` (list columns recall, precision, fpr, tpr);
     with ``results`` the legend also gives each line's AuPRC and FPR95. Colour = scorer,
-    line style = model (ERFNet dashed, EoMT solid).
+    line style = model (ERFNet dashed, EoMT solid; further runs of a model dotted or
+    dash-dotted, labelled by run).
     """
-    need = {"model", "dataset", "scorer", "temperature", "protocol", "recall", "precision", "fpr", "tpr"}
+    need = {"run", "model", "dataset", "scorer", "temperature", "temp_target", "protocol", "frames", "cache_digest",
+            "recall", "precision", "fpr", "tpr"}
     if not need <= set(curves_df.columns):
         raise ResultsError(f"curves table lacks columns {sorted(need - set(curves_df.columns))}")
     c = curves_df[curves_df["protocol"].astype(str) == protocol]
-    c = _at_t(c, temperature)
-    if "temp_target" in c:
-        c = _dedupe_targets(c, ["model", "dataset", "scorer"])
+    c = at_t(c, temperature)
     if c.empty:
         raise ResultsError(f"no curves for protocol {protocol!r} at T = {temperature:g}")
+    c = checked(c[c["frames"] == choose_frames(c, frames)], "curves")
+    # the curves of two targets at T = 1 are one computation: compared by their points
+    c = prefer_target(c.assign(value=[hash((tuple(a), tuple(b))) for a, b in zip(c["recall"], c["fpr"])]),
+                      ["model", "run", "dataset", "scorer"], "one curve")
     summary = {}
     if results is not None:
         try:
-            r = _dedupe_targets(_at_t(_anomaly_rows(results, protocol), temperature),
-                                ["model", "dataset", "scorer", "metric"])
-            summary = {(x.model, x.dataset, x.scorer, x.metric): x.value for x in r.itertuples()}
+            r = prefer_target(at_t(_anomaly_rows(results, protocol, frames=frames), temperature),
+                              ["model", "run", "dataset", "scorer", "metric"])
+            summary = {(x.model, x.run, x.dataset, x.scorer, x.metric): x.value for x in r.itertuples()}
         except ResultsError:
             pass
     out = []
-    keys = _curve_key_order(c)
+    keys = _keys(c)
+    labels = series_labels([(m, r) for m, r, _ in keys], model_name)
+    runs = _run_index(keys)
     for d in _ordered(c["dataset"], list(DATASETS)):
         cd = c[c["dataset"] == d]
         fig = _figure(11, 4.9)
         ax_pr, ax_roc = fig.subplots(1, 2)
-        for j, (m, s) in enumerate(keys):
-            row = cd[(cd["model"] == m) & (cd["scorer"] == s)]
+        for j, (m, run, s) in enumerate(keys):
+            row = cd[(cd["model"] == m) & (cd["run"] == run) & (cd["scorer"] == s)]
             if row.empty:
                 continue
             row = row.iloc[0]
-            label = f"{model_name(m)} {scorer_name(s)}"
-            ap, fpr95 = summary.get((m, d, s, "auprc")), summary.get((m, d, s, "fpr95"))
+            label = f"{labels[(m, run)]} {scorer_name(s)}"
+            ap, fpr95 = summary.get((m, run, d, s, "auprc")), summary.get((m, run, d, s, "fpr95"))
             if ap is not None and fpr95 is not None and not (pd.isna(ap) or pd.isna(fpr95)):
                 label += f" (AuPRC {100 * ap:.1f}, FPR95 {100 * fpr95:.1f})"
-            st = _style(m, s, j)
+            st = _style(m, s, j, runs[(m, run)])
             ax_pr.plot(100 * np.asarray(row["recall"], float), 100 * np.asarray(row["precision"], float),
                        label=label, **st)
             ax_roc.plot(100 * np.asarray(row["fpr"], float), 100 * np.asarray(row["tpr"], float), **st)
@@ -616,30 +655,34 @@ def plot_curves(curves_df: pd.DataFrame, out_dir: str | os.PathLike, results: pd
 
 
 def plot_scorer_bars(df: pd.DataFrame, out_png: str | os.PathLike, metric: str = "auprc", protocol: str = "exact",
-                     temperature: float = 1.0) -> Path:
-    """Grouped bars: for each dataset, one bar per (model, scorer) of ``metric`` (%) at ``temperature``.
+                     temperature: float = 1.0, frames: str | None = None) -> Path:
+    """Grouped bars: for each dataset, one bar per (model, run, scorer) of ``metric`` (%) at ``temperature``.
 
-    Colour = scorer; ERFNet bars hatched, EoMT bars solid.
+    Colour = scorer; ERFNet bars hatched, EoMT bars solid; further runs of a model dotted or
+    cross-hatched, labelled by run.
     """
-    rows = _dedupe_targets(_at_t(_anomaly_rows(df, protocol, (metric,)), temperature),
-                           ["model", "dataset", "scorer", "metric"])
+    rows = prefer_target(at_t(_anomaly_rows(df, protocol, (metric,), frames), temperature),
+                         ["model", "run", "dataset", "scorer", "metric"], "one bar")
     if rows.empty:
         raise ResultsError(f"no {metric} rows at T = {temperature:g} (protocol {protocol})")
     datasets = _ordered(rows["dataset"], list(DATASETS))
-    keys = _curve_key_order(rows)
-    values = {(x.model, x.scorer, x.dataset): x.value for x in rows.itertuples()}
+    keys = _keys(rows)
+    labels = series_labels([(m, r) for m, r, _ in keys], model_name)
+    runs = _run_index(keys)
+    values = {(x.model, x.run, x.scorer, x.dataset): x.value for x in rows.itertuples()}
     n = len(keys)
     width = 0.85 / n
     fig = _figure(max(8.0, 1.3 + 0.28 * n * len(datasets)), 4.6)
     ax = fig.add_subplot()
     x0 = np.arange(len(datasets))
-    for j, (m, s) in enumerate(keys):
-        v = np.array([values.get((m, s, d), np.nan) for d in datasets], float) * 100
+    for j, (m, run, s) in enumerate(keys):
+        v = np.array([values.get((m, run, s, d), np.nan) for d in datasets], float) * 100
         st = _style(m, s, j)
-        hatch = "///" if m == "erfnet" else None
+        k = runs[(m, run)]
+        hatch = ("///" if m == "erfnet" else None) if k == 0 else _RUN_HATCHES[(k - 1) % len(_RUN_HATCHES)]
         ax.bar(x0 - 0.425 + width * (j + 0.5), v, width, color=st["color"], alpha=0.55 if hatch else 0.95,
                hatch=hatch, edgecolor="white" if not hatch else st["color"], linewidth=0.6,
-               label=f"{model_name(m)} {scorer_name(s)}")
+               label=f"{labels[(m, run)]} {scorer_name(s)}")
     ax.set_xticks(x0)
     ax.set_xticklabels([dataset_name(d) for d in datasets])
     ax.set_ylabel(_axis_label(metric))
@@ -666,30 +709,37 @@ def curves_path_for(results_path: str | os.PathLike) -> Path:
 
 
 def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, protocol: str | None = None,
-                 warn: Callable[[str], None] | None = None) -> list[Path]:
+                 warn: Callable[[str], None] | None = None, frames: str | None = None) -> list[Path]:
     """Write Tables 1-2 (``.md``, ``.tex``, and ``*_ci`` variants when intervals exist), the
     figures (PNG) and ``report.md`` (everything in one page, with notes) into ``out_dir``.
 
-    ``protocol=None`` uses ``exact`` when present, else the only protocol present. Table 1
-    is required (``ResultsError`` when the results cannot make it); Table 2 and the T
-    figures need a temperature grid and the curves need ``results_curves.parquet``: what
-    is missing is skipped with a note (``warn``, default: the module logger) and listed in
-    ``report.md``. Returns the paths written.
+    ``protocol=None`` uses ``exact`` when present, else the only protocol present;
+    ``frames=None`` uses ``all`` when present. Table 1 is required (``ResultsError`` when the
+    results cannot make it); Table 2 and the T figures need a temperature grid and the
+    curves need ``results_curves.parquet``: what is missing is skipped with a note (``warn``,
+    default: the module logger) and listed in ``report.md``. Two rows for one number, or rows
+    of one run from two caches, are an error (:class:`analyze.cells.RowConflict`), never a
+    skipped figure. Returns the paths written.
     """
     warn = warn or log.warning
     df = read_results(results_path)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     protocols = _protocols(df)
     if not protocols:
         raise ResultsError(f"{results_path}: no anomaly-metric rows (only {sorted(set(df['metric']))}); "
                            "score an anomaly dataset with `analyze score`")
     if protocol is None:
         protocol = "exact" if "exact" in protocols else protocols[0]
+    try:
+        t1 = table1(df, protocol, frames=frames)
+    except ResultsError as exc:
+        raise type(exc)(f"{results_path}: cannot build Table 1: {exc}") from None
+    frames = str(_anomaly_rows(df, protocol, frames=frames)["frames"].iloc[0])
+    out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     notes: list[str] = []
-    sections: list[str] = [f"# Anomaly segmentation report\n\nFrom `{results_path}`, protocol `{protocol}`. "
-                           "Values in %; ↑ higher is better, ↓ lower is better.\n"]
+    sections: list[str] = [f"# Anomaly segmentation report\n\nFrom `{results_path}`, protocol `{protocol}`, "
+                           f"frames `{frames}`. Values in %; ↑ higher is better, ↓ lower is better.\n"]
 
     def note(msg: str) -> None:
         notes.append(msg)
@@ -703,6 +753,8 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, pr
     def figure(title: str, make: Callable[[], Path | list[Path]]) -> None:
         try:
             got = make()
+        except RowConflict:
+            raise
         except ResultsError as exc:
             note(f"{title} skipped: {exc}")
             return
@@ -711,57 +763,69 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, pr
             sections.append(f"![{title}]({p.name})\n")
 
     ci = has_ci(df)
-    try:
-        t1 = table1(df, protocol)
-    except ResultsError as exc:
-        raise ResultsError(f"{results_path}: cannot build Table 1: {exc}") from None
     text("table1.md", to_markdown(t1))
     text("table1.tex", to_latex(t1, label="tab:anomaly"))
     sections += ["## Table 1\n", to_markdown(t1)]
     if t1.iloc[:, 0].isna().all():
         note(f"Table 1: no mIoU rows (score a {MIOU_DATASET} cache with `analyze score` to fill the mIoU column)")
+    else:
+        miou_runs = set(zip(*[df.loc[(df["metric"] == "miou") & (df["dataset"] == MIOU_DATASET), c]
+                              for c in ("model", "run")]))
+        for m, r in dict.fromkeys((m, r) for m, r, _ in t1.attrs["keys"]):
+            other = sorted(rr for mm, rr in miou_runs if mm == m and rr != r)
+            if (m, r) not in miou_runs and other:
+                note(f"Table 1: {model_name(m)} run {r} has no mIoU row; {MIOU_DATASET} was scored as run(s) "
+                     f"{', '.join(other)} (give both the same `analyze score --name`)")
     if ci:
-        t1c = table1(df, protocol, ci=True)
+        t1c = table1(df, protocol, ci=True, frames=frames)
         text("table1_ci.md", to_markdown(t1c))
         text("table1_ci.tex", to_latex(t1c, label="tab:anomaly-ci"))
 
-    grids = temperature_grids(df, protocol)
+    grids = temperature_grids(df, protocol, frames)
     if not grids:
         note("Table 2 and the temperature figures skipped: no (model, scorer) has results at more than one T "
              "(run `analyze score --temps 0.5,0.75,1.1`)")
     else:
-        main = next((g for g in grids if g[:2] == ("eomt", "msp")), grids[0])
-        if main[:2] != ("eomt", "msp"):
-            note(f"Table 2 shows {model_name(main[0])} {scorer_name(main[1])}: EoMT MSP has no temperature grid")
-        t2 = table2(df, main[0], main[1], protocol, main[2])
+        main = next((g for g in grids if (g[0], g[2]) == ("eomt", "msp")), grids[0])
+        if (main[0], main[2]) != ("eomt", "msp"):
+            note(f"Table 2 shows {model_name(main[0])} {scorer_name(main[2])}: EoMT MSP has no temperature grid")
+        t2 = table2(df, main[0], main[2], protocol, main[3], frames=frames)
         text("table2.md", to_markdown(t2))
         text("table2.tex", to_latex(t2, label="tab:temperature"))
         sections += ["## Table 2\n", to_markdown(t2)]
         if ci:
-            t2c = table2(df, main[0], main[1], protocol, main[2], ci=True)
+            t2c = table2(df, main[0], main[2], protocol, main[3], ci=True, frames=frames)
             text("table2_ci.md", to_markdown(t2c))
             text("table2_ci.tex", to_latex(t2c, label="tab:temperature-ci"))
         sections.append("## Metrics against temperature\n")
-        multi_target = len({g[2] for g in grids}) > 1
-        for m, s, tt in grids:
+        multi_target = len({g[3] for g in grids}) > 1
+        keys = t1.attrs["keys"]
+        multi_run = {m for m, _, _ in keys if len({r for mm, r, _ in keys if mm == m}) > 1}
+        for m, r, s, tt in grids:
             for metric in TABLE_METRICS:
-                name = f"temperature_{metric}_{_slug(m)}_{_slug(s)}" + (f"_{_slug(tt)}" if multi_target else "")
-                figure(f"{model_name(m)} {scorer_name(s)} {METRIC_NAMES[metric]} vs T",
-                       lambda m=m, s=s, tt=tt, metric=metric, name=name: plot_vs_temperature(
-                           df, metric, out / f"{name}.png", m, s, protocol, tt))
+                name = (f"temperature_{metric}_{_slug(m)}_{_slug(s)}" + (f"_{_slug(r)}" if m in multi_run else "")
+                        + (f"_{_slug(tt)}" if multi_target else ""))
+                label = f"{model_name(m)} ({r})" if m in multi_run else model_name(m)
+                figure(f"{label} {scorer_name(s)} {METRIC_NAMES[metric]} vs T",
+                       lambda m=m, r=r, s=s, tt=tt, metric=metric, name=name: plot_vs_temperature(
+                           df, metric, out / f"{name}.png", m, s, protocol, tt, run=r, frames=frames))
 
     sections.append("## Scorers compared (T = 1)\n")
     for metric in TABLE_METRICS:
         figure(f"{METRIC_NAMES[metric]} per scorer",
-               lambda metric=metric: plot_scorer_bars(df, out / f"scorers_{metric}.png", metric, protocol))
+               lambda metric=metric: plot_scorer_bars(df, out / f"scorers_{metric}.png", metric, protocol,
+                                                      frames=frames))
 
     cpath = curves_path_for(results_path)
     if cpath.is_file():
         import pyarrow.parquet as pq
 
+        from schemas.results import check_side_table
+
+        check_side_table(cpath)
         curves = pq.read_table(cpath).to_pandas()
         sections.append("## PR and ROC curves (T = 1)\n")
-        figure("PR and ROC curves", lambda: plot_curves(curves, out, results=df, protocol=protocol))
+        figure("PR and ROC curves", lambda: plot_curves(curves, out, results=df, protocol=protocol, frames=frames))
     else:
         note(f"PR/ROC curves skipped: {cpath} not found (`analyze score` writes it beside the results)")
 

@@ -11,33 +11,17 @@ from pathlib import Path
 
 import click
 
-from extract.datasets import DatasetError, check_dataset, get_dataset_spec, load_manifest
+from extract.datasets import check_dataset, get_dataset_spec, load_manifest
 from extract.synth import parse_size, write_synth_dataset
-
-USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError,)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from extract.models import CheckpointError
-    from schemas.cache import CacheError
-
-    return USER_ERRORS + (CheckpointError, CacheError)
+from schemas.errors import ToolGroup
 
 
-class _Group(click.Group):
-    """Turns the tool's user-facing errors into one-line messages with exit code 1."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except _user_errors() as exc:
-            raise click.ClickException(str(exc)) from None
-
-
-@click.group(cls=_Group)
+@click.group("extract", cls=ToolGroup)
 @click.version_option(package_name="anomaly-seg-cache")
 def main():
     """Extract raw model outputs into a chunked Zarr cache.
+
+    Errors are one line; exit code 1 for bad data or files, 2 for bad options.
 
     \b
     Examples (one per command):
@@ -152,7 +136,8 @@ def _model_option(f):
               help="Checkpoint as released by the authors (erfnet_pretrained.pth, EoMT pytorch_model.bin).")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Output cache (default caches/<model>/<dataset>.zarr).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when available, else the CPU; the choice is printed), cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Autocast dtype on CUDA (CPU always runs fp32).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1), help="Frames per forward pass.")
@@ -160,7 +145,8 @@ def _model_option(f):
 @click.option("--writer-threads", default=None, type=click.IntRange(1),
               help="Threads compressing and writing chunks [default: half the CPUs, 4 to 16].")
 @click.option("--shard", default=None, metavar="I/N", help="Process frames i with i %% N == I (several jobs, one cache).")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N frames (in id order).")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Only the first N frames (in id order); a later run with a larger or no --limit continues the cache.")
 @click.option("--input-height", type=click.IntRange(8), default=None,
               help="ERFNet: short side of the model input (default 512, as trained).")
 @click.option("--compression", type=click.Choice(["zstd3", "zstd1", "lz4", "none"]), default="zstd3",
@@ -188,15 +174,12 @@ def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size,
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from None
     _spec_with_layout(dataset, layout)
-    try:
-        summary = run_extraction(
-            model, dataset, data_root, checkpoint, cache=cache, device=device, dtype=dtype, batch_size=batch_size,
-            workers=workers, writer_threads=writer_threads, shard=shard, limit=limit, overwrite=overwrite,
-            input_height=input_height, compression=compression, progress=not no_progress, log=lambda m: click.echo(m, err=True),
-            layout=layout, include_excluded=include_excluded, skip_unexpected=skip_unexpected,
-        )
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+    summary = run_extraction(
+        model, dataset, data_root, checkpoint, cache=cache, device=device, dtype=dtype, batch_size=batch_size,
+        workers=workers, writer_threads=writer_threads, shard=shard, limit=limit, overwrite=overwrite,
+        input_height=input_height, compression=compression, progress=not no_progress, log=lambda m: click.echo(m, err=True),
+        layout=layout, include_excluded=include_excluded, skip_unexpected=skip_unexpected,
+    )
     click.echo(summary.line())
     if summary.interrupted:
         click.echo("interrupted: frames written so far are done; rerun the same command to continue", err=True)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from schemas.errors import DataError
+
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifest.yaml"
 SCHEMA_VERSION = 2
 VOID = 255
@@ -29,7 +31,7 @@ FRAME_SELECTIONS = ("labelled", "all")
 EXCLUDE_KEEP = ("drop", "unlabelled")
 
 
-class DatasetError(Exception):
+class DatasetError(DataError):
     """A dataset on disk (or the manifest) does not match what is expected; the message names the file."""
 
 

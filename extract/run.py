@@ -3,8 +3,15 @@
 A DataLoader decodes and resizes frames in worker processes; the model runs on batches;
 outputs go to the host through :class:`extract.writer.HostCopier` and are written by
 :class:`extract.writer.FrameWriter` threads. A frame's ``done`` flag is written after all
-of its chunks, so an interrupted run (SIGINT, SIGKILL) leaves a cache that a rerun of the
-same command completes to the same bytes.
+of its chunks, so an interrupted run (SIGINT, SIGKILL, a failing disk) leaves a cache that a
+rerun of the same command completes to the same bytes. A rerun also extracts again the done
+frames whose chunks went missing (:mod:`schemas.integrity`).
+
+The cache always describes the whole dataset: its frame list, sizes and array shapes are
+fixed when it is created. ``--limit N`` and ``--shard I/N`` only choose which frames a run
+extracts (the first N; every N-th), so a later run with a larger or no ``--limit`` extends
+the same cache without ``--overwrite``, done frames stay valid, and shards never change
+anything but their own frames' chunks.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from extract.models.eomt import window_image
 from extract.models.erfnet import erfnet_input_size, preprocess_erfnet
 from extract.writer import FrameWriter, HostCopier, default_writer_threads
 from schemas import cache as C
+from schemas import integrity
+from schemas.errors import OptionError, os_error_line
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -76,6 +85,19 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return device.type
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> the first CUDA device when one is available, else the CPU; else as given."""
+    if device == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise OptionError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"--device {device}: no CUDA device is available here (use --device cpu or auto)")
+    return dev
 
 
 # ---- per-kind adapters: what a frame becomes before the model, and how outputs are stored ----
@@ -203,6 +225,14 @@ def _identity_mismatch(old: C.CacheSpec, new: C.CacheSpec) -> list[str]:
     return diffs
 
 
+def _older_limit_hint(old: C.CacheSpec, new: C.CacheSpec) -> str:
+    n = old.n_frames
+    if n < new.n_frames and old.frame_ids == new.frame_ids[:n]:
+        return (f"; it holds only the first {n} of these {new.n_frames} frames (made with --limit by a version "
+                "whose caches could not grow, or the dataset gained frames)")
+    return ""
+
+
 def open_or_create(path: Path, spec: C.CacheSpec, overwrite: bool, compression: str = C.DEFAULT_COMPRESSION):
     """Create the cache atomically (temporary folder + rename) or reopen a compatible one."""
     path = Path(path)
@@ -228,8 +258,8 @@ def open_or_create(path: Path, spec: C.CacheSpec, overwrite: bool, compression: 
     if diffs:
         raise C.CacheError(
             f"{path}: was made with a different {', '.join(diffs)} "
-            f"(cache: {old.provenance.model}/{old.provenance.dataset}); refusing to continue it "
-            "(use another --cache or --overwrite)"
+            f"(cache: {old.provenance.model}/{old.provenance.dataset}){_older_limit_hint(old, spec)}; "
+            "refusing to continue it (use another --cache or --overwrite)"
         )
     return root, old
 
@@ -270,7 +300,7 @@ def run_extraction(
     data_root: str | os.PathLike,
     checkpoint: str | os.PathLike,
     cache: str | os.PathLike | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     dtype: str = "fp32",
     batch_size: int = 1,
     workers: int = 0,
@@ -288,26 +318,34 @@ def run_extraction(
 ) -> RunSummary:
     """Run ``model`` over ``dataset`` and store its raw outputs in a cache (see module doc).
 
+    ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; the device
+    chosen is logged. ``limit``: extract only the first ``limit`` frames (a later call with a
+    larger or no limit continues the same cache). A failing write stops the run with a
+    CacheError naming the cache, the frame and the reason; the frames done before it stay.
     ``layout``, ``include_excluded`` and ``skip_unexpected`` choose the copy and frames as in
     :class:`extract.datasets.DatasetReader`; which copy was read and what was left out is logged.
     """
     t_start = time.perf_counter()
-    shard_i, shard_n = parse_shard(shard)
+    try:
+        shard_i, shard_n = parse_shard(shard)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
     mspec = get_model_spec(model)
     if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here (use --device cpu)")
+        raise OptionError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    dev = resolve_device(device)
     if DTYPES[dtype] is not None and dev.type != "cuda":
-        raise ValueError(f"--dtype {dtype} needs --device cuda; on the CPU extraction runs in fp32")
+        raise OptionError(f"--dtype {dtype} needs a CUDA device (device here: {dev.type}); "
+                          "on the CPU extraction runs in fp32")
+    log(f"device: {_device_name(dev)}" + (" (--device auto)" if device == "auto" else ""))
     dspec = get_dataset_spec(dataset)
     reader = DatasetReader(dspec, data_root, strict=not skip_unexpected, layout=layout,
                            include_excluded=include_excluded)
     notes = reader.notes()
     for note in notes:
         log(note)
-    refs = reader.refs[:limit] if limit else reader.refs
+    refs = reader.refs  # the cache covers every frame; --limit only bounds what this run extracts
+    n_run = min(limit, len(refs)) if limit else len(refs)
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: checkpoint not found")
@@ -321,6 +359,7 @@ def run_extraction(
         model=model,
         model_config={k: v for k, v in cfg.items() if isinstance(v, (int, float, str, bool, list, type(None)))},
         checkpoint_sha256=file_sha256(ckpt),
+        checkpoint_file=ckpt.name,
         dataset=dataset,
         manifest_digest=reader.copy.digest(),
         preprocessing=_preprocessing(mspec.kind, cfg),
@@ -338,10 +377,15 @@ def run_extraction(
     cache_path = Path(cache) if cache else default_cache_path(model, dataset)
     root, spec_on_disk = open_or_create(cache_path, spec, overwrite, compression)
     spec = spec_on_disk  # keep the stored provenance (creation time) for every write
-    done = C.done_mask(root)
-    mine = [i for i in range(spec.n_frames) if i % shard_n == shard_i]
+    mine = [i for i in range(n_run) if i % shard_n == shard_i]
+    done, notes = integrity.prepare_resume(root, spec, mine)
+    for note in notes:
+        log(f"{cache_path}: {note}")
     todo = [i for i in mine if not done[i]]
     skipped = len(mine) - len(todo)
+    if n_run < spec.n_frames:
+        log(f"{cache_path}: --limit {limit}: frames 1-{n_run} of {spec.n_frames}; a later run with a larger "
+            "or no --limit continues this cache")
     if skipped:
         log(f"{cache_path}: {skipped} of {len(mine)} frames already done, skipping them")
 
@@ -378,11 +422,16 @@ def run_extraction(
             if errors:
                 failure = errors[0]["error"]
                 break
+            if writer.error is not None:
+                break
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
         writer.close(wait=True)
+    if writer.error is not None:  # consolidating would write to the failing store again; it is optional
+        raise C.CacheError(f"{cache_path}: {writer.error}; the {writer.written} frames written before it are done "
+                           "and kept: fix the cause and rerun the same command to continue")
     C.consolidate(cache_path)
     seconds = time.perf_counter() - t_start
     summary = RunSummary(cache_path, len(mine), skipped, writer.written, seconds, _disk_usage(cache_path),
@@ -403,6 +452,11 @@ def _preprocessing(kind: str, cfg: dict) -> dict:
 def _write_frame(root, spec: C.CacheSpec, adapter: Adapter, item: dict, waits) -> None:
     arrays = [w() for w in waits]
     i = item["i"]
-    adapter.write(root, spec, i, arrays)
-    C.write_frame_common(root, spec, i, item["label"], item["thumb"])
-    C.mark_done(root, i)
+    try:
+        adapter.write(root, spec, i, arrays)
+        C.write_frame_common(root, spec, i, item["label"], item["thumb"])
+        C.mark_done(root, i)
+    except OSError as exc:  # disk full, read-only folder, a lost network store
+        raise C.CacheError(f"cannot write frame {spec.frame_ids[i]} (index {i}): {os_error_line(exc)}") from None
+    except (ValueError, RuntimeError) as exc:  # zarr's own store errors (e.g. a read-only store)
+        raise C.CacheError(f"cannot write frame {spec.frame_ids[i]} (index {i}): {type(exc).__name__}: {exc}") from None

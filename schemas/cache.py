@@ -5,7 +5,8 @@ JSON Schema ``schemas/cache_attrs.schema.json`` and mirrored by :class:`CacheSpe
 arrays by :data:`ARRAYS`. Everything that depends only on the dataset and the model
 configuration (frame sizes, window geometry) is written when the cache is created; the
 extractor then writes, per frame, only chunks that belong to that frame (one frame or one
-crop per chunk), and flips ``done[i]`` last. Several writers (shards) can therefore fill
+crop per chunk), every one of them even when it equals the fill value, and flips
+``done[i]`` last (so a done frame always has all its chunks: :mod:`schemas.integrity`). Several writers (shards) can therefore fill
 one cache without touching each other's chunks.
 
 Ragged frame sizes are padded to the largest frame; ``sizes``/``logit_sizes`` say how much
@@ -22,6 +23,7 @@ import json
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,6 +31,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
+from schemas.errors import DataError
 from schemas.windows import FrameWindows, frame_windows
 
 SCHEMA_VERSION = 1
@@ -38,7 +41,7 @@ THUMB_LONG_SIDE = 256
 ATTRS_SCHEMA_PATH = Path(__file__).with_name("cache_attrs.schema.json")
 
 
-class CacheError(Exception):
+class CacheError(DataError):
     """A cache is missing, malformed or incompatible (the message names the path)."""
 
 
@@ -123,6 +126,10 @@ class Provenance:
     device: str
     dtype: str
     created: str
+    # the checkpoint's file name (caches written before it was recorded have None); names
+    # the run in results (schemas.results.default_run), not part of the identity: renaming
+    # the file neither blocks resuming nor changes the cache digest
+    checkpoint_file: str | None = None
 
     def identity(self) -> dict:
         """The fields that must agree for a run to continue an existing cache."""
@@ -204,6 +211,11 @@ class CacheSpec:
         return frame_windows(h, w, self.crop_size)
 
     def crop_offsets(self) -> np.ndarray:
+        """Crops of frame i are ``crop_offsets()[i]:crop_offsets()[i + 1]`` (F + 1 int32)."""
+        return self._crop_offsets.copy()
+
+    @cached_property
+    def _crop_offsets(self) -> np.ndarray:  # computed once per spec: every frame read needs it
         counts = [self.windows(i).n_crops for i in range(self.n_frames)]
         return np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
 
@@ -329,26 +341,33 @@ def create_cache(path: str | Path, spec: CacheSpec, overwrite: bool = False,
             a.name, shape=shape, chunks=chunks, dtype=a.dtype, fill_value=_fill_value(a),
             compressors=compressors, dimension_names=a.dims,
         )
-    root["sizes"][:] = np.asarray(spec.sizes, dtype=np.int32)
-    if spec.kind == "pixel":
-        root["logit_sizes"][:] = np.asarray(spec.logit_sizes, dtype=np.int32)
-    else:
-        offsets = spec.crop_offsets()
-        frame_of, starts, ends, resized = [], [], [], []
-        for i in range(spec.n_frames):
-            geom = spec.windows(i)
-            resized.append(geom.resized)
-            for win in geom.windows:
-                frame_of.append(i)
-                starts.append(win.start)
-                ends.append(win.end)
-        root["crop_frame"][:] = np.asarray(frame_of, dtype=np.int32)
-        root["crop_start"][:] = np.asarray(starts, dtype=np.int32)
-        root["crop_end"][:] = np.asarray(ends, dtype=np.int32)
-        root["resized_sizes"][:] = np.asarray(resized, dtype=np.int32)
-        root["frame_crop_offset"][:] = offsets
+    for name, value in static_values(spec).items():
+        root[name].with_config({"write_empty_chunks": True})[...] = value
     root.attrs.update(spec.to_dict())
     return root
+
+
+def static_values(spec: CacheSpec) -> dict[str, np.ndarray]:
+    """The arrays written once at creation, all derived from the attributes (sizes, geometry)."""
+    out = {"sizes": np.asarray(spec.sizes, dtype=np.int32).reshape(-1, 2)}
+    if spec.kind == "pixel":
+        out["logit_sizes"] = np.asarray(spec.logit_sizes, dtype=np.int32).reshape(-1, 2)
+        return out
+    frame_of, starts, ends, resized = [], [], [], []
+    for i in range(spec.n_frames):
+        geom = spec.windows(i)
+        resized.append(geom.resized)
+        for win in geom.windows:
+            frame_of.append(i)
+            starts.append(win.start)
+            ends.append(win.end)
+    return out | {
+        "crop_frame": np.asarray(frame_of, dtype=np.int32),
+        "crop_start": np.asarray(starts, dtype=np.int32),
+        "crop_end": np.asarray(ends, dtype=np.int32),
+        "resized_sizes": np.asarray(resized, dtype=np.int32).reshape(-1, 2),
+        "frame_crop_offset": spec.crop_offsets(),
+    }
 
 
 def read_spec(root: zarr.Group, where: str = "cache") -> CacheSpec:
@@ -407,27 +426,19 @@ def done_mask(root: zarr.Group) -> np.ndarray:
 # ---- per-frame access (shared by the extractor's writer and the analysis) ----------------
 
 def write_chunk(arr: zarr.Array, i: int, value: np.ndarray) -> None:
-    """``arr[i] = value`` for an array chunked one index at a time along axis 0: same bytes, faster.
+    """``arr[i] = value`` for an array chunked one index at a time along axis 0, always stored.
 
-    zarr runs every ``arr[i] = value`` on its single event-loop thread, and there, per 20 MiB
-    logits chunk, fills a new chunk and copies ``value`` into it (``value`` lacks the chunk's
-    leading axis) and compares it element by element with the fill value, to skip empty chunks
-    (as void bytes for a float fill of 0): ~40 ms of serial work that capped all writer threads
-    together at ~20 frames/s. Here ``value`` gets the chunk's shape and the emptiness test runs
-    in the calling thread; an empty chunk still goes through zarr, which deletes it.
+    The chunk is stored even when it equals the fill value (an all-void label frame), which
+    zarr would otherwise delete: every done frame then has every chunk, so a missing chunk
+    always means lost data (:mod:`schemas.integrity`). Speed: zarr runs every ``arr[i] =
+    value`` on its single event-loop thread, and there, per 20 MiB logits chunk, copies
+    ``value`` into a new chunk (``value`` lacks the chunk's leading axis) and compares it with
+    the fill value element by element: ~40 ms of serial work that capped all writer threads
+    together at ~20 frames/s. Here ``value`` gets the chunk's shape in the calling thread and
+    the emptiness test is skipped.
     """
     value = np.ascontiguousarray(value, dtype=arr.dtype)[None]
-    if _is_fill(value, arr.fill_value):
-        arr[i : i + 1] = value
-    else:
-        arr.with_config({"write_empty_chunks": True})[i : i + 1] = value
-
-
-def _is_fill(value: np.ndarray, fill) -> bool:
-    """zarr's empty-chunk test for our fill values: bitwise for a float 0 (-0.0 is data), else ==."""
-    if value.dtype.kind == "f" and fill == 0:
-        return not value.view(f"u{value.itemsize}").any()
-    return bool(np.all(value == fill))
+    arr.with_config({"write_empty_chunks": True})[i : i + 1] = value
 
 
 def write_frame_common(root: zarr.Group, spec: CacheSpec, i: int, label: np.ndarray, thumbnail: np.ndarray) -> None:
@@ -461,7 +472,7 @@ def write_frame_pixel(root: zarr.Group, spec: CacheSpec, i: int, logits: np.ndar
 
 def write_frame_query(root: zarr.Group, spec: CacheSpec, i: int, class_logits: np.ndarray, mask_logits: np.ndarray) -> None:
     """``class_logits``: (n, Q, K+1); ``mask_logits``: (n, Q, m, m) for the n crops of frame i."""
-    a, b = (int(v) for v in root["frame_crop_offset"][i : i + 2])
+    a, b = (int(v) for v in spec.crop_offsets()[i : i + 2])
     if class_logits.shape != (b - a, spec.n_queries, spec.n_classes + 1):
         raise CacheError(f"frame {spec.frame_ids[i]}: class_logits shape {class_logits.shape} unexpected")
     if mask_logits.shape != (b - a, spec.n_queries, spec.mask_size, spec.mask_size):
@@ -475,9 +486,27 @@ def mark_done(root: zarr.Group, i: int) -> None:
     root["done"][i] = True
 
 
+def read_error_reason(exc: BaseException) -> str:
+    """Why a chunk could not be read, in a few words (the crc32c codec's message is long)."""
+    text = str(exc)
+    if isinstance(exc, ValueError) and "checksum" in text:
+        return "crc32c checksum mismatch: the chunk's bytes changed on disk"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _read(root: zarr.Group, spec: CacheSpec, name: str, i: int, selection) -> np.ndarray:
+    """``root[name][selection]`` for frame ``i``; a chunk that cannot be decoded (crc32c
+    mismatch, truncated file, storage error) raises CacheError naming the array and frame."""
+    try:
+        return np.asarray(root[name][selection])
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise CacheError(f"array {name!r}, frame {spec.frame_ids[i]} (index {i}): cannot read its chunk "
+                         f"({read_error_reason(exc)}); `analyze inspect --verify` lists every damaged chunk") from None
+
+
 def read_label(root: zarr.Group, spec: CacheSpec, i: int) -> np.ndarray:
     h, w = spec.sizes[i]
-    return np.asarray(root["labels"][i, :h, :w])
+    return _read(root, spec, "labels", i, (i, slice(0, h), slice(0, w)))
 
 
 def unlabelled_not_void(root: zarr.Group, spec: CacheSpec) -> list[str]:
@@ -488,17 +517,17 @@ def unlabelled_not_void(root: zarr.Group, spec: CacheSpec) -> list[str]:
 
 def read_thumbnail(root: zarr.Group, spec: CacheSpec, i: int) -> np.ndarray:
     th, tw = thumbnail_size(*spec.sizes[i])
-    return np.asarray(root["thumbnails"][i, :th, :tw])
+    return _read(root, spec, "thumbnails", i, (i, slice(0, th), slice(0, tw)))
 
 
 def read_pixel_logits(root: zarr.Group, spec: CacheSpec, i: int) -> np.ndarray:
     h, w = spec.logit_sizes[i]
-    return np.asarray(root["logits"][i, :, :h, :w])
+    return _read(root, spec, "logits", i, (i, slice(None), slice(0, h), slice(0, w)))
 
 
 def read_query_outputs(root: zarr.Group, spec: CacheSpec, i: int) -> tuple[np.ndarray, np.ndarray]:
-    a, b = (int(v) for v in root["frame_crop_offset"][i : i + 2])
-    return np.asarray(root["class_logits"][a:b]), np.asarray(root["mask_logits"][a:b])
+    a, b = (int(v) for v in spec.crop_offsets()[i : i + 2])
+    return (_read(root, spec, "class_logits", i, slice(a, b)), _read(root, spec, "mask_logits", i, slice(a, b)))
 
 
 def cache_digest(spec: CacheSpec) -> str:

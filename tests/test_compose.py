@@ -166,7 +166,7 @@ def test_scores_are_taken_after_resizing_s():
     s_resized = FrameComposer(masks, classes, g).resized_scores()[1.0]
     for name, scorer in SCORERS.items():
         got = fs.scores[(name, 1.0)]
-        assert got.dtype == np.float32 and got.shape == (h, w)
+        assert got.dtype == np.float64 and got.shape == (h, w)
         np.testing.assert_allclose(got, scorer(s.astype(np.float32)), rtol=1e-5, atol=2e-6)
         wrong_order = bilinear(scorer(s_resized)[None], (h, w))[0]  # score, then resize the score
         assert np.abs(wrong_order - got).max() > 1e-4, name

@@ -19,7 +19,8 @@ T1 = {
 }
 GRID = {0.5: [51.27, 60.41, 60.49, 69.77, 39.65, 34.94], 1.1: [62.51, 30.61, 59.54, 89.60, 46.86, 45.07]}
 MIOU = {("eomt", 1.0): 0.6181, ("eomt", 0.5): 0.5912, ("eomt", 1.1): 0.6267, ("erfnet", 1.0): 0.4638}
-BASE = dict(protocol="exact", n_frames=10, n_pixels=1000, cache_digest="d", selected_on="")
+BASE = dict(protocol="exact", n_frames=10, n_pixels=1000, cache_digest="d", selected_on="", frames="all",
+            run="r1")
 
 
 def _target(model):

@@ -112,7 +112,7 @@ def test_track_caches_record_which_frames_are_labelled(track):
             label = read_label(root, spec, i)
             assert (label == 255).all() != lab, (model, i)  # unlabelled: void everywhere
     out = _cli(analyze_main, "inspect", track["caches"]["eomt"], "--verify")
-    assert "5/5 done, 2 unlabelled (never scored)" in out and "all chunks intact" in out
+    assert "5/5 done, 2 unlabelled (never scored)" in out and "present and intact" in out
 
 
 def test_score_uses_the_labelled_frames_only(track, scored):
@@ -286,6 +286,11 @@ def test_export_refusals(tmp_path, track):
     zarr.open_group(str(part), mode="r+")["done"][1] = False
     out = _export(part, tmp_path, "msp", 1.0, "M", code=1)
     assert "1 of 5 frames are not done (e.g. airplane0001); a submission needs every frame" in out
+    lost = tmp_path / "lost.zarr"
+    shutil.copytree(erf, lost)
+    (lost / "logits" / "c" / "3" / "0" / "0" / "0").unlink()  # a done frame's logits chunk lost in a copy
+    out = _export(lost, tmp_path, "msp", 1.0, "M", code=1)
+    assert "array 'logits', frame validation0001" in out and "the cache lost data" in out
     assert not (tmp_path / "anomaly_p").exists()
 
 
