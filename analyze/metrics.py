@@ -49,18 +49,17 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from analyze import kernels as K
+from analyze import ranks
 
 VOID = 255
 TPR_LEVEL = 0.95
 MAX_THREADS = 8
-_FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def num_threads(threads: int | None = None) -> int:
@@ -235,89 +234,12 @@ def _counts_from(u, pos_count, below, below_eq, n_pos: int, n_neg: int) -> _Coun
     number of negatives ``< u`` (``below``) and ``<= u`` (``below_eq``)."""
     return _Counts(
         thresholds=u[::-1],
-        tp=np.cumsum(pos_count[::-1]).astype(np.int64),
+        tp=np.cumsum(pos_count[::-1], dtype=np.int64),
         fp_ge=n_neg - below[::-1],
         fp_gt=n_neg - below_eq[::-1],
         n_pos=n_pos,
         n_neg=n_neg,
     )
-
-
-def _rank_sorted(neg: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(#neg < u, #neg <= u) for sorted ``neg`` and ascending ``u`` (int64 arrays like ``u``):
-    one compiled merge walk (:func:`analyze.kernels.rank_sorted`) for float32/float64."""
-    if neg.dtype in _FAST_FLOATS and u.dtype in _FAST_FLOATS:
-        return K.rank_sorted(neg, u)
-    return _rank_sorted_numpy(neg, u)
-
-
-def _rank_sorted_numpy(neg: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_rank_sorted` with ``np.searchsorted`` (the twin of the compiled walk)."""
-    left = np.searchsorted(neg, u, side="left")
-    right = left.copy()
-    # a second search only for the scores that some negative equals
-    tied = np.flatnonzero(neg[np.minimum(left, neg.size - 1)] == u) if neg.size else left[:0]
-    right[tied] = np.searchsorted(neg, u[tied], side="right")
-    return left.astype(np.int64, copy=False), right.astype(np.int64, copy=False)
-
-
-SORT_GROUP = 1 << 23  # raw negatives sorted as one array: 8 M scores, 32 MiB of float32 (glibc mmaps it)
-
-
-def _groups(chunks: list[np.ndarray], size: int) -> list[list[np.ndarray]]:
-    """Consecutive chunks in groups of at most ``size`` scores; a larger chunk is cut into views."""
-    groups: list[list[np.ndarray]] = [[]]
-    filled = 0
-    for chunk in chunks:
-        for a in range(0, chunk.size, size):
-            piece = chunk[a : a + size]
-            if filled + piece.size > size and groups[-1]:
-                groups.append([])
-                filled = 0
-            groups[-1].append(piece)
-            filled += piece.size
-    return [g for g in groups if g]
-
-
-def _rank_raw(groups: list[list[np.ndarray]], u: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """(#neg < u, #neg <= u) for raw negatives given in groups (see :func:`_groups`).
-
-    Each group is joined into one array, sorted in place and ranked by :func:`_rank_sorted`,
-    ``threads`` groups at a time (numpy's sort and the compiled walk release the GIL);
-    ``groups[g]`` is then replaced
-    by ``[sorted array]``, the same scores, so the chunks can be freed as the work goes on
-    and memory grows by at most ``threads`` groups. The integer counts are summed, so the
-    result depends neither on the grouping nor on ``threads``.
-    """
-
-    def rank(g: int) -> tuple[np.ndarray, np.ndarray]:
-        part = groups[g]
-        joined = np.concatenate(part) if len(part) > 1 else part[0]
-        joined.sort()  # in place: a state's scores are a multiset, their order is free
-        groups[g] = [joined]
-        return _rank_sorted(joined, u)
-
-    below = np.zeros(u.size, np.int64)
-    below_eq = np.zeros(u.size, np.int64)
-
-    def add(counts: tuple[np.ndarray, np.ndarray]) -> None:  # summed as they arrive
-        np.add(below, counts[0], out=below)
-        np.add(below_eq, counts[1], out=below_eq)
-
-    n = min(threads, len(groups))
-    if n <= 1:  # on this thread: worker threads allocate in heaps of their own
-        for g in range(len(groups)):
-            add(rank(g))
-        return below, below_eq
-    with ThreadPoolExecutor(n, thread_name_prefix="exact-sort") as pool:
-        pending: list = []
-        for g in range(len(groups)):
-            if len(pending) >= n:  # at most n groups' counts alive at once
-                add(pending.pop(0).result())
-            pending.append(pool.submit(rank, g))
-        for fut in pending:
-            add(fut.result())
-    return below, below_eq
 
 
 def _rank_histograms(hists: list[tuple[np.ndarray, np.ndarray]], u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -346,9 +268,8 @@ def _exact_metrics(c: _Counts, warn: bool) -> dict:
         if warn:
             _warn_no_negative()
         return out
-    fp, tp = _roc_points(c)  # once for both (4 int64 values per distinct anomaly score)
-    out["auroc"] = _roc_auc(c, fp, tp)
-    out["fpr95"] = _fpr_at_tpr(c, fp, tp)
+    out["auroc"] = _roc_auc(c)
+    out["fpr95"] = _fpr_at_tpr(c)
     return out
 
 
@@ -364,10 +285,17 @@ def _exact_curve(c: _Counts) -> dict:
 
 
 def _average_precision(c: _Counts) -> float:
-    """sklearn ``average_precision_score``: ``sum_k (R_k - R_{k-1}) P_k``, ``R_{-1} = 0``."""
+    """sklearn ``average_precision_score``: ``sum_k (R_k - R_{k-1}) P_k``, ``R_{-1} = 0``.
+
+    The products ``np.diff(recall, prepend=0.0) * precision`` summed by ``np.sum``, formed
+    with two temporary arrays fewer."""
     recall = c.tp / c.n_pos
-    precision = c.tp / (c.tp + c.fp_ge)
-    return float(max(0.0, np.sum(np.diff(recall, prepend=0.0) * precision)))
+    terms = np.empty_like(recall)
+    terms[:1] = recall[:1]
+    np.subtract(recall[1:], recall[:-1], out=terms[1:])
+    del recall
+    terms *= c.tp / (c.tp + c.fp_ge)
+    return float(max(0.0, np.sum(terms)))
 
 
 def _roc_points(c: _Counts) -> tuple[np.ndarray, np.ndarray]:
@@ -386,33 +314,63 @@ def _roc_points(c: _Counts) -> tuple[np.ndarray, np.ndarray]:
     return fp, tp
 
 
-def _roc_auc(c: _Counts, fp: np.ndarray, tp: np.ndarray) -> float:
-    """sklearn ``roc_auc_score``: trapezoid rule on the ROC, evaluated in integers.
+def _roc_point(c: _Counts, i: int) -> tuple[int, int]:
+    """Corner point ``i`` of :func:`_roc_points`, (FP, TP), without building the others."""
+    m = c.tp.size
+    if i == 0 or i == 2 * m + 1:
+        return (0, 0) if i == 0 else (c.n_neg, c.n_pos)
+    k = (i - 1) // 2
+    if i % 2:
+        return int(c.fp_gt[k]), int(c.tp[k - 1]) if k else 0
+    return int(c.fp_ge[k]), int(c.tp[k])
 
-    ``2 P N AUROC = sum over segments (TP_a + TP_b)(FP_b - FP_a)``; int64 holds it while
-    ``2 P N < 2**63`` (up to ~4e9 pixels), float64 beyond.
+
+_BLOCK = 1 << 20  # values per step of the integer AUROC sum
+
+
+def _roc_auc(c: _Counts) -> float:
+    """sklearn ``roc_auc_score``: trapezoid rule on the ROC (:func:`_roc_points`), in integers.
+
+    ``2 P N AUROC = sum over segments (TP_a + TP_b)(FP_b - FP_a)``: per distinct positive score
+    ``u_k`` its tie segment ``(TP_{k-1} + TP_k)(FP_ge_k - FP_gt_k)`` and the stretch after it,
+    ``2 TP_k (FP_gt_{k+1} - FP_ge_k)`` (to (N, P) for the last, where ``TP = P``). Summed in
+    int64 blocks, exact while ``2 P N < 2**63`` (up to ~4e9 pixels; no partial sum exceeds the
+    total), float64 on the corner points beyond.
     """
-    if 2 * c.n_pos * c.n_neg < 2**63:
-        twice_area = int(np.dot(tp[1:] + tp[:-1], np.diff(fp)))  # int64, no product array
-        return twice_area / (2 * c.n_pos * c.n_neg)  # Python ints: correctly rounded
-    tpf, fpf = tp.astype(np.float64), fp.astype(np.float64)
-    return float(np.sum((tpf[1:] + tpf[:-1]) * np.diff(fpf)) / (2.0 * c.n_pos * c.n_neg))
+    n_pos, n_neg = c.n_pos, c.n_neg
+    if 2 * n_pos * n_neg >= 2**63:
+        fp, tp = (a.astype(np.float64) for a in _roc_points(c))
+        return float(np.sum((tp[1:] + tp[:-1]) * np.diff(fp)) / (2.0 * n_pos * n_neg))
+    tp, ge, gt = c.tp, c.fp_ge, c.fp_gt
+    m = tp.size
+    twice_area = 2 * n_pos * (n_neg - int(ge[-1]))
+    for a in range(0, m, _BLOCK):
+        b = min(a + _BLOCK, m)
+        prev = tp[a - 1 : b - 1] if a else np.concatenate(([0], tp[: b - 1]))
+        twice_area += int(np.dot(prev + tp[a:b], ge[a:b] - gt[a:b]))
+        e = min(b, m - 1)
+        twice_area += int(np.dot(2 * tp[a:e], gt[a + 1 : e + 1] - ge[a:e]))
+    return twice_area / (2 * n_pos * n_neg)  # Python ints: correctly rounded
 
 
-def _fpr_at_tpr(c: _Counts, fp: np.ndarray, tp: np.ndarray, level: float = TPR_LEVEL) -> float:
+def _fpr_at_tpr(c: _Counts, level: float = TPR_LEVEL) -> float:
     """``ood_metrics.fpr_at_95_tpr``: ``np.interp(level, tpr, fpr)`` on the ROC with its edge rules.
 
-    ``tpr = TP / P`` and ``fpr = FP / N`` are formed exactly as in ``sklearn.metrics.roc_curve``;
-    leaving out collinear interior points (as ``drop_intermediate`` also does) does not
-    change the interpolant, and the right end of a flat stretch is always kept.
+    ``tpr = TP / P`` and ``fpr = FP / N`` are formed exactly as in ``sklearn.metrics.roc_curve``,
+    at the corner points of :func:`_roc_points`: leaving out collinear interior points (as
+    ``drop_intermediate`` also does) does not change the interpolant, and the right end of a
+    flat stretch is always kept. The curve runs from (0, 0) to (1, 1), so the edge rules
+    (0 when every TPR < level, the smallest FPR among TPR >= level when every TPR >= level)
+    only fire for a level outside (0, 1]. ``np.interp`` reads two points: the last one ``j``
+    with ``tpr <= level`` and the next; only these are formed.
     """
-    tpr = tp / c.n_pos
-    fpr = fp / c.n_neg
-    if np.all(tpr < level):
+    if level > 1.0 or level <= 0.0:
         return 0.0
-    if np.all(tpr >= level):
-        return float(np.min(fpr[tpr >= level]))
-    return float(np.interp(level, tpr, fpr))
+    m = c.tp.size
+    q = int(np.searchsorted(c.tp / c.n_pos, level, side="right"))  # points (FP_ge, TP) with tpr <= level
+    j = 1 + min(q, m - 1) + q + (level >= 1.0)  # + (0, 0) and the (FP_gt, TP_prev) points, - 1
+    fp, tp = (np.array(v, np.int64) for v in zip(*(_roc_point(c, i) for i in range(j, min(j + 2, 2 * m + 2)))))
+    return float(np.interp(level, tp / c.n_pos, fp / c.n_neg))
 
 
 class ExactState:
@@ -425,11 +383,14 @@ class ExactState:
     ``merge`` concatenates the lists.
 
     ``update`` splits a frame in one compiled pass (:mod:`analyze.kernels`; numpy for
-    other dtypes). ``compute`` sorts the distinct positive scores ``u``, sorts the raw
-    negatives in groups of :data:`SORT_GROUP` (on :func:`num_threads` threads) and counts,
-    for every ``u_k``, the negatives below and at it with a merge walk per group; TP and FP
-    at every threshold follow from cumulative sums (all int64, so neither the grouping nor
-    the threads ever change a result). The counts are kept until the next ``update``.
+    other dtypes). ``compute`` sorts the distinct positive scores ``u``, sorts copies of the
+    raw negatives in groups (:func:`analyze.ranks.rank_raw`, on :func:`num_threads` threads;
+    the state's arrays are not changed) and counts, for every ``u_k``, the negatives below
+    and at it with a walk per group; TP and FP at every threshold follow from cumulative
+    sums (all int64, so neither the grouping nor the threads ever change a result). The
+    counts are kept until the next ``update``. Memory beyond the stored scores: a few int64
+    arrays of ``len(u)`` and two sort buffers of :data:`analyze.ranks.SORT_GROUP` scores
+    per thread.
     """
 
     protocol = "exact"
@@ -484,22 +445,19 @@ class ExactState:
         if self._c is not None:
             return self._c
         pos = np.concatenate(self._pos) if self._pos else np.empty(0)
-        u, pos_count = np.unique(pos, return_counts=True)  # ascending
-        below = np.zeros(u.size, np.int64)  # negatives < u
-        below_eq = np.zeros(u.size, np.int64)  # negatives <= u
+        u, pos_count = ranks.distinct_counts(pos)  # ascending; pos is a copy
+        below = below_eq = None  # negatives < u and <= u
         if self._neg and u.size:
-            # hand the chunks over so that each group's can be freed once it is joined
-            groups, self._neg = _groups(self._neg, SORT_GROUP), []
-            try:
-                b, be = _rank_raw(groups, u, num_threads(threads))
-            finally:
-                self._neg = [a for g in groups for a in g]  # the same scores, now in sorted groups
-            below += b
-            below_eq += be
+            below, below_eq = ranks.rank_raw(self._neg, u, num_threads(threads))
         if self._neg_q and u.size:
             b, be = _rank_histograms(self._neg_q, u)
-            below += b
-            below_eq += be
+            if below is None:
+                below, below_eq = b, be
+            else:
+                below += b
+                below_eq += be
+        if below is None:
+            below = below_eq = np.zeros(u.size, np.int64)
         self._c = _counts_from(u, pos_count, below, below_eq, self.n_pos, self.n_neg)
         return self._c
 
@@ -555,7 +513,7 @@ class PositiveState:
 
     def _unique(self) -> tuple[np.ndarray, np.ndarray]:
         pos = np.concatenate(self._pos) if self._pos else np.empty(0)
-        return np.unique(pos, return_counts=True)
+        return ranks.distinct_counts(pos)
 
     def distinct(self) -> np.ndarray:
         """The distinct anomaly scores, ascending."""
@@ -593,8 +551,8 @@ class NegativeCountState:
             if q is None:
                 if np.isnan(neg).any():
                     raise ValueError("y_score contains NaN at non-void pixels")
-                neg.sort()
-                b, be = _rank_sorted(neg, self.u)
+                ranks.sort_in_place(neg)
+                b, be = ranks.rank_sorted(neg, self.u)
             else:
                 b, be = _rank_histograms([q], self.u)
             self.below = self.below + b
