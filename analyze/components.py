@@ -68,7 +68,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from analyze.metrics import VOID, UndefinedMetricWarning
+from analyze.metrics.common import VOID, UndefinedMetricWarning
 from schemas.manifest import load_manifest
 
 TAUS: tuple[float, ...] = tuple(np.linspace(0.25, 0.75, 11).tolist())
@@ -254,6 +254,13 @@ def best_f1_threshold_from_counts(thresholds: np.ndarray, tp: np.ndarray, fp: np
     if f1[k] == 0.0 and (tp[0] != 0 or fp[0] != 0):
         return float(thresholds[0]) + 1.0
     return float(thresholds[k])
+
+
+def best_f1_threshold(state) -> float:
+    """The pixel threshold of the best pixel F1 on a pixel-metric state's curve
+    (:func:`best_f1_threshold_from_counts` of ``state.threshold_counts()``: every distinct
+    anomaly score for ``exact``, the pooled bin edges for ``smiyc``)."""
+    return best_f1_threshold_from_counts(*state.threshold_counts())
 
 
 # --------------------------------------------------------------------------------------

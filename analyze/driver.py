@@ -24,7 +24,7 @@ import pandas as pd
 
 from analyze import metrics as M
 from analyze.bootstrap import bootstrap_ci, edges_from_counts
-from analyze.components import track_for_dataset
+from analyze.components import best_f1_threshold, track_for_dataset
 from analyze.frame_selection import ScoreError, pooled_frames, scorable_frames
 from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler
 from analyze.scorers import SCORE_DTYPE, check_temperature, get_scorers
@@ -223,7 +223,7 @@ def _bootstrap(sched, job: ScoreJob, result, n_boot: int, seed: int, warn) -> di
 
 
 def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec) -> list[dict]:
-    thresholds = {k: M.best_f1_threshold(s) for k, s in result.states.items()}
+    thresholds = {k: best_f1_threshold(s) for k, s in result.states.items()}
     cjob = ScoreJob(**{**job.__dict__, "threshold": thresholds, "component_track": track_for_dataset(spec.provenance.dataset)})
     comp = run_phase(sched, cjob, "components")
     # the non-void pixels of the frames pooled, as on the key's pixel-metric rows

@@ -83,6 +83,8 @@ def test_readme_layout_matches_the_tree():
     block = block[:block.index("```")]
     listed, top = set(), None
     for line in block.splitlines():
+        if line.startswith("   "):
+            continue  # the continuation of a description
         path = line.split()[0]
         if not line.startswith(" "):
             top = path

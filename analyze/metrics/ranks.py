@@ -1,4 +1,4 @@
-"""Ranks of scores among thresholds, the core of the exact metrics (:mod:`analyze.metrics`).
+"""Ranks of scores among thresholds, the core of the exact metrics (:mod:`analyze.metrics.exact`).
 
 For ascending distinct thresholds ``u`` (the anomaly scores) and a multiset of scores (the
 in-distribution scores), ``rank_raw`` / ``rank_sorted`` count the scores below and at every
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from analyze import kernels as K
+from analyze.metrics import kernels as K
 
 _FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
