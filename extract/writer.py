@@ -16,7 +16,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-from dask.system import cpu_count  # the CPUs this process may use (affinity and cgroup quota)
+
+from schemas.machine import usable_cpus
 
 
 def default_writer_threads() -> int:
@@ -26,7 +27,7 @@ def default_writer_threads() -> int:
     ERFNet fp16 batch 8 with zstd3 stored 30 frames/s with 4 writer threads, 40 with 8 and
     54 with 14 (``extract bench``); the other half of the cores decode images.
     """
-    return max(4, min(16, cpu_count() // 2))
+    return max(4, min(16, usable_cpus() // 2))
 
 
 class HostCopier:

@@ -6,8 +6,8 @@ import os
 import warnings
 
 import numpy as np
-from dask.system import cpu_count  # the CPUs this process may use (affinity and cgroup quota)
 
+from schemas.machine import usable_cpus
 from schemas.manifest import VOID  # labels: 0 in-distribution, 1 anomaly, VOID ignored
 
 TPR_LEVEL = 0.95
@@ -29,7 +29,7 @@ def num_threads(threads: int | None = None) -> int:
             except ValueError:
                 raise ValueError(f"ANALYZE_THREADS must be a positive integer, got {env!r}") from None
         else:
-            threads = min(MAX_THREADS, cpu_count())
+            threads = min(MAX_THREADS, usable_cpus())
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     return int(threads)
