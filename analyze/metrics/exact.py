@@ -95,14 +95,14 @@ class ExactState:
     a sparse histogram over those values (a few hundred kB instead of 4 bytes a pixel).
     ``merge`` concatenates the lists.
 
-    ``update`` splits a frame in one compiled pass (:mod:`analyze.kernels`; numpy for
+    ``update`` splits a frame in one compiled pass (:mod:`analyze.metrics.kernels`; numpy for
     other dtypes). ``compute`` sorts the distinct positive scores ``u``, sorts copies of the
-    raw negatives in groups (:func:`analyze.ranks.rank_raw`, on :func:`num_threads` threads;
+    raw negatives in groups (:func:`analyze.metrics.ranks.rank_raw`, on :func:`num_threads` threads;
     the state's arrays are not changed) and counts, for every ``u_k``, the negatives below
     and at it with a walk per group; TP and FP at every threshold follow from cumulative
     sums (all int64, so neither the grouping nor the threads ever change a result). The
     counts are kept until the next ``update``. Memory beyond the stored scores: a few int64
-    arrays of ``len(u)`` and two sort buffers of :data:`analyze.ranks.SORT_GROUP` scores
+    arrays of ``len(u)`` and two sort buffers of :data:`analyze.metrics.ranks.SORT_GROUP` scores
     per thread.
     """
 
