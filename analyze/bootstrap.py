@@ -26,12 +26,6 @@ import numpy as np
 
 from analyze.metrics import TPR_LEVEL
 
-def decreasing_edges(lo: float, hi: float, n_bins: int = 2048) -> np.ndarray:
-    """``n_bins + 1`` decreasing edges spanning [lo, hi] with open ends (+inf first, -inf last),
-    so that every finite score falls in a bin."""
-    inner = np.linspace(hi, lo, n_bins + 1)[1:-1]
-    return np.concatenate(([np.inf], inner, [-np.inf]))
-
 
 def frame_histograms(score: np.ndarray, label: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Counts of anomaly (label 1) and in-distribution (label 0) pixels per score bin; void ignored.
@@ -99,14 +93,27 @@ def _metrics_from_cumulative(tp: np.ndarray, fp: np.ndarray, level: float = TPR_
     return {"auprc": ap, "auroc": auroc, "fpr95": fpr95}
 
 
-def binned_metrics(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict[str, float]:
-    """AuPRC, AUROC, FPR95 of pooled histograms ((B,) or (F, B) summed over frames), as in
-    :func:`bootstrap_ci` but on the full sample. Equal to the exact metrics (scikit-learn,
-    ``ood_metrics``) when every distinct score has its own bin."""
-    pos = np.atleast_2d(np.asarray(pos_hist, np.float64)).sum(axis=0)
-    neg = np.atleast_2d(np.asarray(neg_hist, np.float64)).sum(axis=0)
-    m = _metrics_from_cumulative(np.cumsum(pos)[None], np.cumsum(neg)[None])
-    return {k: float(v[0]) for k, v in m.items()}
+class FrameHistograms:
+    """Mergeable per-frame histograms over fixed ``edges`` (:func:`frame_histograms`), in frame order:
+    the states of the exact protocol's bootstrap pass. ``merge`` concatenates."""
+
+    def __init__(self, edges: np.ndarray) -> None:
+        self.edges = edges
+        self.frames: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def update(self, y_score, y_true) -> "FrameHistograms":
+        self.frames.append(frame_histograms(y_score, y_true, self.edges))
+        return self
+
+    def merge(self, other: "FrameHistograms") -> "FrameHistograms":
+        out = FrameHistograms(self.edges)
+        out.frames = self.frames + other.frames
+        return out
+
+    def stacked(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(pos_hist, neg_hist)``, each (F, B): the input of :func:`bootstrap_ci`."""
+        pos, neg = (np.stack(h) for h in zip(*self.frames))
+        return pos, neg
 
 
 def resample_counts(n_frames: int, n_boot: int, seed: int) -> np.ndarray:

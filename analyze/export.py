@@ -32,7 +32,6 @@ import re
 import uuid
 import zipfile
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +40,7 @@ import numpy as np
 from schemas import cache as C
 from schemas import integrity
 from schemas.errors import DataError
+from schemas.version import PACKAGE, tool_version
 
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # a folder name, and no "," (the benchmark splits lists on it)
 MATCH_ATTRS = ("scorer", "temperature", "temp_target", "cache_digest")  # what must agree for a file to be reused
@@ -92,12 +92,13 @@ def _read_hdf5(path: Path) -> tuple[tuple, str, dict] | None:
     try:
         with h5py.File(path, "r") as f:
             v = f["value"]
-            return tuple(v.shape), str(v.dtype), {k: _plain(a) for k, a in f.attrs.items()}
+            return tuple(v.shape), str(v.dtype), {k: _python_value(a) for k, a in f.attrs.items()}
     except (OSError, KeyError):
         return None
 
 
-def _plain(a):
+def _python_value(a):
+    """A numpy scalar read from an HDF5 attribute as the Python value it was written from."""
     return a.item() if isinstance(a, np.generic) else a
 
 
@@ -106,13 +107,6 @@ def check_method_name(method: str) -> str:
         raise ExportOptionError("--method", f"method name {method!r} must be letters, digits, _ . + - "
                                             "(it is a folder name in the submission)")
     return method
-
-
-def _package_version() -> str:
-    try:
-        return version("anomaly-seg-cache")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 @dataclass
@@ -185,7 +179,7 @@ def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, m
     attrs = {"scorer": sc.name, "temperature": t, "temp_target": target, "cache_digest": C.cache_digest(spec),
              "model": spec.provenance.model, "dataset": spec.provenance.dataset,
              "values": "float16 anomaly scores, higher = more anomalous",
-             "tool": f"anomaly-seg-cache {_package_version()}"}
+             "tool": f"{PACKAGE} {tool_version()}"}
     folder = form.folder(Path(out), method, dataset)
     try:
         folder.mkdir(parents=True, exist_ok=True)

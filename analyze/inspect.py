@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import zarr
 
 from schemas import integrity
-from schemas.cache import CacheError, CacheSpec, arrays_for, done_mask
-
-
-def _dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+from schemas.cache import CacheSpec, disk_bytes, done_mask, raw_bytes
 
 
 def summary(root: zarr.Group, spec: CacheSpec, path: str) -> list[str]:
@@ -35,9 +29,9 @@ def summary(root: zarr.Group, spec: CacheSpec, path: str) -> list[str]:
         f"device     {prov.device}, dtype {prov.dtype}, created {prov.created}",
         f"versions   {', '.join(f'{k} {v}' for k, v in prov.versions.items())}",
     ]
-    size = _dir_size(Path(path))
+    size = disk_bytes(path)
     if size:
-        raw = sum(int(np.prod(root[a.name].shape)) * np.dtype(a.dtype).itemsize for a in arrays_for(spec.kind))
+        raw = raw_bytes(root, spec)
         lines.append(f"disk       {size / 2**20:.1f} MiB (uncompressed {raw / 2**20:.1f} MiB, ratio {raw / size:.2f}x)")
     return lines
 
@@ -61,9 +55,4 @@ def verify(root: zarr.Group, spec: CacheSpec) -> list[str]:
     return [p.line() for p in problems]
 
 
-def not_done_frames(root: zarr.Group, spec: CacheSpec) -> list[str]:
-    done = done_mask(root)
-    return [fid for fid, d in zip(spec.frame_ids, done) if not d]
-
-
-__all__ = ["summary", "verify", "not_done_frames", "CacheError"]
+__all__ = ["summary", "verify"]

@@ -4,20 +4,20 @@ The panels are the seed paper's Figures 3-4: the input image next to one anomaly
 scorer (brighter = more anomalous) and the ground truth (anomaly white, void grey,
 in-distribution black). Each map is scaled to its own 1st-99th percentile **for display
 only** (the scorers' ranges differ by orders of magnitude); the ``.npy`` files keep the raw
-float64 scores exactly as :func:`analyze.compose.iter_frame_scores` computes them for
+float64 scores exactly as :func:`analyze.frame_scores.iter_frame_scores` computes them for
 ``analyze score``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from analyze.compose import iter_frame_scores
+from analyze.frame_scores import frame_inputs, iter_frame_scores
+from analyze.report.names import dataset_name, model_name, scorer_name, slug
 from analyze.scorers import get_scorers
 from schemas import cache as C
 from schemas import integrity
@@ -30,7 +30,7 @@ CAPTION = ("Each map is scaled to its own 1st-99th percentile for display only (
 
 
 def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)).strip("_") or "frame"
+    return slug(s, empty="frame")
 
 
 def _t_tag(t: float) -> str:
@@ -98,30 +98,20 @@ def _frame_indices(spec: C.CacheSpec, done: np.ndarray, frames: Sequence[str] | 
     return idx
 
 
-def _inputs(root, spec: C.CacheSpec, i: int) -> dict:
-    if spec.kind == "pixel":
-        return dict(logits=C.read_pixel_logits(root, spec, i), void_channel=spec.void_channel,
-                    out_size=spec.sizes[i])
-    cl, ml = C.read_query_outputs(root, spec, i)
-    return dict(class_logits=cl, mask_logits=ml, geom=spec.windows(i), out_size=spec.sizes[i])
-
-
 def frame_maps(root, spec: C.CacheSpec, i: int, scorers: Sequence, temperature: float,
                temp_target: str = "query") -> dict[str, np.ndarray]:
     """Anomaly maps of frame ``i``: scorer name -> float64 (H, W) at the original resolution.
 
-    The scores :func:`analyze.compose.iter_frame_scores` gives ``analyze score`` (higher = more
+    The scores :func:`analyze.frame_scores.iter_frame_scores` gives ``analyze score`` (higher = more
     anomalous, no rescaling), at one temperature; ``temp_target`` as there (EoMT only).
     The one map computation behind ``analyze maps`` and ``analyze export``.
     """
     (ts,) = iter_frame_scores(spec.kind, scorers=scorers, temperatures=(float(temperature),),
-                              temp_target=temp_target, **_inputs(root, spec, i))
+                              temp_target=temp_target, **frame_inputs(root, spec, i))
     return {s.name: np.asarray(ts.scores[s.name]) for s in scorers}
 
 
 def _names():
-    from analyze.report import dataset_name, model_name, scorer_name
-
     return dataset_name, model_name, scorer_name
 
 

@@ -53,8 +53,9 @@ from typing import Callable, Sequence, Union
 import numpy as np
 import torch
 
+from schemas.cache import parse_kind
+
 ArrayLike = Union[np.ndarray, torch.Tensor]
-KINDS = ("pixel", "query")  # cache kinds: pixel model (ERFNet), query/mask model (EoMT)
 
 
 TILE_ELEMENTS = 1 << 18  # floats of one (K, rows, W) tile of score_many: 2 MiB of float64, stays in cache
@@ -233,12 +234,6 @@ SCORERS: dict[str, Scorer] = {
         Scorer("rba", rba, False, True, "-sum tanh(x/T) (mask models only)"),
     )
 }
-
-
-def parse_kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise ValueError(f"cache kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    return kind
 
 
 def get_scorers(spec: str, kind: str | None = None) -> tuple[Scorer, ...]:

@@ -1,4 +1,4 @@
-"""Temperature: honest selection, calibration on in-distribution data, bootstrap intervals.
+"""Temperature: honest selection and calibration on in-distribution data.
 
 * :func:`select_temperature` chooses T on *validation* datasets only and reports the chosen
   T on the other datasets (the seed paper chose T on the datasets it reported: a careful
@@ -6,10 +6,10 @@
 * :func:`fit_temperature_nll` is temperature scaling (Guo et al., "On Calibration of Modern
   Neural Networks", ICML 2017): the T minimising the negative log-likelihood of the
   in-distribution semantic labels (Cityscapes val), with the expected calibration error
-  before and after.
-* :func:`bootstrap_ci` gives percentile confidence intervals of AuPRC, AUROC and FPR95 by
-  resampling *frames* (pixels of one frame are not independent), from per-frame score
-  histograms (:func:`frame_histograms`); all resamples are evaluated at once.
+  before and after. It evaluates the composition at sampled pixels only, from the same
+  primitives as whole frames (:mod:`analyze.compose`).
+
+(Bootstrap intervals of the metrics: :mod:`analyze.bootstrap`.)
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ LOWER_IS_BETTER = frozenset({"fpr95", "ece", "nll"})
 SELECTION_KEY = ("run", "model", "scorer", "temp_target", "protocol", "frames")
 ECE_BINS = 15
 T_BOUNDS = (0.05, 20.0)
-_T_ATOL = 1e-9
 
 
 # ---- selection ---------------------------------------------------------------------------
@@ -180,85 +179,11 @@ def sample_pixels(labels, max_pixels: int, seed: int) -> dict[int, tuple[np.ndar
     return out
 
 
-def pixel_logits_at(logits: np.ndarray, out_size: tuple[int, int], void_channel: int | None,
-                    rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """(n, K) float64: the logits bilinearly resized to ``out_size``, void channel dropped, at
-    the pixels (rows, cols) only; the values of
-    :func:`analyze.compose.pixel_logits_to_label_size` there (same taps, float32, to rounding)."""
-    from analyze.compose import _linear_taps
-
-    z = np.asarray(logits)  # (C, h, w)
-    keep = [c for c in range(z.shape[0]) if c != void_channel]
-    (h, w), (H, W) = z.shape[1:], out_size
-    y0, y1, ay0, ay1 = (t.numpy()[rows] for t in _linear_taps(h, H))
-    x0, x1, ax0, ax1 = (t.numpy()[cols] for t in _linear_taps(w, W))
-
-    def at(y, x):
-        return z[:, y, x][keep].astype(np.float32)  # (K, n)
-
-    top = at(y0, x0) * ax0 + at(y0, x1) * ax1  # the width pass on both source rows
-    bot = at(y1, x0) * ax0 + at(y1, x1) * ax1
-    return (top * ay0 + bot * ay1).T.astype(np.float64)  # then the height pass
-
-
-def query_pixel_weights(mask_logits: np.ndarray, geom, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Linear weights ``A`` (n, n_crops * Q) with ``s_T(pixel) = A @ P_T`` for ``n`` pixels.
-
-    ``P_T`` stacks ``softmax(c_jq / T)[:K]`` of every crop ``j`` and query ``q``. ``s`` is linear
-    in the class probabilities: the sigmoid of each query's bilinearly upsampled mask, averaged
-    over the crops covering a pixel of the resized frame, bilinearly resized to the original
-    size (:mod:`analyze.compose`). Evaluating that chain at the requested pixels only (same
-    ``align_corners=False`` taps as :class:`analyze.compose.FrameComposer`) makes every T a
-    small matrix product instead of a full composition.
-    """
-    from analyze.compose import _linear_taps
-
-    ml = np.asarray(mask_logits, np.float32)  # (n_crops, Q, h, w)
-    n_crops, q, h, w = ml.shape
-    (H, W), (Hr, Wr), crop = geom.original, geom.resized, geom.crop
-
-    def taps(n_in, n_out, idx):
-        if n_in == n_out:
-            return idx, idx, np.ones(idx.size, np.float32), np.zeros(idx.size, np.float32)
-        i0, i1, a0, a1 = (t.numpy() for t in _linear_taps(n_in, n_out))
-        return i0[idx], i1[idx], a0[idx], a1[idx]
-
-    ry0, ry1, wy0, wy1 = taps(Hr, H, rows)
-    rx0, rx1, wx0, wx1 = taps(Wr, W, cols)
-    # the four resized-frame points of each pixel and their weights: (4, n)
-    pr = np.stack([ry0, ry0, ry1, ry1])
-    pc = np.stack([rx0, rx1, rx0, rx1])
-    pw = np.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1]).astype(np.float64)
-    along = pr if geom.portrait else pc
-    count = np.zeros(along.shape, np.float64)
-    for win in geom.windows:
-        count += (along >= win.start) & (along < win.end)
-    out = np.zeros((rows.size, n_crops * q), np.float64)
-    ty = [t.numpy() for t in _linear_taps(h, crop)]
-    tx = [t.numpy() for t in _linear_taps(w, crop)]
-    for j, win in enumerate(geom.windows):
-        m = ml[j]  # (Q, h, w)
-        cols_j = slice(j * q, (j + 1) * q)
-        for k in range(4):  # one resized point per pixel at a time: no repeated pixel in `p`
-            p = np.flatnonzero((along[k] >= win.start) & (along[k] < win.end))
-            if not p.size:
-                continue
-            lr = pr[k, p] - (win.start if geom.portrait else 0)
-            lc = pc[k, p] - (0 if geom.portrait else win.start)
-            y0, y1, ay0, ay1 = (t[lr] for t in ty)
-            x0, x1, ax0, ax1 = (t[lc] for t in tx)
-            # torch's order: the width pass on both source rows, then the height pass
-            top = m[:, y0, x0] * ax0 + m[:, y0, x1] * ax1  # (Q, M)
-            bot = m[:, y1, x0] * ax0 + m[:, y1, x1] * ax1
-            val = 1.0 / (1.0 + np.exp(-(bot * ay1 + top * ay0)))  # (Q, M): sigmoid of the upsampled mask
-            out[p, cols_j] += (val * (pw[k, p] / count[k, p])).T  # (M, Q)
-    return out
-
-
 class _Calibration:
     """The sampled pixels of a semantic cache, ready to give class probabilities at any T."""
 
     def __init__(self, cache_path, max_pixels: int, seed: int, storage_options=None):
+        from analyze.compose import FrameComposer, pixel_logits_at
         from schemas import integrity
         from schemas.cache import CacheError, done_mask, open_cache, read_label, read_pixel_logits, read_query_outputs
 
@@ -291,7 +216,7 @@ class _Calibration:
                                                        rows, cols))  # (n, K)
                 else:
                     cl, ml = read_query_outputs(root, spec, i)
-                    a = query_pixel_weights(ml, spec.windows(i), rows, cols)  # (n, crops*Q)
+                    a = FrameComposer(ml, cl, spec.windows(i)).pixel_weights(rows, cols)  # (n, crops*Q)
                     self.blocks.append((a, np.asarray(cl, np.float64).reshape(-1, cl.shape[-1])))
         except CacheError as exc:  # a chunk that does not decode
             raise DataError(f"{cache_path}: {exc}") from None
@@ -342,8 +267,9 @@ def fit_temperature_nll(cache_path: str | os.PathLike, max_pixels: int = 200_000
 
     ``max_pixels`` non-ignored pixels (label != 255) are drawn uniformly without replacement,
     one frame at a time (:func:`sample_pixels`: memory does not grow with the number of
-    frames; the same pixels for a seed), and serve every T. The logits are evaluated at these
-    pixels only (:func:`pixel_logits_at`, :func:`query_pixel_weights`). T minimises the mean NLL over ``log T`` (scipy
+    frames; the same pixels for a seed), and serve every T. The composition is evaluated at
+    these pixels only (:func:`analyze.compose.pixel_logits_at`,
+    :meth:`analyze.compose.FrameComposer.pixel_weights`). T minimises the mean NLL over ``log T`` (scipy
     ``minimize_scalar``, bounded, T in [0.05, 20]). ECE uses 15 equal-width confidence bins.
 
     Returns ``T``, ``nll_before`` / ``nll_after`` (nats per pixel), ``ece_before`` /

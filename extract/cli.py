@@ -13,11 +13,13 @@ import click
 
 from extract.datasets import check_dataset, get_dataset_spec, load_manifest
 from extract.synth import parse_size, write_synth_dataset
+from schemas.cache import COMPRESSION, DEFAULT_COMPRESSION
 from schemas.errors import ToolGroup
+from schemas.version import PACKAGE
 
 
 @click.group("extract", cls=ToolGroup)
-@click.version_option(package_name="anomaly-seg-cache")
+@click.version_option(package_name=PACKAGE)
 def main():
     """Extract raw model outputs into a chunked Zarr cache.
 
@@ -149,7 +151,7 @@ def _model_option(f):
               help="Only the first N frames (in id order); a later run with a larger or no --limit continues the cache.")
 @click.option("--input-height", type=click.IntRange(8), default=None,
               help="ERFNet: short side of the model input (default 512, as trained).")
-@click.option("--compression", type=click.Choice(["zstd3", "zstd1", "lz4", "none"]), default="zstd3",
+@click.option("--compression", type=click.Choice(list(COMPRESSION)), default=DEFAULT_COMPRESSION,
               show_default=True, help="Chunk codec (Blosc + byte shuffle; crc32c always): zstd3 smallest, "
                                       "lz4 ~6x faster to write; a new cache only.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing cache at --cache and start over.")
@@ -198,7 +200,7 @@ def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size,
 @click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Released checkpoint (default: random weights of the full-size model).")
 @click.option("--small", is_flag=True, help="EoMT: a small ViT-S / 64 px model instead of EoMT-L 1024 (CPU smoke test).")
-@click.option("--compression", type=click.Choice(["zstd3", "zstd1", "lz4", "none"]), default="zstd3", show_default=True)
+@click.option("--compression", type=click.Choice(list(COMPRESSION)), default=DEFAULT_COMPRESSION, show_default=True)
 def bench(model, device, dtype, batch_size, batches, size, writer_threads, checkpoint, small, compression):
     """Time forward pass, host copy, compression, storage write, and the overlapped pipeline.
 

@@ -1,7 +1,7 @@
 """Dataset readers driven by ``data_manifest.yaml``.
 
 Every dataset is described by data (layouts of its copies, label mapping) in the manifest
-(:mod:`extract.manifest`); :mod:`extract.layouts` finds the copy under a data root and lists
+(:mod:`schemas.manifest`, the parser both wings share); :mod:`extract.layouts` finds the copy under a data root and lists
 its frames; this module decodes them and checks copies. Nothing here branches on a dataset
 name. A reader yields, per frame, the frame id, the RGB uint8 image, the canonical label map
 ({0 in-distribution, 1 anomaly, 255 void}, or Cityscapes trainIds 0..18 / 255) and the
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from extract.layouts import DatasetCopy, FrameListing, FrameRef, list_frames, locate
-from extract.manifest import (
+from schemas.manifest import (
     DEFAULT_MANIFEST,
     VOID,
     DatasetError,
@@ -33,7 +33,7 @@ from extract.manifest import (
 __all__ = [
     "DEFAULT_MANIFEST", "VOID", "CheckReport", "DatasetCopy", "DatasetError", "DatasetReader", "DatasetSpec",
     "Frame", "FrameListing", "FrameRef", "LabelMap", "Layout", "check_dataset", "get_dataset_spec", "image_size",
-    "list_frames", "load_manifest", "locate", "read_frame", "read_image", "read_label",
+    "list_frames", "load_manifest", "locate", "read_frame", "read_image", "read_label_file",
 ]
 
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
@@ -72,7 +72,7 @@ def image_size(path: Path) -> tuple[int, int]:
     return h, w
 
 
-def read_label(labels: LabelMap, path: Path, dataset: str = "") -> np.ndarray:
+def read_label_file(labels: LabelMap, path: Path, dataset: str = "") -> np.ndarray:
     """Decode a raw label PNG and map it to canonical values (the layout's ``label_map``).
 
     A raw value outside the mapping is an error naming the file (or void where the layout
@@ -107,7 +107,7 @@ def read_frame(copy: DatasetCopy, ref: FrameRef) -> Frame:
     image = read_image(ref.image_path)
     if ref.label_path is None:
         return Frame(ref.id, image, np.full(image.shape[:2], VOID, np.uint8), image.shape[:2], ref.image_path, None)
-    label = read_label(copy.layout.labels, ref.label_path, copy.spec.name)
+    label = read_label_file(copy.layout.labels, ref.label_path, copy.spec.name)
     if image.shape[:2] != label.shape:
         raise DatasetError(
             f"{ref.label_path}: label size {label.shape[0]}x{label.shape[1]} differs from image "

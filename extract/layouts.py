@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from extract.manifest import DatasetError, DatasetSpec, Layout
+from schemas.manifest import DatasetError, DatasetSpec, Layout
 
 #: File names that operating systems leave in folders (compared lower-case); hidden files too.
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx"})

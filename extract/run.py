@@ -16,15 +16,11 @@ anything but their own frames' chunks.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
@@ -32,10 +28,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from extract.adapters import ADAPTERS, Adapter
 from extract.datasets import DatasetCopy, DatasetError, DatasetReader, get_dataset_spec, image_size, read_frame
 from extract.models import get_model_spec, load_model
-from extract.models.eomt import window_image
-from extract.models.erfnet import erfnet_input_size, preprocess_erfnet
+from extract.provenance import device_name, file_sha256, versions
+from extract.resume import open_or_create
 from extract.writer import FrameWriter, HostCopier, default_writer_threads
 from schemas import cache as C
 from schemas import integrity
@@ -46,45 +43,6 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def default_cache_path(model: str, dataset: str) -> Path:
     return Path("caches") / model / f"{dataset}.zarr"
-
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """'I/N' -> (I, N) with 0 <= I < N."""
-    if not text:
-        return 0, 1
-    try:
-        i, n = (int(t) for t in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"--shard {text!r}: need 0 <= I < N")
-    return i, n
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    import timm
-    import zarr
-
-    try:
-        pkg = version("anomaly-seg-cache")
-    except PackageNotFoundError:
-        pkg = "0+unknown"
-    return {"package": pkg, "torch": torch.__version__, "timm": timm.__version__, "zarr": zarr.__version__,
-            "numpy": np.__version__}
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return device.type
 
 
 def resolve_device(device: str) -> torch.device:
@@ -100,78 +58,18 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-# ---- per-kind adapters: what a frame becomes before the model, and how outputs are stored ----
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(t) for t in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard {text!r}: need 0 <= I < N")
+    return i, n
 
-@dataclass(frozen=True)
-class Adapter:
-    """How frames of one output kind are prepared, batched, run and written."""
-
-    prepare: Callable  # (image uint8 HWC, model config) -> np.ndarray model input
-    forward: Callable  # (model, batch tensor) -> tuple of output tensors (batch-major)
-    split: Callable  # (outputs, items) -> list of per-item output tuples
-    write: Callable  # (root, spec, i, host arrays) -> None
-    spec_fields: Callable  # (model config, sizes) -> dict of CacheSpec fields
-
-
-def _pixel_prepare(image: np.ndarray, cfg: dict) -> np.ndarray:
-    return np.ascontiguousarray(preprocess_erfnet(image, cfg["input_height"]).numpy())  # (3, h, w) float32
-
-
-def _pixel_forward(model, x: torch.Tensor):
-    return (model(x).to(torch.float16),)  # (B, C, h, w)
-
-
-def _pixel_split(outputs, items):
-    (logits,) = outputs
-    return [(logits[j],) for j in range(len(items))]
-
-
-def _pixel_write(root, spec, i, arrays):
-    C.write_frame_pixel(root, spec, i, arrays[0])
-
-
-def _pixel_fields(cfg: dict, sizes) -> dict:
-    logit_sizes = tuple(erfnet_input_size(h, w, cfg["input_height"]) for h, w in sizes)
-    return dict(n_classes=cfg["num_classes"] - 1, n_channels=cfg["num_classes"], void_channel=cfg["void_channel"],
-                logit_sizes=logit_sizes)
-
-
-def _query_prepare(image: np.ndarray, cfg: dict) -> np.ndarray:
-    crops, _ = window_image(image, cfg["crop"])
-    return crops.numpy()  # (n, 3, crop, crop) uint8
-
-
-def _query_forward(model, x: torch.Tensor):
-    mask_logits, class_logits = model(x.float() / 255.0)  # (N, Q, m, m), (N, Q, K+1)
-    return mask_logits.to(torch.float16), class_logits.float()
-
-
-def _query_split(outputs, items):
-    mask_logits, class_logits = outputs
-    out, a = [], 0
-    for it in items:
-        n = it["input"].shape[0]
-        out.append((class_logits[a : a + n], mask_logits[a : a + n]))
-        a += n
-    return out
-
-
-def _query_write(root, spec, i, arrays):
-    C.write_frame_query(root, spec, i, arrays[0], arrays[1])
-
-
-def _query_fields(cfg: dict, sizes) -> dict:
-    return dict(n_classes=cfg["num_classes"], crop_size=cfg["crop"], n_queries=cfg["num_q"],
-                mask_size=cfg["mask_size"])
-
-
-ADAPTERS: dict[str, Adapter] = {
-    "pixel": Adapter(_pixel_prepare, _pixel_forward, _pixel_split, _pixel_write, _pixel_fields),
-    "query": Adapter(_query_prepare, _query_forward, _query_split, _query_write, _query_fields),
-}
-
-
-# ---- data loading ---------------------------------------------------------------------------
 
 class _FrameDataset(torch.utils.data.Dataset):
     """Decodes and prepares the frames to do (runs in DataLoader workers)."""
@@ -208,62 +106,6 @@ def _batches_by_shape(items):
     return list(groups.values())
 
 
-# ---- cache creation / resume ---------------------------------------------------------------
-
-def _identity_mismatch(old: C.CacheSpec, new: C.CacheSpec) -> list[str]:
-    diffs = []
-    a, b = old.provenance.identity(), new.provenance.identity()
-    a["dtype"], b["dtype"] = old.provenance.dtype, new.provenance.dtype
-    for k in a:
-        if a[k] != b[k]:
-            diffs.append(k)
-    for k in ("kind", "frame_ids", "sizes", "n_classes", "crop_size", "n_queries", "mask_size", "logit_sizes"):
-        if getattr(old, k) != getattr(new, k):
-            diffs.append(k)
-    if not np.array_equal(old.labelled_mask, new.labelled_mask):  # a cache without the record: all labelled
-        diffs.append("labelled frames")
-    return diffs
-
-
-def _older_limit_hint(old: C.CacheSpec, new: C.CacheSpec) -> str:
-    n = old.n_frames
-    if n < new.n_frames and old.frame_ids == new.frame_ids[:n]:
-        return (f"; it holds only the first {n} of these {new.n_frames} frames (made with --limit by a version "
-                "whose caches could not grow, or the dataset gained frames)")
-    return ""
-
-
-def open_or_create(path: Path, spec: C.CacheSpec, overwrite: bool, compression: str = C.DEFAULT_COMPRESSION):
-    """Create the cache atomically (temporary folder + rename) or reopen a compatible one."""
-    path = Path(path)
-    if overwrite and path.exists():
-        if not (path / "zarr.json").is_file():
-            raise C.CacheError(f"{path}: exists and is not a cache; refusing to overwrite it")
-        shutil.rmtree(path)
-    if not path.exists():
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            C.create_cache(tmp, spec, compression=compression)
-            os.rename(tmp, path)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not path.exists():
-                raise C.CacheError(f"{path}: cannot create cache ({exc.strerror or exc})") from None
-            # another shard created it first: fall through and check compatibility
-    try:
-        root, old = C.open_cache(path, mode="r+")
-    except C.CacheError as exc:
-        raise C.CacheError(f"{exc}; use --overwrite to start over") from None
-    diffs = _identity_mismatch(old, spec)
-    if diffs:
-        raise C.CacheError(
-            f"{path}: was made with a different {', '.join(diffs)} "
-            f"(cache: {old.provenance.model}/{old.provenance.dataset}){_older_limit_hint(old, spec)}; "
-            "refusing to continue it (use another --cache or --overwrite)"
-        )
-    return root, old
-
-
 @dataclass
 class RunSummary:
     cache: Path
@@ -284,14 +126,6 @@ class RunSummary:
         ratio = self.raw_bytes / self.disk_bytes if self.disk_bytes else float("nan")
         return (f"{self.frames_written} frames written ({self.frames_skipped} already done) in {self.seconds:.1f} s, "
                 f"{self.fps:.2f} frames/s; cache {self.disk_bytes / 2**20:.1f} MiB, compression {ratio:.2f}x: {self.cache}")
-
-
-def _disk_usage(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
-def _raw_bytes(root, spec: C.CacheSpec) -> int:
-    return sum(int(np.prod(root[a.name].shape)) * np.dtype(a.dtype).itemsize for a in C.arrays_for(spec.kind))
 
 
 def run_extraction(
@@ -337,7 +171,7 @@ def run_extraction(
     if DTYPES[dtype] is not None and dev.type != "cuda":
         raise OptionError(f"--dtype {dtype} needs a CUDA device (device here: {dev.type}); "
                           "on the CPU extraction runs in fp32")
-    log(f"device: {_device_name(dev)}" + (" (--device auto)" if device == "auto" else ""))
+    log(f"device: {device_name(dev)}" + (" (--device auto)" if device == "auto" else ""))
     dspec = get_dataset_spec(dataset)
     reader = DatasetReader(dspec, data_root, strict=not skip_unexpected, layout=layout,
                            include_excluded=include_excluded)
@@ -362,9 +196,9 @@ def run_extraction(
         checkpoint_file=ckpt.name,
         dataset=dataset,
         manifest_digest=reader.copy.digest(),
-        preprocessing=_preprocessing(mspec.kind, cfg),
-        versions=_versions(),
-        device=_device_name(dev),
+        preprocessing=adapter.preprocessing(cfg),
+        versions=versions(),
+        device=device_name(dev),
         dtype=dtype,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
@@ -408,7 +242,7 @@ def run_extraction(
             errors = [it for it in batch if "error" in it]
             batch = [it for it in batch if "error" not in it]
             for group in _batches_by_shape(batch):
-                stacked = np.concatenate([it["input"] if mspec.kind == "query" else it["input"][None] for it in group])
+                stacked = adapter.stack([it["input"] for it in group])
                 # NCHW-contiguous, torch-allocated input: CPU conv kernels pick their code path by
                 # memory layout, and cached outputs must not depend on how numpy laid out a batch
                 x = torch.from_numpy(np.ascontiguousarray(stacked))
@@ -434,19 +268,11 @@ def run_extraction(
                            "and kept: fix the cause and rerun the same command to continue")
     C.consolidate(cache_path)
     seconds = time.perf_counter() - t_start
-    summary = RunSummary(cache_path, len(mine), skipped, writer.written, seconds, _disk_usage(cache_path),
-                         _raw_bytes(root, spec), interrupted, notes)
+    summary = RunSummary(cache_path, len(mine), skipped, writer.written, seconds, C.disk_bytes(cache_path),
+                         C.raw_bytes(root, spec), interrupted, notes)
     if failure:
         raise DatasetError(f"{failure} ({writer.written} frames written before it stay done; fix the file and rerun)")
     return summary
-
-
-def _preprocessing(kind: str, cfg: dict) -> dict:
-    if kind == "pixel":
-        return {"resize": f"short side {cfg['input_height']} (PIL bilinear), sides rounded to a multiple of 8",
-                "range": "[0, 1]", "normalization": "none", "logits_to_label": "bilinear (analysis)"}
-    return {"resize": f"short side {cfg['crop']} (PIL bilinear)", "windows": "ceil(long/crop), overlap spread evenly",
-            "range": "uint8/255 then ImageNet mean/std inside the model"}
 
 
 def _write_frame(root, spec: C.CacheSpec, adapter: Adapter, item: dict, waits) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from extract.manifest import VOID, DatasetSpec, Layout
+from schemas.manifest import VOID, DatasetSpec, Layout
 
 _SAVE_OPTS = {"jpg": {"quality": 92}, "webp": {"quality": 90}, "png": {}}
 _PIL_FORMAT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}

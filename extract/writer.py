@@ -9,7 +9,6 @@ flag is set only after all its chunks are written.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from schemas.machine import usable_cpus
 
 
 def default_writer_threads() -> int:
@@ -26,8 +27,7 @@ def default_writer_threads() -> int:
     ERFNet fp16 batch 8 with zstd3 stored 30 frames/s with 4 writer threads, 40 with 8 and
     54 with 14 (``extract bench``); the other half of the cores decode images.
     """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 8)
-    return max(4, min(16, cpus // 2))
+    return max(4, min(16, usable_cpus() // 2))
 
 
 class HostCopier:

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.errors import DataError
+from schemas.version import tool_version
 
 RESULTS_SCHEMA_VERSION = 2
 SEMANTIC_SCORER = "semantic"
@@ -88,13 +89,7 @@ def parse_run(name: str) -> str:
 
 
 def _metadata() -> dict[bytes, bytes]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        tool = version("anomaly-seg-cache")
-    except PackageNotFoundError:
-        tool = "0+unknown"
-    return {b"results_schema_version": str(RESULTS_SCHEMA_VERSION).encode(), b"tool_version": tool.encode()}
+    return {b"results_schema_version": str(RESULTS_SCHEMA_VERSION).encode(), b"tool_version": tool_version().encode()}
 
 
 def normalise(df: pd.DataFrame) -> pd.DataFrame:

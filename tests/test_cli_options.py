@@ -86,3 +86,12 @@ def test_temperatures_outside_the_tested_range_are_refused(tmp_path):
                      "outside [0.1, 1000]", "float64")
     _usage_error(_an("maps", "--cache", cache, "--temp", "2000", "--out", tmp_path / "m"), "outside [0.1, 1000]")
     assert not (tmp_path / "r.parquet").exists() and not (tmp_path / "m").exists()
+
+
+def test_max_memory_takes_dask_sizes_and_names_the_option(tmp_path):
+    for bad in ("lots", "-1GiB"):
+        _usage_error(_an("score", "--cache", tmp_path / "none.zarr", "--max-memory", bad), "--max-memory",
+                     "512MiB")
+    # a valid size gets past the option check (and fails on the missing cache, exit 1)
+    res = _an("score", "--cache", tmp_path / "none.zarr", "--max-memory", "1.5 GB", "--out", tmp_path / "r.parquet")
+    assert res.exit_code == 1 and "no cache found" in res.output, res.output

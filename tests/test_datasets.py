@@ -17,7 +17,7 @@ from extract.datasets import (
     list_frames,
     load_manifest,
     locate,
-    read_label,
+    read_label_file,
 )
 from extract.layouts import natural_key
 from extract.synth import write_synth_dataset
@@ -51,8 +51,8 @@ def test_reading_modules_have_no_dataset_names():
     """Data-driven: no dataset, layout or folder name of the manifest is spelled in the readers."""
     names = set(MANIFEST) | {lay for _, lay in LAYOUTS}
     names |= {f for spec in MANIFEST.values() for lay in spec.layouts for f in lay.folders if f != "."}
-    for module in ("datasets.py", "layouts.py", "manifest.py", "synth.py"):
-        code = (REPO / "extract" / module).read_text()
+    for module in ("extract/datasets.py", "extract/layouts.py", "schemas/manifest.py", "extract/synth.py"):
+        code = (REPO / module).read_text()
         code = re.sub(r'"""[\s\S]*?"""', "", code)  # docstrings may give examples
         found = [n for n in names if re.search(rf"\b{re.escape(n)}\b", code)]
         assert not found, (module, found)
@@ -115,10 +115,10 @@ def test_road_anomaly_raw_1_and_2_are_anomaly_other_values_an_error(tmp_path):
     labels = spec.layout().labels
     p = tmp_path / "lab.png"
     Image.fromarray(np.array([[0, 1, 2, 255]], dtype=np.uint8), mode="L").save(p)
-    np.testing.assert_array_equal(read_label(labels, p), [[0, 1, 1, 255]])
+    np.testing.assert_array_equal(read_label_file(labels, p), [[0, 1, 1, 255]])
     Image.fromarray(np.array([[0, 2, 7, 3]], dtype=np.uint8), mode="L").save(p)
     with pytest.raises(DatasetError, match=rf"{re.escape(str(p))}: label values \[3, 7\] outside the road_anomaly"):
-        read_label(labels, p, "road_anomaly")
+        read_label_file(labels, p, "road_anomaly")
     write_synth_dataset(spec, tmp_path, 2, (16, 32), seed=3)
     on_disk = {int(v) for f in DatasetReader(spec, tmp_path) for v in np.unique(np.asarray(Image.open(f.label_path)))}
     assert 2 in on_disk and 1 not in on_disk  # synthetic copies carry the original value 2 (synth.raw_values)

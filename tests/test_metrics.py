@@ -16,9 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from analyze import kernels as K
 from analyze import metrics as M
-from analyze import ranks as R
+from analyze.components import best_f1_threshold
+from analyze.metrics import counts as MC
+from analyze.metrics import exact as ME
+from analyze.metrics import float_keys as FK
+from analyze.metrics import kernels as K
+from analyze.metrics import ranks as R
+from analyze.metrics import smiyc as MS
 
 TOL = 1e-12
 
@@ -163,15 +168,15 @@ def test_exact_continuous_and_quantised_paths_agree():
 
 
 def test_value_order_tables_cover_every_non_nan_pattern_in_order():
-    for (order, values), _n_patterns in ((M._q_table(), M._Q_BINS), (M._f16_table(), 1 << 16)):
+    for (order, values), _n_patterns in ((FK.q_table(), FK.Q_BINS), (FK.f16_table(), 1 << 16)):
         v = values.astype(np.float64)
         assert np.all(np.diff(v) >= 0) and not np.isnan(v).any()
         assert np.bincount(order).max() == 1
-    all_q = (np.arange(M._Q_BINS, dtype=np.uint32) << M._Q_SHIFT).view(np.float32)
-    assert M._q_table()[0].size == M._Q_BINS - np.isnan(all_q).sum()
-    np.testing.assert_array_equal(np.sort(M._q_nan_keys()), np.flatnonzero(np.isnan(all_q)))
+    all_q = (np.arange(FK.Q_BINS, dtype=np.uint32) << FK.Q_SHIFT).view(np.float32)
+    assert FK.q_table()[0].size == FK.Q_BINS - np.isnan(all_q).sum()
+    np.testing.assert_array_equal(np.sort(FK.q_nan_keys()), np.flatnonzero(np.isnan(all_q)))
     all_16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
-    assert M._f16_table()[0].size == (1 << 16) - np.isnan(all_16).sum()
+    assert FK.f16_table()[0].size == (1 << 16) - np.isnan(all_16).sum()
 
 
 def test_exact_does_not_round_float32():
@@ -306,12 +311,12 @@ def test_compiled_split_equals_numpy_split():
             s[0, 0], y[0, 0] = -0.0, 0
         if trial % 7 == 3:
             y[:] = (0, 1, 255)[trial % 3]  # one label only
-        _same_split(M._split_exact_fast(s, y), M._split_exact(s, y))
-        _same_split(M._split_exact_fast(s.T, y.T), M._split_exact(s.T, y.T))  # not C-contiguous
-    assert M._split_exact_fast(s.astype(np.float64), y) is None
+        _same_split(ME.split_exact_fast(s, y), ME.split_exact(s, y))
+        _same_split(ME.split_exact_fast(s.T, y.T), ME.split_exact(s.T, y.T))  # not C-contiguous
+    assert ME.split_exact_fast(s.astype(np.float64), y) is None
     bad = y.copy()
     bad[0, 0] = 7
-    assert M._split_exact_fast(s, bad) is None
+    assert ME.split_exact_fast(s, bad) is None
     with pytest.raises(ValueError, match="only 0, 1"):
         M.ExactState().update(s, bad)
     nan = s.copy()
@@ -398,7 +403,7 @@ def test_rank_raw_equals_searchsorted_and_leaves_the_scores(threads, monkeypatch
 def full_array_metrics(c, level=0.95):
     """AP, AUROC and FPR95 from the whole corner-point arrays of the ROC, as they were formed
     before the memory-lean forms of analyze.metrics (which must give the same bits)."""
-    fp, tp = M._roc_points(c)
+    fp, tp = MC._roc_points(c)
     ap = float(max(0.0, np.sum(np.diff(c.tp / c.n_pos, prepend=0.0) * (c.tp / (c.tp + c.fp_ge)))))
     auroc = int(np.dot(tp[1:] + tp[:-1], np.diff(fp))) / (2 * c.n_pos * c.n_neg)
     tpr, fpr = tp / c.n_pos, fp / c.n_neg
@@ -419,17 +424,17 @@ def test_lean_metric_forms_equal_the_full_arrays_bit_for_bit(monkeypatch):
     tied = scores.copy()
     tied[19] = tied[18]
     frame_sets += [[(scores, labels)], [(tied, labels)], [(np.array([0.3, 0.1]), np.array([1, 0], np.uint8))]]
-    for block in (M._BLOCK, 3):
-        monkeypatch.setattr(M, "_BLOCK", block)  # the integer AUROC sum in blocks of 3 values
+    for block in (MC._BLOCK, 3):
+        monkeypatch.setattr(MC, "_BLOCK", block)  # the integer AUROC sum in blocks of 3 values
         for frames in frame_sets:
             state = M.merge_states([M.ExactState().update(s, y) for s, y in frames])
             c = state._counts()
             if not (c.n_pos and c.n_neg):
                 continue
             ap, auroc, fpr95 = full_array_metrics(c)
-            assert (M._average_precision(c), M._roc_auc(c), M._fpr_at_tpr(c)) == (ap, auroc, fpr95)
+            assert (MC._average_precision(c), MC._roc_auc(c), MC._fpr_at_tpr(c)) == (ap, auroc, fpr95)
             for level in (1e-9, 0.05, 0.5, 0.9, 1.0, 0.0, -1.0, 1.5):
-                assert M._fpr_at_tpr(c, level) == full_array_metrics(c, level)[2], level
+                assert MC._fpr_at_tpr(c, level) == full_array_metrics(c, level)[2], level
 
 
 def test_distinct_benchmark_scores_are_distinct_and_exact():
@@ -493,14 +498,14 @@ def test_best_f1_threshold_exact_is_the_best_pixel_threshold():
         tp = np.count_nonzero(pred & pos)
         return 2 * tp / (np.count_nonzero(pred) + pos.sum())
 
-    best = M.best_f1_threshold(state)
+    best = best_f1_threshold(state)
     assert best in set(s[pos].tolist())
     assert f1(best) == max(f1(t) for t in np.unique(s))
     assert all(f1(t) < f1(best) for t in np.unique(s) if t > best)  # the highest among ties
     smiyc = M.merge_states([M.SmiycState().update(a, b) for a, b in frames])
     thr, tp, fp, n_pos = smiyc.threshold_counts()
     assert np.all(np.diff(thr) < 0) and n_pos == pos.sum() and tp[-1] == n_pos
-    assert np.isfinite(M.best_f1_threshold(smiyc))
+    assert np.isfinite(best_f1_threshold(smiyc))
 
 
 def test_frame_without_anomaly_contributes_negatives():
@@ -663,11 +668,11 @@ def test_smiyc_quantiles_and_bins_equal_numpy():
         x = (rng.normal(size=n) * rng.choice([1e-3, 1.0, 300.0])).astype(np.float16)
         if trial % 3 == 0:
             x = (np.round(x.astype(np.float64) * 4) / 4).astype(np.float16)
-        values, counts = M._f16_distinct(x)
+        values, counts = MS._f16_distinct(x)
         for k in (1, 2, 7, min(384, n), n):
             q = np.linspace(0, 1, k)
             want = np.quantile(x, q)
-            got = M._quantile_linear(values, counts, q)
+            got = MS._quantile_linear(values, counts, q)
             assert got.dtype == want.dtype and np.array_equal(got, want)
         edges = np.unique(np.r_[np.quantile(x, np.linspace(0, 1, min(5, n))), float(x.min()) - 1, float(x.max()) + 1])
         idx = np.minimum(np.searchsorted(edges, values.astype(np.float64), side="right") - 1, edges.size - 2)

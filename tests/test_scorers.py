@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from analyze.compose import score_frame
+from analyze.frame_scores import score_frame
 import analyze.scorers as scorers_mod
 from analyze.scorers import SCORERS, check_supported, first_argmax, get_scorers, parse_temperatures, score_many
 

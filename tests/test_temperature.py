@@ -10,12 +10,11 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from analyze.compose import FrameComposer, class_probs, pixel_logits_to_label_size
+from analyze.compose import FrameComposer
 from analyze.metrics import pixel_metrics
-from analyze.bootstrap import binned_metrics, bootstrap_ci, decreasing_edges, frame_histograms, resample_counts
+from analyze.bootstrap import _metrics_from_cumulative, bootstrap_ci, frame_histograms, resample_counts
 from analyze.temperature import (chosen_temperatures, expected_calibration_error, fit_temperature_nll,
-                                 pixel_keys, pixel_logits_at, query_pixel_weights, sample_pixels,
-                                 select_temperature)
+                                 pixel_keys, sample_pixels, select_temperature)
 from schemas.cache import CacheSpec, create_cache, mark_done, read_query_outputs, thumbnail_size
 from schemas.cache import write_frame_common, write_frame_pixel
 from schemas.errors import DataError
@@ -147,21 +146,6 @@ def test_fit_temperature_recovers_t_pixel(tmp_path):
     assert again["T"] == fit["T"]  # same pixels for a seed
 
 
-def test_query_weights_match_composer(tmp_path):
-    rng = np.random.default_rng(1)
-    root, spec = query_cache(tmp_path / "q.zarr", [(30, 50), (50, 30), (20, 70)], rng, crop=32, n_classes=19,
-                             label_kind="semantic")
-    for i in range(spec.n_frames):
-        cl, ml = read_query_outputs(root, spec, i)
-        h, w = spec.sizes[i]
-        rows, cols = rng.integers(0, h, 300), rng.integers(0, w, 300)
-        a = query_pixel_weights(ml, spec.windows(i), rows, cols)
-        for t in (0.5, 2.0):
-            s = FrameComposer(ml, cl, spec.windows(i)).scores(t).numpy()
-            p = torch.cat([class_probs(c, t) for c in cl]).numpy()
-            np.testing.assert_allclose(a @ p, s[:, rows, cols].T, atol=2e-6)
-
-
 def test_fit_temperature_recovers_t_query(tmp_path):
     rng = np.random.default_rng(2)
     root, spec = query_cache(tmp_path / "q.zarr", [(32, 64)] * 4, rng, crop=32, n_queries=8, n_classes=19,
@@ -236,15 +220,6 @@ def test_reservoir_sample_is_uniform():
     assert np.abs(hits / n_seeds - p).max() < 4 * np.sqrt(p * (1 - p) / n_seeds)
 
 
-def test_pixel_logits_at_equals_the_full_resize():
-    rng = np.random.default_rng(0)
-    for (h, w), (H, W) in (((8, 15), (20, 30)), ((16, 16), (16, 16)), ((23, 41), (48, 96))):
-        z = (rng.normal(size=(20, h, w)) * 3).astype(np.float16)
-        full = pixel_logits_to_label_size(z, (H, W), 19).numpy()
-        rows, cols = rng.integers(0, H, 400), rng.integers(0, W, 400)
-        np.testing.assert_allclose(pixel_logits_at(z, (H, W), 19, rows, cols), full[:, rows, cols].T, atol=2e-6)
-
-
 def test_fit_is_deterministic_for_a_seed(tmp_path):
     _calibration_pixel_cache(tmp_path / "c.zarr", 1.5, np.random.default_rng(3))
     a = fit_temperature_nll(tmp_path / "c.zarr", max_pixels=3000, seed=7)
@@ -265,6 +240,22 @@ def _frames(rng, n_frames, n_pix=400, sep=1.5):
         y[rng.random(n_pix) < 0.05] = 255
         out.append((s, y))
     return out
+
+
+def decreasing_edges(lo: float, hi: float, n_bins: int = 2048) -> np.ndarray:
+    """``n_bins + 1`` decreasing edges spanning [lo, hi] with open ends (+inf first, -inf last),
+    so that every finite score falls in a bin."""
+    inner = np.linspace(hi, lo, n_bins + 1)[1:-1]
+    return np.concatenate(([np.inf], inner, [-np.inf]))
+
+
+def binned_metrics(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict[str, float]:
+    """AuPRC, AUROC, FPR95 of pooled histograms ((B,) or (F, B) summed over frames): the estimator
+    of :func:`analyze.bootstrap.bootstrap_ci` on the full sample."""
+    pos = np.atleast_2d(np.asarray(pos_hist, np.float64)).sum(axis=0)
+    neg = np.atleast_2d(np.asarray(neg_hist, np.float64)).sum(axis=0)
+    m = _metrics_from_cumulative(np.cumsum(pos)[None], np.cumsum(neg)[None])
+    return {k: float(v[0]) for k, v in m.items()}
 
 
 def _hists(frames, edges):

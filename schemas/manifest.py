@@ -1,13 +1,18 @@
 """``data_manifest.yaml``: the datasets, their label values and the folder layouts of their copies.
 
-A dataset entry says what the data *is* (kind, raw -> canonical label mapping, frame count);
-each of its layouts says how one kind of copy stores the files (folder, image glob/regex,
-label template, ids left out). The field reference is the comment block at the top of the
-manifest. Nothing here branches on a dataset or layout name.
+The one list of datasets, and its one parser, read by both wings: ``extract`` (readers,
+synthetic copies, cache provenance) and ``analyze`` (report titles and column order, the
+in-distribution dataset of the mIoU column, the component-metric track).
+
+A dataset entry says what the data *is* (kind, raw -> canonical label mapping, frame count,
+how it is reported); each of its layouts says how one kind of copy stores the files (folder,
+image glob/regex, label template, ids left out). The field reference is the comment block at
+the top of the manifest. Nothing here branches on a dataset or layout name.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,9 +27,16 @@ from schemas.errors import DataError
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifest.yaml"
 SCHEMA_VERSION = 2
-VOID = 255
-KINDS = ("anomaly", "semantic")
+VOID = 255  # canonical label of void / ignored pixels, in every label kind
+#: ``kind`` values: what the canonical labels are (caches record it as ``label_kind``)
+LABEL_KINDS = ("anomaly", "semantic")
 UNMAPPED = ("error", "void")
+#: ``role`` values: anomaly = scored for anomaly segmentation; in_distribution = the dataset of
+#: the report's mIoU column (one dataset, kind semantic)
+ROLES = ("anomaly", "in_distribution")
+#: ``component_track`` values: the SMIYC track whose small-component rules apply
+#: (:data:`analyze.components.TRACKS` has the rules of each)
+COMPONENT_TRACKS = ("anomaly", "obstacle")
 #: ``frames`` values: labelled = images with a label only; all = unlabelled images too.
 FRAME_SELECTIONS = ("labelled", "all")
 #: ``exclude.keep`` values: drop = excluded ids are not frames; unlabelled = frames without a label.
@@ -102,6 +114,15 @@ class DatasetSpec:
     layouts: tuple[Layout, ...]
     frames: str = "labelled"
     benchmark: dict[str, str] = field(default_factory=dict)  # export format -> the benchmark's dataset name
+    report_title: str = ""  # short name in tables and figures ("" = the manifest name)
+    report_order: int | None = None  # column position among the anomaly datasets (None: after, by name)
+    role: str = "anomaly"
+    component_track: str = "anomaly"
+
+    @property
+    def display_name(self) -> str:
+        """The name tables and figures show: ``report.title``, else the manifest name."""
+        return self.report_title or self.name
 
     @property
     def layout_names(self) -> tuple[str, ...]:
@@ -175,6 +196,9 @@ def _parse_layout(name: str, raw: dict, dataset: str, labels: LabelMap, synth: d
 def _parse_entry(name: str, raw: dict, source: Path) -> DatasetSpec:
     where = f"{source}: dataset {name!r}"
     try:
+        report = raw.get("report") or {}
+        if not isinstance(report, dict) or set(report) - {"title", "order"}:
+            raise ValueError("report must be a mapping with title and/or order")
         labels = _parse_label_map(raw, None)
         synth = dict(raw.get("synth") or {})
         layouts_raw = raw["layouts"]
@@ -196,13 +220,20 @@ def _parse_entry(name: str, raw: dict, source: Path) -> DatasetSpec:
             layouts=tuple(layouts),
             frames=str(raw.get("frames", "labelled")),
             benchmark={str(k): str(v) for k, v in (raw.get("benchmark") or {}).items()},
+            report_title=str(report.get("title", "")),
+            report_order=int(report["order"]) if report.get("order") is not None else None,
+            role=str(raw.get("role", "anomaly")),
+            component_track=str(raw.get("component_track", "anomaly")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DatasetError(f"{where} entry is malformed ({exc!r})") from None
-    if spec.kind not in KINDS:
-        raise DatasetError(f"{where} has kind {spec.kind!r}, expected one of {KINDS}")
-    if spec.frames not in FRAME_SELECTIONS:
-        raise DatasetError(f"{where} has frames {spec.frames!r}, expected one of {FRAME_SELECTIONS}")
+    for what, value, valid in (("kind", spec.kind, LABEL_KINDS), ("frames", spec.frames, FRAME_SELECTIONS),
+                               ("role", spec.role, ROLES), ("component_track", spec.component_track, COMPONENT_TRACKS)):
+        if value not in valid:
+            raise DatasetError(f"{where} has {what} {value!r}, expected one of {valid}")
+    if spec.role == "in_distribution" and spec.kind != "semantic":
+        raise DatasetError(f"{where} has role in_distribution but kind {spec.kind!r}: the mIoU dataset needs "
+                           "semantic labels")
     for lay in spec.layouts:
         if lay.labels.unmapped not in UNMAPPED:
             raise DatasetError(f"{where} layout {lay.name!r} has unmapped {lay.labels.unmapped!r}, "
@@ -211,19 +242,46 @@ def _parse_entry(name: str, raw: dict, source: Path) -> DatasetSpec:
 
 
 def load_manifest(path: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
-    """Read the manifest (default: ``data_manifest.yaml`` beside the packages, or $ANOMSEG_MANIFEST)."""
+    """Read the manifest (default: ``data_manifest.yaml`` beside the packages, or $ANOMSEG_MANIFEST).
+
+    Parsed once per content (the report asks for titles many times).
+    """
     source = Path(path or os.environ.get("ANOMSEG_MANIFEST") or DEFAULT_MANIFEST)
     try:
-        raw = yaml.safe_load(source.read_text())
+        text = source.read_text()
     except OSError as exc:
         raise DatasetError(f"{source}: cannot read the dataset manifest ({exc.strerror})") from None
+    return dict(_parse_manifest(source, text))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_manifest(source: Path, text: str) -> dict[str, DatasetSpec]:
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise DatasetError(f"{source}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), dict):
         raise DatasetError(f"{source}: expected a top-level `datasets:` mapping")
     if raw.get("schema_version") != SCHEMA_VERSION:
         raise DatasetError(f"{source}: schema_version {raw.get('schema_version')!r}, this version reads {SCHEMA_VERSION}")
-    return {str(name): _parse_entry(str(name), entry, source) for name, entry in raw["datasets"].items()}
+    specs = {str(name): _parse_entry(str(name), entry, source) for name, entry in raw["datasets"].items()}
+    in_dist = [n for n, s in specs.items() if s.role == "in_distribution"]
+    if len(in_dist) > 1:
+        raise DatasetError(f"{source}: {len(in_dist)} datasets have role in_distribution ({', '.join(in_dist)}); "
+                           "the report's mIoU column needs one")
+    return specs
+
+
+def in_distribution_dataset(specs: dict[str, DatasetSpec]) -> str | None:
+    """The dataset of the report's mIoU column (role in_distribution), None when there is none."""
+    return next((n for n, s in specs.items() if s.role == "in_distribution"), None)
+
+
+def report_order(specs: dict[str, DatasetSpec]) -> list[str]:
+    """The anomaly datasets that have a ``report.order``, in that order (the report's columns;
+    datasets without one follow, by name)."""
+    ranked = [(s.report_order, n) for n, s in specs.items() if s.report_order is not None and s.role == "anomaly"]
+    return [n for _, n in sorted(ranked)]
 
 
 def get_dataset_spec(name: str, manifest: str | os.PathLike | None = None) -> DatasetSpec:

@@ -2,8 +2,8 @@
 
 numba compiles each loop for the argument types on its first call and caches the machine
 code beside this file (``cache=True``); ``nogil=True`` lets the metric threads run them in
-parallel. Each function has a slow numpy twin (in :mod:`analyze.metrics` and
-:mod:`analyze.ranks`; numpy's own sort for :func:`sort_f32`), and the tests check that both
+parallel. Each function has a slow numpy twin (in :mod:`analyze.metrics.exact` and
+:mod:`analyze.metrics.ranks`; numpy's own sort for :func:`sort_f32`), and the tests check that both
 give the same arrays. The first call in
 a process loads the cached code (~0.4 s, on top of ~0.2 s to import numba); the first call
 ever compiles it (seconds).
@@ -14,10 +14,10 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-_JIT = dict(nogil=True, cache=True)
+from analyze.metrics.float_keys import Q_SHIFT  # float32 mantissa bits below float16 precision
+from schemas.manifest import VOID
 
-VOID = 255
-Q_SHIFT = 13  # float32 mantissa bits below float16 precision (see metrics._short_mantissa_histogram)
+_JIT = dict(nogil=True, cache=True)
 
 
 @nb.njit(**_JIT)

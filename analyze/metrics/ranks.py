@@ -1,8 +1,8 @@
-"""Ranks of scores among thresholds, the core of the exact metrics (:mod:`analyze.metrics`).
+"""Ranks of scores among thresholds, the core of the exact metrics (:mod:`analyze.metrics.exact`).
 
 For ascending distinct thresholds ``u`` (the anomaly scores) and a multiset of scores (the
 in-distribution scores), ``rank_raw`` / ``rank_sorted`` count the scores below and at every
-``u_k`` (int64): sort, then one walk through ``u`` (:mod:`analyze.kernels`). ``rank_raw``
+``u_k`` (int64): sort, then one walk through ``u`` (:mod:`analyze.metrics.kernels`). ``rank_raw``
 sorts copies in groups on several threads and never changes its input.
 """
 
@@ -14,14 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from analyze import kernels as K
+from analyze.metrics import kernels as K
 
 _FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def rank_counts(neg: np.ndarray, u: np.ndarray, hist: np.ndarray, ties: np.ndarray) -> None:
     """Adds the ranks of ascending ``neg`` among ascending distinct ``u`` to ``hist`` (``m + 1``)
-    and ``ties`` (``m``): :func:`analyze.kernels.rank_counts` for float32/float64."""
+    and ``ties`` (``m``): :func:`analyze.metrics.kernels.rank_counts` for float32/float64."""
     if neg.dtype in _FAST_FLOATS and u.dtype in _FAST_FLOATS:
         K.rank_counts(neg, u, hist, ties)
     else:
@@ -50,7 +50,7 @@ def rank_sorted(neg: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def sort_in_place(a: np.ndarray) -> None:
-    """Sorts NaN-free scores in place: radix sort for float32 (:func:`analyze.kernels.sort_f32`)."""
+    """Sorts NaN-free scores in place: radix sort for float32 (:func:`analyze.metrics.kernels.sort_f32`)."""
     if a.dtype == np.float32:
         K.sort_f32(a, np.empty_like(a))
     else:
@@ -98,7 +98,7 @@ def rank_raw(chunks: list[np.ndarray], u: np.ndarray, threads: int) -> tuple[np.
 
     The scores go in groups of at most :data:`SORT_GROUP` (:func:`groups_of`); each group is
     copied into a buffer of its thread, sorted there (float32: radix sort through a second
-    buffer, :func:`analyze.kernels.sort_f32`) and ranked among ``u`` (:func:`rank_counts`)
+    buffer, :func:`analyze.metrics.kernels.sort_f32`) and ranked among ``u`` (:func:`rank_counts`)
     into counts shared by the threads: ``u`` is cut into ranges, each with a lock, which a
     thread walks in order, so threads rarely wait. The kernels release the GIL. Memory: two
     buffers per thread and the counts, never a copy of all the scores. The integer counts are
