@@ -58,7 +58,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analyze.scorers import first_argmax, row_tiles
+from analyze.scorers.masks import QueryChannel
+from analyze.scorers.pixel import first_argmax, row_tiles
 from schemas.windows import FrameWindows
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -102,6 +103,34 @@ def class_probs(class_logits: ArrayLike, temperature: float = 1.0) -> torch.Tens
     c = _f32(class_logits)  # (Q, K+1)
     t = positive_temperature(temperature)
     return torch.softmax(c if t == 1.0 else c / t, dim=-1)[:, :-1]  # (Q, K)
+
+
+def _peaks(weights: Sequence[np.ndarray]) -> list[tuple[np.ndarray, list[float], int | None]]:
+    """Per max channel: the queries with ``w > 0``, their weights, and the index of an earlier
+    channel with the same weights (computed once: Mask2Anomaly's gate equals its kept max)."""
+    out = []
+    for c, w in enumerate(weights):
+        same = next((d for d in range(c) if np.array_equal(weights[d], w)), None)
+        idx = np.flatnonzero(w > 0)
+        out.append((idx, [float(v) for v in w[idx]], same))
+    return out
+
+
+def _max_of(tile: torch.Tensor, idx: np.ndarray, w: Sequence[float]) -> torch.Tensor | None:
+    """``max_q w_q tile[q]`` over the queries ``idx`` (R, crop); None when there is none."""
+    if not idx.size:
+        return None
+    acc = tile[int(idx[0])] * w[0]
+    for q, wq in zip(idx[1:], w[1:]):
+        torch.maximum(acc, tile[int(q)] * wq, out=acc)
+    return acc
+
+
+def _full_probs(class_logits: ArrayLike, temperature: float) -> np.ndarray:
+    """``softmax(c / T)`` over all K + 1 classes, no-object last: (Q, K+1) float32 numpy."""
+    c = _f32(class_logits)
+    t = positive_temperature(temperature)
+    return torch.softmax(c if t == 1.0 else c / t, dim=-1).numpy()
 
 
 def _crop_region(geom: FrameWindows, j: int, r0: int, r1: int) -> tuple[slice, slice]:
@@ -162,6 +191,13 @@ class FrameComposer:
     ``keep_masks=True`` the sigmoid tiles are also kept (Q x crop^2 floats per crop) so that
     later calls with other temperatures skip the upsampling; by default memory stays at one
     tile plus one (K, Hr, Wr) accumulator per temperature.
+
+    ``channels`` (:class:`analyze.scorers.masks.QueryChannel`) are per-query quantities the mask
+    scorers need, ``sum_q w_q sigmoid(m_q)`` or ``max_q w_q sigmoid(m_q)`` with weights from the
+    class probabilities at each T: a sum channel is one more row of the same matrix product
+    as ``s``, a max channel a reduction over the queries with ``w_q > 0`` of the same sigmoid
+    tile. :meth:`resized_maps` stacks them after the K class rows (in the order of
+    :attr:`channel_keys`), so they are composed exactly like ``s``.
     """
 
     def __init__(
@@ -172,6 +208,7 @@ class FrameComposer:
         *,
         tile_rows: int = DEFAULT_TILE_ROWS,
         keep_masks: bool = False,
+        channels: Sequence[QueryChannel] = (),
     ):
         _check_geometry(geom)
         if len(mask_logits) != geom.n_crops or len(class_logits) != geom.n_crops:
@@ -194,6 +231,13 @@ class FrameComposer:
         self._kept: list[list[tuple[int, int, torch.Tensor]]] | None = (
             [[] for _ in range(geom.n_crops)] if keep_masks else None
         )
+        unique = list({c.key: c for c in channels}.values())
+        self._sum = [c for c in unique if c.reduce == "sum"]
+        self._max = [c for c in unique if c.reduce == "max"]
+        if len(self._sum) + len(self._max) != len(unique):
+            raise ValueError(f"channel reductions must be 'sum' or 'max'; got {sorted({c.reduce for c in unique})}")
+        #: the order of the channels after the K class rows of :meth:`resized_maps`
+        self.channel_keys: tuple[str, ...] = tuple(c.key for c in self._sum + self._max)
 
     def _mask_tiles(self, j: int) -> Iterator[tuple[int, int, torch.Tensor]]:
         """``(r0, r1, sigmoid(upsampled masks)[:, r0:r1, :])`` (Q, r1 - r0, crop) for crop ``j``."""
@@ -220,26 +264,42 @@ class FrameComposer:
         if self._kept is not None:
             self._kept[j] = kept  # only once the crop is complete
 
-    def resized_scores(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
-        """``{T: s_T}`` on the resized frame, (K, Hr, Wr) each; ``T`` divides the class logits.
+    def resized_maps(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
+        """``{T: maps}`` on the resized frame, (K + C, Hr, Wr) each: ``s_T`` (``T`` divides the class
+        logits), then the C channels of :attr:`channel_keys` at that T.
 
-        Masks are upsampled once per call whatever the number of temperatures.
+        Masks are upsampled once per call whatever the number of temperatures and channels.
         """
         temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
         k, q, n_t = self.num_classes, self.num_queries, len(temps)
-        sums = {t: torch.zeros((k, *self.geom.resized), dtype=torch.float32) for t in temps}
+        rows_t = k + len(self._sum)  # rows of the product per temperature
+        n_maps = rows_t + len(self._max)
+        sums = {t: torch.zeros((n_maps, *self.geom.resized), dtype=torch.float32) for t in temps}
         for j in range(self.geom.n_crops):
-            probs = torch.cat([class_probs(self._class_logits[j], t).T for t in temps]).numpy()  # (nT*K, Q)
+            full = [_full_probs(self._class_logits[j], t) for t in temps]  # (Q, K+1) each
+            probs = np.concatenate([np.concatenate([p[:, :k].T] + [c.weights(p)[None] for c in self._sum])
+                                    for p in full]).astype(np.float32)  # (nT * rows_t, Q)
+            peaks = [_peaks([c.weights(p) for c in self._max]) for p in full]  # per T: (queries, weights, same as)
             for r0, r1, tile in self._mask_tiles(j):
                 # numpy's matmul (OpenBLAS): 2x torch's (MKL) for this skinny product on AMD CPUs
-                out = torch.from_numpy(probs @ tile.reshape(q, -1).numpy()).view(n_t, k, r1 - r0, -1)  # (nT, K, R, crop)
+                out = torch.from_numpy(probs @ tile.reshape(q, -1).numpy()).view(n_t, rows_t, r1 - r0, -1)
                 rows, cols = _crop_region(self.geom, j, r0, r1)
                 for i, t in enumerate(temps):
-                    sums[t][:, rows, cols] += out[i]
+                    sums[t][:rows_t, rows, cols] += out[i]
+                    done: list[torch.Tensor | None] = []
+                    for c, (idx, w, same) in enumerate(peaks[i]):
+                        peak = done[same] if same is not None else _max_of(tile, idx, w)  # (R, crop) or None
+                        done.append(peak)
+                        if peak is not None:
+                            sums[t][rows_t + c, rows, cols] += peak
         counts = _crop_counts(self.geom)
         for t in temps:
             sums[t].div_(counts)
         return sums
+
+    def resized_scores(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
+        """``{T: s_T}`` on the resized frame, (K, Hr, Wr) each; ``T`` divides the class logits."""
+        return {t: m[: self.num_classes] for t, m in self.resized_maps(temperatures).items()}
 
     def scores(self, temperature: float = 1.0, out_size: tuple[int, int] | None = None) -> torch.Tensor:
         """``s`` (K, H, W) at ``out_size`` (default: original size) for one temperature."""
