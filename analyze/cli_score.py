@@ -90,7 +90,7 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
         read_results(out)
     for path in (f"{stem}_frames.parquet", f"{stem}_curves.parquet"):
         check_side_table(path)
-    stats = _read_stats(id_stats, caches, opts or None)
+    stats = _read_stats(id_stats, caches, opts or None, scorers, temps, temp_target)
     _check_distinct_runs(caches, opts or None, name)
     results, failures, total = [], [], 0
     sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
@@ -141,11 +141,14 @@ def _write_tables(results, frames, curves, out) -> int:
     return len(table)
 
 
-def _read_stats(paths, caches, storage_options) -> list:
-    """The --id-stats files, each refused unless it fits the model and checkpoint of a cache scored."""
+def _read_stats(paths, caches, storage_options, scorers, temps, temp_target) -> list:
+    """The --id-stats files, checked before any work: each must fit the model and checkpoint of a
+    cache scored, and where KL matching or SML will use one, it must not come from the dataset
+    scored and must cover every T (:meth:`analyze.id_stats.IdStats.class_stats`)."""
     if not paths:
         return []
-    from analyze.id_stats import IdStats, check_files_used
+    from analyze.id_stats import IdStats, check_files_used, match_stats
+    from analyze.scorers.registry import parse_spec
 
     files = [IdStats.read(p) for p in paths]
     specs = {}
@@ -155,6 +158,11 @@ def _read_stats(paths, caches, storage_options) -> list:
         except (DataError, OSError):
             continue  # fails when it is scored
     check_files_used(files, specs)
+    if any(s.needs_stats for s in parse_spec(scorers)):
+        for cache, spec in specs.items():
+            fitted = match_stats(files, spec, cache)
+            if fitted is not None and spec.label_kind == "anomaly":
+                fitted.class_stats(spec, cache, "logits" if spec.kind == "pixel" else temp_target, temps)
     return files
 
 

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analyze.scorers.masks import QueryChannel
+from analyze.scorers.masks import QueryChannel, max_channel, peaks
 from analyze.scorers.pixel import first_argmax, row_tiles
 from schemas.windows import FrameWindows
 
@@ -103,27 +103,6 @@ def class_probs(class_logits: ArrayLike, temperature: float = 1.0) -> torch.Tens
     c = _f32(class_logits)  # (Q, K+1)
     t = positive_temperature(temperature)
     return torch.softmax(c if t == 1.0 else c / t, dim=-1)[:, :-1]  # (Q, K)
-
-
-def _peaks(weights: Sequence[np.ndarray]) -> list[tuple[np.ndarray, list[float], int | None]]:
-    """Per max channel: the queries with ``w > 0``, their weights, and the index of an earlier
-    channel with the same weights (computed once: Mask2Anomaly's gate equals its kept max)."""
-    out = []
-    for c, w in enumerate(weights):
-        same = next((d for d in range(c) if np.array_equal(weights[d], w)), None)
-        idx = np.flatnonzero(w > 0)
-        out.append((idx, [float(v) for v in w[idx]], same))
-    return out
-
-
-def _max_of(tile: torch.Tensor, idx: np.ndarray, w: Sequence[float]) -> torch.Tensor | None:
-    """``max_q w_q tile[q]`` over the queries ``idx`` (R, crop); None when there is none."""
-    if not idx.size:
-        return None
-    acc = tile[int(idx[0])] * w[0]
-    for q, wq in zip(idx[1:], w[1:]):
-        torch.maximum(acc, tile[int(q)] * wq, out=acc)
-    return acc
 
 
 def _full_probs(class_logits: ArrayLike, temperature: float) -> np.ndarray:
@@ -194,9 +173,9 @@ class FrameComposer:
 
     ``channels`` (:class:`analyze.scorers.masks.QueryChannel`) are per-query quantities the mask
     scorers need, ``sum_q w_q sigmoid(m_q)`` or ``max_q w_q sigmoid(m_q)`` with weights from the
-    class probabilities at each T: a sum channel is one more row of the same matrix product
-    as ``s``, a max channel a reduction over the queries with ``w_q > 0`` of the same sigmoid
-    tile. :meth:`resized_maps` stacks them after the K class rows (in the order of
+    class probabilities at each T: the sum channels are the rows of a second matrix product
+    of the same sigmoid tile (one row per channel and T), a max channel a reduction over the
+    queries with ``w_q > 0`` of that tile. :meth:`resized_maps` stacks them after the K class rows (in the order of
     :attr:`channel_keys`), so they are composed exactly like ``s``.
     """
 
@@ -271,27 +250,32 @@ class FrameComposer:
         Masks are upsampled once per call whatever the number of temperatures and channels.
         """
         temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
-        k, q, n_t = self.num_classes, self.num_queries, len(temps)
-        rows_t = k + len(self._sum)  # rows of the product per temperature
-        n_maps = rows_t + len(self._max)
+        k, q, n_t, n_sum = self.num_classes, self.num_queries, len(temps), len(self._sum)
+        n_maps = k + n_sum + len(self._max)
         sums = {t: torch.zeros((n_maps, *self.geom.resized), dtype=torch.float32) for t in temps}
         for j in range(self.geom.n_crops):
             full = [_full_probs(self._class_logits[j], t) for t in temps]  # (Q, K+1) each
-            probs = np.concatenate([np.concatenate([p[:, :k].T] + [c.weights(p)[None] for c in self._sum])
-                                    for p in full]).astype(np.float32)  # (nT * rows_t, Q)
-            peaks = [_peaks([c.weights(p) for c in self._max]) for p in full]  # per T: (queries, weights, same as)
+            probs = np.concatenate([p[:, :k].T for p in full])  # (nT * K, Q)
+            # the channels in a product of their own: s keeps the bits it has without them (a
+            # BLAS product rounds a row by where it falls), so no scorer depends on another's presence
+            weights = np.stack([c.weights(p) for p in full for c in self._sum]) if n_sum else None  # (nT * C, Q)
+            crop_peaks = [peaks([c.weights(p) for c in self._max]) for p in full]  # per T: (queries, weights, same as)
             for r0, r1, tile in self._mask_tiles(j):
+                flat = tile.reshape(q, -1).numpy()
                 # numpy's matmul (OpenBLAS): 2x torch's (MKL) for this skinny product on AMD CPUs
-                out = torch.from_numpy(probs @ tile.reshape(q, -1).numpy()).view(n_t, rows_t, r1 - r0, -1)
+                out = torch.from_numpy(probs @ flat).view(n_t, k, r1 - r0, -1)  # (nT, K, R, crop)
+                extra = None if weights is None else torch.from_numpy(weights @ flat).view(n_t, n_sum, r1 - r0, -1)
                 rows, cols = _crop_region(self.geom, j, r0, r1)
                 for i, t in enumerate(temps):
-                    sums[t][:rows_t, rows, cols] += out[i]
+                    sums[t][:k, rows, cols] += out[i]
+                    if extra is not None:
+                        sums[t][k : k + n_sum, rows, cols] += extra[i]
                     done: list[torch.Tensor | None] = []
-                    for c, (idx, w, same) in enumerate(peaks[i]):
-                        peak = done[same] if same is not None else _max_of(tile, idx, w)  # (R, crop) or None
+                    for c, (idx, w, same) in enumerate(crop_peaks[i]):
+                        peak = done[same] if same is not None else max_channel(tile, idx, w)  # (R, crop) or None
                         done.append(peak)
                         if peak is not None:
-                            sums[t][rows_t + c, rows, cols] += peak
+                            sums[t][k + n_sum + c, rows, cols] += peak
         counts = _crop_counts(self.geom)
         for t in temps:
             sums[t].div_(counts)

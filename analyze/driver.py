@@ -29,7 +29,7 @@ from analyze.frame_selection import ScoreError, pooled_frames, scorable_frames
 from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler
 from analyze.frame_scores import choose_scorers
 from analyze.scorers.pixel import SCORE_DTYPE
-from analyze.scorers.registry import check_temperature
+from analyze.scorers.temperatures import check_temperature
 from analyze.tasks import ScoreJob, run_phase
 from schemas import cache as C
 from schemas.results import FRAMES, SEMANTIC_SCORER, default_run, parse_run

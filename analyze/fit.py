@@ -17,7 +17,7 @@ from analyze.frame_scores import frame_inputs, iter_scorer_inputs
 from analyze.frame_selection import scorable_frames
 from analyze.id_stats import IdStats, IdStatsState, StatsError
 from analyze.scheduler import Scheduler, single_threaded_tasks
-from analyze.scorers.registry import check_temperature
+from analyze.scorers.temperatures import check_temperature
 from analyze.tasks import tree_reduce
 from schemas import cache as C
 from schemas.errors import DataError

@@ -118,9 +118,15 @@ def _channels(scorers: Sequence[Scorer]) -> tuple:
     return tuple({c.key: c for s in scorers for c in masks.channels_for(s)}.values())
 
 
-def _split(maps: torch.Tensor, k: int, keys: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """(K + C, H, W) -> (s, {channel key: (H, W)})."""
-    return maps[:k], {key: maps[k + c] for c, key in enumerate(keys)}
+def _split(maps: torch.Tensor, k: int, keys: Sequence[str], size) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(K + C, Hr, Wr) -> (s, {channel key: (H, W)}) at ``size``: s and the channels resized apart,
+    so that s has the same bits whichever channels the scorers asked for (torch's resize
+    kernel rounds a channel differently with the number of channels)."""
+    s = resize_scores(maps[:k], size)
+    if not keys:
+        return s, {}
+    extra = resize_scores(maps[k:], size)
+    return s, {key: extra[c] for c, key in enumerate(keys)}
 
 
 def iter_frame_scores(
@@ -194,12 +200,12 @@ def iter_frame_scores(
     if temp_target == "query":
         resized = composer.resized_maps(temps)
         for t in temps:
-            s, channels = _split(resize_scores(resized.pop(t), size), k, keys)  # (K, H, W), (H, W) each
+            s, channels = _split(resized.pop(t), k, keys, size)  # (K, H, W), (H, W) each
             sem = np.empty(s.shape[1:], np.uint8)  # = semantic_prediction(s), from the scorers' pass
             scores = score_all(s, 1.0, t, channels, argmax_out=sem)
             yield TemperatureScores(t, sem, {**scores, **mirror(t, s, channels)})
     else:
-        s, channels = _split(resize_scores(composer.resized_maps((1.0,))[1.0], size), k, keys)  # (K, H, W)
+        s, channels = _split(composer.resized_maps((1.0,))[1.0], k, keys, size)  # (K, H, W)
         sem = semantic_prediction(s)
         for t in temps:
             scores = score_all(s, t, t, channels, mask_scorers=t == 1.0)
@@ -217,7 +223,7 @@ def _flip_scores(flipped: Sequence[Scorer], flip, geom, size, tile_rows: int, te
     maps = comp.resized_maps(temps)
 
     def mirror(t: float, s: torch.Tensor, channels) -> dict[str, np.ndarray]:
-        fs, fch = _split(resize_scores(maps.pop(t), size), comp.num_classes, comp.channel_keys)
+        fs, fch = _split(maps.pop(t), comp.num_classes, comp.channel_keys, size)
         names = [i.name for i in inner]
         here = score_many(s, 1.0, names, channels=channels)
         there = score_many(fs, 1.0, names, channels=fch)

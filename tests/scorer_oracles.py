@@ -58,6 +58,25 @@ def sml_raw(x, t, mean, var):
     return -(top - np.asarray(mean)[c]) / np.sqrt(np.asarray(var)[c])
 
 
+def effective_stats(v):
+    """(mean, var) per class that SML standardises with, from one temperature of an `analyze fit`
+    file: the pooled ones where a class has fewer than 2 fitted pixels or no variance (our
+    documented choice: the official code would divide by NaN)."""
+    count = np.asarray(v["count"])
+    mean = np.array([np.nan if m is None else m for m in v["max_mean"]])
+    var = np.array([np.nan if s is None else s for s in v["max_var"]])
+    ok = (count >= 2) & np.isfinite(var) & (var > 0)
+    return np.where(ok, mean, v["pooled"]["mean"]), np.where(ok, var, v["pooled"]["var"])
+
+
+def stats_scores(x, t, v, **sml_params):
+    """KL matching, SML raw and SML of x / t with the statistics v of an `analyze fit` file at this T."""
+    mean, var = effective_stats(v)
+    soft = [row if row is not None else [0.0] * len(v["count"]) for row in v["mean_softmax"]]
+    return {"kl": kl(x, t, v["count"], soft), "sml_raw": sml_raw(x, t, mean, var),
+            "sml": sml(x, t, mean, var, **sml_params)}
+
+
 # --- SML's BoundarySuppressionWithSmoothing (network/deepv3.py), kornia morphology -----------
 
 def _morph(img, kernel, reduce, fill):

@@ -3,6 +3,8 @@ composition (tests/oracles.py), whole frames and sampled pixels."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -17,13 +19,13 @@ from analyze.compose import (
     semantic_prediction,
 )
 from analyze.frame_scores import score_frame
-from analyze.scorers import SCORERS, get_scorers
+from analyze.scorers import SCORERS, get_scorers, score
 from schemas.windows import frame_windows
 from tests.oracles import compose_frame
 
 Q, K = 7, 4  # queries, classes (class logits have K + 1 columns)
 #: the scorers of x that need nothing else (the mask and statistics scorers: tests/test_scorer_oracles.py)
-X_SCORERS = {n: s for n, s in SCORERS.items() if not s.needs_queries and not s.needs_stats}
+X_SCORERS = {n: partial(score, n) for n, s in SCORERS.items() if not s.needs_queries and not s.needs_stats}
 
 # (original H, W, crop, resized, portrait, crop starts): the windows worked out by hand from
 # the official formula, so the oracle does not depend on schemas.windows
@@ -236,7 +238,7 @@ def test_pixel_logits_resized_before_scoring_without_void():
     fs = score_frame("pixel", logits=z, void_channel=2, out_size=(9, 17), scorers=get_scorers("msp,energy"),
                      temperatures=(0.5, 1.0))
     for t in (0.5, 1.0):
-        want_msp = SCORERS["msp"](want.astype(np.float32), t)
+        want_msp = score("msp", want.astype(np.float32), t)
         np.testing.assert_allclose(fs.scores[("msp", t)], want_msp, atol=1e-5)
         np.testing.assert_array_equal(fs.semantic[t], want.argmax(0))  # T never moves a pixel model's argmax
     with pytest.raises(ValueError, match="void_channel"):

@@ -49,26 +49,10 @@ def world(tmp_path_factory):
     }
 
 
-def _effective(v):
-    """The per-class (mean, var) the scorers standardise with: the pooled ones where a class has
-    fewer than 2 fitted pixels (documented in analyze.scorers.pixel.ClassStats)."""
-    count = np.asarray(v["count"])
-    mean = np.array([np.nan if m is None else m for m in v["max_mean"]])
-    var = np.array([np.nan if s is None else s for s in v["max_var"]])
-    ok = (count >= 2) & np.isfinite(var) & (var > 0)
-    return np.where(ok, mean, v["pooled"]["mean"]), np.where(ok, var, v["pooled"]["var"])
-
-
 def _x_oracles(x, t, v):
     """Every scorer of x by its official formula (float64), the statistics of v at this T."""
-    mean, var = _effective(v)
-    soft = [row if row is not None else [0.0] * len(v["count"]) for row in v["mean_softmax"]]
-    return {
-        "gen": O.gen(x, t), "gen:gamma=0.3,m=3": O.gen(x, t, 0.3, 3),
-        "kl": O.kl(x, t, v["count"], soft),
-        "sml_raw": O.sml_raw(x, t, mean, var), "sml": O.sml(x, t, mean, var),
-        "sml:width=2,iterations=1,dilation=2": O.sml(x, t, mean, var, width=2, iterations=1, dilation=2),
-    }
+    return {"gen": O.gen(x, t), "gen:gamma=0.3,m=3": O.gen(x, t, 0.3, 3), **O.stats_scores(x, t, v),
+            "sml:width=2,iterations=1,dilation=2": O.stats_scores(x, t, v, width=2, iterations=1, dilation=2)["sml"]}
 
 
 X_SCORERS = "gen,gen:gamma=0.3,m=3,kl,sml_raw,sml,sml:width=2,iterations=1,dilation=2"
@@ -197,3 +181,18 @@ def test_mask_scorers_refused_without_their_inputs(world):
     chosen, _ = choose_scorers(str(cache), spec, "all", (1.0,), "query")
     assert {"eam", "noobject", "m2a", "m2a_flip", "gen"} <= {s.name for s in chosen}
     assert not {"kl", "sml", "sml_raw"} & {s.name for s in chosen}
+
+
+@pytest.mark.parametrize("case", ["pixel", "query"])
+def test_a_scorer_does_not_depend_on_the_others_requested(world, case):
+    """Each map of `--scorers all` is bit for bit the map of that scorer scored alone (the query
+    channels are composed and resized apart from s, and every scorer reads its own values)."""
+    cache, stats = world[case]
+    root, spec = open_cache(cache)
+    everything = get_scorers("all", spec.kind, ("id_stats", "flip"))
+    class_stats = stats.class_stats(spec, str(cache), "logits" if spec.kind == "pixel" else "query", (0.5,))
+    for i in range(spec.n_frames):
+        together = frame_maps(root, spec, i, everything, 0.5, "query", class_stats)
+        for s in everything:
+            alone = frame_maps(root, spec, i, [s], 0.5, "query", class_stats)
+            np.testing.assert_array_equal(alone[s.name], together[s.name], err_msg=f"{s.name} frame {i}")

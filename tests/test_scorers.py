@@ -11,7 +11,7 @@ import torch
 from analyze.frame_scores import score_frame
 import analyze.scorers.pixel as scorers_mod
 from analyze.scorers import (SCORERS, STUDY_SCORERS, ClassStats, all_notes, check_supported, first_argmax, get_scorers,
-                             parse_spec, parse_temperatures, score_many, scorer_display, scorer_order)
+                             parse_spec, parse_temperatures, score, score_many, scorer_display, scorer_order)
 from tests import scorer_oracles as O
 
 # --- slow, obviously correct oracles (float64, one formula each) -----------------------
@@ -69,29 +69,28 @@ def _stats(k, seed=0):
 @pytest.mark.parametrize("name", sorted(ORACLES))
 @pytest.mark.parametrize("t", [0.5, 1.0, 1.1, 3.0])
 def test_scorer_matches_oracle(name, t, logits):
-    got = SCORERS[name](logits, t)
+    got = score(name, logits, t)
     assert got.dtype == np.float64 and got.shape == logits.shape[1:]
     np.testing.assert_allclose(got, ORACLES[name](logits, t), rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", sorted(ORACLES))
 def test_numpy_and_torch_inputs_agree(name, logits):
-    a = SCORERS[name](logits, 0.7)
-    b = SCORERS[name](torch.from_numpy(logits), 0.7)
+    a = score(name, logits, 0.7)
+    b = score(name, torch.from_numpy(logits), 0.7)
     np.testing.assert_array_equal(a, b)
 
 
 def test_temperature_divides_logits(logits):
     t = 0.6
     for name in ORACLES:
-        s = SCORERS[name]
-        scaled = s(logits / np.float32(t), 1.0)
+        scaled = score(name, logits / np.float32(t), 1.0)
         factor = t if name == "energy" else 1.0  # energy is -T logsumexp(x / T)
-        np.testing.assert_allclose(s(logits, t), factor * scaled, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(score(name, logits, t), factor * scaled, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_energy_at_t1_is_negative_logsumexp(logits):
-    np.testing.assert_allclose(SCORERS["energy"](logits), -logsumexp64(logits), rtol=1e-6)
+    np.testing.assert_allclose(score("energy", logits), -logsumexp64(logits), rtol=1e-6)
 
 
 def test_extreme_logits_stay_finite():
@@ -100,22 +99,22 @@ def test_extreme_logits_stay_finite():
     x[1, 0] = [-1e4, -1e3, -100.0, -50.0, 0.0]
     x[2, 0, 4] = -np.inf  # one class with p exactly 0 by construction
     for name in list(ORACLES) + ["kl", "sml_raw"]:
-        got = SCORERS[name](x, 1.0, stats=_stats(4))
+        got = score(name, x, 1.0, stats=_stats(4))
         assert np.isfinite(got).all(), name
-    ent = SCORERS["maxentropy"](x)[0]
+    ent = score("maxentropy", x)[0]
     assert (ent >= 0).all()
     np.testing.assert_allclose(ent[:3], 0.0, atol=1e-30)
-    np.testing.assert_allclose(SCORERS["msp"](x)[0, :3], 0.0, atol=1e-30)
+    np.testing.assert_allclose(score("msp", x)[0, :3], 0.0, atol=1e-30)
     # x[:, 0, 4] = [0, 0, -inf, 0]: uniform over three classes
     np.testing.assert_allclose(ent[4], np.log(3), rtol=1e-6)
-    np.testing.assert_allclose(SCORERS["msp"](x)[0, 4], 2 / 3, rtol=1e-6)
+    np.testing.assert_allclose(score("msp", x)[0, 4], 2 / 3, rtol=1e-6)
 
 
 def test_msp_keeps_resolution_for_confident_pixels():
     # 1 - max softmax is ~2e-13 and ~4e-13 here: "1 - p" in float32 would give two zeros (a tie)
     x = np.zeros((3, 1, 2), np.float32)
     x[0, 0] = [30.0, 30.0 - np.log(2.0)]
-    got = SCORERS["msp"](x)[0]
+    got = score("msp", x)[0]
     r = 2 * np.exp(-x[0, 0].astype(np.float64))  # the other two classes, relative to the top one
     np.testing.assert_allclose(got, r / (1 + r), rtol=1e-5)  # exactly 1 - max softmax
     assert got[1] > got[0] > 0
@@ -223,7 +222,7 @@ def test_gen_keeps_resolution_for_confident_pixels():
     # p (1 - p) of the top class is r / (1 + r)^2, not p - p^2 (which would round to a tie)
     x = np.zeros((3, 1, 2), np.float32)
     x[0, 0] = [40.0, 40.0 - np.log(2.0)]
-    got = SCORERS["gen"](x)[0]
+    got = score("gen", x)[0]
     r = 2 * np.exp(-x[0, 0].astype(np.float64))
     top = (r / (1 + r) ** 2) ** 0.1
     others = 2 * (np.exp(-x[0, 0].astype(np.float64)) / (1 + r)) ** 0.1  # (1 - p)^g ~ 1 for the others
@@ -236,7 +235,7 @@ def test_kl_is_infinite_where_a_class_mean_is_zero():
     soft = np.array([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])
     stats = ClassStats.from_moments(np.array([5, 5, 0]), np.zeros(k), np.ones(k), soft, 0.0, 1.0)
     x = np.log(np.array([[0.98, 0.2], [0.01, 0.3], [0.01, 0.5]], np.float64))[:, None, :]  # (K, 1, 2)
-    got = SCORERS["kl"](x, 1.0, stats=stats)[0]
+    got = score("kl", x, 1.0, stats=stats)[0]
     p = np.exp(x[:, 0]) / np.exp(x[:, 0]).sum(0)
     # class 0 has d = (1, 0, 0): infinite for every p with mass elsewhere; class 2 has no pixel: left out
     want = [(p[:, j] * np.log(p[:, j] / soft[1])).sum() for j in range(2)]

@@ -24,7 +24,7 @@ from analyze.report.rows import anomaly_rows, grid_rows, miou_row, ordered, runs
 from schemas.results import ResultsError
 
 # one colour per scorer of the registry (the study's five keep theirs) and one line style per
-# model, shared by every figure; a scorer's parameter variants take the colour of their scorer
+# model, shared by every figure; a scorer with other parameters takes a colour of its own
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
             "#7f7f7f", "#393b79", "#637939", "#843c39", "#7b4173", "#3182bd")
 _SCORER_COLOURS = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(SCORERS)}
@@ -110,8 +110,7 @@ _RUN_HATCHES = ("..", "xx", "\\\\\\\\", "++")
 def _style(model: str, scorer: str, j: int, run_index: int = 0) -> dict:
     """Colour = scorer; line style = model for its first run, then one style per further run."""
     style = _MODEL_STYLES.get(model, "-.") if run_index == 0 else _RUN_LINESTYLES[(run_index - 1) % len(_RUN_LINESTYLES)]
-    colour = _SCORER_COLOURS.get(scorer.partition(":")[0], f"C{(j + 5) % 10}")
-    return {"color": colour, "linestyle": style, "linewidth": 1.6}
+    return {"color": _SCORER_COLOURS.get(scorer, f"C{(j + 5) % 10}"), "linestyle": style, "linewidth": 1.6}
 
 
 def _run_index(keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str], int]:

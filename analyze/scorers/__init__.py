@@ -1,8 +1,9 @@
 """Anomaly scorers: one registry of declarations and small pure functions, higher score = more anomalous.
 
 * :mod:`analyze.scorers.registry`: what each scorer is, needs and takes (:data:`SCORERS`),
-  the ``--scorers`` syntax with parameters (``gen:gamma=0.2,m=10``), the temperature range;
-  no torch, so the report can name scorers without loading the math.
+  the ``--scorers`` syntax with parameters (``gen:gamma=0.2,m=10``); no torch, so the report
+  can name scorers without loading the math. :mod:`analyze.scorers.temperatures`: the
+  accepted temperature range and ``--temps``.
 * :mod:`analyze.scorers.pixel`: the scorers of the per-pixel scores ``x`` (MSP, MaxLogit,
   MaxEntropy, Energy, RbA, GEN, KL matching, SML) in one tiled float64 pass (``score_many``).
 * :mod:`analyze.scorers.masks`: the scorers of a mask model's query outputs (EAM, no-object,
@@ -10,7 +11,7 @@
 * :mod:`analyze.scorers.sml`: SML's boundary suppression and dilated smoothing.
 
 The names below are importable from ``analyze.scorers``; the torch-backed ones
-(``score_many``, ``first_argmax``, ``row_tiles``, ``ClassStats``, ``SCORE_DTYPE``,
+(``score``, ``score_many``, ``first_argmax``, ``row_tiles``, ``ClassStats``, ``SCORE_DTYPE``,
 ``TILE_ELEMENTS``) load :mod:`analyze.scorers.pixel` on first use.
 """
 
@@ -21,23 +22,21 @@ from analyze.scorers.registry import (  # noqa: F401
     SCORERS,
     STUDY_SCORERS,
     T_ENTRIES,
-    T_RANGE,
     Param,
     Scorer,
     all_notes,
     catalogue,
     check_supported,
-    check_temperature,
     get_scorer,
     get_scorers,
     help_text,
     parse_spec,
-    parse_temperatures,
     scorer_display,
     scorer_order,
 )
+from analyze.scorers.temperatures import T_RANGE, check_temperature, parse_temperatures  # noqa: F401
 
-_PIXEL = ("score_many", "first_argmax", "row_tiles", "ClassStats", "SCORE_DTYPE", "TILE_ELEMENTS")
+_PIXEL = ("score", "score_many", "first_argmax", "row_tiles", "ClassStats", "SCORE_DTYPE", "TILE_ELEMENTS")
 
 
 def __getattr__(name: str):

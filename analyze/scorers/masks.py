@@ -23,7 +23,7 @@ instead of the max of interpolations elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,27 @@ class QueryChannel:
     key: str
     reduce: str
     weights: Callable[[np.ndarray], np.ndarray]
+
+
+def peaks(weights: Sequence[np.ndarray]) -> list[tuple[np.ndarray, list[float], int | None]]:
+    """Per max channel: the queries with ``w > 0``, their weights, and the index of an earlier
+    channel with the same weights (computed once: Mask2Anomaly's gate equals its kept max)."""
+    out = []
+    for c, w in enumerate(weights):
+        same = next((d for d in range(c) if np.array_equal(weights[d], w)), None)
+        idx = np.flatnonzero(w > 0)
+        out.append((idx, [float(v) for v in w[idx]], same))
+    return out
+
+
+def max_channel(tile: torch.Tensor, idx: np.ndarray, w: Sequence[float]) -> torch.Tensor | None:
+    """``max_q w_q tile[q]`` over the queries ``idx`` (R, crop); None when there is none."""
+    if not idx.size:
+        return None
+    acc = tile[int(idx[0])] * w[0]
+    for q, wq in zip(idx[1:], w[1:]):
+        torch.maximum(acc, tile[int(q)] * wq, out=acc)
+    return acc
 
 
 def _eam_weights(probs: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ model, in-distribution statistics from ``analyze fit``, the flipped pass of ``ex
 --hflip``), which cache kinds it supports, its parameters with their defaults, and how the
 temperature enters (:data:`T_ENTRIES`). The command-line help, the ``all`` expansion and its
 notes, the refusals, the report's names and the README catalogue all come from
-:data:`SCORERS`; the math is in :mod:`analyze.scorers.pixel` (scorers of ``x``),
+:data:`SCORERS` (the accepted temperatures: :mod:`analyze.scorers.temperatures`); the math is in :mod:`analyze.scorers.pixel` (scorers of ``x``),
 :mod:`analyze.scorers.masks` (scorers of the query outputs) and :mod:`analyze.scorers.sml`.
 
 A scorer with parameters is named in results by its *spec*: the registry name alone when
@@ -37,12 +37,6 @@ T_ENTRIES = {
     "query": "softmax(c_q / T) only (pixel target: T = 1 only)",
 }
 CACHE_KINDS = ("pixel", "query")
-#: temperatures the CLIs accept (README "Scorers and temperature"): the metrics equal those of
-#: a float64 evaluation of the formulas over this range (tested at both ends, for ERFNet
-#: logits and EoMT class scores). Below it float64 itself saturates: RbA's tanh(s / T) of
-#: EoMT class scores (s <= 1) reaches 1.0 at s / T ~ 19, so ties depend on the last bit of
-#: the tanh implementation, and MSP / MaxEntropy underflow for logit gaps above ~700 T.
-T_RANGE = (0.1, 1000.0)
 
 
 @dataclass(frozen=True)
@@ -75,9 +69,9 @@ class Scorer:
     """One anomaly scorer (higher score = more anomalous), with its parameter values bound.
 
     ``name`` is the spec written in results rows (:func:`spec_name`); ``base`` the registry
-    name. A scorer of ``x`` is callable: ``scorer(x (K, H, W), T, stats=None) -> (H, W)``
-    float64 (:func:`analyze.scorers.pixel.score_many`); the scorers of the query outputs are
-    evaluated by :func:`analyze.frame_scores.iter_frame_scores`.
+    name. The scorers of ``x`` are evaluated by :func:`analyze.scorers.pixel.score_many` (one
+    alone: :func:`analyze.scorers.pixel.score`), those of the query outputs by
+    :func:`analyze.frame_scores.iter_frame_scores`.
     """
 
     base: str
@@ -135,11 +129,6 @@ class Scorer:
             raise ValueError(f"scorer {self.base}: {reason}")
         return replace(self, params=tuple((p.name, bound[p.name]) for p in self.param_specs))
 
-    def __call__(self, x, temperature: float = 1.0, stats=None):
-        from analyze.scorers.pixel import score_many
-
-        return score_many(x, temperature, (self.name,), stats=stats)[self.name]
-
 
 def spec_name(base: str, params: Iterable[tuple[str, Any]], specs: Sequence[Param]) -> str:
     """``base`` alone when every parameter has its default, else ``base:k=v,...`` (non-defaults,
@@ -190,7 +179,7 @@ _ALL: tuple[Scorer, ...] = (
            "`XixiLiu95/GEN` `benchmark.py` `generalized_gamma_entropy`", ("scores",), ("pixel", "query"), "input",
            (Param("gamma", float, 0.1, "exponent g", _positive, "> 0"),
             Param("m", int, None, "classes summed (default: all K)", _positive, ">= 1"))),
-    Scorer("kl", "KL matching", "min_k KL(p || d_k), p = softmax(x/T), d_k = mean p of ID pixels predicted k",
+    Scorer("kl", "KL matching", "min_k KL(p, d_k), p = softmax(x/T), d_k = mean p of ID pixels predicted k",
            "`XixiLiu95/GEN` `benchmark.py` (KL-Matching, `kl`)", ("scores", "id_stats"), ("pixel", "query"), "input"),
     Scorer("sml", "SML", "-(max_k x_k/T - mu_c) / sigma_c, c = argmax; boundary suppression, dilated smoothing",
            "`shjung13/Standardized-max-logits` `network/deepv3.py` (`DeepV3Plus.forward`, "
@@ -203,7 +192,8 @@ _ALL: tuple[Scorer, ...] = (
            "`matejgrcic/Open-set-M2F` `mask2former/evaluation/ood_detection_evaluation.py` "
            "`DenseOODDetectionEvaluator.process`", ("queries",), ("query",), "query"),
     Scorer("noobject", "No-object", "sum_q p_q,K sigmoid(m_q), p_q = softmax(c_q/T) (K = no-object)",
-           "`NazirNayal8/RbA` (`semantic_inference_with_void`); no paper scores with it", ("queries",), ("query",),
+           "`NazirNayal8/RbA` `mask2former/maskformer_model.py` `semantic_inference_with_void` (its last channel; "
+           "no paper scores with it)", ("queries",), ("query",),
            "query"),
     Scorer("m2a", "Mask2Anomaly", "(1 - max(max_k s_k, A)) [B < 0.5], A, B: confident stuff queries' p_q sigmoid(m_q)",
            "`shyam671/Mask2Anomaly-Unmasking-Anomalies-in-Road-Scene-Segmentation` "
@@ -371,34 +361,3 @@ def catalogue() -> list[str]:
         lines.append(f"| `{s.base}` | `{s.formula}` | {s.source} | {needs} | {T_ENTRIES[s.temperature]} | "
                      f"{params or '-'} |")
     return lines
-
-
-def check_temperature(t: float, name: str | None = None) -> float:
-    """``t`` as a float when it lies in :data:`T_RANGE`, else ``ValueError`` saying why
-    (naming the temperature as ``name``, default ``repr(t)``)."""
-    t = float(t)
-    name = repr(t) if name is None else name
-    lo, hi = T_RANGE
-    if not (math.isfinite(t) and t > 0):
-        raise ValueError(f"temperature {name} must be a finite number > 0")
-    if not lo <= t <= hi:
-        raise ValueError(f"temperature {name} is outside [{lo:g}, {hi:g}], the range where the scores are tested to "
-                         "give the metrics of a float64 evaluation (beyond it x / T saturates float64: scores tie)")
-    return t
-
-
-def parse_temperatures(spec: str) -> tuple[float, ...]:
-    """Temperatures from ``'0.5,0.75,1.1'``: sorted, unique, always including 1.0.
-
-    An empty ``spec`` gives ``(1.0,)``. Raises ``ValueError`` naming the first item that is
-    not a number in :data:`T_RANGE`.
-    """
-    temps = {1.0}
-    if spec.strip():
-        for item in spec.split(","):
-            try:
-                t = float(item)
-            except ValueError:
-                raise ValueError(f"temperature {item.strip()!r} is not a number (in {spec!r})") from None
-            temps.add(check_temperature(t, f"{item.strip()!r} (in {spec!r})"))
-    return tuple(sorted(temps))

@@ -112,7 +112,5 @@ def suppress_and_smooth(score: torch.Tensor, prediction: torch.Tensor, width: in
             total = _box3(out * keep)
             count = _box3(keep)
             # boundary pixels with a non-boundary neighbour take the mean of those neighbours
-            update = boundary & (count > 0)
-            out = out.clone()
-            out[update] = total[update] / count[update]
+            out = torch.where(boundary & (count > 0), total.div_(count), out)
     return dilated_smoothing(out, dilation)
