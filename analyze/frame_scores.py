@@ -29,7 +29,7 @@ from analyze.compose import (
 from analyze.id_stats import match_stats
 from analyze.scorers import masks
 from analyze.scorers.pixel import ClassStats, score_many
-from analyze.scorers.registry import SCORERS, Scorer, all_notes, check_supported, get_scorers
+from analyze.scorers.registry import SCORERS, Scorer, all_notes, check_supported, get_scorers, parse_spec
 from schemas import cache as C
 from schemas.cache import parse_kind
 from schemas.windows import FrameWindows
@@ -49,12 +49,11 @@ def choose_scorers(cache, spec: C.CacheSpec, scorers: str, temps: Sequence[float
     try:
         chosen = get_scorers(scorers, spec.kind, available)
     except ValueError as exc:
-        hint = ""
-        if "statistics" in str(exc) and id_stats:
-            hint = f" (no --id-stats file fits {cache}: {'; '.join(f.describe() for f in id_stats)})"
-        elif "flip" in str(exc):
-            hint = f" ({cache} was extracted without --hflip)"
-        raise ValueError(f"{cache}: {exc}{hint}") from None
+        lacking = {n for s in parse_spec(scorers) if s.supports(spec.kind) for n in s.needs} - available
+        hints = [f"{cache} was extracted without --hflip"] if "flip" in lacking else []
+        if "id_stats" in lacking and id_stats:
+            hints.append(f"no --id-stats file fits it: {'; '.join(f.describe() for f in id_stats)}")
+        raise ValueError(f"{cache}: {exc}" + (f" ({'; '.join(hints)})" if hints else "")) from None
     is_all = scorers.strip().lower() == "all"
     if is_all:
         for note in all_notes(spec.kind, available):

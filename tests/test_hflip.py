@@ -57,6 +57,8 @@ def test_flipped_pass_is_the_model_on_the_mirrored_image(flipped, checkpoints):
         cl, ml = read_query_outputs(root, spec, i, flip=True)
         np.testing.assert_array_equal(cl, classes.numpy())
         np.testing.assert_array_equal(ml, masks.half().numpy())
+    res = CliRunner().invoke(analyze_main, ["inspect", str(flipped / "eomt.zarr"), "--verify"])
+    assert res.exit_code == 0 and "flip pass  stored" in res.output
     g = zarr.open_group(str(flipped / "eomt.zarr"), mode="r")
     for name in ("class_logits", "mask_logits"):  # same schema as the normal pass
         a, b = g[name], g[f"{name}_hflip"]

@@ -201,3 +201,22 @@ def test_fit_refusals_and_notes(caches, tmp_path):
     assert res.exit_code == 2 and "outside [0.1, 1000]" in res.output
     res = _an("fit", "--cache", tmp_path / "none.zarr", "--out", tmp_path / "s.json")
     assert res.exit_code == 1 and "no cache found" in res.output
+
+
+def test_maps_with_parameters_and_statistics(caches, fitted, tmp_path):
+    from analyze.frame_scores import choose_scorers
+    from analyze.maps import frame_maps, map_filename
+
+    out = tmp_path / "maps"
+    res = _an("maps", "--cache", caches / "q_ra.zarr", "--scorer", "gen:gamma=0.2,kl,m2a", "--temp", "0.5",
+              "--id-stats", fitted / "q.json", "--out", out)
+    assert res.exit_code == 0, res.output
+    root, spec = open_cache(caches / "q_ra.zarr")
+    chosen, stats = choose_scorers("c", spec, "gen:gamma=0.2,kl,m2a", (0.5,), "query", [IdStats.read(fitted / "q.json")])
+    want = frame_maps(root, spec, 0, chosen, 0.5, "query", stats)
+    for name in ("gen:gamma=0.2", "kl", "m2a"):
+        path = out / map_filename("f000", name, 0.5)
+        assert ":" not in path.name and "=" not in path.name
+        np.testing.assert_array_equal(np.load(path), want[name])
+    res = _an("maps", "--cache", caches / "q_ra.zarr", "--scorer", "kl", "--out", out)
+    assert res.exit_code == 1 and "kl needs in-distribution statistics" in res.output

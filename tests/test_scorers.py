@@ -273,3 +273,14 @@ def test_parse_temperatures_range():
     for bad in ("0.05", "1500"):
         with pytest.raises(ValueError, match=r"outside \[0.1, 1000\].*float64"):
             parse_temperatures(bad)
+
+
+def test_readme_catalogue_is_the_registry():
+    from pathlib import Path
+
+    from analyze.scorers import catalogue
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = catalogue()
+    assert "\n".join(lines) in readme  # name, formula, source, needs, how T enters, parameters
+    assert len(lines) == 2 + len(SCORERS)

@@ -1,5 +1,6 @@
 """Over the temperature range the CLI accepts ([0.1, 1000]), every scorer's metrics equal a
-float64 evaluation of its formula to 1e-6.
+float64 evaluation of its formula to 1e-6 (the study's five below; GEN, KL matching, SML and
+the mask scorers in the second test, with statistics fit at those temperatures).
 
 The reference takes the same inputs ``x`` as the tool (ERFNet logits; EoMT class scores
 composed in float32 as the official inference does), evaluates each formula with numpy in

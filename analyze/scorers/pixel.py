@@ -256,10 +256,21 @@ def _score_tile(t: torch.Tensor, temperature: float, scorers: Mapping[str, Score
     for n in by.get("rba", ()):
         torch.neg(_sum0(_np(np.tanh, t)), out=out[n])
     for n in by.get("sml_raw", []) + by.get("sml", []):  # sml: smoothed by score_many afterwards
-        torch.div(top - stats.mean[arg], stats.std[arg], out=out[n]).neg_()
+        _sml_raw(top, arg, stats, out[n])
     for b in bases & {"eam", "noobject", "m2a"}:
         for n in by[b]:
             masks.score_tile(scorers[n], top, channels, out[n])
+
+
+def _sml_raw(top: torch.Tensor, arg: torch.Tensor, stats: ClassStats, out: torch.Tensor) -> None:
+    """Standardized Max Logits (Jung et al. 2021; ``shjung13/Standardized-max-logits``,
+    ``network/deepv3.py``, ``DeepV3Plus.forward``, ``score_mode == 'standardized_max_logit'``):
+    ``(max_k x_k - mu_c) / sqrt(var_c)`` with ``c`` the predicted class, negated (``eval.py``
+    takes ``-1 *`` the map: higher = more anomalous). ``mu``, ``var`` are the statistics of
+    ``analyze fit``; the official loop over classes with ``torch.where`` becomes a gather.
+    Where a class has no usable statistics, :meth:`ClassStats.from_moments` substitutes the
+    pooled ones (officially NaN)."""
+    torch.div(top - stats.mean[arg], stats.std[arg], out=out).neg_()
 
 
 def _gen(p: torch.Tensor, r: torch.Tensor, arg: torch.Tensor, gamma: float, m: int | None, out: torch.Tensor) -> None:

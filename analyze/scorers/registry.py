@@ -342,7 +342,8 @@ def help_text() -> str:
     for s in SCORERS.values():
         extra = [NEEDS[n].split(" (")[0] for n in s.needs if n in ("id_stats", "flip")]
         kinds = "" if len(s.kinds) == 2 else " EoMT only"
-        params = f" [{', '.join(f'{p.name}={_fmt(p.default) if p.default is not None else p.doc}' for p in s.param_specs)}]" if s.param_specs else ""
+        shown = [f"{p.name}={'all' if p.default is None else _fmt(p.default)}" for p in s.param_specs]
+        params = f" [{', '.join(shown)}]" if shown else ""
         parts.append(s.base + params + (f" ({', '.join(filter(None, [kinds.strip()] + extra))})" if extra or kinds else ""))
     return ("'all' (default: every scorer the cache and the options allow, saying which are left out) or a comma "
             "list of: " + "; ".join(parts) + ". Parameters: gen:gamma=0.2,m=10 (a key=value item continues the "
