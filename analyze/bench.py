@@ -360,6 +360,11 @@ SECTIONS: list[Section] = [
         lambda pixels, seed: __import__("analyze.bench_eomt", fromlist=["x"]).run_eomt_temperature_grid(pixels, seed),
     ),
     Section(
+        "eomt_every_scorer",
+        "EoMT T grid with every scorer vs the same grid with the study's five (goal <= 1.3x)",
+        lambda pixels, seed: __import__("analyze.bench_scorers", fromlist=["x"]).run_eomt_every_scorer(pixels, seed),
+    ),
+    Section(
         "fit_nll_memory",
         "peak memory of `analyze temperature --fit nll` on 100 and 500 Cityscapes-val-shaped frames",
         lambda pixels, seed: __import__("analyze.bench_fit", fromlist=["x"]).run_fit_nll_memory(pixels, seed),

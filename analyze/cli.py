@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from analyze.cli_fit import fit
 from analyze.cli_options import check_writable, parse_name, parse_scorers, summary_table
 from analyze.cli_score import score
 from analyze.export import FORMATS
@@ -30,7 +31,8 @@ def main():
     \b
     Examples (one per command):
       analyze inspect caches/eomt/road_anomaly.zarr --verify
-      analyze score --cache caches/eomt/road_anomaly.zarr --scorers all --temps 0.5,0.75,1.1
+      analyze fit --cache caches/eomt/cityscapes_val.zarr --temps 0.5,0.75,1.1 --out stats_eomt.json
+      analyze score --cache caches/eomt/road_anomaly.zarr --scorers all --temps 0.5,0.75,1.1 --id-stats stats_eomt.json
       analyze report --results results.parquet --out report/
       analyze maps --cache caches/eomt/road_anomaly.zarr --scorer msp,rba --out maps/
       analyze export --cache caches/eomt/smiyc_anomaly_track.zarr --scorer msp --method EoMT_MSP --out sub/ --zip
@@ -102,7 +104,9 @@ def report(results, out, protocol, frame_rule):
 @click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True)
 @comma_list_option("--frames", default="", help="Frame ids (default: the first 4).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for .npy maps and PNG panels.")
-def maps(cache, scorers, temp, temp_target, frames, out):
+@click.option("--id-stats", "id_stats", multiple=True, type=click.Path(dir_okay=False),
+              help="In-distribution statistics from `analyze fit` (KL matching, SML), as in `analyze score`.")
+def maps(cache, scorers, temp, temp_target, frames, out, id_stats):
     """Per-frame anomaly maps (.npy) and image / ground truth / map panels (PNG).
 
     \b
@@ -117,8 +121,12 @@ def maps(cache, scorers, temp, temp_target, frames, out):
         check_temperature(temp)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--temp") from None
+    from analyze.id_stats import IdStats
+
     try:
-        paths = write_maps(cache, scorers, temp, frames.split(",") if frames else None, out, temp_target)
+        paths = write_maps(cache, scorers, temp, frames.split(",") if frames else None, out, temp_target,
+                           id_stats=[IdStats.read(p) for p in id_stats],
+                           info=lambda m: click.echo(f"note: {m}", err=True))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     for p in paths:
@@ -127,7 +135,7 @@ def maps(cache, scorers, temp, temp_target, frames, out):
 
 @main.command()
 @click.option("--cache", required=True, help="Cache path or URL of a benchmark split (e.g. smiyc_anomaly_track).")
-@click.option("--scorer", required=True, help="One scorer: msp, maxlogit, maxentropy, energy or rba (EoMT only).")
+@click.option("--scorer", required=True, help="One scorer (a spec of `analyze score --scorers`, e.g. msp or gen:gamma=0.2).")
 @click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature in [0.1, 1000].")
 @click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True,
               help="EoMT: T on the query class logits or on the per-pixel class scores (as in `analyze score`).")
@@ -138,7 +146,9 @@ def maps(cache, scorers, temp, temp_target, frames, out):
 @click.option("--overwrite", is_flag=True, help="Rewrite files that exist (default: complete files are skipped).")
 @click.option("--zip", "make_zip", is_flag=True, help="Also pack DIR/anomaly_p/<method>/ into DIR/<method>.zip for upload.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_zip, no_progress):
+@click.option("--id-stats", "id_stats", multiple=True, type=click.Path(dir_okay=False),
+              help="In-distribution statistics from `analyze fit` (KL matching, SML), as in `analyze score`.")
+def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_zip, no_progress, id_stats):
     """Write one scorer's anomaly map of every frame (labelled or not) for a benchmark submission.
 
     The maps are those of `analyze maps` (same scorer, T and --temp-target), cast to float16
@@ -151,6 +161,7 @@ def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_z
           --format smiyc --method EoMT_MSP_T1.1 --out submission/ --zip
     """
     from analyze.export import ExportOptionError, export_maps
+    from analyze.id_stats import IdStats
     from analyze.scorers import check_temperature
 
     try:
@@ -160,7 +171,8 @@ def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_z
     try:
         summary = export_maps(cache, scorer, out, method, temperature=temp, temp_target=temp_target, fmt=fmt,
                               overwrite=overwrite, make_zip=make_zip, progress=not no_progress,
-                              warn=lambda m: click.echo(f"warning: {m}", err=True))
+                              warn=lambda m: click.echo(f"warning: {m}", err=True),
+                              id_stats=[IdStats.read(p) for p in id_stats])
     except ExportOptionError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.option) from None
     click.echo(summary.line())
@@ -232,6 +244,7 @@ def temperature(results, select_on, metric, fit, cache, max_pixels, seed, name):
 
 
 main.add_command(score)
+main.add_command(fit)
 
 
 if __name__ == "__main__":  # pragma: no cover

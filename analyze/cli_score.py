@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from analyze.cli_options import check_writable, parse_name, parse_scorers, parse_storage_options, parse_temps, summary_table
+from analyze.scorers.registry import help_text
 from schemas.cache import open_cache
 from schemas.cli import StrictCommand, comma_list_option
 from schemas.errors import DataError, one_line
@@ -16,8 +17,10 @@ from schemas.results import FRAMES, ResultsError
 @click.command(cls=StrictCommand)  # a command of ToolGroup: a single-valued option given twice is refused
 @click.option("--cache", "caches", multiple=True, required=True,
               help="Cache path or fsspec URL (repeat for several caches).")
-@comma_list_option("--scorers", default="all", callback=parse_scorers,
-                   help="'all' (default) or a comma list of msp, maxlogit, maxentropy, energy, rba.")
+@comma_list_option("--scorers", default="all", callback=parse_scorers, help=help_text())
+@click.option("--id-stats", "id_stats", multiple=True, type=click.Path(dir_okay=False),
+              help="In-distribution statistics from `analyze fit` for KL matching and SML (repeat: one per model and "
+                   "checkpoint; each cache uses the file fit on its checkpoint).")
 @comma_list_option("--temps", default="", callback=parse_temps,
                    help="Temperatures in [0.1, 1000]; T = 1 is always included (e.g. 0.5,0.75,1.1).")
 @click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True,
@@ -49,8 +52,9 @@ from schemas.results import FRAMES, ResultsError
               help="all: every frame, as SMIYC; with-anomaly: only frames with an anomaly pixel, as the course "
                    "evaluation code (their in-distribution pixels are dropped too).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def score(caches, scorers, temps, temp_target, protocol, out, scheduler, scheduler_file, workers, storage_options,
-          allow_partial, keep_going, component_metrics, max_memory, bootstrap, seed, name, frame_rule, no_progress):
+def score(caches, scorers, id_stats, temps, temp_target, protocol, out, scheduler, scheduler_file, workers,
+          storage_options, allow_partial, keep_going, component_metrics, max_memory, bootstrap, seed, name, frame_rule,
+          no_progress):
     """Apply every scorer at every temperature to cached outputs; write results.parquet.
 
     Each row is keyed by its run (--name, default from the cache's checkpoint), model,
@@ -62,7 +66,7 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
     \b
     Example:
       analyze score --cache caches/eomt/fs_static.zarr --cache caches/erfnet/fs_static.zarr \\
-          --scorers all --temps 0.5,0.75,1.1 --out results.parquet
+          --scorers all --temps 0.5,0.75,1.1 --id-stats stats_eomt.json --out results.parquet
     """
     import pandas as pd
     from dask.utils import parse_bytes
@@ -86,6 +90,7 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
         read_results(out)
     for path in (f"{stem}_frames.parquet", f"{stem}_curves.parquet"):
         check_side_table(path)
+    stats = _read_stats(id_stats, caches, opts or None, scorers, temps, temp_target)
     _check_distinct_runs(caches, opts or None, name)
     results, failures, total = [], [], 0
     sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
@@ -98,6 +103,7 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
                     allow_partial=allow_partial, max_memory=budget, component_metrics=component_metrics,
                     bootstrap=bootstrap, seed=seed, warn=lambda m: click.echo(f"warning: {m}", err=True),
                     info=lambda m: click.echo(f"note: {m}", err=True), name=name, frames=frame_rule,
+                    id_stats=stats,
                 )
             except (DataError, OSError) as exc:
                 if not keep_going:
@@ -133,6 +139,31 @@ def _write_tables(results, frames, curves, out) -> int:
     write_side_table(frames, f"{stem}_frames.parquet", key=FRAME_KEY)
     write_side_table(curves, f"{stem}_curves.parquet")
     return len(table)
+
+
+def _read_stats(paths, caches, storage_options, scorers, temps, temp_target) -> list:
+    """The --id-stats files, checked before any work: each must fit the model and checkpoint of a
+    cache scored, and where KL matching or SML will use one, it must not come from the dataset
+    scored and must cover every T (:meth:`analyze.id_stats.IdStats.class_stats`)."""
+    if not paths:
+        return []
+    from analyze.id_stats import IdStats, check_files_used, match_stats
+    from analyze.scorers.registry import parse_spec
+
+    files = [IdStats.read(p) for p in paths]
+    specs = {}
+    for cache in caches:
+        try:
+            specs[str(cache)] = open_cache(cache, storage_options=storage_options)[1]
+        except (DataError, OSError):
+            continue  # fails when it is scored
+    check_files_used(files, specs)
+    if any(s.needs_stats for s in parse_spec(scorers)):
+        for cache, spec in specs.items():
+            fitted = match_stats(files, spec, cache)
+            if fitted is not None and spec.label_kind == "anomaly":
+                fitted.class_stats(spec, cache, "logits" if spec.kind == "pixel" else temp_target, temps)
+    return files
 
 
 def _check_distinct_runs(caches, storage_options, name) -> None:

@@ -58,7 +58,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analyze.scorers import first_argmax, row_tiles
+from analyze.scorers.masks import QueryChannel, max_channel, peaks
+from analyze.scorers.pixel import first_argmax, row_tiles
 from schemas.windows import FrameWindows
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -102,6 +103,13 @@ def class_probs(class_logits: ArrayLike, temperature: float = 1.0) -> torch.Tens
     c = _f32(class_logits)  # (Q, K+1)
     t = positive_temperature(temperature)
     return torch.softmax(c if t == 1.0 else c / t, dim=-1)[:, :-1]  # (Q, K)
+
+
+def _full_probs(class_logits: ArrayLike, temperature: float) -> np.ndarray:
+    """``softmax(c / T)`` over all K + 1 classes, no-object last: (Q, K+1) float32 numpy."""
+    c = _f32(class_logits)
+    t = positive_temperature(temperature)
+    return torch.softmax(c if t == 1.0 else c / t, dim=-1).numpy()
 
 
 def _crop_region(geom: FrameWindows, j: int, r0: int, r1: int) -> tuple[slice, slice]:
@@ -162,6 +170,13 @@ class FrameComposer:
     ``keep_masks=True`` the sigmoid tiles are also kept (Q x crop^2 floats per crop) so that
     later calls with other temperatures skip the upsampling; by default memory stays at one
     tile plus one (K, Hr, Wr) accumulator per temperature.
+
+    ``channels`` (:class:`analyze.scorers.masks.QueryChannel`) are per-query quantities the mask
+    scorers need, ``sum_q w_q sigmoid(m_q)`` or ``max_q w_q sigmoid(m_q)`` with weights from the
+    class probabilities at each T: the sum channels are the rows of a second matrix product
+    of the same sigmoid tile (one row per channel and T), a max channel a reduction over the
+    queries with ``w_q > 0`` of that tile. :meth:`resized_maps` stacks them after the K class rows (in the order of
+    :attr:`channel_keys`), so they are composed exactly like ``s``.
     """
 
     def __init__(
@@ -172,6 +187,7 @@ class FrameComposer:
         *,
         tile_rows: int = DEFAULT_TILE_ROWS,
         keep_masks: bool = False,
+        channels: Sequence[QueryChannel] = (),
     ):
         _check_geometry(geom)
         if len(mask_logits) != geom.n_crops or len(class_logits) != geom.n_crops:
@@ -194,6 +210,13 @@ class FrameComposer:
         self._kept: list[list[tuple[int, int, torch.Tensor]]] | None = (
             [[] for _ in range(geom.n_crops)] if keep_masks else None
         )
+        unique = list({c.key: c for c in channels}.values())
+        self._sum = [c for c in unique if c.reduce == "sum"]
+        self._max = [c for c in unique if c.reduce == "max"]
+        if len(self._sum) + len(self._max) != len(unique):
+            raise ValueError(f"channel reductions must be 'sum' or 'max'; got {sorted({c.reduce for c in unique})}")
+        #: the order of the channels after the K class rows of :meth:`resized_maps`
+        self.channel_keys: tuple[str, ...] = tuple(c.key for c in self._sum + self._max)
 
     def _mask_tiles(self, j: int) -> Iterator[tuple[int, int, torch.Tensor]]:
         """``(r0, r1, sigmoid(upsampled masks)[:, r0:r1, :])`` (Q, r1 - r0, crop) for crop ``j``."""
@@ -220,26 +243,47 @@ class FrameComposer:
         if self._kept is not None:
             self._kept[j] = kept  # only once the crop is complete
 
-    def resized_scores(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
-        """``{T: s_T}`` on the resized frame, (K, Hr, Wr) each; ``T`` divides the class logits.
+    def resized_maps(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
+        """``{T: maps}`` on the resized frame, (K + C, Hr, Wr) each: ``s_T`` (``T`` divides the class
+        logits), then the C channels of :attr:`channel_keys` at that T.
 
-        Masks are upsampled once per call whatever the number of temperatures.
+        Masks are upsampled once per call whatever the number of temperatures and channels.
         """
         temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
-        k, q, n_t = self.num_classes, self.num_queries, len(temps)
-        sums = {t: torch.zeros((k, *self.geom.resized), dtype=torch.float32) for t in temps}
+        k, q, n_t, n_sum = self.num_classes, self.num_queries, len(temps), len(self._sum)
+        n_maps = k + n_sum + len(self._max)
+        sums = {t: torch.zeros((n_maps, *self.geom.resized), dtype=torch.float32) for t in temps}
         for j in range(self.geom.n_crops):
-            probs = torch.cat([class_probs(self._class_logits[j], t).T for t in temps]).numpy()  # (nT*K, Q)
+            full = [_full_probs(self._class_logits[j], t) for t in temps]  # (Q, K+1) each
+            probs = np.concatenate([p[:, :k].T for p in full])  # (nT * K, Q)
+            # the channels in a product of their own: s keeps the bits it has without them (a
+            # BLAS product rounds a row by where it falls), so no scorer depends on another's presence
+            weights = np.stack([c.weights(p) for p in full for c in self._sum]) if n_sum else None  # (nT * C, Q)
+            crop_peaks = [peaks([c.weights(p) for c in self._max]) for p in full]  # per T: (queries, weights, same as)
             for r0, r1, tile in self._mask_tiles(j):
+                flat = tile.reshape(q, -1).numpy()
                 # numpy's matmul (OpenBLAS): 2x torch's (MKL) for this skinny product on AMD CPUs
-                out = torch.from_numpy(probs @ tile.reshape(q, -1).numpy()).view(n_t, k, r1 - r0, -1)  # (nT, K, R, crop)
+                out = torch.from_numpy(probs @ flat).view(n_t, k, r1 - r0, -1)  # (nT, K, R, crop)
+                extra = None if weights is None else torch.from_numpy(weights @ flat).view(n_t, n_sum, r1 - r0, -1)
                 rows, cols = _crop_region(self.geom, j, r0, r1)
                 for i, t in enumerate(temps):
-                    sums[t][:, rows, cols] += out[i]
+                    sums[t][:k, rows, cols] += out[i]
+                    if extra is not None:
+                        sums[t][k : k + n_sum, rows, cols] += extra[i]
+                    done: list[torch.Tensor | None] = []
+                    for c, (idx, w, same) in enumerate(crop_peaks[i]):
+                        peak = done[same] if same is not None else max_channel(tile, idx, w)  # (R, crop) or None
+                        done.append(peak)
+                        if peak is not None:
+                            sums[t][k + n_sum + c, rows, cols] += peak
         counts = _crop_counts(self.geom)
         for t in temps:
             sums[t].div_(counts)
         return sums
+
+    def resized_scores(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
+        """``{T: s_T}`` on the resized frame, (K, Hr, Wr) each; ``T`` divides the class logits."""
+        return {t: m[: self.num_classes] for t, m in self.resized_maps(temperatures).items()}
 
     def scores(self, temperature: float = 1.0, out_size: tuple[int, int] | None = None) -> torch.Tensor:
         """``s`` (K, H, W) at ``out_size`` (default: original size) for one temperature."""

@@ -27,7 +27,9 @@ from analyze.bootstrap import bootstrap_ci, edges_from_counts
 from analyze.components import best_f1_threshold, track_for_dataset
 from analyze.frame_selection import ScoreError, pooled_frames, scorable_frames
 from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler
-from analyze.scorers import SCORE_DTYPE, check_temperature, get_scorers
+from analyze.frame_scores import choose_scorers
+from analyze.scorers.pixel import SCORE_DTYPE
+from analyze.scorers.temperatures import check_temperature
 from analyze.tasks import ScoreJob, run_phase
 from schemas import cache as C
 from schemas.results import FRAMES, SEMANTIC_SCORER, default_run, parse_run
@@ -63,7 +65,9 @@ def score_cache(cache: str, scorers: str = "all", temperatures: Sequence[float] 
     warning line; default ``warnings.warn``), ``info`` (called with notes such as the number of
     unlabelled frames skipped), ``name`` (the run name of every row; default
     :func:`schemas.results.default_run` of the cache's checkpoint) and ``frames`` (``"all"`` or
-    ``"with-anomaly"``: which frames are pooled).
+    ``"with-anomaly"``: which frames are pooled), ``id_stats`` (:class:`analyze.id_stats.IdStats`
+    files; the one fit on the cache's model and checkpoint gives KL matching and SML their
+    statistics, :meth:`analyze.id_stats.IdStats.class_stats` says what is refused).
     """
     sched, made_here = Scheduler.resolve(scheduler)
     try:
@@ -91,6 +95,7 @@ def _score_cache(
     info: Callable[[str], None] = lambda m: None,
     name: str | None = None,
     frames: str = "all",
+    id_stats: Sequence = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Score one cache (see :func:`score_cache`); ``info`` is told how many unlabelled frames were
     skipped. Every row carries ``run`` (``name``, default :func:`schemas.results.default_run` of
@@ -112,10 +117,13 @@ def _score_cache(
     prov = spec.provenance
     run = run or run_name(spec)
     done_frames = scorable_frames(root, spec, str(cache), allow_partial, warn, info)
-    try:
-        chosen = get_scorers(scorers, spec.kind) if spec.label_kind == "anomaly" else ()
-    except ValueError as exc:
-        raise ScoreError(str(exc)) from None
+    if spec.label_kind == "anomaly":
+        try:
+            chosen, stats = choose_scorers(cache, spec, scorers, temps, temp_target, id_stats, warn, info)
+        except ValueError as exc:
+            raise ScoreError(str(exc)) from None
+    else:
+        chosen, stats = (), None  # a semantic cache gives mIoU rows only
     rule = frames if spec.label_kind == "anomaly" else "all"
     if rule != frames:
         warn(f"{cache}: --frames {frames} selects among anomaly frames; this {spec.provenance.dataset} cache "
@@ -128,7 +136,7 @@ def _score_cache(
         cache=str(cache), storage_options=dict(storage_options) if storage_options else None,
         scorers=tuple(s.name for s in chosen), temperatures=temps if chosen else temps_sem,
         temp_target=temp_target, protocol=protocol, frames=done_frames, label_kind=spec.label_kind,
-        frame_rule=rule,
+        frame_rule=rule, id_stats=stats,
     )
     n_keys = len(chosen) * len(temps)
     plan = plan_passes(spec, max(1, n_keys), protocol, max_memory) if chosen else "one-pass"

@@ -132,25 +132,28 @@ class ExportSummary:
 def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, method: str,
                 temperature: float = 1.0, temp_target: str = "query", fmt: str = "smiyc",
                 overwrite: bool = False, make_zip: bool = False, progress: bool = True,
-                storage_options=None, warn: Callable[[str], None] = print) -> ExportSummary:
+                storage_options=None, warn: Callable[[str], None] = print, id_stats=()) -> ExportSummary:
     """Write the ``scorer`` map of every frame of ``cache`` at ``temperature`` in format ``fmt``
     under ``out`` (see the module doc); with ``make_zip``, pack ``out/anomaly_p/<method>/``
     into ``out/<method>.zip`` (entries ``<method>/<dataset>/<frame id>.hdf5``).
 
     ``temp_target`` as in ``analyze score`` (EoMT: T on the query class logits, or on the
     per-pixel class scores). Raises :class:`ExportOptionError` for options that do not fit
-    the cache, :class:`ExportError` for the cache's or the folder's content.
+    the cache, :class:`ExportError` for the cache's or the folder's content. ``id_stats``:
+    :class:`analyze.id_stats.IdStats` files for KL matching and SML.
     """
+    from analyze.frame_scores import choose_scorers
     from analyze.maps import frame_maps  # torch: imported when an export runs, not with the CLI
-    from analyze.scorers import get_scorers
 
     form = FORMATS.get(fmt)
     if form is None:
         raise ExportOptionError("--format", f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     check_method_name(method)
     root, spec = C.open_cache(cache, storage_options=storage_options)
+    if scorer.strip().lower() == "all":
+        raise ExportOptionError("--scorer", f"one scorer per export (a method), got {scorer!r}")
     try:
-        chosen = get_scorers(scorer, spec.kind)
+        chosen, stats = choose_scorers(str(cache), spec, scorer, (float(temperature),), temp_target, id_stats, warn)
     except ValueError as exc:
         raise ExportOptionError("--scorer", str(exc)) from None
     if len(chosen) != 1:
@@ -201,7 +204,7 @@ def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, m
         for i, fid in enumerate(spec.frame_ids):
             if complete[i]:
                 continue
-            value = frame_maps(root, spec, i, chosen, t, temp_target)[sc.name]  # (H, W) float64
+            value = frame_maps(root, spec, i, chosen, t, temp_target, stats)[sc.name]  # (H, W) float64
             _write_atomic(paths[i], _to_float16(value, cache, fid), attrs)
             written += 1
             bar.update(1)

@@ -10,7 +10,7 @@ evaluate their formulas in float64), semantic maps uint8.
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -26,21 +26,78 @@ from analyze.compose import (
     resize_scores,
     semantic_prediction,
 )
-from analyze.scorers import Scorer, check_supported, score_many
+from analyze.id_stats import match_stats
+from analyze.scorers import masks
+from analyze.scorers.pixel import ClassStats, score_many
+from analyze.scorers.registry import SCORERS, Scorer, all_notes, check_supported, get_scorers, parse_spec
 from schemas import cache as C
 from schemas.cache import parse_kind
 from schemas.windows import FrameWindows
 
 
-def frame_inputs(root, spec: C.CacheSpec, i: int) -> dict:
+def choose_scorers(cache, spec: C.CacheSpec, scorers: str, temps: Sequence[float], temp_target: str,
+                   id_stats: Sequence = (), warn=lambda m: None, info=lambda m: None):
+    """(scorers, {T: ClassStats} or None) for ``cache``: what the cache kind, its flipped pass and
+    the statistics files allow (``all`` says what it leaves out); the statistics checked
+    (:meth:`analyze.id_stats.IdStats.class_stats`, StatsError). A scorer the cache cannot have
+    (another kind, a need not met) is a ValueError naming it and what it needs; ``warn`` and
+    ``info`` are told what ``all`` leaves out and what the statistics lack."""
+    fitted = match_stats(id_stats, spec, str(cache))
+    available = {"id_stats"} if fitted is not None else set()
+    if spec.hflip:
+        available.add("flip")
+    try:
+        chosen = get_scorers(scorers, spec.kind, available)
+    except ValueError as exc:
+        lacking = {n for s in parse_spec(scorers) if s.supports(spec.kind) for n in s.needs} - available
+        hints = [f"{cache} was extracted without --hflip"] if "flip" in lacking else []
+        if "id_stats" in lacking and id_stats:
+            hints.append(f"no --id-stats file fits it: {'; '.join(f.describe() for f in id_stats)}")
+        raise ValueError(f"{cache}: {exc}" + (f" ({'; '.join(hints)})" if hints else "")) from None
+    is_all = scorers.strip().lower() == "all"
+    if is_all:
+        for note in all_notes(spec.kind, available):
+            info(f"{cache}: {note}")
+    if temp_target == "pixel" and spec.kind == "query":
+        fixed = [s.name for s in chosen if s.temperature == "query"]
+        if fixed and 1.0 not in temps:
+            if not is_all:
+                raise ValueError(f"{cache}: {', '.join(fixed)} see T only through the query class logits: with "
+                                 "--temp-target pixel they exist at T = 1 only")
+            info(f"{cache}: --scorers all leaves out {', '.join(fixed)}: with --temp-target pixel they exist at T = 1 only")
+            chosen = tuple(s for s in chosen if s.temperature != "query")
+        elif fixed and any(t != 1.0 for t in temps):
+            info(f"{cache}: {', '.join(fixed)} see T only through the query class logits: with --temp-target pixel "
+                 "they are scored at T = 1 only")
+    if not any(s.needs_stats for s in chosen):
+        return chosen, None
+    target = "logits" if spec.kind == "pixel" else temp_target
+    stats = fitted.class_stats(spec, str(cache), target, temps)
+    thin = fitted.poorly_covered()
+    if thin and any(s.base in ("sml", "sml_raw") for s in chosen):
+        warn(f"{cache}: {fitted.path}: class(es) {', '.join(map(str, thin))} have fewer than 2 fitted pixels at some "
+             "T; SML standardises their pixels with the pooled statistics of all classes")
+    return chosen, stats
+
+
+def frame_inputs(root, spec: C.CacheSpec, i: int, flip: bool = False) -> dict:
     """The raw outputs of frame ``i`` as keyword arguments of :func:`iter_frame_scores` (without the
     scorers and temperatures): ERFNet logits (valid part) and void channel, or EoMT class and mask
     logits of the frame's crops and its window geometry; ``out_size`` is the frame's label size.
-    A chunk that does not decode raises :class:`schemas.cache.CacheError` naming the array and frame."""
+    ``flip``: also the outputs of the flipped pass (``flip=``; the cache must have one,
+    ``spec.hflip``). A chunk that does not decode raises :class:`schemas.cache.CacheError`
+    naming the array and frame."""
     if spec.kind == "pixel":
-        return dict(logits=C.read_pixel_logits(root, spec, i), void_channel=spec.void_channel, out_size=spec.sizes[i])
+        out = dict(logits=C.read_pixel_logits(root, spec, i), void_channel=spec.void_channel, out_size=spec.sizes[i])
+        if flip:
+            out["flip"] = dict(logits=C.read_pixel_logits(root, spec, i, flip=True))
+        return out
     class_logits, mask_logits = C.read_query_outputs(root, spec, i)
-    return dict(class_logits=class_logits, mask_logits=mask_logits, geom=spec.windows(i), out_size=spec.sizes[i])
+    out = dict(class_logits=class_logits, mask_logits=mask_logits, geom=spec.windows(i), out_size=spec.sizes[i])
+    if flip:
+        fc, fm = C.read_query_outputs(root, spec, i, flip=True)
+        out["flip"] = dict(class_logits=fc, mask_logits=fm)
+    return out
 
 
 class TemperatureScores(NamedTuple):
@@ -56,6 +113,21 @@ class FrameScores(NamedTuple):
     semantic: dict[float, np.ndarray]  # T -> (H, W) uint8
 
 
+def _channels(scorers: Sequence[Scorer]) -> tuple:
+    return tuple({c.key: c for s in scorers for c in masks.channels_for(s)}.values())
+
+
+def _split(maps: torch.Tensor, k: int, keys: Sequence[str], size) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(K + C, Hr, Wr) -> (s, {channel key: (H, W)}) at ``size``: s and the channels resized apart,
+    so that s has the same bits whichever channels the scorers asked for (torch's resize
+    kernel rounds a channel differently with the number of channels)."""
+    s = resize_scores(maps[:k], size)
+    if not keys:
+        return s, {}
+    extra = resize_scores(maps[k:], size)
+    return s, {key: extra[c] for c, key in enumerate(keys)}
+
+
 def iter_frame_scores(
     kind: str,
     *,
@@ -69,6 +141,8 @@ def iter_frame_scores(
     class_logits: Sequence[ArrayLike] | ArrayLike | None = None,
     geom: FrameWindows | None = None,
     tile_rows: int = DEFAULT_TILE_ROWS,
+    stats: Mapping[float, ClassStats] | None = None,
+    flip: Mapping[str, ArrayLike] | None = None,
 ) -> Iterator[TemperatureScores]:
     """Score one frame, yielding one :class:`TemperatureScores` per temperature.
 
@@ -76,17 +150,36 @@ def iter_frame_scores(
     ``void_channel``. ``kind='query'``: needs ``mask_logits`` (n_crops, Q, h, w),
     ``class_logits`` (n_crops, Q, K+1) and ``geom``; ``out_size`` defaults to ``geom.original``.
     Only one temperature's full-resolution maps are alive at a time, and the upsampled
-    masks are computed once for all temperatures (see :class:`FrameComposer`). For
-    ``temp_target='pixel'`` and for pixel models the same semantic array is yielded for
-    every ``T``.
+    masks are computed once for all temperatures and query channels (see
+    :class:`FrameComposer`). For ``temp_target='pixel'`` and for pixel models the same
+    semantic array is yielded for every ``T``.
+
+    ``stats``: ``{T: ClassStats}``, the in-distribution statistics of the scorer input at each
+    T (the scorers that need them: KL matching, SML). ``flip``: the outputs of the flipped
+    pass (``mask_logits``, ``class_logits``), for the flip-averaged scorers (``m2a_flip``: the
+    Mask2Anomaly map of the flipped pass, flipped back, averaged with that of this pass, as
+    the official ``anomaly_inference.py``). The mask scorers see T only through the query
+    softmax: with ``temp_target='pixel'`` they are yielded at T = 1 only.
     """
     parse_kind(kind)
     parse_temp_target(temp_target)
     check_supported(scorers, kind)
     temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
+    direct = [s for s in scorers if s.uses is None]
+    flipped = [s for s in scorers if s.uses is not None]
+    if flipped and flip is None:
+        raise ValueError(f"scorer(s) {', '.join(s.name for s in flipped)} need the flipped pass (flip=)")
+    if any(s.needs_stats for s in scorers):
+        if stats is None:
+            raise ValueError("KL matching and SML need in-distribution statistics (stats=)")
+        lacking = [t for t in temps if t not in stats]
+        if lacking:
+            raise ValueError(f"no in-distribution statistics at T = {', '.join(f'{t:g}' for t in lacking)}")
 
-    def score_all(x: torch.Tensor, t: float, argmax_out: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        return score_many(x, t, [s.name for s in scorers], argmax_out=argmax_out)
+    def score_all(x: torch.Tensor, t: float, key: float, channels=None, argmax_out=None, mask_scorers=True):
+        names = [s.name for s in direct if mask_scorers or not s.needs_queries]
+        return score_many(x, t, names, argmax_out=argmax_out, stats=None if stats is None else stats.get(key),
+                          channels=channels)
 
     if kind == "pixel":
         if logits is None or out_size is None:
@@ -94,9 +187,84 @@ def iter_frame_scores(
         z = pixel_logits_to_label_size(logits, out_size, void_channel)  # (K, H, W)
         sem = semantic_prediction(z)
         for t in temps:
-            yield TemperatureScores(t, sem, score_all(z, t))
+            yield TemperatureScores(t, sem, score_all(z, t, t))
         return
 
+    if mask_logits is None or class_logits is None or geom is None:
+        raise ValueError("kind='query' needs mask_logits, class_logits and geom")
+    size = out_size or geom.original
+    composer = FrameComposer(mask_logits, class_logits, geom, tile_rows=tile_rows, channels=_channels(scorers))
+    k, keys = composer.num_classes, composer.channel_keys
+    mirror = _flip_scores(flipped, flip, geom, size, tile_rows, temps if temp_target == "query" else (1.0,))
+    if temp_target == "query":
+        resized = composer.resized_maps(temps)
+        for t in temps:
+            s, channels = _split(resized.pop(t), k, keys, size)  # (K, H, W), (H, W) each
+            sem = np.empty(s.shape[1:], np.uint8)  # = semantic_prediction(s), from the scorers' pass
+            scores = score_all(s, 1.0, t, channels, argmax_out=sem)
+            yield TemperatureScores(t, sem, {**scores, **mirror(t, s, channels)})
+    else:
+        s, channels = _split(composer.resized_maps((1.0,))[1.0], k, keys, size)  # (K, H, W)
+        sem = semantic_prediction(s)
+        for t in temps:
+            scores = score_all(s, t, t, channels, mask_scorers=t == 1.0)
+            yield TemperatureScores(t, sem, {**scores, **(mirror(t, s, channels) if t == 1.0 else {})})
+
+
+def _flip_scores(flipped: Sequence[Scorer], flip, geom, size, tile_rows: int, temps):
+    """``mirror(t, s, channels)`` -> {flip scorer: map}: the scorer it averages (``uses``) on this
+    pass (``s``, ``channels``) and on the flipped pass at the same T, the latter flipped back."""
+    if not flipped:
+        return lambda t, s, channels: {}
+    inner = [_inner(s) for s in flipped]
+    comp = FrameComposer(flip["mask_logits"], flip["class_logits"], geom, tile_rows=tile_rows,
+                         channels=_channels(inner))
+    maps = comp.resized_maps(temps)
+
+    def mirror(t: float, s: torch.Tensor, channels) -> dict[str, np.ndarray]:
+        fs, fch = _split(maps.pop(t), comp.num_classes, comp.channel_keys, size)
+        names = [i.name for i in inner]
+        here = score_many(s, 1.0, names, channels=channels)
+        there = score_many(fs, 1.0, names, channels=fch)
+        return {f.name: (here[i.name] + there[i.name][:, ::-1]) / 2 for f, i in zip(flipped, inner)}
+
+    return mirror
+
+
+def _inner(scorer: Scorer) -> Scorer:
+    """The scorer a flip-averaged one averages, with the same parameters (m2a_flip -> m2a)."""
+    return SCORERS[scorer.uses].with_params(**scorer.kwargs)
+
+
+def iter_scorer_inputs(
+    kind: str,
+    *,
+    temperatures: Sequence[float] = (1.0,),
+    temp_target: str = DEFAULT_TEMP_TARGET,
+    out_size: tuple[int, int] | None = None,
+    logits: ArrayLike | None = None,
+    void_channel: int | None = None,
+    mask_logits: Sequence[ArrayLike] | ArrayLike | None = None,
+    class_logits: Sequence[ArrayLike] | ArrayLike | None = None,
+    geom: FrameWindows | None = None,
+    tile_rows: int = DEFAULT_TILE_ROWS,
+    flip: Mapping[str, ArrayLike] | None = None,
+) -> Iterator[tuple[float, torch.Tensor, float]]:
+    """``(T, x, t)`` per temperature: the scorers of :func:`iter_frame_scores` see ``x / t``
+    (:func:`analyze.scorers.pixel.score_many`); same arguments and the same composition.
+    ERFNet: the resized logits and ``t = T``; EoMT, target ``query``: ``s_T`` and ``t = 1``;
+    target ``pixel``: ``s_1`` and ``t = T``. (The in-distribution statistics of ``analyze fit``
+    describe exactly this input.)"""
+    parse_kind(kind)
+    parse_temp_target(temp_target)
+    temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
+    if kind == "pixel":
+        if logits is None or out_size is None:
+            raise ValueError("kind='pixel' needs logits and out_size")
+        z = pixel_logits_to_label_size(logits, out_size, void_channel)  # (K, H, W)
+        for t in temps:
+            yield t, z, t
+        return
     if mask_logits is None or class_logits is None or geom is None:
         raise ValueError("kind='query' needs mask_logits, class_logits and geom")
     size = out_size or geom.original
@@ -104,14 +272,11 @@ def iter_frame_scores(
     if temp_target == "query":
         resized = composer.resized_scores(temps)
         for t in temps:
-            s = resize_scores(resized.pop(t), size)  # (K, H, W)
-            sem = np.empty(s.shape[1:], np.uint8)  # = semantic_prediction(s), from the scorers' pass
-            yield TemperatureScores(t, sem, score_all(s, 1.0, argmax_out=sem))
+            yield t, resize_scores(resized.pop(t), size), 1.0
     else:
-        s = resize_scores(composer.resized_scores((1.0,))[1.0], size)  # (K, H, W)
-        sem = semantic_prediction(s)
+        s = resize_scores(composer.resized_scores((1.0,))[1.0], size)
         for t in temps:
-            yield TemperatureScores(t, sem, score_all(s, t))
+            yield t, s, t
 
 
 def score_frame(
@@ -127,6 +292,8 @@ def score_frame(
     class_logits: Sequence[ArrayLike] | ArrayLike | None = None,
     geom: FrameWindows | None = None,
     tile_rows: int = DEFAULT_TILE_ROWS,
+    stats: Mapping[float, ClassStats] | None = None,
+    flip: Mapping[str, ArrayLike] | None = None,
 ) -> FrameScores:
     """All ``(scorer, T)`` maps and the semantic map per ``T`` of one frame.
 
@@ -139,7 +306,7 @@ def score_frame(
     frames = iter_frame_scores(
         kind, scorers=scorers, temperatures=temperatures, temp_target=temp_target, out_size=out_size,
         logits=logits, void_channel=void_channel, mask_logits=mask_logits, class_logits=class_logits,
-        geom=geom, tile_rows=tile_rows,
+        geom=geom, tile_rows=tile_rows, stats=stats, flip=flip,
     )
     for ts in frames:
         semantic[ts.temperature] = ts.semantic

@@ -25,6 +25,8 @@ def summary(root: zarr.Group, spec: CacheSpec, path: str) -> list[str]:
     ]
     if spec.kind == "query":
         lines.append(f"windows    crop {spec.crop_size}, {spec.n_crops} crops, {spec.n_queries} queries, masks {spec.mask_size}^2")
+    if spec.hflip:
+        lines.append("flip pass  stored (extract run --hflip): the flip-averaged scorers can be scored")
     lines += [
         f"device     {prov.device}, dtype {prov.dtype}, created {prov.created}",
         f"versions   {', '.join(f'{k} {v}' for k, v in prov.versions.items())}",

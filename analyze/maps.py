@@ -16,9 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from analyze.frame_scores import frame_inputs, iter_frame_scores
+from analyze.frame_scores import choose_scorers, frame_inputs, iter_frame_scores
 from analyze.report.names import dataset_name, model_name, scorer_name, slug
-from analyze.scorers import get_scorers
 from schemas import cache as C
 from schemas import integrity
 
@@ -38,8 +37,8 @@ def _t_tag(t: float) -> str:
 
 
 def map_filename(frame: str, scorer: str, temperature: float) -> str:
-    """``<frame>_<scorer>_T<T>.npy`` (frame id with path separators and odd characters as ``_``)."""
-    return f"{_slug(frame)}_{scorer}_{_t_tag(temperature)}.npy"
+    """``<frame>_<scorer>_T<T>.npy`` (frame id and scorer spec with path separators and odd characters as ``_``)."""
+    return f"{_slug(frame)}_{slug(scorer)}_{_t_tag(temperature)}.npy"
 
 
 def display_range(score: np.ndarray, valid: np.ndarray | None = None) -> tuple[float, float]:
@@ -99,15 +98,17 @@ def _frame_indices(spec: C.CacheSpec, done: np.ndarray, frames: Sequence[str] | 
 
 
 def frame_maps(root, spec: C.CacheSpec, i: int, scorers: Sequence, temperature: float,
-               temp_target: str = "query") -> dict[str, np.ndarray]:
+               temp_target: str = "query", stats=None) -> dict[str, np.ndarray]:
     """Anomaly maps of frame ``i``: scorer name -> float64 (H, W) at the original resolution.
 
     The scores :func:`analyze.frame_scores.iter_frame_scores` gives ``analyze score`` (higher = more
     anomalous, no rescaling), at one temperature; ``temp_target`` as there (EoMT only).
-    The one map computation behind ``analyze maps`` and ``analyze export``.
+    The one map computation behind ``analyze maps`` and ``analyze export``. ``stats``:
+    ``{T: ClassStats}`` for KL matching and SML (:func:`analyze.frame_scores.choose_scorers`).
     """
+    flip = any(s.needs_flip for s in scorers)
     (ts,) = iter_frame_scores(spec.kind, scorers=scorers, temperatures=(float(temperature),),
-                              temp_target=temp_target, **frame_inputs(root, spec, i))
+                              temp_target=temp_target, stats=stats, **frame_inputs(root, spec, i, flip=flip))
     return {s.name: np.asarray(ts.scores[s.name]) for s in scorers}
 
 
@@ -116,32 +117,34 @@ def _names():
 
 
 def write_maps(cache_path: str | os.PathLike, scorers: str, temperature: float, frames: list[str] | None,
-               out_dir: str | os.PathLike, temp_target: str = "query", *, storage_options=None) -> list[Path]:
+               out_dir: str | os.PathLike, temp_target: str = "query", *, storage_options=None, id_stats=(),
+               info=lambda m: None) -> list[Path]:
     """Anomaly maps of ``frames`` (default: the first 4 done frames) for each of ``scorers``.
 
     Writes into ``out_dir``: ``<frame>_<scorer>_T<T>.npy`` (float64, original resolution, the
     scores ``analyze score`` uses), ``<frame>_T<T>.png`` (image | ground truth | one map per
     scorer) and ``panel.png`` (one row per frame, same columns).
     ``scorers`` is ``'all'`` or a comma list (as ``analyze score``); ``temp_target`` as there
-    (EoMT only). Returns the written paths.
+    (EoMT only); ``id_stats``: :class:`analyze.id_stats.IdStats` files for KL matching and SML
+    (``all`` leaves them out without one, and says so to ``info``). Returns the written paths.
     """
     root, spec = C.open_cache(cache_path, storage_options=storage_options)
     where = str(cache_path)
-    chosen = get_scorers(scorers, spec.kind)
+    t = float(temperature)
+    chosen, stats = choose_scorers(where, spec, scorers, (t,), temp_target, id_stats, info, info)
     idx = _frame_indices(spec, C.done_mask(root), frames, where)
     problems = integrity.check_frames(root, spec, idx)
     if problems:
         raise C.CacheError(f"{where}: {integrity.describe(problems)}; the cache lost data")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    t = float(temperature)
     dataset_name, model_name, scorer_name = _names()
     written: list[Path] = []
     rows = []  # per frame: (id, thumbnail, gt_rgb, [(scorer, display map, lo, hi)])
     for i in idx:
         fid = spec.frame_ids[i]
         label = C.read_label(root, spec, i)
-        scores = frame_maps(root, spec, i, chosen, t, temp_target)
+        scores = frame_maps(root, spec, i, chosen, t, temp_target, stats)
         shape = _display_shape(*label.shape)
         valid = label != 255
         maps = []

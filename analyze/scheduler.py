@@ -83,7 +83,7 @@ def _frame_progress(total: int, desc: str):
             self.bar = _bar(total, desc)
 
         def _posttask(self, key, result, dsk, state, worker_id):
-            if key_split(key) == FRAME_TASK:
+            if key_split(key).endswith(FRAME_TASK):  # frame_task, fit_frame_task
                 self.bar.update(1)
 
         def _finish(self, dsk, state, errored):

@@ -44,6 +44,7 @@ class ScoreJob:
     threshold: Mapping[Key, float] | None = None  # component metrics: best-F1 threshold per key
     component_track: str | None = None
     frame_rule: str = "all"  # schemas.results.FRAMES: which frames are pooled
+    id_stats: Mapping[float, Any] | None = None  # T -> analyze.scorers.ClassStats (KL matching, SML)
 
 
 @dataclass
@@ -102,11 +103,12 @@ def _check_finite(arr: np.ndarray, what: str, job: ScoreJob, spec: C.CacheSpec, 
         raise ScoreError(f"{job.cache}: frame {spec.frame_ids[i]} (index {i}) has {bad} in cached {what}")
 
 
-def _frame_inputs(root, spec: C.CacheSpec, i: int, job: ScoreJob) -> dict:
-    inputs = frame_inputs(root, spec, i)
-    for name in ("logits", "class_logits", "mask_logits"):
-        if name in inputs:
-            _check_finite(inputs[name], name.replace("_", " "), job, spec, i)
+def _frame_inputs(root, spec: C.CacheSpec, i: int, job: ScoreJob, flip: bool) -> dict:
+    inputs = frame_inputs(root, spec, i, flip=flip)
+    for where, arrays in (("", inputs), (" of the flipped pass", inputs.get("flip", {}))):
+        for name in ("logits", "class_logits", "mask_logits"):
+            if name in arrays:
+                _check_finite(arrays[name], name.replace("_", " ") + where, job, spec, i)
     return inputs
 
 
@@ -137,13 +139,13 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
     out.labels[i] = (n_pos, n_valid)
     if not contributes(n_pos, n_valid, job.frame_rule, job.label_kind):
         return out  # pools nothing: not scored, not counted, not resampled
+    scorers = get_scorers(",".join(job.scorers), spec.kind) if job.scorers else ()
     try:
-        inputs = _frame_inputs(root, spec, i, job)
+        inputs = _frame_inputs(root, spec, i, job, flip=any(s.needs_flip for s in scorers))
     except C.CacheError as exc:
         raise ScoreError(f"{job.cache}: {exc}") from None
-    scorers = get_scorers(",".join(job.scorers), spec.kind) if job.scorers else ()
     for ts in iter_frame_scores(spec.kind, scorers=scorers, temperatures=job.temperatures,
-                                temp_target=job.temp_target, **inputs):
+                                temp_target=job.temp_target, stats=job.id_stats, **inputs):
         t = ts.temperature
         if job.label_kind == "semantic":
             if phase.semantic:

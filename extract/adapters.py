@@ -26,7 +26,7 @@ class Adapter:
     prepare: Callable  # (image uint8 HWC, model config) -> np.ndarray model input
     forward: Callable  # (model, batch tensor) -> tuple of output tensors (batch-major)
     split: Callable  # (outputs, items) -> list of per-item output tuples
-    write: Callable  # (root, spec, i, host arrays) -> None
+    write: Callable  # (root, spec, i, host arrays, flip=False) -> None (flip: the flipped pass's arrays)
     spec_fields: Callable  # (model config, sizes) -> dict of CacheSpec fields
     stack: Callable  # (prepared inputs of frames of one shape) -> np.ndarray batch
     preprocessing: Callable  # (model config) -> dict recorded in the cache's provenance
@@ -54,8 +54,8 @@ def _pixel_split(outputs, items):
     return [(logits[j],) for j in range(len(items))]
 
 
-def _pixel_write(root, spec, i, arrays):
-    C.write_frame_pixel(root, spec, i, arrays[0])
+def _pixel_write(root, spec, i, arrays, flip=False):
+    C.write_frame_pixel(root, spec, i, arrays[0], flip=flip)
 
 
 def _pixel_fields(cfg: dict, sizes) -> dict:
@@ -93,8 +93,8 @@ def _query_split(outputs, items):
     return out
 
 
-def _query_write(root, spec, i, arrays):
-    C.write_frame_query(root, spec, i, arrays[0], arrays[1])
+def _query_write(root, spec, i, arrays, flip=False):
+    C.write_frame_query(root, spec, i, arrays[0], arrays[1], flip=flip)
 
 
 def _query_fields(cfg: dict, sizes) -> dict:

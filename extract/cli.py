@@ -154,11 +154,14 @@ def _model_option(f):
 @click.option("--compression", type=click.Choice(list(COMPRESSION)), default=DEFAULT_COMPRESSION,
               show_default=True, help="Chunk codec (Blosc + byte shuffle; crc32c always): zstd3 smallest, "
                                       "lz4 ~6x faster to write; a new cache only.")
+@click.option("--hflip", is_flag=True,
+              help="Also run the model on each horizontally flipped image and store those outputs beside the "
+                   "normal ones (twice the model time and cache size), for the flip-averaged scorers (m2a_flip).")
 @click.option("--overwrite", is_flag=True, help="Delete an existing cache at --cache and start over.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_copy_options
 def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size, workers, writer_threads, shard,
-        limit, input_height, compression, overwrite, no_progress, layout, include_excluded, skip_unexpected):
+        limit, input_height, compression, hflip, overwrite, no_progress, layout, include_excluded, skip_unexpected):
     """Run a model once over a dataset and store its raw outputs in a Zarr cache.
 
     Resumable: rerunning the same command skips frames already done. Several jobs can
@@ -180,7 +183,7 @@ def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size,
         model, dataset, data_root, checkpoint, cache=cache, device=device, dtype=dtype, batch_size=batch_size,
         workers=workers, writer_threads=writer_threads, shard=shard, limit=limit, overwrite=overwrite,
         input_height=input_height, compression=compression, progress=not no_progress, log=lambda m: click.echo(m, err=True),
-        layout=layout, include_excluded=include_excluded, skip_unexpected=skip_unexpected,
+        layout=layout, include_excluded=include_excluded, skip_unexpected=skip_unexpected, hflip=hflip,
     )
     click.echo(summary.line())
     if summary.interrupted:

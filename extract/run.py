@@ -76,7 +76,7 @@ class _FrameDataset(torch.utils.data.Dataset):
 
     def __init__(self, copy: DatasetCopy, refs, indices, prepare, cfg, cache_spec: C.CacheSpec):
         self.copy, self.refs, self.indices, self.prepare, self.cfg = copy, refs, indices, prepare, cfg
-        self.cache_spec = cache_spec
+        self.cache_spec = cache_spec  # hflip: also the input of the horizontally mirrored image
 
     def __len__(self):
         return len(self.indices)
@@ -90,7 +90,10 @@ class _FrameDataset(torch.utils.data.Dataset):
                                    f"({self.cache_spec.sizes[i]})")
             th, tw = C.thumbnail_size(*frame.size)
             thumb = np.asarray(Image.fromarray(frame.image).resize((tw, th), Image.BILINEAR))
-            return {"i": i, "input": self.prepare(frame.image, self.cfg), "label": frame.label, "thumb": thumb}
+            item = {"i": i, "input": self.prepare(frame.image, self.cfg), "label": frame.label, "thumb": thumb}
+            if self.cache_spec.hflip:  # the image mirrored before any preprocessing, as Mask2Anomaly's np.fliplr(img)
+                item["input_hflip"] = self.prepare(np.ascontiguousarray(frame.image[:, ::-1]), self.cfg)
+            return item
         except DatasetError as exc:
             return {"i": i, "error": str(exc)}
 
@@ -149,6 +152,7 @@ def run_extraction(
     layout: str | None = None,
     include_excluded: bool = False,
     skip_unexpected: bool = False,
+    hflip: bool = False,
 ) -> RunSummary:
     """Run ``model`` over ``dataset`` and store its raw outputs in a cache (see module doc).
 
@@ -158,6 +162,9 @@ def run_extraction(
     CacheError naming the cache, the frame and the reason; the frames done before it stay.
     ``layout``, ``include_excluded`` and ``skip_unexpected`` choose the copy and frames as in
     :class:`extract.datasets.DatasetReader`; which copy was read and what was left out is logged.
+    ``hflip``: also run the model on each horizontally mirrored image and store those outputs
+    beside the normal ones (``<array>_hflip``; the cache's ``hflip`` attribute), for the
+    flip-averaged scorers; a cache is made with or without it, never changed afterwards.
     """
     t_start = time.perf_counter()
     try:
@@ -206,7 +213,7 @@ def run_extraction(
     if dspec.benchmark:
         extra["benchmarks"] = {fmt: {"dataset": name, "count": dspec.count} for fmt, name in dspec.benchmark.items()}
     spec = C.CacheSpec(kind=mspec.kind, label_kind=dspec.kind, frame_ids=tuple(r.id for r in refs), sizes=sizes,
-                       provenance=prov, extra=extra, labelled=tuple(r.labelled for r in refs),
+                       provenance=prov, extra=extra, labelled=tuple(r.labelled for r in refs), hflip=bool(hflip),
                        **adapter.spec_fields(cfg, sizes))
     cache_path = Path(cache) if cache else default_cache_path(model, dataset)
     root, spec_on_disk = open_or_create(cache_path, spec, overwrite, compression)
@@ -242,15 +249,11 @@ def run_extraction(
             errors = [it for it in batch if "error" in it]
             batch = [it for it in batch if "error" not in it]
             for group in _batches_by_shape(batch):
-                stacked = adapter.stack([it["input"] for it in group])
-                # NCHW-contiguous, torch-allocated input: CPU conv kernels pick their code path by
-                # memory layout, and cached outputs must not depend on how numpy laid out a batch
-                x = torch.from_numpy(np.ascontiguousarray(stacked))
-                x = x.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else x.clone()
-                with torch.inference_mode(), autocast:
-                    outputs = adapter.forward(net, x)
-                for it, outs in zip(group, adapter.split(outputs, group)):
-                    waits = [copier.submit(o) for o in outs]
+                passes = ("input", "input_hflip") if spec.hflip else ("input",)
+                per_pass = [adapter.split(_forward(net, adapter, [it[p] for it in group], dev, autocast), group)
+                            for p in passes]  # [pass][frame] -> output tuple
+                for j, it in enumerate(group):
+                    waits = [[copier.submit(o) for o in outs[j]] for outs in per_pass]
                     writer.submit(partial(_write_frame, root, spec, adapter, it, waits))
                     bar.update(1)
             if errors:
@@ -275,11 +278,25 @@ def run_extraction(
     return summary
 
 
+def _forward(net, adapter: Adapter, inputs: list, dev: torch.device, autocast):
+    """The model's outputs for the prepared ``inputs`` of one batch (one pass)."""
+    stacked = adapter.stack(inputs)
+    # NCHW-contiguous, torch-allocated input: CPU conv kernels pick their code path by
+    # memory layout, and cached outputs must not depend on how numpy laid out a batch
+    x = torch.from_numpy(np.ascontiguousarray(stacked))
+    x = x.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else x.clone()
+    with torch.inference_mode(), autocast:
+        return adapter.forward(net, x)
+
+
 def _write_frame(root, spec: C.CacheSpec, adapter: Adapter, item: dict, waits) -> None:
-    arrays = [w() for w in waits]
+    """Write one frame: its outputs (``waits[0]``; ``waits[1]``: those of the flipped pass), then
+    label and thumbnail, then ``done``."""
+    passes = [[w() for w in ws] for ws in waits]
     i = item["i"]
     try:
-        adapter.write(root, spec, i, arrays)
+        for flip, arrays in enumerate(passes):
+            adapter.write(root, spec, i, arrays, flip=bool(flip))
         C.write_frame_common(root, spec, i, item["label"], item["thumb"])
         C.mark_done(root, i)
     except OSError as exc:  # disk full, read-only folder, a lost network store

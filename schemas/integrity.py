@@ -26,13 +26,22 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from schemas.cache import CacheSpec, read_error_reason, static_values
+from schemas.cache import FLIP_ARRAYS, CacheSpec, read_error_reason, static_values
 
 #: per-frame data arrays of each cache kind and what their leading chunk index counts
 DATA_ARRAYS: dict[str, tuple[tuple[str, str], ...]] = {
     "pixel": (("labels", "frame"), ("thumbnails", "frame"), ("logits", "frame")),
     "query": (("labels", "frame"), ("thumbnails", "frame"), ("class_logits", "crop"), ("mask_logits", "crop")),
 }
+
+
+def data_arrays(spec: CacheSpec) -> tuple[tuple[str, str], ...]:
+    """The per-frame data arrays of ``spec``: :data:`DATA_ARRAYS` of its kind, and the flipped
+    pass's arrays when it has one (``hflip``)."""
+    base = DATA_ARRAYS[spec.kind]
+    if not spec.hflip:
+        return base
+    return base + tuple((a.name, dict(base)[a.flip_of]) for a in FLIP_ARRAYS if spec.kind in a.kinds)
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,7 @@ class ChunkProblem:
 
 def frame_chunks(spec: CacheSpec, array: str, frame: int) -> range:
     """Leading chunk indices of ``array`` that hold ``frame`` (one frame, or its crops)."""
-    unit = dict(DATA_ARRAYS[spec.kind])[array]
+    unit = dict(data_arrays(spec))[array]
     if unit == "frame":
         return range(frame, frame + 1)
     offsets = spec.crop_offsets()
@@ -61,7 +70,7 @@ def frame_chunks(spec: CacheSpec, array: str, frame: int) -> range:
 
 def _chunk_frame(spec: CacheSpec, array: str) -> np.ndarray:
     """Frame index of each leading chunk index of a data array."""
-    if dict(DATA_ARRAYS[spec.kind])[array] == "frame":
+    if dict(data_arrays(spec))[array] == "frame":
         return np.arange(spec.n_frames)
     return np.repeat(np.arange(spec.n_frames), np.diff(spec.crop_offsets()))
 
@@ -86,7 +95,7 @@ def missing_chunks(root: zarr.Group, spec: CacheSpec, frames: Iterable[int]) -> 
     """The data chunks of ``frames`` (done frames) that are not in the store."""
     frames = np.fromiter((int(i) for i in frames), dtype=np.int64)
     out = []
-    for name, _ in DATA_ARRAYS[spec.kind]:
+    for name, _ in data_arrays(spec):
         present = stored_chunks(root[name])
         for i in frames:
             for j in frame_chunks(spec, name, int(i)):
@@ -113,7 +122,7 @@ def static_problems(root: zarr.Group, spec: CacheSpec) -> list[ChunkProblem]:
 def corrupt_chunks(root: zarr.Group, spec: CacheSpec) -> list[ChunkProblem]:
     """Read every stored chunk of every per-frame array; report those that do not decode."""
     out = []
-    names = [name for name, _ in DATA_ARRAYS[spec.kind]] + ["done"]
+    names = [name for name, _ in data_arrays(spec)] + ["done"]
     for name in names:
         arr = root[name]
         present = stored_chunks(arr)

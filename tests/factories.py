@@ -54,19 +54,33 @@ def pixel_cache(path, sizes, rng, n_channels=20, logit_scale=0.5, label_kind="an
     return root, spec
 
 
-def query_cache(path, sizes, rng, crop=32, n_queries=6, n_classes=5, mask_size=8, label_kind="anomaly", done=True, **prov):
-    """A query (EoMT-like) cache with random class and mask logits."""
+def query_outputs(rng, n, n_queries, n_classes, mask_size, confident=0.0):
+    """Random class and mask logits of ``n`` crops; a ``confident`` fraction of the queries gets
+    +8 on one class logit (a trained model's confident queries: Mask2Anomaly keeps some)."""
+    cl = rng.normal(size=(n, n_queries, n_classes + 1)).astype(np.float32) * 2
+    if confident:
+        pick = rng.random((n, n_queries)) < confident
+        cls = rng.integers(0, n_classes + 1, size=(n, n_queries))
+        cl[pick, cls[pick]] += 8
+    ml = (rng.normal(size=(n, n_queries, mask_size, mask_size)) * 3).astype(np.float16)
+    return cl, ml
+
+
+def query_cache(path, sizes, rng, crop=32, n_queries=6, n_classes=5, mask_size=8, label_kind="anomaly", done=True,
+                hflip=False, confident=0.0, **prov):
+    """A query (EoMT-like) cache with random class and mask logits (``hflip``: and a flipped pass)."""
     spec = CacheSpec(
         kind="query", label_kind=label_kind, frame_ids=tuple(f"f{i:03d}" for i in range(len(sizes))),
         sizes=tuple(tuple(s) for s in sizes), provenance=provenance(model="eomt", **prov), n_classes=n_classes,
-        crop_size=crop, n_queries=n_queries, mask_size=mask_size,
+        crop_size=crop, n_queries=n_queries, mask_size=mask_size, hflip=hflip,
     )
     root = create_cache(path, spec)
     for i, size in enumerate(sizes):
         n = spec.windows(i).n_crops
-        cl = rng.normal(size=(n, n_queries, n_classes + 1)).astype(np.float32) * 2
-        ml = (rng.normal(size=(n, n_queries, mask_size, mask_size)) * 3).astype(np.float16)
+        cl, ml = query_outputs(rng, n, n_queries, n_classes, mask_size, confident)
         write_frame_query(root, spec, i, cl, ml)
+        if hflip:
+            write_frame_query(root, spec, i, *query_outputs(rng, n, n_queries, n_classes, mask_size, confident), flip=True)
         write_frame_common(root, spec, i, random_labels(rng, size, label_kind=label_kind),
                            np.zeros((*thumbnail_size(*size), 3), np.uint8))
         if done:

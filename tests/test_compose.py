@@ -3,6 +3,8 @@ composition (tests/oracles.py), whole frames and sampled pixels."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -17,11 +19,13 @@ from analyze.compose import (
     semantic_prediction,
 )
 from analyze.frame_scores import score_frame
-from analyze.scorers import SCORERS, get_scorers
+from analyze.scorers import SCORERS, get_scorers, score
 from schemas.windows import frame_windows
 from tests.oracles import compose_frame
 
 Q, K = 7, 4  # queries, classes (class logits have K + 1 columns)
+#: the scorers of x that need nothing else (the mask and statistics scorers: tests/test_scorer_oracles.py)
+X_SCORERS = {n: partial(score, n) for n, s in SCORERS.items() if not s.needs_queries and not s.needs_stats}
 
 # (original H, W, crop, resized, portrait, crop starts): the windows worked out by hand from
 # the official formula, so the oracle does not depend on schemas.windows
@@ -187,10 +191,10 @@ def test_scores_are_taken_after_resizing_s():
     h, w, crop, resized, portrait, starts = CASES["overlap"]
     g = frame_windows(h, w, crop)
     masks, classes = make_outputs(2, (16, 16), seed=5)
-    fs = score_frame("query", mask_logits=masks, class_logits=classes, geom=g, scorers=get_scorers("all"))
+    fs = score_frame("query", mask_logits=masks, class_logits=classes, geom=g, scorers=get_scorers("all", "query", ()))
     s = oracle_s(masks, classes, crop, resized, portrait, starts, (h, w))
     s_resized = FrameComposer(masks, classes, g).resized_scores()[1.0]
-    for name, scorer in SCORERS.items():
+    for name, scorer in X_SCORERS.items():
         got = fs.scores[(name, 1.0)]
         assert got.dtype == np.float64 and got.shape == (h, w)
         np.testing.assert_allclose(got, scorer(s.astype(np.float32)), rtol=1e-5, atol=2e-6)
@@ -204,16 +208,19 @@ def test_temperature_targets():
     g = frame_windows(h, w, crop)
     masks, classes = make_outputs(2, (16, 16), seed=6)
     temps = (0.5, 1.0, 1.5)
-    kw = dict(mask_logits=masks, class_logits=classes, geom=g, scorers=get_scorers("all"), temperatures=temps)
+    scorers = get_scorers("all", "query", ())
+    kw = dict(mask_logits=masks, class_logits=classes, geom=g, scorers=scorers, temperatures=temps)
     query = score_frame("query", temp_target="query", **kw)
     pixel = score_frame("query", temp_target="pixel", **kw)
-    assert query.scores.keys() == pixel.scores.keys() == {(n, t) for n in SCORERS for t in temps}
-    for name in SCORERS:  # T = 1: both targets are the same computation
-        np.testing.assert_array_equal(query.scores[(name, 1.0)], pixel.scores[(name, 1.0)])
+    assert query.scores.keys() == {(s.name, t) for s in scorers for t in temps}
+    # the mask scorers see T only through the query softmax: with the pixel target, T = 1 only
+    assert pixel.scores.keys() == {(s.name, t) for s in scorers for t in temps if t == 1.0 or not s.needs_queries}
+    for s in scorers:  # T = 1: both targets are the same computation
+        np.testing.assert_array_equal(query.scores[(s.name, 1.0)], pixel.scores[(s.name, 1.0)])
     s1 = oracle_s(masks, classes, crop, resized, portrait, starts, (h, w)).astype(np.float32)
     for t in temps:
         s_t = oracle_s(masks, classes, crop, resized, portrait, starts, (h, w), t).astype(np.float32)
-        for name, scorer in SCORERS.items():
+        for name, scorer in X_SCORERS.items():
             np.testing.assert_allclose(query.scores[(name, t)], scorer(s_t, 1.0), rtol=1e-5, atol=2e-6)
             np.testing.assert_allclose(pixel.scores[(name, t)], scorer(s1, t), rtol=1e-5, atol=2e-6)
         assert_argmax(query.semantic[t], s_t)
@@ -231,7 +238,7 @@ def test_pixel_logits_resized_before_scoring_without_void():
     fs = score_frame("pixel", logits=z, void_channel=2, out_size=(9, 17), scorers=get_scorers("msp,energy"),
                      temperatures=(0.5, 1.0))
     for t in (0.5, 1.0):
-        want_msp = SCORERS["msp"](want.astype(np.float32), t)
+        want_msp = score("msp", want.astype(np.float32), t)
         np.testing.assert_allclose(fs.scores[("msp", t)], want_msp, atol=1e-5)
         np.testing.assert_array_equal(fs.semantic[t], want.argmax(0))  # T never moves a pixel model's argmax
     with pytest.raises(ValueError, match="void_channel"):

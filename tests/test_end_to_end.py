@@ -31,13 +31,20 @@ def test_pipeline_end_to_end(tmp_path, checkpoints):
             _ok(ex.invoke(extract_main, args + (["--input-height", "32"] if model == "erfnet" else [])))
             caches += ["--cache", str(cache)]
     out = tmp_path / "results.parquet"
+    stats = []  # in-distribution statistics of each model, on its cityscapes_val cache
+    for model in ("erfnet", "eomt"):
+        stats += ["--id-stats", str(tmp_path / f"stats_{model}.json")]
+        _ok(an.invoke(analyze_main, ["fit", "--cache", str(tmp_path / "caches" / model / "cityscapes_val.zarr"),
+                                     "--temps", "0.5,1.1", "--out", stats[-1], "--no-progress"]))
     res = _ok(an.invoke(analyze_main, ["score", *caches, "--scorers", "all", "--temps", "0.5,1.1", "--out", str(out),
-                                       "--no-progress", "--scheduler", "sync", "--component-metrics"]))
+                                       "--no-progress", "--scheduler", "sync", "--component-metrics", *stats]))
     assert "wrote" in res.output
     df = read_results(out)
     eomt = df[(df.model == "eomt") & (df.dataset == "road_anomaly")]
-    assert set(eomt.scorer) == {"msp", "maxlogit", "maxentropy", "energy", "rba"}
-    assert set(df[df.model == "erfnet"].scorer) == {"msp", "maxlogit", "maxentropy", "energy", "semantic"}
+    assert set(eomt.scorer) == {"msp", "maxlogit", "maxentropy", "energy", "rba", "gen", "kl", "sml", "sml_raw",
+                                "eam", "noobject", "m2a"}  # m2a_flip: these caches have no flipped pass
+    assert set(df[df.model == "erfnet"].scorer) == {"msp", "maxlogit", "maxentropy", "energy", "gen", "kl", "sml",
+                                                    "sml_raw", "semantic"}
     assert set(eomt.metric) == {"auprc", "fpr95", "auroc", "siou", "ppv", "mean_f1"}
     # every row of a key counts the non-void pixels pooled, component rows too
     keyed = df[df.scorer != "semantic"].groupby(["model", "dataset", "scorer", "temperature"], observed=True)

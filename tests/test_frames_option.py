@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from analyze.cli import main as analyze_main
-from analyze.scorers import SCORERS
+from analyze.scorers import score
 from schemas.cache import open_cache, read_label, read_pixel_logits
 from schemas.results import read_results
 from tests.factories import signal_pixel_cache
@@ -30,7 +30,7 @@ def _sklearn(path, scorer, with_anomaly_only):
         if with_anomaly_only and not (lab == 1).any():
             continue  # the course code: `if 1 not in np.unique(label): continue`
         keep = lab != 255
-        ss.append(SCORERS[scorer](read_pixel_logits(root, spec, i)[:19], 1.0)[keep])
+        ss.append(score(scorer, read_pixel_logits(root, spec, i)[:19], 1.0)[keep])
         ys.append(lab[keep])
     s, y = np.concatenate(ss), np.concatenate(ys)
     return {"auprc": average_precision_score(y, s), "auroc": roc_auc_score(y, s)}, len(ys)

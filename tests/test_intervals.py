@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from analyze.cli import main as analyze_main
-from analyze.scorers import SCORERS
+from analyze.scorers import score
 from schemas.cache import open_cache, read_label, read_pixel_logits
 from schemas.results import read_results
 from tests.factories import signal_pixel_cache
@@ -36,7 +36,7 @@ def _frames(path, scorer):
     out = []
     for i in range(spec.n_frames):
         lab = read_label(root, spec, i)
-        s = SCORERS[scorer](read_pixel_logits(root, spec, i)[:19], 1.0)
+        s = score(scorer, read_pixel_logits(root, spec, i)[:19], 1.0)
         keep = lab != 255
         if keep.any():
             out.append((s[keep], lab[keep]))

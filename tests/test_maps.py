@@ -7,7 +7,7 @@ from PIL import Image
 
 from analyze.compose import FrameComposer, pixel_logits_to_label_size
 from analyze.maps import display_range, ground_truth_rgb, map_filename, write_maps
-from analyze.scorers import SCORERS
+from analyze.scorers import score
 from schemas.cache import CacheError, open_cache, read_pixel_logits, read_query_outputs
 from tests.factories import pixel_cache, query_cache
 
@@ -31,7 +31,7 @@ def test_pixel_maps_equal_direct_scores(tmp_path):
         for name in ("msp", "maxlogit"):
             got = np.load(tmp_path / "maps" / map_filename(spec.frame_ids[i], name, 0.5))
             assert got.dtype == np.float64 and got.shape == spec.sizes[i]
-            np.testing.assert_array_equal(got, SCORERS[name](z, 0.5))
+            np.testing.assert_array_equal(got, score(name, z, 0.5))
     for p in paths:
         if p.suffix == ".png":
             _png_ok(p)
@@ -44,7 +44,7 @@ def test_query_maps_chosen_frames(tmp_path):
     assert sorted(p.name for p in paths) == ["f001_T2.png", "f001_msp_T2.npy", "f001_rba_T2.npy", "panel.png"]
     cl, ml = read_query_outputs(root, spec, 1)
     s = FrameComposer(ml, cl, spec.windows(1)).scores(2.0)  # T on the query class logits
-    np.testing.assert_allclose(np.load(tmp_path / "maps" / "f001_rba_T2.npy"), SCORERS["rba"](s, 1.0), atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "maps" / "f001_rba_T2.npy"), score("rba", s, 1.0), atol=1e-6)
     with pytest.raises(CacheError, match="nope"):
         write_maps(tmp_path / "q.zarr", "rba", 1.0, ["nope"], tmp_path / "maps")
     pixel_cache(tmp_path / "p.zarr", [(8, 8)], rng)

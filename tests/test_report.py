@@ -224,3 +224,33 @@ def test_every_scorer_of_the_registry_has_a_display_name():
     from analyze.scorers import SCORERS as REGISTRY
 
     assert list(R.SCORERS) == list(REGISTRY)
+
+
+def test_table1_and_figures_include_every_scored_scorer(tmp_path):
+    """Every scorer scored, a non-default parameter setting included, gets a Table 1 row (registry
+    order, display name with its parameters) and a bar in the figure."""
+    from analyze.scorers import SCORERS as REGISTRY
+
+    names = list(REGISTRY) + ["gen:gamma=0.2,m=10"]
+    rng = np.random.default_rng(1)
+    rows = [dict(BASE, model="eomt", dataset=d, scorer=s, temperature=1.0, temp_target="query", metric=m,
+                 value=rng.uniform(0.1, 0.9)) for s in reversed(names) for d in DATASETS for m in ("auprc", "fpr95")]
+    rows += [dict(BASE, model="erfnet", dataset=d, scorer=s, temperature=1.0, temp_target="logits", metric=m,
+                  value=rng.uniform(0.1, 0.9)) for s in ("kl", "gen") for d in DATASETS for m in ("auprc", "fpr95")]
+    path = tmp_path / "results.parquet"
+    write_results(pd.DataFrame(rows), path)
+    t = R.table1(read_results(path))
+    want = [("ERFNet", "GEN"), ("ERFNet", "KL matching")]
+    want += [("EoMT", REGISTRY[n].display) for n in REGISTRY]
+    want.insert(2 + list(REGISTRY).index("gen") + 1, ("EoMT", "GEN (gamma=0.2, m=10)"))
+    assert list(t.index) == want
+    cell = t.loc[("EoMT", "Mask2Anomaly (flip)"), ("FS Static", "AuPRC")]
+    assert cell == _pct(_value(read_results(path), model="eomt", scorer="m2a_flip", dataset="fs_static",
+                               metric="auprc", temperature=1.0))
+    paths = R.write_report(path, tmp_path / "out")
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert "GEN (gamma=0.2, m=10)" in md and "No-object" in md and "SML (raw)" in md
+    bars = [p for p in paths if p.name.startswith("scorers_")]
+    assert len(bars) == 2
+    for p in bars:
+        _check_png(p)

@@ -1,5 +1,6 @@
 """Over the temperature range the CLI accepts ([0.1, 1000]), every scorer's metrics equal a
-float64 evaluation of its formula to 1e-6.
+float64 evaluation of its formula to 1e-6 (the study's five below; GEN, KL matching, SML and
+the mask scorers in the second test, with statistics fit at those temperatures).
 
 The reference takes the same inputs ``x`` as the tool (ERFNet logits; EoMT class scores
 composed in float32 as the official inference does), evaluates each formula with numpy in
@@ -17,7 +18,11 @@ from analyze.cli import main as analyze_main
 from analyze.compose import FrameComposer
 from schemas.cache import open_cache, read_label, read_pixel_logits, read_query_outputs
 from schemas.results import read_results
-from tests.factories import query_cache, signal_pixel_cache
+from analyze.frame_scores import _channels
+from analyze.id_stats import IdStats
+from analyze.scorers.registry import get_scorers
+from tests import scorer_oracles as O
+from tests.factories import pixel_cache, query_cache, signal_pixel_cache
 
 TEMPS = (0.1, 0.3, 10.0, 1000.0)
 
@@ -101,3 +106,61 @@ def test_metrics_equal_a_float64_evaluation_over_the_range(tmp_path, kind, targe
                 assert got == pytest.approx(v, abs=1e-6), (n, t, m)
                 worst32 = max(worst32, abs(f32[n][m] - v))
     assert worst32 > 1e-6  # float32 runs out of resolution somewhere in the range on these data
+
+
+def _new_reference(path, t, target, scorers, stats):
+    """The scorers added in issue 15 by their official formulas in float64 (tests/scorer_oracles.py),
+    on x and on the query channels as the tool composes them in float32 (the official precision)."""
+    root, spec = open_cache(path)
+    ss, ys = {n: [] for n in scorers}, []
+    for i in range(spec.n_frames):
+        lab = read_label(root, spec, i)
+        if spec.kind == "pixel":
+            x, ts, q = read_pixel_logits(root, spec, i)[:19].astype(np.float32), t, None
+        else:
+            cl, ml = read_query_outputs(root, spec, i)
+            comp = FrameComposer(ml, cl, spec.windows(i), channels=_channels(get_scorers("eam,noobject,m2a")))
+            maps = comp.resized_maps((t if target == "query" else 1.0,))
+            q = next(iter(maps.values())).numpy().astype(np.float64)  # (K + 4, H, W): s, eam, noobject, kept, gate
+            x, ts = q[:-4].astype(np.float32), (1.0 if target == "query" else t)
+        sc = {"gen": O.gen(x, ts), **O.stats_scores(x, ts, stats.temperatures[t])}
+        if q is not None:
+            sc.update(O.mask_scores(q))  # the channels are the oracle's v, no-object, A, B
+        keep = lab != 255
+        for n in scorers:
+            ss[n].append(sc[n][keep])
+        ys.append(lab[keep])
+    y = np.concatenate(ys)
+    return {n: _metrics(y, np.concatenate(v)) for n, v in ss.items()}
+
+
+@pytest.mark.parametrize("kind,target", [("pixel", "query"), ("query", "query"), ("query", "pixel")])
+def test_new_scorers_equal_a_float64_evaluation_over_the_range(tmp_path, kind, target):
+    path, city = tmp_path / "c.zarr", tmp_path / "city.zarr"
+    scorers = ["gen", "kl", "sml_raw", "sml"]
+    if kind == "pixel":
+        signal_pixel_cache(path, 6, (24, 32), seed=1)
+        pixel_cache(city, [(24, 32)] * 3, np.random.default_rng(2), dataset="cityscapes_val", label_kind="semantic")
+    else:
+        kw = dict(crop=32, n_queries=8, n_classes=19, confident=0.6)
+        query_cache(path, [(32, 48)] * 5, np.random.default_rng(0), **kw)
+        query_cache(city, [(32, 48)] * 3, np.random.default_rng(2), dataset="cityscapes_val", label_kind="semantic",
+                    **kw)
+        scorers += ["eam", "noobject", "m2a"] if target == "query" else []
+    temps = ",".join(map(str, TEMPS))
+    res = CliRunner().invoke(analyze_main, ["fit", "--cache", str(city), "--temps", temps, "--temp-target", target,
+                                            "--out", str(tmp_path / "s.json"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "r.parquet"
+    res = CliRunner().invoke(analyze_main, [
+        "score", "--cache", str(path), "--scorers", ",".join(scorers), "--temps", temps, "--temp-target", target,
+        "--id-stats", str(tmp_path / "s.json"), "--out", str(out), "--no-progress", "--scheduler", "sync"])
+    assert res.exit_code == 0, res.output
+    df = read_results(out)
+    stats = IdStats.read(tmp_path / "s.json")
+    for t in TEMPS:
+        ref = _new_reference(path, t, target, scorers, stats)
+        for n in scorers:
+            for m, v in ref[n].items():
+                got = df[(df.scorer == n) & (df.temperature == t) & (df.metric == m)].value.item()
+                assert got == pytest.approx(v, abs=1e-6), (n, t, m)

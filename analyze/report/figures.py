@@ -18,14 +18,16 @@ import numpy as np
 import pandas as pd
 
 from analyze.cells import at_t, checked, choose_frames, prefer_target, series_labels
-from analyze.report.names import (HIGHER_IS_BETTER, METRIC_NAMES, TABLE_METRICS, TARGET_NOTES, dataset_name,
+from analyze.report.names import (HIGHER_IS_BETTER, METRIC_NAMES, SCORERS, TABLE_METRICS, TARGET_NOTES, dataset_name,
                                   dataset_order, default_miou_dataset, model_name, scorer_name, slug)
 from analyze.report.rows import anomaly_rows, grid_rows, miou_row, ordered, runs_of, table_keys
 from schemas.results import ResultsError
 
-# one colour per scorer and one line style per model, shared by every figure
-_SCORER_COLOURS = {"msp": "#1f77b4", "maxlogit": "#d62728", "maxentropy": "#2ca02c", "energy": "#9467bd",
-                   "rba": "#ff7f0e"}
+# one colour per scorer of the registry (the study's five keep theirs) and one line style per
+# model, shared by every figure; a scorer with other parameters takes a colour of its own
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+            "#7f7f7f", "#393b79", "#637939", "#843c39", "#7b4173", "#3182bd")
+_SCORER_COLOURS = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(SCORERS)}
 _MODEL_STYLES = {"erfnet": "--", "eomt": "-"}
 _DATASET_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 

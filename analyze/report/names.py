@@ -2,20 +2,22 @@
 
 Dataset titles and their column order come from ``data_manifest.yaml`` (``report.title``,
 ``report.order``, the ``in_distribution`` role of the mIoU dataset): the manifest is the only
-list of datasets. Models, scorers and metrics are the tool's own vocabulary.
+list of datasets. Scorer names and their order come from the scorer registry
+(:mod:`analyze.scorers.registry`); models and metrics are the tool's own vocabulary.
 """
 
 from __future__ import annotations
 
 import re
 
+from analyze.scorers.registry import SCORERS as SCORER_REGISTRY
+from analyze.scorers.registry import scorer_display, scorer_order
 from schemas.manifest import in_distribution_dataset, load_manifest, report_order
 
 MODELS: dict[str, str] = {"erfnet": "ERFNet", "eomt": "EoMT"}
-#: display name of each scorer of :data:`analyze.scorers.SCORERS`, in the order of Table 1's rows
-#: (a model shows the scorers it has); a test holds the two to the same keys
-SCORERS: dict[str, str] = {"msp": "MSP", "maxlogit": "MaxLogit", "maxentropy": "MaxEntropy",
-                           "energy": "Energy", "rba": "RbA"}
+#: display name of each scorer, in the order of Table 1's rows (a model shows the scorers it
+#: has): the scorer registry's (:data:`analyze.scorers.SCORERS`)
+SCORERS: dict[str, str] = {name: s.display for name, s in SCORER_REGISTRY.items()}
 METRIC_NAMES: dict[str, str] = {"auprc": "AuPRC", "fpr95": "FPR95", "auroc": "AUROC", "miou": "mIoU",
                                 "ece": "ECE", "siou": "sIoU", "ppv": "PPV", "mean_f1": "mean F1"}
 HIGHER_IS_BETTER: dict[str, bool] = {"auprc": True, "fpr95": False, "auroc": True, "miou": True, "ece": False,
@@ -49,7 +51,9 @@ def model_name(m: str) -> str:
 
 
 def scorer_name(s: str) -> str:
-    return SCORERS.get(s, s)
+    """Display name of a results ``scorer`` value, with its parameters when not the defaults
+    (``GEN (gamma=0.2)``); unknown names as given."""
+    return scorer_display(s)
 
 
 def metric_label(metric: str, arrow: str = "unicode") -> str:
@@ -67,3 +71,8 @@ def slug(s: str, empty: str = "x") -> str:
     """``s`` as a file-name part: runs of characters other than letters, digits, ``_ . -``
     become ``_``; ``empty`` when nothing is left."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)).strip("_") or empty
+
+
+def scorers_in_order(names) -> list[str]:
+    """Results ``scorer`` values in Table 1's order: the registry's, a scorer's parameter variants after it."""
+    return scorer_order(names)

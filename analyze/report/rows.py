@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analyze.cells import T_ATOL, at_t, checked, choose_frames, one_row_each, plain, prefer_target, target_rank
-from analyze.report.names import MODELS, SCORERS, TABLE_METRICS, default_miou_dataset, model_name, scorer_name
+from analyze.report.names import MODELS, TABLE_METRICS, default_miou_dataset, model_name, scorer_name, scorers_in_order
 from schemas.results import SEMANTIC_SCORER, ResultsError
 
 
@@ -54,7 +54,7 @@ def table_keys(rows: pd.DataFrame) -> list[tuple[str, str, str]]:
     for m in ordered(rows["model"], list(MODELS)):
         for r in runs_of(rows, m):
             present = set(rows.loc[(rows["model"] == m) & (rows["run"] == r), "scorer"])
-            keys += [(m, r, s) for s in ordered(present, list(SCORERS))]
+            keys += [(m, r, s) for s in scorers_in_order(present)]
     return keys
 
 

@@ -14,6 +14,11 @@ crop per chunk), every one of them even when it equals the fill value, and flips
 ``done[i]`` last (so a done frame always has all its chunks: :mod:`schemas.integrity`). Several writers (shards) can therefore fill
 one cache without touching each other's chunks.
 
+A cache made with ``extract run --hflip`` (attribute ``hflip``) also holds the outputs of a
+horizontally flipped pass (:data:`FLIP_ARRAYS`: ``<array>_hflip``, same shapes, dtypes and
+chunks, written with the frame before ``done``), for the flip-averaged scorers; caches
+without it are valid and unchanged.
+
 Ragged frame sizes are padded to the largest frame; ``sizes``/``logit_sizes`` say how much
 of each padded slot is real. Labels are padded with 255 (void).
 
@@ -31,6 +36,8 @@ from schemas.cache.spec import (  # noqa: F401
     CACHE_KINDS,
     CacheError,
     CacheSpec,
+    FLIP_ARRAYS,
+    HFLIP_SUFFIX,
     Provenance,
     SCHEMA_VERSION,
     THUMB_LONG_SIDE,

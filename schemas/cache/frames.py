@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
-from schemas.cache.spec import CacheError, CacheSpec, thumbnail_size
+from schemas.cache.spec import HFLIP_SUFFIX, CacheError, CacheSpec, thumbnail_size
 
 def write_chunk(arr: zarr.Array, i: int, value: np.ndarray) -> None:
     """``arr[i] = value`` for an array chunked one index at a time along axis 0, always stored.
@@ -46,8 +46,14 @@ def write_frame_common(root: zarr.Group, spec: CacheSpec, i: int, label: np.ndar
     write_chunk(root["thumbnails"], i, tpad)
 
 
-def write_frame_pixel(root: zarr.Group, spec: CacheSpec, i: int, logits: np.ndarray) -> None:
-    """``logits``: (C, h, w) at the frame's logit size."""
+def _array(name: str, flip: bool, spec: CacheSpec) -> str:
+    if flip and not spec.hflip:
+        raise CacheError(f"the cache has no flipped pass (array {name}{HFLIP_SUFFIX}); it was made without --hflip")
+    return name + HFLIP_SUFFIX if flip else name
+
+
+def write_frame_pixel(root: zarr.Group, spec: CacheSpec, i: int, logits: np.ndarray, flip: bool = False) -> None:
+    """``logits``: (C, h, w) at the frame's logit size (``flip``: of the flipped pass)."""
     h, w = spec.logit_sizes[i]
     if logits.shape != (spec.n_channels, h, w):
         raise CacheError(f"frame {spec.frame_ids[i]}: logits shape {logits.shape} != {(spec.n_channels, h, w)}")
@@ -56,19 +62,22 @@ def write_frame_pixel(root: zarr.Group, spec: CacheSpec, i: int, logits: np.ndar
         padded = np.zeros((spec.n_channels, H, W), dtype=np.float16)
         padded[:, :h, :w] = logits
         logits = padded
-    write_chunk(root["logits"], i, logits)
+    write_chunk(root[_array("logits", flip, spec)], i, logits)
 
 
-def write_frame_query(root: zarr.Group, spec: CacheSpec, i: int, class_logits: np.ndarray, mask_logits: np.ndarray) -> None:
-    """``class_logits``: (n, Q, K+1); ``mask_logits``: (n, Q, m, m) for the n crops of frame i."""
+def write_frame_query(root: zarr.Group, spec: CacheSpec, i: int, class_logits: np.ndarray, mask_logits: np.ndarray,
+                      flip: bool = False) -> None:
+    """``class_logits``: (n, Q, K+1); ``mask_logits``: (n, Q, m, m) for the n crops of frame i
+    (``flip``: of the flipped pass)."""
     a, b = (int(v) for v in spec.crop_offsets()[i : i + 2])
     if class_logits.shape != (b - a, spec.n_queries, spec.n_classes + 1):
         raise CacheError(f"frame {spec.frame_ids[i]}: class_logits shape {class_logits.shape} unexpected")
     if mask_logits.shape != (b - a, spec.n_queries, spec.mask_size, spec.mask_size):
         raise CacheError(f"frame {spec.frame_ids[i]}: mask_logits shape {mask_logits.shape} unexpected")
+    cls_name, mask_name = _array("class_logits", flip, spec), _array("mask_logits", flip, spec)
     for j in range(b - a):
-        write_chunk(root["class_logits"], a + j, class_logits[j])
-        write_chunk(root["mask_logits"], a + j, mask_logits[j])
+        write_chunk(root[cls_name], a + j, class_logits[j])
+        write_chunk(root[mask_name], a + j, mask_logits[j])
 
 
 def mark_done(root: zarr.Group, i: int) -> None:
@@ -109,11 +118,15 @@ def read_thumbnail(root: zarr.Group, spec: CacheSpec, i: int) -> np.ndarray:
     return _read(root, spec, "thumbnails", i, (i, slice(0, th), slice(0, tw)))
 
 
-def read_pixel_logits(root: zarr.Group, spec: CacheSpec, i: int) -> np.ndarray:
+def read_pixel_logits(root: zarr.Group, spec: CacheSpec, i: int, flip: bool = False) -> np.ndarray:
+    """(C, h, w) logits of frame ``i`` (``flip``: of the flipped pass, in the mirrored image's coordinates)."""
     h, w = spec.logit_sizes[i]
-    return _read(root, spec, "logits", i, (i, slice(None), slice(0, h), slice(0, w)))
+    return _read(root, spec, _array("logits", flip, spec), i, (i, slice(None), slice(0, h), slice(0, w)))
 
 
-def read_query_outputs(root: zarr.Group, spec: CacheSpec, i: int) -> tuple[np.ndarray, np.ndarray]:
+def read_query_outputs(root: zarr.Group, spec: CacheSpec, i: int, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(class logits, mask logits) of the crops of frame ``i`` (``flip``: of the flipped pass, whose
+    crops are the windows of the mirrored image)."""
     a, b = (int(v) for v in spec.crop_offsets()[i : i + 2])
-    return (_read(root, spec, "class_logits", i, slice(a, b)), _read(root, spec, "mask_logits", i, slice(a, b)))
+    return (_read(root, spec, _array("class_logits", flip, spec), i, slice(a, b)),
+            _read(root, spec, _array("mask_logits", flip, spec), i, slice(a, b)))

@@ -43,6 +43,7 @@ class ArraySpec:
     dtype: str
     chunk: tuple[int | None, ...]
     doc: str
+    flip_of: str | None = None  # the array of the normal pass this one mirrors (caches with ``hflip``)
 
 
 ARRAYS: tuple[ArraySpec, ...] = (
@@ -68,10 +69,19 @@ ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("frame_crop_offset", ("query",), ("frame1",), "int32", (None,),
               "crops of frame i are frame_crop_offset[i]:frame_crop_offset[i+1]"),
 )
+#: the outputs of the horizontally flipped pass (``extract run --hflip``): the same arrays as the
+#: normal pass, as the model gave them for the mirrored image (not flipped back)
+HFLIP_SUFFIX = "_hflip"
+FLIP_ARRAYS: tuple[ArraySpec, ...] = tuple(
+    ArraySpec(a.name + HFLIP_SUFFIX, a.kinds, a.dims, a.dtype, a.chunk,
+              f"{a.doc}, of the horizontally flipped image", flip_of=a.name)
+    for a in ARRAYS if a.name in ("logits", "class_logits", "mask_logits")
+)
 
 
-def arrays_for(kind: str) -> tuple[ArraySpec, ...]:
-    return tuple(a for a in ARRAYS if kind in a.kinds)
+def arrays_for(kind: str, hflip: bool = False) -> tuple[ArraySpec, ...]:
+    """The arrays of a cache of ``kind``, with those of the flipped pass when ``hflip``."""
+    return tuple(a for a in ARRAYS + (FLIP_ARRAYS if hflip else ()) if kind in a.kinds)
 
 
 def thumbnail_size(height: int, width: int, long_side: int = THUMB_LONG_SIDE) -> tuple[int, int]:
@@ -131,6 +141,8 @@ class CacheSpec:
     mask_size: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     labelled: tuple[bool, ...] | None = None  # per frame; None (absent in older caches): all labelled
+    # a flipped second pass is stored beside the outputs (``extract run --hflip``); absent = False
+    hflip: bool = False
 
     def __post_init__(self):
         try:
@@ -201,6 +213,8 @@ class CacheSpec:
             d["logit_sizes"] = [list(s) for s in self.logit_sizes]
         d["provenance"] = json.loads(json.dumps(asdict(self.provenance)))
         d["extra"] = dict(self.extra)
+        if not self.hflip:
+            del d["hflip"]  # caches without a flipped pass keep the format they always had
         if self.labelled is None:
             del d["labelled"]  # the format of caches written before the attribute existed
         else:

@@ -42,7 +42,7 @@ def _shape_and_chunks(spec: CacheSpec, a: ArraySpec) -> tuple[tuple[int, ...], t
             "resized_sizes": (F, 2),
             "frame_crop_offset": (F + 1,),
         }
-    shape = shapes[a.name]
+    shape = shapes[a.flip_of or a.name]
     chunks = tuple(max(1, s) if c is None else c for s, c in zip(shape, a.chunk))
     return shape, chunks
 
@@ -75,7 +75,7 @@ def create_cache(path: str | Path, spec: CacheSpec, overwrite: bool = False,
         raise CacheError(f"{path}: cannot create cache ({exc.strerror or exc})") from None
     except OSError as exc:
         raise CacheError(f"{path}: cannot create cache ({exc.strerror or exc})") from None
-    for a in arrays_for(spec.kind):
+    for a in arrays_for(spec.kind, spec.hflip):
         shape, chunks = _shape_and_chunks(spec, a)
         compressors = default_compressors(compression) if a.dtype != "bool" else [Crc32cCodec()]
         root.create_array(
@@ -127,7 +127,7 @@ def validate_cache(root: zarr.Group, where: str = "cache") -> CacheSpec:
     """Check attributes, and every array's presence, dtype, shape and chunks."""
     spec = read_spec(root, where)
     present = set(root.array_keys())
-    for a in arrays_for(spec.kind):
+    for a in arrays_for(spec.kind, spec.hflip):
         if a.name not in present:
             raise CacheError(f"{where}: array {a.name!r} is missing")
         arr = root[a.name]
@@ -166,7 +166,7 @@ def done_mask(root: zarr.Group) -> np.ndarray:
 
 def raw_bytes(root: zarr.Group, spec: CacheSpec) -> int:
     """Bytes of every array of the cache uncompressed (shape x item size)."""
-    return sum(int(np.prod(root[a.name].shape)) * np.dtype(a.dtype).itemsize for a in arrays_for(spec.kind))
+    return sum(int(np.prod(root[a.name].shape)) * np.dtype(a.dtype).itemsize for a in arrays_for(spec.kind, spec.hflip))
 
 
 def disk_bytes(path: str | Path) -> int:

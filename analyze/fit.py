@@ -1,0 +1,89 @@
+"""``analyze fit``: in-distribution statistics of a cache's scorer input, one Dask task per frame.
+
+Each task opens the cache itself, composes one frame exactly as ``analyze score`` does
+(:func:`analyze.frame_scores.iter_scorer_inputs`) at every temperature and returns an
+:class:`analyze.id_stats.IdStatsState`; the states are tree-merged in frame order
+(:func:`analyze.tasks.tree_reduce`), so the statistics do not depend on the scheduler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from analyze.frame_scores import frame_inputs, iter_scorer_inputs
+from analyze.frame_selection import scorable_frames
+from analyze.id_stats import IdStats, IdStatsState, StatsError
+from analyze.scheduler import Scheduler, single_threaded_tasks
+from analyze.scorers.temperatures import check_temperature
+from analyze.tasks import tree_reduce
+from schemas import cache as C
+from schemas.errors import DataError
+from schemas.results import default_run, parse_run
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """What a fit task needs; small and picklable."""
+
+    cache: str
+    storage_options: Mapping[str, Any] | None
+    temperatures: tuple[float, ...]
+    temp_target: str
+
+
+def fit_frame_task(job: FitJob, i: int) -> IdStatsState:
+    """The statistics state of frame ``i`` of ``job.cache`` at every temperature."""
+    with single_threaded_tasks():
+        root, spec = C.open_cache(job.cache, mode="r", storage_options=job.storage_options, validate=False)
+        try:
+            inputs = frame_inputs(root, spec, i)
+        except C.CacheError as exc:
+            raise StatsError(f"{job.cache}: {exc}") from None
+        for name in ("logits", "class_logits", "mask_logits"):
+            if name in inputs and not np.isfinite(inputs[name]).all():
+                raise StatsError(f"{job.cache}: frame {spec.frame_ids[i]} (index {i}) has NaN or Inf in cached "
+                                 f"{name.replace('_', ' ')}")
+        state = IdStatsState(frames=1)
+        for t, x, t_scorer in iter_scorer_inputs(spec.kind, temperatures=job.temperatures,
+                                                 temp_target=job.temp_target, **inputs):
+            state.update(t, x, t_scorer)
+        return state
+
+
+def fit_id_stats(cache: str, temperatures: Sequence[float] = (1.0,), temp_target: str = "query", scheduler=None,
+                 storage_options: Mapping[str, Any] | None = None, allow_partial: bool = False,
+                 warn: Callable[[str], None] = lambda m: None, info: Callable[[str], None] = lambda m: None,
+                 name: str | None = None) -> IdStats:
+    """In-distribution statistics of ``cache`` at ``temperatures`` (``temp_target`` for EoMT; ERFNet's
+    target is ``logits``), over its done, labelled, complete frames (``allow_partial`` as in
+    ``analyze score``). ``scheduler`` as :func:`analyze.driver.score_cache`; ``name``: the run
+    recorded (default from the checkpoint, as ``analyze score``)."""
+    import dask
+
+    try:
+        temps = tuple(sorted({check_temperature(t) for t in temperatures}))
+        run = parse_run(name) if name is not None else None
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    root, spec = C.open_cache(cache, mode="r", storage_options=storage_options)
+    prov = spec.provenance
+    if spec.label_kind == "anomaly":
+        warn(f"{cache}: {prov.dataset} holds anomalies; in-distribution statistics are meant to come from "
+             "in-distribution data (cityscapes_val), and it cannot be scored with them")
+    frames = scorable_frames(root, spec, str(cache), allow_partial, warn, info)
+    target = "logits" if spec.kind == "pixel" else temp_target
+    job = FitJob(str(cache), dict(storage_options) if storage_options else None, temps,
+                 "query" if spec.kind == "pixel" else temp_target)
+    sched, made_here = Scheduler.resolve(scheduler)
+    try:
+        sched.start_passes(1)
+        task = dask.delayed(fit_frame_task, pure=True)
+        state = sched.map_reduce([task(job, i) for i in frames], tree_reduce, "in-distribution statistics")
+    finally:
+        if made_here:
+            sched.close()
+    run = run or default_run(prov.model, prov.checkpoint_sha256, prov.checkpoint_file)
+    return IdStats.from_state(state, spec, str(cache), run, target)

@@ -1,0 +1,47 @@
+"""Anomaly scorers: one registry of declarations and small pure functions, higher score = more anomalous.
+
+* :mod:`analyze.scorers.registry`: what each scorer is, needs and takes (:data:`SCORERS`),
+  the ``--scorers`` syntax with parameters (``gen:gamma=0.2,m=10``); no torch, so the report
+  can name scorers without loading the math. :mod:`analyze.scorers.temperatures`: the
+  accepted temperature range and ``--temps``.
+* :mod:`analyze.scorers.pixel`: the scorers of the per-pixel scores ``x`` (MSP, MaxLogit,
+  MaxEntropy, Energy, RbA, GEN, KL matching, SML) in one tiled float64 pass (``score_many``).
+* :mod:`analyze.scorers.masks`: the scorers of a mask model's query outputs (EAM, no-object,
+  Mask2Anomaly) and the per-query channels they need from the composition.
+* :mod:`analyze.scorers.sml`: SML's boundary suppression and dilated smoothing.
+
+The names below are importable from ``analyze.scorers``; the torch-backed ones
+(``score``, ``score_many``, ``first_argmax``, ``row_tiles``, ``ClassStats``, ``SCORE_DTYPE``,
+``TILE_ELEMENTS``) load :mod:`analyze.scorers.pixel` on first use.
+"""
+
+from __future__ import annotations
+
+from analyze.scorers.registry import (  # noqa: F401
+    NEEDS,
+    SCORERS,
+    STUDY_SCORERS,
+    T_ENTRIES,
+    Param,
+    Scorer,
+    all_notes,
+    catalogue,
+    check_supported,
+    get_scorer,
+    get_scorers,
+    help_text,
+    parse_spec,
+    scorer_display,
+    scorer_order,
+)
+from analyze.scorers.temperatures import T_RANGE, check_temperature, parse_temperatures  # noqa: F401
+
+_PIXEL = ("score", "score_many", "first_argmax", "row_tiles", "ClassStats", "SCORE_DTYPE", "TILE_ELEMENTS")
+
+
+def __getattr__(name: str):
+    if name in _PIXEL:  # torch-backed: imported when first asked for (PEP 562)
+        from analyze.scorers import pixel
+
+        return getattr(pixel, name)
+    raise AttributeError(f"module 'analyze.scorers' has no attribute {name!r}")

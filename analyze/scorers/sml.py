@@ -1,0 +1,116 @@
+"""SML's post-processing: boundary suppression and dilated smoothing of a whole score map.
+
+Follows ``shjung13/Standardized-max-logits``, ``network/deepv3.py``:
+``BoundarySuppressionWithSmoothing.forward`` with the defaults of ``eval.py`` (boundary width
+4, 4 iterations, 7x7 Gaussian of sigma 1 with dilation 6), ``find_boundaries`` and
+``expand_boundaries``:
+
+1. boundaries of the prediction ``c`` (the first maximal class): pixels where the dilation of
+   ``c`` by the 3x3 cross differs from its erosion by the 3x3 square (kornia's ``dilation``
+   and ``erosion`` with their default geodesic border: only pixels inside the image count);
+2. iteration ``i`` of ``n``: the boundaries dilated by the L1 ball of radius
+   ``width - (width // n) * i - 1`` (radius 0 in the last iteration) are the pixels updated;
+   each gets the mean of the 3x3 neighbourhood's non-boundary values (the neighbourhood taken
+   on the map padded by replication, as ``ReplicationPad2d(1)``), or keeps its value when the
+   neighbourhood has no non-boundary pixel;
+3. a 7x7 Gaussian (sigma 1, normalised to sum 1) with dilation 6 on the map padded by
+   replication by 18 pixels.
+
+The steps are linear in the map, so smoothing the anomaly score (the official code smooths
+the in-distribution score, its negative) gives exactly the negative. Differences: float64
+instead of float32 on the GPU; the 7x7 Gaussian applied as two 7-tap passes (the kernel is
+the outer product of a normalised 1-D Gaussian with itself: equal up to rounding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+def _shift_reduce(x: torch.Tensor, offsets, fill, reduce) -> torch.Tensor:
+    """``reduce`` over ``x`` (H, W) shifted by each (dy, dx) of ``offsets`` (|dy|, |dx| <= 1),
+    pixels outside the image counting as ``fill`` (kornia's geodesic border for the extremes)."""
+    h, w = x.shape
+    padded = F.pad(x[None, None], (1, 1, 1, 1), value=fill)[0, 0]
+    out = None
+    for dy, dx in offsets:
+        view = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+        out = view.clone() if out is None else reduce(out, view, out=out)
+    return out
+
+
+_CROSS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
+_ROW = ((0, -1), (0, 0), (0, 1))
+_COL = ((-1, 0), (0, 0), (1, 0))
+
+
+def find_boundaries(prediction: torch.Tensor) -> torch.Tensor:
+    """(H, W) bool: dilation of ``prediction`` by the 3x3 cross != its erosion by the 3x3 square
+    (geodesic: only pixels inside the image count; the square's erosion taken as rows then columns)."""
+    c = prediction.to(torch.int16)
+    dil = _shift_reduce(c, _CROSS, -1, torch.maximum)
+    ero = _shift_reduce(_shift_reduce(c, _ROW, 1 << 14, torch.minimum), _COL, 1 << 14, torch.minimum)
+    return dil != ero
+
+
+def expand_boundaries(boundaries: torch.Tensor, radius: int) -> torch.Tensor:
+    """``boundaries`` dilated by the L1 ball of ``radius`` (the official diamond kernels, built by
+    dilating a point ``radius`` times with the cross): ``radius`` cross dilations."""
+    out = boundaries.to(torch.uint8)
+    for _ in range(radius):
+        out = _shift_reduce(out, _CROSS, 0, torch.maximum)
+    return out.bool()
+
+
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    """Sum over each 3x3 neighbourhood of ``x`` padded by replication (``ReplicationPad2d(1)`` + 3x3 ones)."""
+    h, w = x.shape
+    p = F.pad(x[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    rows = p[:, 0:w] + p[:, 1 : w + 1]
+    rows += p[:, 2 : w + 2]  # (H + 2, W)
+    out = rows[0:h] + rows[1 : h + 1]
+    return out.add_(rows[2 : h + 2])
+
+
+def gaussian_taps(sigma: float = 1.0, size: int = 7) -> list[float]:
+    """The 1-D factor of the official 7x7 kernel ``exp(-((x-3)^2 + (y-3)^2) / (2 sigma^2))``, normalised."""
+    g = [math.exp(-((i - (size - 1) / 2) ** 2) / (2 * sigma**2)) for i in range(size)]
+    return [v / math.fsum(g) for v in g]
+
+
+def dilated_smoothing(x: torch.Tensor, dilation: int) -> torch.Tensor:
+    """The 7x7 Gaussian with ``dilation`` on ``x`` padded by replication by ``3 * dilation``."""
+    h, w = x.shape
+    pad = 3 * dilation
+    p = F.pad(x[None, None], (pad, pad, pad, pad), mode="replicate")[0, 0]
+    g = gaussian_taps()
+    cols = p[:, 0:w] * g[0]  # (H + 2 pad, W)
+    for i in range(1, 7):
+        cols.add_(p[:, i * dilation : i * dilation + w], alpha=g[i])
+    out = cols[0:h] * g[0]
+    for i in range(1, 7):
+        out.add_(cols[i * dilation : i * dilation + h], alpha=g[i])
+    return out
+
+
+def suppress_and_smooth(score: torch.Tensor, prediction: torch.Tensor, width: int = 4, iterations: int = 4,
+                        dilation: int = 6) -> torch.Tensor:
+    """SML's boundary suppression (``width``, ``iterations``) then dilated smoothing (``dilation``)
+    of an (H, W) score map, given the (H, W) prediction; see the module docstring."""
+    out = score
+    if iterations:
+        expanded = [find_boundaries(prediction)]  # radius 0, 1, 2, ...: each one more cross dilation
+        step = width // iterations
+        for i in range(iterations):
+            radius = 0 if width == 0 or i == iterations - 1 else width - step * i - 1
+            while len(expanded) <= radius:
+                expanded.append(_shift_reduce(expanded[-1].to(torch.uint8), _CROSS, 0, torch.maximum).bool())
+            boundary = expanded[radius]
+            keep = (~boundary).to(out.dtype)  # the non-boundary mask, 0 / 1
+            total = _box3(out * keep)
+            count = _box3(keep)
+            # boundary pixels with a non-boundary neighbour take the mean of those neighbours
+            out = torch.where(boundary & (count > 0), total.div_(count), out)
+    return dilated_smoothing(out, dilation)
