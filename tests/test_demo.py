@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,10 @@ import torch
 from PIL import Image
 
 from extract import demo
+from extract.demo import matching
+from extract.demo.train_eomt import demo_eomt_config, random_crops, train_eomt
+from extract.models import load_model, read_checkpoint_kind
+from extract.models.eomt import build_eomt
 from extract.models.erfnet import ERFNet
 
 ID_CLASSES = {demo.ROAD, demo.SIDEWALK, demo.BUILDING, demo.VEGETATION, demo.SKY, demo.CAR}
@@ -180,3 +186,161 @@ def test_logitnorm_loss_is_scale_invariant():
     a = demo.logitnorm_loss(z, y)
     b = demo.logitnorm_loss(5.0 * z, y)
     assert torch.allclose(a, b, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- EoMT objective
+
+
+def _softplus(x):
+    return math.log1p(math.exp(x)) if x < 30 else x
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _nll(logits, k):
+    return math.log(sum(math.exp(v) for v in logits)) - logits[k]
+
+
+def _oracle_mask_losses(m, t):
+    """Mean BCE over the points and the Dice loss of one (logits, target) pair, by hand."""
+    bce = sum(_softplus(-x) if y else _softplus(x) for x, y in zip(m, t)) / len(m)
+    p = [_sigmoid(x) for x in m]
+    dice = 1 - (2 * sum(a * b for a, b in zip(p, t)) + 1) / (sum(p) + sum(t) + 1)
+    return bce, dice
+
+
+# Two segments on a 2x2 image: class 1 on the top row, class 0 on the bottom row (K = 2,
+# index 2 = no-object). Query 0 says "class 0, bottom row", query 1 "class 1, top row".
+SEG_LABELS = torch.tensor([1, 0])
+SEG_MASKS = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]])
+Q_CLASS = [[2.0, -1.0, 0.5], [-0.5, 1.5, 0.0]]
+Q_MASK = [[-2.0, -1.0, 2.5, 1.0], [3.0, 1.5, -2.0, -3.0]]
+
+
+def test_matching_loss_two_queries_two_segments():
+    cl = torch.tensor([Q_CLASS])  # (1, 2, 3)
+    ml = torch.tensor(Q_MASK).reshape(1, 2, 2, 2)  # (1, Q, h, w), same grid as the targets
+    q, s = matching.hungarian_match(cl[0], ml[0].flatten(1), SEG_LABELS, SEG_MASKS.flatten(1))
+    assert dict(zip(q.tolist(), s.tolist())) == {0: 1, 1: 0}
+    out = matching.mask_classification_loss(cl, ml, [(SEG_LABELS, SEG_MASKS)])
+
+    flat = [m.flatten().tolist() for m in SEG_MASKS]
+    b0, d0 = _oracle_mask_losses(Q_MASK[0], flat[1])
+    b1, d1 = _oracle_mask_losses(Q_MASK[1], flat[0])
+    ce = (_nll(Q_CLASS[0], 0) + _nll(Q_CLASS[1], 1)) / 2  # class weights 1, no query unmatched
+    assert float(out["mask"]) == pytest.approx((b0 + b1) / 2, rel=1e-6)
+    assert float(out["dice"]) == pytest.approx((d0 + d1) / 2, rel=1e-6)
+    assert float(out["ce"]) == pytest.approx(ce, rel=1e-6)
+    total = 5 * (b0 + b1) / 2 + 5 * (d0 + d1) / 2 + 2 * ce
+    assert float(out["total"]) == pytest.approx(total, rel=1e-6)
+
+    # the swapped assignment costs more: the matcher picked the cheaper one
+    cost = matching.match_cost(cl[0], ml[0].flatten(1), SEG_LABELS, SEG_MASKS.flatten(1))
+    assert float(cost[0, 1] + cost[1, 0]) < float(cost[0, 0] + cost[1, 1])
+    p = torch.tensor(Q_CLASS).softmax(-1)
+    bce01, dice01 = _oracle_mask_losses(Q_MASK[0], flat[1])
+    assert float(cost[0, 1]) == pytest.approx(5 * bce01 - 2 * float(p[0, 0]) + 5 * dice01, abs=1e-5)
+
+
+def test_unmatched_query_learns_no_object_with_weight_0_1():
+    extra = [0.3, -0.2, 1.0]
+    cl = torch.tensor([Q_CLASS + [extra]])  # (1, 3, 3)
+    ml = torch.tensor(Q_MASK + [[-4.0, -4.0, -4.0, -4.0]]).reshape(1, 3, 2, 2)
+    out = matching.mask_classification_loss(cl, ml, [(SEG_LABELS, SEG_MASKS)])
+    ce = (_nll(Q_CLASS[0], 0) + _nll(Q_CLASS[1], 1) + 0.1 * _nll(extra, 2)) / 2.1
+    assert float(out["ce"]) == pytest.approx(ce, rel=1e-6)
+
+
+def test_hungarian_match_is_the_cheapest_assignment():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        nq, ns, k, p = int(rng.integers(2, 6)), int(rng.integers(1, 4)), 4, 12
+        ns = min(ns, nq)
+        cl = torch.tensor(rng.normal(size=(nq, k + 1)), dtype=torch.float32)
+        ml = torch.tensor(rng.normal(size=(nq, p)) * 3, dtype=torch.float32)
+        labels = torch.tensor(rng.integers(0, k, ns))
+        masks = torch.tensor(rng.random((ns, p)) < 0.5, dtype=torch.float32)
+        cost = matching.match_cost(cl, ml, labels, masks).numpy()
+        q, s = matching.hungarian_match(cl, ml, labels, masks)
+        assert sorted(s.tolist()) == list(range(ns)) and len(set(q.tolist())) == ns
+        best = min(sum(cost[perm[j], j] for j in range(ns)) for perm in itertools.permutations(range(nq), ns))
+        assert cost[q, s].sum() == pytest.approx(best, abs=1e-5)
+
+
+def test_pairwise_costs_match_per_pair_oracle():
+    rng = np.random.default_rng(1)
+    ml = torch.tensor(rng.normal(size=(3, 6)) * 2, dtype=torch.float32)
+    masks = torch.tensor(rng.random((2, 6)) < 0.5, dtype=torch.float32)
+    bce, dice = matching.pairwise_sigmoid_ce(ml, masks), matching.pairwise_dice(ml, masks)
+    for i in range(3):
+        for j in range(2):
+            b, d = _oracle_mask_losses(ml[i].tolist(), masks[j].tolist())
+            assert float(bce[i, j]) == pytest.approx(b, rel=1e-5)
+            assert float(dice[i, j]) == pytest.approx(d, rel=1e-5)
+
+
+def test_semantic_targets_and_sampled_masks():
+    ids = torch.tensor([[13, 13, 0, 0], [255, 13, 0, 0]])
+    labels, masks = matching.semantic_targets(ids)
+    assert labels.tolist() == [0, 13]
+    assert masks.shape == (2, 2, 4) and masks[:, 1, 0].sum() == 0  # void belongs to no segment
+    assert torch.equal(masks[1], (ids == 13).float())
+    small = matching.sample_masks(masks, (1, 2))  # each point is the centre of a 2x2 block
+    assert torch.allclose(small, torch.tensor([[[0.0, 1.0]], [[0.75, 0.0]]]))
+
+
+# ----------------------------------------------------------------------------- toy EoMT
+
+
+def _train_eomt(root, out, **kw):
+    args = dict(steps=3, batch_size=2, seed=0, threads=1, loss_points=32)
+    args.update(kw)
+    return train_eomt(root / "train", out, **args)
+
+
+def test_train_eomt_saves_the_released_format_and_loads_unchanged(tiny_world, tmp_path):
+    ckpt = tmp_path / "eomt_demo.ckpt"
+    logs = []
+    stats = _train_eomt(tiny_world, ckpt, steps=6, log=logs.append, log_every=2)
+    assert stats["steps"] == 6 and len(logs) == 4 and "dice" in logs[0]
+    assert stats["final_loss"] < stats["first_loss"]
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert set(raw) == {"state_dict"}
+    sd = raw["state_dict"]
+    assert all(k.startswith("network.") for k in set(sd) - {"criterion.empty_weight"})
+    assert sd["criterion.empty_weight"].tolist() == pytest.approx([1.0] * 19 + [0.1])
+    assert sd["network.class_head.weight"].shape == (20, 128)  # 19 classes + no-object
+    assert read_checkpoint_kind(ckpt) == "eomt"
+
+    model, cfg = load_model("eomt", ckpt)  # what `extract run --model eomt` does
+    assert model.config == demo_eomt_config()
+    assert (cfg["embed_dim"], cfg["depth"], cfg["num_heads"], cfg["crop"]) == (128, 6, 2, 128)
+    fresh = build_eomt(demo_eomt_config()).eval()
+    fresh.load_state_dict({k[len("network."):]: v for k, v in sd.items() if k.startswith("network.")})
+    x = torch.rand(2, 3, 128, 128)
+    with torch.inference_mode():
+        a, b = model(x), fresh(x)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].shape == (2, 16, 32, 32) and a[1].shape == (2, 16, 20)
+
+
+def test_train_eomt_is_deterministic(tiny_world, tmp_path):
+    a = _train_eomt(tiny_world, tmp_path / "a.ckpt")
+    b = _train_eomt(tiny_world, tmp_path / "b.ckpt")
+    c = _train_eomt(tiny_world, tmp_path / "c.ckpt", seed=1)
+    assert a["final_loss"] == b["final_loss"] != c["final_loss"]
+    sa, sb = (torch.load(tmp_path / f"{n}.ckpt", weights_only=True)["state_dict"] for n in "ab")
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_random_crops_cut_aligned_windows():
+    rgb = torch.arange(2 * 3 * 4 * 8, dtype=torch.uint8).reshape(2, 3, 4, 8)
+    ids = rgb[:, 0].long()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        x, y = random_crops(rgb, ids, 4, gen)
+        assert x.shape == (2, 3, 4, 4) and y.shape == (2, 4, 4)
+        assert torch.equal((x[:, 0] * 255).round().long(), y)  # image and label cut and flipped together
+        assert x.max() <= 1.0

@@ -45,3 +45,12 @@ def batch_indices(n: int, batch_size: int, steps: int, gen: torch.Generator) -> 
 def cosine_lr(step: int, steps: int, floor: float = 0.05) -> float:
     """Learning-rate factor: cosine decay from 1 at step 0 to ``floor`` at ``steps``."""
     return 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1))) * (1.0 - floor) + floor
+
+
+def warmup_poly_lr(step: int, steps: int, warmup: int, power: float = 0.9) -> float:
+    """Learning-rate factor of EoMT's schedule (``training/two_stage_warmup_poly_schedule.py``,
+    one stage): linear warm-up ``step / warmup``, then ``(1 - t) ** power`` with ``t`` the
+    fraction of the remaining steps done."""
+    if warmup > 0 and step < warmup:
+        return step / warmup
+    return max(0.0, 1.0 - (step - warmup) / max(1, steps - warmup)) ** power
