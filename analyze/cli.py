@@ -183,26 +183,31 @@ def report(results, out, protocol):
 
 
 @main.command()
-@click.option("--cache", required=True, help="Cache path or URL.")
+@click.option("--cache", "caches", multiple=True, required=True,
+              help="Cache path or URL; repeat it for other models on the same dataset (one panel for all).")
 @click.option("--scorer", "scorers", default="all", show_default=True, callback=_parse_scorers,
               help="'all' or a comma list of scorers.")
 @click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature (> 0).")
 @click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True)
 @click.option("--frames", default=None, help="Comma list of frame ids (default: the first 4).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for .npy maps and PNG panels.")
-def maps(cache, scorers, temp, temp_target, frames, out):
+def maps(caches, scorers, temp, temp_target, frames, out):
     """Per-frame anomaly maps (.npy) and image / ground truth / map panels (PNG).
+
+    With several caches (one per model, same dataset) each model's files go to OUT/<model>/
+    and OUT/panel.png shows every model, one row per frame and model.
 
     \b
     Example:
       analyze maps --cache caches/eomt/road_anomaly.zarr --scorer msp,rba --frames 0001,0002 --out maps/
+      analyze maps --cache caches/erfnet/road_anomaly.zarr --cache caches/eomt/road_anomaly.zarr --out maps/
     """
     from analyze.maps import write_maps
 
     if not temp > 0:
         raise click.BadParameter(f"temperature must be > 0, got {temp}", param_hint="--temp")
     try:
-        paths = write_maps(cache, scorers, temp, frames.split(",") if frames else None, out, temp_target)
+        paths = write_maps(list(caches), scorers, temp, frames.split(",") if frames else None, out, temp_target)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     for p in paths:

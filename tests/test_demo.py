@@ -11,18 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
-from extract import demo
-from extract.demo import matching
+from extract.demo import matching, scene, world
+from extract.demo import train_erfnet as terf
 from extract.demo.train_eomt import demo_eomt_config, random_crops, train_eomt
 from extract.models import load_model, read_checkpoint_kind
 from extract.models.eomt import build_eomt
 from extract.models.erfnet import ERFNet
 
-ID_CLASSES = {demo.ROAD, demo.SIDEWALK, demo.BUILDING, demo.VEGETATION, demo.SKY, demo.CAR}
+ID_CLASSES = {scene.ROAD, scene.SIDEWALK, scene.BUILDING, scene.VEGETATION, scene.SKY, scene.CAR}
 
 
 def _scene(seed, anomalies, h=96, w=192):
-    return demo.render_scene(np.random.default_rng(seed), h, w, anomalies)
+    return scene.render_scene(np.random.default_rng(seed), h, w, anomalies)
 
 
 def test_render_scene_is_deterministic_and_typed():
@@ -43,10 +43,10 @@ def test_render_scene_classes_and_anomalies():
     for seed in range(6):
         rgb, ids, mask = _scene(seed, False)
         assert not mask.any()
-        assert demo.VOID not in ids  # in-distribution scenes are fully labelled
-        assert set(np.unique(ids)) <= set(demo.WORLD_CLASSES)
-        assert ids[0].tolist().count(demo.ROAD) == 0  # the top row is never road
-        assert (ids[-1] == demo.ROAD).any()  # the road reaches the bottom of the frame
+        assert scene.VOID not in ids  # in-distribution scenes are fully labelled
+        assert set(np.unique(ids)) <= set(scene.WORLD_CLASSES)
+        assert ids[0].tolist().count(scene.ROAD) == 0  # the top row is never road
+        assert (ids[-1] == scene.ROAD).any()  # the road reaches the bottom of the frame
         assert rgb.std() > 10  # textured, not flat
         seen |= set(np.unique(ids).tolist())
     assert ID_CLASSES <= seen
@@ -55,7 +55,7 @@ def test_render_scene_classes_and_anomalies():
         rgb, ids, mask = _scene(100 + seed, True)
         assert mask.any(), "a scene with anomalies must contain anomaly pixels"
         assert (~mask).sum() > 0.5 * mask.size  # and mostly in-distribution pixels
-        assert np.array_equal(ids == demo.VOID, mask)  # anomalies are void in the trainIds
+        assert np.array_equal(ids == scene.VOID, mask)  # anomalies are void in the trainIds
         n_anom += int(mask.sum())
     assert n_anom > 0
 
@@ -65,7 +65,7 @@ def _files(root: Path, pattern: str) -> list[str]:
 
 
 def test_write_world_layouts(tmp_path):
-    info = demo.write_world(tmp_path, seed=1, n_train=3, n_val=2, n_anomaly=2, size=(64, 128))
+    info = world.write_world(tmp_path, seed=1, n_train=3, n_val=2, n_anomaly=2, size=(64, 128))
     assert info["n_train"] == 3 and info["n_val"] == 2 and info["n_anomaly"] == 2
     assert 0 < info["anomaly_pixel_fraction"] < 0.5
 
@@ -111,7 +111,7 @@ def test_write_world_layouts(tmp_path):
     assert any_anomaly
 
     # same arguments -> same world
-    again = Path(demo.write_world(tmp_path / "again", seed=1, n_train=3, n_val=2, n_anomaly=2, size=(64, 128))["root"])
+    again = Path(world.write_world(tmp_path / "again", seed=1, n_train=3, n_val=2, n_anomaly=2, size=(64, 128))["root"])
     for rel in [f"train/{imgs[0]}", f"train/{gts[-1]}", f"anomaly/RoadAnomaly/{labels[1]}"]:
         assert np.array_equal(np.asarray(Image.open(tmp_path / rel)), np.asarray(Image.open(again / rel)))
 
@@ -119,24 +119,24 @@ def test_write_world_layouts(tmp_path):
 def test_road_anomaly_label_void_ring():
     m = np.zeros((7, 7), bool)
     m[3, 3] = True
-    lab = demo.road_anomaly_label(m, void_border=1)
+    lab = world.road_anomaly_label(m, void_border=1)
     assert lab[3, 3] == 2
     assert (lab[[2, 4, 3, 3], [3, 3, 2, 4]] == 255).all()
     assert lab[0, 0] == 0 and (lab == 255).sum() == 4
-    assert set(np.unique(demo.road_anomaly_label(m, 0)).tolist()) == {0, 2}
+    assert set(np.unique(world.road_anomaly_label(m, 0)).tolist()) == {0, 2}
 
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
-    demo.write_world(root, seed=0, n_train=4, n_val=1, n_anomaly=1, size=(64, 128))
+    world.write_world(root, seed=0, n_train=4, n_val=1, n_anomaly=1, size=(64, 128))
     return root
 
 
 def _train(root, out, **kw):
     args = dict(steps=8, height=32, batch_size=4, lr=3e-3, seed=0, threads=1)
     args.update(kw)
-    return demo.train_erfnet(root / "train", out, **args)
+    return terf.train_erfnet(root / "train", out, **args)
 
 
 def test_train_erfnet_short_run_and_official_checkpoint(tiny_world, tmp_path):
@@ -183,8 +183,8 @@ def test_logitnorm_loss_is_scale_invariant():
     z = torch.randn(2, 20, 4, 4)
     y = torch.randint(0, 19, (2, 4, 4))
     y[0, 0, 0] = 255
-    a = demo.logitnorm_loss(z, y)
-    b = demo.logitnorm_loss(5.0 * z, y)
+    a = terf.logitnorm_loss(z, y)
+    b = terf.logitnorm_loss(5.0 * z, y)
     assert torch.allclose(a, b, atol=1e-5)
 
 

@@ -28,9 +28,9 @@ import torch
 from extract.demo.matching import LossWeights, mask_classification_loss, sample_masks, semantic_targets
 from extract.demo.runtime import batch_indices, deterministic_torch, warmup_poly_lr
 from extract.demo.scene import NUM_CLASSES
+from extract.demo.settings import EOMT
 from extract.demo.world import read_cityscapes_split
 
-DEFAULT_EOMT_STEPS = 300
 
 
 def demo_eomt_config(crop: int = 128, embed_dim: int = 128, depth: int = 6, num_blocks: int = 2,
@@ -81,16 +81,16 @@ def train_eomt(
     train_root,
     out_checkpoint,
     *,
-    steps: int = DEFAULT_EOMT_STEPS,
-    batch_size: int = 8,
-    lr: float = 1e-3,
+    steps: int = EOMT["steps"],
+    batch_size: int = EOMT["batch_size"],
+    lr: float = EOMT["lr"],
     weight_decay: float = 0.05,
     warmup: int | None = None,
     crop: int = 128,
     embed_dim: int = 128,
     depth: int = 6,
     num_blocks: int = 2,
-    num_q: int = 16,
+    num_q: int = EOMT["num_q"],
     loss_points: int = 64,
     seed: int = 0,
     threads: int | None = 2,

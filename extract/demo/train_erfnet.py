@@ -17,10 +17,9 @@ import torch.nn.functional as F
 
 from extract.demo.runtime import batch_indices, cosine_lr, deterministic_torch
 from extract.demo.scene import NUM_CLASSES, VOID
+from extract.demo.settings import ERFNET
 from extract.demo.world import read_cityscapes_split
 
-DEFAULT_TRAIN_HEIGHT = 64  # ERFNet input rows for the demo model (extract at this height)
-DEFAULT_TRAIN_STEPS = 400
 
 
 def load_cityscapes_split(root, split: str = "train", height: int | None = None):
@@ -67,10 +66,10 @@ def train_erfnet(
     train_root,
     out_checkpoint,
     *,
-    steps: int = DEFAULT_TRAIN_STEPS,
-    height: int = DEFAULT_TRAIN_HEIGHT,
-    batch_size: int = 8,
-    lr: float = 3e-3,
+    steps: int = ERFNET["steps"],
+    height: int = ERFNET["height"],
+    batch_size: int = ERFNET["batch_size"],
+    lr: float = ERFNET["lr"],
     seed: int = 0,
     loss: str = "ce",
     tau: float = 0.04,
