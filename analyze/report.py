@@ -743,12 +743,21 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, pr
             text("table2_ci.tex", to_latex(t2c, label="tab:temperature-ci"))
         sections.append("## Metrics against temperature\n")
         multi_target = len({g[2] for g in grids}) > 1
+        miou_drawn = set()
         for m, s, tt in grids:
             for metric in TABLE_METRICS:
                 name = f"temperature_{metric}_{_slug(m)}_{_slug(s)}" + (f"_{_slug(tt)}" if multi_target else "")
                 figure(f"{model_name(m)} {scorer_name(s)} {METRIC_NAMES[metric]} vs T",
                        lambda m=m, s=s, tt=tt, metric=metric, name=name: plot_vs_temperature(
                            df, metric, out / f"{name}.png", m, s, protocol, tt))
+            # where T changes the segmentation (EoMT, query target), one mIoU figure per model
+            miou = df[(df["model"] == m) & (df["metric"] == "miou") & (df["temp_target"] == tt)]
+            if (m, tt) not in miou_drawn and miou["temperature"].nunique() > 1:
+                miou_drawn.add((m, tt))
+                name = f"temperature_miou_{_slug(m)}" + (f"_{_slug(tt)}" if multi_target else "")
+                figure(f"{model_name(m)} {METRIC_NAMES['miou']} vs T",
+                       lambda m=m, s=s, tt=tt, name=name: plot_vs_temperature(
+                           df, "miou", out / f"{name}.png", m, s, protocol, tt))
 
     sections.append("## Scorers compared (T = 1)\n")
     for metric in TABLE_METRICS:
