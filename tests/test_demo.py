@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from extract.models import load_model, read_checkpoint_kind
 from extract.models.eomt import build_eomt
 from extract.models.erfnet import ERFNet
 
+ROOT = Path(__file__).resolve().parent.parent
 ID_CLASSES = {scene.ROAD, scene.SIDEWALK, scene.BUILDING, scene.VEGETATION, scene.SKY, scene.CAR}
 
 
@@ -344,3 +348,51 @@ def test_random_crops_cut_aligned_windows():
         assert x.shape == (2, 3, 4, 4) and y.shape == (2, 4, 4)
         assert torch.equal((x[:, 0] * 255).round().long(), y)  # image and label cut and flipped together
         assert x.max() <= 1.0
+
+
+# ----------------------------------------------------------------------------- make demo, shortened
+
+
+def _make_var(name: str) -> str:
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if line.split(":=")[0].strip() == name:
+            return line.split(":=", 1)[1].strip()
+    raise KeyError(name)
+
+
+def test_make_demo_shortened_has_both_models(tmp_path):
+    """`make demo` itself on a tiny world with a few training steps: query-kind EoMT caches,
+    EoMT rows with every mask scorer, mIoU per query temperature, Table 1 and the summary
+    with both models, the mIoU-vs-T figure and one maps panel."""
+    from analyze.scorers import get_scorers
+    from extract.demo import settings
+    from schemas.cache import open_cache
+    from schemas.results import read_results
+
+    venv = Path(sys.executable).parent.parent
+    if shutil.which("make") is None or not (venv / "bin" / "extract").exists():
+        pytest.skip("needs GNU make and the package's console scripts beside this Python")
+    assert int(_make_var("D_ERF_H")) == settings.ERFNET["height"]  # extraction at the training height
+    out = tmp_path / "demo"
+    cmd = ["make", "-s", "-o", "install", "demo", f"VENV={venv}", f"DEMO={out}",
+           "DEMO_WORLD_ARGS=--n-train 4 --n-val 2 --n-anomaly 2 --size 64x128",
+           "DEMO_ERFNET_ARGS=--steps 2 --batch-size 2", "DEMO_EOMT_ARGS=--steps 2 --batch-size 2",
+           "DEMO_SCORE_ARGS=--bootstrap 0 --scheduler sync"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+    for model, kind in (("erfnet", "pixel"), ("eomt", "query")):
+        for ds in ("road_anomaly", "cityscapes_val"):
+            _, spec = open_cache(out / "caches" / model / f"{ds}.zarr")
+            assert spec.kind == kind and spec.provenance.model == model
+    df = read_results(out / "results.parquet")
+    eomt = df[(df.model == "eomt") & (df.dataset == "road_anomaly") & (df.metric == "auprc")]
+    mask_scorers = {s.name for s in get_scorers("all", "query")}
+    assert "rba" in mask_scorers and set(eomt.scorer.astype(str)) == mask_scorers
+    miou = df[(df.model == "eomt") & (df.metric == "miou")]
+    assert sorted(miou.temperature) == [0.5, 0.75, 1.0, 1.1]  # query T changes EoMT's segmentation
+    table = (out / "report" / "table1.md").read_text()
+    assert "| EoMT | RbA |" in table and "| ERFNet | MSP |" in table and table.strip() in res.stdout
+    assert res.stdout.count("x chance") == 2 and "road_anomaly: chance level" in res.stdout
+    assert (out / "report" / "temperature_miou_eomt_query.png").is_file()
+    assert (out / "maps" / "panel.png").is_file() and (out / "maps" / "eomt" / "demo_anomaly_000_rba_T1.npy").is_file()
