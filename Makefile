@@ -34,8 +34,10 @@ D_W     := $(DEMO)/world
 D_C     := $(DEMO)/caches
 
 # The whole pipeline on a procedural road world for both model families (see README
-# "make demo"); steps whose output exists are skipped, `make clean` starts over.
-demo: install $(D_ERF) $(D_EOMT)
+# "make demo"); steps whose output exists are skipped, `make clean` starts over. The two
+# trainings run at once, one thread each (both cores of a small machine).
+demo: install
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(D_ERF) $(D_EOMT)
 	$(BIN)/extract run --model erfnet --dataset road_anomaly --data-root $(D_W)/anomaly --checkpoint $(D_ERF) \
 	    --cache $(D_C)/erfnet/road_anomaly.zarr --input-height $(D_ERF_H) $(D_RUN)
 	$(BIN)/extract run --model erfnet --dataset cityscapes_val --data-root $(D_W)/cityscapes --checkpoint $(D_ERF) \

@@ -222,7 +222,7 @@ def demo():
 @demo.command("world")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--n-train", default=160, show_default=True, type=click.IntRange(1))
+@click.option("--n-train", default=320, show_default=True, type=click.IntRange(1))
 @click.option("--n-val", default=12, show_default=True, type=click.IntRange(1))
 @click.option("--n-anomaly", default=20, show_default=True, type=click.IntRange(1))
 @click.option("--size", default="128x256", show_default=True, help="HxW of the rendered frames.")
@@ -255,18 +255,20 @@ def demo_world(out, seed, n_train, n_val, n_anomaly, size):
 @click.option("--loss", type=click.Choice(["ce", "logitnorm"]), default="ce", show_default=True,
               help="Cross-entropy, or Logit Normalisation (Wei et al. 2022).")
 @click.option("--seed", default=0, show_default=True, type=int)
-def demo_train(data, out, steps, height, batch_size, loss, seed):
+@click.option("--threads", default=demo_settings.ERFNET["threads"], show_default=True, type=click.IntRange(1),
+              help="Torch threads (the weights depend on it).")
+def demo_train(data, out, steps, height, batch_size, loss, seed, threads):
     """Train a small ERFNet from scratch on the CPU; save it in the official checkpoint format.
 
     \b
     Example:
-      extract demo train --data demo_out/world --out demo_out/erfnet_demo.pth --steps 400
+      extract demo train --data demo_out/world --out demo_out/erfnet_demo.pth --steps 600
     """
     from extract.demo.train_erfnet import train_erfnet
 
     train_root = data / "train" if (data / "train").is_dir() else data
     stats = train_erfnet(train_root, out, steps=steps, height=height, batch_size=batch_size, loss=loss, seed=seed,
-                         log=lambda m: click.echo(m, err=True))
+                         threads=threads, log=lambda m: click.echo(m, err=True))
     click.echo(f"checkpoint {out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in stats.items() if not isinstance(v, dict)))
 
@@ -282,7 +284,9 @@ def demo_train(data, out, steps, height, batch_size, loss, seed):
 @click.option("--queries", default=demo_settings.EOMT["num_q"], show_default=True, type=click.IntRange(1),
               help="Number of queries.")
 @click.option("--seed", default=0, show_default=True, type=int)
-def demo_train_eomt(data, out, steps, batch_size, lr, queries, seed):
+@click.option("--threads", default=demo_settings.EOMT["threads"], show_default=True, type=click.IntRange(1),
+              help="Torch threads (the weights depend on it).")
+def demo_train_eomt(data, out, steps, batch_size, lr, queries, seed, threads):
     """Train a small EoMT from scratch on the CPU and save it in the released Lightning format.
 
     The released architecture (DINOv2-style ViT with registers, queries joined before the
@@ -292,13 +296,13 @@ def demo_train_eomt(data, out, steps, batch_size, lr, queries, seed):
 
     \b
     Example:
-      extract demo train-eomt --data demo_out/world --out demo_out/eomt_demo.ckpt --steps 300
+      extract demo train-eomt --data demo_out/world --out demo_out/eomt_demo.ckpt --steps 1000
     """
     from extract.demo.train_eomt import train_eomt
 
     train_root = data / "train" if (data / "train").is_dir() else data
     stats = train_eomt(train_root, out, steps=steps, batch_size=batch_size, lr=lr, num_q=queries, seed=seed,
-                       log=lambda m: click.echo(m, err=True))
+                       threads=threads, log=lambda m: click.echo(m, err=True))
     click.echo(f"checkpoint {out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in stats.items() if not isinstance(v, dict)))
 

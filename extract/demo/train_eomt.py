@@ -93,7 +93,7 @@ def train_eomt(
     num_q: int = EOMT["num_q"],
     loss_points: int = 64,
     seed: int = 0,
-    threads: int | None = 2,
+    threads: int | None = EOMT["threads"],
     log: Callable[[str], None] | None = None,
     log_every: int = 25,
 ) -> dict:

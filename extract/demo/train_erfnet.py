@@ -74,7 +74,7 @@ def train_erfnet(
     loss: str = "ce",
     tau: float = 0.04,
     weighted: bool = True,
-    threads: int | None = 2,
+    threads: int | None = ERFNET["threads"],
     log: Callable[[str], None] | None = None,
     log_every: int = 25,
 ) -> dict:

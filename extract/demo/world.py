@@ -64,7 +64,7 @@ def _cityscapes_split(root: Path, split: str, items) -> int:
 def write_world(
     out_dir,
     seed: int = 0,
-    n_train: int = 160,
+    n_train: int = 320,
     n_val: int = 12,
     n_anomaly: int = 20,
     size: tuple[int, int] = DEFAULT_SIZE,
