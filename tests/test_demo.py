@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
-from extract.demo import matching, scene, world
+from extract.demo import matching, scene, summary, world
 from extract.demo import train_erfnet as terf
 from extract.demo.train_eomt import demo_eomt_config, random_crops, train_eomt
 from extract.models import load_model, read_checkpoint_kind
@@ -396,3 +397,19 @@ def test_make_demo_shortened_has_both_models(tmp_path):
     assert res.stdout.count("x chance") == 2 and "road_anomaly: chance level" in res.stdout
     assert (out / "report" / "temperature_miou_eomt_query.png").is_file()
     assert (out / "maps" / "panel.png").is_file() and (out / "maps" / "eomt" / "demo_anomaly_000_rba_T1.npy").is_file()
+
+
+def test_summary_chance_level_and_best_scorer():
+    frames = pd.DataFrame({
+        "model": ["erfnet"] * 4 + ["eomt"] * 2, "dataset": ["road_anomaly"] * 6, "protocol": ["exact"] * 6,
+        "temp_target": ["logits"] * 4 + ["query"] * 2, "scorer": ["msp", "msp", "energy", "energy", "rba", "rba"],
+        "temperature": [1.0] * 6, "frame": ["a", "b"] * 3, "n_pos": [10, 30, 10, 30, 10, 30],
+        "n_neg": [190, 370, 190, 370, 190, 370]})
+    assert summary.chance_levels(frames) == {"road_anomaly": pytest.approx(40 / 600)}
+    res = pd.DataFrame({
+        "model": ["erfnet", "erfnet", "eomt", "eomt", "eomt"], "dataset": ["road_anomaly"] * 5,
+        "scorer": ["msp", "energy", "rba", "msp", "msp"], "temperature": [1.0, 1.0, 1.0, 1.0, 0.5],
+        "protocol": ["exact"] * 5, "metric": ["auprc"] * 5, "value": [0.1, 0.2, 0.25, 0.3, 0.9],
+        "selected_on": [""] * 5})
+    best = summary.best_scorers(res)  # T = 0.5 is not Table 1's temperature
+    assert dict(zip(best.model, zip(best.scorer, best.value))) == {"eomt": ("msp", 0.3), "erfnet": ("energy", 0.2)}

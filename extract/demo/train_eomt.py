@@ -108,8 +108,8 @@ def train_eomt(
     no-object weight 0.1) with AdamW and :func:`~extract.demo.runtime.warmup_poly_lr`
     (``warmup`` defaults to 5 % of the steps). Deterministic for equal arguments on one
     machine (:func:`~extract.demo.runtime.deterministic_torch`). Returns statistics: first
-    and final loss (mean of the last 10 % of steps) and its parts, seconds, the settings
-    and the model configuration.
+    and final loss (mean of the last 10 % of steps) and its parts, wall and CPU seconds,
+    the settings and the model configuration.
     """
     from extract.models import save_official_checkpoint
     from extract.models.eomt import build_eomt
@@ -118,7 +118,7 @@ def train_eomt(
     warmup = max(1, steps // 20) if warmup is None else int(warmup)
     weights = LossWeights()
     cfg = demo_eomt_config(crop, embed_dim, depth, num_blocks, num_q)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with deterministic_torch(seed, threads):
         rgb_all, ids_all = load_frames(train_root, "train", crop)
         n = rgb_all.shape[0]
@@ -160,5 +160,6 @@ def train_eomt(
         **{f"final_{k}": v for k, v in final.items() if k != "total"},
         "train_seconds": train_seconds,
         "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,  # all threads of this process
         "config": cfg.to_dict(),
     }
