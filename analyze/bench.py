@@ -7,18 +7,26 @@ Section ``pixel_metrics``: exact pooled AuPRC / AUROC / FPR95 of :mod:`analyze.m
 against the reference approach (concatenate every frame, then scikit-learn
 ``average_precision_score`` + ``roc_auc_score`` + ``ood_metrics.fpr_at_95_tpr``) on synthetic
 frames (ragged sizes, ~8 % void, ~2 % anomaly, float32 scores; every other frame is
-quantised to float16 values, which makes the ties of a float16 cache).
+quantised to float16 values, which makes the ties of a float16 cache), and again on frames
+whose float32 scores are all distinct (no frame can be kept as a float16 histogram: the
+memory worst case).
 
 How it measures: every method runs in its own fresh Python process (same frames, rebuilt
 from the same seeds and held in memory before the clock starts). Time is
 ``time.perf_counter`` (wall) and ``time.process_time`` (CPU of the process, summed over its
 threads, less sensitive to other load on a shared machine) around the metric work only: one
 ``pixel_metrics`` call for ours (on its default threads, and again on one thread), the
-masking, concatenation and three calls for the reference. Memory is the
-growth of the process's peak resident set (``resource.getrusage(...).ru_maxrss``) over its
-value after the frames, the imports and a warm-up call: the real peak, including buffers that
-numpy and scikit-learn allocate outside Python's allocator (``tracemalloc`` sees numpy's
-own arrays but not every native buffer, and it slows the code it measures).
+masking, concatenation and three calls for the reference. "Warm" processes have imported
+everything and made a warm-up call before the clock starts. The cold process starts the
+clock before ``import analyze.metrics`` (only numpy is loaded, to hold the frames) and stops
+it after the first ``pixel_metrics`` call: import, numba loading its compiled kernels from
+its cache, and the work. The first-ever run is the same with an empty numba cache
+(``NUMBA_CACHE_DIR``), as in a fresh clone or on CI: numba compiles every kernel. Memory is
+the growth of the process's peak resident set (``resource.getrusage(...).ru_maxrss``) over its
+value after the frames (warm: also after the imports and the warm-up call): the real peak,
+including buffers that numpy and scikit-learn allocate outside Python's allocator
+(``tracemalloc`` sees numpy's own arrays but not every native buffer, and it slows the code it
+measures).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,17 +55,34 @@ TOLERANCE = 1e-9
 # synthetic data
 
 
-def synthetic_frames(n_pixels: int, seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _frame_sizes(n_pixels: int) -> Iterator[tuple[int, int]]:
+    """The (H, W) of the frames of :func:`synthetic_frames`: shapes in turn, the last one cut."""
+    done, i = 0, 0
+    while done < n_pixels:
+        h, w = FRAME_SHAPES[i % len(FRAME_SHAPES)]
+        h = min(h, -(-(n_pixels - done) // w))
+        yield h, w
+        done += h * w
+        i += 1
+
+
+DISTINCT_BASE = 0x30000000  # float32 bit pattern of ~4.7e-10: room for 1.3e9 distinct positive finite values
+
+
+def synthetic_frames(n_pixels: int, seed: int = 0, distinct: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(y_score float32 (H, W), y_true uint8 (H, W)) frames totalling ``n_pixels`` pixels.
 
     Labels: a void band at the top (~8 %), a few anomaly rectangles (~2 % of the frame).
     Scores: anomalies skew high, in-distribution low, overlapping; 1 % of the
     in-distribution pixels are exactly 0 (saturated); odd frames are rounded to float16.
+
+    ``distinct``: every score of every frame is a different float32 value (no float16
+    frames, no saturated pixels): the pixel of rank ``r`` in frame ``i`` of ``n`` frames gets
+    the float32 whose bit pattern is ``DISTINCT_BASE + r * n + i``, so the order within a
+    frame is kept and the frames interleave.
     """
-    done, i = 0, 0
-    while done < n_pixels:
-        h, w = FRAME_SHAPES[i % len(FRAME_SHAPES)]
-        h = min(h, -(-(n_pixels - done) // w))
+    n_frames = sum(1 for _ in _frame_sizes(n_pixels))
+    for i, (h, w) in enumerate(_frame_sizes(n_pixels)):
         rng = np.random.default_rng([seed, i])
         y = np.zeros((h, w), np.uint8)
         y[: int(0.08 * h)] = 255
@@ -68,12 +94,15 @@ def synthetic_frames(n_pixels: int, seed: int = 0) -> Iterator[tuple[np.ndarray,
             y[r0 : r0 + rh, c0 : c0 + rw] = 1
         r = rng.random((h, w), dtype=np.float32)
         s = np.where(y == 1, 1.0 - 0.9 * r**1.5, 0.95 * r**3).astype(np.float32)
-        s[(y == 0) & (rng.random((h, w)) < 0.01)] = 0.0
-        if i % 2:
-            s = s.astype(np.float16).astype(np.float32)
+        if distinct:
+            rank = np.empty(s.size, np.uint32)
+            rank[np.argsort(s, axis=None, kind="stable")] = np.arange(s.size, dtype=np.uint32)
+            s = (DISTINCT_BASE + rank * np.uint32(n_frames) + np.uint32(i)).view(np.float32).reshape(h, w)
+        else:
+            s[(y == 0) & (rng.random((h, w)) < 0.01)] = 0.0
+            if i % 2:
+                s = s.astype(np.float16).astype(np.float32)
         yield s, y
-        done += h * w
-        i += 1
 
 
 # --------------------------------------------------------------------------------------
@@ -129,13 +158,39 @@ class _Clock:
             self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c
 
 
-def _worker(method: str, n_pixels: int, seed: int) -> dict:
+def _frames(n_pixels: int, seed: int, distinct: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    return list(synthetic_frames(n_pixels, seed, distinct))
+
+
+def _result(res: dict) -> dict:
+    return {k: (float(v) if k in ("auprc", "auroc", "fpr95") else int(v)) for k, v in res.items()}
+
+
+def _cold_worker(n_pixels: int, seed: int, distinct: bool) -> dict:
+    """Import + first ``pixel_metrics`` call in a process that has loaded only numpy."""
+    frames = _frames(n_pixels, seed, distinct)
+    if "analyze.metrics" in sys.modules or "numba" in sys.modules:
+        raise click.ClickException("the cold worker must not have imported analyze.metrics or numba")
+    base = _peak_mb()
+    w0, c0 = time.perf_counter(), time.process_time()
+    from analyze import metrics
+
+    w1 = time.perf_counter()
+    res = metrics.pixel_metrics([s for s, _ in frames], [y for _, y in frames])
+    w2, c2 = time.perf_counter(), time.process_time()
+    return {"method": "cold", "threads": metrics.num_threads(), "times": {"import": w1 - w0, "first call": w2 - w1},
+            "total_s": w2 - w0, "cpu_s": c2 - c0, "peak_mb": _peak_mb() - base, "result": _result(res)}
+
+
+def _worker(method: str, n_pixels: int, seed: int, distinct: bool) -> dict:
+    if method in ("cold", "first"):
+        return {**_cold_worker(n_pixels, seed, distinct), "method": method}
     from analyze import metrics
 
     from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: F401  (import cost outside)
 
     fpr95_fn, fpr95_source = _reference_fpr95()
-    frames = list(synthetic_frames(n_pixels, seed))  # the input, made before the baseline
+    frames = _frames(n_pixels, seed, distinct)  # the input, made before the baseline
     metrics.pixel_metrics([frames[0][0]], [frames[0][1]], threads=1)  # warm-up (imports, tables)
     base = _peak_mb()
     out: dict = {"method": method}
@@ -173,15 +228,19 @@ def _worker(method: str, n_pixels: int, seed: int) -> dict:
         raise click.UsageError(f"unknown worker method {method!r}")
     out.update(times=clock.wall, total_s=sum(clock.wall.values()), cpu_s=sum(clock.cpu.values()))
     out["peak_mb"] = _peak_mb() - base
-    out["result"] = {k: (float(v) if k in ("auprc", "auroc", "fpr95") else int(v)) for k, v in res.items()}
+    out["result"] = _result(res)
     return out
 
 
-def _run_worker(method: str, n_pixels: int, seed: int) -> dict:
+def _run_worker(method: str, n_pixels: int, seed: int, distinct: bool = False) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "analyze.bench", "--worker", method, "--pixels", str(n_pixels), "--seed", str(seed)]
+    cmd += ["--distinct"] if distinct else []
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+    with tempfile.TemporaryDirectory(prefix="bench-numba-") as empty_cache:
+        if method == "first":
+            env["NUMBA_CACHE_DIR"] = empty_cache  # nothing compiled yet: numba compiles every kernel
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
     if proc.returncode != 0:
         raise click.ClickException(f"worker {method} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -198,110 +257,95 @@ class Section:
     run: Callable[[int, int], tuple[str, dict, bool]]  # (pixels, seed) -> (markdown, data, ok)
 
 
-def run_pixel_metrics(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
-    """Exact metrics vs concatenate + scikit-learn + ood_metrics; checks agreement to 1e-9."""
-    runs = {m: _run_worker(m, n_pixels, seed) for m in ("exact", "exact1", "smiyc", "sklearn")}
-    ref, ours = runs["sklearn"], runs["exact"]
+def _agreement(ours: dict, ref: dict) -> tuple[dict, bool]:
+    """|ours - reference| per metric and whether they agree (TOLERANCE, equal pixel counts)."""
     diffs = {k: abs(ours["result"][k] - ref["result"][k]) for k in ("auprc", "auroc", "fpr95")}
     counts_ok = all(ours["result"][k] == ref["result"][k] for k in ("n_pos", "n_neg"))
-    ok = counts_ok and all(d <= TOLERANCE for d in diffs.values()) and runs["exact1"]["result"] == ours["result"]
-    r = ref["result"]
+    return diffs, counts_ok and all(d <= TOLERANCE for d in diffs.values())
+
+
+def _rows(runs: dict, labels: dict, ref: dict) -> list[str]:
+    lines = []
+    for m, label in labels.items():
+        x = runs[m]
+        res = x["result"]
+        lines.append(
+            f"| {label} | {x['total_s']:.2f} | {x['cpu_s']:.2f} | {x['peak_mb']:.0f} | "
+            f"{ref['total_s'] / x['total_s']:.0f}x / {ref['cpu_s'] / max(x['cpu_s'], 1e-9):.0f}x | "
+            f"{x['peak_mb'] / max(ref['peak_mb'], 1e-9):.3f} | "
+            f"{res['auprc']:.6f} | {res['auroc']:.6f} | {res['fpr95']:.6f} |"
+        )
+    return lines
+
+
+_HEADER = [
+    "| method | wall (s) | CPU (s) | peak memory growth (MB) | speed-up wall / CPU "
+    "| memory vs reference | AuPRC | AUROC | FPR95 |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+]
+
+
+def run_pixel_metrics(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
+    """Exact metrics vs concatenate + scikit-learn + ood_metrics; checks agreement to 1e-9.
+
+    Mixed frames: warm (default threads and one thread), a cold process, a first-ever run and
+    the smiyc protocol; then all-distinct float32 scores (warm, default threads) against the
+    reference on the same frames.
+    """
+    runs = {m: _run_worker(m, n_pixels, seed) for m in ("exact", "cold", "first", "exact1", "smiyc", "sklearn")}
+    distinct = {m: _run_worker(m, n_pixels, seed, distinct=True) for m in ("exact", "sklearn")}
+    ref, ours = runs["sklearn"], runs["exact"]
+    diffs, ok = _agreement(ours, ref)
+    same = all(runs[m]["result"] == ours["result"] for m in ("exact1", "cold", "first"))
+    d_diffs, d_ok = _agreement(distinct["exact"], distinct["sklearn"])
+    all_ok = ok and same and d_ok
+    r, d = ref["result"], distinct["sklearn"]["result"]
+    n = ours["threads"]
     lines = [
         f"## pixel_metrics: {n_pixels:,} pixels "
         f"({r['n_pos']:,} anomaly, {r['n_neg']:,} in-distribution, rest void)",
         "",
         f"FPR95 reference: {ref['fpr95_source']}. One process per method, OMP/BLAS threads = 1; "
         "frames are made in memory before the clock starts. pixel_metrics uses its default "
-        "threads (ANALYZE_THREADS or the usable CPUs, here "
-        f"{ours['threads']}); the 1-thread row is the same code on one thread. CPU time sums all threads.",
+        f"threads (ANALYZE_THREADS or the usable CPUs, here {n}); the 1-thread row is the same "
+        "code on one thread. CPU time sums all threads. Warm: imports and a warm-up call before "
+        "the clock; cold: a fresh process timed from `import analyze.metrics` to the end of the "
+        "first call (numba loads its cached kernels); first-ever: the same with an empty numba "
+        "cache (numba compiles). Every ratio is against the reference's metric work alone "
+        "(its imports excluded).",
         "",
-        "| method | wall (s) | CPU (s) | peak memory growth (MB) | speed-up wall / CPU "
-        "| memory vs reference | AuPRC | AUROC | FPR95 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    labels = {
-        "exact": f"pixel_metrics exact, {ours['threads']} threads",
-        "exact1": "pixel_metrics exact, 1 thread",
-        "smiyc": "pixel_metrics smiyc (binned, not comparable)",
-        "sklearn": "reference: concatenate + sklearn + ood_metrics",
-    }
-    for m in ("exact", "exact1", "sklearn", "smiyc"):
-        x = runs[m]
-        res = x["result"]
-        lines.append(
-            f"| {labels[m]} | {x['total_s']:.2f} | {x['cpu_s']:.2f} | {x['peak_mb']:.0f} | "
-            f"{ref['total_s'] / x['total_s']:.0f}x / {ref['cpu_s'] / max(x['cpu_s'], 1e-9):.0f}x | "
-            f"{x['peak_mb'] / max(ref['peak_mb'], 1e-9):.3f} | "
-            f"{res['auprc']:.6f} | {res['auroc']:.6f} | {res['fpr95']:.6f} |"
-        )
-    lines += [
+        *_HEADER,
+        *_rows(runs, {
+            "exact": f"pixel_metrics exact, {n} threads, warm",
+            "cold": f"same, cold process (import + first call), {n} threads",
+            "first": "same, first-ever run (empty numba cache: compiles)",
+            "exact1": "pixel_metrics exact, 1 thread, warm",
+            "sklearn": "reference: concatenate + sklearn + ood_metrics",
+            "smiyc": "pixel_metrics smiyc (binned, not comparable)",
+        }, ref),
         "",
         "Wall-time breakdown (s): "
         + "; ".join(
-            f"{m}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[m]["times"].items()) for m in ("exact1", "sklearn")
+            f"{m}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[m]["times"].items())
+            for m in ("exact1", "cold", "first", "sklearn")
         ),
         "",
         "Agreement exact vs reference (|difference|, tolerance 1e-9): "
-        + ", ".join(f"{k} {d:.2e}" for k, d in diffs.items())
-        + f"; n_pos/n_neg {'equal' if counts_ok else 'DIFFER'} -> {'OK' if ok else 'MISMATCH'}",
+        + ", ".join(f"{k} {x:.2e}" for k, x in diffs.items())
+        + f"; cold, first-ever and 1-thread results {'identical' if same else 'DIFFER'} -> {'OK' if ok and same else 'MISMATCH'}",
+        "",
+        f"### all-distinct float32 scores: {n_pixels:,} pixels ({d['n_pos']:,} anomaly, {d['n_neg']:,} in-distribution), "
+        "no frame has float16 precision",
+        "",
+        *_HEADER,
+        *_rows(distinct, {"exact": f"pixel_metrics exact, {n} threads, warm",
+                          "sklearn": "reference: concatenate + sklearn + ood_metrics"}, distinct["sklearn"]),
+        "",
+        "Agreement (tolerance 1e-9): " + ", ".join(f"{k} {x:.2e}" for k, x in d_diffs.items())
+        + f" -> {'OK' if d_ok else 'MISMATCH'}",
         "",
     ]
-    return "\n".join(lines), runs, ok
-
-
-def run_eomt_temperature_grid(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
-    """EoMT scoring of a full T grid (1, 0.5, 0.75, 1.1) against a single T, same frame.
-
-    One synthetic EoMT-L-shaped frame: 1024x2048 -> 2 crops of 1024, 100 queries, 19 classes,
-    256x256 mask logits; all five scorers; one thread. Also times the parts: the shared mask
-    composition, and one temperature's class-score map + scorers + semantic map.
-    """
-    import torch
-
-    from analyze.compose import FrameComposer, iter_frame_scores
-    from analyze.scorers import get_scorers, score_many
-    from schemas.windows import frame_windows
-
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(seed)
-    geom = frame_windows(1024, 2048, 1024)
-    mask_logits = (rng.normal(size=(2, 100, 256, 256)) * 3).astype(np.float16)
-    class_logits = rng.normal(size=(2, 100, 20)).astype(np.float32) * 2
-    scorers = get_scorers("all", "query")
-    grid = (0.5, 0.75, 1.0, 1.1)
-
-    def run(temps):
-        t0 = time.perf_counter()
-        for _ in iter_frame_scores("query", scorers=scorers, temperatures=temps, mask_logits=mask_logits,
-                                   class_logits=class_logits, geom=geom):
-            pass
-        return time.perf_counter() - t0
-
-    run((1.0,))  # warm-up
-    single = min(run((1.0,)) for _ in range(2))
-    full = min(run(grid) for _ in range(2))
-    t0 = time.perf_counter()
-    s = FrameComposer(mask_logits, class_logits, geom).resized_scores((1.0,))[1.0]
-    t_compose = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    score_many(s, 1.0, [sc.name for sc in scorers], argmax_out=np.empty(s.shape[1:], np.uint8))  # + semantic map
-    t_scores = time.perf_counter() - t0
-    ratio = full / single
-    md = "\n".join([
-        "## eomt_temperature_grid: one 1024x2048 frame, 2 crops, 100 queries, 5 scorers, 1 thread",
-        "",
-        "| T grid | seconds | ratio to single T |",
-        "|---|---:|---:|",
-        f"| single T (1.0) | {single:.2f} | 1.00 |",
-        f"| {', '.join(map(str, grid))} | {full:.2f} | {ratio:.2f} |",
-        "",
-        f"Parts: mask composition for one T {t_compose:.2f} s (sigmoid masks computed once per crop and shared "
-        f"by every T); five scorers + semantic map for one T {t_scores:.2f} s (needed again for every T).",
-        "Goal: full grid <= 1.5x a single T.",
-        "",
-    ])
-    return md, {"single_s": single, "grid_s": full, "ratio": ratio, "compose_s": t_compose,
-                "scores_per_t_s": t_scores}, True
+    return "\n".join(lines), {**runs, "distinct": distinct}, all_ok
 
 
 SECTIONS: list[Section] = [
@@ -313,7 +357,12 @@ SECTIONS: list[Section] = [
     Section(
         "eomt_temperature_grid",
         "EoMT scoring of a full T grid against a single T",
-        run_eomt_temperature_grid,
+        lambda pixels, seed: __import__("analyze.bench_eomt", fromlist=["x"]).run_eomt_temperature_grid(pixels, seed),
+    ),
+    Section(
+        "fit_nll_memory",
+        "peak memory of `analyze temperature --fit nll` on 100 and 500 Cityscapes-val-shaped frames",
+        lambda pixels, seed: __import__("analyze.bench_fit", fromlist=["x"]).run_fit_nll_memory(pixels, seed),
     ),
 ]
 
@@ -328,13 +377,14 @@ SECTIONS: list[Section] = [
 )
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--worker", default=None, hidden=True)
-def main(pixels: int, out_dir: Path, sections: tuple[str, ...], seed: int, worker: str | None) -> None:
+@click.option("--distinct", is_flag=True, hidden=True, help="worker: all-distinct float32 scores")
+def main(pixels: int, out_dir: Path, sections: tuple[str, ...], seed: int, worker: str | None, distinct: bool) -> None:
     """Run the benchmarks and write bench.md and bench.json under --out.
 
     Example: python -m analyze.bench --pixels 20_000_000 --out bench_out
     """
     if worker is not None:
-        click.echo(json.dumps(_worker(worker, pixels, seed)))
+        click.echo(json.dumps(_worker(worker, pixels, seed, distinct)))
         return
     chosen = [s for s in SECTIONS if not sections or s.name in sections]
     reports, data, all_ok = [], {}, True

@@ -1,12 +1,21 @@
-"""Bootstrap confidence intervals over frames for AuPRC, AUROC and FPR95.
+"""Bootstrap confidence intervals over frames for AuPRC, AUROC and FPR95 (exact protocol).
 
-Frames, not pixels, are resampled (pixels of one frame are not independent). Each frame
-contributes a histogram of its anomaly and in-distribution scores over shared bins
-(:func:`frame_histograms`); a resample is a multinomial weighting of the frames, so 1000
-resamples of a 100-frame dataset are one matrix product (seconds). The bins are the
-quantiles of the dataset's anomaly scores (:func:`edges_from_counts`), so the binned
-curves follow the exact ones closely where the metrics are decided; intervals are
-therefore approximate, the point estimates in the results stay exact.
+Frames, not pixels, are resampled (pixels of one frame are not independent), and only the
+frames that contribute a labelled pixel (a frame whose labels are all void would only
+shrink the resamples). A resample is a multinomial weighting of those frames
+(:func:`resample_counts`, shared with the smiyc protocol's intervals in
+:mod:`analyze.smiyc_bootstrap`); each interval is the percentile interval of the
+protocol's own estimator over the resamples (:func:`percentile_intervals`).
+
+For the exact protocol each frame contributes a histogram of its anomaly and
+in-distribution scores over shared bins (:func:`frame_histograms`), so 1000 resamples of a
+100-frame dataset are one matrix product (seconds). The bins are cut at the quantiles of
+the dataset's anomaly scores, each with a bin of its own for the scores tied with it
+(:func:`edges_from_counts`): with fewer than 2048 distinct anomaly scores the binned
+metrics of each resample are the exact ones (scikit-learn AP and AUROC, interpolated
+FPR95; tested); with more, the curves follow the exact ones closely where the metrics are
+decided and the intervals are approximate. The point estimates in the results are always
+exact.
 """
 
 from __future__ import annotations
@@ -16,12 +25,6 @@ import warnings
 import numpy as np
 
 from analyze.metrics import TPR_LEVEL
-
-def decreasing_edges(lo: float, hi: float, n_bins: int = 2048) -> np.ndarray:
-    """``n_bins + 1`` decreasing edges spanning [lo, hi] with open ends (+inf first, -inf last),
-    so that every finite score falls in a bin."""
-    inner = np.linspace(hi, lo, n_bins + 1)[1:-1]
-    return np.concatenate(([np.inf], inner, [-np.inf]))
 
 
 def frame_histograms(score: np.ndarray, label: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -90,44 +93,46 @@ def _metrics_from_cumulative(tp: np.ndarray, fp: np.ndarray, level: float = TPR_
     return {"auprc": ap, "auroc": auroc, "fpr95": fpr95}
 
 
-def binned_metrics(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict[str, float]:
-    """AuPRC, AUROC, FPR95 of pooled histograms ((B,) or (F, B) summed over frames), as in
-    :func:`bootstrap_ci` but on the full sample. Equal to the exact metrics (scikit-learn,
-    ``ood_metrics``) when every distinct score has its own bin."""
-    pos = np.atleast_2d(np.asarray(pos_hist, np.float64)).sum(axis=0)
-    neg = np.atleast_2d(np.asarray(neg_hist, np.float64)).sum(axis=0)
-    m = _metrics_from_cumulative(np.cumsum(pos)[None], np.cumsum(neg)[None])
-    return {k: float(v[0]) for k, v in m.items()}
+class FrameHistograms:
+    """Mergeable per-frame histograms over fixed ``edges`` (:func:`frame_histograms`), in frame order:
+    the states of the exact protocol's bootstrap pass. ``merge`` concatenates."""
+
+    def __init__(self, edges: np.ndarray) -> None:
+        self.edges = edges
+        self.frames: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def update(self, y_score, y_true) -> "FrameHistograms":
+        self.frames.append(frame_histograms(y_score, y_true, self.edges))
+        return self
+
+    def merge(self, other: "FrameHistograms") -> "FrameHistograms":
+        out = FrameHistograms(self.edges)
+        out.frames = self.frames + other.frames
+        return out
+
+    def stacked(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(pos_hist, neg_hist)``, each (F, B): the input of :func:`bootstrap_ci`."""
+        pos, neg = (np.stack(h) for h in zip(*self.frames))
+        return pos, neg
 
 
-def bootstrap_ci(pos_hist: np.ndarray, neg_hist: np.ndarray, n_boot: int, seed: int,
-                 level: float = 0.95) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of ``auprc``, ``auroc``, ``fpr95`` over frames.
-
-    ``pos_hist``/``neg_hist`` (F, B): frame f's anomaly / in-distribution pixel counts per score
-    bin, bins by decreasing threshold (:func:`frame_histograms`). A resample draws F frames
-    with replacement: the counts matrix ``W`` (n_boot, F) ~ Multinomial(F, 1/F) from
-    ``numpy.random.default_rng(seed)``; its curves are ``TP = cumsum(W @ pos_hist)`` and
-    ``FP = cumsum(W @ neg_hist)`` along the bins, and the metrics follow
-    :func:`_metrics_from_cumulative` for all resamples at once. Returns
-    ``{metric: (low, high)}``, the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles
-    over the resamples where the metric is defined (a resample without anomaly pixels has no
-    AP; a warning says how many).
-    """
-    pos = np.asarray(pos_hist, np.float64)
-    neg = np.asarray(neg_hist, np.float64)
-    if pos.ndim != 2 or pos.shape != neg.shape:
-        raise ValueError(f"pos_hist and neg_hist must both be (F, B); got {pos.shape} and {neg.shape}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+def resample_counts(n_frames: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_frames) float64: how often each frame is drawn in each resample,
+    ``Multinomial(n_frames, 1 / n_frames)`` from ``numpy.random.default_rng(seed)``."""
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    f = pos.shape[0]
+    if n_frames < 1:
+        raise ValueError("no frame to resample")
     rng = np.random.default_rng(seed)
-    w = rng.multinomial(f, np.full(f, 1.0 / f), size=n_boot).astype(np.float64)  # (n_boot, F)
-    tp = np.cumsum(w @ pos, axis=1)  # (n_boot, B)
-    fp = np.cumsum(w @ neg, axis=1)
-    values = _metrics_from_cumulative(tp, fp)
+    return rng.multinomial(n_frames, np.full(n_frames, 1.0 / n_frames), size=n_boot).astype(np.float64)
+
+
+def percentile_intervals(values: dict[str, np.ndarray], level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """``{metric: (low, high)}``: the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles
+    (``np.percentile``, linear) of each metric over the resamples where it is defined; a
+    warning says in how many it was not (a resample without anomaly pixels has no AP)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
     alpha = (1 - level) / 2
     out = {}
     for name, v in values.items():
@@ -136,20 +141,48 @@ def bootstrap_ci(pos_hist: np.ndarray, neg_hist: np.ndarray, n_boot: int, seed: 
             out[name] = (float("nan"), float("nan"))
             continue
         if (~ok).sum():
-            warnings.warn(f"bootstrap: {name} undefined in {(~ok).sum()} of {n_boot} resamples "
+            warnings.warn(f"bootstrap: {name} undefined in {(~ok).sum()} of {v.size} resamples "
                           "(no anomaly or no in-distribution pixel drawn); they are left out", RuntimeWarning,
-                          stacklevel=2)
+                          stacklevel=3)
         lo, hi = np.percentile(v[ok], [100 * alpha, 100 * (1 - alpha)])
         out[name] = (float(lo), float(hi))
     return out
 
 
+def bootstrap_ci(pos_hist: np.ndarray, neg_hist: np.ndarray, n_boot: int, seed: int,
+                 level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of ``auprc``, ``auroc``, ``fpr95`` over frames.
+
+    ``pos_hist``/``neg_hist`` (F, B): frame f's anomaly / in-distribution pixel counts per score
+    bin, bins by decreasing threshold (:func:`frame_histograms`). A resample draws F frames
+    with replacement: the counts matrix ``W`` (n_boot, F) of :func:`resample_counts`; its
+    curves are ``TP = cumsum(W @ pos_hist)`` and ``FP = cumsum(W @ neg_hist)`` along the bins,
+    and the metrics follow :func:`_metrics_from_cumulative` for all resamples at once.
+    Returns :func:`percentile_intervals` of those metrics.
+    """
+    pos = np.asarray(pos_hist, np.float64)
+    neg = np.asarray(neg_hist, np.float64)
+    if pos.ndim != 2 or pos.shape != neg.shape:
+        raise ValueError(f"pos_hist and neg_hist must both be (F, B); got {pos.shape} and {neg.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    w = resample_counts(pos.shape[0], n_boot, seed)  # (n_boot, F)
+    tp = np.cumsum(w @ pos, axis=1)  # (n_boot, B)
+    fp = np.cumsum(w @ neg, axis=1)
+    return percentile_intervals(_metrics_from_cumulative(tp, fp), level)
+
+
 def edges_from_counts(thresholds: np.ndarray, tp: np.ndarray, n_bins: int = 2048) -> np.ndarray:
     """Decreasing bin edges at the quantiles of the anomaly scores, with open ends.
 
-    ``thresholds`` (decreasing) and cumulative ``tp`` are a state's
-    ``threshold_counts()``: the edge ``k`` is the threshold where TP first reaches
-    ``k / n_bins`` of the anomaly pixels.
+    ``thresholds`` (decreasing) and cumulative ``tp`` are a state's ``threshold_counts()``:
+    a threshold ``u`` is chosen where TP first reaches ``k / n_bins`` of the anomaly pixels
+    (every distinct anomaly score when there are at most ``n_bins - 1``). Each chosen ``u``
+    gives two edges, ``u`` and the next float above it, so that the scores equal to ``u``
+    have a bin of their own: the binned curve then passes through the exact ROC and PR
+    points at ``u`` (TP and FP at ``score >= u``) and just above it (``score > u``), and
+    between two chosen thresholds it is exact as well when no other anomaly score lies
+    there (the exact curve is a horizontal ROC segment there).
     """
     thresholds = np.asarray(thresholds, np.float64)
     tp = np.asarray(tp)
@@ -157,5 +190,7 @@ def edges_from_counts(thresholds: np.ndarray, tp: np.ndarray, n_bins: int = 2048
         return np.array([np.inf, -np.inf])
     targets = np.linspace(0, tp[-1], n_bins + 1)[1:-1]
     idx = np.searchsorted(tp, targets, side="left")
-    inner = np.unique(thresholds[np.clip(idx, 0, thresholds.size - 1)])[::-1]
+    chosen = np.unique(thresholds[np.clip(idx, 0, thresholds.size - 1)])
+    inner = np.unique(np.concatenate((chosen, np.nextafter(chosen, np.inf))))[::-1]
+    inner = inner[np.isfinite(inner)]
     return np.concatenate(([np.inf], inner, [-np.inf]))

@@ -1,7 +1,7 @@
 """`analyze`: score cached model outputs offline and turn results into tables and figures.
 
 Commands only wire arguments; the work is in analyze.driver, analyze.report,
-analyze.temperature, analyze.maps and analyze.inspect.
+analyze.temperature, analyze.maps, analyze.export and analyze.inspect.
 """
 
 from __future__ import annotations
@@ -10,24 +10,22 @@ import sys
 
 import click
 
-from schemas.cache import CacheError, open_cache
-from schemas.results import ResultsError
+from analyze.cli_options import check_writable, parse_name, parse_scorers, summary_table
+from analyze.cli_score import score
+from analyze.export import FORMATS
+from schemas.cache import open_cache, unlabelled_not_void
+from schemas.cli import comma_list_option
+from schemas.errors import DataError, ToolGroup
+from schemas.results import FRAMES
+from schemas.version import PACKAGE
 
 
-class _Group(click.Group):
-    """Turns the tool's user-facing errors into one-line messages with exit code 1."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (CacheError, ResultsError, FileNotFoundError, PermissionError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-
-@click.group(cls=_Group)
-@click.version_option(package_name="anomaly-seg-cache")
+@click.group("analyze", cls=ToolGroup)
+@click.version_option(package_name=PACKAGE)
 def main():
     """Score every anomaly scorer on cached model outputs; report tables and figures.
+
+    Errors are one line; exit code 1 for bad data or files, 2 for bad options.
 
     \b
     Examples (one per command):
@@ -35,13 +33,15 @@ def main():
       analyze score --cache caches/eomt/road_anomaly.zarr --scorers all --temps 0.5,0.75,1.1
       analyze report --results results.parquet --out report/
       analyze maps --cache caches/eomt/road_anomaly.zarr --scorer msp,rba --out maps/
+      analyze export --cache caches/eomt/smiyc_anomaly_track.zarr --scorer msp --method EoMT_MSP --out sub/ --zip
       analyze temperature --results results.parquet --select-on fs_static --metric auprc
     """
 
 
 @main.command()
 @click.argument("cache")
-@click.option("--verify", is_flag=True, help="Read every chunk and check its crc32c checksum.")
+@click.option("--verify", is_flag=True,
+              help="Check that every done frame has all its chunks and that every chunk decodes (crc32c).")
 def inspect(cache, verify):
     """Print a summary of CACHE and validate it against the schema.
 
@@ -59,107 +59,12 @@ def inspect(cache, verify):
         for p in problems:
             click.echo(f"error: {cache}: {p}", err=True)
         if problems:
-            raise click.ClickException(f"{cache}: {len(problems)} corrupt chunk(s)")
-        click.echo("verify     all chunks intact (crc32c)")
-
-
-def _parse_temps(ctx, param, value):
-    from analyze.scorers import parse_temperatures
-
-    try:
-        return parse_temperatures(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _parse_scorers(ctx, param, value):
-    from analyze.scorers import get_scorers
-
-    try:
-        get_scorers(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
-
-
-@main.command()
-@click.option("--cache", "caches", multiple=True, required=True,
-              help="Cache path or fsspec URL (repeat for several caches).")
-@click.option("--scorers", default="all", show_default=True, callback=_parse_scorers,
-              help="'all' or a comma list of msp, maxlogit, maxentropy, energy, rba.")
-@click.option("--temps", default="", callback=_parse_temps,
-              help="Comma list of temperatures > 0; T = 1 is always included (e.g. 0.5,0.75,1.1).")
-@click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True,
-              help="EoMT: divide the query class logits by T (changes the segmentation) or the per-pixel class scores.")
-@click.option("--protocol", type=click.Choice(["exact", "smiyc"]), default="exact", show_default=True,
-              help="exact: sklearn AP/AUROC, ood_metrics FPR95; smiyc: the SMIYC benchmark's binned curves.")
-@click.option("--out", default="results.parquet", show_default=True, type=click.Path(dir_okay=False),
-              help="Results table; results_frames.parquet and results_curves.parquet are written beside it.")
-@click.option("--scheduler", default=None,
-              help="threads (default), processes, sync, or a Dask scheduler address (tcp://host:8786). "
-                   "DASK_SCHEDULER_ADDRESS is used when set and no scheduler is given.")
-@click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False), help="Dask scheduler file.")
-@click.option("--workers", default=None, type=click.IntRange(1), help="Local threads/processes (default: all cores).")
-@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
-              help="fsspec storage option for URL caches (repeatable).")
-@click.option("--allow-partial", is_flag=True, help="Score the done frames of an unfinished cache (with a warning).")
-@click.option("--component-metrics", is_flag=True, help="Also compute SMIYC component-level sIoU, PPV, mean F1.")
-@click.option("--max-memory", default="4GiB", show_default=True,
-              help="Memory budget of the exact protocol before it switches to two passes (e.g. 512MiB, 8GiB).")
-@click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(0),
-              help="Frame-bootstrap resamples for ci_low/ci_high (e.g. 1000); 0 = none.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap resampling.")
-@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def score(caches, scorers, temps, temp_target, protocol, out, scheduler, scheduler_file, workers, storage_options,
-          allow_partial, component_metrics, max_memory, bootstrap, seed, no_progress):
-    """Apply every scorer at every temperature to cached outputs; write results.parquet.
-
-    Rows for an existing (model, dataset, scorer, T, protocol) are replaced, not duplicated.
-    Frames must all be done (see --allow-partial).
-
-    \b
-    Example:
-      analyze score --cache caches/eomt/fs_static.zarr --cache caches/erfnet/fs_static.zarr \\
-          --scorers all --temps 0.5,0.75,1.1 --out results.parquet
-    """
-    import pandas as pd
-
-    from analyze.driver import Scheduler, ScoreError, parse_storage_options, score_cache
-    from schemas.results import write_results, write_side_table
-
-    try:
-        opts = parse_storage_options(storage_options)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--storage-option") from None
-    try:
-        budget = _parse_bytes(max_memory)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--max-memory") from None
-    _check_writable(out)
-    results, frames, curves = [], [], []
-    try:
-        sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
-        try:
-            for cache in caches:
-                click.echo(f"scoring {cache}", err=True)
-                r, f, c = score_cache(
-                    cache, scorers, temps, temp_target, protocol, sched, storage_options=opts or None,
-                    allow_partial=allow_partial, max_memory=budget, component_metrics=component_metrics,
-                    bootstrap=bootstrap, seed=seed, warn=lambda m: click.echo(f"warning: {m}", err=True),
-                )
-                results.append(r), frames.append(f), curves.append(c)
-        finally:
-            sched.close()
-    except ScoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    table = write_results(pd.concat(results, ignore_index=True), out)
-    stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
-    write_side_table(pd.concat(frames, ignore_index=True), f"{stem}_frames.parquet",
-                     key=("model", "dataset", "scorer", "temperature", "temp_target", "protocol", "frame"))
-    write_side_table(pd.concat(curves, ignore_index=True), f"{stem}_curves.parquet")
-    new = pd.concat(results, ignore_index=True)
-    click.echo(summary_table(new))
-    click.echo(f"wrote {len(new)} rows to {out} ({len(table)} rows in total)")
+            raise DataError(f"{cache}: {len(problems)} missing or corrupt chunk(s), listed above")
+        click.echo("verify     all chunks of the done frames present and intact (crc32c)")
+        voided = unlabelled_not_void(root, spec)
+        if voided:
+            raise DataError(f"{cache}: {len(voided)} unlabelled frame(s) have labels that are not void "
+                            f"(255) everywhere: {', '.join(voided[:3])}")
 
 
 @main.command()
@@ -167,8 +72,14 @@ def score(caches, scorers, temps, temp_target, protocol, out, scheduler, schedul
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for tables and figures.")
 @click.option("--protocol", type=click.Choice(["exact", "smiyc"]), default=None,
               help="Which protocol's rows to report (default: exact when present).")
-def report(results, out, protocol):
+@click.option("--frames", "frame_rule", type=click.Choice(FRAMES), default=None,
+              help="Which frames rule's rows to report (default: all when present).")
+def report(results, out, protocol, frame_rule):
     """Tables 1-2 of the seed paper (Markdown, LaTeX) and figures (PNG) from results.parquet.
+
+    One table row or figure line per (model, run, scorer), labelled by the run name where a
+    model has several runs. Two rows for one number, or rows of one run and dataset from two
+    caches, are an error naming them.
 
     \b
     Example:
@@ -176,8 +87,9 @@ def report(results, out, protocol):
     """
     from analyze.report import write_report
 
-    _check_writable(f"{out}/x")
-    paths = write_report(results, out, protocol=protocol, warn=lambda m: click.echo(f"note: {m}", err=True))
+    check_writable(f"{out}/x")
+    paths = write_report(results, out, protocol=protocol, warn=lambda m: click.echo(f"note: {m}", err=True),
+                         frames=frame_rule)
     for p in paths:
         click.echo(str(p))
 
@@ -185,11 +97,11 @@ def report(results, out, protocol):
 @main.command()
 @click.option("--cache", "caches", multiple=True, required=True,
               help="Cache path or URL; repeat it for other models on the same dataset (one panel for all).")
-@click.option("--scorer", "scorers", default="all", show_default=True, callback=_parse_scorers,
-              help="'all' or a comma list of scorers.")
-@click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature (> 0).")
+@comma_list_option("--scorer", "scorers", default="all", callback=parse_scorers,
+                   help="'all' (default) or a comma list of scorers.")
+@click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature in [0.1, 1000].")
 @click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True)
-@click.option("--frames", default=None, help="Comma list of frame ids (default: the first 4).")
+@comma_list_option("--frames", default="", help="Frame ids (default: the first 4).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for .npy maps and PNG panels.")
 def maps(caches, scorers, temp, temp_target, frames, out):
     """Per-frame anomaly maps (.npy) and image / ground truth / map panels (PNG).
@@ -204,8 +116,12 @@ def maps(caches, scorers, temp, temp_target, frames, out):
     """
     from analyze.maps import write_maps
 
-    if not temp > 0:
-        raise click.BadParameter(f"temperature must be > 0, got {temp}", param_hint="--temp")
+    from analyze.scorers import check_temperature
+
+    try:
+        check_temperature(temp)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--temp") from None
     try:
         paths = write_maps(list(caches), scorers, temp, frames.split(",") if frames else None, out, temp_target)
     except ValueError as exc:
@@ -215,9 +131,53 @@ def maps(caches, scorers, temp, temp_target, frames, out):
 
 
 @main.command()
+@click.option("--cache", required=True, help="Cache path or URL of a benchmark split (e.g. smiyc_anomaly_track).")
+@click.option("--scorer", required=True, help="One scorer: msp, maxlogit, maxentropy, energy or rba (EoMT only).")
+@click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature in [0.1, 1000].")
+@click.option("--temp-target", type=click.Choice(["query", "pixel"]), default="query", show_default=True,
+              help="EoMT: T on the query class logits or on the per-pixel class scores (as in `analyze score`).")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="smiyc", show_default=True,
+              help="; ".join(f"{f.name}: {f.benchmark}, DIR/{f.doc}" for f in FORMATS.values()))
+@click.option("--method", required=True, help="Method name: the submission's folder (letters, digits, _ . + -).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (the benchmark's DIR_OUTPUTS).")
+@click.option("--overwrite", is_flag=True, help="Rewrite files that exist (default: complete files are skipped).")
+@click.option("--zip", "make_zip", is_flag=True, help="Also pack DIR/anomaly_p/<method>/ into DIR/<method>.zip for upload.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_zip, no_progress):
+    """Write one scorer's anomaly map of every frame (labelled or not) for a benchmark submission.
+
+    The maps are those of `analyze maps` (same scorer, T and --temp-target), cast to float16
+    at the image's original size. Resumable: rerun the same command to finish an
+    interrupted export; files of another export in the same method folder are refused.
+
+    \b
+    Example:
+      analyze export --cache caches/eomt/smiyc_anomaly_track.zarr --scorer msp --temp 1.1 \\
+          --format smiyc --method EoMT_MSP_T1.1 --out submission/ --zip
+    """
+    from analyze.export import ExportOptionError, export_maps
+    from analyze.scorers import check_temperature
+
+    try:
+        check_temperature(temp)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--temp") from None
+    try:
+        summary = export_maps(cache, scorer, out, method, temperature=temp, temp_target=temp_target, fmt=fmt,
+                              overwrite=overwrite, make_zip=make_zip, progress=not no_progress,
+                              warn=lambda m: click.echo(f"warning: {m}", err=True))
+    except ExportOptionError as exc:
+        raise click.BadParameter(str(exc), param_hint=exc.option) from None
+    click.echo(summary.line())
+    if summary.zip_path is not None:
+        packed = ", ".join(f"{d} {n} files" for d, n in summary.zipped.items())
+        click.echo(f"packed {packed} into {summary.zip_path}")
+
+
+@main.command()
 @click.option("--results", type=click.Path(dir_okay=False), default=None, help="results.parquet (for --select-on).")
-@click.option("--select-on", default=None, metavar="DATASET[,...]",
-              help="Choose T on these datasets; report the chosen T on every other dataset.")
+@comma_list_option("--select-on", metavar="DATASET[,...]",
+                   help="Choose T on these datasets; report the chosen T on every other dataset.")
 @click.option("--metric", default="auprc", show_default=True, type=click.Choice(["auprc", "fpr95", "auroc"]),
               help="Metric T is chosen by (fpr95 is minimised).")
 @click.option("--fit", type=click.Choice(["nll"]), default=None,
@@ -226,7 +186,9 @@ def maps(caches, scorers, temp, temp_target, frames, out):
 @click.option("--max-pixels", default=200_000, show_default=True, type=click.IntRange(1000),
               help="--fit: pixels sampled (seeded) for the fit.")
 @click.option("--seed", default=0, show_default=True, type=int)
-def temperature(results, select_on, metric, fit, cache, max_pixels, seed):
+@click.option("--name", default=None, callback=parse_name,
+              help="--fit: run name of the ECE rows (default: from the cache's checkpoint, as `analyze score`).")
+def temperature(results, select_on, metric, fit, cache, max_pixels, seed, name):
     """Choose the temperature honestly: on validation datasets only, or by NLL on in-distribution data.
 
     With --select-on the chosen rows (marked selected_on) are added to --results; a dataset
@@ -265,7 +227,7 @@ def temperature(results, select_on, metric, fit, cache, max_pixels, seed):
             raise click.BadParameter("--fit nll needs --cache", param_hint="--cache")
         from analyze.temperature import fit_temperature_nll
 
-        res = fit_temperature_nll(cache, max_pixels=max_pixels, seed=seed)
+        res = fit_temperature_nll(cache, max_pixels=max_pixels, seed=seed, name=name)
         click.echo(f"T = {res['T']:.4f}  NLL {res['nll_before']:.4f} -> {res['nll_after']:.4f}  "
                    f"ECE {100 * res['ece_before']:.2f}% -> {100 * res['ece_after']:.2f}%  "
                    f"({res['n_pixels']} pixels of {res['n_frames']} frames)")
@@ -274,41 +236,7 @@ def temperature(results, select_on, metric, fit, cache, max_pixels, seed):
             click.echo(f"added ECE rows to {results}")
 
 
-def summary_table(df) -> str:
-    """Compact pivot: one row per (model, dataset, scorer, T), metrics in percent."""
-    if df.empty:
-        return "(no rows)"
-    pivot = df.pivot_table(index=["model", "dataset", "scorer", "temperature"], columns="metric", values="value",
-                           aggfunc="first", observed=True)
-    return (pivot * 100).round(2).to_string(na_rep="-")
-
-
-def _parse_bytes(text: str) -> int:
-    units = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
-    t = text.strip().lower()
-    num = t.rstrip("kmgib")
-    unit = t[len(num):]
-    try:
-        value = float(num)
-    except ValueError:
-        raise ValueError(f"expected a size like 512MiB or 8GiB, got {text!r}") from None
-    if unit not in units or value < 0:
-        raise ValueError(f"expected a size like 512MiB or 8GiB, got {text!r}")
-    return int(value * units[unit])
-
-
-def _check_writable(out) -> None:
-    import os
-    from pathlib import Path
-
-    folder = Path(out).resolve().parent
-    if not folder.exists():
-        try:
-            folder.mkdir(parents=True)
-        except OSError as exc:
-            raise click.ClickException(f"{out}: cannot create folder {folder} ({exc.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise click.ClickException(f"{out}: folder {folder} is not writable")
+main.add_command(score)
 
 
 if __name__ == "__main__":  # pragma: no cover

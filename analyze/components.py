@@ -68,7 +68,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from analyze.metrics import VOID, UndefinedMetricWarning
+from analyze.metrics.common import VOID, UndefinedMetricWarning
+from schemas.manifest import load_manifest
 
 TAUS: tuple[float, ...] = tuple(np.linspace(0.25, 0.75, 11).tolist())
 """sIoU / PPV thresholds of the F1 (``thresh_sIoU`` in the benchmark configs)."""
@@ -102,16 +103,8 @@ TRACKS: dict[str, TrackRules] = {
 }
 """The benchmark's two tracks (``SegEval`` without a suffix has the anomaly numbers)."""
 
-DATASET_TRACKS: dict[str, str] = {
-    "smiyc_ra21": "anomaly",  # AnomalyTrack-validation
-    "smiyc_ro21": "obstacle",  # ObstacleTrack-validation
-    "fs_lost_found": "anomaly",  # the benchmark README scores FishyLAFAnomaly-val with SegEval-AnomalyTrack
-    "fs_static": "anomaly",  # not a SMIYC dataset: the default SegEval config (anomaly numbers)
-    "road_anomaly": "anomaly",  # idem
-}
-"""Manifest dataset name -> track; any other dataset gets :data:`DEFAULT_TRACK`."""
-
 DEFAULT_TRACK = "anomaly"
+"""The track of a dataset the manifest does not know."""
 
 
 def get_track(track: str | TrackRules) -> TrackRules:
@@ -125,8 +118,10 @@ def get_track(track: str | TrackRules) -> TrackRules:
 
 
 def track_for_dataset(dataset: str) -> str:
-    """The track name used for a manifest dataset (:data:`DATASET_TRACKS`, else ``anomaly``)."""
-    return DATASET_TRACKS.get(dataset, DEFAULT_TRACK)
+    """The track of a dataset: its ``component_track`` in ``data_manifest.yaml`` (e.g. obstacle for
+    SMIYC RoadObstacle21), else :data:`DEFAULT_TRACK`."""
+    spec = load_manifest().get(dataset)
+    return spec.component_track if spec is not None else DEFAULT_TRACK
 
 
 # --------------------------------------------------------------------------------------
@@ -202,13 +197,6 @@ def frame_components(pred_mask: np.ndarray, gt_mask: np.ndarray, roi_mask: np.nd
     )
 
 
-def component_stats(pred_mask: np.ndarray, gt_mask: np.ndarray, roi_mask: np.ndarray,
-                    rules: str | TrackRules) -> tuple[np.ndarray, np.ndarray]:
-    """``(siou_per_gt, ppv_per_pred)`` of one frame; see :func:`frame_components`."""
-    fc = frame_components(pred_mask, gt_mask, roi_mask, rules)
-    return fc.siou_gt, fc.ppv_pred
-
-
 def f1_per_tau(siou_gt: np.ndarray, ppv_pred: np.ndarray, taus=TAUS) -> dict:
     """Counts and F1 at each ``tau`` from pooled per-component values (``MetricSegment.aggregate``).
 
@@ -266,6 +254,13 @@ def best_f1_threshold_from_counts(thresholds: np.ndarray, tp: np.ndarray, fp: np
     if f1[k] == 0.0 and (tp[0] != 0 or fp[0] != 0):
         return float(thresholds[0]) + 1.0
     return float(thresholds[k])
+
+
+def best_f1_threshold(state) -> float:
+    """The pixel threshold of the best pixel F1 on a pixel-metric state's curve
+    (:func:`best_f1_threshold_from_counts` of ``state.threshold_counts()``: every distinct
+    anomaly score for ``exact``, the pooled bin edges for ``smiyc``)."""
+    return best_f1_threshold_from_counts(*state.threshold_counts())
 
 
 # --------------------------------------------------------------------------------------

@@ -1,4 +1,12 @@
-"""Model outputs -> per-pixel "logits" at label resolution -> anomaly scores, one frame at a time.
+"""Model outputs -> per-pixel class scores or logits at label resolution, one frame at a time.
+
+The one composition path: :mod:`analyze.frame_scores` (and through it ``analyze score``,
+``analyze maps`` and ``analyze export``) composes whole frames with :class:`FrameComposer`
+and :func:`pixel_logits_to_label_size`; the temperature fit evaluates the same chains at
+sampled pixels only (:meth:`FrameComposer.pixel_weights`, :func:`pixel_logits_at`), from
+the same taps, crop regions and crop counts. The untiled, obviously correct composition is
+the tests' oracle (``tests/oracles.py``), as is the model's own semantic inference
+(:func:`extract.models.eomt.semantic_map`) tested against it.
 
 Mask model (EoMT), following the official semantic inference (``tue-mps/eomt``,
 ``training/lightning_module.py``: ``to_per_pixel_logits_semantic``,
@@ -30,7 +38,7 @@ sigmoid once, and multiplies the tile by the class probabilities of *every* requ
 temperature in one matrix product, accumulating into one float32 ``(K, Hr, Wr)`` map per
 temperature (19 x 1024 x 2048 x 4 B = 160 MB). The resize to the original size, which needs
 neighbouring rows, runs on the complete map, so tiling does not change the result beyond
-float32 rounding of the summation (verified against the untiled reference to 1e-6).
+float32 rounding of the summation (verified against the untiled oracle to 1e-6).
 
 Pixel model (ERFNet): the logits (C, h, w) at model resolution are bilinearly resized
 (``align_corners=False``) to the label size *before* scoring; the void channel is dropped
@@ -38,19 +46,19 @@ before any softmax (dropping it before the resize is identical: the resize acts 
 channel). The semantic map is the argmax over the remaining classes and does not depend
 on ``T``; for a pixel model both temperature targets mean ``z / T``.
 
-Tensors are torch float32 on the CPU; the maps handed to metrics (:func:`score_frame`,
-:func:`semantic_prediction`) are numpy arrays.
+Tensors are torch float32 on the CPU; semantic maps are uint8 numpy arrays
+(:func:`semantic_prediction`). The scorers (:mod:`analyze.scorers`) take it from there.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Sequence, Union
+from typing import Iterator, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analyze.scorers import Scorer, check_supported, first_argmax, parse_kind, row_tiles, score_many
+from analyze.scorers import first_argmax, row_tiles
 from schemas.windows import FrameWindows
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -70,7 +78,9 @@ def _bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
 
 
-def _check_temperature(t: float) -> float:
+def positive_temperature(t: float) -> float:
+    """``t`` as a float when it is finite and > 0 (any such T composes; the CLIs' narrower range
+    is :func:`analyze.scorers.check_temperature`)."""
     t = float(t)
     if not t > 0 or t == float("inf"):
         raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
@@ -84,22 +94,13 @@ def parse_temp_target(target: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# EoMT building blocks (untiled reference path)
-
-
-def upsampled_mask_probs(mask_logits: ArrayLike, crop: int) -> torch.Tensor:
-    """``sigmoid(bilinear(m, (crop, crop)))`` for mask logits (Q, h, w) -> (Q, crop, crop).
-
-    The whole crop at once (Q x crop^2 floats); :class:`FrameComposer` does the same in row tiles.
-    """
-    m = _f32(mask_logits)  # (Q, h, w)
-    return torch.sigmoid(_bilinear(m, (crop, crop)))  # (Q, crop, crop)
+# EoMT building blocks
 
 
 def class_probs(class_logits: ArrayLike, temperature: float = 1.0) -> torch.Tensor:
     """``softmax(c / T)`` over the K + 1 classes with the last (no-object) dropped: (Q, K+1) -> (Q, K)."""
     c = _f32(class_logits)  # (Q, K+1)
-    t = _check_temperature(temperature)
+    t = positive_temperature(temperature)
     return torch.softmax(c if t == 1.0 else c / t, dim=-1)[:, :-1]  # (Q, K)
 
 
@@ -127,42 +128,9 @@ def _check_geometry(geom: FrameWindows) -> None:
         raise ValueError(f"resized frame {geom.resized}: short side is not the crop size {geom.crop}")
 
 
-def merge_crops(crop_scores: Sequence[torch.Tensor], geom: FrameWindows) -> torch.Tensor:
-    """Per-crop maps (K, crop, crop) -> (K, Hr, Wr): crops summed in order, divided by the count."""
-    _check_geometry(geom)
-    if len(crop_scores) != geom.n_crops:
-        raise ValueError(f"{len(crop_scores)} crops given, geometry has {geom.n_crops}")
-    k = crop_scores[0].shape[0]
-    sums = torch.zeros((k, *geom.resized), dtype=torch.float32)  # (K, Hr, Wr)
-    for j, cs in enumerate(crop_scores):
-        rows, cols = _crop_region(geom, j, 0, geom.crop)
-        sums[:, rows, cols] += cs
-    return sums / _crop_counts(geom)
-
-
 def resize_scores(s: ArrayLike, out_size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize (``align_corners=False``) of a (K, h, w) map to ``out_size``."""
     return _bilinear(_f32(s), out_size)
-
-
-def compose_frame(
-    mask_probs_per_crop: Sequence[ArrayLike],
-    class_logits_per_crop: Sequence[ArrayLike],
-    geom: FrameWindows,
-    out_size: tuple[int, int] | None = None,
-    temperature: float = 1.0,
-) -> torch.Tensor:
-    """Per-pixel class scores ``s`` (K, H, W) of one frame from precomputed mask probabilities.
-
-    ``mask_probs_per_crop[j]`` is :func:`upsampled_mask_probs` of crop ``j`` (Q, crop, crop);
-    ``class_logits_per_crop[j]`` its class logits (Q, K+1); ``temperature`` divides the class
-    logits (target 'query'). ``out_size`` defaults to ``geom.original``.
-    """
-    crop_scores = [
-        torch.einsum("qhw,qk->khw", _f32(m), class_probs(c, temperature))  # (K, crop, crop)
-        for m, c in zip(mask_probs_per_crop, class_logits_per_crop, strict=True)
-    ]
-    return resize_scores(merge_crops(crop_scores, geom), out_size or geom.original)
 
 
 # ---------------------------------------------------------------------------------------
@@ -257,7 +225,7 @@ class FrameComposer:
 
         Masks are upsampled once per call whatever the number of temperatures.
         """
-        temps = tuple(dict.fromkeys(_check_temperature(t) for t in temperatures))
+        temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
         k, q, n_t = self.num_classes, self.num_queries, len(temps)
         sums = {t: torch.zeros((k, *self.geom.resized), dtype=torch.float32) for t in temps}
         for j in range(self.geom.n_crops):
@@ -275,8 +243,62 @@ class FrameComposer:
 
     def scores(self, temperature: float = 1.0, out_size: tuple[int, int] | None = None) -> torch.Tensor:
         """``s`` (K, H, W) at ``out_size`` (default: original size) for one temperature."""
-        t = _check_temperature(temperature)
+        t = positive_temperature(temperature)
         return resize_scores(self.resized_scores((t,))[t], out_size or self.geom.original)
+
+    def pixel_weights(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Linear weights ``A`` (n, n_crops * Q), float64, with ``s_T[:, rows, cols].T = A @ P_T``
+        at ``n`` pixels of the original frame.
+
+        ``P_T`` stacks :func:`class_probs` ``(c_j, T)`` of every crop ``j`` (n_crops * Q, K). ``s``
+        is linear in the class probabilities, so :meth:`scores` at a few pixels is the same chain
+        evaluated there: the bilinear taps of the resize to the original size
+        (:func:`_linear_taps`) pick four points of the resized frame; each point takes, from
+        every crop whose region covers it (:func:`_crop_region`), the sigmoid of that crop's
+        bilinearly upsampled masks (the taps of :meth:`_mask_tiles`), divided by the point's
+        crop count (:func:`_crop_counts`). Every T is then a small matrix product instead of a
+        full composition (the temperature fit evaluates many T at sampled pixels).
+        """
+        geom = self.geom
+        rows, cols = np.asarray(rows), np.asarray(cols)
+        (h_out, w_out), (h_res, w_res) = geom.original, geom.resized
+
+        def taps(n_in: int, n_out: int, idx: np.ndarray) -> tuple[np.ndarray, ...]:
+            if n_in == n_out:  # resize_scores leaves the map as it is
+                return idx, idx, np.ones(idx.size, np.float32), np.zeros(idx.size, np.float32)
+            return tuple(t.numpy()[idx] for t in _linear_taps(n_in, n_out))
+
+        ry0, ry1, wy0, wy1 = taps(h_res, h_out, rows)
+        rx0, rx1, wx0, wx1 = taps(w_res, w_out, cols)
+        # the four resized-frame points of each pixel and their weights: (4, n)
+        pr = np.stack([ry0, ry0, ry1, ry1])
+        pc = np.stack([rx0, rx1, rx0, rx1])
+        pw = np.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1]).astype(np.float64)
+        along = _crop_counts(geom).numpy().astype(np.float64).ravel()  # crops per position of the long side
+        count = along[pr if geom.portrait else pc]  # (4, n)
+        q = self.num_queries
+        out = np.zeros((rows.size, geom.n_crops * q), np.float64)
+        m_all = [np.asarray(_f32(m)) for m in self._mask_logits]
+        h, w = m_all[0].shape[1:]
+        ty = [t.numpy() for t in self._row_taps]
+        tx = [t.numpy() for t in _linear_taps(w, geom.crop)]
+        for j in range(geom.n_crops):
+            m = m_all[j]  # (Q, h, w)
+            region_rows, region_cols = _crop_region(geom, j, 0, geom.crop)
+            for k in range(4):  # one resized point per pixel at a time: no repeated pixel in `p`
+                inside = ((pr[k] >= region_rows.start) & (pr[k] < region_rows.stop)
+                          & (pc[k] >= region_cols.start) & (pc[k] < region_cols.stop))
+                p = np.flatnonzero(inside)
+                if not p.size:
+                    continue
+                y0, y1, ay0, ay1 = (t[pr[k, p] - region_rows.start] for t in ty)
+                x0, x1, ax0, ax1 = (t[pc[k, p] - region_cols.start] for t in tx)
+                # torch's order: the width pass on both source rows, then the height pass
+                top = m[:, y0, x0] * ax0 + m[:, y0, x1] * ax1  # (Q, M)
+                bot = m[:, y1, x0] * ax0 + m[:, y1, x1] * ax1
+                val = 1.0 / (1.0 + np.exp(-(bot * ay1 + top * ay0)))  # (Q, M): sigmoid of the upsampled mask
+                out[p, j * q : (j + 1) * q] += (val * (pw[k, p] / count[k, p])).T  # (M, Q)
+        return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -303,6 +325,24 @@ def pixel_logits_to_label_size(
     return _bilinear(z.to(torch.float32), out_size)  # (K, H, W)
 
 
+def pixel_logits_at(logits: ArrayLike, out_size: tuple[int, int], void_channel: int | None,
+                    rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(n, K) float64: :func:`pixel_logits_to_label_size` at the pixels (rows, cols) only (the same
+    taps, :func:`_linear_taps`, in float32: equal to rounding), void channel dropped."""
+    z = np.asarray(logits)  # (C, h, w)
+    keep = [c for c in range(z.shape[0]) if c != void_channel]
+    (h, w), (h_out, w_out) = z.shape[1:], out_size
+    y0, y1, ay0, ay1 = (t.numpy()[rows] for t in _linear_taps(h, h_out))
+    x0, x1, ax0, ax1 = (t.numpy()[cols] for t in _linear_taps(w, w_out))
+
+    def at(y, x):
+        return z[:, y, x][keep].astype(np.float32)  # (K, n)
+
+    top = at(y0, x0) * ax0 + at(y0, x1) * ax1  # the width pass on both source rows
+    bot = at(y1, x0) * ax0 + at(y1, x1) * ax1
+    return (top * ay0 + bot * ay1).T.astype(np.float64)  # then the height pass
+
+
 def semantic_prediction(x: ArrayLike) -> np.ndarray:
     """Argmax over classes of ``s`` or logits (K, H, W) -> (H, W) uint8 (first maximum on ties)."""
     t = torch.as_tensor(x)
@@ -312,112 +352,3 @@ def semantic_prediction(x: ArrayLike) -> np.ndarray:
     for rows in row_tiles(t.shape):  # in cache-sized tiles; first_argmax == max(0).indices
         out[rows] = first_argmax(t[:, rows])
     return out.numpy()
-
-
-# ---------------------------------------------------------------------------------------
-# one frame, every (scorer, T)
-
-
-class TemperatureScores(NamedTuple):
-    """Everything one temperature yields for one frame."""
-
-    temperature: float
-    semantic: np.ndarray  # (H, W) uint8
-    scores: dict[str, np.ndarray]  # scorer name -> (H, W) float32
-
-
-class FrameScores(NamedTuple):
-    scores: dict[tuple[str, float], np.ndarray]  # (scorer name, T) -> (H, W) float32
-    semantic: dict[float, np.ndarray]  # T -> (H, W) uint8
-
-
-def iter_frame_scores(
-    kind: str,
-    *,
-    scorers: Sequence[Scorer],
-    temperatures: Sequence[float] = (1.0,),
-    temp_target: str = DEFAULT_TEMP_TARGET,
-    out_size: tuple[int, int] | None = None,
-    logits: ArrayLike | None = None,
-    void_channel: int | None = None,
-    mask_logits: Sequence[ArrayLike] | ArrayLike | None = None,
-    class_logits: Sequence[ArrayLike] | ArrayLike | None = None,
-    geom: FrameWindows | None = None,
-    tile_rows: int = DEFAULT_TILE_ROWS,
-) -> Iterator[TemperatureScores]:
-    """Score one frame, yielding one :class:`TemperatureScores` per temperature.
-
-    ``kind='pixel'``: needs ``logits`` (C, h, w) (the valid part), ``out_size`` (label size) and
-    ``void_channel``. ``kind='query'``: needs ``mask_logits`` (n_crops, Q, h, w),
-    ``class_logits`` (n_crops, Q, K+1) and ``geom``; ``out_size`` defaults to ``geom.original``.
-    Only one temperature's full-resolution maps are alive at a time, and the upsampled
-    masks are computed once for all temperatures (see :class:`FrameComposer`). For
-    ``temp_target='pixel'`` and for pixel models the same semantic array is yielded for
-    every ``T``.
-    """
-    parse_kind(kind)
-    parse_temp_target(temp_target)
-    check_supported(scorers, kind)
-    temps = tuple(dict.fromkeys(_check_temperature(t) for t in temperatures))
-
-    def score_all(x: torch.Tensor, t: float, argmax_out: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        return score_many(x, t, [s.name for s in scorers], argmax_out=argmax_out)
-
-    if kind == "pixel":
-        if logits is None or out_size is None:
-            raise ValueError("kind='pixel' needs logits and out_size")
-        z = pixel_logits_to_label_size(logits, out_size, void_channel)  # (K, H, W)
-        sem = semantic_prediction(z)
-        for t in temps:
-            yield TemperatureScores(t, sem, score_all(z, t))
-        return
-
-    if mask_logits is None or class_logits is None or geom is None:
-        raise ValueError("kind='query' needs mask_logits, class_logits and geom")
-    size = out_size or geom.original
-    composer = FrameComposer(mask_logits, class_logits, geom, tile_rows=tile_rows)
-    if temp_target == "query":
-        resized = composer.resized_scores(temps)
-        for t in temps:
-            s = resize_scores(resized.pop(t), size)  # (K, H, W)
-            sem = np.empty(s.shape[1:], np.uint8)  # = semantic_prediction(s), from the scorers' pass
-            yield TemperatureScores(t, sem, score_all(s, 1.0, argmax_out=sem))
-    else:
-        s = resize_scores(composer.resized_scores((1.0,))[1.0], size)  # (K, H, W)
-        sem = semantic_prediction(s)
-        for t in temps:
-            yield TemperatureScores(t, sem, score_all(s, t))
-
-
-def score_frame(
-    kind: str,
-    *,
-    scorers: Sequence[Scorer],
-    temperatures: Sequence[float] = (1.0,),
-    temp_target: str = DEFAULT_TEMP_TARGET,
-    out_size: tuple[int, int] | None = None,
-    logits: ArrayLike | None = None,
-    void_channel: int | None = None,
-    mask_logits: Sequence[ArrayLike] | ArrayLike | None = None,
-    class_logits: Sequence[ArrayLike] | ArrayLike | None = None,
-    geom: FrameWindows | None = None,
-    tile_rows: int = DEFAULT_TILE_ROWS,
-) -> FrameScores:
-    """All ``(scorer, T)`` maps and the semantic map per ``T`` of one frame.
-
-    Same arguments as :func:`iter_frame_scores` (which keeps only one temperature's maps
-    alive); returns ``FrameScores(scores, semantic)`` with ``scores[(name, T)]`` (H, W)
-    float32 and ``semantic[T]`` (H, W) uint8.
-    """
-    scores: dict[tuple[str, float], np.ndarray] = {}
-    semantic: dict[float, np.ndarray] = {}
-    frames = iter_frame_scores(
-        kind, scorers=scorers, temperatures=temperatures, temp_target=temp_target, out_size=out_size,
-        logits=logits, void_channel=void_channel, mask_logits=mask_logits, class_logits=class_logits,
-        geom=geom, tile_rows=tile_rows,
-    )
-    for ts in frames:
-        semantic[ts.temperature] = ts.semantic
-        for name, m in ts.scores.items():
-            scores[(name, ts.temperature)] = m
-    return FrameScores(scores, semantic)

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import zarr
 
-from schemas.cache import CacheError, CacheSpec, arrays_for, done_mask
-
-
-def _dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+from schemas import integrity
+from schemas.cache import CacheSpec, disk_bytes, done_mask, raw_bytes
 
 
 def summary(root: zarr.Group, spec: CacheSpec, path: str) -> list[str]:
@@ -24,7 +19,7 @@ def summary(root: zarr.Group, spec: CacheSpec, path: str) -> list[str]:
         f"model      {prov.model}  config {dict(prov.model_config)}",
         f"checkpoint sha256 {prov.checkpoint_sha256[:16]}...",
         f"dataset    {prov.dataset} ({spec.label_kind}), manifest {prov.manifest_digest[:12]}",
-        f"frames     {int(done.sum())}/{spec.n_frames} done",
+        f"frames     {int(done.sum())}/{spec.n_frames} done" + _unlabelled(spec),
         f"sizes      {sorted(set(spec.sizes))[:4]}{' ...' if len(set(spec.sizes)) > 4 else ''}",
         f"classes    K={spec.n_classes}" + (f", void channel {spec.void_channel}" if spec.void_channel is not None else ""),
     ]
@@ -34,33 +29,30 @@ def summary(root: zarr.Group, spec: CacheSpec, path: str) -> list[str]:
         f"device     {prov.device}, dtype {prov.dtype}, created {prov.created}",
         f"versions   {', '.join(f'{k} {v}' for k, v in prov.versions.items())}",
     ]
-    size = _dir_size(Path(path))
+    size = disk_bytes(path)
     if size:
-        raw = sum(int(np.prod(root[a.name].shape)) * np.dtype(a.dtype).itemsize for a in arrays_for(spec.kind))
+        raw = raw_bytes(root, spec)
         lines.append(f"disk       {size / 2**20:.1f} MiB (uncompressed {raw / 2**20:.1f} MiB, ratio {raw / size:.2f}x)")
     return lines
 
 
+def _unlabelled(spec: CacheSpec) -> str:
+    n = int((~spec.labelled_mask).sum())
+    return f", {n} unlabelled (never scored)" if n else ""
+
+
 def verify(root: zarr.Group, spec: CacheSpec) -> list[str]:
-    """Read every chunk of every array; the crc32c codec rejects any flipped byte.
+    """Check the whole cache (:mod:`schemas.integrity`): the static arrays agree with the
+    attributes, every done frame has all its data chunks, and every stored chunk decodes
+    (crc32c rejects any changed byte).
 
-    Returns one problem line per unreadable chunk (empty when the cache is intact).
+    Returns one problem line per missing or damaged chunk, naming the array and the frame
+    (empty when the cache is intact).
     """
-    problems = []
-    for a in arrays_for(spec.kind):
-        arr = root[a.name]
-        first = arr.chunks[0]
-        for start in range(0, arr.shape[0], first):
-            try:
-                arr[start : start + first]
-            except Exception as exc:  # zarr raises codec-specific errors for corrupt chunks
-                problems.append(f"{a.name}[{start}:{start + first}]: corrupt chunk ({exc.__class__.__name__}: {exc})")
-    return problems
+    done = np.flatnonzero(done_mask(root))
+    problems = integrity.static_problems(root, spec) + integrity.missing_chunks(root, spec, done)
+    problems += integrity.corrupt_chunks(root, spec)
+    return [p.line() for p in problems]
 
 
-def not_done_frames(root: zarr.Group, spec: CacheSpec) -> list[str]:
-    done = done_mask(root)
-    return [fid for fid, d in zip(spec.frame_ids, done) if not d]
-
-
-__all__ = ["summary", "verify", "not_done_frames", "CacheError"]
+__all__ = ["summary", "verify"]

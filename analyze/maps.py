@@ -4,22 +4,23 @@ The panels are the seed paper's Figures 3-4: the input image next to one anomaly
 scorer (brighter = more anomalous) and the ground truth (anomaly white, void grey,
 in-distribution black). Each map is scaled to its own 1st-99th percentile **for display
 only** (the scorers' ranges differ by orders of magnitude); the ``.npy`` files keep the raw
-float32 scores exactly as :func:`analyze.compose.iter_frame_scores` computes them for
+float64 scores exactly as :func:`analyze.frame_scores.iter_frame_scores` computes them for
 ``analyze score``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from analyze.compose import iter_frame_scores
+from analyze.frame_scores import frame_inputs, iter_frame_scores
+from analyze.report.names import dataset_name, model_name, scorer_name, slug
 from analyze.scorers import get_scorers
 from schemas import cache as C
+from schemas import integrity
 
 DEFAULT_N_FRAMES = 4
 DISPLAY_LONG_SIDE = 512
@@ -29,7 +30,7 @@ CAPTION = ("Each map is scaled to its own 1st-99th percentile for display only (
 
 
 def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)).strip("_") or "frame"
+    return slug(s, empty="frame")
 
 
 def _t_tag(t: float) -> str:
@@ -97,40 +98,41 @@ def _frame_indices(spec: C.CacheSpec, done: np.ndarray, frames: Sequence[str] | 
     return idx
 
 
-def _inputs(root, spec: C.CacheSpec, i: int) -> dict:
-    if spec.kind == "pixel":
-        return dict(logits=C.read_pixel_logits(root, spec, i), void_channel=spec.void_channel,
-                    out_size=spec.sizes[i])
-    cl, ml = C.read_query_outputs(root, spec, i)
-    return dict(class_logits=cl, mask_logits=ml, geom=spec.windows(i), out_size=spec.sizes[i])
+def frame_maps(root, spec: C.CacheSpec, i: int, scorers: Sequence, temperature: float,
+               temp_target: str = "query") -> dict[str, np.ndarray]:
+    """Anomaly maps of frame ``i``: scorer name -> float64 (H, W) at the original resolution.
 
-
-def _names():
-    from analyze.report import dataset_name, model_name, scorer_name
-
-    return dataset_name, model_name, scorer_name
+    The scores :func:`analyze.frame_scores.iter_frame_scores` gives ``analyze score`` (higher = more
+    anomalous, no rescaling), at one temperature; ``temp_target`` as there (EoMT only).
+    The one map computation behind ``analyze maps`` and ``analyze export``.
+    """
+    (ts,) = iter_frame_scores(spec.kind, scorers=scorers, temperatures=(float(temperature),),
+                              temp_target=temp_target, **frame_inputs(root, spec, i))
+    return {s.name: np.asarray(ts.scores[s.name]) for s in scorers}
 
 
 def _cache_maps(cache_path, scorers: str, t: float, frames: list[str] | None, out: Path, temp_target: str,
                 storage_options) -> tuple[C.CacheSpec, list, list[Path]]:
     """One cache's ``.npy`` maps and per-frame panels in ``out``; returns its panel rows."""
     root, spec = C.open_cache(cache_path, storage_options=storage_options)
+    where = str(cache_path)
     chosen = get_scorers(scorers, spec.kind)
-    idx = _frame_indices(spec, C.done_mask(root), frames, str(cache_path))
+    idx = _frame_indices(spec, C.done_mask(root), frames, where)
+    problems = integrity.check_frames(root, spec, idx)
+    if problems:
+        raise C.CacheError(f"{where}: {integrity.describe(problems)}; the cache lost data")
     out.mkdir(parents=True, exist_ok=True)
-    scorer_name = _names()[2]
     written: list[Path] = []
     rows = []  # per frame: (id, thumbnail, gt_rgb, [(scorer, display map, lo, hi)])
     for i in idx:
         fid = spec.frame_ids[i]
         label = C.read_label(root, spec, i)
-        (ts,) = iter_frame_scores(spec.kind, scorers=chosen, temperatures=(t,), temp_target=temp_target,
-                                  **_inputs(root, spec, i))
+        scores = frame_maps(root, spec, i, chosen, t, temp_target)
         shape = _display_shape(*label.shape)
         valid = label != 255
         maps = []
         for s in chosen:
-            score = np.asarray(ts.scores[s.name], np.float32)  # (H, W)
+            score = scores[s.name]  # (H, W) float64
             p = out / map_filename(fid, s.name, t)
             np.save(p, score)
             written.append(p)
@@ -145,7 +147,6 @@ def _cache_maps(cache_path, scorers: str, t: float, frames: list[str] | None, ou
 
 
 def _title(specs: Sequence[C.CacheSpec], t: float, temp_target: str) -> str:
-    dataset_name, model_name, _ = _names()
     models = ", ".join(model_name(s.provenance.model) for s in specs)
     title = f"{models} on {dataset_name(specs[0].provenance.dataset)}, T = {t:g}"
     if any(s.kind == "query" for s in specs):
@@ -158,7 +159,7 @@ def write_maps(cache_path: str | os.PathLike | Sequence[str | os.PathLike], scor
                storage_options=None) -> list[Path]:
     """Anomaly maps of ``frames`` (default: the first 4 done frames) for each of ``scorers``.
 
-    Writes into ``out_dir``: ``<frame>_<scorer>_T<T>.npy`` (float32, original resolution, the
+    Writes into ``out_dir``: ``<frame>_<scorer>_T<T>.npy`` (float64, original resolution, the
     scores ``analyze score`` uses), ``<frame>_T<T>.png`` (image | ground truth | one map per
     scorer) and ``panel.png`` (one row per frame, same columns).
     ``scorers`` is ``'all'`` or a comma list (as ``analyze score``); ``temp_target`` as there
@@ -170,7 +171,6 @@ def write_maps(cache_path: str | os.PathLike | Sequence[str | os.PathLike], scor
     paths = [cache_path] if isinstance(cache_path, (str, os.PathLike)) else list(cache_path)
     out = Path(out_dir)
     t = float(temperature)
-    _, _, scorer_name = _names()
     if len(paths) == 1:
         spec, rows, written = _cache_maps(paths[0], scorers, t, frames, out, temp_target, storage_options)
         written.append(_panel(rows, out / "panel.png", _title([spec], t, temp_target), scorer_name, ranges=False))
@@ -181,8 +181,7 @@ def write_maps(cache_path: str | os.PathLike | Sequence[str | os.PathLike], scor
         if specs and spec.provenance.dataset != specs[0].provenance.dataset:
             raise ValueError(f"{path}: dataset {spec.provenance.dataset}, but {paths[0]} holds "
                              f"{specs[0].provenance.dataset}; one panel shows one dataset")
-        models = [s.provenance.model for s in specs]
-        if spec.provenance.model in models:
+        if spec.provenance.model in [s.provenance.model for s in specs]:
             raise ValueError(f"{path}: a second {spec.provenance.model} cache; give one cache per model")
         if frames is None and specs:  # the first cache's default frames, in every cache
             frames = [r[0] for r in per_cache[0][1]]
@@ -192,7 +191,6 @@ def write_maps(cache_path: str | os.PathLike | Sequence[str | os.PathLike], scor
         per_cache.append((spec, rows))
         written += w
     columns = list(dict.fromkeys(m[0] for _, rows in per_cache for r in rows for m in r[3]))
-    model_name = _names()[1]
     panel_rows = []
     for j in range(len(per_cache[0][1])):
         for spec, rows in per_cache:

@@ -1,4 +1,4 @@
-"""Temperature: honest selection, calibration on in-distribution data, bootstrap intervals.
+"""Temperature: honest selection and calibration on in-distribution data.
 
 * :func:`select_temperature` chooses T on *validation* datasets only and reports the chosen
   T on the other datasets (the seed paper chose T on the datasets it reported: a careful
@@ -6,10 +6,10 @@
 * :func:`fit_temperature_nll` is temperature scaling (Guo et al., "On Calibration of Modern
   Neural Networks", ICML 2017): the T minimising the negative log-likelihood of the
   in-distribution semantic labels (Cityscapes val), with the expected calibration error
-  before and after.
-* :func:`bootstrap_ci` gives percentile confidence intervals of AuPRC, AUROC and FPR95 by
-  resampling *frames* (pixels of one frame are not independent), from per-frame score
-  histograms (:func:`frame_histograms`); all resamples are evaluated at once.
+  before and after. It evaluates the composition at sampled pixels only, from the same
+  primitives as whole frames (:mod:`analyze.compose`).
+
+(Bootstrap intervals of the metrics: :mod:`analyze.bootstrap`.)
 """
 
 from __future__ import annotations
@@ -21,39 +21,38 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from analyze.cells import checked, one_row_each, plain
+from schemas.errors import DataError
 from schemas.results import SEMANTIC_SCORER
 
 #: metrics where lower is better (selection minimises them)
 LOWER_IS_BETTER = frozenset({"fpr95", "ece", "nll"})
+#: one temperature is chosen per group of these columns
+SELECTION_KEY = ("run", "model", "scorer", "temp_target", "protocol", "frames")
 ECE_BINS = 15
 T_BOUNDS = (0.05, 20.0)
-_T_ATOL = 1e-9
 
 
 # ---- selection ---------------------------------------------------------------------------
 
 
-def _plain(df: pd.DataFrame) -> pd.DataFrame:
-    if "selected_on" not in df:
-        return df
-    sel = df["selected_on"]
-    return df[sel.isna() | sel.astype(str).isin(["", "nan", "None"])]
-
-
 def chosen_temperatures(df: pd.DataFrame, select_on: Sequence[str], metric: str = "auprc",
                         model: str | None = None, scorer: str | None = None) -> pd.DataFrame:
-    """The T chosen per (model, scorer, temp_target, protocol), from the ``select_on`` datasets only.
+    """The T chosen per (run, model, scorer, temp_target, protocol, frames), from the ``select_on``
+    datasets only.
 
-    Returns columns model, scorer, temp_target, protocol, temperature (chosen), ``score``
-    (mean ``metric`` over ``select_on`` at that T) and ``n_temperatures``. A T counts only
-    where every ``select_on`` dataset has a finite value; groups with a single T, or where no
-    T qualifies, are left out. Best = highest mean (lowest for fpr95/ece/nll); ties within
-    1e-12 go to the T closest to 1, then to the smaller T.
+    Returns those columns, temperature (chosen), ``score`` (mean ``metric`` over ``select_on``
+    at that T) and ``n_temperatures``. A T counts only where every ``select_on`` dataset has a
+    finite value; groups with a single T, or where no T qualifies, are left out. Best =
+    highest mean (lowest for fpr95/ece/nll); ties within 1e-12 go to the T closest to 1, then
+    to the smaller T. Raises ``analyze.cells.RowConflict`` when two rows would give one
+    dataset's value at one T, or when the rows of one (run, model, dataset) come from two
+    caches (a T chosen on a mixture of two models' outputs means nothing).
     """
     select_on = list(dict.fromkeys(select_on))
     if not select_on:
         raise ValueError("select_on is empty: name the validation dataset(s) to choose T on")
-    d = _plain(df)
+    d = plain(df)
     d = d[d["scorer"] != SEMANTIC_SCORER]
     if model is not None:
         d = d[d["model"] == model]
@@ -68,13 +67,15 @@ def chosen_temperatures(df: pd.DataFrame, select_on: Sequence[str], metric: str 
         raise ValueError(f"select_on ({', '.join(select_on)}) covers every dataset in the results: nothing would be "
                          "left to report without reporting a dataset T was chosen on")
     lower = metric in LOWER_IS_BETTER
-    keys = ["model", "scorer", "temp_target", "protocol"]
+    keys = list(SELECTION_KEY)
     cols = keys + ["temperature", "score", "n_temperatures"]
     v = d[(d["metric"] == metric) & d["dataset"].isin(select_on)]
     if v.empty:
         return pd.DataFrame(columns=cols)
-    wide = v.pivot_table(index=keys + ["temperature"], columns="dataset", values="value", aggfunc="first",
-                         observed=True).reindex(columns=select_on)  # (group x T, select_on)
+    checked(d[d["dataset"].isin(select_on)], "temperature selection")
+    one_row_each(v, keys + ["temperature", "dataset"], "one value of the selection")
+    wide = v.pivot(index=keys + ["temperature"], columns="dataset", values="value").reindex(
+        columns=select_on)  # (group x T, select_on)
     ok = np.isfinite(wide.to_numpy(float)).all(axis=1)
     mean = pd.Series(np.where(ok, wide.to_numpy(float).mean(axis=1) if wide.shape[1] else np.nan, np.nan),
                      index=wide.index)
@@ -96,7 +97,7 @@ def select_temperature(df: pd.DataFrame, select_on: list[str], metric: str = "au
                        scorer: str | None = None) -> pd.DataFrame:
     """Rows of every dataset *not* in ``select_on`` at the T chosen on ``select_on``.
 
-    For each (model, scorer, temp_target, protocol) with several temperatures, T maximises
+    For each (run, model, scorer, temp_target, protocol, frames) with several temperatures, T maximises
     the mean ``metric`` over the ``select_on`` datasets (minimises it for fpr95; see
     :func:`chosen_temperatures`). The returned rows are the results rows (every metric) of
     the other datasets at that T, with ``selected_on = ",".join(select_on)``; they can be
@@ -107,9 +108,11 @@ def select_temperature(df: pd.DataFrame, select_on: list[str], metric: str = "au
     """
     select_on = list(dict.fromkeys(select_on))
     chosen = chosen_temperatures(df, select_on, metric, model, scorer)
-    d = _plain(df)
+    d = plain(df)
     d = d[(d["scorer"] != SEMANTIC_SCORER) & ~d["dataset"].isin(select_on)]
-    key = ["model", "scorer", "temp_target", "protocol", "temperature"]
+    key = list(SELECTION_KEY) + ["temperature"]
+    groups = d.merge(chosen[list(SELECTION_KEY)], on=list(SELECTION_KEY), how="inner")
+    checked(groups, "temperature selection")  # every T of a reported dataset: one cache
     out = d.merge(chosen[key], on=key, how="inner")[list(d.columns)]  # T values come from this very column
     out = out.assign(selected_on=",".join(select_on))
     assert not out["dataset"].isin(select_on).any()  # the whole point of this function
@@ -132,77 +135,47 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     return float(np.sum(np.abs(s_acc - s_conf)) / conf.size)
 
 
-def _sample_positions(root, spec, frames: Sequence[int], max_pixels: int, seed: int) -> dict[int, np.ndarray]:
-    """Frame -> sorted flat indices of the sampled non-ignored pixels (same for every T)."""
-    from schemas.cache import read_label
-
-    valid = {i: np.flatnonzero(read_label(root, spec, i).ravel() != 255) for i in frames}
-    total = sum(v.size for v in valid.values())
-    if total == 0:
-        raise ValueError("no labelled pixel (all 255) in the cache")
-    rng = np.random.default_rng(seed)
-    take = np.sort(rng.choice(total, size=min(int(max_pixels), total), replace=False))
-    out, start = {}, 0
-    for i in frames:
-        n = valid[i].size
-        sel = take[(take >= start) & (take < start + n)] - start
-        if sel.size:
-            out[i] = valid[i][sel]
-        start += n
-    return out
+def pixel_keys(seed: int, frame: int, n: int) -> np.ndarray:
+    """The sampling keys of the ``n`` labelled pixels of ``frame`` (uniform in [0, 1), float64),
+    from a generator seeded with ``(seed, frame)``: a pixel's key does not depend on the other frames."""
+    return np.random.default_rng([seed, frame]).random(n)
 
 
-def query_pixel_weights(mask_logits: np.ndarray, geom, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Linear weights ``A`` (n, n_crops * Q) with ``s_T(pixel) = A @ P_T`` for ``n`` pixels.
+def _smallest(keys: np.ndarray, k: int) -> np.ndarray:
+    return np.argpartition(keys, k - 1)[:k] if keys.size > k else np.arange(keys.size)
 
-    ``P_T`` stacks ``softmax(c_jq / T)[:K]`` of every crop ``j`` and query ``q``. ``s`` is linear
-    in the class probabilities: the sigmoid of each query's bilinearly upsampled mask, averaged
-    over the crops covering a pixel of the resized frame, bilinearly resized to the original
-    size (:mod:`analyze.compose`). Evaluating that chain at the requested pixels only (same
-    ``align_corners=False`` taps as :class:`analyze.compose.FrameComposer`) makes every T a
-    small matrix product instead of a full composition.
+
+def sample_pixels(labels, max_pixels: int, seed: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """A uniform sample without replacement of ``max_pixels`` labelled pixels (label != 255)
+    of all frames, or all of them when there are fewer: frame -> (sorted flat indices, labels).
+
+    ``labels`` yields ``(frame index, flat label array)``, one frame at a time. Bottom-k
+    sampling: every labelled pixel gets a uniform key (:func:`pixel_keys`) and the
+    ``max_pixels`` smallest keys of the whole dataset win, which is a uniform sample without
+    replacement. The winners so far are kept in a reservoir of at most ``max_pixels`` (key,
+    frame, index, label) entries, merged with each frame's own ``max_pixels`` smallest keys, so
+    memory is one frame plus the reservoir, whatever the number of frames; the sample depends
+    on the seed only (not on the order or grouping of the frames).
     """
-    from analyze.compose import _linear_taps
-
-    ml = np.asarray(mask_logits, np.float32)  # (n_crops, Q, h, w)
-    n_crops, q, h, w = ml.shape
-    (H, W), (Hr, Wr), crop = geom.original, geom.resized, geom.crop
-
-    def taps(n_in, n_out, idx):
-        if n_in == n_out:
-            return idx, idx, np.ones(idx.size, np.float32), np.zeros(idx.size, np.float32)
-        i0, i1, a0, a1 = (t.numpy() for t in _linear_taps(n_in, n_out))
-        return i0[idx], i1[idx], a0[idx], a1[idx]
-
-    ry0, ry1, wy0, wy1 = taps(Hr, H, rows)
-    rx0, rx1, wx0, wx1 = taps(Wr, W, cols)
-    # the four resized-frame points of each pixel and their weights: (4, n)
-    pr = np.stack([ry0, ry0, ry1, ry1])
-    pc = np.stack([rx0, rx1, rx0, rx1])
-    pw = np.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1]).astype(np.float64)
-    along = pr if geom.portrait else pc
-    count = np.zeros(along.shape, np.float64)
-    for win in geom.windows:
-        count += (along >= win.start) & (along < win.end)
-    out = np.zeros((rows.size, n_crops * q), np.float64)
-    ty = [t.numpy() for t in _linear_taps(h, crop)]
-    tx = [t.numpy() for t in _linear_taps(w, crop)]
-    for j, win in enumerate(geom.windows):
-        m = ml[j]  # (Q, h, w)
-        cols_j = slice(j * q, (j + 1) * q)
-        for k in range(4):  # one resized point per pixel at a time: no repeated pixel in `p`
-            p = np.flatnonzero((along[k] >= win.start) & (along[k] < win.end))
-            if not p.size:
-                continue
-            lr = pr[k, p] - (win.start if geom.portrait else 0)
-            lc = pc[k, p] - (0 if geom.portrait else win.start)
-            y0, y1, ay0, ay1 = (t[lr] for t in ty)
-            x0, x1, ax0, ax1 = (t[lc] for t in tx)
-            # torch's order: the width pass on both source rows, then the height pass
-            top = m[:, y0, x0] * ax0 + m[:, y0, x1] * ax1  # (Q, M)
-            bot = m[:, y1, x0] * ax0 + m[:, y1, x1] * ax1
-            val = 1.0 / (1.0 + np.exp(-(bot * ay1 + top * ay0)))  # (Q, M): sigmoid of the upsampled mask
-            out[p, cols_j] += (val * (pw[k, p] / count[k, p])).T  # (M, Q)
+    k = int(max_pixels)
+    keys, frame_of, index, label = np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint8)
+    for i, lab in labels:
+        valid = np.flatnonzero(lab != 255)
+        if not valid.size:
+            continue
+        u = pixel_keys(seed, i, valid.size)
+        best = _smallest(u, k)
+        keys = np.concatenate([keys, u[best]])
+        frame_of = np.concatenate([frame_of, np.full(best.size, i, np.int64)])
+        index = np.concatenate([index, valid[best]])
+        label = np.concatenate([label, lab[valid[best]]])
+        keep = _smallest(keys, k)
+        keys, frame_of, index, label = keys[keep], frame_of[keep], index[keep], label[keep]
+    out = {}
+    for i in np.unique(frame_of):
+        sel = np.flatnonzero(frame_of == i)
+        order = np.argsort(index[sel])
+        out[int(i)] = (index[sel][order], label[sel][order])
     return out
 
 
@@ -210,35 +183,43 @@ class _Calibration:
     """The sampled pixels of a semantic cache, ready to give class probabilities at any T."""
 
     def __init__(self, cache_path, max_pixels: int, seed: int, storage_options=None):
-        from schemas.cache import done_mask, open_cache, read_label, read_pixel_logits, read_query_outputs
+        from analyze.compose import FrameComposer, pixel_logits_at
+        from schemas import integrity
+        from schemas.cache import CacheError, done_mask, open_cache, read_label, read_pixel_logits, read_query_outputs
 
         root, spec = open_cache(cache_path, storage_options=storage_options)
         if spec.label_kind != "semantic":
-            raise ValueError(f"{cache_path}: temperature scaling needs an in-distribution semantic cache "
-                             f"(e.g. cityscapes_val); this one has {spec.label_kind} labels")
+            raise DataError(f"{cache_path}: temperature scaling needs an in-distribution semantic cache "
+                            f"(e.g. cityscapes_val); this one has {spec.label_kind} labels")
         frames = [int(i) for i in np.flatnonzero(done_mask(root))]
         if not frames:
-            raise ValueError(f"{cache_path}: no frame is done")
+            raise DataError(f"{cache_path}: no frame is done")
+        problems = integrity.check_frames(root, spec, frames)
+        if problems:
+            raise DataError(f"{cache_path}: {integrity.describe(problems)}; the cache lost data "
+                            "(`analyze inspect --verify` lists it all)")
         self.spec, self.kind, self.n_frames = spec, spec.kind, len(frames)
         self.k = spec.n_classes
-        picks = _sample_positions(root, spec, frames, max_pixels, seed)
         labels, self.blocks = [], []
-        for i, flat in picks.items():
-            lab = read_label(root, spec, i).ravel()[flat]
-            if (lab >= self.k).any():
-                raise ValueError(f"{cache_path}: frame {spec.frame_ids[i]} has labels >= {self.k} other than 255")
-            labels.append(lab)
-            h, w = spec.sizes[i]
-            rows, cols = flat // w, flat % w
-            if spec.kind == "pixel":
-                from analyze.compose import pixel_logits_to_label_size
-
-                z = pixel_logits_to_label_size(read_pixel_logits(root, spec, i), (h, w), spec.void_channel)
-                self.blocks.append(z.numpy().reshape(z.shape[0], -1)[:, flat].T.astype(np.float64))  # (n, K)
-            else:
-                cl, ml = read_query_outputs(root, spec, i)
-                a = query_pixel_weights(ml, spec.windows(i), rows, cols)  # (n, crops*Q)
-                self.blocks.append((a, np.asarray(cl, np.float64).reshape(-1, cl.shape[-1])))
+        try:
+            picks = sample_pixels(((i, read_label(root, spec, i).ravel()) for i in frames), max_pixels, seed)
+            if not picks:
+                raise DataError(f"{cache_path}: no labelled pixel (all 255) in the cache")
+            for i, (flat, lab) in picks.items():
+                if (lab >= self.k).any():
+                    raise DataError(f"{cache_path}: frame {spec.frame_ids[i]} has labels >= {self.k} other than 255")
+                labels.append(lab)
+                h, w = spec.sizes[i]
+                rows, cols = flat // w, flat % w
+                if spec.kind == "pixel":
+                    self.blocks.append(pixel_logits_at(read_pixel_logits(root, spec, i), (h, w), spec.void_channel,
+                                                       rows, cols))  # (n, K)
+                else:
+                    cl, ml = read_query_outputs(root, spec, i)
+                    a = FrameComposer(ml, cl, spec.windows(i)).pixel_weights(rows, cols)  # (n, crops*Q)
+                    self.blocks.append((a, np.asarray(cl, np.float64).reshape(-1, cl.shape[-1])))
+        except CacheError as exc:  # a chunk that does not decode
+            raise DataError(f"{cache_path}: {exc}") from None
         self.labels = np.concatenate(labels).astype(np.int64)
 
     def log_probs(self, t: float) -> np.ndarray:
@@ -271,7 +252,7 @@ class _Calibration:
 
 
 def fit_temperature_nll(cache_path: str | os.PathLike, max_pixels: int = 200_000, seed: int = 0,
-                        storage_options=None) -> dict:
+                        storage_options=None, name: str | None = None) -> dict:
     """Temperature scaling on an in-distribution semantic cache (Guo et al. 2017).
 
     Class probabilities at the sampled pixels:
@@ -284,19 +265,24 @@ def fit_temperature_nll(cache_path: str | os.PathLike, max_pixels: int = 200_000
       normalisation is needed for a likelihood; the query target is the one that changes
       the segmentation and hence the confidence of the semantic prediction.
 
-    ``max_pixels`` non-ignored pixels (label != 255) are drawn without replacement by a seeded
-    RNG, the same pixels for every T. T minimises the mean NLL over ``log T`` (scipy
+    ``max_pixels`` non-ignored pixels (label != 255) are drawn uniformly without replacement,
+    one frame at a time (:func:`sample_pixels`: memory does not grow with the number of
+    frames; the same pixels for a seed), and serve every T. The composition is evaluated at
+    these pixels only (:func:`analyze.compose.pixel_logits_at`,
+    :meth:`analyze.compose.FrameComposer.pixel_weights`). T minimises the mean NLL over ``log T`` (scipy
     ``minimize_scalar``, bounded, T in [0.05, 20]). ECE uses 15 equal-width confidence bins.
 
     Returns ``T``, ``nll_before`` / ``nll_after`` (nats per pixel), ``ece_before`` /
     ``ece_after`` (fractions), ``n_pixels``, ``n_frames``, and ``rows``: results rows of metric
     ``ece`` (scorer ``semantic``) at T = 1 and at the fitted T, the latter with
     ``selected_on`` = the dataset, since T was fitted on these very pixels (NLL is not a
-    fraction, so it is not a results row).
+    fraction, so it is not a results row). Their run is ``name``, by default that of the
+    cache's checkpoint (:func:`schemas.results.default_run`, as ``analyze score``).
     """
     from scipy.optimize import minimize_scalar
 
     from schemas.cache import cache_digest
+    from schemas.results import default_run
 
     cal = _Calibration(cache_path, max_pixels, seed, storage_options)
     res = minimize_scalar(lambda u: cal.nll(math.exp(u)), bounds=tuple(math.log(b) for b in T_BOUNDS),
@@ -305,7 +291,9 @@ def fit_temperature_nll(cache_path: str | os.PathLike, max_pixels: int = 200_000
     out = {"T": t, "nll_before": cal.nll(1.0), "nll_after": cal.nll(t), "ece_before": cal.ece(1.0),
            "ece_after": cal.ece(t), "n_pixels": int(cal.labels.size), "n_frames": cal.n_frames}
     spec = cal.spec
-    base = dict(model=spec.provenance.model, dataset=spec.provenance.dataset, scorer=SEMANTIC_SCORER,
+    prov = spec.provenance
+    base = dict(run=name or default_run(prov.model, prov.checkpoint_sha256, prov.checkpoint_file),
+                model=prov.model, dataset=prov.dataset, scorer=SEMANTIC_SCORER, frames="all",
                 temp_target="logits" if spec.kind == "pixel" else "query", protocol="exact", metric="ece",
                 ci_low=float("nan"), ci_high=float("nan"), n_frames=cal.n_frames, n_pixels=int(cal.labels.size),
                 cache_digest=cache_digest(spec))

@@ -11,34 +11,20 @@ from pathlib import Path
 
 import click
 
-from extract.datasets import DatasetError, check_dataset, get_dataset_spec, load_manifest
+from extract.datasets import check_dataset, get_dataset_spec, load_manifest
 from extract.demo import settings as demo_settings
 from extract.synth import parse_size, write_synth_dataset
-
-USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError,)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from extract.models import CheckpointError
-    from schemas.cache import CacheError
-
-    return USER_ERRORS + (CheckpointError, CacheError)
+from schemas.cache import COMPRESSION, DEFAULT_COMPRESSION
+from schemas.errors import ToolGroup
+from schemas.version import PACKAGE
 
 
-class _Group(click.Group):
-    """Turns the tool's user-facing errors into one-line messages with exit code 1."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except _user_errors() as exc:
-            raise click.ClickException(str(exc)) from None
-
-
-@click.group(cls=_Group)
-@click.version_option(package_name="anomaly-seg-cache")
+@click.group("extract", cls=ToolGroup)
+@click.version_option(package_name=PACKAGE)
 def main():
     """Extract raw model outputs into a chunked Zarr cache.
+
+    Errors are one line; exit code 1 for bad data or files, 2 for bad options.
 
     \b
     Examples (one per command):
@@ -66,26 +52,53 @@ def _dataset_option(f):
     return click.option("--dataset", required=True, type=click.Choice(names), help="Manifest name.")(f)
 
 
+def _layout_option(help_text):
+    return click.option("--layout", default=None, metavar="NAME", help=help_text)
+
+
+def _copy_options(f):
+    """Options choosing which copy under --data-root is read and which of its files are frames."""
+    f = click.option("--skip-unexpected", is_flag=True,
+                     help="Leave out files that do not fit the layout (default: they are an error).")(f)
+    f = click.option("--include-excluded", is_flag=True,
+                     help="Keep frames the layout excludes (e.g. the 10 ids SMIYC ObstacleTrack-validation leaves out).")(f)
+    return _layout_option("Only look for a copy in this layout of the manifest (when a data root holds several).")(f)
+
+
+def _spec_with_layout(dataset: str, layout: str | None):
+    """The dataset's spec; an unknown --layout is a usage error listing the valid ones."""
+    spec = get_dataset_spec(dataset)
+    if layout is not None and layout not in spec.layout_names:
+        raise click.BadParameter(f"{dataset} has no layout {layout!r}; valid: {', '.join(spec.layout_names)}",
+                                 param_hint="--layout")
+    return spec
+
+
 @datasets.command("check")
 @_dataset_option
 @click.option("--data-root", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder that holds the dataset folder (e.g. Validation_Dataset/).")
-def datasets_check(dataset, data_root):
-    """Validate a local copy against the manifest; errors exit non-zero.
+@_copy_options
+def datasets_check(dataset, data_root, layout, include_excluded, skip_unexpected):
+    """Find the copy under --data-root, say which layout it has, and validate every file;
+    errors exit non-zero.
 
     \b
     Example:
       extract datasets check --dataset road_anomaly --data-root Validation_Dataset/
     """
-    spec = get_dataset_spec(dataset)
-    report = check_dataset(spec, data_root)
+    spec = _spec_with_layout(dataset, layout)
+    report = check_dataset(spec, data_root, layout=layout, include_excluded=include_excluded,
+                           skip_unexpected=skip_unexpected)
+    for n in report.notes:
+        click.echo(f"note: {n}", err=True)
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     for e in report.errors:
         click.echo(f"error: {e}", err=True)
     if not report.ok:
-        raise click.ClickException(f"{dataset}: {len(report.errors)} problem(s) in {data_root}")
-    click.echo(f"{dataset}: {report.n_frames} frames OK in {data_root}")
+        raise click.ClickException(f"{dataset}: {len(report.errors)} problem(s) in {report.copy.folder}")
+    click.echo(f"{dataset}: {report.n_frames} frames OK in {report.copy.folder} (layout {report.copy.layout.name})")
 
 
 @datasets.command("synth")
@@ -94,19 +107,23 @@ def datasets_check(dataset, data_root):
 @click.option("--n", "n", default=4, show_default=True, type=click.IntRange(1), help="Number of frames.")
 @click.option("--size", default="64x128", show_default=True, help="Frame size HxW.")
 @click.option("--seed", default=0, show_default=True, type=int)
-def datasets_synth(dataset, out, n, size, seed):
-    """Write a tiny synthetic dataset in the real layout, with real encoded files.
+@_layout_option("Layout of the manifest to write [default: the dataset's first].")
+def datasets_synth(dataset, out, n, size, seed, layout):
+    """Write a tiny synthetic dataset in a real layout, with real encoded files (one seed
+    gives the same frames in every layout).
 
     \b
     Example:
-      extract datasets synth --dataset smiyc_ro21 --out /tmp/data --n 4 --size 64x128
+      extract datasets synth --dataset smiyc_ro21 --layout smiyc_release --out /tmp/data --n 4 --size 64x128
     """
     try:
         hw = parse_size(size)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--size") from None
-    paths = write_synth_dataset(get_dataset_spec(dataset), out, n, hw, seed=seed)
-    click.echo(f"wrote {len(paths)} {dataset} frames under {out}")
+    spec = _spec_with_layout(dataset, layout)
+    lay = spec.layout(layout)
+    paths = write_synth_dataset(spec, out, n, hw, seed=seed, layout=lay)
+    click.echo(f"wrote {len(paths)} {dataset} frames in layout {lay.name} under {out / lay.folders[0]}")
 
 
 def _model_option(f):
@@ -123,7 +140,8 @@ def _model_option(f):
               help="Checkpoint as released by the authors (erfnet_pretrained.pth, EoMT pytorch_model.bin).")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Output cache (default caches/<model>/<dataset>.zarr).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when available, else the CPU; the choice is printed), cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Autocast dtype on CUDA (CPU always runs fp32).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1), help="Frames per forward pass.")
@@ -131,16 +149,18 @@ def _model_option(f):
 @click.option("--writer-threads", default=None, type=click.IntRange(1),
               help="Threads compressing and writing chunks [default: half the CPUs, 4 to 16].")
 @click.option("--shard", default=None, metavar="I/N", help="Process frames i with i %% N == I (several jobs, one cache).")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N frames (in id order).")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Only the first N frames (in id order); a later run with a larger or no --limit continues the cache.")
 @click.option("--input-height", type=click.IntRange(8), default=None,
               help="ERFNet: short side of the model input (default 512, as trained).")
-@click.option("--compression", type=click.Choice(["zstd3", "zstd1", "lz4", "none"]), default="zstd3",
+@click.option("--compression", type=click.Choice(list(COMPRESSION)), default=DEFAULT_COMPRESSION,
               show_default=True, help="Chunk codec (Blosc + byte shuffle; crc32c always): zstd3 smallest, "
                                       "lz4 ~6x faster to write; a new cache only.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing cache at --cache and start over.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@_copy_options
 def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size, workers, writer_threads, shard,
-        limit, input_height, compression, overwrite, no_progress):
+        limit, input_height, compression, overwrite, no_progress, layout, include_excluded, skip_unexpected):
     """Run a model once over a dataset and store its raw outputs in a Zarr cache.
 
     Resumable: rerunning the same command skips frames already done. Several jobs can
@@ -157,14 +177,13 @@ def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size,
         parse_shard(shard)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from None
-    try:
-        summary = run_extraction(
-            model, dataset, data_root, checkpoint, cache=cache, device=device, dtype=dtype, batch_size=batch_size,
-            workers=workers, writer_threads=writer_threads, shard=shard, limit=limit, overwrite=overwrite,
-            input_height=input_height, compression=compression, progress=not no_progress, log=lambda m: click.echo(m, err=True),
-        )
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+    _spec_with_layout(dataset, layout)
+    summary = run_extraction(
+        model, dataset, data_root, checkpoint, cache=cache, device=device, dtype=dtype, batch_size=batch_size,
+        workers=workers, writer_threads=writer_threads, shard=shard, limit=limit, overwrite=overwrite,
+        input_height=input_height, compression=compression, progress=not no_progress, log=lambda m: click.echo(m, err=True),
+        layout=layout, include_excluded=include_excluded, skip_unexpected=skip_unexpected,
+    )
     click.echo(summary.line())
     if summary.interrupted:
         click.echo("interrupted: frames written so far are done; rerun the same command to continue", err=True)
@@ -183,7 +202,7 @@ def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size,
 @click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Released checkpoint (default: random weights of the full-size model).")
 @click.option("--small", is_flag=True, help="EoMT: a small ViT-S / 64 px model instead of EoMT-L 1024 (CPU smoke test).")
-@click.option("--compression", type=click.Choice(["zstd3", "zstd1", "lz4", "none"]), default="zstd3", show_default=True)
+@click.option("--compression", type=click.Choice(list(COMPRESSION)), default=DEFAULT_COMPRESSION, show_default=True)
 def bench(model, device, dtype, batch_size, batches, size, writer_threads, checkpoint, small, compression):
     """Time forward pass, host copy, compression, storage write, and the overlapped pipeline.
 

@@ -3,21 +3,24 @@
 A DataLoader decodes and resizes frames in worker processes; the model runs on batches;
 outputs go to the host through :class:`extract.writer.HostCopier` and are written by
 :class:`extract.writer.FrameWriter` threads. A frame's ``done`` flag is written after all
-of its chunks, so an interrupted run (SIGINT, SIGKILL) leaves a cache that a rerun of the
-same command completes to the same bytes.
+of its chunks, so an interrupted run (SIGINT, SIGKILL, a failing disk) leaves a cache that a
+rerun of the same command completes to the same bytes. A rerun also extracts again the done
+frames whose chunks went missing (:mod:`schemas.integrity`).
+
+The cache always describes the whole dataset: its frame list, sizes and array shapes are
+fixed when it is created. ``--limit N`` and ``--shard I/N`` only choose which frames a run
+extracts (the first N; every N-th), so a later run with a larger or no ``--limit`` extends
+the same cache without ``--overwrite``, done frames stay valid, and shards never change
+anything but their own frames' chunks.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
@@ -25,18 +28,34 @@ import numpy as np
 import torch
 from PIL import Image
 
-from extract.datasets import DatasetError, DatasetReader, DatasetSpec, get_dataset_spec, image_size, read_frame
+from extract.adapters import ADAPTERS, Adapter
+from extract.datasets import DatasetCopy, DatasetError, DatasetReader, get_dataset_spec, image_size, read_frame
 from extract.models import get_model_spec, load_model
-from extract.models.eomt import window_image
-from extract.models.erfnet import erfnet_input_size, preprocess_erfnet
+from extract.provenance import device_name, file_sha256, versions
+from extract.resume import open_or_create
 from extract.writer import FrameWriter, HostCopier, default_writer_threads
 from schemas import cache as C
+from schemas import integrity
+from schemas.errors import OptionError, os_error_line
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def default_cache_path(model: str, dataset: str) -> Path:
     return Path("caches") / model / f"{dataset}.zarr"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> the first CUDA device when one is available, else the CPU; else as given."""
+    if device == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise OptionError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"--device {device}: no CUDA device is available here (use --device cpu or auto)")
+    return dev
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -52,110 +71,11 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    import timm
-    import zarr
-
-    try:
-        pkg = version("anomaly-seg-cache")
-    except PackageNotFoundError:
-        pkg = "0+unknown"
-    return {"package": pkg, "torch": torch.__version__, "timm": timm.__version__, "zarr": zarr.__version__,
-            "numpy": np.__version__}
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return device.type
-
-
-# ---- per-kind adapters: what a frame becomes before the model, and how outputs are stored ----
-
-@dataclass(frozen=True)
-class Adapter:
-    """How frames of one output kind are prepared, batched, run and written."""
-
-    prepare: Callable  # (image uint8 HWC, model config) -> np.ndarray model input
-    forward: Callable  # (model, batch tensor) -> tuple of output tensors (batch-major)
-    split: Callable  # (outputs, items) -> list of per-item output tuples
-    write: Callable  # (root, spec, i, host arrays) -> None
-    spec_fields: Callable  # (model config, sizes) -> dict of CacheSpec fields
-
-
-def _pixel_prepare(image: np.ndarray, cfg: dict) -> np.ndarray:
-    return np.ascontiguousarray(preprocess_erfnet(image, cfg["input_height"]).numpy())  # (3, h, w) float32
-
-
-def _pixel_forward(model, x: torch.Tensor):
-    return (model(x).to(torch.float16),)  # (B, C, h, w)
-
-
-def _pixel_split(outputs, items):
-    (logits,) = outputs
-    return [(logits[j],) for j in range(len(items))]
-
-
-def _pixel_write(root, spec, i, arrays):
-    C.write_frame_pixel(root, spec, i, arrays[0])
-
-
-def _pixel_fields(cfg: dict, sizes) -> dict:
-    logit_sizes = tuple(erfnet_input_size(h, w, cfg["input_height"]) for h, w in sizes)
-    return dict(n_classes=cfg["num_classes"] - 1, n_channels=cfg["num_classes"], void_channel=cfg["void_channel"],
-                logit_sizes=logit_sizes)
-
-
-def _query_prepare(image: np.ndarray, cfg: dict) -> np.ndarray:
-    crops, _ = window_image(image, cfg["crop"])
-    return crops.numpy()  # (n, 3, crop, crop) uint8
-
-
-def _query_forward(model, x: torch.Tensor):
-    mask_logits, class_logits = model(x.float() / 255.0)  # (N, Q, m, m), (N, Q, K+1)
-    return mask_logits.to(torch.float16), class_logits.float()
-
-
-def _query_split(outputs, items):
-    mask_logits, class_logits = outputs
-    out, a = [], 0
-    for it in items:
-        n = it["input"].shape[0]
-        out.append((class_logits[a : a + n], mask_logits[a : a + n]))
-        a += n
-    return out
-
-
-def _query_write(root, spec, i, arrays):
-    C.write_frame_query(root, spec, i, arrays[0], arrays[1])
-
-
-def _query_fields(cfg: dict, sizes) -> dict:
-    return dict(n_classes=cfg["num_classes"], crop_size=cfg["crop"], n_queries=cfg["num_q"],
-                mask_size=cfg["mask_size"])
-
-
-ADAPTERS: dict[str, Adapter] = {
-    "pixel": Adapter(_pixel_prepare, _pixel_forward, _pixel_split, _pixel_write, _pixel_fields),
-    "query": Adapter(_query_prepare, _query_forward, _query_split, _query_write, _query_fields),
-}
-
-
-# ---- data loading ---------------------------------------------------------------------------
-
 class _FrameDataset(torch.utils.data.Dataset):
     """Decodes and prepares the frames to do (runs in DataLoader workers)."""
 
-    def __init__(self, spec: DatasetSpec, refs, indices, prepare, cfg, cache_spec: C.CacheSpec):
-        self.spec, self.refs, self.indices, self.prepare, self.cfg = spec, refs, indices, prepare, cfg
+    def __init__(self, copy: DatasetCopy, refs, indices, prepare, cfg, cache_spec: C.CacheSpec):
+        self.copy, self.refs, self.indices, self.prepare, self.cfg = copy, refs, indices, prepare, cfg
         self.cache_spec = cache_spec
 
     def __len__(self):
@@ -164,7 +84,7 @@ class _FrameDataset(torch.utils.data.Dataset):
     def __getitem__(self, k):
         i = self.indices[k]
         try:
-            frame = read_frame(self.spec, self.refs[i])
+            frame = read_frame(self.copy, self.refs[i])
             if frame.size != self.cache_spec.sizes[i]:
                 raise DatasetError(f"{frame.image_path}: size {frame.size} changed since the cache was created "
                                    f"({self.cache_spec.sizes[i]})")
@@ -184,52 +104,6 @@ def _batches_by_shape(items):
     for it in items:
         groups.setdefault(tuple(it["input"].shape[-2:]), []).append(it)
     return list(groups.values())
-
-
-# ---- cache creation / resume ---------------------------------------------------------------
-
-def _identity_mismatch(old: C.CacheSpec, new: C.CacheSpec) -> list[str]:
-    diffs = []
-    a, b = old.provenance.identity(), new.provenance.identity()
-    a["dtype"], b["dtype"] = old.provenance.dtype, new.provenance.dtype
-    for k in a:
-        if a[k] != b[k]:
-            diffs.append(k)
-    for k in ("kind", "frame_ids", "sizes", "n_classes", "crop_size", "n_queries", "mask_size", "logit_sizes"):
-        if getattr(old, k) != getattr(new, k):
-            diffs.append(k)
-    return diffs
-
-
-def open_or_create(path: Path, spec: C.CacheSpec, overwrite: bool, compression: str = C.DEFAULT_COMPRESSION):
-    """Create the cache atomically (temporary folder + rename) or reopen a compatible one."""
-    path = Path(path)
-    if overwrite and path.exists():
-        if not (path / "zarr.json").is_file():
-            raise C.CacheError(f"{path}: exists and is not a cache; refusing to overwrite it")
-        shutil.rmtree(path)
-    if not path.exists():
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            C.create_cache(tmp, spec, compression=compression)
-            os.rename(tmp, path)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not path.exists():
-                raise C.CacheError(f"{path}: cannot create cache ({exc.strerror or exc})") from None
-            # another shard created it first: fall through and check compatibility
-    try:
-        root, old = C.open_cache(path, mode="r+")
-    except C.CacheError as exc:
-        raise C.CacheError(f"{exc}; use --overwrite to start over") from None
-    diffs = _identity_mismatch(old, spec)
-    if diffs:
-        raise C.CacheError(
-            f"{path}: was made with a different {', '.join(diffs)} "
-            f"(cache: {old.provenance.model}/{old.provenance.dataset}); refusing to continue it "
-            "(use another --cache or --overwrite)"
-        )
-    return root, old
 
 
 @dataclass
@@ -254,21 +128,13 @@ class RunSummary:
                 f"{self.fps:.2f} frames/s; cache {self.disk_bytes / 2**20:.1f} MiB, compression {ratio:.2f}x: {self.cache}")
 
 
-def _disk_usage(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
-def _raw_bytes(root, spec: C.CacheSpec) -> int:
-    return sum(int(np.prod(root[a.name].shape)) * np.dtype(a.dtype).itemsize for a in C.arrays_for(spec.kind))
-
-
 def run_extraction(
     model: str,
     dataset: str,
     data_root: str | os.PathLike,
     checkpoint: str | os.PathLike,
     cache: str | os.PathLike | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     dtype: str = "fp32",
     batch_size: int = 1,
     workers: int = 0,
@@ -280,21 +146,40 @@ def run_extraction(
     compression: str = C.DEFAULT_COMPRESSION,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    layout: str | None = None,
+    include_excluded: bool = False,
+    skip_unexpected: bool = False,
 ) -> RunSummary:
-    """Run ``model`` over ``dataset`` and store its raw outputs in a cache (see module doc)."""
+    """Run ``model`` over ``dataset`` and store its raw outputs in a cache (see module doc).
+
+    ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; the device
+    chosen is logged. ``limit``: extract only the first ``limit`` frames (a later call with a
+    larger or no limit continues the same cache). A failing write stops the run with a
+    CacheError naming the cache, the frame and the reason; the frames done before it stay.
+    ``layout``, ``include_excluded`` and ``skip_unexpected`` choose the copy and frames as in
+    :class:`extract.datasets.DatasetReader`; which copy was read and what was left out is logged.
+    """
     t_start = time.perf_counter()
-    shard_i, shard_n = parse_shard(shard)
+    try:
+        shard_i, shard_n = parse_shard(shard)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
     mspec = get_model_spec(model)
     if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here (use --device cpu)")
+        raise OptionError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    dev = resolve_device(device)
     if DTYPES[dtype] is not None and dev.type != "cuda":
-        raise ValueError(f"--dtype {dtype} needs --device cuda; on the CPU extraction runs in fp32")
+        raise OptionError(f"--dtype {dtype} needs a CUDA device (device here: {dev.type}); "
+                          "on the CPU extraction runs in fp32")
+    log(f"device: {device_name(dev)}" + (" (--device auto)" if device == "auto" else ""))
     dspec = get_dataset_spec(dataset)
-    reader = DatasetReader(dspec, data_root)
-    refs = reader.refs[:limit] if limit else reader.refs
+    reader = DatasetReader(dspec, data_root, strict=not skip_unexpected, layout=layout,
+                           include_excluded=include_excluded)
+    notes = reader.notes()
+    for note in notes:
+        log(note)
+    refs = reader.refs  # the cache covers every frame; --limit only bounds what this run extracts
+    n_run = min(limit, len(refs)) if limit else len(refs)
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: checkpoint not found")
@@ -308,28 +193,38 @@ def run_extraction(
         model=model,
         model_config={k: v for k, v in cfg.items() if isinstance(v, (int, float, str, bool, list, type(None)))},
         checkpoint_sha256=file_sha256(ckpt),
+        checkpoint_file=ckpt.name,
         dataset=dataset,
-        manifest_digest=dspec.digest(),
-        preprocessing=_preprocessing(mspec.kind, cfg),
-        versions=_versions(),
-        device=_device_name(dev),
+        manifest_digest=reader.copy.digest(),
+        preprocessing=adapter.preprocessing(cfg),
+        versions=versions(),
+        device=device_name(dev),
         dtype=dtype,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+    extra = {"dataset_copy": {"layout": reader.copy.layout.name, "folder": reader.copy.folder_name}}
+    if dspec.benchmark:
+        extra["benchmarks"] = {fmt: {"dataset": name, "count": dspec.count} for fmt, name in dspec.benchmark.items()}
     spec = C.CacheSpec(kind=mspec.kind, label_kind=dspec.kind, frame_ids=tuple(r.id for r in refs), sizes=sizes,
-                       provenance=prov, **adapter.spec_fields(cfg, sizes))
+                       provenance=prov, extra=extra, labelled=tuple(r.labelled for r in refs),
+                       **adapter.spec_fields(cfg, sizes))
     cache_path = Path(cache) if cache else default_cache_path(model, dataset)
     root, spec_on_disk = open_or_create(cache_path, spec, overwrite, compression)
     spec = spec_on_disk  # keep the stored provenance (creation time) for every write
-    done = C.done_mask(root)
-    mine = [i for i in range(spec.n_frames) if i % shard_n == shard_i]
+    mine = [i for i in range(n_run) if i % shard_n == shard_i]
+    done, notes = integrity.prepare_resume(root, spec, mine)
+    for note in notes:
+        log(f"{cache_path}: {note}")
     todo = [i for i in mine if not done[i]]
     skipped = len(mine) - len(todo)
+    if n_run < spec.n_frames:
+        log(f"{cache_path}: --limit {limit}: frames 1-{n_run} of {spec.n_frames}; a later run with a larger "
+            "or no --limit continues this cache")
     if skipped:
         log(f"{cache_path}: {skipped} of {len(mine)} frames already done, skipping them")
 
     loader = torch.utils.data.DataLoader(
-        _FrameDataset(dspec, refs, todo, adapter.prepare, cfg, spec), batch_size=max(1, batch_size),
+        _FrameDataset(reader.copy, refs, todo, adapter.prepare, cfg, spec), batch_size=max(1, batch_size),
         num_workers=workers, collate_fn=_collate, pin_memory=False,
         persistent_workers=False, prefetch_factor=2 if workers else None,
     )
@@ -347,7 +242,7 @@ def run_extraction(
             errors = [it for it in batch if "error" in it]
             batch = [it for it in batch if "error" not in it]
             for group in _batches_by_shape(batch):
-                stacked = np.concatenate([it["input"] if mspec.kind == "query" else it["input"][None] for it in group])
+                stacked = adapter.stack([it["input"] for it in group])
                 # NCHW-contiguous, torch-allocated input: CPU conv kernels pick their code path by
                 # memory layout, and cached outputs must not depend on how numpy laid out a batch
                 x = torch.from_numpy(np.ascontiguousarray(stacked))
@@ -361,31 +256,33 @@ def run_extraction(
             if errors:
                 failure = errors[0]["error"]
                 break
+            if writer.error is not None:
+                break
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
         writer.close(wait=True)
+    if writer.error is not None:  # consolidating would write to the failing store again; it is optional
+        raise C.CacheError(f"{cache_path}: {writer.error}; the {writer.written} frames written before it are done "
+                           "and kept: fix the cause and rerun the same command to continue")
     C.consolidate(cache_path)
     seconds = time.perf_counter() - t_start
-    summary = RunSummary(cache_path, len(mine), skipped, writer.written, seconds, _disk_usage(cache_path),
-                         _raw_bytes(root, spec), interrupted)
+    summary = RunSummary(cache_path, len(mine), skipped, writer.written, seconds, C.disk_bytes(cache_path),
+                         C.raw_bytes(root, spec), interrupted, notes)
     if failure:
         raise DatasetError(f"{failure} ({writer.written} frames written before it stay done; fix the file and rerun)")
     return summary
 
 
-def _preprocessing(kind: str, cfg: dict) -> dict:
-    if kind == "pixel":
-        return {"resize": f"short side {cfg['input_height']} (PIL bilinear), sides rounded to a multiple of 8",
-                "range": "[0, 1]", "normalization": "none", "logits_to_label": "bilinear (analysis)"}
-    return {"resize": f"short side {cfg['crop']} (PIL bilinear)", "windows": "ceil(long/crop), overlap spread evenly",
-            "range": "uint8/255 then ImageNet mean/std inside the model"}
-
-
 def _write_frame(root, spec: C.CacheSpec, adapter: Adapter, item: dict, waits) -> None:
     arrays = [w() for w in waits]
     i = item["i"]
-    adapter.write(root, spec, i, arrays)
-    C.write_frame_common(root, spec, i, item["label"], item["thumb"])
-    C.mark_done(root, i)
+    try:
+        adapter.write(root, spec, i, arrays)
+        C.write_frame_common(root, spec, i, item["label"], item["thumb"])
+        C.mark_done(root, i)
+    except OSError as exc:  # disk full, read-only folder, a lost network store
+        raise C.CacheError(f"cannot write frame {spec.frame_ids[i]} (index {i}): {os_error_line(exc)}") from None
+    except (ValueError, RuntimeError) as exc:  # zarr's own store errors (e.g. a read-only store)
+        raise C.CacheError(f"cannot write frame {spec.frame_ids[i]} (index {i}): {type(exc).__name__}: {exc}") from None

@@ -14,18 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from extract.datasets import VOID, DatasetSpec
+from schemas.manifest import VOID, DatasetSpec, Layout
 
 _SAVE_OPTS = {"jpg": {"quality": 92}, "webp": {"quality": 90}, "png": {}}
 _PIL_FORMAT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
-
-
-def _raw_value(spec: DatasetSpec, canonical: int) -> int:
-    """First raw value the manifest maps to ``canonical`` (the inverse of ``label_map``)."""
-    for raw, canon in spec.label_map.items():
-        if canon == canonical:
-            return raw
-    raise ValueError(f"{spec.name}: no raw label value maps to {canonical}")
 
 
 def smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
@@ -47,7 +39,8 @@ def smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.nd
     return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
 
 
-def synth_frame(spec: DatasetSpec, rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def synth_frame(spec: DatasetSpec, rng: np.random.Generator, size: tuple[int, int],
+                void_off_road: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One (RGB uint8 image, canonical label) pair of the dataset's kind."""
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w]
@@ -73,12 +66,26 @@ def synth_frame(spec: DatasetSpec, rng: np.random.Generator, size: tuple[int, in
             ring = (((yy - cy) / (ry + 1.5)) ** 2 + ((xx - cx) / (rx + 1.5)) ** 2 <= 1.0) & ~blob
             label[ring] = VOID
         label[: max(1, h // 12)] = VOID  # a void strip, like the ego-vehicle / sky rims
-        if spec.synth.get("void_off_road"):
+        if void_off_road:
             road = np.abs(xx - w / 2) <= (w * 0.15 + (yy / h) * w * 0.3)
             road &= yy >= h // 3
             label[~road] = VOID
     image = np.clip(image * 255, 0, 255).astype(np.uint8)
     return image, label
+
+
+def _colour(label: np.ndarray) -> np.ndarray:
+    """An RGB rendering of a canonical label, like the releases' ``_color.png`` masks."""
+    palette = np.zeros((256, 3), np.uint8)
+    palette[1] = (255, 102, 0)
+    palette[VOID] = (255, 255, 255)
+    palette[2:VOID] = np.random.default_rng(0).integers(0, 256, (VOID - 2, 3))
+    return palette[label]
+
+
+def _save_image(image: np.ndarray, path: Path, ext: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path, format=_PIL_FORMAT[ext], **_SAVE_OPTS[ext])
 
 
 def write_synth_dataset(
@@ -88,33 +95,48 @@ def write_synth_dataset(
     size: tuple[int, int],
     seed: int = 0,
     sizes: list[tuple[int, int]] | None = None,
+    layout: str | Layout | None = None,
 ) -> list[Path]:
-    """Write ``n`` frames of ``spec`` under ``out_root`` in its real layout; returns image paths.
+    """Write ``n`` frames of ``spec`` under ``out_root`` in one of its layouts (default: the
+    first); returns the image paths of the frames.
 
+    The layout's first folder spelling and first image extension are used; labels carry the
+    raw values (``synth.raw_values``). The layout's ``synth.unlabelled`` images (no label)
+    and ``synth.extra_files`` (colour masks) are written too. For one seed, the frames of
+    every layout hold the same pixels and ids, so their caches are interchangeable.
     ``sizes`` gives per-frame sizes (ragged datasets); otherwise every frame is ``size``.
     """
+    lay = layout if isinstance(layout, Layout) else spec.layout(layout)
+    opts = lay.synth
     rng = np.random.default_rng(seed)
-    root = Path(out_root) / spec.folder
-    ext = spec.image_exts[0] if spec.image_exts else "png"
-    groups_opts = spec.synth.get("groups", {})
-    id_pattern = spec.synth.get("id", "synth_{i:04d}")
-    raw_of = {c: _raw_value(spec, c) for c in set(spec.label_map.values())}
+    root = Path(out_root) / lay.folders[0]
+    ext = lay.image_exts[0] if lay.image_exts else "png"
+    groups_opts = opts.get("groups", {})
+    raw_of = {c: lay.labels.raw_for(c) for c in set(lay.labels.values.values())}
+    raw_of.update({int(c): int(r) for c, r in (opts.get("raw_values") or {}).items()})
     written = []
     for i in range(n):
         groups = {k: v[i % len(v)] for k, v in groups_opts.items()}
-        fid = id_pattern.format(i=i, **groups)
+        fid = opts.get("id", "synth_{i:04d}").format(i=i, n=i + 1, **groups)
         groups.update(id=fid, ext=ext)
-        image, canon = synth_frame(spec, rng, sizes[i] if sizes else size)
+        image, canon = synth_frame(spec, rng, sizes[i] if sizes else size, bool(opts.get("void_off_road")))
         raw = np.zeros_like(canon)
         for c in np.unique(canon):
             raw[canon == c] = raw_of[int(c)]
-        img_path = root / spec.image_template.format(**groups)
-        lbl_path = root / spec.label_template.format(**groups)
-        img_path.parent.mkdir(parents=True, exist_ok=True)
+        img_path = root / lay.image_template.format(**groups)
+        lbl_path = root / lay.label_template.format(**groups)
+        _save_image(image, img_path, ext)
         lbl_path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(img_path, format=_PIL_FORMAT[ext], **_SAVE_OPTS[ext])
         Image.fromarray(raw, mode="L").save(lbl_path, format="PNG")
+        for template in opts.get("extra_files", ()):
+            Image.fromarray(_colour(canon)).save(root / template.format(**groups), format="PNG")
         written.append(img_path)
+    unlabelled = opts.get("unlabelled") or {}
+    for i in range(int(unlabelled.get("n", 0))):
+        groups = {k: v[i % len(v)] for k, v in groups_opts.items()}
+        groups.update(id=unlabelled["id"].format(i=i, n=i + 1, **groups), ext=ext)
+        image, _ = synth_frame(spec, rng, size, bool(opts.get("void_off_road")))
+        _save_image(image, root / lay.image_template.format(**groups), ext)
     return written
 
 

@@ -9,7 +9,6 @@ flag is set only after all its chunks are written.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from schemas.machine import usable_cpus
 
 
 def default_writer_threads() -> int:
@@ -26,8 +27,7 @@ def default_writer_threads() -> int:
     ERFNet fp16 batch 8 with zstd3 stored 30 frames/s with 4 writer threads, 40 with 8 and
     54 with 14 (``extract bench``); the other half of the cores decode images.
     """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 8)
-    return max(4, min(16, cpus // 2))
+    return max(4, min(16, usable_cpus() // 2))
 
 
 class HostCopier:
@@ -79,13 +79,20 @@ class HostCopier:
 
 
 class FrameWriter:
-    """A bounded pool of writer threads; ``submit`` blocks when too many frames are in flight."""
+    """A bounded pool of writer threads; ``submit`` blocks when too many frames are in flight.
+
+    A write that fails (disk full, read-only folder, a store error) does not stop the others
+    in flight: each either completes (its frame is done) or fails. The first failure is kept in
+    :attr:`error` for the caller, which stops submitting; :attr:`written` counts the writes
+    that completed.
+    """
 
     def __init__(self, threads: int = 4, max_pending: int | None = None):
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="cache-writer")
         self.max_pending = max_pending or 2 * max(1, threads)
         self.pending: deque[Future] = deque()
         self.written = 0
+        self.error: BaseException | None = None
 
     def submit(self, fn: Callable[[], None]) -> None:
         while len(self.pending) >= self.max_pending:
@@ -96,8 +103,11 @@ class FrameWriter:
     def _reap(self, block: bool) -> None:
         while self.pending and (block or self.pending[0].done()):
             fut = self.pending.popleft()
-            fut.result()  # re-raise a writer error in the main thread
-            self.written += 1
+            exc = fut.exception()
+            if exc is None:
+                self.written += 1
+            elif self.error is None:
+                self.error = exc
             block = False
 
     def drain(self) -> None:

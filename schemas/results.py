@@ -1,16 +1,26 @@
 """The results table: tidy metric rows in ``results.parquet`` (pyarrow schema + validation).
 
-One row per (model, dataset, scorer, temperature, temp_target, protocol, metric). Metric
-values are fractions in [0, 1] (NaN when undefined, e.g. AuPRC without anomaly pixels).
-Rows that are not about an anomaly scorer (mIoU) use ``scorer = "semantic"``.
+One row per :data:`KEY`: (run, model, dataset, scorer, temperature, temp_target, protocol,
+frames, metric, selected_on). ``run`` names what produced the row (by default the
+checkpoint's file stem and the first 8 hex digits of its sha256, :func:`default_run`), so
+several checkpoints of one model coexist in one file; ``frames`` says which frames were
+pooled (:data:`FRAMES`). Metric values are fractions in [0, 1] (NaN when undefined, e.g.
+AuPRC without anomaly pixels). Rows that are not about an anomaly scorer (mIoU) use
+``scorer = "semantic"``.
 
-Writes are atomic (temporary file + rename) and re-running a subset replaces the rows with
-the same key instead of duplicating them.
+Writes are atomic (temporary file + rename). Re-running a subset replaces the rows with the
+same key instead of duplicating them; a write that itself holds two rows with one key is
+refused (:func:`check_unique`).
+
+Schema versions: 1 had no ``run`` and no ``frames`` (rows of two checkpoints of one model
+shared a key); version 2 adds both to every key. Older files are refused with a message
+that says so (their rows cannot be given a run after the fact).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -18,20 +28,31 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-RESULTS_SCHEMA_VERSION = 1
+from schemas.errors import DataError
+from schemas.version import tool_version
+
+RESULTS_SCHEMA_VERSION = 2
 SEMANTIC_SCORER = "semantic"
-KEY = ("model", "dataset", "scorer", "temperature", "temp_target", "protocol", "metric", "selected_on")
+#: frames pooled into a row: every done frame (as SMIYC), or only frames with an anomaly
+#: pixel (as the course evaluation code, which also drops those frames' in-distribution pixels)
+FRAMES = ("all", "with-anomaly")
+KEY = ("run", "model", "dataset", "scorer", "temperature", "temp_target", "protocol", "frames", "metric",
+       "selected_on")
 METRICS = ("auprc", "fpr95", "auroc", "miou", "siou", "ppv", "mean_f1", "ece", "nll")
+#: what a run name may hold (it appears in file names, LaTeX and pandas queries)
+RUN_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,99}")
 
 _cat = pa.dictionary(pa.int32(), pa.string())
 RESULTS_SCHEMA = pa.schema(
     [
+        pa.field("run", _cat, nullable=False),
         pa.field("model", _cat, nullable=False),
         pa.field("dataset", _cat, nullable=False),
         pa.field("scorer", _cat, nullable=False),
         pa.field("temperature", pa.float64(), nullable=False),
         pa.field("temp_target", _cat, nullable=False),
         pa.field("protocol", _cat, nullable=False),
+        pa.field("frames", _cat, nullable=False),
         pa.field("metric", _cat, nullable=False),
         pa.field("value", pa.float64()),
         pa.field("ci_low", pa.float64()),
@@ -46,18 +67,29 @@ COLUMNS = tuple(RESULTS_SCHEMA.names)
 _STRING_COLS = [f.name for f in RESULTS_SCHEMA if pa.types.is_dictionary(f.type)]
 
 
-class ResultsError(Exception):
+class ResultsError(DataError):
     """A results file is missing, malformed or from another schema version."""
 
 
-def _metadata() -> dict[bytes, bytes]:
-    from importlib.metadata import PackageNotFoundError, version
+def default_run(model: str, checkpoint_sha256: str, checkpoint_name: str | None = None) -> str:
+    """The run name of a cache: ``<checkpoint file stem>-<sha256[:8]>``, or ``<model>-<sha256[:8]>``
+    for caches that did not record the file name. Characters a run name may not hold
+    (:data:`RUN_PATTERN`) become ``_``."""
+    stem = Path(checkpoint_name).stem if checkpoint_name else model
+    stem = re.sub(r"[^A-Za-z0-9._+=@-]+", "_", stem).strip("_.") or model
+    return f"{stem[:90]}-{checkpoint_sha256[:8]}"
 
-    try:
-        tool = version("anomaly-seg-cache")
-    except PackageNotFoundError:
-        tool = "0+unknown"
-    return {b"results_schema_version": str(RESULTS_SCHEMA_VERSION).encode(), b"tool_version": tool.encode()}
+
+def parse_run(name: str) -> str:
+    """``name`` when it is a valid run name, else ``ValueError`` saying what is allowed."""
+    if not RUN_PATTERN.fullmatch(name or ""):
+        raise ValueError(f"run name {name!r} must be 1 to 100 characters from A-Z a-z 0-9 . _ + = @ - "
+                         "and start with a letter or digit")
+    return name
+
+
+def _metadata() -> dict[bytes, bytes]:
+    return {b"results_schema_version": str(RESULTS_SCHEMA_VERSION).encode(), b"tool_version": tool_version().encode()}
 
 
 def normalise(df: pd.DataFrame) -> pd.DataFrame:
@@ -83,7 +115,60 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     unknown = set(df["metric"]) - set(METRICS)
     if unknown:
         raise ResultsError(f"unknown metrics {sorted(unknown)}; valid: {list(METRICS)}")
+    frames = set(df["frames"]) - set(FRAMES)
+    if frames:
+        raise ResultsError(f"unknown frames {sorted(frames)}; valid: {list(FRAMES)}")
+    runs = sorted(r for r in set(df["run"]) if not RUN_PATTERN.fullmatch(r))
+    if runs:
+        raise ResultsError(f"invalid run name(s) {runs}")
     return df.reset_index(drop=True)
+
+
+def describe_row(row) -> str:
+    """``run/model dataset scorer T=.. target protocol frames metric`` (+ selection, cache)."""
+    sel = f" selected_on={row['selected_on']}" if row.get("selected_on", "") else ""
+    return (f"{row['run']}/{row['model']} {row['dataset']} {row['scorer']} T={float(row['temperature']):g} "
+            f"{row['temp_target']} {row['protocol']} frames={row['frames']} {row['metric']}{sel} "
+            f"(cache {row['cache_digest']}, value {row['value']:.6g})")
+
+
+def check_unique(df: pd.DataFrame, key=KEY, what: str = "results", hint: str = "") -> None:
+    """Raise ResultsError naming the first two rows of ``df`` that share ``key``."""
+    k = list(key)
+    dup = df.duplicated(k, keep=False)
+    if not dup.any():
+        return
+    first = df[dup].iloc[0]
+    same = df[dup & (df[k] == first[k]).all(axis=1)]
+    a, b = same.iloc[0], same.iloc[1]
+    raise ResultsError(f"{what}: two rows with one key: {describe_row(a)} and {describe_row(b)}"
+                       + (f"; {hint}" if hint else ""))
+
+
+def cache_conflicts(df: pd.DataFrame) -> list[str]:
+    """One message per (run, model, dataset) whose rows come from more than one cache
+    (``cache_digest``), naming a row of each of two of them."""
+    out = []
+    if df.empty:
+        return out
+    for (run, model, dataset), g in df.groupby(["run", "model", "dataset"], observed=True, sort=True):
+        digests = list(dict.fromkeys(g["cache_digest"]))
+        if len(digests) > 1:
+            a = g[g["cache_digest"] == digests[0]].iloc[0]
+            b = g[g["cache_digest"] == digests[1]].iloc[0]
+            out.append(f"rows of run {run} ({model}, {dataset}) come from {len(digests)} caches: "
+                       f"{describe_row(a)} and {describe_row(b)}")
+    return out
+
+
+def check_one_cache(df: pd.DataFrame, what: str = "results") -> None:
+    """ResultsError when rows of one (run, model, dataset) come from different caches: their
+    numbers belong to different model outputs and must not be compared or combined."""
+    conflicts = cache_conflicts(df)
+    if conflicts:
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise ResultsError(f"{what}: {conflicts[0]}{more}; score the other rows again from one cache, "
+                           "or score the other cache under another run name (`analyze score --name`)")
 
 
 def to_table(df: pd.DataFrame) -> pa.Table:
@@ -102,13 +187,7 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ResultsError(f"{path}: not a parquet file ({exc})") from None
-    meta = table.schema.metadata or {}
-    version = meta.get(b"results_schema_version", b"?").decode()
-    if version != str(RESULTS_SCHEMA_VERSION):
-        raise ResultsError(
-            f"{path}: results schema version {version} is not supported (this tool reads {RESULTS_SCHEMA_VERSION}); "
-            "re-run `analyze score` to regenerate it"
-        )
+    check_version(path, table.schema.metadata)
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise ResultsError(f"{path}: missing columns {missing}")
@@ -116,6 +195,18 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     for c in _STRING_COLS:
         df[c] = df[c].astype(str)
     return df
+
+
+def check_version(path, metadata) -> None:
+    """Raise ResultsError unless ``metadata`` (a parquet schema's) is of this schema version."""
+    version = (metadata or {}).get(b"results_schema_version", b"?").decode()
+    if version == str(RESULTS_SCHEMA_VERSION):
+        return
+    why = (" (version 1 rows have no run and no frames column, so rows of two checkpoints of one model "
+           "cannot be told apart)" if version == "1" else "")
+    raise ResultsError(
+        f"{path}: results schema version {version} is not supported (this tool reads {RESULTS_SCHEMA_VERSION}){why}; "
+        "score again into a new file (`analyze score --out NEW.parquet`) or move this one aside")
 
 
 def atomic_write_table(table: pa.Table, path: str | os.PathLike) -> None:
@@ -146,15 +237,31 @@ def merge_rows(old: pd.DataFrame | None, new: pd.DataFrame, key=KEY) -> pd.DataF
 
 
 def write_results(df: pd.DataFrame, path: str | os.PathLike, replace: bool = True) -> pd.DataFrame:
-    """Atomically write results, replacing existing rows with the same key; returns the table."""
+    """Atomically write results, replacing existing rows with the same key; returns the table.
+
+    ResultsError (nothing written) when ``df`` holds two rows with one key."""
     path = Path(path)
+    check_unique(normalise(df), what=f"{path}: refusing to write",
+                 hint="give each checkpoint its own run name (`analyze score --name`)")
     old = read_results(path) if (replace and path.exists()) else None
     merged = merge_rows(old, df)
     atomic_write_table(to_table(merged), path)
     return merged
 
 
-SIDE_KEY = ("model", "dataset", "scorer", "temperature", "temp_target", "protocol")
+SIDE_KEY = ("run", "model", "dataset", "scorer", "temperature", "temp_target", "protocol", "frames")
+FRAME_KEY = SIDE_KEY + ("frame",)
+
+
+def check_side_table(path: str | os.PathLike) -> None:
+    """ResultsError when ``path`` exists and is not a side table of this schema version."""
+    path = Path(path)
+    if path.exists():
+        try:
+            meta = pq.read_schema(path).metadata
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ResultsError(f"{path}: not a parquet file ({exc})") from None
+        check_version(path, meta)
 
 
 def write_side_table(df: pd.DataFrame, path: str | os.PathLike, key=SIDE_KEY) -> None:
@@ -163,6 +270,7 @@ def write_side_table(df: pd.DataFrame, path: str | os.PathLike, key=SIDE_KEY) ->
     if df.empty:
         return
     if path.exists():
+        check_side_table(path)
         old = pq.read_table(path).to_pandas()
         k = list(key)
         new_keys = pd.MultiIndex.from_frame(df[k].astype(str))

@@ -72,3 +72,33 @@ def query_cache(path, sizes, rng, crop=32, n_queries=6, n_classes=5, mask_size=8
         if done:
             mark_done(root, i)
     return root, spec
+
+
+def signal_pixel_cache(path, n_frames, size=(16, 24), seed=0, p_anomaly=0.1, scale=3.0, empty=(), no_anomaly=(),
+                       **prov):
+    """A pixel cache in which the scorers find the anomalies (anomaly pixels have flatter
+    logits, each frame its own confidence), logits at label resolution so that the scorers'
+    input is the stored logits; frames in ``empty`` are all void, frames in ``no_anomaly``
+    have no anomaly pixel."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    spec = CacheSpec(
+        kind="pixel", label_kind="anomaly", frame_ids=tuple(f"f{i:03d}" for i in range(n_frames)),
+        sizes=((h, w),) * n_frames, provenance=provenance(**prov), n_classes=19, n_channels=20, void_channel=19,
+        logit_sizes=((h, w),) * n_frames,
+    )
+    root = create_cache(path, spec)
+    rows, cols = np.mgrid[0:h, 0:w]
+    for i in range(n_frames):
+        lab = random_labels(rng, size, p_anomaly=p_anomaly)
+        if i in no_anomaly:
+            lab[lab == 1] = 0
+        if i in empty:
+            lab[:] = 255
+        z = rng.normal(size=(20, h, w)) * scale
+        z[rng.integers(0, 19, size=(h, w)), rows, cols] += 2 * scale * rng.uniform(0.5, 1.5)  # a confident class
+        z[:, lab == 1] *= 0.3  # anomalies: flatter logits
+        write_frame_pixel(root, spec, i, z.astype(np.float16))
+        write_frame_common(root, spec, i, lab, np.zeros((*thumbnail_size(h, w), 3), np.uint8))
+        mark_done(root, i)
+    return root, spec

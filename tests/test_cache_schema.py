@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from schemas.cache import (
     ARRAYS, SCHEMA_VERSION, CacheError, CacheSpec, create_cache, open_cache, read_pixel_logits,
-    read_query_outputs, default_compressors, validate_attrs, write_chunk,
+    read_query_outputs, default_compressors, unlabelled_not_void, validate_attrs, write_chunk, write_frame_common,
 )
 from tests.factories import pixel_cache, provenance, query_cache
 
@@ -29,23 +29,28 @@ def test_pixel_cache_round_trip(tmp_path):
 
 @pytest.mark.parametrize("dtype,fill", [("float16", 0), ("uint8", 255), ("float32", 0)])
 def test_write_chunk_stores_what_setitem_stores(tmp_path, dtype, fill):
-    """Same chunk files and bytes as ``arr[i] = value``, empty chunks (deleted) and -0.0 included."""
+    """Same chunk files and bytes as ``arr[i] = value`` with empty chunks written, -0.0 included;
+    a chunk equal to the fill value is stored too (every done frame has every chunk)."""
     rng = np.random.default_rng(0)
     data = (rng.normal(size=(4, 3, 8, 16)) * 100).astype(dtype)
-    data[1] = fill  # empty: not stored
+    data[1] = fill  # empty: stored all the same
     data[2] = -0.0 if dtype.startswith("float") else 7
+
+    def setitem(a, i, v):
+        a.with_config({"write_empty_chunks": True})[i] = v
+
     stores = []
-    for name, put in (("ref", lambda a, i, v: a.__setitem__(i, v)), ("fast", write_chunk)):
+    for name, put in (("ref", setitem), ("fast", write_chunk)):
         arr = zarr.open_group(tmp_path / f"{name}.zarr", mode="w").create_array(
             "x", shape=data.shape, chunks=(1, 3, 8, 16), dtype=dtype, fill_value=fill,
             compressors=default_compressors("lz4"))
-        arr[1] = data[0]  # a stale chunk, which writing the empty value must delete
+        arr[1] = data[0]  # a stale chunk, which writing the empty value must replace
         for i in range(4):
             put(arr, i, data[i])
         np.testing.assert_array_equal(arr[:], data)
         files = sorted(p for p in (tmp_path / f"{name}.zarr" / "x").rglob("*") if p.is_file())
         stores.append({str(p.relative_to(tmp_path / f"{name}.zarr")): p.read_bytes() for p in files})
-    assert stores[0] == stores[1] and "x/c/1/0/0/0" not in stores[1]
+    assert stores[0] == stores[1] and "x/c/1/0/0/0" in stores[1]
 
 
 def test_query_cache_geometry(tmp_path):
@@ -125,12 +130,56 @@ sizes = st.lists(st.tuples(st.integers(1, 3000), st.integers(1, 3000)), min_size
 
 
 @settings(max_examples=40, deadline=None)
-@given(sizes=sizes, kind=st.sampled_from(["pixel", "query"]), void=st.one_of(st.none(), st.integers(0, 30)))
-def test_spec_dict_round_trip(sizes, kind, void):
+@given(sizes=sizes, kind=st.sampled_from(["pixel", "query"]), void=st.one_of(st.none(), st.integers(0, 30)),
+       labelled=st.one_of(st.none(), st.lists(st.booleans(), min_size=4, max_size=4)))
+def test_spec_dict_round_trip(sizes, kind, void, labelled):
     extra = (dict(n_channels=20, void_channel=void, logit_sizes=tuple((max(1, h // 2), max(1, w // 2)) for h, w in sizes))
              if kind == "pixel" else dict(crop_size=64, n_queries=10, mask_size=16))
     spec = CacheSpec(kind=kind, label_kind="anomaly", frame_ids=tuple(f"id{i}" for i in range(len(sizes))),
-                     sizes=tuple(sizes), provenance=provenance(), n_classes=19, **extra)
+                     sizes=tuple(sizes), provenance=provenance(), n_classes=19,
+                     labelled=None if labelled is None else tuple(labelled[: len(sizes)]), **extra)
     d = json.loads(json.dumps(spec.to_dict()))  # what zarr attrs store
     assert CacheSpec.from_dict(d) == spec
     assert d["schema_version"] == SCHEMA_VERSION
+    assert ("labelled" in d) == (labelled is not None)
+
+
+def _track_spec(**over):
+    base = dict(kind="pixel", label_kind="anomaly", frame_ids=("a", "b", "c"), sizes=((4, 4),) * 3,
+                provenance=provenance(), n_classes=19, n_channels=20, void_channel=19, logit_sizes=((2, 2),) * 3)
+    return CacheSpec(**{**base, **over})
+
+
+def test_caches_without_labelled_read_as_all_labelled(tmp_path):
+    """Caches written before `labelled` existed have no such attribute: every frame is labelled."""
+    rng = np.random.default_rng(0)
+    root, spec = pixel_cache(tmp_path / "old.zarr", [(8, 8), (6, 10)], rng)
+    assert "labelled" not in zarr.open_group(str(tmp_path / "old.zarr"), mode="r").attrs.asdict()
+    _, again = open_cache(tmp_path / "old.zarr")
+    assert again.labelled is None and again.labelled_mask.tolist() == [True, True]
+    new = _track_spec(labelled=(False, True, False))
+    assert new.labelled_mask.tolist() == [False, True, False]
+    validate_attrs(new.to_dict())
+    with pytest.raises(CacheError, match="labelled and frame_ids differ in length"):
+        _track_spec(labelled=(True,))
+    d = new.to_dict()
+    d["labelled"] = [1, 0, 1]
+    with pytest.raises(CacheError, match="labelled"):
+        validate_attrs(d)
+    d["labelled"], d["extra"] = [True] * 3, {"benchmarks": {"smiyc": {"count": 3}}}  # the split name is required
+    with pytest.raises(CacheError, match="extra/benchmarks/smiyc"):
+        validate_attrs(d)
+
+
+def test_unlabelled_frames_must_have_void_labels(tmp_path):
+    spec = _track_spec(labelled=(False, True, True))
+    root = create_cache(tmp_path / "t.zarr", spec)
+    thumb = np.zeros((256, 256, 3), np.uint8)
+    label = np.zeros((4, 4), np.uint8)
+    with pytest.raises(CacheError, match="frame a: is unlabelled but its label is not void"):
+        write_frame_common(root, spec, 0, label, thumb)
+    write_frame_common(root, spec, 0, np.full((4, 4), 255, np.uint8), thumb)
+    write_frame_common(root, spec, 1, label, thumb)
+    assert unlabelled_not_void(root, spec) == []
+    root["labels"][0, 1, 1] = 0  # what a faulty writer would leave
+    assert unlabelled_not_void(root, spec) == ["a"]

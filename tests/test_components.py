@@ -25,13 +25,18 @@ from analyze.components import (
     ComponentState,
     TrackRules,
     best_f1_threshold_from_counts,
-    component_stats,
     f1_per_tau,
     frame_components,
     get_track,
     track_for_dataset,
 )
 from analyze.metrics import UndefinedMetricWarning
+
+def component_stats(pred_mask, gt_mask, roi_mask, rules):
+    """``(siou_per_gt, ppv_per_pred)`` of one frame (:func:`frame_components`)."""
+    fc = frame_components(pred_mask, gt_mask, roi_mask, rules)
+    return fc.siou_gt, fc.ppv_pred
+
 
 NO_SIZE_RULE = TrackRules("test", min_pred_size=0, min_gt_size=0)
 THR = 0.5

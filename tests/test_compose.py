@@ -1,4 +1,5 @@
-"""EoMT composition and ERFNet resizing against explicit per-crop float64 oracles."""
+"""EoMT composition and ERFNet resizing against explicit per-crop float64 oracles and the untiled
+composition (tests/oracles.py), whole frames and sampled pixels."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ import torch.nn.functional as F
 from analyze.compose import (
     FrameComposer,
     class_probs,
-    compose_frame,
+    pixel_logits_at,
     pixel_logits_to_label_size,
     resize_scores,
-    score_frame,
     semantic_prediction,
-    upsampled_mask_probs,
 )
+from analyze.frame_scores import score_frame
 from analyze.scorers import SCORERS, get_scorers
 from schemas.windows import frame_windows
+from tests.oracles import compose_frame
 
 Q, K = 7, 4  # queries, classes (class logits have K + 1 columns)
 
@@ -95,8 +96,7 @@ def test_compose_frame_matches_oracle(case, t):
     g = frame_windows(h, w, crop)
     masks, classes = make_outputs(len(starts), (crop // 4, crop // 4))
     want = oracle_s(masks, classes, crop, resized, portrait, starts, (h, w), t)
-    probs = [upsampled_mask_probs(m, crop) for m in masks]
-    got = compose_frame(probs, list(classes), g, temperature=t)
+    got = compose_frame(masks, classes, g, temperature=t)
     assert got.dtype == torch.float32 and tuple(got.shape) == (K, h, w)
     np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-6)
 
@@ -118,9 +118,35 @@ def test_frame_composer_matches_oracle(case, tile_rows, mask_hw):
 def test_frame_composer_agrees_with_untiled_reference():
     g = frame_windows(45, 80, 64)
     masks, classes = make_outputs(2, (16, 16), seed=2)
-    ref = compose_frame([upsampled_mask_probs(m, 64) for m in masks], list(classes), g)
+    ref = compose_frame(masks, classes, g)
     got = FrameComposer(masks, classes, g, tile_rows=7).scores(1.0)
     np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", sorted(CASES) + ["kept_size"])
+def test_pixel_weights_equal_the_full_composition(case):
+    """``A @ P_T`` at sampled pixels equals the untiled composition there, at several T."""
+    h, w, crop = (64, 128, 64) if case == "kept_size" else CASES[case][:3]  # kept_size: resized == original
+    g = frame_windows(h, w, crop)
+    masks, classes = make_outputs(g.n_crops, (13, 11), seed=8)
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, h, 500), rng.integers(0, w, 500)
+    rows[:4], cols[:4] = (0, h - 1, 0, h - 1), (0, 0, w - 1, w - 1)  # the corners: clamped taps
+    a = FrameComposer(masks, classes, g).pixel_weights(rows, cols)
+    assert a.shape == (500, g.n_crops * Q) and a.dtype == np.float64
+    for t in (0.5, 1.0, 2.0):
+        p = torch.cat([class_probs(c, t) for c in classes]).numpy()  # (n_crops * Q, K)
+        want = compose_frame(masks, classes, g, temperature=t).numpy()[:, rows, cols].T
+        np.testing.assert_allclose(a @ p, want, rtol=0, atol=2e-6)
+
+
+def test_pixel_logits_at_equals_the_full_resize():
+    rng = np.random.default_rng(0)
+    for (h, w), (H, W) in (((8, 15), (20, 30)), ((16, 16), (16, 16)), ((23, 41), (48, 96))):
+        z = (rng.normal(size=(20, h, w)) * 3).astype(np.float16)
+        full = pixel_logits_to_label_size(z, (H, W), 19).numpy()
+        rows, cols = rng.integers(0, H, 400), rng.integers(0, W, 400)
+        np.testing.assert_allclose(pixel_logits_at(z, (H, W), 19, rows, cols), full[:, rows, cols].T, atol=2e-6)
 
 
 def test_frame_composer_same_across_temperatures_as_from_scratch():
@@ -166,7 +192,7 @@ def test_scores_are_taken_after_resizing_s():
     s_resized = FrameComposer(masks, classes, g).resized_scores()[1.0]
     for name, scorer in SCORERS.items():
         got = fs.scores[(name, 1.0)]
-        assert got.dtype == np.float32 and got.shape == (h, w)
+        assert got.dtype == np.float64 and got.shape == (h, w)
         np.testing.assert_allclose(got, scorer(s.astype(np.float32)), rtol=1e-5, atol=2e-6)
         wrong_order = bilinear(scorer(s_resized)[None], (h, w))[0]  # score, then resize the score
         assert np.abs(wrong_order - got).max() > 1e-4, name

@@ -39,6 +39,9 @@ def test_pipeline_end_to_end(tmp_path, checkpoints):
     assert set(eomt.scorer) == {"msp", "maxlogit", "maxentropy", "energy", "rba"}
     assert set(df[df.model == "erfnet"].scorer) == {"msp", "maxlogit", "maxentropy", "energy", "semantic"}
     assert set(eomt.metric) == {"auprc", "fpr95", "auroc", "siou", "ppv", "mean_f1"}
+    # every row of a key counts the non-void pixels pooled, component rows too
+    keyed = df[df.scorer != "semantic"].groupby(["model", "dataset", "scorer", "temperature"], observed=True)
+    assert (keyed["n_pixels"].nunique() == 1).all() and (df.n_pixels > 0).all()
     miou = df[df.metric == "miou"]
     assert sorted(miou[miou.model == "eomt"].temperature) == [0.5, 1.0, 1.1]
     assert list(miou[miou.model == "erfnet"].temperature) == [1.0]

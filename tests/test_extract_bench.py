@@ -18,5 +18,5 @@ def test_default_writer_threads_is_half_the_cpus_between_4_and_16(monkeypatch):
     from extract import writer
 
     for cpus, want in ((1, 4), (2, 4), (16, 8), (28, 14), (128, 16)):
-        monkeypatch.setattr(writer.os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)), raising=False)
+        monkeypatch.setattr(writer, "usable_cpus", lambda n=cpus: n)
         assert writer.default_writer_threads() == want

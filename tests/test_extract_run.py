@@ -20,7 +20,7 @@ from extract.models.erfnet import preprocess_erfnet
 from extract.run import run_extraction
 from schemas.cache import CacheError, open_cache, read_label, read_pixel_logits, read_query_outputs
 
-RUN = dict(progress=False, log=lambda m: None)
+RUN = dict(progress=False, log=lambda m: None, device="cpu")
 
 
 def _arrays(path):
@@ -102,12 +102,14 @@ def test_resume_with_other_checkpoint_or_model_is_refused(tmp_path, anomaly_data
     with pytest.raises(CacheError, match="different .*preprocessing"):
         run_extraction("erfnet", "road_anomaly", anomaly_data, checkpoints["erfnet"], cache=cache, input_height=16,
                        limit=2, **RUN)
+    ref = DatasetReader(get_dataset_spec("road_anomaly"), anomaly_data).refs[4]
+    ref.image_path.unlink(), ref.label_path.unlink()  # the dataset changed: another frame list
     with pytest.raises(CacheError, match="frame_ids"):
         run_extraction("erfnet", "road_anomaly", anomaly_data, checkpoints["erfnet"], cache=cache, input_height=32, **RUN)
     # --overwrite starts over
     s = run_extraction("erfnet", "road_anomaly", anomaly_data, checkpoints["erfnet"], cache=cache, input_height=32,
                        overwrite=True, **RUN)
-    assert s.frames_written == 5
+    assert s.frames_written == 4
 
 
 def test_corrupt_image_mid_run_keeps_done_frames(tmp_path, anomaly_data, checkpoints):
@@ -197,3 +199,67 @@ def test_compression_presets_store_the_same_values(tmp_path, anomaly_data, check
     np.testing.assert_array_equal(_arrays(ref)["logits"], _arrays(other)["logits"])
     codecs = [type(c).__name__ for c in zarr.open_group(str(other), mode="r")["logits"].compressors]
     assert codecs == (["BloscCodec", "Crc32cCodec"] if compression == "lz4" else ["Crc32cCodec"])
+
+
+def test_limit_then_a_larger_limit_then_none_extends_one_cache(tmp_path, anomaly_data, checkpoints):
+    """--limit bounds what a run extracts, not the cache: later runs continue it, no --overwrite."""
+    full, grown = tmp_path / "full.zarr", tmp_path / "grown.zarr"
+    run_extraction("eomt", "road_anomaly", anomaly_data, checkpoints["eomt"], cache=full, **RUN)
+    logs = []
+    s = run_extraction("eomt", "road_anomaly", anomaly_data, checkpoints["eomt"], cache=grown, limit=2,
+                       **{**RUN, "log": logs.append})
+    assert (s.frames_written, s.frames_total) == (2, 2)
+    assert any("--limit 2: frames 1-2 of 5" in m for m in logs)
+    root, spec = open_cache(grown)
+    assert spec.n_frames == 5 and list(root["done"][:]) == [True, True, False, False, False]
+    s = run_extraction("eomt", "road_anomaly", anomaly_data, checkpoints["eomt"], cache=grown, limit=3, shard="1/2",
+                       **RUN)
+    assert (s.frames_skipped, s.frames_written) == (1, 0)  # frame 1 done already; frame 3 is beyond --limit 3
+    s = run_extraction("eomt", "road_anomaly", anomaly_data, checkpoints["eomt"], cache=grown, **RUN)
+    assert (s.frames_skipped, s.frames_written) == (2, 3)
+    _assert_same_cache(full, grown)
+
+
+def test_a_cache_of_fewer_frames_than_the_dataset_is_refused_with_a_hint(tmp_path, checkpoints):
+    from extract.synth import write_synth_dataset
+
+    data = tmp_path / "data"
+    write_synth_dataset(get_dataset_spec("road_anomaly"), data, 2, (48, 96), seed=0)
+    cache = tmp_path / "c.zarr"
+    run_extraction("erfnet", "road_anomaly", data, checkpoints["erfnet"], cache=cache, input_height=32, **RUN)
+    write_synth_dataset(get_dataset_spec("road_anomaly"), data, 4, (48, 96), seed=0)  # the dataset gained frames
+    with pytest.raises(CacheError, match="holds only the first 2 of these 4 frames"):
+        run_extraction("erfnet", "road_anomaly", data, checkpoints["erfnet"], cache=cache, input_height=32, **RUN)
+
+
+def test_device_auto_is_the_default_and_is_printed(tmp_path, anomaly_data, checkpoints):
+    cache = tmp_path / "c.zarr"
+    res = CliRunner().invoke(extract_main, ["run", "--model", "erfnet", "--dataset", "road_anomaly", "--data-root",
+                                            str(anomaly_data), "--checkpoint", str(checkpoints["erfnet"]), "--cache",
+                                            str(cache), "--input-height", "32", "--no-progress", "--limit", "1"])
+    assert res.exit_code == 0, res.output
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert f"device: {expected}" in res.output and "(--device auto)" in res.output
+    assert open_cache(cache)[1].provenance.device.startswith(expected)
+
+
+def test_two_shard_processes_at_the_same_time_equal_one_run(tmp_path, checkpoints):
+    """Two `extract run --shard i/2` processes started together on one (new) cache."""
+    from extract.synth import write_synth_dataset
+
+    data = tmp_path / "data"
+    write_synth_dataset(get_dataset_spec("road_anomaly"), data, 8, (48, 96), seed=3)
+    full, shared = tmp_path / "full.zarr", tmp_path / "shared.zarr"
+    run_extraction("eomt", "road_anomaly", data, checkpoints["eomt"], cache=full, **RUN)
+    cmd = [sys.executable, "-m", "extract.cli", "run", "--model", "eomt", "--dataset", "road_anomaly", "--data-root",
+           str(data), "--checkpoint", str(checkpoints["eomt"]), "--cache", str(shared), "--no-progress",
+           "--device", "cpu", "--writer-threads", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd + ["--shard", f"{i}/2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert "4 frames written (0 already done)" in out
+    _assert_same_cache(full, shared)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # the loser's temporary cache is gone

@@ -30,7 +30,7 @@ def test_pixel_maps_equal_direct_scores(tmp_path):
         z = pixel_logits_to_label_size(read_pixel_logits(root, spec, i), spec.sizes[i], spec.void_channel)
         for name in ("msp", "maxlogit"):
             got = np.load(tmp_path / "maps" / map_filename(spec.frame_ids[i], name, 0.5))
-            assert got.dtype == np.float32 and got.shape == spec.sizes[i]
+            assert got.dtype == np.float64 and got.shape == spec.sizes[i]
             np.testing.assert_array_equal(got, SCORERS[name](z, 0.5))
     for p in paths:
         if p.suffix == ".png":

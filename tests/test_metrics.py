@@ -17,6 +17,13 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from analyze import metrics as M
+from analyze.components import best_f1_threshold
+from analyze.metrics import counts as MC
+from analyze.metrics import exact as ME
+from analyze.metrics import float_keys as FK
+from analyze.metrics import kernels as K
+from analyze.metrics import ranks as R
+from analyze.metrics import smiyc as MS
 
 TOL = 1e-12
 
@@ -161,15 +168,15 @@ def test_exact_continuous_and_quantised_paths_agree():
 
 
 def test_value_order_tables_cover_every_non_nan_pattern_in_order():
-    for (order, values), _n_patterns in ((M._q_table(), M._Q_BINS), (M._f16_table(), 1 << 16)):
+    for (order, values), _n_patterns in ((FK.q_table(), FK.Q_BINS), (FK.f16_table(), 1 << 16)):
         v = values.astype(np.float64)
         assert np.all(np.diff(v) >= 0) and not np.isnan(v).any()
         assert np.bincount(order).max() == 1
-    all_q = (np.arange(M._Q_BINS, dtype=np.uint32) << M._Q_SHIFT).view(np.float32)
-    assert M._q_table()[0].size == M._Q_BINS - np.isnan(all_q).sum()
-    np.testing.assert_array_equal(np.sort(M._q_nan_keys()), np.flatnonzero(np.isnan(all_q)))
+    all_q = (np.arange(FK.Q_BINS, dtype=np.uint32) << FK.Q_SHIFT).view(np.float32)
+    assert FK.q_table()[0].size == FK.Q_BINS - np.isnan(all_q).sum()
+    np.testing.assert_array_equal(np.sort(FK.q_nan_keys()), np.flatnonzero(np.isnan(all_q)))
     all_16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
-    assert M._f16_table()[0].size == (1 << 16) - np.isnan(all_16).sum()
+    assert FK.f16_table()[0].size == (1 << 16) - np.isnan(all_16).sum()
 
 
 def test_exact_does_not_round_float32():
@@ -244,7 +251,7 @@ def test_threads_never_change_the_numbers(protocol, monkeypatch):
     one = M.pixel_metrics(scores, labels, protocol, threads=1)
     for n in (2, 3):
         assert M.pixel_metrics(iter(scores), iter(labels), protocol, threads=n) == one
-    monkeypatch.setattr(M, "SORT_GROUP", 700_000)  # many sort groups, frames cut into views
+    monkeypatch.setattr(R, "SORT_GROUP", 700_000)  # many sort groups, frames cut into views
     for n in (1, 3):
         assert M.pixel_metrics(scores, labels, protocol, threads=n) == one
     monkeypatch.setenv("ANALYZE_THREADS", "3")
@@ -263,13 +270,13 @@ def test_threads_never_change_the_numbers(protocol, monkeypatch):
 def test_compute_keeps_its_counts_until_the_next_update(monkeypatch):
     frames = make_frames(4, n_frames=5, levels=10**6)
     state = M.merge_states([M.ExactState().update(s, y) for s, y in frames])
-    monkeypatch.setattr(M, "SORT_GROUP", 1000)
+    monkeypatch.setattr(R, "SORT_GROUP", 1000)
     first = state.compute()
     calls = []
-    monkeypatch.setattr(M, "_rank_raw", lambda *a: calls.append(1) or (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(R, "rank_raw", lambda *a: calls.append(1) or (_ for _ in ()).throw(AssertionError))
     assert state.compute() == first and state.threshold_counts()[1].size > 0 and not calls  # cached
     monkeypatch.undo()
-    # compute sorted the scores in place: the state still holds the same pixels
+    # compute left the scores as they were: the state still holds the same pixels
     again = M.merge_states([M.ExactState().update(s, y) for s, y in frames[:2]])
     both = state.merge(again)
     want = M.merge_states([M.ExactState().update(s, y) for s, y in frames + frames[:2]]).compute()
@@ -304,12 +311,12 @@ def test_compiled_split_equals_numpy_split():
             s[0, 0], y[0, 0] = -0.0, 0
         if trial % 7 == 3:
             y[:] = (0, 1, 255)[trial % 3]  # one label only
-        _same_split(M._split_exact_fast(s, y), M._split_exact(s, y))
-        _same_split(M._split_exact_fast(s.T, y.T), M._split_exact(s.T, y.T))  # not C-contiguous
-    assert M._split_exact_fast(s.astype(np.float64), y) is None
+        _same_split(ME.split_exact_fast(s, y), ME.split_exact(s, y))
+        _same_split(ME.split_exact_fast(s.T, y.T), ME.split_exact(s.T, y.T))  # not C-contiguous
+    assert ME.split_exact_fast(s.astype(np.float64), y) is None
     bad = y.copy()
     bad[0, 0] = 7
-    assert M._split_exact_fast(s, bad) is None
+    assert ME.split_exact_fast(s, bad) is None
     with pytest.raises(ValueError, match="only 0, 1"):
         M.ExactState().update(s, bad)
     nan = s.copy()
@@ -325,10 +332,141 @@ def test_compiled_rank_equals_searchsorted(dn, du):
     rng = np.random.default_rng(6)
     for size in (0, 1, 7, 1000):
         neg = np.sort(np.round(rng.normal(size=size) * 4, 1).astype(dn))
-        u = np.unique(np.concatenate((np.round(rng.normal(size=50) * 5, 1), neg[:3], [-1e9, 1e9])).astype(du))
-        for a, b in zip(M._rank_sorted(neg, u), M._rank_sorted_numpy(neg, u)):
-            np.testing.assert_array_equal(a, b)
-            assert a.dtype == np.int64
+        if size == 1000:
+            neg[:5], neg[5:10] = -0.0, 0.0  # equal values, different bits
+            neg.sort()
+        for n_u in (0, 3, 50, 3000):  # from far fewer thresholds than scores to far more
+            pick = neg[: min(3, size)]
+            u = np.unique(np.concatenate((np.round(rng.normal(size=n_u) * 5, 1), pick, [-1e9, 1e9])).astype(du))
+            hist, ties = np.zeros(u.size + 1, np.int64), np.zeros(u.size, np.int64)
+            K.rank_counts(neg, u, hist, ties)
+            twin = np.zeros(u.size + 1, np.int64), np.zeros(u.size, np.int64)
+            R.rank_counts_numpy(neg, u, *twin)
+            np.testing.assert_array_equal(hist, twin[0])
+            np.testing.assert_array_equal(ties, twin[1])
+            below, below_eq = R.rank_sorted(neg, u)
+            np.testing.assert_array_equal(below, np.searchsorted(neg, u, side="left"))
+            np.testing.assert_array_equal(below_eq, np.searchsorted(neg, u, side="right"))
+            assert below.dtype == below_eq.dtype == np.int64
+
+
+def test_compiled_sort_equals_numpy_sort():
+    rng = np.random.default_rng(7)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45, 3.4e38, -3.4e38, 1.0, -1.0], np.float32)
+    for size in (0, 1, 2, 10, 257, 5000, 300_000):
+        x = (rng.normal(size=size) * 10.0 ** rng.integers(-3, 4, size=size)).astype(np.float32)
+        if size >= 10:
+            x[rng.integers(0, size, 10)] = special
+            x[: size // 3] = np.round(x[: size // 3])  # ties
+        y = x.copy()
+        K.sort_f32(y, np.empty(size + 3, np.float32))  # a scratch longer than needed is fine
+        np.testing.assert_array_equal(y, np.sort(x))
+        # the same bit patterns, only reordered (-0.0 and +0.0 kept apart)
+        np.testing.assert_array_equal(np.sort(y.view(np.uint32)), np.sort(x.view(np.uint32)))
+
+
+def test_distinct_counts_equal_np_unique():
+    rng = np.random.default_rng(9)
+    for size in (0, 1, 2, 50, 20_000):
+        for dtype in (np.float32, np.float64, np.float16):
+            x = np.round(rng.normal(size=size) * 20).astype(dtype)
+            x[: size // 7] = np.inf if size % 2 else -np.inf
+            x[size // 7 : size // 5] = -0.0
+            want_u, want_c = np.unique(x, return_counts=True)
+            u, c = R.distinct_counts(x.copy())
+            assert u.dtype == want_u.dtype and c.dtype == want_c.dtype
+            np.testing.assert_array_equal(u, want_u)
+            np.testing.assert_array_equal(c, want_c)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_rank_raw_equals_searchsorted_and_leaves_the_scores(threads, monkeypatch):
+    # float32 and float64 chunks, -0.0 and +0.0, thresholds equal to scores; groups of 50 scores
+    rng = np.random.default_rng(8)
+    chunks = []
+    for i in range(9):
+        x = np.round(rng.normal(size=int(rng.integers(0, 130))) * 3, 1)
+        x[: x.size // 10] = -0.0 if i % 2 else 0.0
+        chunks.append(x.astype(np.float64 if i % 3 == 2 else np.float32))
+    every = np.sort(np.concatenate([c.astype(np.float64) for c in chunks]))
+    before = [c.copy() for c in chunks]
+    monkeypatch.setattr(R, "SORT_GROUP", 50)
+    for du in (np.float32, np.float64):
+        u = np.unique(np.concatenate((np.round(rng.normal(size=40) * 4, 1), every[::17], [0.0])).astype(du))
+        below, below_eq = R.rank_raw(chunks, u, threads)
+        np.testing.assert_array_equal(below, np.searchsorted(every, u, side="left"))
+        np.testing.assert_array_equal(below_eq, np.searchsorted(every, u, side="right"))
+    for a, b in zip(chunks, before):  # sorted in buffers, not in place
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def full_array_metrics(c, level=0.95):
+    """AP, AUROC and FPR95 from the whole corner-point arrays of the ROC, as they were formed
+    before the memory-lean forms of analyze.metrics (which must give the same bits)."""
+    fp, tp = MC._roc_points(c)
+    ap = float(max(0.0, np.sum(np.diff(c.tp / c.n_pos, prepend=0.0) * (c.tp / (c.tp + c.fp_ge)))))
+    auroc = int(np.dot(tp[1:] + tp[:-1], np.diff(fp))) / (2 * c.n_pos * c.n_neg)
+    tpr, fpr = tp / c.n_pos, fp / c.n_neg
+    if np.all(tpr < level):
+        fpr95 = 0.0
+    elif np.all(tpr >= level):
+        fpr95 = float(np.min(fpr[tpr >= level]))
+    else:
+        fpr95 = float(np.interp(level, tpr, fpr))
+    return ap, auroc, fpr95
+
+
+def test_lean_metric_forms_equal_the_full_arrays_bit_for_bit(monkeypatch):
+    frame_sets = [make_frames(seed, n_frames=5, levels=levels) for seed in range(6) for levels in (2, 9, 10**6)]
+    # flat stretches at TPR exactly 0.95, a tie segment ending there, one positive, one negative
+    scores = np.r_[np.arange(100, 81, -1), [50, 49, 48], [40], np.arange(6, 0, -1)].astype(np.float64)
+    labels = np.r_[np.ones(19), np.zeros(3), [1], np.zeros(6)].astype(np.uint8)
+    tied = scores.copy()
+    tied[19] = tied[18]
+    frame_sets += [[(scores, labels)], [(tied, labels)], [(np.array([0.3, 0.1]), np.array([1, 0], np.uint8))]]
+    for block in (MC._BLOCK, 3):
+        monkeypatch.setattr(MC, "_BLOCK", block)  # the integer AUROC sum in blocks of 3 values
+        for frames in frame_sets:
+            state = M.merge_states([M.ExactState().update(s, y) for s, y in frames])
+            c = state._counts()
+            if not (c.n_pos and c.n_neg):
+                continue
+            ap, auroc, fpr95 = full_array_metrics(c)
+            assert (MC._average_precision(c), MC._roc_auc(c), MC._fpr_at_tpr(c)) == (ap, auroc, fpr95)
+            for level in (1e-9, 0.05, 0.5, 0.9, 1.0, 0.0, -1.0, 1.5):
+                assert MC._fpr_at_tpr(c, level) == full_array_metrics(c, level)[2], level
+
+
+def test_distinct_benchmark_scores_are_distinct_and_exact():
+    from analyze.bench import synthetic_frames
+
+    frames = list(synthetic_frames(300_000, seed=2, distinct=True))
+    values = np.concatenate([s.ravel() for s, _ in frames])
+    assert values.dtype == np.float32 and np.unique(values).size == values.size and np.isfinite(values).all()
+    state = M.ExactState()
+    for s, y in frames:
+        state.update(s, y)
+    assert state._neg and not state._neg_q  # no frame has float16 precision: every score kept as given
+    assert_metrics_close(state.compute(), sklearn_oracle(frames))
+
+
+def test_bench_cold_worker_gives_the_in_process_numbers():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from analyze.bench import synthetic_frames
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    cmd = [sys.executable, "-m", "analyze.bench", "--worker", "cold", "--pixels", "300000", "--seed", "3"]
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, check=True).stdout)
+    frames = list(synthetic_frames(300_000, seed=3))
+    want = M.pixel_metrics([s for s, _ in frames], [y for _, y in frames])
+    assert out["result"] == {k: (float(v) if k in ("auprc", "auroc", "fpr95") else int(v)) for k, v in want.items()}
+    assert set(out["times"]) == {"import", "first call"}
 
 
 def test_two_pass_equals_one_pass():
@@ -360,14 +498,14 @@ def test_best_f1_threshold_exact_is_the_best_pixel_threshold():
         tp = np.count_nonzero(pred & pos)
         return 2 * tp / (np.count_nonzero(pred) + pos.sum())
 
-    best = M.best_f1_threshold(state)
+    best = best_f1_threshold(state)
     assert best in set(s[pos].tolist())
     assert f1(best) == max(f1(t) for t in np.unique(s))
     assert all(f1(t) < f1(best) for t in np.unique(s) if t > best)  # the highest among ties
     smiyc = M.merge_states([M.SmiycState().update(a, b) for a, b in frames])
     thr, tp, fp, n_pos = smiyc.threshold_counts()
     assert np.all(np.diff(thr) < 0) and n_pos == pos.sum() and tp[-1] == n_pos
-    assert np.isfinite(M.best_f1_threshold(smiyc))
+    assert np.isfinite(best_f1_threshold(smiyc))
 
 
 def test_frame_without_anomaly_contributes_negatives():
@@ -530,11 +668,11 @@ def test_smiyc_quantiles_and_bins_equal_numpy():
         x = (rng.normal(size=n) * rng.choice([1e-3, 1.0, 300.0])).astype(np.float16)
         if trial % 3 == 0:
             x = (np.round(x.astype(np.float64) * 4) / 4).astype(np.float16)
-        values, counts = M._f16_distinct(x)
+        values, counts = MS._f16_distinct(x)
         for k in (1, 2, 7, min(384, n), n):
             q = np.linspace(0, 1, k)
             want = np.quantile(x, q)
-            got = M._quantile_linear(values, counts, q)
+            got = MS._quantile_linear(values, counts, q)
             assert got.dtype == want.dtype and np.array_equal(got, want)
         edges = np.unique(np.r_[np.quantile(x, np.linspace(0, 1, min(5, n))), float(x.min()) - 1, float(x.max()) + 1])
         idx = np.minimum(np.searchsorted(edges, values.astype(np.float64), side="right") - 1, edges.size - 2)

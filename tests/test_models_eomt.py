@@ -36,6 +36,7 @@ from extract.models.eomt import (
 )
 from extract.models.erfnet import ERFNet
 from schemas.windows import frame_windows
+from tests.oracles import compose_frame
 
 DATA = Path(__file__).parent / "data"
 
@@ -410,6 +411,18 @@ def test_semantic_map_matches_numpy_oracle(original, resized, windows, portrait)
         masks.numpy(), classes.numpy(), original, resized, windows, portrait, 64
     )
     np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("size", [(45, 80), (100, 60), (30, 100), (64, 128)])
+def test_semantic_map_equals_the_composition_oracle(size):
+    """The model's own semantic inference and analyze's composition are held to one oracle
+    (tests/oracles.py, the untiled composition), so they cannot drift apart."""
+    geom = frame_windows(*size, 64)
+    g = torch.Generator().manual_seed(1)
+    masks = 4 * torch.randn(geom.n_crops, 7, 16, 16, generator=g)
+    classes = 3 * torch.randn(geom.n_crops, 7, 6, generator=g)
+    want = compose_frame(masks.numpy(), classes.numpy(), geom)
+    torch.testing.assert_close(semantic_map(masks, classes, geom), want, rtol=0, atol=1e-6)
 
 
 def test_semantic_map_rejects_wrong_crop_count():

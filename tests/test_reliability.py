@@ -218,13 +218,13 @@ def test_old_results_file_is_refused_and_kept(tmp_path):
 def test_verify_detects_a_flipped_byte(tmp_path):
     pixel_cache(tmp_path / "c.zarr", [(16, 16), (16, 16)], np.random.default_rng(0))
     res = CliRunner().invoke(analyze_main, ["inspect", str(tmp_path / "c.zarr"), "--verify"])
-    assert res.exit_code == 0 and "all chunks intact" in res.output
+    assert res.exit_code == 0 and "present and intact" in res.output
     chunk = tmp_path / "c.zarr" / "logits" / "c" / "1" / "0" / "0" / "0"
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0x01
     chunk.write_bytes(bytes(data))
     res = CliRunner().invoke(analyze_main, ["inspect", str(tmp_path / "c.zarr"), "--verify"])
-    _ok_one_line_error(res, "logits[1:2]", "1 corrupt chunk")
+    _ok_one_line_error(res, "array 'logits', frame f001 (index 1): corrupt chunk", "1 missing or corrupt chunk")
 
 
 @pytest.mark.slow
@@ -235,7 +235,8 @@ def test_interrupted_score_never_leaves_a_partial_parquet(tmp_path, delay):
 
     pixel_cache(tmp_path / "c.zarr", [(400, 800)] * 8, np.random.default_rng(0))
     out = tmp_path / "results.parquet"
-    write_results(pd.DataFrame([dict(model="m", dataset="d", scorer="msp", temperature=1.0, temp_target="logits",
+    write_results(pd.DataFrame([dict(run="r", model="m", dataset="d", scorer="msp", temperature=1.0, frames="all",
+                                     temp_target="logits",
                                      protocol="exact", metric="auprc", value=0.5, n_frames=1, n_pixels=1,
                                      cache_digest="x")]), out)
     before = out.read_bytes()

@@ -19,7 +19,8 @@ T1 = {
 }
 GRID = {0.5: [51.27, 60.41, 60.49, 69.77, 39.65, 34.94], 1.1: [62.51, 30.61, 59.54, 89.60, 46.86, 45.07]}
 MIOU = {("eomt", 1.0): 0.6181, ("eomt", 0.5): 0.5912, ("eomt", 1.1): 0.6267, ("erfnet", 1.0): 0.4638}
-BASE = dict(protocol="exact", n_frames=10, n_pixels=1000, cache_digest="d", selected_on="")
+BASE = dict(protocol="exact", n_frames=10, n_pixels=1000, cache_digest="d", selected_on="", frames="all",
+            run="r1")
 
 
 def _target(model):
@@ -88,7 +89,7 @@ def test_table1_cells_equal_parquet(results):
         for d in DATASETS:
             for metric in ("auprc", "fpr95"):
                 want = _pct(_value(df, model=m, scorer=s, dataset=d, metric=metric, temperature=1.0))
-                assert row[(R.DATASETS[d], R.METRIC_NAMES[metric])] == want
+                assert row[(R.dataset_name(d), R.METRIC_NAMES[metric])] == want
 
 
 def test_table1_missing_cell_is_nan_and_protocol_filters(results):
@@ -110,7 +111,7 @@ def test_table2_rows_are_temperatures_with_miou_per_t(results):
         assert t.loc[temp].iloc[0] == _pct(MIOU[("eomt", temp)])
         for d in DATASETS:
             want = _pct(_value(df, model="eomt", scorer="msp", dataset=d, metric="fpr95", temperature=temp))
-            assert t.loc[temp, (R.DATASETS[d], "FPR95")] == want
+            assert t.loc[temp, (R.dataset_name(d), "FPR95")] == want
     with pytest.raises(ResultsError, match="no temperature grid"):
         R.table2(df, model="erfnet", scorer="msp")
     # Table 1 at another T: EoMT's mIoU at that T (query target), never the T = 1 value
@@ -131,6 +132,25 @@ def test_writers_carry_numbers_and_directions(results):
     md = R.to_markdown(R.table1(df))
     assert md.count("\n| ") == 1 + 4  # header + one line per row
     assert "**61.39**" in md  # best RA-21 AuPRC in bold
+
+
+def test_markdown_cells_are_the_table_cells(results):
+    """Parsed back, the Markdown table holds exactly the table's cells (index left-aligned,
+    values right-aligned, missing as a dash, the best value of a column in bold)."""
+    df = read_results(results)
+    for t in (R.table1(df), R.table2(df)):
+        lines = [ln for ln in R.to_markdown(t).splitlines() if ln.startswith("|")]
+        header, align, *body = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
+        n_idx = t.index.nlevels
+        assert header[:n_idx] == [n or "" for n in t.index.names]
+        assert header[n_idx:] == [f"{d} / {R.metric_label(dict((v, k) for k, v in R.METRIC_NAMES.items())[m])}"
+                                  for d, m in t.columns]
+        assert [a.endswith(":") for a in align] == [False] * n_idx + [True] * len(t.columns)
+        assert len(body) == len(t)
+        for (idx, row), line in zip(t.iterrows(), body):
+            idx = idx if isinstance(idx, tuple) else (idx,)
+            assert line[:n_idx] == [f"{i:g}" if isinstance(i, float) else i for i in idx]
+            assert [c.strip("*") for c in line[n_idx:]] == ["–" if np.isnan(v) else f"{v:.2f}" for v in row]
 
 
 def test_ci_variant(tmp_path):
@@ -199,3 +219,10 @@ def test_write_report_needs_anomaly_rows(tmp_path):
                                      temperature=1.0, temp_target="query", metric="miou", value=0.6)]), path)
     with pytest.raises(ResultsError, match="no anomaly-metric rows"):
         R.write_report(path, tmp_path / "out")
+
+
+def test_every_scorer_of_the_registry_has_a_display_name():
+    """A scorer added to analyze.scorers.SCORERS needs its name in the tables (and its row order)."""
+    from analyze.scorers import SCORERS as REGISTRY
+
+    assert list(R.SCORERS) == list(REGISTRY)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from analyze.compose import score_frame
+from analyze.frame_scores import score_frame
 import analyze.scorers as scorers_mod
 from analyze.scorers import SCORERS, check_supported, first_argmax, get_scorers, parse_temperatures, score_many
 
@@ -25,14 +25,18 @@ def logsumexp64(x):
     return m + np.log(np.exp(x - m).sum(0))
 
 
+def _f64(x, t):
+    return np.asarray(x, np.float64) / t
+
+
 ORACLES = {
-    "msp": lambda x, t: 1.0 - softmax64(x / t).max(0),
-    "maxlogit": lambda x, t: -(np.asarray(x, np.float64) / t).max(0),
+    "msp": lambda x, t: 1.0 - softmax64(_f64(x, t)).max(0),
+    "maxlogit": lambda x, t: -_f64(x, t).max(0),
     "maxentropy": lambda x, t: -np.where(
-        softmax64(x / t) > 0, softmax64(x / t) * np.log(np.maximum(softmax64(x / t), 1e-300)), 0.0
+        softmax64(_f64(x, t)) > 0, softmax64(_f64(x, t)) * np.log(np.maximum(softmax64(_f64(x, t)), 1e-300)), 0.0
     ).sum(0),
-    "energy": lambda x, t: -t * logsumexp64(np.asarray(x, np.float64) / t),
-    "rba": lambda x, t: -np.tanh(np.asarray(x, np.float64) / t).sum(0),
+    "energy": lambda x, t: -t * logsumexp64(_f64(x, t)),
+    "rba": lambda x, t: -np.tanh(_f64(x, t)).sum(0),
 }
 
 
@@ -50,8 +54,8 @@ def test_registry_covers_every_oracle():
 @pytest.mark.parametrize("t", [0.5, 1.0, 1.1, 3.0])
 def test_scorer_matches_oracle(name, t, logits):
     got = SCORERS[name](logits, t)
-    assert got.dtype == np.float32 and got.shape == logits.shape[1:]
-    np.testing.assert_allclose(got, ORACLES[name](logits, t), rtol=1e-5, atol=2e-6)
+    assert got.dtype == np.float64 and got.shape == logits.shape[1:]
+    np.testing.assert_allclose(got, ORACLES[name](logits, t), rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", sorted(ORACLES))
@@ -182,3 +186,10 @@ def test_parse_temperatures():
 def test_parse_temperatures_rejects(bad):
     with pytest.raises(ValueError, match=repr(bad)):
         parse_temperatures(f"0.5,{bad}")
+
+
+def test_parse_temperatures_range():
+    assert parse_temperatures("0.1,1000") == (0.1, 1.0, 1000.0)
+    for bad in ("0.05", "1500"):
+        with pytest.raises(ValueError, match=r"outside \[0.1, 1000\].*float64"):
+            parse_temperatures(bad)

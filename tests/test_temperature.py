@@ -3,7 +3,6 @@ bootstrap intervals are deterministic, contain the estimate, narrow with more fr
 binned metrics are exact when every score has its own bin."""
 
 import itertools
-import time
 
 import numpy as np
 import pandas as pd
@@ -11,18 +10,19 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from analyze.compose import FrameComposer, class_probs
+from analyze.compose import FrameComposer
 from analyze.metrics import pixel_metrics
-from analyze.bootstrap import binned_metrics, bootstrap_ci, decreasing_edges, frame_histograms
-from analyze.temperature import (chosen_temperatures,
-                                 expected_calibration_error, fit_temperature_nll,
-                                 query_pixel_weights, select_temperature)
+from analyze.bootstrap import _metrics_from_cumulative, bootstrap_ci, frame_histograms, resample_counts
+from analyze.temperature import (chosen_temperatures, expected_calibration_error, fit_temperature_nll,
+                                 pixel_keys, sample_pixels, select_temperature)
 from schemas.cache import CacheSpec, create_cache, mark_done, read_query_outputs, thumbnail_size
 from schemas.cache import write_frame_common, write_frame_pixel
+from schemas.errors import DataError
 from schemas.results import write_results
 from tests.factories import provenance, query_cache
 
-BASE = dict(protocol="exact", n_frames=5, n_pixels=100, cache_digest="d", temp_target="query", selected_on="")
+BASE = dict(protocol="exact", n_frames=5, n_pixels=100, cache_digest="d", temp_target="query", selected_on="",
+            run="r1", frames="all")
 
 
 def _grid(values: dict) -> pd.DataFrame:
@@ -146,21 +146,6 @@ def test_fit_temperature_recovers_t_pixel(tmp_path):
     assert again["T"] == fit["T"]  # same pixels for a seed
 
 
-def test_query_weights_match_composer(tmp_path):
-    rng = np.random.default_rng(1)
-    root, spec = query_cache(tmp_path / "q.zarr", [(30, 50), (50, 30), (20, 70)], rng, crop=32, n_classes=19,
-                             label_kind="semantic")
-    for i in range(spec.n_frames):
-        cl, ml = read_query_outputs(root, spec, i)
-        h, w = spec.sizes[i]
-        rows, cols = rng.integers(0, h, 300), rng.integers(0, w, 300)
-        a = query_pixel_weights(ml, spec.windows(i), rows, cols)
-        for t in (0.5, 2.0):
-            s = FrameComposer(ml, cl, spec.windows(i)).scores(t).numpy()
-            p = torch.cat([class_probs(c, t) for c in cl]).numpy()
-            np.testing.assert_allclose(a @ p, s[:, rows, cols].T, atol=2e-6)
-
-
 def test_fit_temperature_recovers_t_query(tmp_path):
     rng = np.random.default_rng(2)
     root, spec = query_cache(tmp_path / "q.zarr", [(32, 64)] * 4, rng, crop=32, n_queries=8, n_classes=19,
@@ -182,8 +167,66 @@ def test_fit_temperature_recovers_t_query(tmp_path):
 
 def test_fit_refuses_anomaly_cache(tmp_path):
     query_cache(tmp_path / "q.zarr", [(32, 32)], np.random.default_rng(0), crop=32)
-    with pytest.raises(ValueError, match="semantic"):
+    with pytest.raises(DataError, match="semantic"):
         fit_temperature_nll(tmp_path / "q.zarr")
+
+
+def _labels(rng, sizes, p_void=0.3):
+    out = []
+    for i, (h, w) in enumerate(sizes):
+        lab = rng.integers(0, 19, (h, w)).astype(np.uint8)
+        lab[rng.random((h, w)) < p_void] = 255
+        out.append((i, lab.ravel()))
+    return out
+
+
+def _oracle_sample(labels, k, seed):
+    """Slow and obvious: every labelled pixel of every frame with its key, sorted, the k smallest."""
+    rows = [(key, i, int(p)) for i, lab in labels
+            for p, key in zip(np.flatnonzero(lab != 255), pixel_keys(seed, i, int((lab != 255).sum())))]
+    return sorted((i, p) for _, i, p in sorted(rows)[:k])
+
+
+@pytest.mark.parametrize("k", [1, 50, 700, 10_000])
+def test_reservoir_sample_is_the_global_bottom_k(k):
+    labels = _labels(np.random.default_rng(0), [(20, 30), (1, 1), (15, 40), (30, 10), (8, 8)])
+    got = sample_pixels(iter(labels), k, seed=4)
+    flat = sorted((i, int(p)) for i, (idx, _) in got.items() for p in idx)
+    assert flat == _oracle_sample(labels, k, 4)
+    for i, (idx, lab) in got.items():
+        assert (np.diff(idx) > 0).all()  # sorted, distinct
+        np.testing.assert_array_equal(lab, labels[i][1][idx])  # the labels of those pixels, none void
+    total = sum(int((lab != 255).sum()) for _, lab in labels)
+    assert len(flat) == min(k, total)
+    # the sample depends on the seed only, not on the order in which frames arrive
+    again = sample_pixels(iter(labels[::-1]), k, seed=4)
+    assert sorted(got) == sorted(again) and all((got[i][0] == again[i][0]).all() for i in got)
+    if k < total:
+        other = sample_pixels(iter(labels), k, seed=5)
+        assert sorted((i, int(p)) for i, (idx, _) in other.items() for p in idx) != flat
+
+
+def test_reservoir_sample_is_uniform():
+    """Every labelled pixel has the same chance k / N of being drawn (2000 seeds, 3 sigma)."""
+    labels = _labels(np.random.default_rng(1), [(2, 5), (4, 5), (6, 5)], p_void=0.2)
+    index = {(i, int(p)): j for j, (i, p) in enumerate((i, p) for i, lab in labels for p in np.flatnonzero(lab != 255))}
+    k, n_seeds = 9, 2000
+    hits = np.zeros(len(index))
+    for seed in range(n_seeds):
+        for i, (idx, _) in sample_pixels(iter(labels), k, seed).items():
+            hits[[index[(i, int(p))] for p in idx]] += 1
+    p = k / len(index)
+    assert hits.sum() == k * n_seeds
+    assert np.abs(hits / n_seeds - p).max() < 4 * np.sqrt(p * (1 - p) / n_seeds)
+
+
+def test_fit_is_deterministic_for_a_seed(tmp_path):
+    _calibration_pixel_cache(tmp_path / "c.zarr", 1.5, np.random.default_rng(3))
+    a = fit_temperature_nll(tmp_path / "c.zarr", max_pixels=3000, seed=7)
+    b = fit_temperature_nll(tmp_path / "c.zarr", max_pixels=3000, seed=7)
+    c = fit_temperature_nll(tmp_path / "c.zarr", max_pixels=3000, seed=8)
+    assert (a["T"], a["nll_after"], a["ece_after"]) == (b["T"], b["nll_after"], b["ece_after"])
+    assert a["nll_before"] != c["nll_before"]  # another seed draws other pixels
 
 
 # ---- bootstrap ---------------------------------------------------------------------------
@@ -197,6 +240,22 @@ def _frames(rng, n_frames, n_pix=400, sep=1.5):
         y[rng.random(n_pix) < 0.05] = 255
         out.append((s, y))
     return out
+
+
+def decreasing_edges(lo: float, hi: float, n_bins: int = 2048) -> np.ndarray:
+    """``n_bins + 1`` decreasing edges spanning [lo, hi] with open ends (+inf first, -inf last),
+    so that every finite score falls in a bin."""
+    inner = np.linspace(hi, lo, n_bins + 1)[1:-1]
+    return np.concatenate(([np.inf], inner, [-np.inf]))
+
+
+def binned_metrics(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict[str, float]:
+    """AuPRC, AUROC, FPR95 of pooled histograms ((B,) or (F, B) summed over frames): the estimator
+    of :func:`analyze.bootstrap.bootstrap_ci` on the full sample."""
+    pos = np.atleast_2d(np.asarray(pos_hist, np.float64)).sum(axis=0)
+    neg = np.atleast_2d(np.asarray(neg_hist, np.float64)).sum(axis=0)
+    m = _metrics_from_cumulative(np.cumsum(pos)[None], np.cumsum(neg)[None])
+    return {k: float(v[0]) for k, v in m.items()}
 
 
 def _hists(frames, edges):
@@ -251,12 +310,14 @@ def test_bootstrap_ci_properties():
     assert narrow["auprc"][1] - narrow["auprc"][0] < a["auprc"][1] - a["auprc"][0]
 
 
-def test_bootstrap_speed():
+def test_bootstrap_ci_equals_a_loop_over_resamples():
+    # the vectorised resampling (one matrix product) against one binned evaluation per resample
     rng = np.random.default_rng(0)
-    f, b = 100, 2048
+    f, b = 30, 64
     pos = rng.poisson(0.5, size=(f, b))
     neg = rng.poisson(20.0, size=(f, b))
-    t0 = time.perf_counter()
-    ci = bootstrap_ci(pos, neg, n_boot=1000, seed=0)
-    assert time.perf_counter() - t0 < 6.0
-    assert all(np.isfinite(v).all() for v in ci.values())
+    w = resample_counts(f, 50, seed=4)
+    per = [binned_metrics(wr[:, None] * pos, wr[:, None] * neg) for wr in w]
+    got = bootstrap_ci(pos, neg, n_boot=50, seed=4)
+    for k in ("auprc", "auroc", "fpr95"):
+        assert got[k] == pytest.approx(tuple(np.percentile([m[k] for m in per], [2.5, 97.5])), abs=1e-12)

@@ -23,13 +23,20 @@ def frames_path_for(results_path: str | os.PathLike) -> Path:
     return Path((p[: -len(".parquet")] if p.endswith(".parquet") else p) + "_frames.parquet")
 
 
+_PER_FRAME = ("frame", "ap", "n_pos", "n_neg")
+
+
 def chance_levels(frames: pd.DataFrame) -> dict[str, float]:
-    """Anomaly-pixel fraction per dataset, from the per-frame pixel counts of one (model,
-    scorer, T) of each dataset (every scorer of a cache counts the same pixels)."""
+    """Anomaly-pixel fraction per dataset over all its scored frames, from the per-frame
+    pixel counts of one result of each dataset (every scorer of a cache counts the same
+    pixels; rows restricted to frames with anomalies are left out)."""
+    if "frames" in frames:
+        frames = frames[frames["frames"].astype(str) == "all"]
     out = {}
     for dataset, d in frames.groupby("dataset", observed=True, sort=True):
-        first = d[["model", "scorer", "temperature", "protocol", "temp_target"]].iloc[0]
-        d = d[(d[first.index] == first).all(axis=1)]
+        key = [c for c in d.columns if c not in _PER_FRAME and c != "dataset"]
+        first = d[key].astype(str).iloc[0]
+        d = d[(d[key].astype(str) == first).all(axis=1)]
         pos, neg = int(d.n_pos.sum()), int(d.n_neg.sum())
         if pos + neg:
             out[str(dataset)] = pos / (pos + neg)
@@ -37,11 +44,12 @@ def chance_levels(frames: pd.DataFrame) -> dict[str, float]:
 
 
 def best_scorers(results: pd.DataFrame, temperature: float = 1.0, protocol: str = "exact") -> pd.DataFrame:
-    """Per (dataset, model): the scorer with the highest AuPRC at ``temperature``
-    (rows of ``results`` with ``metric == 'auprc'``), columns ``dataset, model, scorer, value``."""
+    """Per (dataset, model): the scorer with the highest AuPRC at ``temperature`` over all
+    frames (Table 1's rows of ``results``), columns ``dataset, model, scorer, value``."""
     r = results[(results.metric == "auprc") & (results.protocol == protocol)
                 & ((results.temperature - temperature).abs() < 1e-9)]
     r = r[r.selected_on.astype(str) == ""] if "selected_on" in r else r
+    r = r[r["frames"].astype(str) == "all"] if "frames" in r else r
     r = r.sort_values(["dataset", "model", "value", "scorer"], ascending=[True, True, False, True])
     best = r.groupby(["dataset", "model"], observed=True, sort=True).head(1)
     return best[["dataset", "model", "scorer", "value"]].astype({"dataset": str, "model": str, "scorer": str})

@@ -76,8 +76,14 @@ def load_model(
     """Load ``checkpoint_path`` as model ``name``: (model in eval mode, config dict).
 
     Example: ``model, cfg = load_model("erfnet", "erfnet_pretrained.pth", "cuda")``.
+    A checkpoint the model cannot be built from raises CheckpointError naming the file.
     """
-    return get_model_spec(name).loader(checkpoint_path, device)
+    try:
+        return get_model_spec(name).loader(checkpoint_path, device)
+    except CheckpointError:
+        raise
+    except ValueError as exc:  # e.g. a configuration read from the checkpoint that no ViT size has
+        raise CheckpointError(f"checkpoint {checkpoint_path}: cannot build {name} from it ({exc})") from None
 
 
 def save_official_checkpoint(model: nn.Module, path: str | Path, kind: str) -> Path:

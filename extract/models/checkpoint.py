@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from schemas.errors import DataError
+
 # Key fragments that identify each released checkpoint family, after wrappers and
 # prefixes are stripped (ERFNet: ``eval/erfnet.py``; EoMT: ``models/eomt.py``).
 _ERFNET_MARKER = "encoder.initial_block.conv.weight"
@@ -22,7 +24,7 @@ _EOMT_MARKERS = ("encoder.backbone.patch_embed.proj.weight", "q.weight")
 KIND_LABELS = {"erfnet": "ERFNet", "eomt": "EoMT"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DataError, ValueError):
     """A checkpoint file cannot be read, or does not match the expected network."""
 
 

@@ -1,0 +1,306 @@
+"""Per-frame anomaly maps in a benchmark's submission format (``analyze export``).
+
+SegmentMeIfYouCan (``SegmentMeIfYouCan/road-anomaly-benchmark``), format ``smiyc``:
+
+* Where: ``Evaluation.channels['anomaly_p']`` (``evaluation.py``) stores a frame's map in
+  ``anomaly_p/{method_name}/{dset_name}/{fid}.hdf5``, and ``dset_name`` is the split's
+  ``name_for_persistence``, else its name (``datasets/dataset_io.py``,
+  ``DatasetBase.get_frame``). Every ObstacleTrack split persists as ``ObstacleTrack-all``;
+  the AnomalyTrack splits read their frames from ``AnomalyTrack-all``
+  (``datasets/tracks_extra.py``), so their files too. The cache names its split
+  (``extra.benchmarks.smiyc.dataset``, from the manifest's ``benchmark:``).
+* What: ``Evaluation.save_output`` casts the map to float16; ``ChannelLoaderHDF5.write_file``
+  creates one HDF5 dataset ``value`` with ``compression = 9`` (gzip level 9), as here.
+  Reading (``ChannelLoaderHDF5.read_file``, then ``np.squeeze``) expects the image's size
+  (``metric_worker`` resizes narrower maps bilinearly): maps are written at the original size.
+
+The map is :func:`analyze.maps.frame_maps`, the one map computation: the float64 scores
+``analyze score`` and ``analyze maps`` use (higher = more anomalous, not rescaled; the
+benchmark's ``PixBinaryClass`` bins each frame at its own percentiles, so any range works).
+Every frame of the cache is exported, labelled or not.
+
+Resumable: a file is written under a temporary name in its folder and renamed, so a file
+with the final name is complete. Its attributes record what made it (scorer, T, target,
+cache digest); a rerun skips files made by the same export and refuses others unless
+``overwrite``, so one method folder never mixes two exports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from schemas import cache as C
+from schemas import integrity
+from schemas.errors import DataError
+from schemas.version import PACKAGE, tool_version
+
+METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # a folder name, and no "," (the benchmark splits lists on it)
+MATCH_ATTRS = ("scorer", "temperature", "temp_target", "cache_digest")  # what must agree for a file to be reused
+
+
+class ExportError(DataError):
+    """Bad cache content or output folder (the message names the file)."""
+
+
+class ExportOptionError(ValueError):
+    """An option that does not fit the cache (``option`` names it, e.g. ``--scorer``)."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """A benchmark's per-frame submission format."""
+
+    name: str
+    benchmark: str
+    suffix: str
+    doc: str
+
+    def folder(self, out: Path, method: str, dataset: str) -> Path:
+        return out / "anomaly_p" / method / dataset
+
+
+FORMATS: dict[str, ExportFormat] = {
+    "smiyc": ExportFormat("smiyc", "SegmentMeIfYouCan", ".hdf5",
+                          "anomaly_p/<method>/<dataset>/<frame id>.hdf5, HDF5 dataset `value`, float16, gzip 9"),
+}
+
+
+def _write_hdf5(path: Path, value: np.ndarray, attrs: dict) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("value", data=value, compression="gzip", compression_opts=9)
+        f.attrs.update(attrs)
+
+
+def _read_hdf5(path: Path) -> tuple[tuple, str, dict] | None:
+    """(shape, dtype, attributes) of ``value`` in an HDF5 file; None when it cannot be read."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            v = f["value"]
+            return tuple(v.shape), str(v.dtype), {k: _python_value(a) for k, a in f.attrs.items()}
+    except (OSError, KeyError):
+        return None
+
+
+def _python_value(a):
+    """A numpy scalar read from an HDF5 attribute as the Python value it was written from."""
+    return a.item() if isinstance(a, np.generic) else a
+
+
+def check_method_name(method: str) -> str:
+    if not METHOD_NAME.match(method or ""):
+        raise ExportOptionError("--method", f"method name {method!r} must be letters, digits, _ . + - "
+                                            "(it is a folder name in the submission)")
+    return method
+
+
+@dataclass
+class ExportSummary:
+    benchmark: str
+    dataset: str
+    what: str  # model, scorer, T and target
+    folder: Path
+    n_frames: int
+    n_unlabelled: int
+    written: int
+    skipped: int
+    release_count: int | None = None
+    zip_path: Path | None = None
+    zipped: dict[str, int] = field(default_factory=dict)  # dataset folder -> files packed
+
+    def line(self) -> str:
+        unl = f" ({self.n_unlabelled} unlabelled)" if self.n_unlabelled else ""
+        return (f"{self.benchmark} {self.dataset}: {self.n_frames} frames{unl} of {self.what} in {self.folder}: "
+                f"{self.written} written, {self.skipped} already complete")
+
+
+def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, method: str,
+                temperature: float = 1.0, temp_target: str = "query", fmt: str = "smiyc",
+                overwrite: bool = False, make_zip: bool = False, progress: bool = True,
+                storage_options=None, warn: Callable[[str], None] = print) -> ExportSummary:
+    """Write the ``scorer`` map of every frame of ``cache`` at ``temperature`` in format ``fmt``
+    under ``out`` (see the module doc); with ``make_zip``, pack ``out/anomaly_p/<method>/``
+    into ``out/<method>.zip`` (entries ``<method>/<dataset>/<frame id>.hdf5``).
+
+    ``temp_target`` as in ``analyze score`` (EoMT: T on the query class logits, or on the
+    per-pixel class scores). Raises :class:`ExportOptionError` for options that do not fit
+    the cache, :class:`ExportError` for the cache's or the folder's content.
+    """
+    from analyze.maps import frame_maps  # torch: imported when an export runs, not with the CLI
+    from analyze.scorers import get_scorers
+
+    form = FORMATS.get(fmt)
+    if form is None:
+        raise ExportOptionError("--format", f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    check_method_name(method)
+    root, spec = C.open_cache(cache, storage_options=storage_options)
+    try:
+        chosen = get_scorers(scorer, spec.kind)
+    except ValueError as exc:
+        raise ExportOptionError("--scorer", str(exc)) from None
+    if len(chosen) != 1:
+        raise ExportOptionError("--scorer", f"one scorer per export (a method), got {scorer!r}")
+    (sc,) = chosen
+    bench = dict(spec.extra.get("benchmarks") or {}).get(fmt)
+    if not bench:
+        raise ExportError(f"{cache}: dataset {spec.provenance.dataset} is not a {form.benchmark} split (the cache has "
+                          f"no extra.benchmarks.{fmt}); extract a dataset whose data_manifest.yaml entry names one "
+                          "(`benchmark:`), in the benchmark's own frame ids")
+    dataset = str(bench["dataset"])
+    done = C.done_mask(root)
+    if not done.all():
+        missing = [spec.frame_ids[i] for i in np.flatnonzero(~done)]
+        raise ExportError(f"{cache}: {len(missing)} of {spec.n_frames} frames are not done (e.g. "
+                          f"{', '.join(missing[:3])}); a submission needs every frame: finish `extract run` first")
+    problems = integrity.check_frames(root, spec, range(spec.n_frames))
+    if problems:
+        raise ExportError(f"{cache}: {integrity.describe(problems)}; the cache lost data (rerun `extract run` "
+                          "or copy the cache again)")
+    bad_ids = [f for f in spec.frame_ids if "/" in f or "\\" in f or f.startswith(".")]
+    if bad_ids:
+        raise ExportError(f"{cache}: frame id {bad_ids[0]!r} cannot be a file name")
+    t = float(temperature)
+    target = "logits" if spec.kind == "pixel" else temp_target
+    attrs = {"scorer": sc.name, "temperature": t, "temp_target": target, "cache_digest": C.cache_digest(spec),
+             "model": spec.provenance.model, "dataset": spec.provenance.dataset,
+             "values": "float16 anomaly scores, higher = more anomalous",
+             "tool": f"{PACKAGE} {tool_version()}"}
+    folder = form.folder(Path(out), method, dataset)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
+    for stale in folder.glob(f".*{form.suffix}.*.tmp"):  # left by an interrupted export
+        stale.unlink(missing_ok=True)
+
+    from tqdm.auto import tqdm
+
+    paths = [folder / f"{fid}{form.suffix}" for fid in spec.frame_ids]
+    # every existing file is checked before anything is written: a refusal leaves the folder as it was
+    complete = [False] * spec.n_frames if overwrite else \
+        [_complete(p, size, attrs, method) for p, size in zip(paths, spec.sizes)]
+    written = 0
+    with tqdm(total=spec.n_frames, unit="frame", desc=f"{dataset} {sc.name} T={t:g}", disable=not progress,
+              dynamic_ncols=True) as bar:
+        bar.update(sum(complete))
+        for i, fid in enumerate(spec.frame_ids):
+            if complete[i]:
+                continue
+            value = frame_maps(root, spec, i, chosen, t, temp_target)[sc.name]  # (H, W) float64
+            _write_atomic(paths[i], _to_float16(value, cache, fid), attrs)
+            written += 1
+            bar.update(1)
+    skipped = sum(complete)
+
+    ids = set(spec.frame_ids)
+    foreign = sorted(p.name for p in folder.glob(f"*{form.suffix}") if p.name[: -len(form.suffix)] not in ids)
+    if foreign:
+        warn(f"{folder}: {len(foreign)} file(s) are not frames of {cache} (e.g. {', '.join(foreign[:3])})")
+    bench_count = bench.get("count")
+    if bench_count is not None and int(bench_count) != spec.n_frames:
+        warn(f"{cache}: {spec.n_frames} frames, the full {dataset} release has {bench_count}; "
+             "the benchmark expects every frame")
+    what = f"{spec.provenance.model} {sc.name} T={t:g}" + (f" (T on the {target} target)" if spec.kind == "query" else "")
+    summary = ExportSummary(form.benchmark, dataset, what, folder, spec.n_frames, int((~spec.labelled_mask).sum()),
+                            written, skipped, int(bench_count) if bench_count is not None else None)
+    if make_zip:
+        summary.zip_path, summary.zipped = pack(Path(out), method, form)
+    return summary
+
+
+def _complete(path: Path, size: tuple[int, int], attrs: dict, method: str) -> bool:
+    """True when ``path`` holds this export's map of the frame; False when absent or unreadable
+    (rewritten); an ExportError when it holds a map made otherwise (another scorer, T, cache)."""
+    if not path.exists():
+        return False
+    got = _read_hdf5(path)
+    if got is None or got[0] != tuple(size) or got[1] != "float16":
+        return False
+    have = got[2]
+    if any(have.get(k) != attrs[k] for k in MATCH_ATTRS):
+        made = ", ".join(f"{k} {have.get(k, '?')}" for k in MATCH_ATTRS)
+        raise ExportError(f"{path}: holds a map made by another export ({made}); refusing to mix it into method "
+                          f"{method!r}: use another --method or --out, or --overwrite")
+    return True
+
+
+def _to_float16(value: np.ndarray, cache, fid: str) -> np.ndarray:
+    """The benchmark's cast (``Evaluation.save_output``); scores outside float16 are an error."""
+    if not np.isfinite(value).all():
+        raise ExportError(f"{cache}: frame {fid}: the map has NaN or Inf (check the cache with `analyze inspect --verify`)")
+    with np.errstate(over="ignore"):
+        v16 = value.astype(np.float16)
+    if not np.isfinite(v16).all():
+        raise ExportError(f"{cache}: frame {fid}: scores beyond float16's range (|score| > 65504), which the "
+                          "benchmark stores as float16")
+    return v16
+
+
+def _write_atomic(path: Path, value: np.ndarray, attrs: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        _write_hdf5(tmp, value, attrs)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+METHOD_ATTRS = ("model", "scorer", "temperature", "temp_target")  # one method: the same in every file of an archive
+
+
+def _made(values: tuple | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in zip(METHOD_ATTRS, values)) if values else "not made by analyze export"
+
+
+def pack(out: Path, method: str, form: ExportFormat = FORMATS["smiyc"]) -> tuple[Path, dict[str, int]]:
+    """Zip ``out/anomaly_p/<method>/`` (every dataset folder in it) into ``out/<method>.zip``,
+    entries ``<method>/<dataset>/<frame id><suffix>``, stored (HDF5 is compressed already);
+    written to a temporary name and renamed. Returns the path and the files per dataset.
+
+    Every file must come from an export of the same model, scorer, T and target (one method):
+    an ExportError names two that differ.
+    """
+    base = out / "anomaly_p" / method
+    files = sorted(p for p in base.glob(f"*/*{form.suffix}") if not p.name.startswith("."))
+    counts: dict[str, int] = {}
+    first: tuple | None = None
+    for p in files:
+        counts[p.parent.name] = counts.get(p.parent.name, 0) + 1
+        got = _read_hdf5(p)
+        made = tuple(got[2].get(k) for k in METHOD_ATTRS) if got else None
+        if first is None:
+            first = (p, made)
+        elif made != first[1]:
+            raise ExportError(f"{base}: mixes two methods, {first[0].relative_to(base)} ({_made(first[1])}) and "
+                              f"{p.relative_to(base)} ({_made(made)}); export both tracks with the same scorer and "
+                              "T into one method folder")
+    target = out / f"{method}.zip"
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for p in files:
+                zf.write(p, p.relative_to(base.parent).as_posix())
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"{target}: cannot write the archive ({exc.strerror or exc})") from None
+    return target, counts

@@ -1,0 +1,190 @@
+"""The ``exact`` protocol's state: every non-void score, exact AuPRC / AUROC / FPR95 with ties."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analyze.metrics import kernels as K
+from analyze.metrics import ranks
+from analyze.metrics.common import check_same_type, num_threads, split_frame
+from analyze.metrics.counts import Counts, counts_from, exact_curve, exact_metrics
+from analyze.metrics.float_keys import Q_BINS, Q_SHIFT, q_nan_keys, q_table
+
+
+def short_mantissa_histogram(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Sparse histogram ``(keys, counts)`` of float16/float32 scores whose float32 mantissa has
+    at most 10 significant bits (every float16 value has), keyed by the top 19 bits of the
+    float32 pattern; None when some score has more bits (then the scores are kept as given).
+
+    Lossless: such a value is determined by its key. Rejects cheaply on the first 4096 values.
+    """
+    if x.dtype == np.float16:
+        x = x.astype(np.float32)
+    elif x.dtype != np.float32:
+        return None
+    bits = x.view(np.uint32)
+    low = np.uint32((1 << Q_SHIFT) - 1)
+    if np.any(bits[:4096] & low) or np.any(bits & low):
+        return None
+    hist = np.bincount(bits >> Q_SHIFT, minlength=Q_BINS)
+    if hist[q_nan_keys()].any():
+        raise ValueError("y_score contains NaN at non-void pixels")
+    keys = np.flatnonzero(hist).astype(np.uint32)
+    return keys, hist[keys]
+
+
+def split_exact(y_score, y_true) -> tuple[np.ndarray, np.ndarray | None, tuple | None, int]:
+    """(positives, raw negatives or None, negatives' sparse histogram or None, #negatives) of one frame."""
+    pos, neg = split_frame(y_score, y_true, check_nan=False)
+    if not neg.size:
+        return pos, None, None, 0
+    q = short_mantissa_histogram(neg)
+    if q is None:
+        if np.isnan(neg).any():
+            raise ValueError("y_score contains NaN at non-void pixels")
+        return pos, neg, None, neg.size
+    return pos, None, q, neg.size
+
+
+def split_exact_fast(y_score, y_true) -> tuple[np.ndarray, np.ndarray | None, tuple | None, int] | None:
+    """:func:`split_exact` in two compiled passes for float32 scores and uint8 labels (the
+    maps the driver makes); None for other types or invalid labels (then the numpy path
+    runs and raises its own error). Same arrays as :func:`split_exact` (tested)."""
+    s, t = np.asarray(y_score), np.asarray(y_true)
+    if s.shape != t.shape:
+        raise ValueError(f"y_score shape {s.shape} != y_true shape {t.shape}")
+    if s.dtype != np.float32 or t.dtype != np.uint8:
+        return None
+    s, t = np.ascontiguousarray(s).ravel(), np.ascontiguousarray(t).ravel()
+    n_pos, n_neg, n_bad, n_nan, low = K.scan_frame(s, t)
+    if n_bad:
+        return None
+    if n_nan:
+        raise ValueError("y_score contains NaN at non-void pixels")
+    pos = K.gather(s, t, 1, n_pos)
+    if not n_neg:
+        return pos, None, None, 0
+    if low:  # some negative has more than float16 precision: keep them as they are
+        return pos, K.gather(s, t, 0, n_neg), None, n_neg
+    hist = K.negative_key_histogram(s, t, Q_BINS)
+    keys = np.flatnonzero(hist).astype(np.uint32)
+    return pos, None, (keys, hist[keys]), n_neg
+
+
+def rank_histograms(hists: list[tuple[np.ndarray, np.ndarray]], u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(#neg < u, #neg <= u) for negatives given as sparse short-mantissa histograms."""
+    keys = np.concatenate([k for k, _ in hists])
+    counts = np.concatenate([c for _, c in hists])
+    # float64 sums of integer counts are exact below 2**53 pixels
+    hist = np.bincount(keys, weights=counts, minlength=Q_BINS).astype(np.int64)
+    order, values = q_table()
+    cum = np.concatenate(([0], np.cumsum(hist[order])))
+    left = np.searchsorted(values, u, side="left")
+    # the table holds each value once, except 0 (as -0.0 and +0.0)
+    eq = values[np.minimum(left, values.size - 1)] == u
+    eq2 = eq & (left + 1 < values.size) & (values[np.minimum(left + 1, values.size - 1)] == u)
+    return cum[left], cum[left + eq + eq2]
+
+
+class ExactState:
+    """Exact pooled AuPRC / AUROC / FPR95 with ties (protocol ``exact``; see the module docstring).
+
+    Storage: positive scores as given (float16/32/64, never rounded); negative scores as
+    given, except frames whose negatives all have at most 10 significant mantissa bits
+    (float16 maps, or float32 maps made from float16 values), which are kept losslessly as
+    a sparse histogram over those values (a few hundred kB instead of 4 bytes a pixel).
+    ``merge`` concatenates the lists.
+
+    ``update`` splits a frame in one compiled pass (:mod:`analyze.metrics.kernels`; numpy for
+    other dtypes). ``compute`` sorts the distinct positive scores ``u``, sorts copies of the
+    raw negatives in groups (:func:`analyze.metrics.ranks.rank_raw`, on :func:`num_threads` threads;
+    the state's arrays are not changed) and counts, for every ``u_k``, the negatives below
+    and at it with a walk per group; TP and FP at every threshold follow from cumulative
+    sums (all int64, so neither the grouping nor the threads ever change a result). The
+    counts are kept until the next ``update``. Memory beyond the stored scores: a few int64
+    arrays of ``len(u)`` and two sort buffers of :data:`analyze.metrics.ranks.SORT_GROUP` scores
+    per thread.
+    """
+
+    protocol = "exact"
+    definition = (
+        "pooled non-void pixels, exact with ties: AuPRC = sklearn average_precision_score "
+        "(step-wise), AUROC = sklearn roc_auc_score, FPR95 = ood_metrics.fpr_at_95_tpr "
+        "(np.interp at TPR 0.95 on sklearn roc_curve)"
+    )
+
+    def __init__(self) -> None:
+        self._pos: list[np.ndarray] = []
+        self._neg: list[np.ndarray] = []
+        self._neg_q: list[tuple[np.ndarray, np.ndarray]] = []  # sparse short-mantissa histograms
+        self.n_pos = 0
+        self.n_neg = 0
+        self._c: Counts | None = None  # counts of the last compute, until the next update
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_c": None}  # the counts are recomputed, not shipped
+
+    def update(self, y_score, y_true) -> "ExactState":
+        """Add one frame (any shape; ``y_true`` 0/1/255). Returns ``self``."""
+        self._c = None
+        split = split_exact_fast(y_score, y_true)
+        if split is None:
+            split = split_exact(y_score, y_true)
+        pos, neg, q, n_neg = split
+        self.n_pos += pos.size
+        self.n_neg += n_neg
+        if pos.size:
+            self._pos.append(pos)
+        if neg is not None:
+            self._neg.append(neg)
+        if q is not None:
+            self._neg_q.append(q)
+        return self
+
+    def merge(self, other: "ExactState") -> "ExactState":
+        """A new state holding the pixels of both (inputs unchanged)."""
+        check_same_type(self, other)
+        out = type(self)()
+        out._pos = self._pos + other._pos
+        out._neg = self._neg + other._neg
+        out._neg_q = self._neg_q + other._neg_q
+        out.n_pos = self.n_pos + other.n_pos
+        out.n_neg = self.n_neg + other.n_neg
+        return out
+
+    def _counts(self, threads: int | None = None) -> Counts:
+        """TP/FP counts at every distinct positive score; kept until the next ``update`` (the
+        driver asks for metrics, curves and thresholds of the same state)."""
+        if self._c is not None:
+            return self._c
+        pos = np.concatenate(self._pos) if self._pos else np.empty(0)
+        u, pos_count = ranks.distinct_counts(pos)  # ascending; pos is a copy
+        below = below_eq = None  # negatives < u and <= u
+        if self._neg and u.size:
+            below, below_eq = ranks.rank_raw(self._neg, u, num_threads(threads))
+        if self._neg_q and u.size:
+            b, be = rank_histograms(self._neg_q, u)
+            if below is None:
+                below, below_eq = b, be
+            else:
+                below += b
+                below_eq += be
+        if below is None:
+            below = below_eq = np.zeros(u.size, np.int64)
+        self._c = counts_from(u, pos_count, below, below_eq, self.n_pos, self.n_neg)
+        return self._c
+
+    def compute(self, *, warn: bool = True, threads: int | None = None) -> dict:
+        """``auprc``, ``auroc``, ``fpr95`` (floats, NaN when undefined), ``n_pos``, ``n_neg``.
+
+        The negatives are sorted on ``threads`` threads (default :func:`num_threads`).
+        """
+        return exact_metrics(self._counts(threads), warn)
+
+    def threshold_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(thresholds decreasing, TP, FP at ``score >= threshold``, n_pos) at the distinct anomaly scores."""
+        c = self._counts()
+        return c.thresholds.astype(np.float64), c.tp, c.fp_ge, c.n_pos
+
+    def _curve(self) -> dict:
+        return exact_curve(self._counts())

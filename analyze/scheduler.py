@@ -1,0 +1,228 @@
+"""Where ``analyze score`` runs its frame tasks, how it shows progress, and the threads of a task.
+
+:class:`Scheduler` wraps the Dask scheduler of one run: a local one (``threads``,
+``processes``, ``sync``), a distributed cluster (an address, a scheduler file, or a
+``distributed.Client`` the caller already made), or, from Python, whatever Dask would use
+by default (the active client, else ``dask.config`` ``scheduler``), as Dask libraries do.
+Each pass over the frames shows one progress bar, labelled with what it computes and
+``pass i/n``, counting frame tasks and their rate in frames per second.
+
+:func:`single_threaded_tasks` keeps torch and BLAS on one thread while frame tasks run (Dask
+provides the parallelism) and gives the caller back its own settings afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Sequence
+
+from schemas.errors import OptionError
+
+LOCAL_SCHEDULERS = ("threads", "processes", "sync")
+#: names ``dask.compute(scheduler=...)`` accepts for a local scheduler
+_DASK_LOCAL = {"threads", "threading", "processes", "multiprocessing", "sync", "synchronous", "single-threaded"}
+FRAME_TASK = "frame_task"  # key prefix of the tasks counted by the progress bars
+
+
+# ---- threads of a frame task ---------------------------------------------------------------
+
+_thread_lock = threading.Lock()
+_active_tasks = 0
+_saved: tuple[int, Any] | None = None
+
+
+@contextmanager
+def single_threaded_tasks():
+    """torch and BLAS on one thread while any frame task of this process runs.
+
+    Both settings are process-wide and tasks overlap on the threads scheduler, so the first
+    task to start saves the caller's settings and the last to finish restores them
+    (``torch.set_num_threads``; ``threadpoolctl`` for numpy's BLAS, used by the EoMT
+    class-score products).
+    """
+    global _active_tasks, _saved
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    with _thread_lock:
+        if _active_tasks == 0:
+            _saved = (torch.get_num_threads(), threadpool_limits(1, user_api="blas"))
+            torch.set_num_threads(1)
+        _active_tasks += 1
+    try:
+        yield
+    finally:
+        with _thread_lock:
+            _active_tasks -= 1
+            if _active_tasks == 0:
+                n, limiter = _saved
+                torch.set_num_threads(n)
+                limiter.restore_original_limits()
+                _saved = None
+
+
+# ---- progress ------------------------------------------------------------------------------
+
+def _bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=" frames", dynamic_ncols=True, mininterval=0.5,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} frames "
+                           "[{elapsed}<{remaining}, {rate_noinv_fmt}]")
+
+
+def _frame_progress(total: int, desc: str):
+    """A local-scheduler callback that advances a bar each time a frame task finishes."""
+    from dask.callbacks import Callback
+    from dask.utils import key_split
+
+    class FrameProgress(Callback):
+        def _start(self, dsk):
+            self.bar = _bar(total, desc)
+
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if key_split(key) == FRAME_TASK:
+                self.bar.update(1)
+
+        def _finish(self, dsk, state, errored):
+            self.bar.close()
+
+    return FrameProgress()
+
+
+# ---- the scheduler -------------------------------------------------------------------------
+
+def _active_client():
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):  # distributed missing, or no client made
+        return None
+
+
+def _check_address(address: str) -> None:
+    """ValueError for an address whose scheme distributed does not know, before a Client is
+    made (a Client that fails on it hangs ~40 s in its destructor when it is not the default)."""
+    from distributed.comm import parse_address
+    from distributed.comm.registry import get_backend
+
+    get_backend(parse_address(address)[0])
+
+
+class Scheduler:
+    """The Dask scheduler of one run.
+
+    ``spec``: ``threads`` (default), ``processes``, ``sync``, or a distributed scheduler
+    address (``tcp://host:8786``); ``None`` means ``DASK_SCHEDULER_ADDRESS`` when set, else
+    ``threads`` (the command line's rule). ``scheduler_file``: a distributed scheduler file.
+    ``workers``: threads or processes of a local scheduler. A client made here is closed by
+    :meth:`close`; one passed with :meth:`from_client` belongs to the caller.
+    """
+
+    def __init__(self, spec: str | None = None, scheduler_file: str | None = None, workers: int | None = None,
+                 progress: bool = True):
+        self.spec = spec or "threads"
+        self.workers = workers
+        self.progress = progress
+        self.client = None
+        self._own_client = False
+        self._passes: tuple[int, int] = (0, 0)
+        address = os.environ.get("DASK_SCHEDULER_ADDRESS") if spec is None and not scheduler_file else None
+        if scheduler_file or address or self.spec not in _DASK_LOCAL:
+            from distributed import Client
+
+            where = scheduler_file or address or self.spec
+            try:
+                if not scheduler_file:
+                    _check_address(address or self.spec)
+                self.client = (Client(scheduler_file=scheduler_file, set_as_default=False) if scheduler_file
+                               else Client(address or self.spec, timeout="20s", set_as_default=False))
+            except (OSError, ValueError, TypeError) as exc:
+                raise OptionError(f"--scheduler: cannot connect to the Dask scheduler {where!r} ({exc}); "
+                                  f"use one of {', '.join(LOCAL_SCHEDULERS)} or a reachable address") from None
+            self._own_client = True
+            self.spec = where
+
+    @classmethod
+    def from_client(cls, client, progress: bool = False) -> "Scheduler":
+        """Run on the caller's ``distributed.Client`` (not closed by :meth:`close`)."""
+        sched = cls("sync", progress=progress)
+        sched.client, sched.spec = client, f"client {client.scheduler.address}"
+        return sched
+
+    @classmethod
+    def dask_default(cls, progress: bool = False) -> "Scheduler":
+        """What Dask itself would use: ``dask.config`` ``scheduler`` when set, the active
+        ``distributed`` client (``Client()`` sets that config too), else ``threads``."""
+        import dask
+
+        name = dask.config.get("scheduler", None)
+        if name in (None, "dask.distributed", "distributed"):
+            client = _active_client()
+            if client is not None:
+                return cls.from_client(client, progress)
+        if isinstance(name, str) and name in _DASK_LOCAL:
+            return cls(name, progress=progress)
+        return cls("threads", progress=progress)
+
+    @classmethod
+    def resolve(cls, scheduler) -> tuple["Scheduler", bool]:
+        """(scheduler, made here) for what ``score_cache(scheduler=...)`` accepts: a
+        :class:`Scheduler`, a scheduler name or address, a ``distributed.Client``, or None."""
+        if isinstance(scheduler, Scheduler):
+            return scheduler, False
+        if scheduler is None:
+            return cls.dask_default(), True
+        if isinstance(scheduler, str):
+            return cls(scheduler, progress=False), True
+        try:
+            from distributed import Client
+        except ImportError:  # pragma: no cover - distributed is a dependency
+            Client = ()
+        if isinstance(scheduler, Client):
+            return cls.from_client(scheduler), True
+        raise TypeError(f"scheduler must be a name ({', '.join(LOCAL_SCHEDULERS)}), an address, a "
+                        f"distributed.Client, a Scheduler or None; got {type(scheduler).__name__}")
+
+    def start_passes(self, n: int) -> None:
+        """The next ``n`` :meth:`map_reduce` calls are passes 1..n of one cache."""
+        self._passes = (0, n)
+
+    def map_reduce(self, parts: Sequence, reduce: Callable[[list], Any], label: str) -> Any:
+        """Compute ``reduce(parts)`` (a Dask graph over the frame tasks ``parts``), with a bar."""
+        import dask
+
+        i, n = self._passes
+        self._passes = (i + 1, n)
+        desc = f"pass {i + 1}/{max(n, i + 1)} {label}"
+        if self.client is not None:
+            return self._distributed(parts, reduce, desc)
+        kwargs = {"num_workers": self.workers} if self.workers and self.spec not in ("sync", "synchronous") else {}
+        if not self.progress:
+            return dask.compute(reduce(parts), scheduler=self.spec, **kwargs)[0]
+        with _frame_progress(len(parts), desc):
+            return dask.compute(reduce(parts), scheduler=self.spec, **kwargs)[0]
+
+    def _distributed(self, parts: Sequence, reduce: Callable[[list], Any], desc: str) -> Any:
+        if not self.progress:
+            return self.client.compute(reduce(parts)).result()
+        from distributed import as_completed
+
+        frames = self.client.compute(list(parts))  # one future per frame, merged on the workers
+        total = self.client.compute(reduce(frames))
+        n, finished = len(frames), as_completed(frames, loop=self.client.loop)
+        del frames  # hold no frame result here: each is freed once merged
+        with _bar(n, desc) as bar:
+            for _ in finished:
+                bar.update(1)
+        return total.result()
+
+    def close(self) -> None:
+        if self.client is not None and self._own_client:
+            self.client.close()
+
+    def __repr__(self) -> str:
+        return f"Scheduler({self.spec!r})"

@@ -1,0 +1,36 @@
+"""What a cache records about how its numbers were made: checkpoint hash, versions, device."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import torch
+
+from schemas.version import tool_version
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file (the checkpoint's identity), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """The tool's and the numerics libraries' versions recorded in a cache."""
+    import timm
+    import zarr
+
+    return {"package": tool_version(), "torch": torch.__version__, "timm": timm.__version__, "zarr": zarr.__version__,
+            "numpy": np.__version__}
+
+
+def device_name(device: torch.device) -> str:
+    """``cpu``, or ``cuda:<GPU name>``: the device recorded in a cache and logged."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type

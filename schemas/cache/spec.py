@@ -1,0 +1,255 @@
+"""What a cache is: the versioned, frozen description of its attributes and arrays.
+
+:class:`CacheSpec` mirrors the root attributes (JSON Schema ``schemas/cache_attrs.schema.json``,
+checked by :func:`validate_attrs`), :data:`ARRAYS` the arrays of each cache kind, and
+:class:`Provenance` where the numbers come from (its identity decides whether a run may
+continue a cache; :func:`cache_digest` names the cache in results rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from schemas.errors import DataError
+from schemas.manifest import LABEL_KINDS
+from schemas.windows import FrameWindows, frame_windows
+
+SCHEMA_VERSION = 1
+#: cache kinds: per-pixel logits (pixel models: ERFNet) or per-query class and mask logits
+#: (mask models: EoMT); the label kinds (:data:`LABEL_KINDS`) are the datasets'
+CACHE_KINDS = ("pixel", "query")
+THUMB_LONG_SIDE = 256
+ATTRS_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "cache_attrs.schema.json"
+
+
+class CacheError(DataError):
+    """A cache is missing, malformed or incompatible (the message names the path)."""
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of the format: dims, dtype, per-chunk extent (``None`` = whole axis)."""
+
+    name: str
+    kinds: tuple[str, ...]
+    dims: tuple[str, ...]
+    dtype: str
+    chunk: tuple[int | None, ...]
+    doc: str
+
+
+ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("labels", CACHE_KINDS, ("frame", "y", "x"), "uint8", (1, None, None),
+              "canonical labels at original resolution, padded with 255"),
+    ArraySpec("sizes", CACHE_KINDS, ("frame", "hw"), "int32", (None, None), "original (H, W) of each frame"),
+    ArraySpec("done", CACHE_KINDS, ("frame",), "bool", (1,), "frame completely written"),
+    ArraySpec("thumbnails", CACHE_KINDS, ("frame", "ty", "tx", "rgb"), "uint8", (1, None, None, None),
+              f"RGB thumbnail, long side {THUMB_LONG_SIDE}, padded with 0"),
+    ArraySpec("logits", ("pixel",), ("frame", "class", "y", "x"), "float16", (1, None, None, None),
+              "per-pixel class logits at model resolution (void channel kept; see void_channel)"),
+    ArraySpec("logit_sizes", ("pixel",), ("frame", "hw"), "int32", (None, None),
+              "(h, w) of the valid part of logits[frame]"),
+    ArraySpec("class_logits", ("query",), ("crop", "query", "class"), "float32", (1, None, None),
+              "per-query class logits, K + 1 (last = no-object)"),
+    ArraySpec("mask_logits", ("query",), ("crop", "query", "y", "x"), "float16", (1, None, None, None),
+              "per-query mask logits at the mask resolution of a crop"),
+    ArraySpec("crop_frame", ("query",), ("crop",), "int32", (None,), "frame index of each crop"),
+    ArraySpec("crop_start", ("query",), ("crop",), "int32", (None,), "start along the long side of the resized frame"),
+    ArraySpec("crop_end", ("query",), ("crop",), "int32", (None,), "end (exclusive) along the long side"),
+    ArraySpec("resized_sizes", ("query",), ("frame", "hw"), "int32", (None, None),
+              "(H, W) of the frame after scaling its short side to the crop size"),
+    ArraySpec("frame_crop_offset", ("query",), ("frame1",), "int32", (None,),
+              "crops of frame i are frame_crop_offset[i]:frame_crop_offset[i+1]"),
+)
+
+
+def arrays_for(kind: str) -> tuple[ArraySpec, ...]:
+    return tuple(a for a in ARRAYS if kind in a.kinds)
+
+
+def thumbnail_size(height: int, width: int, long_side: int = THUMB_LONG_SIDE) -> tuple[int, int]:
+    scale = long_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the numbers in a cache come from."""
+
+    model: str
+    model_config: Mapping[str, Any]
+    checkpoint_sha256: str
+    dataset: str
+    manifest_digest: str
+    preprocessing: Mapping[str, Any]
+    versions: Mapping[str, str]
+    device: str
+    dtype: str
+    created: str
+    # the checkpoint's file name (caches written before it was recorded have None); names
+    # the run in results (schemas.results.default_run), not part of the identity: renaming
+    # the file neither blocks resuming nor changes the cache digest
+    checkpoint_file: str | None = None
+
+    def identity(self) -> dict:
+        """The fields that must agree for a run to continue an existing cache."""
+        return {
+            "model": self.model,
+            "model_config": dict(self.model_config),
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "dataset": self.dataset,
+            "manifest_digest": self.manifest_digest,
+            "preprocessing": dict(self.preprocessing),
+        }
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """Frozen description of one cache (the root attributes)."""
+
+    kind: str
+    label_kind: str
+    frame_ids: tuple[str, ...]
+    sizes: tuple[tuple[int, int], ...]
+    provenance: Provenance
+    n_classes: int  # K: semantic classes (void channel / no-object not counted)
+    schema_version: int = SCHEMA_VERSION
+    # pixel caches
+    n_channels: int | None = None  # channels stored in logits (ERFNet: 20)
+    void_channel: int | None = None
+    logit_sizes: tuple[tuple[int, int], ...] | None = None
+    # query caches
+    crop_size: int | None = None
+    n_queries: int | None = None
+    mask_size: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    labelled: tuple[bool, ...] | None = None  # per frame; None (absent in older caches): all labelled
+
+    def __post_init__(self):
+        try:
+            parse_kind(self.kind)
+        except ValueError as exc:
+            raise CacheError(str(exc)) from None
+        if self.label_kind not in LABEL_KINDS:
+            raise CacheError(f"label_kind must be one of {LABEL_KINDS}, got {self.label_kind!r}")
+        if len(self.frame_ids) != len(self.sizes):
+            raise CacheError("frame_ids and sizes differ in length")
+        if len(set(self.frame_ids)) != len(self.frame_ids):
+            raise CacheError("frame ids are not unique")
+        if self.labelled is not None and len(self.labelled) != len(self.frame_ids):
+            raise CacheError("labelled and frame_ids differ in length")
+        if self.kind == "pixel":
+            if self.n_channels is None or self.logit_sizes is None or len(self.logit_sizes) != len(self.sizes):
+                raise CacheError("pixel cache needs n_channels and one logit size per frame")
+        else:
+            if not (self.crop_size and self.n_queries and self.mask_size):
+                raise CacheError("query cache needs crop_size, n_queries and mask_size")
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frame_ids)
+
+    @property
+    def labelled_mask(self) -> np.ndarray:
+        """(F,) bool: which frames have a label (all, when the cache does not say)."""
+        if self.labelled is None:
+            return np.ones(self.n_frames, dtype=bool)
+        return np.asarray(self.labelled, dtype=bool).reshape(self.n_frames)
+
+    @property
+    def label_shape(self) -> tuple[int, int]:
+        return max(h for h, _ in self.sizes), max(w for _, w in self.sizes)
+
+    @property
+    def thumb_shape(self) -> tuple[int, int]:
+        ts = [thumbnail_size(h, w) for h, w in self.sizes]
+        return max(t[0] for t in ts), max(t[1] for t in ts)
+
+    @property
+    def logit_shape(self) -> tuple[int, int]:
+        return max(h for h, _ in self.logit_sizes), max(w for _, w in self.logit_sizes)
+
+    def windows(self, i: int) -> FrameWindows:
+        h, w = self.sizes[i]
+        return frame_windows(h, w, self.crop_size)
+
+    def crop_offsets(self) -> np.ndarray:
+        """Crops of frame i are ``crop_offsets()[i]:crop_offsets()[i + 1]`` (F + 1 int32)."""
+        return self._crop_offsets.copy()
+
+    @cached_property
+    def _crop_offsets(self) -> np.ndarray:  # computed once per spec: every frame read needs it
+        counts = [self.windows(i).n_crops for i in range(self.n_frames)]
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+
+    @property
+    def n_crops(self) -> int:
+        return int(self.crop_offsets()[-1])
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["frame_ids"] = list(self.frame_ids)
+        d["sizes"] = [list(s) for s in self.sizes]
+        if self.logit_sizes is not None:
+            d["logit_sizes"] = [list(s) for s in self.logit_sizes]
+        d["provenance"] = json.loads(json.dumps(asdict(self.provenance)))
+        d["extra"] = dict(self.extra)
+        if self.labelled is None:
+            del d["labelled"]  # the format of caches written before the attribute existed
+        else:
+            d["labelled"] = [bool(v) for v in self.labelled]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CacheSpec":
+        d = dict(d)
+        parse_schema_version(d.get("schema_version"))
+        validate_attrs(d)
+        prov = Provenance(**d.pop("provenance"))
+        d["frame_ids"] = tuple(d["frame_ids"])
+        d["sizes"] = tuple(tuple(int(v) for v in s) for s in d["sizes"])
+        if d.get("logit_sizes") is not None:
+            d["logit_sizes"] = tuple(tuple(int(v) for v in s) for s in d["logit_sizes"])
+        if d.get("labelled") is not None:
+            d["labelled"] = tuple(bool(v) for v in d["labelled"])
+        return cls(provenance=prov, **d)
+
+
+def parse_kind(kind: str) -> str:
+    """``kind`` when it is a cache kind (:data:`CACHE_KINDS`), else ``ValueError``."""
+    if kind not in CACHE_KINDS:
+        raise ValueError(f"cache kind must be one of {', '.join(CACHE_KINDS)}; got {kind!r}")
+    return kind
+
+
+def parse_schema_version(version: Any) -> int:
+    if version != SCHEMA_VERSION:
+        raise CacheError(
+            f"cache schema_version {version!r} is not supported (this tool reads version {SCHEMA_VERSION})"
+        )
+    return version
+
+
+def validate_attrs(attrs: Mapping[str, Any]) -> None:
+    """Validate root attributes against the JSON Schema (raises CacheError)."""
+    import jsonschema
+
+    schema = json.loads(ATTRS_SCHEMA_PATH.read_text())
+    try:
+        jsonschema.validate(dict(attrs), schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise CacheError(f"cache attributes invalid at {where}: {exc.message}") from None
+
+
+def cache_digest(spec: CacheSpec) -> str:
+    """Short digest of a cache's identity (provenance + frames), stored in results rows."""
+    payload = json.dumps({"prov": spec.provenance.identity(), "ids": list(spec.frame_ids)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,122 @@
+"""`score_cache` as a library: any scheduler a Dask user would pass, the caller's thread
+settings untouched; `analyze score` labels each pass and shows frames per second."""
+
+import dask
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from analyze.cli import main as analyze_main
+from analyze.driver import Scheduler, score_cache
+from tests.factories import pixel_cache, query_cache
+
+SIZES = [(30, 50), (20, 40), (25, 25)]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sched") / "q.zarr"
+    query_cache(path, SIZES, np.random.default_rng(0), crop=32)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def reference(cache):
+    return score_cache(cache, "msp,rba", (0.5, 1.0), scheduler=Scheduler("sync", progress=False))[0]
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+def test_scheduler_by_name(cache, reference, scheduler):
+    got = score_cache(cache, "msp,rba", (0.5, 1.0), scheduler=scheduler)[0]
+    pd.testing.assert_frame_equal(got, reference)
+
+
+def test_distributed_client_address_and_active_client(cache, reference, capsys):
+    from distributed import Client, LocalCluster, get_task_stream
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster, set_as_default=False) as client:
+            with get_task_stream(client) as stream:
+                got = score_cache(cache, "msp,rba", (0.5, 1.0), scheduler=client)[0]
+            pd.testing.assert_frame_equal(got, reference)
+            assert any(str(t["key"]).startswith("frame_task") for t in stream.data)
+            assert client.status == "running"  # the caller's client is not closed
+            capsys.readouterr()
+            got = score_cache(cache, "msp,rba", (0.5, 1.0), scheduler=Scheduler.from_client(client, progress=True),
+                              max_memory=0)[0]  # two passes, each with a bar fed by the workers' frame futures
+            pd.testing.assert_frame_equal(got, reference)
+            err = capsys.readouterr().err
+            assert "pass 1/2 anomaly-pixel scores: 100%" in err and "pass 2/2 in-distribution counts: 100%" in err
+            assert "3/3 frames" in err
+        got = score_cache(cache, "msp,rba", (0.5, 1.0), scheduler=cluster.scheduler_address)[0]
+        pd.testing.assert_frame_equal(got, reference)
+        with Client(cluster) as active:  # the default client: used when no scheduler is given
+            with get_task_stream(active) as stream:
+                got = score_cache(cache, "msp,rba", (0.5, 1.0))[0]
+            pd.testing.assert_frame_equal(got, reference)
+            assert len(stream.data) > 0
+
+
+def test_default_follows_dask_config(cache, reference):
+    with dask.config.set(scheduler="sync"):
+        assert Scheduler.dask_default().spec == "sync"
+        pd.testing.assert_frame_equal(score_cache(cache, "msp,rba", (0.5, 1.0))[0], reference)
+    with dask.config.set(scheduler="processes"):
+        assert Scheduler.dask_default().spec == "processes"
+    assert Scheduler.dask_default().spec == "threads"
+    with pytest.raises(TypeError, match="scheduler must be"):
+        score_cache(cache, "msp", (1.0,), scheduler=3)
+
+
+def _blas_threads():
+    return sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_caller_thread_settings_are_left_as_they_were(cache, scheduler):
+    before_torch = torch.get_num_threads()
+    with threadpool_limits(2, user_api="blas"):
+        torch.set_num_threads(3)
+        try:
+            blas = _blas_threads()
+            score_cache(cache, "msp", (1.0,), scheduler=scheduler)
+            assert torch.get_num_threads() == 3
+            assert _blas_threads() == blas
+        finally:
+            torch.set_num_threads(before_torch)
+
+
+def test_tasks_run_on_one_thread(tmp_path):
+    """Inside a frame task torch and BLAS use one thread (Dask provides the parallelism)."""
+    from analyze.scheduler import single_threaded_tasks
+
+    torch.set_num_threads(2)
+    try:
+        with single_threaded_tasks():
+            with single_threaded_tasks():  # overlapping tasks (threads scheduler)
+                assert torch.get_num_threads() == 1 and set(_blas_threads()) <= {1}
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_progress_bars_label_each_pass(tmp_path):
+    cache = tmp_path / "c.zarr"
+    pixel_cache(cache, [(16, 24)] * 4, np.random.default_rng(0))
+    res = CliRunner().invoke(analyze_main, ["score", "--cache", str(cache), "--scorers", "msp", "--out",
+                                            str(tmp_path / "r.parquet"), "--max-memory", "0", "--bootstrap", "20",
+                                            "--component-metrics", "--scheduler", "sync"])
+    assert res.exit_code == 0, res.output
+    err = res.stderr
+    for i, label in enumerate(["anomaly-pixel scores", "in-distribution counts", "bootstrap histograms",
+                               "component metrics"], 1):
+        assert f"pass {i}/4 {label}: 100%" in err, err
+        assert f"pass {i}/4 {label}: 100%|██████████| 4/4 frames" in err
+    assert "frames/s]" in err
+    quiet = CliRunner().invoke(analyze_main, ["score", "--cache", str(cache), "--scorers", "msp", "--out",
+                                              str(tmp_path / "r.parquet"), "--no-progress"])
+    assert "pass 1/1" not in quiet.output
