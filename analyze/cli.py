@@ -97,7 +97,8 @@ def report(results, out, protocol, frame_rule):
 
 
 @main.command()
-@click.option("--cache", required=True, help="Cache path or URL.")
+@click.option("--cache", "caches", multiple=True, required=True,
+              help="Cache path or URL; repeat it for other models on the same dataset (one panel for all).")
 @comma_list_option("--scorer", "scorers", default="all", callback=parse_scorers,
                    help="'all' (default) or a comma list of scorers.")
 @click.option("--temp", default=1.0, show_default=True, type=float, help="Temperature in [0.1, 1000].")
@@ -106,12 +107,16 @@ def report(results, out, protocol, frame_rule):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for .npy maps and PNG panels.")
 @click.option("--id-stats", "id_stats", multiple=True, type=click.Path(dir_okay=False),
               help="In-distribution statistics from `analyze fit` (KL matching, SML), as in `analyze score`.")
-def maps(cache, scorers, temp, temp_target, frames, out, id_stats):
+def maps(caches, scorers, temp, temp_target, frames, out, id_stats):
     """Per-frame anomaly maps (.npy) and image / ground truth / map panels (PNG).
+
+    With several caches (one per model, same dataset) each model's files go to OUT/<model>/
+    and OUT/panel.png shows every model, one row per frame and model.
 
     \b
     Example:
       analyze maps --cache caches/eomt/road_anomaly.zarr --scorer msp,rba --frames 0001,0002 --out maps/
+      analyze maps --cache caches/erfnet/road_anomaly.zarr --cache caches/eomt/road_anomaly.zarr --out maps/
     """
     from analyze.maps import write_maps
 
@@ -124,7 +129,7 @@ def maps(cache, scorers, temp, temp_target, frames, out, id_stats):
     from analyze.id_stats import IdStats
 
     try:
-        paths = write_maps(cache, scorers, temp, frames.split(",") if frames else None, out, temp_target,
+        paths = write_maps(list(caches), scorers, temp, frames.split(",") if frames else None, out, temp_target,
                            id_stats=[IdStats.read(p) for p in id_stats],
                            info=lambda m: click.echo(f"note: {m}", err=True))
     except ValueError as exc:

@@ -112,33 +112,17 @@ def frame_maps(root, spec: C.CacheSpec, i: int, scorers: Sequence, temperature: 
     return {s.name: np.asarray(ts.scores[s.name]) for s in scorers}
 
 
-def _names():
-    return dataset_name, model_name, scorer_name
-
-
-def write_maps(cache_path: str | os.PathLike, scorers: str, temperature: float, frames: list[str] | None,
-               out_dir: str | os.PathLike, temp_target: str = "query", *, storage_options=None, id_stats=(),
-               info=lambda m: None) -> list[Path]:
-    """Anomaly maps of ``frames`` (default: the first 4 done frames) for each of ``scorers``.
-
-    Writes into ``out_dir``: ``<frame>_<scorer>_T<T>.npy`` (float64, original resolution, the
-    scores ``analyze score`` uses), ``<frame>_T<T>.png`` (image | ground truth | one map per
-    scorer) and ``panel.png`` (one row per frame, same columns).
-    ``scorers`` is ``'all'`` or a comma list (as ``analyze score``); ``temp_target`` as there
-    (EoMT only); ``id_stats``: :class:`analyze.id_stats.IdStats` files for KL matching and SML
-    (``all`` leaves them out without one, and says so to ``info``). Returns the written paths.
-    """
+def _cache_maps(cache_path, scorers: str, t: float, frames: list[str] | None, out: Path, temp_target: str,
+                storage_options, id_stats=(), info=lambda m: None) -> tuple[C.CacheSpec, list, list[Path]]:
+    """One cache's ``.npy`` maps and per-frame panels in ``out``; returns its panel rows."""
     root, spec = C.open_cache(cache_path, storage_options=storage_options)
     where = str(cache_path)
-    t = float(temperature)
     chosen, stats = choose_scorers(where, spec, scorers, (t,), temp_target, id_stats, info, info)
     idx = _frame_indices(spec, C.done_mask(root), frames, where)
     problems = integrity.check_frames(root, spec, idx)
     if problems:
         raise C.CacheError(f"{where}: {integrity.describe(problems)}; the cache lost data")
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dataset_name, model_name, scorer_name = _names()
     written: list[Path] = []
     rows = []  # per frame: (id, thumbnail, gt_rgb, [(scorer, display map, lo, hi)])
     for i in idx:
@@ -156,14 +140,69 @@ def write_maps(cache_path: str | os.PathLike, scorers: str, temperature: float, 
             lo, hi = display_range(score, valid)
             maps.append((s.name, _display(score, lo, hi, shape), lo, hi))
         rows.append((fid, C.read_thumbnail(root, spec, i), ground_truth_rgb(label, shape), maps))
-
-    title = f"{model_name(spec.provenance.model)} on {dataset_name(spec.provenance.dataset)}, T = {t:g}"
-    if spec.kind == "query":
-        title += f" (T on the {'query class logits' if temp_target == 'query' else 'per-pixel class scores'})"
+    title = _title([spec], t, temp_target)
     for row in rows:
         written.append(_panel([row], out / f"{_slug(row[0])}_{_t_tag(t)}.png", f"{title}, frame {row[0]}",
                               scorer_name, ranges=True))
-    written.append(_panel(rows, out / "panel.png", title, scorer_name, ranges=False))
+    return spec, rows, written
+
+
+def _title(specs: Sequence[C.CacheSpec], t: float, temp_target: str) -> str:
+    models = ", ".join(model_name(s.provenance.model) for s in specs)
+    title = f"{models} on {dataset_name(specs[0].provenance.dataset)}, T = {t:g}"
+    if any(s.kind == "query" for s in specs):
+        title += f" (T on the {'query class logits' if temp_target == 'query' else 'per-pixel class scores'})"
+    return title
+
+
+def write_maps(cache_path: str | os.PathLike | Sequence[str | os.PathLike], scorers: str, temperature: float,
+               frames: list[str] | None, out_dir: str | os.PathLike, temp_target: str = "query", *,
+               storage_options=None, id_stats=(), info=lambda m: None) -> list[Path]:
+    """Anomaly maps of ``frames`` (default: the first 4 done frames) for each of ``scorers``.
+
+    Writes into ``out_dir``: ``<frame>_<scorer>_T<T>.npy`` (float64, original resolution, the
+    scores ``analyze score`` uses), ``<frame>_T<T>.png`` (image | ground truth | one map per
+    scorer) and ``panel.png`` (one row per frame, same columns).
+    ``scorers`` is ``'all'`` or a comma list (as ``analyze score``); ``temp_target`` as there
+    (EoMT only); ``id_stats``: :class:`analyze.id_stats.IdStats` files for KL matching and SML,
+    each cache using the one fit on its checkpoint (``all`` leaves them out without one, and
+    says so to ``info``). Several caches of one dataset (e.g. ERFNet and EoMT) put each cache's
+    ``.npy`` files and frame panels in ``out_dir/<model>/`` and one ``panel.png`` in
+    ``out_dir`` with a row per frame and model (frames chosen in the first cache; a
+    scorer a model lacks, e.g. RbA for ERFNet, is an empty cell). Returns the written paths.
+    """
+    paths = [cache_path] if isinstance(cache_path, (str, os.PathLike)) else list(cache_path)
+    out = Path(out_dir)
+    t = float(temperature)
+    if len(paths) == 1:
+        spec, rows, written = _cache_maps(paths[0], scorers, t, frames, out, temp_target, storage_options,
+                                          id_stats, info)
+        written.append(_panel(rows, out / "panel.png", _title([spec], t, temp_target), scorer_name, ranges=False))
+        return written
+    specs, per_cache, written = [], [], []
+    for path in paths:
+        _, spec = C.open_cache(path, storage_options=storage_options)
+        if specs and spec.provenance.dataset != specs[0].provenance.dataset:
+            raise ValueError(f"{path}: dataset {spec.provenance.dataset}, but {paths[0]} holds "
+                             f"{specs[0].provenance.dataset}; one panel shows one dataset")
+        if spec.provenance.model in [s.provenance.model for s in specs]:
+            raise ValueError(f"{path}: a second {spec.provenance.model} cache; give one cache per model")
+        if frames is None and specs:  # the first cache's default frames, in every cache
+            frames = [r[0] for r in per_cache[0][1]]
+        spec, rows, w = _cache_maps(path, scorers, t, frames, out / _slug(spec.provenance.model), temp_target,
+                                    storage_options, id_stats, info)
+        specs.append(spec)
+        per_cache.append((spec, rows))
+        written += w
+    columns = list(dict.fromkeys(m[0] for _, rows in per_cache for r in rows for m in r[3]))
+    panel_rows = []
+    for j in range(len(per_cache[0][1])):
+        for spec, rows in per_cache:
+            fid, thumb, gt, maps = rows[j]
+            by_name = {m[0]: m for m in maps}
+            panel_rows.append((f"{model_name(spec.provenance.model)}\n{fid}", thumb, gt,
+                               [by_name.get(c, (c, None, 0.0, 0.0)) for c in columns]))
+    written.append(_panel(panel_rows, out / "panel.png", _title(specs, t, temp_target), scorer_name, ranges=False))
     return written
 
 
@@ -183,8 +222,13 @@ def _panel(rows: list, path: Path, title: str, scorer_name, ranges: bool) -> Pat
         ax[0].imshow(thumb, aspect="equal")
         ax[1].imshow(gt, aspect="equal", interpolation="nearest")
         for c, (name, disp, lo, hi) in enumerate(maps):
-            ax[2 + c].imshow(disp, cmap=CMAP, vmin=0, vmax=1, aspect="equal", interpolation="nearest")
             head = scorer_name(name)
+            if disp is None:  # a scorer this row's model does not have
+                ax[2 + c].axis("off")
+                if ranges or r == 0:
+                    ax[2 + c].set_title(head, fontsize=9)
+                continue
+            ax[2 + c].imshow(disp, cmap=CMAP, vmin=0, vmax=1, aspect="equal", interpolation="nearest")
             if ranges:
                 head += f"\n1-99th pct: [{lo:.3g}, {hi:.3g}]"
             if ranges or r == 0:

@@ -7,6 +7,7 @@ through the same readers and label mappings as real data.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -19,10 +20,23 @@ _SAVE_OPTS = {"jpg": {"quality": 92}, "webp": {"quality": 90}, "png": {}}
 _PIL_FORMAT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 
 
-def _smooth_noise(rng: np.random.Generator, h: int, w: int, channels: int) -> np.ndarray:
-    coarse = rng.random((max(2, h // 16), max(2, w // 16), channels)).astype(np.float32)
-    im = Image.fromarray((coarse * 255).astype(np.uint8).squeeze()).resize((w, h), Image.BILINEAR)
-    return np.asarray(im, dtype=np.float32).reshape(h, w, channels) / 255.0
+def smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
+    """Low-frequency noise in [-1, 1], shape (h, w): a uniform random grid with one node
+    every ``cell`` pixels, bilinearly interpolated (also the demo world's texture source)."""
+    gh = int(math.ceil(h / cell)) + 2
+    gw = int(math.ceil(w / cell)) + 2
+    grid = rng.uniform(-1.0, 1.0, size=(gh, gw)).astype(np.float32)
+    ys = np.arange(h, dtype=np.float32) / cell
+    xs = np.arange(w, dtype=np.float32) / cell
+    y0 = np.floor(ys).astype(int)
+    x0 = np.floor(xs).astype(int)
+    fy = (ys - y0)[:, None]
+    fx = (xs - x0)[None, :]
+    a = grid[y0][:, x0]
+    b = grid[y0][:, x0 + 1]
+    c = grid[y0 + 1][:, x0]
+    d = grid[y0 + 1][:, x0 + 1]
+    return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
 
 
 def synth_frame(spec: DatasetSpec, rng: np.random.Generator, size: tuple[int, int],
@@ -30,7 +44,8 @@ def synth_frame(spec: DatasetSpec, rng: np.random.Generator, size: tuple[int, in
     """One (RGB uint8 image, canonical label) pair of the dataset's kind."""
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w]
-    image = _smooth_noise(rng, h, w, 3) * 0.6 + rng.random((h, w, 3)) * 0.15
+    noise = np.stack([smooth_noise(rng, h, w, 16.0) for _ in range(3)], axis=-1) * 0.5 + 0.5  # (h, w, 3)
+    image = noise * 0.6 + rng.random((h, w, 3)) * 0.15
     if spec.kind == "semantic":
         label = np.zeros((h, w), dtype=np.uint8)
         n_bands = rng.integers(3, 8)

@@ -59,3 +59,34 @@ def test_display_helpers():
     score = np.arange(100, dtype=np.float32).reshape(10, 10)
     lo, hi = display_range(score)
     assert lo == pytest.approx(0.99) and hi == pytest.approx(98.01)
+
+
+def test_one_panel_for_two_models(tmp_path):
+    """ERFNet and EoMT caches of one dataset: each model's files in its own folder, one panel
+    with a row per frame and model; RbA is an empty cell on the ERFNet rows."""
+    from click.testing import CliRunner
+
+    from analyze.cli import main
+
+    rng = np.random.default_rng(2)
+    sizes = [(30, 50), (40, 40), (32, 48)]
+    pixel_cache(tmp_path / "p.zarr", sizes, rng)
+    query_cache(tmp_path / "q.zarr", sizes, rng, crop=32)
+    out = tmp_path / "maps"
+    res = CliRunner().invoke(main, ["maps", "--cache", str(tmp_path / "p.zarr"), "--cache", str(tmp_path / "q.zarr"),
+                                    "--frames", "f000,f002", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (out / "erfnet").glob("*.npy")) == sorted(
+        f"{f}_{s}_T1.npy" for f in ("f000", "f002") for s in ("msp", "maxlogit", "maxentropy", "energy"))
+    assert (out / "eomt" / "f002_rba_T1.npy").is_file() and (out / "eomt" / "f000_T1.png").is_file()
+    # the per-model files are what a single-cache run writes
+    write_maps(tmp_path / "q.zarr", "all", 1.0, ["f002"], tmp_path / "single")
+    np.testing.assert_array_equal(np.load(out / "eomt" / "f002_rba_T1.npy"),
+                                  np.load(tmp_path / "single" / "f002_rba_T1.npy"))
+    with Image.open(out / "panel.png") as both, Image.open(tmp_path / "single" / "panel.png") as one:
+        assert both.size[1] > 2.5 * one.size[1]  # four rows (2 frames x 2 models) against one
+    _png_ok(out / "panel.png")
+    query_cache(tmp_path / "q2.zarr", sizes, rng, crop=32, dataset="fs_static")
+    res = CliRunner().invoke(main, ["maps", "--cache", str(tmp_path / "p.zarr"), "--cache", str(tmp_path / "q2.zarr"),
+                                    "--out", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "one panel shows one dataset" in res.output

@@ -22,6 +22,8 @@ from extract.models import (
 from extract.models.eomt import (
     CITYSCAPES_LARGE_1024,
     COURSE_BASE_1024,
+    HEAD_DIM,
+    VIT_SIZES,
     EoMT,
     EoMTConfig,
     build_eomt,
@@ -117,6 +119,55 @@ def test_infer_config_from_checkpoint(cfg):
     assert "criterion.empty_weight" not in converted
     assert all(not k.startswith("network.") for k in converted)
     assert infer_eomt_config(converted) == cfg
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        EoMTConfig(128, 6, 2, 4, 16, 128, 16, 19, 2),  # the demo's toy size
+        EoMTConfig(192, 3, 3, 0, 16, 64, 5, 7, 1),  # no registers
+        EoMTConfig(640, 7, 10, 4, 8, 96, 12, 19, 3),  # patch 8: one upscale block
+    ],
+    ids=["w128-d6", "w192-d3-noreg", "w640-d7-p8"],
+)
+def test_other_sizes_are_read_from_the_checkpoint(cfg, tmp_path):
+    """Width, depth and heads come from the checkpoint, not from a table of released sizes."""
+    assert infer_eomt_config(official_meta_checkpoint(cfg)) == cfg
+    model = random_eomt(cfg)
+    vit = model.encoder.backbone
+    assert (vit.embed_dim, len(vit.blocks), vit.blocks[0].attn.num_heads) == (cfg.embed_dim, cfg.depth, cfg.num_heads)
+    path = save_official_checkpoint(model, tmp_path / "small.ckpt", "eomt")
+    loaded, out_cfg = load_model("eomt", path)
+    assert loaded.config == cfg and out_cfg["num_heads"] == cfg.num_heads and out_cfg["depth"] == cfg.depth
+    x = torch.rand(1, 3, cfg.img_size, cfg.img_size)
+    with torch.inference_mode():
+        a, b = loaded(x), model(x)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_released_sizes_have_64_dimensional_heads():
+    """The rule the loader uses for the head count holds for every DINOv2 size."""
+    for dim, (_, heads) in VIT_SIZES.items():
+        assert dim // HEAD_DIM == heads and dim % HEAD_DIM == 0
+
+
+def test_head_count_shows_in_the_outputs_only():
+    """Two head splits of one width have identical key shapes but compute different
+    functions: the head count must be right, it cannot be checked from shapes."""
+    two, four = EoMTConfig(128, 2, 2, 4, 16, 32, 3, 2, 1), EoMTConfig(128, 2, 4, 4, 16, 32, 3, 2, 1)
+    a, b = random_eomt(two), build_eomt(four).eval()
+    sd_a = a.state_dict()
+    assert {k: v.shape for k, v in sd_a.items()} == {k: v.shape for k, v in b.state_dict().items()}
+    b.load_state_dict(sd_a)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.inference_mode():
+        assert (a(x)[0] - b(x)[0]).abs().max() > 1e-4
+
+
+def test_width_not_a_multiple_of_the_head_size_is_refused():
+    ckpt = official_meta_checkpoint(EoMTConfig(96, 2, 2, 4, 16, 32, 3, 2, 1))
+    with pytest.raises(CheckpointError, match="ViT width 96 is not a multiple of the DINOv2 head size 64"):
+        infer_eomt_config(ckpt)
 
 
 def test_named_configs_match_official_settings():

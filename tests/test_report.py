@@ -188,7 +188,9 @@ def test_write_report_everything(results, tmp_path):
     names = {p.name for p in paths}
     assert {"table1.md", "table1.tex", "table2.md", "table2.tex", "report.md", "scorers_auprc.png",
             "scorers_fpr95.png", "temperature_auprc_eomt_msp.png", "temperature_fpr95_eomt_msp.png",
-            "curves_smiyc_ra21.png"} <= names
+            "temperature_miou_eomt.png", "curves_smiyc_ra21.png"} <= names
+    assert not any(n.startswith("temperature_miou_erfnet") for n in names)  # T never changes ERFNet's map
+    assert "EoMT mIoU vs T" in (out / "report.md").read_text()
     assert not any("ci" in n for n in names)
     for p in paths:
         assert p.is_file()

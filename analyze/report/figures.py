@@ -96,7 +96,8 @@ def plot_vs_temperature(df: pd.DataFrame, metric: str, out_png: str | os.PathLik
     ax.set_ylabel(_axis_label(metric))
     several = len(runs_of(anomaly_rows(df, protocol, frames=frames), model)) > 1
     label = f"{model_name(model)} ({run})" if several else model_name(model)
-    ax.set_title(f"{label} {scorer_name(scorer)}: {METRIC_NAMES.get(metric, metric)} vs temperature\n"
+    who = label if metric == "miou" else f"{label} {scorer_name(scorer)}"  # no scorer changes the segmentation
+    ax.set_title(f"{who}: {METRIC_NAMES.get(metric, metric)} vs temperature\n"
                  f"protocol {protocol}; {TARGET_NOTES.get(target, 'target ' + target)}", fontsize=10)
     ax.grid(True, alpha=0.35)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=9, title="dataset")

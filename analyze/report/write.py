@@ -118,14 +118,24 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, pr
         multi_target = len({g[3] for g in grids}) > 1
         keys = t1.attrs["keys"]
         multi_run = {m for m, _, _ in keys if len({r for mm, r, _ in keys if mm == m}) > 1}
+        miou_drawn = set()
         for m, r, s, tt in grids:
+            label = f"{model_name(m)} ({r})" if m in multi_run else model_name(m)
             for metric in TABLE_METRICS:
                 name = (f"temperature_{metric}_{slug(m)}_{slug(s)}" + (f"_{slug(r)}" if m in multi_run else "")
                         + (f"_{slug(tt)}" if multi_target else ""))
-                label = f"{model_name(m)} ({r})" if m in multi_run else model_name(m)
                 figure(f"{label} {scorer_name(s)} {METRIC_NAMES[metric]} vs T",
                        lambda m=m, r=r, s=s, tt=tt, metric=metric, name=name: plot_vs_temperature(
                            df, metric, out / f"{name}.png", m, s, protocol, tt, run=r, frames=frames))
+            # where T changes the segmentation (EoMT, query target): one mIoU figure per model and run
+            miou = df[(df["model"] == m) & (df["run"] == r) & (df["metric"] == "miou") & (df["temp_target"] == tt)]
+            if (m, r, tt) not in miou_drawn and miou["temperature"].nunique() > 1:
+                miou_drawn.add((m, r, tt))
+                name = (f"temperature_miou_{slug(m)}" + (f"_{slug(r)}" if m in multi_run else "")
+                        + (f"_{slug(tt)}" if multi_target else ""))
+                figure(f"{label} {METRIC_NAMES['miou']} vs T",
+                       lambda m=m, r=r, s=s, tt=tt, name=name: plot_vs_temperature(
+                           df, "miou", out / f"{name}.png", m, s, protocol, tt, run=r, frames=frames))
 
     sections.append("## Scorers compared (T = 1)\n")
     for metric in TABLE_METRICS:

@@ -44,6 +44,12 @@ VIT_SIZES: dict[int, tuple[str, int]] = {
     1024: ("vit_large_patch14_reg4_dinov2", 16),
     1536: ("vit_giant_patch14_reg4_dinov2", 24),
 }
+# Every DINOv2 size has 64-dimensional attention heads (the table above); a state_dict
+# does not show the head count (qkv is (3D, D) for any split), so it is D / 64.
+HEAD_DIM = 64
+# Other widths (e.g. the demo's toy model) use ViT-S/B/L's block recipe (GELU MLP with
+# ratio 4, layer scale, registers) with width, depth and heads given explicitly.
+CUSTOM_BACKBONE = "vit_small_patch14_reg4_dinov2"
 
 _BACKBONE = "encoder.backbone."
 
@@ -68,7 +74,9 @@ class EoMTConfig:
 
     @property
     def backbone(self) -> str:
-        return VIT_SIZES[self.embed_dim][0]
+        """The timm model the encoder is created from (width, depth and heads are passed
+        to it explicitly, so sizes other than the released ones use ViT-S's recipe)."""
+        return VIT_SIZES.get(self.embed_dim, (CUSTOM_BACKBONE,))[0]
 
     @property
     def grid(self) -> int:
@@ -120,15 +128,17 @@ class ViTEncoder(nn.Module):
 
     def __init__(self, cfg: EoMTConfig, init_weights: bool = True):
         super().__init__()
-        if cfg.embed_dim not in VIT_SIZES:
-            raise ValueError(f"unsupported embed dim {cfg.embed_dim}; known: {sorted(VIT_SIZES)}")
+        if cfg.num_heads < 1 or cfg.embed_dim % cfg.num_heads:
+            raise ValueError(f"embed dim {cfg.embed_dim} is not divisible into {cfg.num_heads} heads")
         self.backbone = timm.create_model(
             cfg.backbone,
             pretrained=False,
             img_size=cfg.img_size,
             patch_size=cfg.patch_size,
             num_classes=0,
+            embed_dim=cfg.embed_dim,
             depth=cfg.depth,
+            num_heads=cfg.num_heads,
             reg_tokens=cfg.num_register_tokens,
             weight_init="" if init_weights else "skip",
         )
@@ -219,8 +229,10 @@ def _strip_eomt(obj: object, source: str) -> dict[str, torch.Tensor]:
 def infer_eomt_config(state_dict: object, source: str = "checkpoint") -> EoMTConfig:
     """Read the architecture from key names and shapes of an EoMT state_dict.
 
-    Accepts our keys or the released Lightning format. embed dim -> ViT size and heads;
-    depth = number of ``blocks.N``; registers from ``reg_token``; patch size from
+    Accepts our keys or the released Lightning format. Width = rows of
+    ``patch_embed.proj.weight``; heads = width / 64 (the DINOv2 head size at every
+    released size; shapes do not show the head count); depth = number of ``blocks.N``
+    (any width and depth load, e.g. the demo's toy model); registers from ``reg_token``; patch size from
     ``patch_embed.proj.weight``; crop = sqrt(len(pos_embed)) * patch (DINOv2 pos_embed
     holds patch positions only); queries from ``q.weight``; classes = class-head rows - 1;
     query blocks = len(``attn_mask_probs``).
@@ -237,9 +249,9 @@ def infer_eomt_config(state_dict: object, source: str = "checkpoint") -> EoMTCon
     if absent:
         raise CheckpointError(f"{source} is not an EoMT checkpoint: missing keys {absent}")
     embed_dim = int(sd[needed["patch"]].shape[0])
-    if embed_dim not in VIT_SIZES:
+    if embed_dim % HEAD_DIM:
         raise CheckpointError(
-            f"{source}: unsupported ViT embed dim {embed_dim} (known: {sorted(VIT_SIZES)})"
+            f"{source}: ViT width {embed_dim} is not a multiple of the DINOv2 head size {HEAD_DIM}"
         )
     patch = int(sd[needed["patch"]].shape[-1])
     n_pos = int(sd[needed["pos_embed"]].shape[1])
@@ -255,7 +267,7 @@ def infer_eomt_config(state_dict: object, source: str = "checkpoint") -> EoMTCon
     return EoMTConfig(
         embed_dim=embed_dim,
         depth=len(block_ids),
-        num_heads=VIT_SIZES[embed_dim][1],
+        num_heads=embed_dim // HEAD_DIM,
         num_register_tokens=0 if reg is None else int(reg.shape[1]),
         patch_size=patch,
         img_size=grid * patch,

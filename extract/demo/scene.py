@@ -1,31 +1,20 @@
-"""A tiny procedural road-scene world and a toy ERFNet trained on it, for ``make demo``.
-
-Nothing here needs a GPU, a checkpoint or a real dataset: :func:`write_world` renders
-road scenes and writes them in the *real* dataset layouts (Cityscapes ``leftImg8bit`` /
-``gtFine`` for training and in-distribution validation, ``RoadAnomaly`` ``images`` /
-``labels_masks`` for anomalies), and :func:`train_erfnet` trains the official ERFNet
-architecture from scratch on the CPU and saves it in the official checkpoint format (a
-plain ``module.``-prefixed state_dict with 20 output channels, channel 19 = void). The
-rest of the tool then treats these files exactly like the real ones.
+"""The demo world's procedural road scene: :func:`render_scene` draws one frame.
 
 Classes use Cityscapes trainIds (road 0, sidewalk 1, building 2, pole 5, vegetation 8,
 sky 10, person 11, car 13). Anomalies are objects never seen in training (saturated
-blobs, cow-like animals, traffic cones, boxes with loud textures), mostly on the road.
-
-Everything is deterministic for a given seed: each image is rendered from its own
-``numpy.random.default_rng([seed, split, index])`` stream, and training seeds torch,
-uses deterministic algorithms and a fixed number of threads.
+blobs, cow-like animals, traffic cones, boxes with loud textures), mostly on the road;
+they are void (255) in the trainIds and returned as a separate mask. A scene is a pure
+function of the state of its ``numpy.random.Generator``.
 """
 
 from __future__ import annotations
 
 import colorsys
 import math
-import time
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
+
+from extract.synth import smooth_noise
 
 # Cityscapes trainIds used by the world.
 ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, SKY, PERSON, CAR = 0, 1, 2, 5, 8, 10, 11, 13
@@ -33,36 +22,11 @@ VOID = 255
 NUM_CLASSES = 19  # Cityscapes trainIds 0..18; ERFNet has a 20th (void) output channel
 WORLD_CLASSES = (ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, SKY, PERSON, CAR)
 
-# RoadAnomaly label convention: 0 in-distribution, 2 anomaly, anything else void.
-RA_ID, RA_ANOMALY, RA_VOID = 0, 2, 255
-
 ANOMALY_KINDS = ("blob", "animal", "cone", "box")
 ANOMALY_SIZE = (0.18, 0.45)  # anomaly size as a fraction of the road width where it stands
-DEFAULT_SIZE = (128, 256)  # (H, W) of the rendered world, aspect 1:2 like Cityscapes
-DEFAULT_TRAIN_HEIGHT = 64  # ERFNet input rows for the demo model (extract at this height)
-DEFAULT_TRAIN_STEPS = 400
-CITIES = ("demotown", "synthburg")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
-    """Low-frequency noise in about [-1, 1]: a random grid bilinearly interpolated."""
-    gh = int(math.ceil(h / cell)) + 2
-    gw = int(math.ceil(w / cell)) + 2
-    grid = rng.uniform(-1.0, 1.0, size=(gh, gw)).astype(np.float32)
-    ys = np.arange(h, dtype=np.float32) / cell
-    xs = np.arange(w, dtype=np.float32) / cell
-    y0 = np.floor(ys).astype(int)
-    x0 = np.floor(xs).astype(int)
-    fy = (ys - y0)[:, None]
-    fx = (xs - x0)[None, :]
-    a = grid[y0][:, x0]
-    b = grid[y0][:, x0 + 1]
-    c = grid[y0 + 1][:, x0]
-    d = grid[y0 + 1][:, x0 + 1]
-    return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
 
 
 def _texture(rng, h, w, scale):
@@ -70,7 +34,7 @@ def _texture(rng, h, w, scale):
     out = np.zeros((h, w), np.float32)
     amp, tot, cell = 1.0, 0.0, float(scale)
     while cell >= 1.5:
-        out += amp * _smooth_noise(rng, h, w, cell)
+        out += amp * smooth_noise(rng, h, w, cell)
         tot += amp
         amp *= 0.55
         cell /= 2.0
@@ -152,7 +116,7 @@ def _draw_anomaly(rng, img, lab, yy, xx, yb, hs, centre_x, H):
         if rng.random() < 0.5:
             pat = np.sin((xx * rng.uniform(0.5, 1.5) + yy) * (6.0 / size) * math.pi) > 0
         else:
-            pat = _smooth_noise(rng, H, W, max(size / 4, 1.5)) > 0.2
+            pat = smooth_noise(rng, H, W, max(size / 4, 1.5)) > 0.2
         col = np.where(pat[..., None], c2, c1)
         img[m] = col[m]
     elif kind == "animal":  # cow-like: body, head, legs, patches
@@ -167,7 +131,7 @@ def _draw_anomaly(rng, img, lab, yy, xx, yb, hs, centre_x, H):
         m = body | head | legs
         c1 = _jitter(rng, [(235, 230, 220), (120, 70, 35), (25, 20, 20)][rng.integers(3)], 10)
         c2 = _jitter(rng, [(25, 20, 20), (240, 240, 235), (170, 110, 50)][rng.integers(3)], 10)
-        patches = _smooth_noise(rng, H, W, max(size / 5, 1.5)) > 0.15
+        patches = smooth_noise(rng, H, W, max(size / 5, 1.5)) > 0.15
         img[m] = np.where(patches[..., None], c2, c1)[m]
     elif kind == "cone":  # orange triangle with white bands on a dark base
         ch, cw = size * rng.uniform(0.9, 1.3), size * rng.uniform(0.5, 0.7)
@@ -262,7 +226,7 @@ def render_scene(
             _paint(img, lab, win, wcol, BUILDING, tex, 0.2)
         else:  # vegetation with a bumpy crown line
             top_y = h0 - rng.uniform(0.05, 0.6) * h0
-            bump = _smooth_noise(rng, 1, W, max(2.0, W / 40))[0] * 0.15 * H
+            bump = smooth_noise(rng, 1, W, max(2.0, W / 40))[0] * 0.15 * H
             m = cols & (yy >= top_y + bump[None, :]) & ~road & ~sidewalk
             base = _jitter(rng, (70, 110, 45), 12)
             tex = _texture(rng, H, W, 6) + 0.5 * rng.normal(0, 0.5, (H, W)).astype(np.float32)
@@ -406,298 +370,3 @@ def render_scene(
     return rgb, lab, amask
 
 
-# --------------------------------------------------------------------------- the world
-
-
-def _dilate(mask: np.ndarray, r: int = 1) -> np.ndarray:
-    out = mask.copy()
-    for _ in range(r):
-        m = out.copy()
-        m[1:] |= out[:-1]
-        m[:-1] |= out[1:]
-        m[:, 1:] |= out[:, :-1]
-        m[:, :-1] |= out[:, 1:]
-        out = m
-    return out
-
-
-def road_anomaly_label(anomaly_mask: np.ndarray, void_border: int = 1) -> np.ndarray:
-    """RoadAnomaly-style label: 0 in-distribution, 2 anomaly, 255 on a ``void_border``-pixel
-    ring just outside each anomaly (the real annotations leave object borders uncertain)."""
-    lab = np.zeros(anomaly_mask.shape, np.uint8)
-    if void_border > 0:
-        lab[_dilate(anomaly_mask, void_border)] = RA_VOID
-    lab[anomaly_mask] = RA_ANOMALY
-    return lab
-
-
-def _cityscapes_split(root: Path, split: str, items) -> int:
-    from PIL import Image
-
-    n = 0
-    for city, idx, rgb, ids in items:
-        stem = f"{city}_000000_{idx:06d}"
-        img_dir = root / "leftImg8bit" / split / city
-        gt_dir = root / "gtFine" / split / city
-        img_dir.mkdir(parents=True, exist_ok=True)
-        gt_dir.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rgb).save(img_dir / f"{stem}_leftImg8bit.png")
-        Image.fromarray(ids).save(gt_dir / f"{stem}_gtFine_labelTrainIds.png")
-        n += 1
-    return n
-
-
-def write_world(
-    out_dir,
-    seed: int = 0,
-    n_train: int = 160,
-    n_val: int = 12,
-    n_anomaly: int = 20,
-    size: tuple[int, int] = DEFAULT_SIZE,
-    void_border: int = 1,
-) -> dict:
-    """Render the demo world and write it under ``out_dir`` in the real dataset layouts.
-
-    - ``train/leftImg8bit/train/<city>/<city>_000000_NNNNNN_leftImg8bit.png`` and
-      ``train/gtFine/train/<city>/<stem>_gtFine_labelTrainIds.png`` (trainIds, 255 void);
-    - ``cityscapes/leftImg8bit/val/<city>/...`` + ``cityscapes/gtFine/val/<city>/...``
-      (in-distribution scenes, for mIoU);
-    - ``anomaly/RoadAnomaly/images/<stem>.jpg`` + ``anomaly/RoadAnomaly/labels_masks/<stem>.png``
-      (0 in-distribution, 2 anomaly, 255 void on a thin ring around each anomaly).
-
-    Image ``i`` of split ``s`` is rendered from ``default_rng([seed, s, i])``, so the world
-    is identical for equal arguments. Returns paths, counts and the anomaly-pixel fraction.
-    """
-    from PIL import Image
-
-    out = Path(out_dir)
-    H, W = int(size[0]), int(size[1])
-
-    def scenes(split_tag, n, anomalies):
-        for i in range(n):
-            rng = np.random.default_rng([int(seed), split_tag, i])
-            yield i, render_scene(rng, H, W, anomalies)
-
-    train_root = out / "train"
-    n_tr = _cityscapes_split(
-        train_root,
-        "train",
-        ((CITIES[i % len(CITIES)], i, rgb, ids) for i, (rgb, ids, _) in scenes(0, n_train, False)),
-    )
-    val_root = out / "cityscapes"
-    n_va = _cityscapes_split(
-        val_root,
-        "val",
-        ((CITIES[i % len(CITIES)], i, rgb, ids) for i, (rgb, ids, _) in scenes(1, n_val, False)),
-    )
-    ra_root = out / "anomaly" / "RoadAnomaly"
-    (ra_root / "images").mkdir(parents=True, exist_ok=True)
-    (ra_root / "labels_masks").mkdir(parents=True, exist_ok=True)
-    n_pos = n_valid = 0
-    for i, (rgb, _, amask) in scenes(2, n_anomaly, True):
-        stem = f"demo_anomaly_{i:03d}"
-        Image.fromarray(rgb).save(ra_root / "images" / f"{stem}.jpg", quality=95)
-        lab = road_anomaly_label(amask, void_border)
-        Image.fromarray(lab).save(ra_root / "labels_masks" / f"{stem}.png")
-        n_pos += int((lab == RA_ANOMALY).sum())
-        n_valid += int((lab != RA_VOID).sum())
-    return {
-        "root": str(out),
-        "train_root": str(train_root),
-        "cityscapes_root": str(val_root),
-        "road_anomaly_root": str(ra_root),
-        "n_train": n_tr,
-        "n_val": n_va,
-        "n_anomaly": int(n_anomaly),
-        "size": [H, W],
-        "anomaly_pixel_fraction": n_pos / max(n_valid, 1),
-    }
-
-
-# --------------------------------------------------------------------------- training
-
-
-def load_cityscapes_split(root, split: str = "train", height: int | None = None):
-    """Load ``(images float32 [N,3,h,w] in [0,1], labels int64 [N,h,w])`` from a
-    Cityscapes-layout folder. Images go through the tool's ERFNet preprocessing
-    (:func:`extract.models.erfnet.preprocess_erfnet`: resize to ``height`` rows with PIL
-    bilinear, values in [0, 1], no mean/std normalisation); labels are resized to the same
-    size with nearest neighbour. ``height=None`` keeps the stored size."""
-    import torch
-    from PIL import Image
-
-    from extract.models.erfnet import preprocess_erfnet
-
-    root = Path(root)
-    img_paths = sorted((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png"))
-    if not img_paths:
-        raise FileNotFoundError(f"no *_leftImg8bit.png under {root / 'leftImg8bit' / split}")
-    xs, ys = [], []
-    for p in img_paths:
-        city = p.parent.name
-        stem = p.name[: -len("_leftImg8bit.png")]
-        gp = root / "gtFine" / split / city / f"{stem}_gtFine_labelTrainIds.png"
-        rgb = np.asarray(Image.open(p).convert("RGB"))
-        x = preprocess_erfnet(rgb, height if height is not None else min(rgb.shape[:2]))
-        gt = Image.open(gp)
-        if gt.size != (x.shape[2], x.shape[1]):
-            gt = gt.resize((x.shape[2], x.shape[1]), Image.NEAREST)
-        xs.append(x)
-        ys.append(torch.from_numpy(np.asarray(gt, np.int64)))
-    return torch.stack(xs), torch.stack(ys)
-
-
-def class_weights(labels, num_channels: int = 20, c: float = 1.10):
-    """ENet-style class weights ``1 / ln(c + p_k)`` from the label frequencies ``p_k`` of
-    the training set (the official ERFNet training uses such hard-coded weights, with
-    weight 0 for the void channel). Classes with no pixel get weight 0."""
-    import torch
-
-    lab = labels[labels != VOID]
-    counts = torch.bincount(lab.flatten(), minlength=num_channels)[:num_channels].double()
-    p = counts / counts.sum().clamp(min=1)
-    w = 1.0 / torch.log(c + p)
-    w[counts == 0] = 0.0
-    return w.float()
-
-
-def logitnorm_loss(logits, target, tau: float = 0.04, ignore_index: int = VOID, weight=None):
-    """Logit Normalisation (Wei et al., ICML 2022): cross-entropy on
-    ``logits / (tau * ||logits||_2)``, the norm taken per pixel over the channels."""
-    import torch.nn.functional as F
-
-    norm = logits.norm(p=2, dim=1, keepdim=True) + 1e-7
-    return F.cross_entropy(logits / (norm * tau), target, weight=weight, ignore_index=ignore_index)
-
-
-def _new_erfnet(num_classes: int = 20):
-    from extract.models.erfnet import ERFNet
-
-    return ERFNet(num_classes=num_classes)
-
-
-def _save_checkpoint(model, path):
-    import torch
-
-    try:
-        from extract.models import save_official_checkpoint
-    except ImportError:
-        save_official_checkpoint = None
-    if save_official_checkpoint is not None:
-        save_official_checkpoint(model, path, kind="erfnet")
-    else:
-        torch.save({"module." + k: v for k, v in model.state_dict().items()}, str(path))
-
-
-def train_erfnet(
-    train_root,
-    out_checkpoint,
-    *,
-    steps: int = DEFAULT_TRAIN_STEPS,
-    height: int = DEFAULT_TRAIN_HEIGHT,
-    batch_size: int = 8,
-    lr: float = 3e-3,
-    seed: int = 0,
-    loss: str = "ce",
-    tau: float = 0.04,
-    weighted: bool = True,
-    threads: int | None = 2,
-    log: Callable[[str], None] | None = None,
-    log_every: int = 25,
-) -> dict:
-    """Train ``ERFNet(num_classes=20)`` from scratch on the CPU on a Cityscapes-layout
-    ``train`` split and save it in the official format (``module.``-prefixed state_dict).
-
-    Images are resized to ``height`` rows (bilinear, values in [0, 1], no normalisation);
-    random horizontal flips; Adam with a cosine-decayed learning rate; cross-entropy with
-    ignore index 255 (channel 19 = void never gets a target, as in the official model),
-    weighted by :func:`class_weights` when ``weighted`` (as the official training weights
-    its classes), or ``loss='logitnorm'`` (temperature ``tau``). ``threads`` sets
-    ``torch.set_num_threads`` for the run (restored afterwards). Batches are drawn from a seeded generator,
-    torch is seeded and deterministic algorithms are requested, so equal arguments give
-    identical weights on the same machine and thread count. Returns statistics: final
-    loss (mean of the last 10 % of steps), pixel accuracy of the trained model (eval mode)
-    on the training images, seconds, and the settings used.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    if loss not in ("ce", "logitnorm"):
-        raise ValueError(f"loss must be 'ce' or 'logitnorm', not {loss!r}")
-    log = log or (lambda msg: None)
-    prev_threads = torch.get_num_threads()
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    t0 = time.perf_counter()
-    try:
-        torch.manual_seed(seed)
-        x_all, y_all = load_cityscapes_split(train_root, "train", height)
-        n = x_all.shape[0]
-        weights = class_weights(y_all) if weighted else None
-        model = _new_erfnet(20)
-        model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))) * 0.95 + 0.05
-        )
-        gen = torch.Generator().manual_seed(seed)
-        losses = []
-        order = torch.randperm(n, generator=gen)
-        pos = 0
-        for step in range(steps):
-            if pos + batch_size > n:
-                order = torch.randperm(n, generator=gen)
-                pos = 0
-            idx = order[pos : pos + batch_size]
-            pos += batch_size
-            xb, yb = x_all[idx], y_all[idx]
-            flip = torch.rand(len(idx), generator=gen) < 0.5
-            if flip.any():
-                xb = xb.clone()
-                yb = yb.clone()
-                xb[flip] = xb[flip].flip(-1)
-                yb[flip] = yb[flip].flip(-1)
-            out = model(xb)
-            if loss == "ce":
-                lval = F.cross_entropy(out, yb, weight=weights, ignore_index=VOID)
-            else:
-                lval = logitnorm_loss(out, yb, tau=tau, weight=weights)
-            opt.zero_grad(set_to_none=True)
-            lval.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(lval.detach()))
-            if (step + 1) % log_every == 0 or step == 0 or step + 1 == steps:
-                log(f"step {step + 1}/{steps}  loss {losses[-1]:.4f}  {time.perf_counter() - t0:.1f}s")
-        train_seconds = time.perf_counter() - t0
-        model.eval()
-        correct = total = 0
-        with torch.no_grad():
-            for i in range(0, n, 16):
-                pred = model(x_all[i : i + 16])[:, :NUM_CLASSES].argmax(1)
-                valid = y_all[i : i + 16] != VOID
-                correct += int((pred[valid] == y_all[i : i + 16][valid]).sum())
-                total += int(valid.sum())
-        out_checkpoint = Path(out_checkpoint)
-        out_checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        _save_checkpoint(model, out_checkpoint)
-    finally:
-        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
-        torch.set_num_threads(prev_threads)
-    tail = losses[-max(1, len(losses) // 10) :]
-    return {
-        "checkpoint": str(out_checkpoint),
-        "steps": int(steps),
-        "height": int(height),
-        "batch_size": int(batch_size),
-        "n_images": int(n),
-        "loss": loss,
-        "first_loss": losses[0] if losses else float("nan"),
-        "final_loss": float(np.mean(tail)) if tail else float("nan"),
-        "pixel_accuracy": correct / max(total, 1),
-        "train_seconds": train_seconds,
-        "seconds": time.perf_counter() - t0,
-    }
