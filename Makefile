@@ -32,6 +32,8 @@ D_EOMT  := $(DEMO)/eomt_demo.ckpt
 D_RUN   := --device cpu --no-progress
 D_W     := $(DEMO)/world
 D_C     := $(DEMO)/caches
+D_STATS := $(DEMO)/id_stats
+D_TEMPS := 0.5,0.75,1.1
 
 # The whole pipeline on a procedural road world for both model families (see README
 # "make demo"); steps whose output exists are skipped, `make clean` starts over. The two
@@ -46,12 +48,15 @@ demo: install
 	    --cache $(D_C)/eomt/road_anomaly.zarr $(D_RUN)
 	$(BIN)/extract run --model eomt --dataset cityscapes_val --data-root $(D_W)/cityscapes --checkpoint $(D_EOMT) \
 	    --cache $(D_C)/eomt/cityscapes_val.zarr $(D_RUN)
+	$(BIN)/analyze fit --cache $(D_C)/erfnet/cityscapes_val.zarr --temps $(D_TEMPS) --out $(D_STATS)/erfnet.json --no-progress
+	$(BIN)/analyze fit --cache $(D_C)/eomt/cityscapes_val.zarr --temps $(D_TEMPS) --out $(D_STATS)/eomt.json --no-progress
 	$(BIN)/analyze score --cache $(D_C)/erfnet/road_anomaly.zarr --cache $(D_C)/erfnet/cityscapes_val.zarr \
 	    --cache $(D_C)/eomt/road_anomaly.zarr --cache $(D_C)/eomt/cityscapes_val.zarr \
-	    --scorers all --temps 0.5,0.75,1.1 $(DEMO_SCORE_ARGS) --out $(DEMO)/results.parquet --no-progress
+	    --id-stats $(D_STATS)/erfnet.json --id-stats $(D_STATS)/eomt.json \
+	    --scorers all --temps $(D_TEMPS) $(DEMO_SCORE_ARGS) --out $(DEMO)/results.parquet --no-progress
 	$(BIN)/analyze report --results $(DEMO)/results.parquet --out $(DEMO)/report
 	$(BIN)/analyze maps --cache $(D_C)/erfnet/road_anomaly.zarr --cache $(D_C)/eomt/road_anomaly.zarr \
-	    --scorer all --out $(DEMO)/maps
+	    --id-stats $(D_STATS)/erfnet.json --id-stats $(D_STATS)/eomt.json --scorer all --out $(DEMO)/maps
 	@echo; cat $(DEMO)/report/table1.md; echo
 	@$(BIN)/extract demo summary --results $(DEMO)/results.parquet
 	@echo "figures: $(DEMO)/report/*.png (temperature_miou_eomt_query.png: query T moves EoMT's mIoU)"
