@@ -69,11 +69,14 @@ def others_sum(e, arg, r):
 def probabilities(e, r, arg, p):
     """``p = softmax(x / T)`` = ``e / (1 + r)``, with ``1 / (1 + r)`` at the maximal class."""
     k, n = e.shape
+    inv = np.empty(n, np.float64)  # the reference's 1 / (1 + r), computed once per pixel
+    for i in range(n):
+        inv[i] = 1 / (1 + r[i])
     for c in range(k):
         for i in range(n):
-            p[c, i] = e[c, i] * (1 / (1 + r[i]))
+            p[c, i] = e[c, i] * inv[i]
     for i in range(n):
-        p[arg[i], i] = 1 / (1 + r[i])
+        p[arg[i], i] = inv[i]
 
 
 @nb.njit(**_JIT)
