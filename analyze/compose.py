@@ -4,8 +4,8 @@ The one composition path: :mod:`analyze.frame_scores` (and through it ``analyze 
 ``analyze maps`` and ``analyze export``) composes whole frames with :class:`FrameComposer`
 and :func:`pixel_logits_to_label_size`; the temperature fit evaluates the same chains at
 sampled pixels only (:meth:`FrameComposer.pixel_weights`, :func:`pixel_logits_at`), from
-the same taps, crop regions and crop counts. The untiled, obviously correct composition is
-the tests' oracle (``tests/oracles.py``), as is the model's own semantic inference
+the same taps, crop regions and crop counts (the resizing itself: :mod:`analyze.resize`). The
+untiled, obviously correct composition is the tests' oracle (``tests/oracles.py``), as is the model's own semantic inference
 (:func:`extract.models.eomt.semantic_map`) tested against it.
 
 Mask model (EoMT), following the official semantic inference (``tue-mps/eomt``,
@@ -52,31 +52,20 @@ Tensors are torch float32 on the CPU; semantic maps are uint8 numpy arrays
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from analyze.resize import ArrayLike, f32 as _f32, linear_taps as _linear_taps
+from analyze.resize import pixel_logits_at, pixel_logits_to_label_size, resize_scores, semantic_prediction  # noqa: F401
 from analyze.scorers.masks import QueryChannel, max_channel, peaks
-from analyze.scorers.pixel import first_argmax, row_tiles
 from schemas.windows import FrameWindows
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
 TEMP_TARGETS = ("query", "pixel")
 DEFAULT_TEMP_TARGET = "query"
 DEFAULT_TILE_ROWS = 64
-
-
-def _f32(x: ArrayLike) -> torch.Tensor:
-    return torch.as_tensor(x).to(dtype=torch.float32)
-
-
-def _bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(C, h, w) -> (C, H, W), bilinear, ``align_corners=False``."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x  # the kernel's weights are exactly (1, 0) here: identity
-    return F.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
 
 
 def positive_temperature(t: float) -> float:
@@ -136,28 +125,8 @@ def _check_geometry(geom: FrameWindows) -> None:
         raise ValueError(f"resized frame {geom.resized}: short side is not the crop size {geom.crop}")
 
 
-def resize_scores(s: ArrayLike, out_size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (``align_corners=False``) of a (K, h, w) map to ``out_size``."""
-    return _bilinear(_f32(s), out_size)
-
-
 # ---------------------------------------------------------------------------------------
 # EoMT: tiled, all temperatures in one pass
-
-
-def _linear_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source indices and weights of 1-D linear resizing, ``align_corners=False``.
-
-    Same arithmetic as torch's CPU kernel: ``src = max(scale * (dst + 0.5) - 0.5, 0)`` with the
-    float32 ``scale = n_in / n_out`` and one rounding (the kernel uses a fused multiply-add;
-    the float64 product of a float32 and a half-integer is exact).
-    """
-    scale = float(np.float32(n_in / n_out))
-    src = (scale * (torch.arange(n_out, dtype=torch.float64) + 0.5) - 0.5).to(torch.float32).clamp(min=0)
-    i0 = src.floor().to(torch.int64).clamp(max=n_in - 1)
-    i1 = (i0 + 1).clamp(max=n_in - 1)
-    w1 = (src - i0).clamp(0, 1)
-    return i0, i1, 1 - w1, w1
 
 
 class FrameComposer:
@@ -343,56 +312,3 @@ class FrameComposer:
                 val = 1.0 / (1.0 + np.exp(-(bot * ay1 + top * ay0)))  # (Q, M): sigmoid of the upsampled mask
                 out[p, j * q : (j + 1) * q] += (val * (pw[k, p] / count[k, p])).T  # (M, Q)
         return out
-
-
-# ---------------------------------------------------------------------------------------
-# pixel model
-
-
-def pixel_logits_to_label_size(
-    logits: ArrayLike, out_size: tuple[int, int], void_channel: int | None
-) -> torch.Tensor:
-    """ERFNet logits (C, h, w) -> (C - 1, H, W) float32 at ``out_size``, void channel dropped.
-
-    ``void_channel=None`` keeps all C channels. Dropping before the bilinear resize gives the
-    same numbers as after it (the resize acts per channel) and saves work.
-    """
-    z = torch.as_tensor(logits)
-    if z.ndim != 3:
-        raise ValueError(f"pixel logits must be (C, h, w), got shape {tuple(z.shape)}")
-    if void_channel is not None:
-        c = z.shape[0]
-        if not 0 <= void_channel < c:
-            raise ValueError(f"void_channel {void_channel} out of range for {c} channels")
-        keep = [i for i in range(c) if i != void_channel]
-        z = z[keep]
-    return _bilinear(z.to(torch.float32), out_size)  # (K, H, W)
-
-
-def pixel_logits_at(logits: ArrayLike, out_size: tuple[int, int], void_channel: int | None,
-                    rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """(n, K) float64: :func:`pixel_logits_to_label_size` at the pixels (rows, cols) only (the same
-    taps, :func:`_linear_taps`, in float32: equal to rounding), void channel dropped."""
-    z = np.asarray(logits)  # (C, h, w)
-    keep = [c for c in range(z.shape[0]) if c != void_channel]
-    (h, w), (h_out, w_out) = z.shape[1:], out_size
-    y0, y1, ay0, ay1 = (t.numpy()[rows] for t in _linear_taps(h, h_out))
-    x0, x1, ax0, ax1 = (t.numpy()[cols] for t in _linear_taps(w, w_out))
-
-    def at(y, x):
-        return z[:, y, x][keep].astype(np.float32)  # (K, n)
-
-    top = at(y0, x0) * ax0 + at(y0, x1) * ax1  # the width pass on both source rows
-    bot = at(y1, x0) * ax0 + at(y1, x1) * ax1
-    return (top * ay0 + bot * ay1).T.astype(np.float64)  # then the height pass
-
-
-def semantic_prediction(x: ArrayLike) -> np.ndarray:
-    """Argmax over classes of ``s`` or logits (K, H, W) -> (H, W) uint8 (first maximum on ties)."""
-    t = torch.as_tensor(x)
-    if t.shape[0] > 255:
-        raise ValueError(f"{t.shape[0]} classes do not fit uint8 with 255 reserved for void")
-    out = torch.empty(t.shape[1:], dtype=torch.uint8)
-    for rows in row_tiles(t.shape):  # in cache-sized tiles; first_argmax == max(0).indices
-        out[rows] = first_argmax(t[:, rows])
-    return out.numpy()
