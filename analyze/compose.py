@@ -146,6 +146,10 @@ class FrameComposer:
     of the same sigmoid tile (one row per channel and T), a max channel a reduction over the
     queries with ``w_q > 0`` of that tile. :meth:`resized_maps` stacks them after the K class rows (in the order of
     :attr:`channel_keys`), so they are composed exactly like ``s``.
+
+    ``device``: where the masks are upsampled and the maps accumulated (torch; ``analyze score
+    --device``). On the CPU the class-score products are numpy's (OpenBLAS, faster here);
+    ``compiled=False`` takes torch's there too: the code a GPU runs, tested on the CPU.
     """
 
     def __init__(
@@ -157,6 +161,8 @@ class FrameComposer:
         tile_rows: int = DEFAULT_TILE_ROWS,
         keep_masks: bool = False,
         channels: Sequence[QueryChannel] = (),
+        device: str | torch.device = "cpu",
+        compiled: bool | None = None,
     ):
         _check_geometry(geom)
         if len(mask_logits) != geom.n_crops or len(class_logits) != geom.n_crops:
@@ -175,7 +181,12 @@ class FrameComposer:
         self._mask_logits = mask_logits
         self._class_logits = class_logits
         self._tile_rows = int(tile_rows)
-        self._row_taps = _linear_taps(h, geom.crop)
+        self.device = torch.device(device)
+        # the CPU's fast path multiplies with numpy's BLAS; elsewhere (or compiled=False) torch's
+        self._numpy = self.device.type == "cpu" if compiled is None else bool(compiled)
+        if self._numpy and self.device.type != "cpu":
+            raise ValueError("the compiled composition runs on the CPU only")
+        self._row_taps = tuple(t.to(self.device) for t in _linear_taps(h, geom.crop))
         self._kept: list[list[tuple[int, int, torch.Tensor]]] | None = (
             [[] for _ in range(geom.n_crops)] if keep_masks else None
         )
@@ -194,7 +205,7 @@ class FrameComposer:
             return
         crop = self.geom.crop
         kept = []
-        m = _f32(self._mask_logits[j])  # (Q, h, w)
+        m = torch.as_tensor(self._mask_logits[j]).to(self.device).to(torch.float32)  # (Q, h, w)
         q, _, w = m.shape
         i0, i1, a0, a1 = self._row_taps
         for r0 in range(0, crop, self._tile_rows):
@@ -221,19 +232,22 @@ class FrameComposer:
         temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
         k, q, n_t, n_sum = self.num_classes, self.num_queries, len(temps), len(self._sum)
         n_maps = k + n_sum + len(self._max)
-        sums = {t: torch.zeros((n_maps, *self.geom.resized), dtype=torch.float32) for t in temps}
+        sums = {t: torch.zeros((n_maps, *self.geom.resized), dtype=torch.float32, device=self.device) for t in temps}
         for j in range(self.geom.n_crops):
             full = [_full_probs(self._class_logits[j], t) for t in temps]  # (Q, K+1) each
             probs = np.concatenate([p[:, :k].T for p in full])  # (nT * K, Q)
             # the channels in a product of their own: s keeps the bits it has without them (a
             # BLAS product rounds a row by where it falls), so no scorer depends on another's presence
             weights = np.stack([c.weights(p) for p in full for c in self._sum]) if n_sum else None  # (nT * C, Q)
+            if not self._numpy:  # the same float32 matrices, multiplied by torch on the device
+                probs = torch.from_numpy(probs).to(self.device)
+                weights = None if weights is None else torch.from_numpy(weights).to(self.device)
             crop_peaks = [peaks([c.weights(p) for c in self._max]) for p in full]  # per T: (queries, weights, same as)
             for r0, r1, tile in self._mask_tiles(j):
-                flat = tile.reshape(q, -1).numpy()
+                flat = tile.reshape(q, -1).numpy() if self._numpy else tile.reshape(q, -1)
                 # numpy's matmul (OpenBLAS): 2x torch's (MKL) for this skinny product on AMD CPUs
-                out = torch.from_numpy(probs @ flat).view(n_t, k, r1 - r0, -1)  # (nT, K, R, crop)
-                extra = None if weights is None else torch.from_numpy(weights @ flat).view(n_t, n_sum, r1 - r0, -1)
+                out = torch.as_tensor(probs @ flat).view(n_t, k, r1 - r0, -1)  # (nT, K, R, crop)
+                extra = None if weights is None else torch.as_tensor(weights @ flat).view(n_t, n_sum, r1 - r0, -1)
                 rows, cols = _crop_region(self.geom, j, r0, r1)
                 for i, t in enumerate(temps):
                     sums[t][:k, rows, cols] += out[i]
@@ -245,7 +259,7 @@ class FrameComposer:
                         done.append(peak)
                         if peak is not None:
                             sums[t][k + n_sum + c, rows, cols] += peak
-        counts = _crop_counts(self.geom)
+        counts = _crop_counts(self.geom).to(self.device)
         for t in temps:
             sums[t].div_(counts)
         return sums
@@ -293,7 +307,7 @@ class FrameComposer:
         out = np.zeros((rows.size, geom.n_crops * q), np.float64)
         m_all = [np.asarray(_f32(m)) for m in self._mask_logits]
         h, w = m_all[0].shape[1:]
-        ty = [t.numpy() for t in self._row_taps]
+        ty = [t.cpu().numpy() for t in self._row_taps]
         tx = [t.numpy() for t in _linear_taps(w, geom.crop)]
         for j in range(geom.n_crops):
             m = m_all[j]  # (Q, h, w)

@@ -92,7 +92,7 @@ def semantic_prediction(x: ArrayLike) -> np.ndarray:
     t = torch.as_tensor(x)
     if t.shape[0] > 255:
         raise ValueError(f"{t.shape[0]} classes do not fit uint8 with 255 reserved for void")
-    out = torch.empty(t.shape[1:], dtype=torch.uint8)
+    out = torch.empty(t.shape[1:], dtype=torch.uint8, device=t.device)
     for rows in row_tiles(t.shape):  # in cache-sized tiles; first_argmax == max(0).indices
         out[rows] = first_argmax(t[:, rows])
-    return out.numpy()
+    return out.cpu().numpy()
