@@ -28,7 +28,8 @@ from analyze.compose import (
 )
 from analyze.id_stats import match_stats
 from analyze.scorers import masks
-from analyze.scorers.pixel import ClassStats, score_many
+from analyze.resize import label_size_tiles
+from analyze.scorers.pixel import ClassStats, MapScorer, score_many
 from analyze.scorers.registry import SCORERS, Scorer, all_notes, check_supported, get_scorers, parse_spec
 from schemas import cache as C
 from schemas.cache import parse_kind
@@ -190,10 +191,8 @@ def iter_frame_scores(
     if kind == "pixel":
         if logits is None or out_size is None:
             raise ValueError("kind='pixel' needs logits and out_size")
-        z = pixel_logits_to_label_size(torch.as_tensor(logits).to(device), out_size, void_channel)  # (K, H, W)
-        sem = semantic_prediction(z)
-        for t in temps:
-            yield TemperatureScores(t, sem, score_all(z, t, t))
+        yield from _pixel_scores(torch.as_tensor(logits).to(device), tuple(out_size), void_channel, direct, temps,
+                                 stats, device, compiled)
         return
 
     if mask_logits is None or class_logits is None or geom is None:
@@ -216,6 +215,28 @@ def iter_frame_scores(
         for t in temps:
             scores = score_all(s, t, t, channels, mask_scorers=t == 1.0)
             yield TemperatureScores(t, sem, {**scores, **(mirror(t, s, channels) if t == 1.0 else {})})
+
+
+def _pixel_scores(logits: torch.Tensor, size: tuple[int, int], void_channel: int | None, scorers: Sequence[Scorer],
+                  temps: Sequence[float], stats, device, compiled) -> Iterator[TemperatureScores]:
+    """ERFNet's fused pass: each row tile of the logits at label size
+    (:func:`analyze.resize.label_size_tiles`) is scored at every T as it is made (one
+    :class:`MapScorer` per T), so neither the full-size logits nor any per-T copy of them
+    exist; the semantic map comes from the first T's pass (the first maximum of ``z / T`` is
+    that of ``z``)."""
+    names = [s.name for s in scorers]
+    maps = {t: MapScorer(names, t, size, stats=None if stats is None else stats.get(t), semantic=i == 0,
+                         device=device, compiled=compiled) for i, t in enumerate(temps)}
+    for rows, tile in label_size_tiles(logits, size, void_channel):
+        if tile.shape[0] > 255:
+            raise ValueError(f"{tile.shape[0]} classes do not fit uint8 with 255 reserved for void")
+        for m in maps.values():
+            m.add(tile, rows)
+    sem = None
+    for t in temps:
+        scores, first = maps.pop(t).finish()
+        sem = first if sem is None else sem
+        yield TemperatureScores(t, sem, scores)
 
 
 def _flip_scores(flipped: Sequence[Scorer], flip, geom, size, tile_rows: int, temps, on: dict):

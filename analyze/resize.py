@@ -8,7 +8,7 @@ its device; semantic maps come back as uint8 numpy arrays on the CPU.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 import torch
@@ -49,6 +49,19 @@ def linear_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torc
     return i0, i1, 1 - w1, w1
 
 
+def _classes(logits: ArrayLike, void_channel: int | None) -> torch.Tensor:
+    """ERFNet logits (C, h, w) without the void channel (any dtype, on their device)."""
+    z = torch.as_tensor(logits)
+    if z.ndim != 3:
+        raise ValueError(f"pixel logits must be (C, h, w), got shape {tuple(z.shape)}")
+    if void_channel is not None:
+        c = z.shape[0]
+        if not 0 <= void_channel < c:
+            raise ValueError(f"void_channel {void_channel} out of range for {c} channels")
+        z = z[[i for i in range(c) if i != void_channel]]
+    return z
+
+
 def pixel_logits_to_label_size(
     logits: ArrayLike, out_size: tuple[int, int], void_channel: int | None
 ) -> torch.Tensor:
@@ -57,16 +70,35 @@ def pixel_logits_to_label_size(
     ``void_channel=None`` keeps all C channels. Dropping before the bilinear resize gives the
     same numbers as after it (the resize acts per channel) and saves work.
     """
-    z = torch.as_tensor(logits)
-    if z.ndim != 3:
-        raise ValueError(f"pixel logits must be (C, h, w), got shape {tuple(z.shape)}")
-    if void_channel is not None:
-        c = z.shape[0]
-        if not 0 <= void_channel < c:
-            raise ValueError(f"void_channel {void_channel} out of range for {c} channels")
-        keep = [i for i in range(c) if i != void_channel]
-        z = z[keep]
-    return bilinear(z.to(torch.float32), out_size)  # (K, H, W)
+    return bilinear(_classes(logits, void_channel).to(torch.float32), out_size)  # (K, H, W)
+
+
+def label_size_tiles(logits: ArrayLike, out_size: tuple[int, int], void_channel: int | None,
+                     tile_rows: int = 16) -> Iterator[tuple[slice, torch.Tensor]]:
+    """:func:`pixel_logits_to_label_size` in row tiles ``(rows, (K, R, W) float32)``, the same bits,
+    for ERFNet's fused pass (:func:`analyze.frame_scores.iter_frame_scores`).
+
+    Where the height grows by a factor 2 or 4 (ERFNet's 512 -> 1024), each tile is torch's own
+    bilinear kernel on the few source rows it needs (plus one row of margin each side, so that
+    no edge clamping differs) at the same scale, the full width: the kernel's scale 1 / f and
+    every source coordinate are then exact, so a tile's rows are those of the full resize
+    (tested), and no full-size map exists. Other sizes take the full resize, sliced.
+    """
+    z = _classes(logits, void_channel)
+    h, (h_out, w_out) = z.shape[1], tuple(out_size)
+    f = h_out // h
+    if h_out != f * h or f not in (2, 4):  # (f = 8 differs in the last bit on some sizes)
+        full = bilinear(z.to(torch.float32), out_size)
+        for r0 in range(0, h_out, tile_rows):
+            yield slice(r0, min(r0 + tile_rows, h_out)), full[:, r0 : r0 + tile_rows]
+        return
+    i0, i1 = linear_taps(h, h_out)[:2]
+    for r0 in range(0, h_out, tile_rows):
+        r1 = min(r0 + tile_rows, h_out)
+        lo, hi = max(int(i0[r0]) - 1, 0), min(int(i1[r1 - 1]) + 2, h)  # source rows, one of margin each side
+        block = F.interpolate(z[None, :, lo:hi].to(torch.float32), size=(f * (hi - lo), w_out), mode="bilinear",
+                              align_corners=False)[0]
+        yield slice(r0, r1), block[:, r0 - f * lo : r1 - f * lo]
 
 
 def pixel_logits_at(logits: ArrayLike, out_size: tuple[int, int], void_channel: int | None,

@@ -58,3 +58,40 @@ def test_the_compiled_path_is_refused_off_the_cpu():
     with pytest.raises(ValueError, match="CPU only"):
         FrameComposer(np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 2, 3), np.float32), geom, device="meta",
                       compiled=True)
+
+
+@pytest.mark.parametrize("f", [2, 3, 4, 8])
+@pytest.mark.parametrize("h,w,w_out", [(12, 20, 40), (9, 18, 55), (1, 7, 7), (33, 300, 600)])
+def test_label_size_tiles_are_the_full_resize(f, h, w, w_out):
+    """ERFNet's fused pass resizes row tiles: the same bits as the full resize (factor 2 and 4:
+    tiles of the kernel itself; other factors: the full resize, sliced)."""
+    from analyze.resize import label_size_tiles, pixel_logits_to_label_size
+
+    rng = np.random.default_rng(h * w + f)
+    for dtype in (np.float16, np.float32):
+        logits = (rng.normal(size=(20, h, w)) * 2).astype(dtype)
+        full = pixel_logits_to_label_size(logits, (f * h, w_out), 19)
+        for rows in (1, 5, 16):
+            tiles = list(label_size_tiles(logits, (f * h, w_out), 19, rows))
+            assert [t.shape[1] for _, t in tiles] == [s.stop - s.start for s, _ in tiles]
+            np.testing.assert_array_equal(np.concatenate([t.numpy() for _, t in tiles], 1), full.numpy())
+
+
+def test_fused_erfnet_pass_equals_resize_then_score(caches):
+    """Every scorer at every T of the fused pass against the full resize scored T by T (the path
+    before the fusion): the same bits, the same semantic map."""
+    from analyze.compose import pixel_logits_to_label_size, semantic_prediction
+    from analyze.scorers.pixel import score_many
+
+    root, spec = open_cache(caches / "p.zarr")
+    every = get_scorers("all", "pixel", ("id_stats",))
+    stats = synthetic_stats(0, TEMPS, spec.n_classes)
+    for i in range(spec.n_frames):
+        inputs = frame_inputs(root, spec, i)
+        got = score_frame("pixel", scorers=every, temperatures=TEMPS, stats=stats, **inputs)
+        z = pixel_logits_to_label_size(inputs["logits"], spec.sizes[i], spec.void_channel)
+        for t in TEMPS:
+            want = score_many(z, t, [s.name for s in every], stats=stats[t])
+            for s in every:
+                np.testing.assert_array_equal(got.scores[(s.name, t)], want[s.name], err_msg=f"{s.name} T={t}")
+            np.testing.assert_array_equal(got.semantic[t], semantic_prediction(z))
