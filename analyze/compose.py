@@ -197,6 +197,7 @@ class FrameComposer:
             raise ValueError(f"channel reductions must be 'sum' or 'max'; got {sorted({c.reduce for c in unique})}")
         #: the order of the channels after the K class rows of :meth:`resized_maps`
         self.channel_keys: tuple[str, ...] = tuple(c.key for c in self._sum + self._max)
+        self._n_maps = self.num_classes + len(self.channel_keys)
 
     def _mask_tiles(self, j: int) -> Iterator[tuple[int, int, torch.Tensor]]:
         """``(r0, r1, sigmoid(upsampled masks)[:, r0:r1, :])`` (Q, r1 - r0, crop) for crop ``j``."""
@@ -230,39 +231,75 @@ class FrameComposer:
         Masks are upsampled once per call whatever the number of temperatures and channels.
         """
         temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
-        k, q, n_t, n_sum = self.num_classes, self.num_queries, len(temps), len(self._sum)
-        n_maps = k + n_sum + len(self._max)
-        sums = {t: torch.zeros((n_maps, *self.geom.resized), dtype=torch.float32, device=self.device) for t in temps}
+        sums = {t: torch.zeros((self._n_maps, *self.geom.resized), dtype=torch.float32, device=self.device)
+                for t in temps}
         for j in range(self.geom.n_crops):
-            full = [_full_probs(self._class_logits[j], t) for t in temps]  # (Q, K+1) each
-            probs = np.concatenate([p[:, :k].T for p in full])  # (nT * K, Q)
-            # the channels in a product of their own: s keeps the bits it has without them (a
-            # BLAS product rounds a row by where it falls), so no scorer depends on another's presence
-            weights = np.stack([c.weights(p) for p in full for c in self._sum]) if n_sum else None  # (nT * C, Q)
-            if not self._numpy:  # the same float32 matrices, multiplied by torch on the device
-                probs = torch.from_numpy(probs).to(self.device)
-                weights = None if weights is None else torch.from_numpy(weights).to(self.device)
-            crop_peaks = [peaks([c.weights(p) for c in self._max]) for p in full]  # per T: (queries, weights, same as)
+            prepared = self._products(j, temps)
             for r0, r1, tile in self._mask_tiles(j):
-                flat = tile.reshape(q, -1).numpy() if self._numpy else tile.reshape(q, -1)
-                # numpy's matmul (OpenBLAS): 2x torch's (MKL) for this skinny product on AMD CPUs
-                out = torch.as_tensor(probs @ flat).view(n_t, k, r1 - r0, -1)  # (nT, K, R, crop)
-                extra = None if weights is None else torch.as_tensor(weights @ flat).view(n_t, n_sum, r1 - r0, -1)
                 rows, cols = _crop_region(self.geom, j, r0, r1)
-                for i, t in enumerate(temps):
-                    sums[t][:k, rows, cols] += out[i]
-                    if extra is not None:
-                        sums[t][k : k + n_sum, rows, cols] += extra[i]
-                    done: list[torch.Tensor | None] = []
-                    for c, (idx, w, same) in enumerate(crop_peaks[i]):
-                        peak = done[same] if same is not None else max_channel(tile, idx, w)  # (R, crop) or None
-                        done.append(peak)
-                        if peak is not None:
-                            sums[t][k + n_sum + c, rows, cols] += peak
+                self._add_tile(prepared, tile, [sums[t][:, rows, cols] for t in temps])
         counts = _crop_counts(self.geom).to(self.device)
         for t in temps:
             sums[t].div_(counts)
         return sums
+
+    def row_blocks(self, temperatures: Sequence[float] = (1.0,)) -> Iterator[tuple[slice, dict[float, torch.Tensor]]]:
+        """:meth:`resized_maps` in blocks of complete rows, ``(rows, {T: (K + C, R, Wr)})``, each yielded
+        as soon as every crop has added its tile (EoMT's fused pass: the scorers take a block
+        while it is in cache, and no full-size map exists). The same tiles, products and
+        additions in the same order, so the same bits. Landscape frames only (side-by-side
+        crops share their rows)."""
+        if self.geom.portrait:
+            raise ValueError("row_blocks needs side-by-side (landscape) crops")
+        temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
+        prepared = [self._products(j, temps) for j in range(self.geom.n_crops)]
+        counts = _crop_counts(self.geom).to(self.device)
+        width = self.geom.resized[1]
+        for tiles in zip(*(self._mask_tiles(j) for j in range(self.geom.n_crops))):
+            r0, r1 = tiles[0][:2]
+            block = {t: torch.zeros((self._n_maps, r1 - r0, width), dtype=torch.float32, device=self.device)
+                     for t in temps}
+            for j, (_, _, tile) in enumerate(tiles):
+                cols = _crop_region(self.geom, j, r0, r1)[1]
+                self._add_tile(prepared[j], tile, [block[t][:, :, cols] for t in temps])
+            for t in temps:
+                block[t].div_(counts)
+            yield slice(r0, r1), block
+
+    def _products(self, j: int, temps: Sequence[float]) -> tuple:
+        """Crop ``j``'s matrices at every T: class probabilities (nT * K, Q), sum-channel weights
+        (nT * C, Q) and the max channels' queries per T."""
+        k = self.num_classes
+        full = [_full_probs(self._class_logits[j], t) for t in temps]  # (Q, K+1) each
+        probs = np.concatenate([p[:, :k].T for p in full])  # (nT * K, Q)
+        # the channels in a product of their own: s keeps the bits it has without them (a
+        # BLAS product rounds a row by where it falls), so no scorer depends on another's presence
+        weights = np.stack([c.weights(p) for p in full for c in self._sum]) if self._sum else None  # (nT * C, Q)
+        if not self._numpy:  # the same float32 matrices, multiplied by torch on the device
+            probs = torch.from_numpy(probs).to(self.device)
+            weights = None if weights is None else torch.from_numpy(weights).to(self.device)
+        crop_peaks = [peaks([c.weights(p) for c in self._max]) for p in full]  # per T: (queries, weights, same as)
+        return probs, weights, crop_peaks
+
+    def _add_tile(self, prepared: tuple, tile: torch.Tensor, targets: Sequence[torch.Tensor]) -> None:
+        """Add one sigmoid tile (Q, R, crop) times each T's matrices to that T's target view (K + C, R, crop)."""
+        probs, weights, crop_peaks = prepared
+        k, q, n_t, n_sum = self.num_classes, self.num_queries, len(targets), len(self._sum)
+        r = tile.shape[1]
+        flat = tile.reshape(q, -1).numpy() if self._numpy else tile.reshape(q, -1)
+        # numpy's matmul (OpenBLAS): 2x torch's (MKL) for this skinny product on AMD CPUs
+        out = torch.as_tensor(probs @ flat).view(n_t, k, r, -1)  # (nT, K, R, crop)
+        extra = None if weights is None else torch.as_tensor(weights @ flat).view(n_t, n_sum, r, -1)
+        for i, target in enumerate(targets):
+            target[:k] += out[i]
+            if extra is not None:
+                target[k : k + n_sum] += extra[i]
+            done: list[torch.Tensor | None] = []
+            for c, (idx, w, same) in enumerate(crop_peaks[i]):
+                peak = done[same] if same is not None else max_channel(tile, idx, w)  # (R, crop) or None
+                done.append(peak)
+                if peak is not None:
+                    target[k + n_sum + c] += peak
 
     def resized_scores(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
         """``{T: s_T}`` on the resized frame, (K, Hr, Wr) each; ``T`` divides the class logits."""

@@ -201,6 +201,9 @@ def iter_frame_scores(
     on = dict(device=device, compiled=compiled)
     composer = FrameComposer(mask_logits, class_logits, geom, tile_rows=tile_rows, channels=_channels(scorers), **on)
     k, keys = composer.num_classes, composer.channel_keys
+    if not flipped and not geom.portrait and tuple(size) == tuple(geom.resized):
+        yield from _query_scores(composer, size, direct, temps, temp_target, stats, on)
+        return
     mirror = _flip_scores(flipped, flip, geom, size, tile_rows, temps if temp_target == "query" else (1.0,), on)
     if temp_target == "query":
         resized = composer.resized_maps(temps)
@@ -215,6 +218,32 @@ def iter_frame_scores(
         for t in temps:
             scores = score_all(s, t, t, channels, mask_scorers=t == 1.0)
             yield TemperatureScores(t, sem, {**scores, **(mirror(t, s, channels) if t == 1.0 else {})})
+
+
+def _query_scores(composer: FrameComposer, size, scorers: Sequence[Scorer], temps: Sequence[float], temp_target: str,
+                  stats, on: dict) -> Iterator[TemperatureScores]:
+    """EoMT's fused pass (side-by-side crops, no resize to the original size, no flipped pass):
+    each block of complete rows of every T's class scores and query channels
+    (:meth:`FrameComposer.row_blocks`) is scored as it is made (one :class:`MapScorer` per T), so
+    no full-size ``s`` exists; the semantic map comes from the same pass (target ``query``: per
+    T, the first maximum of ``s_T``; ``pixel``: of ``s_1 / T``, that of ``s_1``)."""
+    k, keys = composer.num_classes, composer.channel_keys
+    query = temp_target == "query"
+
+    def names(t: float) -> list[str]:  # the mask scorers see T through the query softmax only
+        return [s.name for s in scorers if query or t == 1.0 or not s.needs_queries]
+
+    maps = {t: MapScorer(names(t), 1.0 if query else t, size, stats=None if stats is None else stats.get(t),
+                         semantic=query or i == 0, **on) for i, t in enumerate(temps)}
+    for rows, block in composer.row_blocks(temps if query else (1.0,)):
+        for t, m in maps.items():
+            b = block[t if query else 1.0]  # (K + C, R, W)
+            m.add(b[:k], rows, slice(None), {key: b[k + c] for c, key in enumerate(keys)})
+    first = None
+    for t in temps:
+        scores, sem = maps.pop(t).finish()
+        first = sem if first is None or query else first
+        yield TemperatureScores(t, first, scores)
 
 
 def _pixel_scores(logits: torch.Tensor, size: tuple[int, int], void_channel: int | None, scorers: Sequence[Scorer],

@@ -95,3 +95,41 @@ def test_fused_erfnet_pass_equals_resize_then_score(caches):
             for s in every:
                 np.testing.assert_array_equal(got.scores[(s.name, t)], want[s.name], err_msg=f"{s.name} T={t}")
             np.testing.assert_array_equal(got.semantic[t], semantic_prediction(z))
+
+
+@pytest.mark.parametrize("temp_target", ["query", "pixel"])
+def test_fused_eomt_pass_equals_compose_then_score(tmp_path, monkeypatch, temp_target):
+    """Frames whose crops lie side by side at the original size are scored block by block as the
+    composition makes them: every scorer (the flip average aside) at every T and the semantic
+    maps equal the full composition scored T by T (the path before the fusion), bit for bit."""
+    from analyze.compose import FrameComposer, semantic_prediction
+    from analyze.frame_scores import _channels
+    from analyze.scorers.pixel import score_many
+
+    rng = np.random.default_rng(9)
+    path = tmp_path / "q.zarr"
+    query_cache(path, [(32, 60), (32, 32), (32, 100)], rng, crop=32, n_queries=8, n_classes=19, mask_size=8,
+                confident=0.6)  # overlapping crops, one crop, three crops
+    root, spec = open_cache(path)
+    every = get_scorers("all", "query", ("id_stats",))
+    names = [s.name for s in every]
+    stats = synthetic_stats(0, TEMPS, spec.n_classes)
+    full = FrameComposer.resized_maps
+    for i in range(spec.n_frames):
+        inputs = frame_inputs(root, spec, i)
+        monkeypatch.setattr(FrameComposer, "resized_maps", None)  # the fused pass composes no full map
+        got = score_frame("query", scorers=every, temperatures=TEMPS, stats=stats, temp_target=temp_target, **inputs)
+        monkeypatch.setattr(FrameComposer, "resized_maps", full)
+        comp = FrameComposer(inputs["mask_logits"], inputs["class_logits"], inputs["geom"], channels=_channels(every))
+        k, keys = comp.num_classes, comp.channel_keys
+        maps = comp.resized_maps(TEMPS if temp_target == "query" else (1.0,))
+        for t in TEMPS:
+            m = maps[t if temp_target == "query" else 1.0]
+            s, ch = m[:k], {key: m[k + c] for c, key in enumerate(keys)}
+            chosen = [n for n, sc in zip(names, every) if temp_target == "query" or t == 1.0 or not sc.needs_queries]
+            sem = np.empty(s.shape[1:], np.uint8)
+            want = score_many(s, 1.0 if temp_target == "query" else t, chosen, sem, stats=stats[t], channels=ch)
+            assert {n for n, tt in got.scores if tt == t} == set(chosen)
+            for n in chosen:
+                np.testing.assert_array_equal(got.scores[(n, t)], want[n], err_msg=f"{n} T={t} frame {i}")
+            np.testing.assert_array_equal(got.semantic[t], sem if temp_target == "query" else semantic_prediction(s))
