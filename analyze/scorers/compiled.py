@@ -36,7 +36,9 @@ class CompiledTile:
 
     :meth:`__call__` takes one chunk ``x`` (K, P) and its query channels (P,) and returns views of
     its own buffers (valid until the next call): ``{name: (P,) float64}`` and the first maximal
-    class (P,) int64 (SML smooths its map afterwards, :mod:`analyze.scorers.sml`).
+    class (P,) int64 (SML smooths its map afterwards, :mod:`analyze.scorers.sml`); ``dest``
+    ({name: (P,) float64, contiguous}), if given, receives the scores instead (the rows of the
+    maps themselves: no copy).
     """
 
     def __init__(self, scorers: Mapping[str, Scorer], temperature: float, stats, k: int,
@@ -64,13 +66,14 @@ class CompiledTile:
         self._arg = np.empty(p, np.int64)
         self._out = {n: np.empty(p, np.float64) for n in self.scorers}
 
-    def __call__(self, x: np.ndarray, channels: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def __call__(self, x: np.ndarray, channels: Mapping[str, np.ndarray],
+                 dest: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
         n = x.shape[1]
         if n > self.capacity or x.shape[0] != self.k:
             raise ValueError(f"a chunk of {self.k} classes and at most {self.capacity} pixels; got {x.shape}")
         bases, sc, by = self._bases, self.scorers, self._by
         t, d, top, arg = self._t[:, :n], self._d[:, :n], self._top[:n], self._arg[:n]
-        out = {name: o[:n] for name, o in self._out.items()}
+        out = {name: o[:n] for name, o in self._out.items()} if dest is None else dest
         K.prepare(x, self.t, self.t != 1.0, t, d, top, arg)
         r, log_z = self._r[:n], self._log_z[:n]
         if bases & _EXP:

@@ -172,11 +172,14 @@ class MapScorer:
         ch = {key: c if isinstance(c, np.ndarray) else c.numpy() for key, c in channels.items()}
         maps = {n: m[rows, cols].numpy() for n, m in self.maps.items()}
         sem = None if self.sem is None else self.sem[rows, cols].numpy()
+        direct = all(m.flags.c_contiguous for m in maps.values())  # whole map rows: the loops write into them
         for r0 in range(0, r, step):
             r1 = min(r0 + step, r)
-            scores, arg = tile(x[:, r0:r1].reshape(k, -1), {key: c[r0:r1].reshape(-1) for key, c in ch.items()})
-            for n, m in maps.items():
-                m[r0:r1] = scores[n].reshape(r1 - r0, w)
+            dest = {n: m[r0:r1].reshape(-1) for n, m in maps.items()} if direct else None
+            scores, arg = tile(x[:, r0:r1].reshape(k, -1), {key: c[r0:r1].reshape(-1) for key, c in ch.items()}, dest)
+            if not direct:
+                for n, m in maps.items():
+                    m[r0:r1] = scores[n].reshape(r1 - r0, w)
             if sem is not None:
                 sem[r0:r1] = arg.reshape(r1 - r0, w)
 
