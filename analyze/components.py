@@ -63,7 +63,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -141,6 +141,36 @@ def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return lab, int(n)
 
 
+class GroundTruth(NamedTuple):
+    """What the component step needs of one frame's labels, whatever the prediction (shared by
+    every scorer and temperature): ground-truth components (``g_lab``, 1 .. ``n_g``, label
+    order), the region of interest after the small-component rule (``roi``) and each
+    component's pixels in it (``g_size``, index 0: roi pixels off the ground truth)."""
+
+    roi_mask: np.ndarray  # (H, W) bool: y_true != 255, before the size rule
+    g_lab: np.ndarray  # (H, W) int32
+    n_g: int
+    roi: np.ndarray  # (H, W) bool
+    g_size: np.ndarray  # (n_g + 1,) int64
+
+
+def ground_truth(gt_mask: np.ndarray, roi_mask: np.ndarray, rules: str | TrackRules) -> GroundTruth:
+    """Steps 2 and 3 of the module docstring for the ground truth: its 8-connected components,
+    those under ``min_gt_size`` pixels made void."""
+    rules = get_track(rules)
+    gt_mask = np.asarray(gt_mask, bool)
+    roi_mask = np.asarray(roi_mask, bool)
+    if gt_mask.ndim != 2 or gt_mask.shape != roi_mask.shape:
+        raise ValueError(f"masks must be 2-D of one shape; got {gt_mask.shape}, {roi_mask.shape}")
+    if np.any(gt_mask & ~roi_mask):
+        raise ValueError("gt_mask has pixels outside roi_mask (ground truth cannot be void)")
+    g_lab, n_g = _label(gt_mask)
+    small_g = np.bincount(g_lab.ravel(), minlength=n_g + 1) < rules.min_gt_size  # (n_g + 1,)
+    small_g[0] = False
+    roi = roi_mask & ~small_g[g_lab]
+    return GroundTruth(roi_mask, g_lab, n_g, roi, np.bincount(g_lab[roi], minlength=n_g + 1).astype(np.int64))
+
+
 def frame_components(pred_mask: np.ndarray, gt_mask: np.ndarray, roi_mask: np.ndarray,
                      rules: str | TrackRules) -> FrameComponents:
     """sIoU per ground-truth component, PPV and sIoU per predicted component of one frame.
@@ -151,34 +181,37 @@ def frame_components(pred_mask: np.ndarray, gt_mask: np.ndarray, roi_mask: np.nd
     (``instance_segmentation.py``: ``default_instancer`` then ``segment_metrics``).
     Components that end up with no pixel in the region of interest are not reported.
     """
-    rules = get_track(rules)
     pred_mask = np.asarray(pred_mask, bool)
-    gt_mask = np.asarray(gt_mask, bool)
-    roi_mask = np.asarray(roi_mask, bool)
-    if pred_mask.ndim != 2 or pred_mask.shape != gt_mask.shape or pred_mask.shape != roi_mask.shape:
-        raise ValueError(f"masks must be 2-D of one shape; got {pred_mask.shape}, {gt_mask.shape}, {roi_mask.shape}")
-    if np.any(gt_mask & ~roi_mask):
-        raise ValueError("gt_mask has pixels outside roi_mask (ground truth cannot be void)")
+    gt = ground_truth(gt_mask, roi_mask, rules)
+    if pred_mask.shape != gt.roi.shape:
+        raise ValueError(f"masks must be 2-D of one shape; got {pred_mask.shape}, {gt.roi.shape}")
+    return predicted_components(np.flatnonzero(pred_mask & gt.roi_mask), gt, rules)
 
-    p_lab, n_p = _label(pred_mask & roi_mask)
-    g_lab, n_g = _label(gt_mask)
-    drop_p = np.bincount(p_lab.ravel(), minlength=n_p + 1) < rules.min_pred_size  # (n_p + 1,)
+
+def predicted_components(pred_index: np.ndarray, gt: GroundTruth, rules: str | TrackRules) -> FrameComponents:
+    """:func:`frame_components` of the prediction whose non-void pixels are ``pred_index`` (flat
+    indices) on the frame ``gt`` (:func:`ground_truth`): one labelling of the prediction, then
+    work on the predicted pixels only."""
+    rules = get_track(rules)
+    pred_index = np.asarray(pred_index, np.int64)
+    pred = np.zeros(gt.roi.shape, bool)
+    pred.flat[pred_index] = True
+    p_lab, n_p = _label(pred)
+    lab = p_lab.ravel()[pred_index].astype(np.int64)  # component of each predicted pixel
+    drop_p = np.bincount(lab, minlength=n_p + 1) < rules.min_pred_size  # sizes on the whole frame
     drop_p[0] = True
-    small_g = np.bincount(g_lab.ravel(), minlength=n_g + 1) < rules.min_gt_size  # (n_g + 1,)
-    small_g[0] = False
-    roi = roi_mask & ~small_g[g_lab]
-
-    g = g_lab[roi].astype(np.int64)  # (n_roi,)
-    p = p_lab[roi].astype(np.int64)
+    in_roi = gt.roi.ravel()[pred_index]
+    p = lab[in_roi]
     p[drop_p[p]] = 0
-    g_size = np.bincount(g, minlength=n_g + 1)  # pixels of each component in the roi
-    p_size = np.bincount(p, minlength=n_p + 1)
+    g = gt.g_lab.ravel()[pred_index[in_roi]].astype(np.int64)
+    g_size = gt.g_size
+    p_size = np.bincount(p, minlength=n_p + 1)  # pixels of each component in the roi (index 0 unused)
 
     # overlap |G_i ∩ P_j| for every touching pair (sparse)
     both = (g > 0) & (p > 0)
     keys, overlap = np.unique(g[both] * (n_p + 1) + p[both], return_counts=True)
     pair_g, pair_p = np.divmod(keys, n_p + 1)
-    g_hit = np.zeros(n_g + 1, np.int64)  # |G_i ∩ all predictions|
+    g_hit = np.zeros(gt.n_g + 1, np.int64)  # |G_i ∩ all predictions|
     p_hit = np.zeros(n_p + 1, np.int64)  # |P_j ∩ A|
     np.add.at(g_hit, pair_g, overlap)
     np.add.at(p_hit, pair_p, overlap)
@@ -303,7 +336,21 @@ class ComponentState:
         if y_score.dtype.kind == "f" and np.isnan(y_score[roi]).any():
             raise ValueError("y_score contains NaN at non-void pixels")
         pred = y_score >= self.threshold if self.inclusive else y_score > self.threshold
-        fc = frame_components(pred, gt, roi, self.rules)
+        return self._add(frame_components(pred, gt, roi, self.rules))
+
+    def add_sorted(self, gt: GroundTruth, scores: Sequence[tuple[np.ndarray, np.ndarray]]) -> "ComponentState":
+        """Add one frame given as its labels' :func:`ground_truth` and its non-void scores in
+        sorted runs with their flat pixel indices (``(sorted scores, indices)`` pairs, e.g. the
+        anomaly and the in-distribution pixels): the same as :meth:`update` on the frame's map,
+        reading only the pixels above the threshold (:func:`predicted_components`)."""
+        if math.isnan(self.threshold):
+            picked = [np.empty(0, np.int64)]  # nothing is above NaN
+        else:
+            side = "left" if self.inclusive else "right"
+            picked = [idx[np.searchsorted(x, self.threshold, side=side):] for x, idx in scores]
+        return self._add(predicted_components(np.concatenate(picked), gt, self.rules))
+
+    def _add(self, fc: FrameComponents) -> "ComponentState":
         self.n_frames += 1
         if fc.siou_gt.size:
             self._siou_gt.append(fc.siou_gt)

@@ -28,6 +28,7 @@ from analyze.components import best_f1_threshold, track_for_dataset
 from analyze.frame_selection import ScoreError, pooled_frames, scorable_frames
 from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler
 from analyze.scorers import SCORE_DTYPE, check_temperature, get_scorers
+from analyze.later_passes import SecondPassInputs, framed_components, framed_histograms
 from analyze.tasks import ScoreJob, run_phase
 from schemas import cache as C
 from schemas.results import FRAMES, SEMANTIC_SCORER, default_run, parse_run
@@ -38,12 +39,17 @@ DEFAULT_MAX_MEMORY = 4 * 2**30
 SCORE_BYTES = SCORE_DTYPE.itemsize
 
 
-def plan_passes(spec: C.CacheSpec, n_keys: int, protocol: str, max_memory: int) -> str:
-    """``one-pass`` when every non-void score of every key fits ``max_memory`` (float64, 8 B each)."""
+POSITION_BYTES = 4  # the pixel of each kept score (uint32), when the component metrics read them
+
+
+def plan_passes(spec: C.CacheSpec, n_keys: int, protocol: str, max_memory: int, positions: bool = False) -> str:
+    """``one-pass`` when every non-void score of every key fits ``max_memory`` (float64, 8 B each,
+    and 4 B for its pixel with ``positions``)."""
     if protocol != "exact":
         return "one-pass"
     pixels = sum(h * w for h, w in spec.sizes)
-    return "one-pass" if pixels * n_keys * SCORE_BYTES <= max_memory else "two-pass"
+    per_score = SCORE_BYTES + (POSITION_BYTES if positions else 0)
+    return "one-pass" if pixels * n_keys * per_score <= max_memory else "two-pass"
 
 
 def score_cache(cache: str, scorers: str = "all", temperatures: Sequence[float] = (1.0,), temp_target: str = "query",
@@ -59,6 +65,9 @@ def score_cache(cache: str, scorers: str = "all", temperatures: Sequence[float] 
     ``options``: ``storage_options`` (fsspec, for URL caches), ``allow_partial`` (score the
     done frames of an unfinished cache, skip done frames that lost chunks; with a warning),
     ``max_memory`` (bytes before the exact protocol takes two passes), ``component_metrics``,
+    ``recompose`` (the bootstrap and component steps compose every frame again instead of
+    reading what an earlier pass kept, :mod:`analyze.later_passes`: the former path, the same
+    numbers),
     ``curve_points``, ``bootstrap`` (resamples) and ``seed``, ``warn`` (called with each
     warning line; default ``warnings.warn``), ``info`` (called with notes such as the number of
     unlabelled frames skipped), ``name`` (the run name of every row; default
@@ -91,6 +100,7 @@ def _score_cache(
     info: Callable[[str], None] = lambda m: None,
     name: str | None = None,
     frames: str = "all",
+    recompose: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Score one cache (see :func:`score_cache`); ``info`` is told how many unlabelled frames were
     skipped. Every row carries ``run`` (``name``, default :func:`schemas.results.default_run` of
@@ -124,28 +134,39 @@ def _score_cache(
         temps_sem = (1.0,)
     else:
         temps_sem = temps
+    n_keys = len(chosen) * len(temps)
+    want_boot, want_comp = bool(bootstrap and chosen and protocol == "exact"), bool(component_metrics and chosen)
+    # the one pass keeps each score's pixel when the component metrics read them from it
+    positions = want_comp and protocol == "exact" and not recompose
+    plan = plan_passes(spec, max(1, n_keys), protocol, max_memory, positions) if chosen else "one-pass"
     job = ScoreJob(
         cache=str(cache), storage_options=dict(storage_options) if storage_options else None,
         scorers=tuple(s.name for s in chosen), temperatures=temps if chosen else temps_sem,
         temp_target=temp_target, protocol=protocol, frames=done_frames, label_kind=spec.label_kind,
-        frame_rule=rule,
+        frame_rule=rule, positions=positions and plan == "one-pass",
     )
-    n_keys = len(chosen) * len(temps)
-    plan = plan_passes(spec, max(1, n_keys), protocol, max_memory) if chosen else "one-pass"
-    sched.start_passes((2 if plan == "two-pass" else 1) + bool(bootstrap and chosen and protocol == "exact")
-                       + bool(component_metrics and chosen))  # smiyc intervals need no pass of their own
+    boot_pass = want_boot and recompose  # smiyc intervals never need a pass of their own
+    comp_pass = want_comp and (recompose or not job.positions)
+    sched.start_passes((2 if plan == "two-pass" else 1) + boot_pass + comp_pass)
     result = run_phase(sched, job, "one-pass" if plan == "one-pass" else "positives")
     pooled = pooled_frames(cache, spec, result.labels, rule, warn)
     job = ScoreJob(**{**job.__dict__, "frames": pooled})  # later passes read the pooled frames only
+    histograms = {}  # the exact intervals' per-frame histograms, when a pass before made them
     if plan == "two-pass":
-        positives = {k: s.distinct() for k, s in result.states.items()}
-        counts = run_phase(sched, job, "negatives", aux=positives)
-        result.states = {k: s.with_negatives(counts.states[k]) for k, s in result.states.items()}
+        edges = _edges(result.states) if want_boot and not recompose else {}
+        aux = {k: SecondPassInputs(s.distinct(), edges.get(k)) for k, s in result.states.items()}
+        second = run_phase(sched, job, "negatives", aux=aux)
+        result.states = {k: s.with_negatives(second.states[k].counts) for k, s in result.states.items()}
+        result.rows = second.rows  # each frame's AP, from its sorted scores in this pass
+        histograms = {k: second.states[k].histograms for k in edges}
+    elif want_boot and not recompose:
+        histograms = {k: framed_histograms(result.states[k], e) for k, e in _edges(result.states).items()}
 
     base = dict(run=run, model=prov.model, dataset=prov.dataset, protocol=protocol, frames=rule,
                 cache_digest=C.cache_digest(spec), n_frames=len(pooled))
     target = "logits" if spec.kind == "pixel" else temp_target
-    cis = _bootstrap(sched, job, result, bootstrap, seed, warn) if bootstrap and chosen else {}
+    cis = _bootstrap(sched, job, result, bootstrap, seed, warn, histograms if not recompose else None
+                     ) if bootstrap and chosen else {}
     rows, curve_rows = [], []
     for (name_, t), state in sorted(result.states.items()):
         with warnings.catch_warnings(record=True) as caught:
@@ -169,7 +190,7 @@ def _score_cache(
         values = conf.compute()
         rows.append({**base, "scorer": SEMANTIC_SCORER, "temperature": t, "temp_target": target, "metric": "miou",
                      "value": values["miou"], "n_pixels": int(conf.confusion.sum())})
-    if component_metrics and chosen:
+    if want_comp:
         rows += _component_rows(sched, job, result, base, target, spec)
     frame_rows = pd.DataFrame([{**base, "temp_target": target, **r} for r in result.rows])
     return pd.DataFrame(rows), frame_rows, pd.DataFrame(curve_rows)
@@ -184,10 +205,32 @@ def run_name(spec: C.CacheSpec, name: str | None = None) -> str:
     return default_run(prov.model, prov.checkpoint_sha256, prov.checkpoint_file)
 
 
-def _bootstrap(sched, job: ScoreJob, result, n_boot: int, seed: int, warn) -> dict:
+def _edges(states: Mapping) -> dict:
+    """Each key's bootstrap bin edges (:func:`analyze.bootstrap.edges_from_counts`), from its anomaly
+    scores alone; keys without an anomaly pixel have none (and no interval)."""
+    edges = {}
+    for key, state in states.items():
+        thresholds, tp, n_pos = _positive_counts(state)
+        if n_pos:
+            edges[key] = edges_from_counts(thresholds, tp)
+    return edges
+
+
+def _positive_counts(state) -> tuple[np.ndarray, np.ndarray, int]:
+    """(thresholds decreasing, TP at each, n_pos): the distinct anomaly scores and their cumulative
+    counts (a :class:`analyze.metrics.PositiveState` before its second pass, or any exact state)."""
+    if isinstance(state, M.PositiveState):
+        u, count = state.distinct_counts()
+        return u[::-1].astype(np.float64), np.cumsum(count[::-1], dtype=np.int64), state.n_pos
+    thresholds, tp, _, n_pos = state.threshold_counts()
+    return thresholds, tp, n_pos
+
+
+def _bootstrap(sched, job: ScoreJob, result, n_boot: int, seed: int, warn, histograms: Mapping | None) -> dict:
     """Frame-bootstrap intervals per key with the estimator of the job's protocol, over the
-    pooled frames (``job.frames``). exact: one more pass over the frames builds per-frame
-    histograms on bins at the quantiles of each key's anomaly scores (:mod:`analyze.bootstrap`);
+    pooled frames (``job.frames``). exact: per-frame histograms on bins at the quantiles of
+    each key's anomaly scores (:mod:`analyze.bootstrap`): ``histograms`` when an earlier pass
+    made them (:mod:`analyze.later_passes`), else one more pass over the frames (None);
     smiyc: the states' own per-frame bins are resampled (:mod:`analyze.smiyc_bootstrap`)."""
     out = {}
     if job.protocol == "smiyc":
@@ -203,17 +246,17 @@ def _bootstrap(sched, job: ScoreJob, result, n_boot: int, seed: int, warn) -> di
             for w in caught:
                 warn(f"{job.cache}: {key[0]} T={key[1]}: {w.message}")
         return out
-    edges = {}
-    for key, state in result.states.items():
-        thresholds, tp, _, n_pos = state.threshold_counts()
-        if n_pos:
-            edges[key] = edges_from_counts(thresholds, tp)
-    if not edges:
-        return {}
-    bjob = ScoreJob(**{**job.__dict__, "scorers": tuple(sorted({k[0] for k in edges}))})
-    states = run_phase(sched, bjob, "bootstrap", aux=edges).states
-    for key in edges:
-        pos, neg = states[key].stacked()
+    if histograms is None:
+        edges = _edges(result.states)
+        if not edges:
+            return {}
+        bjob = ScoreJob(**{**job.__dict__, "scorers": tuple(sorted({k[0] for k in edges}))})
+        histograms = run_phase(sched, bjob, "bootstrap", aux=edges).states
+    for key, hist in sorted(histograms.items()):
+        if len(hist.frames) != len(job.frames):
+            raise ScoreError(f"{job.cache}: {key[0]} T={key[1]}: {len(hist.frames)} frames binned, "
+                             f"{len(job.frames)} pooled")
+        pos, neg = hist.stacked()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             out[key] = bootstrap_ci(pos, neg, n_boot, seed)
@@ -223,13 +266,21 @@ def _bootstrap(sched, job: ScoreJob, result, n_boot: int, seed: int, warn) -> di
 
 
 def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec) -> list[dict]:
+    """SMIYC component metrics per key at its best-F1 pixel threshold: from the pixels the one pass
+    kept (``job.positions``, :func:`analyze.later_passes.framed_components`), else from one more
+    pass that composes the frames again."""
     thresholds = {k: best_f1_threshold(s) for k, s in result.states.items()}
-    cjob = ScoreJob(**{**job.__dict__, "threshold": thresholds, "component_track": track_for_dataset(spec.provenance.dataset)})
-    comp = run_phase(sched, cjob, "components")
+    track = track_for_dataset(spec.provenance.dataset)
+    if job.positions:
+        states = framed_components(job.cache, job.storage_options, result.states, thresholds, track,
+                                   M.num_threads())
+    else:
+        cjob = ScoreJob(**{**job.__dict__, "threshold": thresholds, "component_track": track})
+        states = run_phase(sched, cjob, "components").states
     # the non-void pixels of the frames pooled, as on the key's pixel-metric rows
     pooled = {k: int(s.n_pos + s.n_neg) for k, s in result.states.items()}
     rows = []
-    for (name, t), state in sorted(comp.states.items()):
+    for (name, t), state in sorted(states.items()):
         values = state.compute()
         for metric in ("siou", "ppv", "mean_f1"):
             rows.append({**base, "scorer": name, "temperature": t, "temp_target": target, "metric": metric,

@@ -1,0 +1,79 @@
+"""Bootstrap intervals and component metrics read what an earlier pass kept (analyze.later_passes)
+instead of composing every frame again: the same rows, bit for bit, as the recomposing passes
+(`score_cache(..., recompose=True)`), for both cache kinds, both protocols and both exact plans,
+with fewer passes over the frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analyze import driver, tasks
+from analyze.bench_caches import build_cache
+from analyze.driver import score_cache
+from schemas import cache as C
+
+TEMPS = (0.5, 1.0, 2.0)
+
+
+def _cache(tmp_path, kind: str):
+    """Five 128x256 frames with blob anomalies (obstacle track: components of tens of pixels are
+    kept); frame 1 has no anomaly pixel, frame 2 is all void, frame 4 has ties (a constant band)."""
+    path = tmp_path / f"{kind}.zarr"
+    root, spec = build_cache(path, kind, 5, scale=8, dataset="smiyc_ro21", seed=3)
+    thumb = C.read_thumbnail(root, spec, 0)
+    for i, edit in ((1, lambda y: np.where(y == 1, 0, y)), (2, lambda y: np.full_like(y, 255))):
+        C.write_frame_common(root, spec, i, edit(C.read_label(root, spec, i)).astype(np.uint8), thumb)
+    if kind == "pixel":  # a band of equal logits: tied scores across classes of pixels
+        z = C.read_pixel_logits(root, spec, 4)
+        z[:, 10:14] = 1.0
+        C.write_frame_pixel(root, spec, 4, z)
+    return str(path)
+
+
+def _passes(monkeypatch) -> list[str]:
+    seen: list[str] = []
+    real = tasks.run_phase
+
+    def record(sched, job, phase, aux=None):
+        seen.append(phase)
+        return real(sched, job, phase, aux)
+
+    monkeypatch.setattr(driver, "run_phase", record)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["pixel", "query"])
+@pytest.mark.parametrize("protocol,max_memory,frames", [("exact", 2**30, "all"), ("exact", 0, "all"),
+                                                        ("exact", 2**30, "with-anomaly"), ("smiyc", 2**30, "all")])
+def test_later_passes_equal_the_recomposing_passes_bit_for_bit(tmp_path, monkeypatch, kind, protocol, max_memory,
+                                                               frames):
+    cache = _cache(tmp_path, kind)
+    opts = dict(protocol=protocol, scheduler="sync", bootstrap=40, seed=2, component_metrics=True,
+                max_memory=max_memory, frames=frames, warn=lambda m: None)
+    seen = _passes(monkeypatch)
+    new = score_cache(cache, "all", TEMPS, **opts)
+    new_passes, seen[:] = list(seen), []
+    old = score_cache(cache, "all", TEMPS, recompose=True, **opts)
+    for a, b in zip(new, old):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    rows = new[0]
+    assert {"siou", "ppv", "mean_f1"} <= set(rows.metric)
+    assert (rows.query("metric in ('siou', 'ppv', 'mean_f1')").value > 0).mean() > 0.75  # components found
+    if protocol == "exact":
+        assert rows.query("metric == 'auprc'").ci_low.notna().all()
+    assert len(new[1]) == len(old[1]) > 0  # per-frame rows
+    first = ["one-pass"] if max_memory else ["positives", "negatives"]
+    assert seen == first + (["bootstrap"] if protocol == "exact" else []) + ["components"]
+    # the intervals never compose the frames again; the components only where nothing kept the pixels
+    assert new_passes == first + (["components"] if protocol == "smiyc" or not max_memory else [])
+
+
+def test_component_positions_count_in_the_memory_plan(tmp_path):
+    _, spec = build_cache(tmp_path / "c.zarr", "pixel", 2, scale=16)
+    pixels = 2 * 64 * 128
+    budget = pixels * 3 * 8  # three keys of float64 scores fit ...
+    assert driver.plan_passes(spec, 3, "exact", budget) == "one-pass"
+    assert driver.plan_passes(spec, 3, "exact", budget, positions=True) == "two-pass"  # ... not with their pixels
+    assert driver.plan_passes(spec, 3, "exact", budget * 3 // 2, positions=True) == "one-pass"
