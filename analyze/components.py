@@ -63,7 +63,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -194,10 +194,14 @@ def predicted_components(pred_index: np.ndarray, gt: GroundTruth, rules: str | T
     work on the predicted pixels only."""
     rules = get_track(rules)
     pred_index = np.asarray(pred_index, np.int64)
-    pred = np.zeros(gt.roi.shape, bool)
-    pred.flat[pred_index] = True
-    p_lab, n_p = _label(pred)
-    lab = p_lab.ravel()[pred_index].astype(np.int64)  # component of each predicted pixel
+    rows, cols = np.divmod(pred_index, gt.roi.shape[1])
+    lab, n_p = np.empty(0, np.int64), 0  # the component of each predicted pixel
+    if pred_index.size:
+        rows, cols = rows - rows.min(), cols - cols.min()
+        pred = np.zeros((int(rows.max()) + 1, int(cols.max()) + 1), bool)  # the prediction's bounding box:
+        pred[rows, cols] = True  # the same components, numbered in the same (raster) order
+        p_lab, n_p = _label(pred)
+        lab = p_lab[rows, cols].astype(np.int64)
     drop_p = np.bincount(lab, minlength=n_p + 1) < rules.min_pred_size  # sizes on the whole frame
     drop_p[0] = True
     in_roi = gt.roi.ravel()[pred_index]
@@ -338,17 +342,11 @@ class ComponentState:
         pred = y_score >= self.threshold if self.inclusive else y_score > self.threshold
         return self._add(frame_components(pred, gt, roi, self.rules))
 
-    def add_sorted(self, gt: GroundTruth, scores: Sequence[tuple[np.ndarray, np.ndarray]]) -> "ComponentState":
-        """Add one frame given as its labels' :func:`ground_truth` and its non-void scores in
-        sorted runs with their flat pixel indices (``(sorted scores, indices)`` pairs, e.g. the
-        anomaly and the in-distribution pixels): the same as :meth:`update` on the frame's map,
-        reading only the pixels above the threshold (:func:`predicted_components`)."""
-        if math.isnan(self.threshold):
-            picked = [np.empty(0, np.int64)]  # nothing is above NaN
-        else:
-            side = "left" if self.inclusive else "right"
-            picked = [idx[np.searchsorted(x, self.threshold, side=side):] for x, idx in scores]
-        return self._add(predicted_components(np.concatenate(picked), gt, self.rules))
+    def add_prediction(self, pred_index: np.ndarray, gt: GroundTruth) -> "ComponentState":
+        """Add one frame given as its labels' :func:`ground_truth` and the flat indices of its
+        non-void pixels above the threshold (``> threshold``, ``>=`` when ``inclusive``): the same
+        as :meth:`update` on the frame's map (:func:`predicted_components`)."""
+        return self._add(predicted_components(pred_index, gt, self.rules))
 
     def _add(self, fc: FrameComponents) -> "ComponentState":
         self.n_frames += 1

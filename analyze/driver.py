@@ -28,7 +28,7 @@ from analyze.components import best_f1_threshold, track_for_dataset
 from analyze.frame_selection import ScoreError, pooled_frames, scorable_frames
 from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler
 from analyze.scorers import SCORE_DTYPE, check_temperature, get_scorers
-from analyze.later_passes import SecondPassInputs, framed_components, framed_histograms
+from analyze.later_passes import SecondPassInputs, framed_histograms, kept_components
 from analyze.tasks import ScoreJob, run_phase
 from schemas import cache as C
 from schemas.results import FRAMES, SEMANTIC_SCORER, default_run, parse_run
@@ -39,17 +39,27 @@ DEFAULT_MAX_MEMORY = 4 * 2**30
 SCORE_BYTES = SCORE_DTYPE.itemsize
 
 
-POSITION_BYTES = 4  # the pixel of each kept score (uint32), when the component metrics read them
+POSITION_BYTES = 4  # the pixel of a kept score (uint32), when the component metrics read them
+POSITIONS = 1 / 8  # the highest in-distribution scores kept with their pixels (analyze.later_passes)
 
 
-def plan_passes(spec: C.CacheSpec, n_keys: int, protocol: str, max_memory: int, positions: bool = False) -> str:
+def plan_passes(spec: C.CacheSpec, n_keys: int, protocol: str, max_memory: int, positions: float = 0.0) -> str:
     """``one-pass`` when every non-void score of every key fits ``max_memory`` (float64, 8 B each,
-    and 4 B for its pixel with ``positions``)."""
+    and 4 B for the pixel of the fraction ``positions`` of them)."""
     if protocol != "exact":
         return "one-pass"
     pixels = sum(h * w for h, w in spec.sizes)
-    per_score = SCORE_BYTES + (POSITION_BYTES if positions else 0)
+    per_score = SCORE_BYTES + POSITION_BYTES * positions
     return "one-pass" if pixels * n_keys * per_score <= max_memory else "two-pass"
+
+
+def second_pass_positions(n_keys: int, n_pos: int, n_neg: int, max_memory: int) -> float:
+    """The fraction of in-distribution scores the second pass keeps with their pixels for the
+    component metrics: :data:`POSITIONS`, less when ``max_memory`` holds fewer (every anomaly
+    score and the kept in-distribution ones, 12 B each, for each of ``n_keys`` keys)."""
+    per = SCORE_BYTES + POSITION_BYTES
+    room = max_memory / max(1, n_keys) - per * n_pos
+    return max(0.0, min(POSITIONS, room / (per * max(1, n_neg))))
 
 
 def score_cache(cache: str, scorers: str = "all", temperatures: Sequence[float] = (1.0,), temp_target: str = "query",
@@ -136,31 +146,36 @@ def _score_cache(
         temps_sem = temps
     n_keys = len(chosen) * len(temps)
     want_boot, want_comp = bool(bootstrap and chosen and protocol == "exact"), bool(component_metrics and chosen)
-    # the one pass keeps each score's pixel when the component metrics read them from it
-    positions = want_comp and protocol == "exact" and not recompose
+    # the exact passes keep the pixels of the highest scores when the component metrics read them there
+    positions = POSITIONS if want_comp and protocol == "exact" and not recompose else 0.0
     plan = plan_passes(spec, max(1, n_keys), protocol, max_memory, positions) if chosen else "one-pass"
     job = ScoreJob(
         cache=str(cache), storage_options=dict(storage_options) if storage_options else None,
         scorers=tuple(s.name for s in chosen), temperatures=temps if chosen else temps_sem,
         temp_target=temp_target, protocol=protocol, frames=done_frames, label_kind=spec.label_kind,
-        frame_rule=rule, positions=positions and plan == "one-pass",
+        frame_rule=rule, positions=positions if plan == "one-pass" else 0.0,
     )
     boot_pass = want_boot and recompose  # smiyc intervals never need a pass of their own
-    comp_pass = want_comp and (recompose or not job.positions)
+    comp_pass = want_comp and not positions  # and, when kept pixels do not reach a threshold, for some frames
     sched.start_passes((2 if plan == "two-pass" else 1) + boot_pass + comp_pass)
     result = run_phase(sched, job, "one-pass" if plan == "one-pass" else "positives")
     pooled = pooled_frames(cache, spec, result.labels, rule, warn)
     job = ScoreJob(**{**job.__dict__, "frames": pooled})  # later passes read the pooled frames only
-    histograms = {}  # the exact intervals' per-frame histograms, when a pass before made them
+    histograms, kept = {}, {}  # what the intervals and the component metrics read, when a pass kept it
     if plan == "two-pass":
         edges = _edges(result.states) if want_boot and not recompose else {}
-        aux = {k: SecondPassInputs(s.distinct(), edges.get(k)) for k, s in result.states.items()}
+        some = next(iter(result.states.values()), None)
+        share = second_pass_positions(n_keys, some.n_pos, some.n_neg, max_memory) if positions and some else 0.0
+        aux = {k: SecondPassInputs(s.distinct(), edges.get(k), share) for k, s in result.states.items()}
         second = run_phase(sched, job, "negatives", aux=aux)
         result.states = {k: s.with_negatives(second.states[k].counts) for k, s in result.states.items()}
         result.rows = second.rows  # each frame's AP, from its sorted scores in this pass
         histograms = {k: second.states[k].histograms for k in edges}
-    elif want_boot and not recompose:
-        histograms = {k: framed_histograms(result.states[k], e) for k, e in _edges(result.states).items()}
+        kept = {k: st.frames for k, st in second.states.items()} if share else {}
+    else:
+        if want_boot and not recompose:
+            histograms = {k: framed_histograms(result.states[k], e) for k, e in _edges(result.states).items()}
+        kept = {k: st.frames for k, st in result.states.items()} if job.positions else {}
 
     base = dict(run=run, model=prov.model, dataset=prov.dataset, protocol=protocol, frames=rule,
                 cache_digest=C.cache_digest(spec), n_frames=len(pooled))
@@ -191,7 +206,7 @@ def _score_cache(
         rows.append({**base, "scorer": SEMANTIC_SCORER, "temperature": t, "temp_target": target, "metric": "miou",
                      "value": values["miou"], "n_pixels": int(conf.confusion.sum())})
     if want_comp:
-        rows += _component_rows(sched, job, result, base, target, spec)
+        rows += _component_rows(sched, job, result, base, target, spec, kept)
     frame_rows = pd.DataFrame([{**base, "temp_target": target, **r} for r in result.rows])
     return pd.DataFrame(rows), frame_rows, pd.DataFrame(curve_rows)
 
@@ -265,18 +280,27 @@ def _bootstrap(sched, job: ScoreJob, result, n_boot: int, seed: int, warn, histo
     return out
 
 
-def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec) -> list[dict]:
-    """SMIYC component metrics per key at its best-F1 pixel threshold: from the pixels the one pass
-    kept (``job.positions``, :func:`analyze.later_passes.framed_components`), else from one more
-    pass that composes the frames again."""
+def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec, kept: Mapping) -> list[dict]:
+    """SMIYC component metrics per key at its best-F1 pixel threshold: from the pixels a pass kept
+    (``kept``: each key's :class:`analyze.metrics.FrameSplit` per frame,
+    :func:`analyze.later_passes.kept_components`), and for the frames and keys where they do not
+    reach the threshold (or nothing was kept) from one more pass that composes those frames again."""
     thresholds = {k: best_f1_threshold(s) for k, s in result.states.items()}
     track = track_for_dataset(spec.provenance.dataset)
-    if job.positions:
-        states = framed_components(job.cache, job.storage_options, result.states, thresholds, track,
-                                   M.num_threads())
+    if kept:
+        states, missing = kept_components(job.cache, job.storage_options, kept, thresholds, track, M.num_threads())
+        missing = {k: set(f) for k, f in missing.items() if f}
     else:
-        cjob = ScoreJob(**{**job.__dict__, "threshold": thresholds, "component_track": track})
-        states = run_phase(sched, cjob, "components").states
+        states, missing = {}, None  # every frame of every key
+    if missing is None or missing:
+        keys = set(thresholds) if missing is None else set(missing)
+        frames = job.frames if missing is None else tuple(sorted(set().union(*missing.values())))
+        cjob = ScoreJob(**{**job.__dict__, "frames": frames, "threshold": {k: thresholds[k] for k in keys},
+                           "component_track": track, "scorers": tuple(n for n in job.scorers if any(k[0] == n for k in keys)),
+                           "temperatures": tuple(t for t in job.temperatures if any(k[1] == t for k in keys))})
+        extra = run_phase(sched, cjob, "components", aux=missing).states
+        states = {k: states[k].merge(extra[k]) if k in states and k in extra else states.get(k, extra.get(k))
+                  for k in thresholds}
     # the non-void pixels of the frames pooled, as on the key's pixel-metric rows
     pooled = {k: int(s.n_pos + s.n_neg) for k, s in result.states.items()}
     rows = []

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -43,34 +43,44 @@ Key = tuple[str, float]  # (scorer, temperature)
 
 @dataclass(frozen=True)
 class SecondPassInputs:
-    """A key's input to the second pass: its distinct anomaly scores ``u`` (ascending) and, for
-    the intervals, its bin ``edges`` (:func:`analyze.bootstrap.edges_from_counts`)."""
+    """A key's input to the second pass: its distinct anomaly scores ``u`` (ascending), for the
+    intervals its bin ``edges`` (:func:`analyze.bootstrap.edges_from_counts`), and for the
+    component metrics the fraction of in-distribution scores kept with their pixels
+    (``positions``, :func:`analyze.metrics.framed.split_sorted`)."""
 
     u: np.ndarray
     edges: np.ndarray | None = None
+    positions: float = 0.0
 
 
 class SecondPassState:
     """The second pass of the two-pass ``exact`` protocol for one key: the in-distribution
-    counts at ``u`` (:class:`analyze.metrics.NegativeCountState`) and, with ``edges``, the
-    frame's bootstrap histograms (:class:`analyze.bootstrap.FrameHistograms`), both from one
-    sort of the frame's scores; :meth:`add` returns the frame's AP. ``merge`` in frame order."""
+    counts at ``u`` (:class:`analyze.metrics.NegativeCountState`), with ``edges`` the frame's
+    bootstrap histograms (:class:`analyze.bootstrap.FrameHistograms`) and with ``positions``
+    the frame's component candidates (:meth:`analyze.metrics.FrameSplit.candidates`), all from
+    one sort of the frame's scores; :meth:`add` returns the frame's AP. ``merge`` in frame order."""
 
     def __init__(self, inputs: SecondPassInputs) -> None:
+        self.positions = inputs.positions
         self.counts = M.NegativeCountState(inputs.u)
         self.histograms = None if inputs.edges is None else FrameHistograms(inputs.edges)
+        self.frames: list[M.FrameSplit] = []  # component candidates
 
     def add(self, y_score, y_true, frame: int | None = None) -> float:
-        split = split_sorted(y_score, y_true, frame)
+        split = split_sorted(y_score, y_true, frame, self.positions)
         self.counts.add_sorted(split.neg, split.pos.size)
         if self.histograms is not None:
             self.histograms.add_sorted(split.pos, split.neg)
+        if self.positions:
+            self.frames.append(split.candidates())
         return split_ap(split)
 
     def merge(self, other: "SecondPassState") -> "SecondPassState":
         out = object.__new__(SecondPassState)
+        out.positions = min(self.positions, other.positions)
         out.counts = self.counts.merge(other.counts)
         out.histograms = None if self.histograms is None else self.histograms.merge(other.histograms)
+        out.frames = self.frames + other.frames
         return out
 
 
@@ -83,35 +93,45 @@ def framed_histograms(state: M.FramedExactState, edges: np.ndarray) -> FrameHist
     return out
 
 
-def framed_components(cache: str, storage_options, states: Mapping[Key, M.FramedExactState],
-                      thresholds: Mapping[Key, float], track: str, threads: int = 1) -> dict[Key, ComponentState]:
-    """The component pass's :class:`ComponentState` per key, from the one pass's states (kept with
-    ``positions``): per frame its labels are read again and their ground-truth components
-    found once (:func:`analyze.components.ground_truth`), then each key's predicted pixels are
-    the tails of the frame's sorted scores above its threshold
-    (:meth:`ComponentState.add_sorted`). Frames run on ``threads`` threads, merged in order."""
-    keys = list(states)
+def kept_components(cache: str, storage_options, frames: Mapping[Key, Sequence[M.FrameSplit]],
+                    thresholds: Mapping[Key, float], track: str, threads: int = 1
+                    ) -> tuple[dict[Key, ComponentState], dict[Key, list[int]]]:
+    """Each key's :class:`ComponentState` over the frames whose pixels above its threshold were kept
+    (``frames[key]``: the key's :class:`analyze.metrics.FrameSplit` per frame, kept with
+    positions), and the frames where they were not (the highest in-distribution score kept
+    without its pixel lies above the threshold), which a pass that composes them again must add.
+
+    Per frame its labels are read again and their ground-truth components found once
+    (:func:`analyze.components.ground_truth`), then each key's predicted pixels are the tails
+    of the frame's sorted scores (:meth:`analyze.metrics.FrameSplit.pixels_above`,
+    :meth:`ComponentState.add_prediction`). Frames run on ``threads`` threads, merged in order.
+    """
+    keys = list(frames)
     if not keys:
-        return {}
-    frames = [s.frame for s in states[keys[0]].frames]
+        return {}, {}
+    order = [s.frame for s in frames[keys[0]]]
     for k in keys:
-        if [s.frame for s in states[k].frames] != frames or not states[k].positions:
-            raise ValueError(f"{cache}: {k[0]} T={k[1]}: the first pass kept other frames or no pixel positions")
+        if [s.frame for s in frames[k]] != order:
+            raise ValueError(f"{cache}: {k[0]} T={k[1]}: the first pass kept other frames")
     root, spec = C.open_cache(cache, mode="r", storage_options=storage_options, validate=False)
 
-    def frame(j: int) -> dict[Key, ComponentState]:
-        label = C.read_label(root, spec, frames[j])
+    def frame(j: int) -> dict[Key, ComponentState | None]:
+        picked = {k: frames[k][j].pixels_above(thresholds[k]) for k in keys}
+        if all(p is None for p in picked.values()):
+            return dict.fromkeys(keys)
+        label = C.read_label(root, spec, order[j])
         gt = ground_truth(label == 1, label != VOID, track)
-        out = {}
-        for k in keys:
-            split = states[k].frames[j]
-            out[k] = ComponentState(track, thresholds[k]).add_sorted(
-                gt, [(split.pos, split.pos_index), (split.neg, split.neg_index)])
-        return out
+        return {k: None if p is None else ComponentState(track, thresholds[k]).add_prediction(p, gt)
+                for k, p in picked.items()}
 
-    if threads > 1 and len(frames) > 1:
+    if threads > 1 and len(order) > 1:
         with ThreadPoolExecutor(threads, thread_name_prefix="components") as pool:
-            per_frame = list(pool.map(frame, range(len(frames))))
+            per_frame = list(pool.map(frame, range(len(order))))
     else:
-        per_frame = [frame(j) for j in range(len(frames))]
-    return {k: M.merge_states([f[k] for f in per_frame]) for k in keys}
+        per_frame = [frame(j) for j in range(len(order))]
+    states, missing = {}, {}
+    for k in keys:
+        done = [f[k] for f in per_frame if f[k] is not None]
+        states[k] = M.merge_states(done) if done else ComponentState(track, thresholds[k])
+        missing[k] = [i for i, f in zip(order, per_frame) if f[k] is None]
+    return states, missing

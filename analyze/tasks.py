@@ -45,7 +45,7 @@ class ScoreJob:
     threshold: Mapping[Key, float] | None = None  # component metrics: best-F1 threshold per key
     component_track: str | None = None
     frame_rule: str = "all"  # schemas.results.FRAMES: which frames are pooled
-    positions: bool = False  # the one pass keeps each score's pixel (the component step reads them)
+    positions: float = 0.0  # fraction of in-distribution scores the one pass keeps with their pixels
 
 
 @dataclass
@@ -79,9 +79,9 @@ def _update_with_ap(state, score: np.ndarray, label: np.ndarray, frame: int) -> 
     return M.frame_ap(score, label, "smiyc")  # the AP of this frame alone, as the smiyc protocol defines it
 
 
-def _first_state(job: ScoreJob, key: Key, aux):
-    """The one pass's state: exact keeps each frame's sorted scores (and their pixels when the
-    component step reads them), :class:`analyze.metrics.FramedExactState`."""
+def _first_state(job: ScoreJob, key: Key, aux, frame: int):
+    """The one pass's state: exact keeps each frame's sorted scores (and the pixels of the
+    highest when the component step reads them), :class:`analyze.metrics.FramedExactState`."""
     return M.FramedExactState(positions=job.positions) if job.protocol == "exact" else M.new_state(job.protocol)
 
 
@@ -90,7 +90,7 @@ class Phase:
     """One pass over the frames: what a frame task keeps per (scorer, T) key."""
 
     label: str  # what the pass computes (its progress bar)
-    new_state: Callable[[ScoreJob, Key, Any], Any]  # (job, key, aux) -> empty mergeable state; None: skip the key
+    new_state: Callable[[ScoreJob, Key, Any, int], Any]  # (job, key, aux, frame) -> empty state; None: skip
     semantic: bool = False  # a semantic cache updates its confusion matrix in this pass
     rows: bool = False  # per-frame drill-down rows: ``add`` returns the frame's AP
     add: Callable[[Any, np.ndarray, np.ndarray, int], Any] = _update  # (state, score, label, frame) -> AP or None
@@ -102,15 +102,17 @@ PHASES: dict[str, Phase] = {
                       else _update_with_ap(st, s, y, i)),
     # the memory-bounded exact protocol: anomaly scores, then in-distribution counts at them
     # (aux: SecondPassInputs), with the frame's AP and, for the intervals, its histograms
-    "positives": Phase("anomaly-pixel scores", lambda job, key, aux: M.PositiveState(), semantic=True),
-    "negatives": Phase("in-distribution counts", lambda job, key, aux: SecondPassState(aux[key]), rows=True,
+    "positives": Phase("anomaly-pixel scores", lambda job, key, aux, i: M.PositiveState(), semantic=True),
+    "negatives": Phase("in-distribution counts", lambda job, key, aux, i: SecondPassState(aux[key]), rows=True,
                        add=lambda st, s, y, i: st.add(s, y, i)),
     # recomposing passes: the exact intervals' per-frame histograms over each key's bin edges (aux)
-    # and the component metrics, where no pass before kept what they read (analyze.driver)
-    "bootstrap": Phase("bootstrap histograms", lambda job, key, aux: FrameHistograms(aux[key]) if key in aux else None),
+    # and the component metrics (of the frames in aux[key] when aux is given), where no pass before
+    # kept what they read (analyze.driver)
+    "bootstrap": Phase("bootstrap histograms",
+                       lambda job, key, aux, i: FrameHistograms(aux[key]) if key in aux else None),
     "components": Phase("component metrics",
-                        lambda job, key, aux: ComponentState(job.component_track, job.threshold[key])
-                        if key in job.threshold else None),
+                        lambda job, key, aux, i: ComponentState(job.component_track, job.threshold[key])
+                        if key in job.threshold and (aux is None or i in aux.get(key, ())) else None),
 }
 """Pass name -> :class:`Phase` (``aux`` is the pass's per-key input, e.g. the distinct anomaly scores)."""
 
@@ -174,7 +176,7 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
             continue
         for name, score in ts.scores.items():
             key = (name, t)
-            state = phase.new_state(job, key, aux)
+            state = phase.new_state(job, key, aux, i)
             if state is None:
                 continue
             ap = phase.add(state, score, label, i)

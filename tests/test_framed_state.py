@@ -134,3 +134,25 @@ def test_sorted_histograms_equal_frame_histograms():
             np.testing.assert_array_equal(a, b)
             assert a.dtype == b.dtype == np.int64
         np.testing.assert_array_equal(sorted_histogram(np.sort(s[y != 255]), edges), want[0] + want[1])
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.3, 1e-9])
+def test_pixels_above_a_threshold_are_the_maps_or_none(fraction):
+    rng = np.random.default_rng(13)
+    for s, y in _frames(5, n=4):
+        split = split_sorted(s, y, positions=fraction)
+        k = split.neg_index.size
+        assert k >= min(split.neg.size, np.ceil(fraction * split.neg.size))
+        np.testing.assert_array_equal(s.ravel()[split.neg_index], split.neg[split.neg.size - k:])
+        cand = split.candidates()
+        np.testing.assert_array_equal(cand.neg, split.neg[split.neg.size - k:])
+        for t in [*rng.choice(s.ravel(), 5), -np.inf, np.inf, split.neg_cut, np.nan]:
+            for inclusive in (False, True):
+                got = cand.pixels_above(t, inclusive)
+                want = np.flatnonzero(((s >= t) if inclusive else (s > t)) & (y != 255))
+                covered = split.neg_cut < t or (split.neg_cut == t and not inclusive) or np.isnan(t)
+                if not covered:
+                    assert got is None
+                else:
+                    np.testing.assert_array_equal(np.sort(got), want)
+    assert split_sorted(s, y).pixels_above(0.5) is None  # nothing kept

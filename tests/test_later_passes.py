@@ -32,12 +32,12 @@ def _cache(tmp_path, kind: str):
     return str(path)
 
 
-def _passes(monkeypatch) -> list[str]:
-    seen: list[str] = []
+def _passes(monkeypatch) -> list[tuple[str, int]]:
+    seen: list[tuple[str, int]] = []  # (pass, frames it composes)
     real = tasks.run_phase
 
     def record(sched, job, phase, aux=None):
-        seen.append(phase)
+        seen.append((phase, len(job.frames)))
         return real(sched, job, phase, aux)
 
     monkeypatch.setattr(driver, "run_phase", record)
@@ -45,11 +45,15 @@ def _passes(monkeypatch) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", ["pixel", "query"])
-@pytest.mark.parametrize("protocol,max_memory,frames", [("exact", 2**30, "all"), ("exact", 0, "all"),
-                                                        ("exact", 2**30, "with-anomaly"), ("smiyc", 2**30, "all")])
+@pytest.mark.parametrize("protocol,max_memory,frames,positions", [
+    ("exact", 2**30, "all", None), ("exact", 2**22, "all", None),  # one pass; two passes (4 MiB)
+    ("exact", 2**30, "with-anomaly", 1e-6), ("exact", 2**22, "all", 1e-6),  # few pixels kept: recompose some
+    ("smiyc", 2**30, "all", None)])
 def test_later_passes_equal_the_recomposing_passes_bit_for_bit(tmp_path, monkeypatch, kind, protocol, max_memory,
-                                                               frames):
+                                                               frames, positions):
     cache = _cache(tmp_path, kind)
+    if positions:
+        monkeypatch.setattr(driver, "POSITIONS", positions)
     opts = dict(protocol=protocol, scheduler="sync", bootstrap=40, seed=2, component_metrics=True,
                 max_memory=max_memory, frames=frames, warn=lambda m: None)
     seen = _passes(monkeypatch)
@@ -64,10 +68,18 @@ def test_later_passes_equal_the_recomposing_passes_bit_for_bit(tmp_path, monkeyp
     if protocol == "exact":
         assert rows.query("metric == 'auprc'").ci_low.notna().all()
     assert len(new[1]) == len(old[1]) > 0  # per-frame rows
-    first = ["one-pass"] if max_memory else ["positives", "negatives"]
-    assert seen == first + (["bootstrap"] if protocol == "exact" else []) + ["components"]
-    # the intervals never compose the frames again; the components only where nothing kept the pixels
-    assert new_passes == first + (["components"] if protocol == "smiyc" or not max_memory else [])
+    n = 4 if frames == "all" else 3  # frame 2 is all void; frame 1 has no anomaly
+    first = [("one-pass", 5)] if max_memory == 2**30 else [("positives", 5), ("negatives", n)]
+    assert seen == first + ([("bootstrap", n)] if protocol == "exact" else []) + [("components", n)]
+    # the intervals never compose the frames again; the component metrics only the frames where the
+    # pixels kept do not reach a key's threshold (all frames for smiyc, which keeps none)
+    assert new_passes[:len(first)] == first and [p for p, _ in new_passes[len(first):]] in ([], ["components"])
+    if protocol == "smiyc":
+        assert new_passes[len(first):] == [("components", n)]
+    elif positions:
+        assert new_passes[len(first):] and new_passes[-1][1] <= n
+    else:
+        assert new_passes == first  # enough pixels kept on this data
 
 
 def test_component_positions_count_in_the_memory_plan(tmp_path):

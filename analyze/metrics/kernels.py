@@ -102,6 +102,25 @@ def gather_indexed(s: np.ndarray, t: np.ndarray, label: int, n: int) -> tuple[np
 
 
 @nb.njit(**_JIT)
+def gather_indexed_at_least(s: np.ndarray, t: np.ndarray, label: int, low: float, n: int
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`gather_indexed` of the ``n`` scores with label ``label`` and ``score >= low``, in pixel order."""
+    out = np.empty(n, s.dtype)
+    idx = np.empty(n, np.uint32)
+    j = 0
+    for i in range(t.size):
+        if t[i] == label and s[i] >= low:
+            if j == n:
+                raise ValueError("gather_indexed_at_least: more scores than n")
+            out[j] = s[i]
+            idx[j] = i
+            j += 1
+    if j != n:
+        raise ValueError("gather_indexed_at_least: fewer scores than n")
+    return out, idx
+
+
+@nb.njit(**_JIT)
 def negative_key_histogram(s: np.ndarray, t: np.ndarray, n_bins: int) -> np.ndarray:
     """Counts of the negatives' float32 keys ``bits >> Q_SHIFT`` (``np.bincount`` of them)."""
     bits = s.view(np.uint32)
