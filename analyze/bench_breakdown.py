@@ -39,7 +39,8 @@ def breakdown(cache: Path, temps: Sequence[float], repeats: int = 2) -> dict:
     from analyze import bench_reference as R
     from analyze import metrics as M
     from analyze.bootstrap import frame_histograms
-    from analyze.components import ComponentState, best_f1_threshold, track_for_dataset
+    from analyze.best_f1 import best_f1_threshold
+    from analyze.components import ComponentState, track_for_dataset
     from analyze.compose import FrameComposer, pixel_logits_to_label_size, resize_scores, semantic_prediction
     from analyze.driver import POSITIONS, _edges
     from analyze.frame_scores import frame_inputs

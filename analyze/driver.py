@@ -24,7 +24,8 @@ import pandas as pd
 
 from analyze import metrics as M
 from analyze.bootstrap import bootstrap_ci, edges_from_counts
-from analyze.components import best_f1_threshold, track_for_dataset
+from analyze.best_f1 import best_f1_threshold
+from analyze.components import track_for_dataset
 from analyze.frame_selection import ScoreError, pooled_frames, scorable_frames
 from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler
 from analyze.scorers import SCORE_DTYPE, check_temperature, get_scorers

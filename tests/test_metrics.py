@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from analyze import metrics as M
-from analyze.components import best_f1_threshold
+from analyze.best_f1 import best_f1_threshold
 from analyze.metrics import counts as MC
 from analyze.metrics import exact as ME
 from analyze.metrics import float_keys as FK
