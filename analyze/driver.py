@@ -56,10 +56,11 @@ def plan_passes(spec: C.CacheSpec, n_keys: int, protocol: str, max_memory: int, 
 
 def second_pass_positions(n_keys: int, n_pos: int, n_neg: int, max_memory: int) -> float:
     """The fraction of in-distribution scores the second pass keeps with their pixels for the
-    component metrics: :data:`POSITIONS`, less when ``max_memory`` holds fewer (every anomaly
-    score and the kept in-distribution ones, 12 B each, for each of ``n_keys`` keys)."""
+    component metrics: :data:`POSITIONS`, less when ``max_memory`` holds fewer. Per key, the
+    first pass's anomaly scores (8 B each) and what the second keeps: every anomaly score
+    again with its pixel and the kept in-distribution ones (12 B each)."""
     per = SCORE_BYTES + POSITION_BYTES
-    room = max_memory / max(1, n_keys) - per * n_pos
+    room = max_memory / max(1, n_keys) - (SCORE_BYTES + per) * n_pos
     return max(0.0, min(POSITIONS, room / (per * max(1, n_neg))))
 
 

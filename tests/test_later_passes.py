@@ -89,3 +89,11 @@ def test_component_positions_count_in_the_memory_plan(tmp_path):
     assert driver.plan_passes(spec, 3, "exact", budget) == "one-pass"
     assert driver.plan_passes(spec, 3, "exact", budget, positions=True) == "two-pass"  # ... not with their pixels
     assert driver.plan_passes(spec, 3, "exact", budget * 3 // 2, positions=True) == "one-pass"
+
+
+def test_second_pass_keeps_what_the_budget_holds():
+    full = driver.POSITIONS
+    assert driver.second_pass_positions(20, 1000, 10**6, 2**40) == full  # plenty of room: the default share
+    assert driver.second_pass_positions(20, 1000, 10**6, 20 * 20 * 1000) == 0.0  # the anomaly scores fill it
+    share = driver.second_pass_positions(2, 100, 10**6, 2 * (20 * 100 + 12 * 1000))
+    assert share == pytest.approx(1000 / 10**6)  # room for 1000 in-distribution scores per key
