@@ -46,6 +46,17 @@ def anomaly_labels(rng: np.random.Generator, size: tuple[int, int] = FRAME) -> n
     return label
 
 
+def _dataset(label_kind: str) -> str:
+    """The manifest's in-distribution dataset for semantic labels; for anomaly labels the report's
+    1024x2048 anomaly dataset with the most frames (Fishyscapes Lost & Found)."""
+    from schemas.manifest import in_distribution_dataset, load_manifest, report_order
+
+    specs = load_manifest()
+    if label_kind == "semantic":
+        return in_distribution_dataset(specs)
+    return max((n for n in report_order(specs) if specs[n].size == FRAME), key=lambda n: specs[n].count)
+
+
 def _smooth(rng: np.random.Generator, channels: int, shape: tuple[int, int], cell: int, scale: float) -> np.ndarray:
     """(channels, *shape) float32: a coarse normal field repeated ``cell`` times, plus noise."""
     ch, cw = -(-shape[0] // cell), -(-shape[1] // cell)
@@ -57,8 +68,8 @@ def _smooth(rng: np.random.Generator, channels: int, shape: tuple[int, int], cel
 def build_cache(path: str | Path, kind: str, n_frames: int, label_kind: str = "anomaly", seed: int = 0,
                 scale: int = 1, dataset: str | None = None):
     """Write an ``n_frames`` cache of ``kind`` (``pixel`` ERFNet, ``query`` EoMT) at ``path``; every
-    frame done. ``label_kind``: ``anomaly`` (dataset ``fs_lost_found``) or ``semantic``
-    (``cityscapes_val``); ``dataset`` names another. Frame ``i`` depends only on ``(seed, i)``,
+    frame done. ``label_kind``: ``anomaly`` or ``semantic`` (dataset: :func:`_dataset`);
+    ``dataset`` names another. Frame ``i`` depends only on ``(seed, i)``,
     so a 1-frame cache holds the first frame of the 8-frame one. ``scale`` divides every size
     (frame, logits, crop, mask; ``16``: 64x128 frames for tests), and the query count too."""
     from schemas.cache import CacheSpec, create_cache, mark_done, thumbnail_size
@@ -67,7 +78,7 @@ def build_cache(path: str | Path, kind: str, n_frames: int, label_kind: str = "a
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     model = "erfnet" if kind == "pixel" else "eomt"
-    dataset = dataset or ("fs_lost_found" if label_kind == "anomaly" else "cityscapes_val")
+    dataset = dataset or _dataset(label_kind)
     frame = (FRAME[0] // scale, FRAME[1] // scale)
     logit_size = (ERFNET_LOGITS[1] // scale, ERFNET_LOGITS[2] // scale)
     crop, m, queries = EOMT["crop"] // scale, EOMT["mask"] // scale, max(4, EOMT["queries"] // scale)

@@ -30,6 +30,7 @@ Ratios are taken within one run (the machine may be shared: the load average is 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -148,6 +149,7 @@ def run_study(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
             print(f"study: {MODEL[kind]} {cfg} ...", file=sys.stderr, flush=True)
             per_frame[kind][cfg] = _per_frame(tmp, kind, args)
         per_frame[kind]["semantic"] = _per_frame(tmp, f"{kind}_sem", GRID)
+    (tmp / "per_frame.json").write_text(json.dumps(per_frame, indent=1))  # kept should a later step fail
     print("study: breakdown and reference ...", file=sys.stderr, flush=True)
     parts = {kind: breakdown(tmp / f"{kind}{N_FRAMES}.zarr", TEMPS, REPEATS) for kind in MODEL}
     load1 = _load()

@@ -158,7 +158,7 @@ def _score_cache(
         frame_rule=rule, positions=positions if plan == "one-pass" else 0.0,
     )
     boot_pass = want_boot and recompose  # smiyc intervals never need a pass of their own
-    comp_pass = want_comp and not positions  # and, when kept pixels do not reach a threshold, for some frames
+    comp_pass = want_comp and not positions  # else only when the kept pixels do not reach a threshold
     sched.start_passes((2 if plan == "two-pass" else 1) + boot_pass + comp_pass)
     result = run_phase(sched, job, "one-pass" if plan == "one-pass" else "positives")
     pooled = pooled_frames(cache, spec, result.labels, rule, warn)
@@ -168,6 +168,8 @@ def _score_cache(
         edges = _edges(result.states) if want_boot and not recompose else {}
         some = next(iter(result.states.values()), None)
         share = second_pass_positions(n_keys, some.n_pos, some.n_neg, max_memory) if positions and some else 0.0
+        if positions and not share:
+            sched.more_passes()  # no room for pixels: the component metrics compose every frame again
         aux = {k: SecondPassInputs(s.distinct(), edges.get(k), share) for k, s in result.states.items()}
         second = run_phase(sched, job, "negatives", aux=aux)
         result.states = {k: s.with_negatives(second.states[k].counts) for k, s in result.states.items()}
@@ -295,6 +297,8 @@ def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec,
     else:
         states, missing = {}, None  # every frame of every key
     if missing is None or missing:
+        if missing:
+            sched.more_passes()  # frames whose kept pixels do not reach a key's threshold
         keys = set(thresholds) if missing is None else set(missing)
         frames = job.frames if missing is None else tuple(sorted(set().union(*missing.values())))
         cjob = ScoreJob(**{**job.__dict__, "frames": frames, "threshold": {k: thresholds[k] for k in keys},
