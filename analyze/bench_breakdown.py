@@ -46,7 +46,6 @@ def breakdown(cache: Path, temps: Sequence[float], repeats: int = 2) -> dict:
     from analyze.frame_scores import frame_inputs
     from analyze.later_passes import framed_histograms, kept_components
     from analyze.scheduler import single_threaded_tasks
-    from analyze.bench_study import study_scorers
     from analyze.scorers import score_many
     from schemas import cache as C
 
@@ -54,7 +53,7 @@ def breakdown(cache: Path, temps: Sequence[float], repeats: int = 2) -> dict:
         warm = np.random.default_rng(0).random((64, 64))
         M.FramedExactState(POSITIONS).add(warm, (warm > 0.9).astype(np.uint8))  # numba loads its kernels
         root, spec = C.open_cache(str(cache))
-        names = study_scorers(spec.kind)
+        names = R.study_scorers(spec.kind)
         t_read, (inputs, label) = _best(lambda: (frame_inputs(root, spec, FRAME), C.read_label(root, spec, FRAME)),
                                         repeats)
         size = spec.sizes[FRAME]

@@ -34,6 +34,16 @@ import torch.nn.functional as F
 TILE_ROWS = 32
 
 
+def study_scorers(kind: str) -> list[str]:
+    """The study's five scorers (:data:`analyze.scorers.registry.STUDY_SCORERS`, what ``--scorers all``
+    meant when the study benchmark's bound was set) defined for caches of ``kind`` (RbA: mask
+    models only): the scorers this reference computes. The later scorers' cost is the scorer
+    benchmark's rule (:mod:`analyze.bench_scorers`)."""
+    from analyze.scorers.registry import STUDY_SCORERS, get_scorer
+
+    return [n for n in STUDY_SCORERS if get_scorer(n).supports(kind)]
+
+
 def _upsampled_rows(x: torch.Tensor, scale: int, r0: int, r1: int) -> torch.Tensor:
     """Rows ``r0:r1`` of ``F.interpolate(x[None], scale_factor=scale, mode="bilinear")[0]`` (x: (C, h, w))."""
     a, b = r0 // scale, -(-r1 // scale)

@@ -43,24 +43,15 @@ from pathlib import Path
 
 
 from analyze.bench_caches import build_cache
+from analyze.bench_reference import study_scorers
 
-#: the study's scorers (what ``--scorers all`` meant when the benchmark's bound was set; the
-#: later scorers' cost is the scorer benchmark's rule, :mod:`analyze.bench_scorers`)
-STUDY_SCORERS = ("msp", "maxlogit", "maxentropy", "energy", "rba")
-GRID = ["--scorers", "study", "--temps", "0.5,0.75,1.1"]  # "study": STUDY_SCORERS the cache kind supports
+GRID = ["--scorers", "study", "--temps", "0.5,0.75,1.1"]  # "study": the reference's scorers the cache kind supports
 TEMPS = (0.5, 0.75, 1.0, 1.1)
 LATER = ["--bootstrap", "200", "--component-metrics"]
 TWO_PASS_BUDGET = "320MiB"
 CONFIGS = {"grid": GRID, "grid + intervals + components": GRID + LATER,
            "two-pass grid": GRID + ["--max-memory", TWO_PASS_BUDGET],
            "two-pass grid + intervals + components": GRID + LATER + ["--max-memory", TWO_PASS_BUDGET]}
-
-
-def study_scorers(kind: str) -> list[str]:
-    """The names of :data:`STUDY_SCORERS` defined for caches of ``kind`` (RbA: mask models only)."""
-    from analyze.scorers import get_scorer
-
-    return [n for n in STUDY_SCORERS if get_scorer(n).supports(kind)]
 
 
 def command_args(kind: str, args: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ TEMPS = (0.5, 1.0, 1.1)
 def test_reference_maps_are_the_tools(tmp_path, kind):
     root, spec = build_cache(tmp_path / "c.zarr", kind, 1, scale=16)
     inputs = frame_inputs(root, spec, 0)
-    tool = score_frame(kind, scorers=get_scorers(",".join(S.study_scorers(kind))), temperatures=TEMPS, **inputs).scores
+    tool = score_frame(kind, scorers=get_scorers(",".join(R.study_scorers(kind))), temperatures=TEMPS, **inputs).scores
     # float64 scorers agree to rounding on ERFNet; on EoMT the tool's class-score product (composed
     # beside the mask scorers' query channels) sums in another order than numpy's GEMM: float32 rounding of s
     for dtype, tol in ((torch.float64, 1e-12 if kind == "pixel" else 1e-6), (torch.float32, 1e-5)):
@@ -33,7 +33,7 @@ def test_reference_maps_are_the_tools(tmp_path, kind):
                                          keep_rows=spec.sizes[0][0])
         assert set(clock) and all(v >= 0 for v in clock.values())
         names = {n for maps in kept.values() for n in maps} - {"semantic"}
-        assert names == set(S.study_scorers(kind))
+        assert names == set(R.study_scorers(kind))
         assert R.max_difference(kept, tool, spec.crop_size if kind == "query" else None) < tol
         rows = sum(m["msp"].shape[0] for (c, t, _), m in kept.items() if c == 0 and t == 1.0)
         assert rows == (spec.crop_size if kind == "query" else spec.sizes[0][0])  # every row was kept and checked
