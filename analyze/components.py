@@ -4,7 +4,7 @@ Follows ``SegmentMeIfYouCan/road-anomaly-benchmark`` (2023, commit 1c7804e),
 ``road_anomaly_benchmark/metrics/instance_segmentation.py``: ``default_instancer`` (per frame:
 threshold, components, size rules, region of interest), ``segment_metrics`` (per frame:
 sIoU per ground-truth component, PPV per predicted component) and ``MetricSegment.aggregate``
-(dataset: pooled means and F1 from summed counts); the pixel threshold comes from
+(dataset: pooled means and F1 from summed counts); the pixel threshold (:mod:`analyze.best_f1`) comes from
 ``MetricSegment.get_thresh_p_from_curve``, i.e. the best-F1 point of the pixel PR curve
 (``pixel_classification_curves.py``, ``curves_from_cmats``).
 
@@ -141,6 +141,36 @@ def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return lab, int(n)
 
 
+class GroundTruth(NamedTuple):
+    """What the component step needs of one frame's labels, whatever the prediction (shared by
+    every scorer and temperature): ground-truth components (``g_lab``, 1 .. ``n_g``, label
+    order), the region of interest after the small-component rule (``roi``) and each
+    component's pixels in it (``g_size``, index 0: roi pixels off the ground truth)."""
+
+    roi_mask: np.ndarray  # (H, W) bool: y_true != 255, before the size rule
+    g_lab: np.ndarray  # (H, W) int32
+    n_g: int
+    roi: np.ndarray  # (H, W) bool
+    g_size: np.ndarray  # (n_g + 1,) int64
+
+
+def ground_truth(gt_mask: np.ndarray, roi_mask: np.ndarray, rules: str | TrackRules) -> GroundTruth:
+    """Steps 2 and 3 of the module docstring for the ground truth: its 8-connected components,
+    those under ``min_gt_size`` pixels made void."""
+    rules = get_track(rules)
+    gt_mask = np.asarray(gt_mask, bool)
+    roi_mask = np.asarray(roi_mask, bool)
+    if gt_mask.ndim != 2 or gt_mask.shape != roi_mask.shape:
+        raise ValueError(f"masks must be 2-D of one shape; got {gt_mask.shape}, {roi_mask.shape}")
+    if np.any(gt_mask & ~roi_mask):
+        raise ValueError("gt_mask has pixels outside roi_mask (ground truth cannot be void)")
+    g_lab, n_g = _label(gt_mask)
+    small_g = np.bincount(g_lab.ravel(), minlength=n_g + 1) < rules.min_gt_size  # (n_g + 1,)
+    small_g[0] = False
+    roi = roi_mask & ~small_g[g_lab]
+    return GroundTruth(roi_mask, g_lab, n_g, roi, np.bincount(g_lab[roi], minlength=n_g + 1).astype(np.int64))
+
+
 def frame_components(pred_mask: np.ndarray, gt_mask: np.ndarray, roi_mask: np.ndarray,
                      rules: str | TrackRules) -> FrameComponents:
     """sIoU per ground-truth component, PPV and sIoU per predicted component of one frame.
@@ -151,34 +181,41 @@ def frame_components(pred_mask: np.ndarray, gt_mask: np.ndarray, roi_mask: np.nd
     (``instance_segmentation.py``: ``default_instancer`` then ``segment_metrics``).
     Components that end up with no pixel in the region of interest are not reported.
     """
-    rules = get_track(rules)
     pred_mask = np.asarray(pred_mask, bool)
-    gt_mask = np.asarray(gt_mask, bool)
-    roi_mask = np.asarray(roi_mask, bool)
-    if pred_mask.ndim != 2 or pred_mask.shape != gt_mask.shape or pred_mask.shape != roi_mask.shape:
-        raise ValueError(f"masks must be 2-D of one shape; got {pred_mask.shape}, {gt_mask.shape}, {roi_mask.shape}")
-    if np.any(gt_mask & ~roi_mask):
-        raise ValueError("gt_mask has pixels outside roi_mask (ground truth cannot be void)")
+    gt = ground_truth(gt_mask, roi_mask, rules)
+    if pred_mask.shape != gt.roi.shape:
+        raise ValueError(f"masks must be 2-D of one shape; got {pred_mask.shape}, {gt.roi.shape}")
+    return predicted_components(np.flatnonzero(pred_mask & gt.roi_mask), gt, rules)
 
-    p_lab, n_p = _label(pred_mask & roi_mask)
-    g_lab, n_g = _label(gt_mask)
-    drop_p = np.bincount(p_lab.ravel(), minlength=n_p + 1) < rules.min_pred_size  # (n_p + 1,)
+
+def predicted_components(pred_index: np.ndarray, gt: GroundTruth, rules: str | TrackRules) -> FrameComponents:
+    """:func:`frame_components` of the prediction whose non-void pixels are ``pred_index`` (flat
+    indices) on the frame ``gt`` (:func:`ground_truth`): one labelling of the prediction, then
+    work on the predicted pixels only."""
+    rules = get_track(rules)
+    pred_index = np.asarray(pred_index, np.int64)
+    rows, cols = np.divmod(pred_index, gt.roi.shape[1])
+    lab, n_p = np.empty(0, np.int64), 0  # the component of each predicted pixel
+    if pred_index.size:
+        rows, cols = rows - rows.min(), cols - cols.min()
+        pred = np.zeros((int(rows.max()) + 1, int(cols.max()) + 1), bool)  # the prediction's bounding box:
+        pred[rows, cols] = True  # the same components, numbered in the same (raster) order
+        p_lab, n_p = _label(pred)
+        lab = p_lab[rows, cols].astype(np.int64)
+    drop_p = np.bincount(lab, minlength=n_p + 1) < rules.min_pred_size  # sizes on the whole frame
     drop_p[0] = True
-    small_g = np.bincount(g_lab.ravel(), minlength=n_g + 1) < rules.min_gt_size  # (n_g + 1,)
-    small_g[0] = False
-    roi = roi_mask & ~small_g[g_lab]
-
-    g = g_lab[roi].astype(np.int64)  # (n_roi,)
-    p = p_lab[roi].astype(np.int64)
+    in_roi = gt.roi.ravel()[pred_index]
+    p = lab[in_roi]
     p[drop_p[p]] = 0
-    g_size = np.bincount(g, minlength=n_g + 1)  # pixels of each component in the roi
-    p_size = np.bincount(p, minlength=n_p + 1)
+    g = gt.g_lab.ravel()[pred_index[in_roi]].astype(np.int64)
+    g_size = gt.g_size
+    p_size = np.bincount(p, minlength=n_p + 1)  # pixels of each component in the roi (index 0 unused)
 
     # overlap |G_i ∩ P_j| for every touching pair (sparse)
     both = (g > 0) & (p > 0)
     keys, overlap = np.unique(g[both] * (n_p + 1) + p[both], return_counts=True)
     pair_g, pair_p = np.divmod(keys, n_p + 1)
-    g_hit = np.zeros(n_g + 1, np.int64)  # |G_i ∩ all predictions|
+    g_hit = np.zeros(gt.n_g + 1, np.int64)  # |G_i ∩ all predictions|
     p_hit = np.zeros(n_p + 1, np.int64)  # |P_j ∩ A|
     np.add.at(g_hit, pair_g, overlap)
     np.add.at(p_hit, pair_p, overlap)
@@ -213,54 +250,6 @@ def f1_per_tau(siou_gt: np.ndarray, ppv_pred: np.ndarray, taus=TAUS) -> dict:
     f1 = np.full(t.shape[0], np.nan)
     np.divide(2 * tp, denom, out=f1, where=denom > 0)
     return {"tp": tp, "fn": fn, "fp": fp, "f1": f1}
-
-
-# --------------------------------------------------------------------------------------
-# pixel threshold
-
-
-def best_f1_threshold_from_counts(thresholds: np.ndarray, tp: np.ndarray, fp: np.ndarray, n_pos: int) -> float:
-    """The pixel threshold of the best pixel F1 (``curves_from_cmats``: ``best_f1_threshold``).
-
-    ``thresholds`` (m,) strictly decreasing; ``tp[k]``, ``fp[k]``: positive and negative
-    pixels with score ``>= thresholds[k]``; ``n_pos``: all positive pixels.
-    ``F1_k = 2 TP_k / (2 TP_k + FP_k + FN_k) = 2PR / (P + R)``, with ``FN_k = n_pos - TP_k``;
-    the first maximum (``np.nanargmax``) wins, i.e. the highest threshold among ties. The
-    benchmark's curve starts with a (0, 0) point at ``max + 1`` when the first count is not
-    empty, which is only chosen when every F1 is 0; that rule is kept.
-
-    The best-F1 pixel set is ``score >= threshold``, whereas the benchmark's component step
-    predicts ``score > threshold``: pixels tied at the threshold drop out there. That is the
-    benchmark's behaviour (``ComponentState(..., inclusive=True)`` keeps them).
-
-    Returns NaN with an :class:`~analyze.metrics.UndefinedMetricWarning` when ``n_pos == 0``.
-    """
-    thresholds = np.asarray(thresholds, np.float64)
-    tp = np.asarray(tp)
-    fp = np.asarray(fp)
-    if thresholds.ndim != 1 or tp.shape != thresholds.shape or fp.shape != thresholds.shape:
-        raise ValueError(f"thresholds, tp, fp must be 1-D of one length; got {thresholds.shape}, {tp.shape}, {fp.shape}")
-    if thresholds.size > 1 and not np.all(thresholds[1:] < thresholds[:-1]):
-        raise ValueError("thresholds must be strictly decreasing")
-    if n_pos <= 0 or thresholds.size == 0:
-        warnings.warn("no anomaly pixel: the best-F1 threshold is NaN", UndefinedMetricWarning, stacklevel=2)
-        return float("nan")
-    if np.any(tp > n_pos) or np.any(tp < 0) or np.any(fp < 0):
-        raise ValueError(f"counts out of range: tp must lie in [0, n_pos={n_pos}], fp >= 0")
-    # float64 division of exact integers: equal fractions give equal floats, so ties are exact
-    tpf = tp.astype(np.float64)
-    f1 = 2.0 * tpf / (tpf + fp.astype(np.float64) + float(n_pos))
-    k = int(np.argmax(f1))
-    if f1[k] == 0.0 and (tp[0] != 0 or fp[0] != 0):
-        return float(thresholds[0]) + 1.0
-    return float(thresholds[k])
-
-
-def best_f1_threshold(state) -> float:
-    """The pixel threshold of the best pixel F1 on a pixel-metric state's curve
-    (:func:`best_f1_threshold_from_counts` of ``state.threshold_counts()``: every distinct
-    anomaly score for ``exact``, the pooled bin edges for ``smiyc``)."""
-    return best_f1_threshold_from_counts(*state.threshold_counts())
 
 
 # --------------------------------------------------------------------------------------
@@ -303,7 +292,15 @@ class ComponentState:
         if y_score.dtype.kind == "f" and np.isnan(y_score[roi]).any():
             raise ValueError("y_score contains NaN at non-void pixels")
         pred = y_score >= self.threshold if self.inclusive else y_score > self.threshold
-        fc = frame_components(pred, gt, roi, self.rules)
+        return self._add(frame_components(pred, gt, roi, self.rules))
+
+    def add_prediction(self, pred_index: np.ndarray, gt: GroundTruth) -> "ComponentState":
+        """Add one frame given as its labels' :func:`ground_truth` and the flat indices of its
+        non-void pixels above the threshold (``> threshold``, ``>=`` when ``inclusive``): the same
+        as :meth:`update` on the frame's map (:func:`predicted_components`)."""
+        return self._add(predicted_components(pred_index, gt, self.rules))
+
+    def _add(self, fc: FrameComponents) -> "ComponentState":
         self.n_frames += 1
         if fc.siou_gt.size:
             self._siou_gt.append(fc.siou_gt)

@@ -24,12 +24,14 @@ import pandas as pd
 
 from analyze import metrics as M
 from analyze.bootstrap import bootstrap_ci, edges_from_counts
-from analyze.components import best_f1_threshold, track_for_dataset
+from analyze.best_f1 import best_f1_threshold
+from analyze.components import track_for_dataset
 from analyze.frame_selection import ScoreError, pooled_frames, scorable_frames
 from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler
 from analyze.frame_scores import choose_scorers
 from analyze.scorers.pixel import SCORE_DTYPE
 from analyze.scorers.temperatures import check_temperature
+from analyze.later_passes import SecondPassInputs, framed_histograms, kept_components
 from analyze.tasks import ScoreJob, run_phase
 from schemas import cache as C
 from schemas.results import FRAMES, SEMANTIC_SCORER, default_run, parse_run
@@ -40,12 +42,28 @@ DEFAULT_MAX_MEMORY = 4 * 2**30
 SCORE_BYTES = SCORE_DTYPE.itemsize
 
 
-def plan_passes(spec: C.CacheSpec, n_keys: int, protocol: str, max_memory: int) -> str:
-    """``one-pass`` when every non-void score of every key fits ``max_memory`` (float64, 8 B each)."""
+POSITION_BYTES = 4  # the pixel of a kept score (uint32), when the component metrics read them
+POSITIONS = 1 / 8  # the highest in-distribution scores kept with their pixels (analyze.later_passes)
+
+
+def plan_passes(spec: C.CacheSpec, n_keys: int, protocol: str, max_memory: int, positions: float = 0.0) -> str:
+    """``one-pass`` when every non-void score of every key fits ``max_memory`` (float64, 8 B each,
+    and 4 B for the pixel of the fraction ``positions`` of them)."""
     if protocol != "exact":
         return "one-pass"
     pixels = sum(h * w for h, w in spec.sizes)
-    return "one-pass" if pixels * n_keys * SCORE_BYTES <= max_memory else "two-pass"
+    per_score = SCORE_BYTES + POSITION_BYTES * positions
+    return "one-pass" if pixels * n_keys * per_score <= max_memory else "two-pass"
+
+
+def second_pass_positions(n_keys: int, n_pos: int, n_neg: int, max_memory: int) -> float:
+    """The fraction of in-distribution scores the second pass keeps with their pixels for the
+    component metrics: :data:`POSITIONS`, less when ``max_memory`` holds fewer. Per key, the
+    first pass's anomaly scores (8 B each) and what the second keeps: every anomaly score
+    again with its pixel and the kept in-distribution ones (12 B each)."""
+    per = SCORE_BYTES + POSITION_BYTES
+    room = max_memory / max(1, n_keys) - (SCORE_BYTES + per) * n_pos
+    return max(0.0, min(POSITIONS, room / (per * max(1, n_neg))))
 
 
 def score_cache(cache: str, scorers: str = "all", temperatures: Sequence[float] = (1.0,), temp_target: str = "query",
@@ -61,6 +79,9 @@ def score_cache(cache: str, scorers: str = "all", temperatures: Sequence[float] 
     ``options``: ``storage_options`` (fsspec, for URL caches), ``allow_partial`` (score the
     done frames of an unfinished cache, skip done frames that lost chunks; with a warning),
     ``max_memory`` (bytes before the exact protocol takes two passes), ``component_metrics``,
+    ``recompose`` (the bootstrap and component steps compose every frame again instead of
+    reading what an earlier pass kept, :mod:`analyze.later_passes`: the former path, the same
+    numbers),
     ``curve_points``, ``bootstrap`` (resamples) and ``seed``, ``warn`` (called with each
     warning line; default ``warnings.warn``), ``info`` (called with notes such as the number of
     unlabelled frames skipped), ``name`` (the run name of every row; default
@@ -96,6 +117,7 @@ def _score_cache(
     name: str | None = None,
     frames: str = "all",
     id_stats: Sequence = (),
+    recompose: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Score one cache (see :func:`score_cache`); ``info`` is told how many unlabelled frames were
     skipped. Every row carries ``run`` (``name``, default :func:`schemas.results.default_run` of
@@ -132,28 +154,46 @@ def _score_cache(
         temps_sem = (1.0,)
     else:
         temps_sem = temps
+    n_keys = len(chosen) * len(temps)
+    want_boot, want_comp = bool(bootstrap and chosen and protocol == "exact"), bool(component_metrics and chosen)
+    # the exact passes keep the pixels of the highest scores when the component metrics read them there
+    positions = POSITIONS if want_comp and protocol == "exact" and not recompose else 0.0
+    plan = plan_passes(spec, max(1, n_keys), protocol, max_memory, positions) if chosen else "one-pass"
     job = ScoreJob(
         cache=str(cache), storage_options=dict(storage_options) if storage_options else None,
         scorers=tuple(s.name for s in chosen), temperatures=temps if chosen else temps_sem,
         temp_target=temp_target, protocol=protocol, frames=done_frames, label_kind=spec.label_kind,
-        frame_rule=rule, id_stats=stats,
+        frame_rule=rule, id_stats=stats, positions=positions if plan == "one-pass" else 0.0,
     )
-    n_keys = len(chosen) * len(temps)
-    plan = plan_passes(spec, max(1, n_keys), protocol, max_memory) if chosen else "one-pass"
-    sched.start_passes((2 if plan == "two-pass" else 1) + bool(bootstrap and chosen and protocol == "exact")
-                       + bool(component_metrics and chosen))  # smiyc intervals need no pass of their own
+    boot_pass = want_boot and recompose  # smiyc intervals never need a pass of their own
+    comp_pass = want_comp and not positions  # else only when the kept pixels do not reach a threshold
+    sched.start_passes((2 if plan == "two-pass" else 1) + boot_pass + comp_pass)
     result = run_phase(sched, job, "one-pass" if plan == "one-pass" else "positives")
     pooled = pooled_frames(cache, spec, result.labels, rule, warn)
     job = ScoreJob(**{**job.__dict__, "frames": pooled})  # later passes read the pooled frames only
+    histograms, kept = {}, {}  # what the intervals and the component metrics read, when a pass kept it
     if plan == "two-pass":
-        positives = {k: s.distinct() for k, s in result.states.items()}
-        counts = run_phase(sched, job, "negatives", aux=positives)
-        result.states = {k: s.with_negatives(counts.states[k]) for k, s in result.states.items()}
+        edges = _edges(result.states) if want_boot and not recompose else {}
+        some = next(iter(result.states.values()), None)
+        share = second_pass_positions(n_keys, some.n_pos, some.n_neg, max_memory) if positions and some else 0.0
+        if positions and not share:
+            sched.more_passes()  # no room for pixels: the component metrics compose every frame again
+        aux = {k: SecondPassInputs(s.distinct(), edges.get(k), share) for k, s in result.states.items()}
+        second = run_phase(sched, job, "negatives", aux=aux)
+        result.states = {k: s.with_negatives(second.states[k].counts) for k, s in result.states.items()}
+        result.rows = second.rows  # each frame's AP, from its sorted scores in this pass
+        histograms = {k: second.states[k].histograms for k in edges}
+        kept = {k: st.frames for k, st in second.states.items()} if share else {}
+    else:
+        if want_boot and not recompose:
+            histograms = {k: framed_histograms(result.states[k], e) for k, e in _edges(result.states).items()}
+        kept = {k: st.frames for k, st in result.states.items()} if job.positions else {}
 
     base = dict(run=run, model=prov.model, dataset=prov.dataset, protocol=protocol, frames=rule,
                 cache_digest=C.cache_digest(spec), n_frames=len(pooled))
     target = "logits" if spec.kind == "pixel" else temp_target
-    cis = _bootstrap(sched, job, result, bootstrap, seed, warn) if bootstrap and chosen else {}
+    cis = _bootstrap(sched, job, result, bootstrap, seed, warn, histograms if not recompose else None
+                     ) if bootstrap and chosen else {}
     rows, curve_rows = [], []
     for (name_, t), state in sorted(result.states.items()):
         with warnings.catch_warnings(record=True) as caught:
@@ -177,8 +217,8 @@ def _score_cache(
         values = conf.compute()
         rows.append({**base, "scorer": SEMANTIC_SCORER, "temperature": t, "temp_target": target, "metric": "miou",
                      "value": values["miou"], "n_pixels": int(conf.confusion.sum())})
-    if component_metrics and chosen:
-        rows += _component_rows(sched, job, result, base, target, spec)
+    if want_comp:
+        rows += _component_rows(sched, job, result, base, target, spec, kept)
     frame_rows = pd.DataFrame([{**base, "temp_target": target, **r} for r in result.rows])
     return pd.DataFrame(rows), frame_rows, pd.DataFrame(curve_rows)
 
@@ -192,10 +232,32 @@ def run_name(spec: C.CacheSpec, name: str | None = None) -> str:
     return default_run(prov.model, prov.checkpoint_sha256, prov.checkpoint_file)
 
 
-def _bootstrap(sched, job: ScoreJob, result, n_boot: int, seed: int, warn) -> dict:
+def _edges(states: Mapping) -> dict:
+    """Each key's bootstrap bin edges (:func:`analyze.bootstrap.edges_from_counts`), from its anomaly
+    scores alone; keys without an anomaly pixel have none (and no interval)."""
+    edges = {}
+    for key, state in states.items():
+        thresholds, tp, n_pos = _positive_counts(state)
+        if n_pos:
+            edges[key] = edges_from_counts(thresholds, tp)
+    return edges
+
+
+def _positive_counts(state) -> tuple[np.ndarray, np.ndarray, int]:
+    """(thresholds decreasing, TP at each, n_pos): the distinct anomaly scores and their cumulative
+    counts (a :class:`analyze.metrics.PositiveState` before its second pass, or any exact state)."""
+    if isinstance(state, M.PositiveState):
+        u, count = state.distinct_counts()
+        return u[::-1].astype(np.float64), np.cumsum(count[::-1], dtype=np.int64), state.n_pos
+    thresholds, tp, _, n_pos = state.threshold_counts()
+    return thresholds, tp, n_pos
+
+
+def _bootstrap(sched, job: ScoreJob, result, n_boot: int, seed: int, warn, histograms: Mapping | None) -> dict:
     """Frame-bootstrap intervals per key with the estimator of the job's protocol, over the
-    pooled frames (``job.frames``). exact: one more pass over the frames builds per-frame
-    histograms on bins at the quantiles of each key's anomaly scores (:mod:`analyze.bootstrap`);
+    pooled frames (``job.frames``). exact: per-frame histograms on bins at the quantiles of
+    each key's anomaly scores (:mod:`analyze.bootstrap`): ``histograms`` when an earlier pass
+    made them (:mod:`analyze.later_passes`), else one more pass over the frames (None);
     smiyc: the states' own per-frame bins are resampled (:mod:`analyze.smiyc_bootstrap`)."""
     out = {}
     if job.protocol == "smiyc":
@@ -211,17 +273,17 @@ def _bootstrap(sched, job: ScoreJob, result, n_boot: int, seed: int, warn) -> di
             for w in caught:
                 warn(f"{job.cache}: {key[0]} T={key[1]}: {w.message}")
         return out
-    edges = {}
-    for key, state in result.states.items():
-        thresholds, tp, _, n_pos = state.threshold_counts()
-        if n_pos:
-            edges[key] = edges_from_counts(thresholds, tp)
-    if not edges:
-        return {}
-    bjob = ScoreJob(**{**job.__dict__, "scorers": tuple(sorted({k[0] for k in edges}))})
-    states = run_phase(sched, bjob, "bootstrap", aux=edges).states
-    for key in edges:
-        pos, neg = states[key].stacked()
+    if histograms is None:
+        edges = _edges(result.states)
+        if not edges:
+            return {}
+        bjob = ScoreJob(**{**job.__dict__, "scorers": tuple(sorted({k[0] for k in edges}))})
+        histograms = run_phase(sched, bjob, "bootstrap", aux=edges).states
+    for key, hist in sorted(histograms.items()):
+        if len(hist.frames) != len(job.frames):
+            raise ScoreError(f"{job.cache}: {key[0]} T={key[1]}: {len(hist.frames)} frames binned, "
+                             f"{len(job.frames)} pooled")
+        pos, neg = hist.stacked()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             out[key] = bootstrap_ci(pos, neg, n_boot, seed)
@@ -230,14 +292,33 @@ def _bootstrap(sched, job: ScoreJob, result, n_boot: int, seed: int, warn) -> di
     return out
 
 
-def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec) -> list[dict]:
+def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec, kept: Mapping) -> list[dict]:
+    """SMIYC component metrics per key at its best-F1 pixel threshold: from the pixels a pass kept
+    (``kept``: each key's :class:`analyze.metrics.FrameSplit` per frame,
+    :func:`analyze.later_passes.kept_components`), and for the frames and keys where they do not
+    reach the threshold (or nothing was kept) from one more pass that composes those frames again."""
     thresholds = {k: best_f1_threshold(s) for k, s in result.states.items()}
-    cjob = ScoreJob(**{**job.__dict__, "threshold": thresholds, "component_track": track_for_dataset(spec.provenance.dataset)})
-    comp = run_phase(sched, cjob, "components")
+    track = track_for_dataset(spec.provenance.dataset)
+    if kept:
+        states, missing = kept_components(job.cache, job.storage_options, kept, thresholds, track, M.num_threads())
+        missing = {k: set(f) for k, f in missing.items() if f}
+    else:
+        states, missing = {}, None  # every frame of every key
+    if missing is None or missing:
+        if missing:
+            sched.more_passes()  # frames whose kept pixels do not reach a key's threshold
+        keys = set(thresholds) if missing is None else set(missing)
+        frames = job.frames if missing is None else tuple(sorted(set().union(*missing.values())))
+        cjob = ScoreJob(**{**job.__dict__, "frames": frames, "threshold": {k: thresholds[k] for k in keys},
+                           "component_track": track, "scorers": tuple(n for n in job.scorers if any(k[0] == n for k in keys)),
+                           "temperatures": tuple(t for t in job.temperatures if any(k[1] == t for k in keys))})
+        extra = run_phase(sched, cjob, "components", aux=missing).states
+        states = {k: states[k].merge(extra[k]) if k in states and k in extra else states.get(k, extra.get(k))
+                  for k in thresholds}
     # the non-void pixels of the frames pooled, as on the key's pixel-metric rows
     pooled = {k: int(s.n_pos + s.n_neg) for k, s in result.states.items()}
     rows = []
-    for (name, t), state in sorted(comp.states.items()):
+    for (name, t), state in sorted(states.items()):
         values = state.compute()
         for metric in ("siou", "ppv", "mean_f1"):
             rows.append({**base, "scorer": name, "temperature": t, "temp_target": target, "metric": metric,

@@ -191,6 +191,11 @@ class Scheduler:
         """The next ``n`` :meth:`map_reduce` calls are passes 1..n of one cache."""
         self._passes = (0, n)
 
+    def more_passes(self, k: int = 1) -> None:
+        """The cache needs ``k`` passes more than :meth:`start_passes` said (known only once one ran)."""
+        i, n = self._passes
+        self._passes = (i, n + k)
+
     def map_reduce(self, parts: Sequence, reduce: Callable[[list], Any], label: str) -> Any:
         """Compute ``reduce(parts)`` (a Dask graph over the frame tasks ``parts``), with a bar."""
         import dask

@@ -21,6 +21,7 @@ from analyze.bootstrap import FrameHistograms
 from analyze.components import ComponentState
 from analyze.frame_scores import frame_inputs, iter_frame_scores
 from analyze.frame_selection import ScoreError, contributes
+from analyze.later_passes import SecondPassState
 from analyze.scheduler import Scheduler, single_threaded_tasks
 from analyze.scorers import get_scorers
 from schemas import cache as C
@@ -45,6 +46,7 @@ class ScoreJob:
     component_track: str | None = None
     frame_rule: str = "all"  # schemas.results.FRAMES: which frames are pooled
     id_stats: Mapping[float, Any] | None = None  # T -> analyze.scorers.ClassStats (KL matching, SML)
+    positions: float = 0.0  # fraction of in-distribution scores the one pass keeps with their pixels
 
 
 @dataclass
@@ -69,26 +71,49 @@ class FrameResult:
         return out
 
 
+def _update(state, score: np.ndarray, label: np.ndarray, frame: int) -> None:
+    state.update(score, label)
+
+
+def _update_with_ap(state, score: np.ndarray, label: np.ndarray, frame: int) -> float:
+    state.update(score, label)
+    return M.frame_ap(score, label, "smiyc")  # the AP of this frame alone, as the smiyc protocol defines it
+
+
+def _first_state(job: ScoreJob, key: Key, aux, frame: int):
+    """The one pass's state: exact keeps each frame's sorted scores (and the pixels of the
+    highest when the component step reads them), :class:`analyze.metrics.FramedExactState`."""
+    return M.FramedExactState(positions=job.positions) if job.protocol == "exact" else M.new_state(job.protocol)
+
+
 @dataclass(frozen=True)
 class Phase:
     """One pass over the frames: what a frame task keeps per (scorer, T) key."""
 
     label: str  # what the pass computes (its progress bar)
-    new_state: Callable[[ScoreJob, Key, Any], Any]  # (job, key, aux) -> empty mergeable state; None: skip the key
+    new_state: Callable[[ScoreJob, Key, Any, int], Any]  # (job, key, aux, frame) -> empty state; None: skip
     semantic: bool = False  # a semantic cache updates its confusion matrix in this pass
-    rows: bool = False  # per-frame drill-down rows (the AP of each frame)
+    rows: bool = False  # per-frame drill-down rows: ``add`` returns the frame's AP
+    add: Callable[[Any, np.ndarray, np.ndarray, int], Any] = _update  # (state, score, label, frame) -> AP or None
 
 
 PHASES: dict[str, Phase] = {
-    "one-pass": Phase("scores and metric states", lambda job, key, aux: M.new_state(job.protocol),
-                      semantic=True, rows=True),
-    # the memory-bounded exact protocol: anomaly scores, then in-distribution counts at them (aux)
-    "positives": Phase("anomaly-pixel scores", lambda job, key, aux: M.PositiveState(), semantic=True, rows=True),
-    "negatives": Phase("in-distribution counts", lambda job, key, aux: M.NegativeCountState(aux[key])),
-    # per-frame histograms over each key's bin edges (aux) for the exact protocol's intervals
-    "bootstrap": Phase("bootstrap histograms", lambda job, key, aux: FrameHistograms(aux[key]) if key in aux else None),
+    "one-pass": Phase("scores and metric states", _first_state, semantic=True, rows=True,
+                      add=lambda st, s, y, i: st.add(s, y, i) if isinstance(st, M.FramedExactState)
+                      else _update_with_ap(st, s, y, i)),
+    # the memory-bounded exact protocol: anomaly scores, then in-distribution counts at them
+    # (aux: SecondPassInputs), with the frame's AP and, for the intervals, its histograms
+    "positives": Phase("anomaly-pixel scores", lambda job, key, aux, i: M.PositiveState(), semantic=True),
+    "negatives": Phase("in-distribution counts", lambda job, key, aux, i: SecondPassState(aux[key]), rows=True,
+                       add=lambda st, s, y, i: st.add(s, y, i)),
+    # recomposing passes: the exact intervals' per-frame histograms over each key's bin edges (aux)
+    # and the component metrics (of the frames in aux[key] when aux is given), where no pass before
+    # kept what they read (analyze.driver)
+    "bootstrap": Phase("bootstrap histograms",
+                       lambda job, key, aux, i: FrameHistograms(aux[key]) if key in aux else None),
     "components": Phase("component metrics",
-                        lambda job, key, aux: ComponentState(job.component_track, job.threshold[key])),
+                        lambda job, key, aux, i: ComponentState(job.component_track, job.threshold[key])
+                        if key in job.threshold and (aux is None or i in aux.get(key, ())) else None),
 }
 """Pass name -> :class:`Phase` (``aux`` is the pass's per-key input, e.g. the distinct anomaly scores)."""
 
@@ -153,25 +178,15 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
             continue
         for name, score in ts.scores.items():
             key = (name, t)
-            state = phase.new_state(job, key, aux)
+            state = phase.new_state(job, key, aux, i)
             if state is None:
                 continue
-            out.states[key] = state.update(score, label)
-            if phase.rows:
-                out.rows.append(_frame_row(spec, i, name, t, score, label, job.protocol))
+            ap = phase.add(state, score, label, i)
+            out.states[key] = state
+            if phase.rows:  # the AP of this frame alone, as the row's protocol defines it
+                out.rows.append({"frame": spec.frame_ids[i], "scorer": name, "temperature": t, "ap": ap,
+                                 "n_pos": n_pos, "n_neg": n_valid - n_pos})
     return out
-
-
-def _frame_row(spec: C.CacheSpec, i: int, scorer: str, t: float, score: np.ndarray, label: np.ndarray,
-               protocol: str) -> dict:
-    return {
-        "frame": spec.frame_ids[i],
-        "scorer": scorer,
-        "temperature": t,
-        "ap": M.frame_ap(score, label, protocol),  # the AP of this frame alone, as the row's protocol defines it
-        "n_pos": int((label == 1).sum()),
-        "n_neg": int((label == 0).sum()),
-    }
 
 
 def _merge(*results: FrameResult) -> FrameResult:

@@ -58,3 +58,40 @@ def compose_frame(mask_logits, class_logits, geom: FrameWindows, temperature: fl
         probs = torch.softmax(torch.as_tensor(np.asarray(c, np.float32)) / temperature, dim=-1)[:, :-1]  # (Q, K)
         crop_scores.append(torch.einsum("qhw,qk->khw", upsampled_mask_probs(m, geom.crop), probs))
     return _bilinear(merge_crops(crop_scores, geom), out_size or geom.original)
+
+
+def dense_frame_components(pred_mask, gt_mask, roi_mask, rules):
+    """``analyze.components.frame_components`` as it was before its sparse form: every step on the
+    whole frame (labelling, size rules, per-pixel component ids over the region of interest)."""
+    from scipy import ndimage
+
+    from analyze.components import FrameComponents, get_track
+
+    rules = get_track(rules)
+    s = np.ones((3, 3), bool)
+    p_lab, n_p = ndimage.label(pred_mask & roi_mask, structure=s)
+    g_lab, n_g = ndimage.label(gt_mask, structure=s)
+    drop_p = np.bincount(p_lab.ravel(), minlength=n_p + 1) < rules.min_pred_size
+    drop_p[0] = True
+    small_g = np.bincount(g_lab.ravel(), minlength=n_g + 1) < rules.min_gt_size
+    small_g[0] = False
+    roi = roi_mask & ~small_g[g_lab]
+    g = g_lab[roi].astype(np.int64)
+    p = p_lab[roi].astype(np.int64)
+    p[drop_p[p]] = 0
+    g_size = np.bincount(g, minlength=n_g + 1)
+    p_size = np.bincount(p, minlength=n_p + 1)
+    both = (g > 0) & (p > 0)
+    keys, overlap = np.unique(g[both] * (n_p + 1) + p[both], return_counts=True)
+    pair_g, pair_p = np.divmod(keys, n_p + 1)
+    g_hit = np.zeros(n_g + 1, np.int64)
+    p_hit = np.zeros(n_p + 1, np.int64)
+    np.add.at(g_hit, pair_g, overlap)
+    np.add.at(p_hit, pair_p, overlap)
+    g_union = g_size.copy()
+    p_union = p_size.copy()
+    np.add.at(g_union, pair_g, (p_size - p_hit)[pair_p])
+    np.add.at(p_union, pair_p, (g_size - g_hit)[pair_g])
+    gi = np.flatnonzero(g_size[1:]) + 1
+    pj = np.flatnonzero(p_size[1:]) + 1
+    return FrameComponents(g_hit[gi] / g_union[gi], p_hit[pj] / p_size[pj], p_hit[pj] / p_union[pj])

@@ -19,12 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from analyze.best_f1 import best_f1_threshold_from_counts
 from analyze.components import (
     TAUS,
     TRACKS,
     ComponentState,
     TrackRules,
-    best_f1_threshold_from_counts,
     f1_per_tau,
     frame_components,
     get_track,

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from analyze import metrics as M
-from analyze.components import best_f1_threshold
+from analyze.best_f1 import best_f1_threshold
 from analyze.metrics import counts as MC
 from analyze.metrics import exact as ME
 from analyze.metrics import float_keys as FK
@@ -161,9 +161,11 @@ def test_exact_continuous_and_quantised_paths_agree():
     frames = [(s16.astype(np.float32), y), (s16.astype(np.float64), y), (s16, y)]
     states = [M.ExactState().update(s, yy) for s, yy in frames]
     assert states[0]._neg_q and not states[0]._neg  # float16 values in float32: histogram
-    assert states[1]._neg and not states[1]._neg_q  # float64: kept as given
-    results = [st.compute() for st in states]
-    assert results[0] == results[1] == results[2]
+    assert states[1]._neg_q and not states[1]._neg  # and in float64
+    kept = [M.ExactState(histograms=False).update(s, yy) for s, yy in frames]
+    assert all(st._neg and not st._neg_q for st in kept)  # kept as given
+    results = [st.compute() for st in states + kept]
+    assert all(r == results[0] for r in results)
     assert_metrics_close(exact(frames), sklearn_oracle(frames))
 
 
@@ -290,6 +292,7 @@ def test_compute_keeps_its_counts_until_the_next_update(monkeypatch):
 def _same_split(a, b):
     assert a[3] == b[3]
     np.testing.assert_array_equal(a[0], b[0])
+    assert a[0].dtype == b[0].dtype and (a[1] is None or a[1].dtype == b[1].dtype)
     assert (a[1] is None) == (b[1] is None) and (a[2] is None) == (b[2] is None)
     if a[1] is not None:
         np.testing.assert_array_equal(a[1], b[1])
@@ -311,9 +314,12 @@ def test_compiled_split_equals_numpy_split():
             s[0, 0], y[0, 0] = -0.0, 0
         if trial % 7 == 3:
             y[:] = (0, 1, 255)[trial % 3]  # one label only
-        _same_split(ME.split_exact_fast(s, y), ME.split_exact(s, y))
-        _same_split(ME.split_exact_fast(s.T, y.T), ME.split_exact(s.T, y.T))  # not C-contiguous
-    assert ME.split_exact_fast(s.astype(np.float64), y) is None
+        for x in (s, s.astype(np.float64), s.astype(np.float64) + 1e-9 * (trial % 2)):  # float64: continuous too
+            _same_split(ME.split_exact_fast(x, y), ME.split_exact(x, y))
+            _same_split(ME.split_exact_fast(x.T, y.T), ME.split_exact(x.T, y.T))  # not C-contiguous
+            _same_split(ME.split_exact_fast(x, y, histogram=False), ME.split_exact(x, y, histogram=False))
+            assert ME.split_exact_fast(x, y, histogram=False)[2] is None
+    assert ME.split_exact_fast(s.astype(np.float16), y) is None
     bad = y.copy()
     bad[0, 0] = 7
     assert ME.split_exact_fast(s, bad) is None
@@ -363,6 +369,23 @@ def test_compiled_sort_equals_numpy_sort():
         np.testing.assert_array_equal(y, np.sort(x))
         # the same bit patterns, only reordered (-0.0 and +0.0 kept apart)
         np.testing.assert_array_equal(np.sort(y.view(np.uint32)), np.sort(x.view(np.uint32)))
+
+
+def test_compiled_sort_f64_equals_numpy_sort():
+    rng = np.random.default_rng(17)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 5e-324, -5e-324, 1.7e308, -1.7e308, 1.0, -1.0,
+                        np.nextafter(1.0, 2.0), np.nextafter(1.0, 0.0)])
+    for size in (0, 1, 2, 10, 257, 5000, 300_000):
+        x = rng.normal(size=size) * 10.0 ** rng.integers(-30, 30, size=size)
+        if size >= 12:
+            x[rng.integers(0, size, 12)] = special
+            x[: size // 3] = np.round(x[: size // 3])  # ties
+        for v in (x, np.abs(np.where(np.isfinite(x), x, 0.5)) % 1.0, 1.0 + rng.integers(0, 256, size=size) * 2.0**-52,  # one byte differs
+                  1.0 + rng.integers(0, 1 << 16, size=size) * 2.0**-52, np.full(size, 3.5)):  # two bytes; none
+            y = v.copy()
+            K.sort_f64(y, np.empty(size + 3))  # a scratch longer than needed is fine
+            np.testing.assert_array_equal(y, np.sort(v))
+            np.testing.assert_array_equal(np.sort(y.view(np.uint64)), np.sort(v.view(np.uint64)))  # same bits
 
 
 def test_distinct_counts_equal_np_unique():
@@ -438,7 +461,7 @@ def test_lean_metric_forms_equal_the_full_arrays_bit_for_bit(monkeypatch):
 
 
 def test_distinct_benchmark_scores_are_distinct_and_exact():
-    from analyze.bench import synthetic_frames
+    from analyze.bench_pixels import synthetic_frames
 
     frames = list(synthetic_frames(300_000, seed=2, distinct=True))
     values = np.concatenate([s.ravel() for s, _ in frames])
@@ -457,7 +480,7 @@ def test_bench_cold_worker_gives_the_in_process_numbers():
     import sys
     from pathlib import Path
 
-    from analyze.bench import synthetic_frames
+    from analyze.bench_pixels import synthetic_frames
 
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root))

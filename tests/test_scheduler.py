@@ -112,10 +112,12 @@ def test_progress_bars_label_each_pass(tmp_path):
                                             "--component-metrics", "--scheduler", "sync"])
     assert res.exit_code == 0, res.output
     err = res.stderr
-    for i, label in enumerate(["anomaly-pixel scores", "in-distribution counts", "bootstrap histograms",
-                               "component metrics"], 1):
-        assert f"pass {i}/4 {label}: 100%" in err, err
-        assert f"pass {i}/4 {label}: 100%|██████████| 4/4 frames" in err
+    # the intervals read the second pass's histograms (analyze.later_passes); with no memory for the
+    # pixels of the highest scores either, the component metrics compose the frames again: a pass
+    # known only after the first one counted the anomaly pixels
+    for i, n, label in ((1, 2, "anomaly-pixel scores"), (2, 3, "in-distribution counts"), (3, 3, "component metrics")):
+        assert f"pass {i}/{n} {label}: 100%" in err, err
+        assert f"pass {i}/{n} {label}: 100%|██████████| 4/4 frames" in err
     assert "frames/s]" in err
     quiet = CliRunner().invoke(analyze_main, ["score", "--cache", str(cache), "--scorers", "msp", "--out",
                                               str(tmp_path / "r.parquet"), "--no-progress"])

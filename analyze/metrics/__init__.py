@@ -46,7 +46,8 @@ anomaly pixel in the whole dataset, or no negative pixel for AUROC/FPR95.
 Modules: :mod:`~analyze.metrics.common` (labels, warnings, one frame's split, threads),
 :mod:`~analyze.metrics.float_keys` (value-ordered float bit patterns),
 :mod:`~analyze.metrics.counts` (the exact numbers from TP/FP counts),
-:mod:`~analyze.metrics.exact` (:class:`ExactState`), :mod:`~analyze.metrics.two_pass`,
+:mod:`~analyze.metrics.exact` (:class:`ExactState`), :mod:`~analyze.metrics.framed` (the same
+numbers with each frame kept apart and sorted, for ``analyze score``), :mod:`~analyze.metrics.two_pass`,
 :mod:`~analyze.metrics.ranks` and :mod:`~analyze.metrics.kernels` (the sorting and ranking
 engine of the exact protocol, compiled with numba), :mod:`~analyze.metrics.smiyc`,
 :mod:`~analyze.metrics.confusion`, :mod:`~analyze.metrics.curves`,
@@ -60,12 +61,14 @@ from analyze.metrics.common import MAX_THREADS, TPR_LEVEL, VOID, UndefinedMetric
 from analyze.metrics.confusion import ConfusionState
 from analyze.metrics.curves import curves
 from analyze.metrics.exact import ExactState
+from analyze.metrics.framed import FramedExactState, FrameSplit
 from analyze.metrics.protocols import PROTOCOLS, frame_ap, merge_states, new_state, pixel_metrics
 from analyze.metrics.smiyc import SmiycState
 from analyze.metrics.two_pass import CountedState, NegativeCountState, PositiveState
 
 __all__ = [
     "MAX_THREADS", "PROTOCOLS", "TPR_LEVEL", "VOID", "ConfusionState", "CountedState", "ExactState",
+    "FramedExactState", "FrameSplit",
     "NegativeCountState", "PositiveState", "SmiycState", "UndefinedMetricWarning", "curves", "frame_ap",
     "merge_states", "new_state", "num_threads", "pixel_metrics",
 ]

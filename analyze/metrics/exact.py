@@ -16,10 +16,19 @@ def short_mantissa_histogram(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | N
     at most 10 significant bits (every float16 value has), keyed by the top 19 bits of the
     float32 pattern; None when some score has more bits (then the scores are kept as given).
 
+    float64 scores qualify when every one is such a float32 value (``float32(x) == x``).
     Lossless: such a value is determined by its key. Rejects cheaply on the first 4096 values.
     """
     if x.dtype == np.float16:
         x = x.astype(np.float32)
+    elif x.dtype == np.float64:
+        head = x[:4096]
+        if not np.array_equal(head.astype(np.float32), head):
+            return None
+        x32 = x.astype(np.float32)
+        if not np.array_equal(x32, x):  # NaN too: it is never equal, and the caller checks for it
+            return None
+        x = x32
     elif x.dtype != np.float32:
         return None
     bits = x.view(np.uint32)
@@ -33,12 +42,13 @@ def short_mantissa_histogram(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | N
     return keys, hist[keys]
 
 
-def split_exact(y_score, y_true) -> tuple[np.ndarray, np.ndarray | None, tuple | None, int]:
-    """(positives, raw negatives or None, negatives' sparse histogram or None, #negatives) of one frame."""
+def split_exact(y_score, y_true, histogram: bool = True) -> tuple[np.ndarray, np.ndarray | None, tuple | None, int]:
+    """(positives, raw negatives or None, negatives' sparse histogram or None, #negatives) of one
+    frame; ``histogram=False``: never the histogram."""
     pos, neg = split_frame(y_score, y_true, check_nan=False)
     if not neg.size:
         return pos, None, None, 0
-    q = short_mantissa_histogram(neg)
+    q = short_mantissa_histogram(neg) if histogram else None
     if q is None:
         if np.isnan(neg).any():
             raise ValueError("y_score contains NaN at non-void pixels")
@@ -46,27 +56,37 @@ def split_exact(y_score, y_true) -> tuple[np.ndarray, np.ndarray | None, tuple |
     return pos, None, q, neg.size
 
 
-def split_exact_fast(y_score, y_true) -> tuple[np.ndarray, np.ndarray | None, tuple | None, int] | None:
-    """:func:`split_exact` in two compiled passes for float32 scores and uint8 labels (the
-    maps the driver makes); None for other types or invalid labels (then the numpy path
-    runs and raises its own error). Same arrays as :func:`split_exact` (tested)."""
+_SCAN = {np.dtype(np.float32): K.scan_frame, np.dtype(np.float64): K.scan_frame64}
+
+
+def split_exact_fast(y_score, y_true, histogram: bool = True, negatives: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray | None, tuple | None, int] | None:
+    """:func:`split_exact` in two compiled passes for float32 or float64 scores and uint8
+    labels (the maps the driver makes); None for other types or invalid labels (then the
+    numpy path runs and raises its own error). Same arrays as :func:`split_exact` (tested).
+    ``histogram=False`` keeps the negatives as they are even when they could be a histogram
+    (in pixel order, like the positives); ``negatives=False`` leaves them out (None, None),
+    only counted."""
     s, t = np.asarray(y_score), np.asarray(y_true)
     if s.shape != t.shape:
         raise ValueError(f"y_score shape {s.shape} != y_true shape {t.shape}")
-    if s.dtype != np.float32 or t.dtype != np.uint8:
+    if s.dtype not in _SCAN or t.dtype != np.uint8:
         return None
     s, t = np.ascontiguousarray(s).ravel(), np.ascontiguousarray(t).ravel()
-    n_pos, n_neg, n_bad, n_nan, low = K.scan_frame(s, t)
+    n_pos, n_neg, n_bad, n_nan, low = _SCAN[s.dtype](s, t)
     if n_bad:
         return None
     if n_nan:
         raise ValueError("y_score contains NaN at non-void pixels")
     pos = K.gather(s, t, 1, n_pos)
-    if not n_neg:
-        return pos, None, None, 0
-    if low:  # some negative has more than float16 precision: keep them as they are
+    if not n_neg or not negatives:
+        return pos, None, None, n_neg
+    if low or not histogram:  # some negative has more than float16 precision: keep them as they are
         return pos, K.gather(s, t, 0, n_neg), None, n_neg
-    hist = K.negative_key_histogram(s, t, Q_BINS)
+    if s.dtype == np.float32:
+        hist = K.negative_key_histogram(s, t, Q_BINS)
+    else:  # float64 scores that are all short-mantissa float32 values (rare): their float32 keys
+        hist = np.bincount(K.gather(s, t, 0, n_neg).astype(np.float32).view(np.uint32) >> Q_SHIFT, minlength=Q_BINS)
     keys = np.flatnonzero(hist).astype(np.uint32)
     return pos, None, (keys, hist[keys]), n_neg
 
@@ -91,9 +111,9 @@ class ExactState:
 
     Storage: positive scores as given (float16/32/64, never rounded); negative scores as
     given, except frames whose negatives all have at most 10 significant mantissa bits
-    (float16 maps, or float32 maps made from float16 values), which are kept losslessly as
-    a sparse histogram over those values (a few hundred kB instead of 4 bytes a pixel).
-    ``merge`` concatenates the lists.
+    (float16 maps, or float32/float64 maps made from float16 values), which are kept
+    losslessly as a sparse histogram over those values (a few hundred kB instead of 4 or 8
+    bytes a pixel) unless ``histograms=False``. ``merge`` concatenates the lists.
 
     ``update`` splits a frame in one compiled pass (:mod:`analyze.metrics.kernels`; numpy for
     other dtypes). ``compute`` sorts the distinct positive scores ``u``, sorts copies of the
@@ -113,7 +133,8 @@ class ExactState:
         "(np.interp at TPR 0.95 on sklearn roc_curve)"
     )
 
-    def __init__(self) -> None:
+    def __init__(self, histograms: bool = True) -> None:
+        self.histograms = histograms  # False: negatives always kept as given, in pixel order
         self._pos: list[np.ndarray] = []
         self._neg: list[np.ndarray] = []
         self._neg_q: list[tuple[np.ndarray, np.ndarray]] = []  # sparse short-mantissa histograms
@@ -127,9 +148,9 @@ class ExactState:
     def update(self, y_score, y_true) -> "ExactState":
         """Add one frame (any shape; ``y_true`` 0/1/255). Returns ``self``."""
         self._c = None
-        split = split_exact_fast(y_score, y_true)
+        split = split_exact_fast(y_score, y_true, self.histograms)
         if split is None:
-            split = split_exact(y_score, y_true)
+            split = split_exact(y_score, y_true, self.histograms)
         pos, neg, q, n_neg = split
         self.n_pos += pos.size
         self.n_neg += n_neg
@@ -144,7 +165,7 @@ class ExactState:
     def merge(self, other: "ExactState") -> "ExactState":
         """A new state holding the pixels of both (inputs unchanged)."""
         check_same_type(self, other)
-        out = type(self)()
+        out = type(self)(self.histograms and other.histograms)
         out._pos = self._pos + other._pos
         out._neg = self._neg + other._neg
         out._neg_q = self._neg_q + other._neg_q
@@ -157,11 +178,10 @@ class ExactState:
         driver asks for metrics, curves and thresholds of the same state)."""
         if self._c is not None:
             return self._c
-        pos = np.concatenate(self._pos) if self._pos else np.empty(0)
-        u, pos_count = ranks.distinct_counts(pos)  # ascending; pos is a copy
+        u, pos_count = self._distinct_positives()  # ascending
         below = below_eq = None  # negatives < u and <= u
         if self._neg and u.size:
-            below, below_eq = ranks.rank_raw(self._neg, u, num_threads(threads))
+            below, below_eq = self._rank_negatives(u, num_threads(threads))
         if self._neg_q and u.size:
             b, be = rank_histograms(self._neg_q, u)
             if below is None:
@@ -173,6 +193,14 @@ class ExactState:
             below = below_eq = np.zeros(u.size, np.int64)
         self._c = counts_from(u, pos_count, below, below_eq, self.n_pos, self.n_neg)
         return self._c
+
+    def _distinct_positives(self) -> tuple[np.ndarray, np.ndarray]:
+        """(u, multiplicity): the distinct anomaly scores, ascending."""
+        return ranks.distinct_counts(np.concatenate(self._pos) if self._pos else np.empty(0))  # a copy
+
+    def _rank_negatives(self, u: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """(#neg < u, #neg <= u) over the raw negatives (:func:`analyze.metrics.ranks.rank_raw`)."""
+        return ranks.rank_raw(self._neg, u, threads)
 
     def compute(self, *, warn: bool = True, threads: int | None = None) -> dict:
         """``auprc``, ``auroc``, ``fpr95`` (floats, NaN when undefined), ``n_pos``, ``n_neg``.

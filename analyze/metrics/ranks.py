@@ -49,10 +49,21 @@ def rank_sorted(neg: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return below_counts(hist, ties)
 
 
+_RADIX = {np.dtype(np.float32): K.sort_f32, np.dtype(np.float64): K.sort_f64}
+
+
+def radix_sort(a: np.ndarray, scratch: np.ndarray) -> None:
+    """Sorts NaN-free float32/float64 scores ``a`` in place with the compiled radix sort of
+    their type; ``scratch``: same dtype, at least as long, overwritten."""
+    _RADIX[a.dtype](a, scratch)
+
+
 def sort_in_place(a: np.ndarray) -> None:
-    """Sorts NaN-free scores in place: radix sort for float32 (:func:`analyze.metrics.kernels.sort_f32`)."""
-    if a.dtype == np.float32:
-        K.sort_f32(a, np.empty_like(a))
+    """Sorts NaN-free scores in place: radix sort for float32 and float64
+    (:func:`analyze.metrics.kernels.sort_f32`, :func:`~analyze.metrics.kernels.sort_f64`),
+    numpy's sort for other types."""
+    if a.dtype in _RADIX:
+        radix_sort(a, np.empty_like(a))
     else:
         a.sort()
 
@@ -60,11 +71,11 @@ def sort_in_place(a: np.ndarray) -> None:
 def distinct_counts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(x, return_counts=True)`` of NaN-free scores; ``x`` may be reordered.
 
-    float32: sorted in place by :func:`sort_in_place` (radix), then the same boundary mask as
-    numpy's (``s[1:] != s[:-1]``); of ``-0.0`` and ``+0.0`` the first in the sorted order
-    stands for both, as in numpy, whose order among them is arbitrary.
+    float32 and float64: sorted in place by :func:`sort_in_place` (radix), then the same
+    boundary mask as numpy's (``s[1:] != s[:-1]``); of ``-0.0`` and ``+0.0`` the first in the
+    sorted order stands for both, as in numpy, whose order among them is arbitrary.
     """
-    if x.dtype != np.float32:
+    if x.dtype not in _RADIX:
         return np.unique(x, return_counts=True)
     sort_in_place(x)
     first = np.empty(x.size, bool)
@@ -74,18 +85,25 @@ def distinct_counts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[starts], np.diff(starts, append=x.size)
 
 
-SORT_GROUP = 1 << 22  # raw negatives ranked in groups of 4 M scores: 2 x 16 MiB of buffers per thread
+SORT_GROUP = 1 << 22  # raw negatives ranked in groups of 4 M float32 scores (2 M float64): 2 x 16 MiB per thread
+
+
+def group_size(dtype: np.dtype, size: int) -> int:
+    """Scores of ``dtype`` in a group of ``size`` float32 scores' bytes (at least 1)."""
+    return max(1, size * 4 // np.dtype(dtype).itemsize)
 
 
 def groups_of(chunks: list[np.ndarray], size: int) -> list[list[np.ndarray]]:
-    """Chunks of one dtype in groups of at most ``size`` scores; a larger chunk is cut into views."""
+    """Chunks of one dtype in groups of at most ``size`` float32 scores' bytes
+    (:func:`group_size`); a larger chunk is cut into views."""
     groups: list[list[np.ndarray]] = []
     for dtype in dict.fromkeys(c.dtype for c in chunks):
-        filled = size
+        size_d = group_size(dtype, size)
+        filled = size_d
         for chunk in (c for c in chunks if c.dtype == dtype):
-            for a in range(0, chunk.size, size):
-                piece = chunk[a : a + size]
-                if filled + piece.size > size:
+            for a in range(0, chunk.size, size_d):
+                piece = chunk[a : a + size_d]
+                if filled + piece.size > size_d:
                     groups.append([])
                     filled = 0
                 groups[-1].append(piece)
@@ -96,51 +114,84 @@ def groups_of(chunks: list[np.ndarray], size: int) -> list[list[np.ndarray]]:
 def rank_raw(chunks: list[np.ndarray], u: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
     """(#neg < u, #neg <= u) for raw negative scores in ``chunks`` (left as they are).
 
-    The scores go in groups of at most :data:`SORT_GROUP` (:func:`groups_of`); each group is
-    copied into a buffer of its thread, sorted there (float32: radix sort through a second
-    buffer, :func:`analyze.metrics.kernels.sort_f32`) and ranked among ``u`` (:func:`rank_counts`)
+    The scores go in groups of at most :data:`SORT_GROUP` float32 scores' bytes (:func:`groups_of`);
+    each group is copied into a buffer of its thread, sorted there (float32 and float64: radix
+    sort through a second buffer, :func:`radix_sort`) and ranked among ``u`` (:func:`rank_counts`)
     into counts shared by the threads: ``u`` is cut into ranges, each with a lock, which a
     thread walks in order, so threads rarely wait. The kernels release the GIL. Memory: two
     buffers per thread and the counts, never a copy of all the scores. The integer counts are
     summed, so the result depends neither on the grouping nor on ``threads``.
     """
     groups = groups_of([c for c in chunks if c.size], SORT_GROUP)
-    hist, ties = np.zeros(u.size + 1, np.int64), np.zeros(u.size, np.int64)
     n = max(1, min(threads, len(groups)))
-    cuts = np.unique(np.linspace(0, u.size, 4 * n + 1).astype(np.int64))
-    ranges = [(int(lo), int(hi), threading.Lock()) for lo, hi in zip(cuts[:-1], cuts[1:])]
-    f32 = [sum(p.size for p in g) for g in groups if g[0].dtype == np.float32]
-    buffers: queue.SimpleQueue = queue.SimpleQueue()
-    for _ in range(n if f32 else 0):  # allocated here: worker threads allocate in heaps of their own
-        buffers.put((np.empty(max(f32), np.float32), np.empty(max(f32), np.float32)))
+    counts = _SharedCounts(u, n)
+    buffers: dict[np.dtype, queue.SimpleQueue] = {}
+    for dtype in _RADIX:  # allocated here: worker threads allocate in heaps of their own
+        sizes = [sum(p.size for p in g) for g in groups if g[0].dtype == dtype]
+        if sizes:
+            buffers[dtype] = queue.SimpleQueue()
+            for _ in range(n):
+                buffers[dtype].put((np.empty(max(sizes), dtype), np.empty(max(sizes), dtype)))
 
-    def add(neg: np.ndarray) -> None:  # sorted neg: slots lo..hi-1 hold the scores in (u[lo-1], u[hi-1]]
-        a = 0
-        for lo, hi, lock in ranges:
-            b = neg.size if hi == u.size else int(np.searchsorted(neg, u[hi - 1], side="right"))
-            if b > a:
-                with lock:
-                    rank_counts(neg[a:b], u[lo:hi], hist[lo : hi + 1], ties[lo:hi])
-            a = b
+    add = counts.add
 
     def rank(group: list[np.ndarray]) -> None:
-        if group[0].dtype != np.float32:
+        if group[0].dtype not in buffers:
             joined = np.concatenate(group)  # a copy: the state's scores stay as they are
             joined.sort()
             return add(joined)
-        buf, scratch = buffers.get()
+        pool = buffers[group[0].dtype]
+        buf, scratch = pool.get()
         try:
             joined = np.concatenate(group, out=buf[: sum(p.size for p in group)])
-            K.sort_f32(joined, scratch)
+            radix_sort(joined, scratch)
             add(joined)
         finally:
-            buffers.put((buf, scratch))
+            pool.put((buf, scratch))
 
+    _run(rank, groups, n)
+    return counts.result()
+
+
+def rank_presorted(chunks: list[np.ndarray], u: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """(#neg < u, #neg <= u) for negative scores in ``chunks``, each already sorted: the walk of
+    :func:`rank_raw` without its copies and sorts, one chunk at a time on ``threads`` threads."""
+    chunks = [c for c in chunks if c.size]
+    n = max(1, min(threads, len(chunks)))
+    counts = _SharedCounts(u, n)
+    _run(counts.add, chunks, n)
+    return counts.result()
+
+
+class _SharedCounts:
+    """The rank counts of :func:`rank_counts` shared by threads: ``u`` cut into ranges with a lock each."""
+
+    def __init__(self, u: np.ndarray, n_threads: int) -> None:
+        self.u = u
+        self.hist, self.ties = np.zeros(u.size + 1, np.int64), np.zeros(u.size, np.int64)
+        cuts = np.unique(np.linspace(0, u.size, 4 * n_threads + 1).astype(np.int64))
+        self.ranges = [(int(lo), int(hi), threading.Lock()) for lo, hi in zip(cuts[:-1], cuts[1:])]
+
+    def add(self, neg: np.ndarray) -> None:
+        """Adds sorted ``neg``: slots lo..hi-1 hold the scores in (u[lo-1], u[hi-1]]."""
+        u, a = self.u, 0
+        for lo, hi, lock in self.ranges:
+            b = neg.size if hi == u.size else int(np.searchsorted(neg, u[hi - 1], side="right"))
+            if b > a:
+                with lock:
+                    rank_counts(neg[a:b], u[lo:hi], self.hist[lo : hi + 1], self.ties[lo:hi])
+            a = b
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return below_counts(self.hist, self.ties)
+
+
+def _run(fn, items: list, n: int) -> None:
+    """``fn`` on every item, on ``n`` threads (in order on this one when ``n == 1``)."""
     if n == 1:
-        for g in groups:
-            rank(g)
+        for item in items:
+            fn(item)
     else:
         with ThreadPoolExecutor(n, thread_name_prefix="exact-sort") as pool:
-            for _ in pool.map(rank, groups):
+            for _ in pool.map(fn, items):
                 pass
-    return below_counts(hist, ties)

@@ -13,7 +13,7 @@ import numpy as np
 from analyze.metrics import ranks
 from analyze.metrics.common import check_same_type, split_frame
 from analyze.metrics.counts import Counts, counts_from, exact_curve, exact_metrics
-from analyze.metrics.exact import rank_histograms, short_mantissa_histogram
+from analyze.metrics.exact import rank_histograms, split_exact, split_exact_fast
 
 
 class PositiveState:
@@ -35,9 +35,13 @@ class PositiveState:
         self.n_neg = 0
 
     def update(self, y_score, y_true) -> "PositiveState":
-        pos, neg = split_frame(y_score, y_true, check_nan=False)
+        split = split_exact_fast(y_score, y_true, histogram=False, negatives=False)  # one compiled pass
+        if split is None:
+            pos, neg = split_frame(y_score, y_true, check_nan=False)
+            split = (pos, None, None, neg.size)
+        pos, _, _, n_neg = split
         self.n_pos += pos.size
-        self.n_neg += neg.size
+        self.n_neg += n_neg
         if pos.size:
             self._pos.append(pos)
         return self
@@ -50,17 +54,18 @@ class PositiveState:
         out.n_neg = self.n_neg + other.n_neg
         return out
 
-    def _unique(self) -> tuple[np.ndarray, np.ndarray]:
+    def distinct_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(u, multiplicity): the distinct anomaly scores, ascending, and how often each occurs."""
         pos = np.concatenate(self._pos) if self._pos else np.empty(0)
         return ranks.distinct_counts(pos)
 
     def distinct(self) -> np.ndarray:
         """The distinct anomaly scores, ascending."""
-        return self._unique()[0]
+        return self.distinct_counts()[0]
 
     def with_negatives(self, negatives: "NegativeCountState") -> "CountedState":
         """The final state, from this pass and the negatives counted at :meth:`distinct`."""
-        u, pos_count = self._unique()
+        u, pos_count = self.distinct_counts()
         if not np.array_equal(negatives.u, u) or negatives.n_pos != self.n_pos or negatives.n_neg != self.n_neg:
             raise ValueError("the two passes saw different pixels (did the frames change between them?)")
         return CountedState(counts_from(u, pos_count, negatives.below, negatives.below_eq, self.n_pos, self.n_neg))
@@ -82,18 +87,25 @@ class NegativeCountState:
         self.n_neg = 0
 
     def update(self, y_score, y_true) -> "NegativeCountState":
-        pos, neg = split_frame(y_score, y_true, check_nan=False)
+        split = split_exact_fast(y_score, y_true)  # compiled split (float32/float64), else numpy's
+        pos, neg, q, n_neg = split if split is not None else split_exact(y_score, y_true)
+        if neg is not None:
+            ranks.sort_in_place(neg)  # the split's own copy
+            return self.add_sorted(neg, pos.size)
         self.n_pos += pos.size
+        self.n_neg += n_neg
+        if q is not None:
+            b, be = rank_histograms([q], self.u)
+            self.below = self.below + b
+            self.below_eq = self.below_eq + be
+        return self
+
+    def add_sorted(self, neg: np.ndarray, n_pos: int) -> "NegativeCountState":
+        """Add a frame given as its sorted in-distribution scores and its count of anomaly pixels."""
+        self.n_pos += n_pos
         self.n_neg += neg.size
         if neg.size:
-            q = short_mantissa_histogram(neg)
-            if q is None:
-                if np.isnan(neg).any():
-                    raise ValueError("y_score contains NaN at non-void pixels")
-                ranks.sort_in_place(neg)
-                b, be = ranks.rank_sorted(neg, self.u)
-            else:
-                b, be = rank_histograms([q], self.u)
+            b, be = ranks.rank_sorted(neg, self.u)
             self.below = self.below + b
             self.below_eq = self.below_eq + be
         return self

@@ -1,0 +1,75 @@
+"""The study benchmark's reference computes what `analyze score` computes (the same maps), and its
+projection adds up each dataset of the report at its plan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from analyze import bench_reference as R
+from analyze import bench_study as S
+from analyze.bench_caches import build_cache
+from analyze.frame_scores import frame_inputs, score_frame
+from analyze.scorers import get_scorers
+from schemas import cache as C
+
+TEMPS = (0.5, 1.0, 1.1)
+
+
+@pytest.mark.parametrize("kind", ["pixel", "query"])
+def test_reference_maps_are_the_tools(tmp_path, kind):
+    root, spec = build_cache(tmp_path / "c.zarr", kind, 1, scale=16)
+    inputs = frame_inputs(root, spec, 0)
+    tool = score_frame(kind, scorers=get_scorers(",".join(R.study_scorers(kind))), temperatures=TEMPS, **inputs).scores
+    # float64 scorers agree to rounding on ERFNet; on EoMT the tool's class-score product (composed
+    # beside the mask scorers' query channels) sums in another order than numpy's GEMM: float32 rounding of s
+    for dtype, tol in ((torch.float64, 1e-12 if kind == "pixel" else 1e-6), (torch.float32, 1e-5)):
+        if kind == "query":
+            clock, kept = R.eomt_frame(inputs["mask_logits"], inputs["class_logits"], TEMPS, spec.crop_size, dtype,
+                                       keep_rows=spec.crop_size)
+        else:
+            clock, kept = R.erfnet_frame(inputs["logits"], spec.void_channel, spec.sizes[0], TEMPS, dtype,
+                                         keep_rows=spec.sizes[0][0])
+        assert set(clock) and all(v >= 0 for v in clock.values())
+        names = {n for maps in kept.values() for n in maps} - {"semantic"}
+        assert names == set(R.study_scorers(kind))
+        assert R.max_difference(kept, tool, spec.crop_size if kind == "query" else None) < tol
+        rows = sum(m["msp"].shape[0] for (c, t, _), m in kept.items() if c == 0 and t == 1.0)
+        assert rows == (spec.crop_size if kind == "query" else spec.sizes[0][0])  # every row was kept and checked
+
+
+def test_upsampled_rows_equal_the_whole_upsampling():
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(3, 9, 7)).astype(np.float32))
+    whole = torch.nn.functional.interpolate(x[None], scale_factor=4, mode="bilinear", align_corners=False)[0]
+    for r0, r1 in ((0, 5), (3, 17), (30, 36), (0, 36)):
+        torch.testing.assert_close(R._upsampled_rows(x, 4, r0, r1), whole[:, r0:r1], rtol=0, atol=1e-6)
+
+
+def test_projection_adds_every_dataset_at_its_plan(monkeypatch):
+    monkeypatch.setattr(S, "_study_frames", lambda: [("small", 10, 2_000_000, "anomaly"),
+                                                     ("big", 100, 2_000_000, "anomaly"),
+                                                     ("city", 500, 2_000_000, "semantic")])
+    monkeypatch.setattr("schemas.machine.usable_cpus", lambda: 2)
+
+    def r(s):
+        return {"per_frame_s": s, "per_frame_cpu_s": 2 * s}
+
+    per_frame = {k: {"grid": r(1.0), "grid + intervals + components": r(1.2), "two-pass grid": r(2.0),
+                     "two-pass grid + intervals + components": r(2.2), "semantic": r(0.5)} for k in S.MODEL}
+    _, out = S.project(per_frame, {"pixel": 1.0, "query": 2.0})
+    # 10 frames fit the default budget in one pass, 100 do not; both models
+    assert out["grid only"]["wall_min"] == pytest.approx(2 * (10 * 1.0 + 100 * 2.0 + 500 * 0.5) / 60)
+    assert out["with intervals + components"]["wall_min"] == pytest.approx(2 * (10 * 1.2 + 100 * 2.2 + 500 * 0.5) / 60)
+    assert out["grid only"]["cpu_min"] == pytest.approx(out["grid only"]["wall_min"])  # 2 CPU s on 2 CPUs
+    assert out["reference_min"] == pytest.approx(610 * (1.0 + 2.0) / 2 / 60)
+    assert S._plan(10, 2_000_000, 20, False) == "one-pass" and S._plan(100, 2_000_000, 20, False) == "two-pass"
+
+
+def test_benchmark_caches_have_the_shapes_of_the_study(tmp_path):
+    _, spec = build_cache(tmp_path / "e.zarr", "query", 1)
+    assert spec.sizes[0] == (1024, 2048) and spec.n_queries == 100 and spec.crop_size == 1024
+    assert spec.windows(0).n_crops == 2
+    root, spec = build_cache(tmp_path / "p.zarr", "pixel", 1, label_kind="semantic")
+    assert spec.logit_sizes[0] == (512, 1024) and spec.n_channels == 20
+    assert spec.provenance.dataset == "cityscapes_val" and C.read_label(root, spec, 0).shape == (1024, 2048)
