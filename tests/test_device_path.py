@@ -133,3 +133,55 @@ def test_fused_eomt_pass_equals_compose_then_score(tmp_path, monkeypatch, temp_t
             for n in chosen:
                 np.testing.assert_array_equal(got.scores[(n, t)], want[n], err_msg=f"{n} T={t} frame {i}")
             np.testing.assert_array_equal(got.semantic[t], sem if temp_target == "query" else semantic_prediction(s))
+
+
+# --- analyze score --device -------------------------------------------------------------------
+
+
+def _score_cli(cache, out, *extra):
+    from click.testing import CliRunner
+
+    from analyze.cli import main as analyze_main
+
+    return CliRunner().invoke(analyze_main, ["score", "--cache", str(cache), "--temps", "0.5,1.1", "--out", str(out),
+                                             "--no-progress", "--scheduler", "sync", *extra])
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device exists here")
+def test_device_cuda_without_a_gpu_is_a_one_line_option_error(tmp_path):
+    from tests.factories import signal_pixel_cache
+
+    signal_pixel_cache(tmp_path / "p.zarr", 2)
+    res = _score_cli(tmp_path / "p.zarr", tmp_path / "r.parquet", "--device", "cuda")
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    (line,) = [x for x in res.output.splitlines() if x.startswith("Error")]
+    assert "--device" in line and "no CUDA device" in line
+    assert not (tmp_path / "r.parquet").exists()
+
+
+def test_device_option_reaches_the_frame_tasks(tmp_path, monkeypatch):
+    """--device auto (the CPU here) and --device cpu: the frame tasks get the device, the tables agree."""
+    import pandas as pd
+    import torch
+
+    import analyze.tasks as tasks
+    from tests.factories import signal_pixel_cache
+
+    signal_pixel_cache(tmp_path / "p.zarr", 3, seed=2)
+    seen = []
+    inner = tasks.iter_frame_scores
+
+    def spy(*args, **kw):
+        seen.append(kw["device"])
+        return inner(*args, **kw)
+
+    monkeypatch.setattr(tasks, "iter_frame_scores", spy)
+    tables = []
+    for device in ("cpu", "auto"):
+        res = _score_cli(tmp_path / "p.zarr", tmp_path / f"{device}.parquet", "--device", device)
+        assert res.exit_code == 0, res.output
+        tables.append(pd.read_parquet(tmp_path / f"{device}.parquet"))
+    assert set(seen) == {"cpu"} | ({"cuda"} if torch.cuda.is_available() else set())
+    a, b = tables
+    assert len(a) > 0
+    np.testing.assert_allclose(b["value"], a["value"], rtol=1e-6, atol=1e-6)
