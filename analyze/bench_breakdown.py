@@ -43,10 +43,10 @@ def breakdown(cache: Path, temps: Sequence[float], repeats: int = 2) -> dict:
     from analyze.components import ComponentState, track_for_dataset
     from analyze.compose import FrameComposer, pixel_logits_to_label_size, resize_scores, semantic_prediction
     from analyze.driver import POSITIONS, _edges
-    from analyze.frame_scores import frame_inputs
+    from analyze.frame_scores import frame_inputs, iter_frame_scores
     from analyze.later_passes import framed_histograms, kept_components
     from analyze.scheduler import single_threaded_tasks
-    from analyze.scorers import score_many
+    from analyze.scorers import get_scorers, score_many
     from schemas import cache as C
 
     with single_threaded_tasks():
@@ -78,6 +78,17 @@ def breakdown(cache: Path, temps: Sequence[float], repeats: int = 2) -> dict:
 
         t_compose, x = _best(compose, repeats)
         t_score, maps = _best(lambda: score(x), repeats)
+        chosen = get_scorers(",".join(names), spec.kind)
+
+        def fused():  # the tool's path: composition and scorers fused per row tile where the frame allows
+            out = {}
+            for ts in iter_frame_scores(spec.kind, scorers=chosen, temperatures=temps, **inputs):
+                out.update({(n, ts.temperature): m for n, m in ts.scores.items()})
+            return out
+
+        t_fused, fused_maps = _best(fused, repeats)
+        if any(not np.array_equal(fused_maps[k], m, equal_nan=True) for k, m in maps.items()):
+            raise AssertionError("the fused pass's maps differ from composition then scorers")
 
         def states(positions):
             out = {}
@@ -116,12 +127,13 @@ def breakdown(cache: Path, temps: Sequence[float], repeats: int = 2) -> dict:
             t, (clock, rows) = _best(run, repeats)
             ref[name] = {"total": t, "parts": clock}
         agreement = R.max_difference(rows, maps, spec.crop_size if spec.kind == "query" else None)
-    steps = {"read cache": t_read, "composition": t_compose, "scorers (+ semantic map)": t_score,
+    steps = {"read cache": t_read, "composition (alone)": t_compose, "scorers (+ semantic map) (alone)": t_score,
+             "composition + scorers, fused (the tool's path)": t_fused,
              "metric states (split, sort, frame AP)": t_metrics,
              "+ pixels of the highest scores (components)": t_positioned - t_metrics,
              "later steps (intervals' histograms, component metrics)": t_later}
-    grid = t_read + t_compose + t_score + t_metrics
-    return {"steps": steps, "grid_s": grid, "compose_score_s": t_compose + t_score,
+    grid = t_read + t_fused + t_metrics
+    return {"steps": steps, "grid_s": grid, "compose_score_s": t_fused,
             "later_s": t_positioned - t_metrics + t_later,
             "recompose_s": 2 * (t_read + t_compose + t_score) + t_dense,
             "keys_recomposed": sum(bool(v) for v in missing.values()), **ref, "reference_agreement": agreement}

@@ -16,7 +16,8 @@ anomaly labels, and Cityscapes-val-shaped semantic ones (the study's in-distribu
    on the shared machine) in the noise.
 2. Where a frame's time goes, and the reference (:mod:`analyze.bench_reference`), in this
    process on one thread, on frame 1 (best of :data:`REPEATS`): reading the cache,
-   composition, the scorers (five maps and the semantic map per temperature), the exact
+   composition and the scorers (five maps and the semantic map per temperature) each alone
+   and fused as the tool runs them (the grid's figure counts the fused pass), the exact
    metric states (:class:`analyze.metrics.FramedExactState`: split, sort, the frame's AP),
    and the later steps (the frame's bootstrap histograms and component metrics from the
    kept scores, :mod:`analyze.later_passes`); the same steps the recomposing path took

@@ -40,6 +40,21 @@ def parse_name(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
+def parse_device(ctx, param, value: str) -> str:
+    """``--device``: ``cpu``, ``cuda`` (refused where torch sees no CUDA device) or ``auto`` (CUDA
+    where there is one, else the CPU) -> ``cpu`` or ``cuda``."""
+    if value == "cpu":
+        return value
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if value == "auto":
+        return "cpu"
+    raise click.BadParameter("no CUDA device is available here (torch.cuda.is_available() is False); "
+                             "use --device cpu or auto")
+
+
 def parse_storage_options(items: Sequence[str]) -> dict[str, Any]:
     """``["anon=true", "key=abc"]`` -> dict (true/false/ints parsed)."""
     out: dict[str, Any] = {}

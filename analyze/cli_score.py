@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from analyze.cli_options import check_writable, parse_name, parse_scorers, parse_storage_options, parse_temps, summary_table
+from analyze.cli_options import (check_writable, parse_device, parse_name, parse_scorers, parse_storage_options, parse_temps,
+                                 summary_table)
 from analyze.scorers.registry import help_text
 from schemas.cache import open_cache
 from schemas.cli import StrictCommand, comma_list_option
@@ -51,10 +52,13 @@ from schemas.results import FRAMES, ResultsError
 @click.option("--frames", "frame_rule", type=click.Choice(FRAMES), default="all", show_default=True,
               help="all: every frame, as SMIYC; with-anomaly: only frames with an anomaly pixel, as the course "
                    "evaluation code (their in-distribution pixels are dropped too).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+              callback=parse_device, help="Where composition and scorers run (torch); auto: CUDA if present. "
+                                          "Metrics are computed on the CPU either way.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def score(caches, scorers, id_stats, temps, temp_target, protocol, out, scheduler, scheduler_file, workers,
           storage_options, allow_partial, keep_going, component_metrics, max_memory, bootstrap, seed, name, frame_rule,
-          no_progress):
+          device, no_progress):
     """Apply every scorer at every temperature to cached outputs; write results.parquet.
 
     Each row is keyed by its run (--name, default from the cache's checkpoint), model,
@@ -103,7 +107,7 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                     allow_partial=allow_partial, max_memory=budget, component_metrics=component_metrics,
                     bootstrap=bootstrap, seed=seed, warn=lambda m: click.echo(f"warning: {m}", err=True),
                     info=lambda m: click.echo(f"note: {m}", err=True), name=name, frames=frame_rule,
-                    id_stats=stats,
+                    id_stats=stats, device=device,
                 )
             except (DataError, OSError) as exc:
                 if not keep_going:

@@ -4,8 +4,8 @@ The one composition path: :mod:`analyze.frame_scores` (and through it ``analyze 
 ``analyze maps`` and ``analyze export``) composes whole frames with :class:`FrameComposer`
 and :func:`pixel_logits_to_label_size`; the temperature fit evaluates the same chains at
 sampled pixels only (:meth:`FrameComposer.pixel_weights`, :func:`pixel_logits_at`), from
-the same taps, crop regions and crop counts. The untiled, obviously correct composition is
-the tests' oracle (``tests/oracles.py``), as is the model's own semantic inference
+the same taps, crop regions and crop counts (the resizing itself: :mod:`analyze.resize`). The
+untiled, obviously correct composition is the tests' oracle (``tests/oracles.py``), as is the model's own semantic inference
 (:func:`extract.models.eomt.semantic_map`) tested against it.
 
 Mask model (EoMT), following the official semantic inference (``tue-mps/eomt``,
@@ -52,31 +52,20 @@ Tensors are torch float32 on the CPU; semantic maps are uint8 numpy arrays
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from analyze.resize import ArrayLike, f32 as _f32, linear_taps as _linear_taps
+from analyze.resize import pixel_logits_at, pixel_logits_to_label_size, resize_scores, semantic_prediction  # noqa: F401
 from analyze.scorers.masks import QueryChannel, max_channel, peaks
-from analyze.scorers.pixel import first_argmax, row_tiles
 from schemas.windows import FrameWindows
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
 TEMP_TARGETS = ("query", "pixel")
 DEFAULT_TEMP_TARGET = "query"
 DEFAULT_TILE_ROWS = 64
-
-
-def _f32(x: ArrayLike) -> torch.Tensor:
-    return torch.as_tensor(x).to(dtype=torch.float32)
-
-
-def _bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(C, h, w) -> (C, H, W), bilinear, ``align_corners=False``."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x  # the kernel's weights are exactly (1, 0) here: identity
-    return F.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
 
 
 def positive_temperature(t: float) -> float:
@@ -136,28 +125,8 @@ def _check_geometry(geom: FrameWindows) -> None:
         raise ValueError(f"resized frame {geom.resized}: short side is not the crop size {geom.crop}")
 
 
-def resize_scores(s: ArrayLike, out_size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (``align_corners=False``) of a (K, h, w) map to ``out_size``."""
-    return _bilinear(_f32(s), out_size)
-
-
 # ---------------------------------------------------------------------------------------
 # EoMT: tiled, all temperatures in one pass
-
-
-def _linear_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source indices and weights of 1-D linear resizing, ``align_corners=False``.
-
-    Same arithmetic as torch's CPU kernel: ``src = max(scale * (dst + 0.5) - 0.5, 0)`` with the
-    float32 ``scale = n_in / n_out`` and one rounding (the kernel uses a fused multiply-add;
-    the float64 product of a float32 and a half-integer is exact).
-    """
-    scale = float(np.float32(n_in / n_out))
-    src = (scale * (torch.arange(n_out, dtype=torch.float64) + 0.5) - 0.5).to(torch.float32).clamp(min=0)
-    i0 = src.floor().to(torch.int64).clamp(max=n_in - 1)
-    i1 = (i0 + 1).clamp(max=n_in - 1)
-    w1 = (src - i0).clamp(0, 1)
-    return i0, i1, 1 - w1, w1
 
 
 class FrameComposer:
@@ -177,6 +146,10 @@ class FrameComposer:
     of the same sigmoid tile (one row per channel and T), a max channel a reduction over the
     queries with ``w_q > 0`` of that tile. :meth:`resized_maps` stacks them after the K class rows (in the order of
     :attr:`channel_keys`), so they are composed exactly like ``s``.
+
+    ``device``: where the masks are upsampled and the maps accumulated (torch; ``analyze score
+    --device``). On the CPU the class-score products are numpy's (OpenBLAS, faster here);
+    ``compiled=False`` takes torch's there too: the code a GPU runs, tested on the CPU.
     """
 
     def __init__(
@@ -188,6 +161,8 @@ class FrameComposer:
         tile_rows: int = DEFAULT_TILE_ROWS,
         keep_masks: bool = False,
         channels: Sequence[QueryChannel] = (),
+        device: str | torch.device = "cpu",
+        compiled: bool | None = None,
     ):
         _check_geometry(geom)
         if len(mask_logits) != geom.n_crops or len(class_logits) != geom.n_crops:
@@ -206,7 +181,12 @@ class FrameComposer:
         self._mask_logits = mask_logits
         self._class_logits = class_logits
         self._tile_rows = int(tile_rows)
-        self._row_taps = _linear_taps(h, geom.crop)
+        self.device = torch.device(device)
+        # the CPU's fast path multiplies with numpy's BLAS; elsewhere (or compiled=False) torch's
+        self._numpy = self.device.type == "cpu" if compiled is None else bool(compiled)
+        if self._numpy and self.device.type != "cpu":
+            raise ValueError("the compiled composition runs on the CPU only")
+        self._row_taps = tuple(t.to(self.device) for t in _linear_taps(h, geom.crop))
         self._kept: list[list[tuple[int, int, torch.Tensor]]] | None = (
             [[] for _ in range(geom.n_crops)] if keep_masks else None
         )
@@ -217,6 +197,7 @@ class FrameComposer:
             raise ValueError(f"channel reductions must be 'sum' or 'max'; got {sorted({c.reduce for c in unique})}")
         #: the order of the channels after the K class rows of :meth:`resized_maps`
         self.channel_keys: tuple[str, ...] = tuple(c.key for c in self._sum + self._max)
+        self._n_maps = self.num_classes + len(self.channel_keys)
 
     def _mask_tiles(self, j: int) -> Iterator[tuple[int, int, torch.Tensor]]:
         """``(r0, r1, sigmoid(upsampled masks)[:, r0:r1, :])`` (Q, r1 - r0, crop) for crop ``j``."""
@@ -225,7 +206,7 @@ class FrameComposer:
             return
         crop = self.geom.crop
         kept = []
-        m = _f32(self._mask_logits[j])  # (Q, h, w)
+        m = torch.as_tensor(self._mask_logits[j]).to(self.device).to(torch.float32)  # (Q, h, w)
         q, _, w = m.shape
         i0, i1, a0, a1 = self._row_taps
         for r0 in range(0, crop, self._tile_rows):
@@ -250,36 +231,75 @@ class FrameComposer:
         Masks are upsampled once per call whatever the number of temperatures and channels.
         """
         temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
-        k, q, n_t, n_sum = self.num_classes, self.num_queries, len(temps), len(self._sum)
-        n_maps = k + n_sum + len(self._max)
-        sums = {t: torch.zeros((n_maps, *self.geom.resized), dtype=torch.float32) for t in temps}
+        sums = {t: torch.zeros((self._n_maps, *self.geom.resized), dtype=torch.float32, device=self.device)
+                for t in temps}
         for j in range(self.geom.n_crops):
-            full = [_full_probs(self._class_logits[j], t) for t in temps]  # (Q, K+1) each
-            probs = np.concatenate([p[:, :k].T for p in full])  # (nT * K, Q)
-            # the channels in a product of their own: s keeps the bits it has without them (a
-            # BLAS product rounds a row by where it falls), so no scorer depends on another's presence
-            weights = np.stack([c.weights(p) for p in full for c in self._sum]) if n_sum else None  # (nT * C, Q)
-            crop_peaks = [peaks([c.weights(p) for c in self._max]) for p in full]  # per T: (queries, weights, same as)
+            prepared = self._products(j, temps)
             for r0, r1, tile in self._mask_tiles(j):
-                flat = tile.reshape(q, -1).numpy()
-                # numpy's matmul (OpenBLAS): 2x torch's (MKL) for this skinny product on AMD CPUs
-                out = torch.from_numpy(probs @ flat).view(n_t, k, r1 - r0, -1)  # (nT, K, R, crop)
-                extra = None if weights is None else torch.from_numpy(weights @ flat).view(n_t, n_sum, r1 - r0, -1)
                 rows, cols = _crop_region(self.geom, j, r0, r1)
-                for i, t in enumerate(temps):
-                    sums[t][:k, rows, cols] += out[i]
-                    if extra is not None:
-                        sums[t][k : k + n_sum, rows, cols] += extra[i]
-                    done: list[torch.Tensor | None] = []
-                    for c, (idx, w, same) in enumerate(crop_peaks[i]):
-                        peak = done[same] if same is not None else max_channel(tile, idx, w)  # (R, crop) or None
-                        done.append(peak)
-                        if peak is not None:
-                            sums[t][k + n_sum + c, rows, cols] += peak
-        counts = _crop_counts(self.geom)
+                self._add_tile(prepared, tile, [sums[t][:, rows, cols] for t in temps])
+        counts = _crop_counts(self.geom).to(self.device)
         for t in temps:
             sums[t].div_(counts)
         return sums
+
+    def row_blocks(self, temperatures: Sequence[float] = (1.0,)) -> Iterator[tuple[slice, dict[float, torch.Tensor]]]:
+        """:meth:`resized_maps` in blocks of complete rows, ``(rows, {T: (K + C, R, Wr)})``, each yielded
+        as soon as every crop has added its tile (EoMT's fused pass: the scorers take a block
+        while it is in cache, and no full-size map exists). The same tiles, products and
+        additions in the same order, so the same bits. Landscape frames only (side-by-side
+        crops share their rows)."""
+        if self.geom.portrait:
+            raise ValueError("row_blocks needs side-by-side (landscape) crops")
+        temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
+        prepared = [self._products(j, temps) for j in range(self.geom.n_crops)]
+        counts = _crop_counts(self.geom).to(self.device)
+        width = self.geom.resized[1]
+        for tiles in zip(*(self._mask_tiles(j) for j in range(self.geom.n_crops))):
+            r0, r1 = tiles[0][:2]
+            block = {t: torch.zeros((self._n_maps, r1 - r0, width), dtype=torch.float32, device=self.device)
+                     for t in temps}
+            for j, (_, _, tile) in enumerate(tiles):
+                cols = _crop_region(self.geom, j, r0, r1)[1]
+                self._add_tile(prepared[j], tile, [block[t][:, :, cols] for t in temps])
+            for t in temps:
+                block[t].div_(counts)
+            yield slice(r0, r1), block
+
+    def _products(self, j: int, temps: Sequence[float]) -> tuple:
+        """Crop ``j``'s matrices at every T: class probabilities (nT * K, Q), sum-channel weights
+        (nT * C, Q) and the max channels' queries per T."""
+        k = self.num_classes
+        full = [_full_probs(self._class_logits[j], t) for t in temps]  # (Q, K+1) each
+        probs = np.concatenate([p[:, :k].T for p in full])  # (nT * K, Q)
+        # the channels in a product of their own: s keeps the bits it has without them (a
+        # BLAS product rounds a row by where it falls), so no scorer depends on another's presence
+        weights = np.stack([c.weights(p) for p in full for c in self._sum]) if self._sum else None  # (nT * C, Q)
+        if not self._numpy:  # the same float32 matrices, multiplied by torch on the device
+            probs = torch.from_numpy(probs).to(self.device)
+            weights = None if weights is None else torch.from_numpy(weights).to(self.device)
+        crop_peaks = [peaks([c.weights(p) for c in self._max]) for p in full]  # per T: (queries, weights, same as)
+        return probs, weights, crop_peaks
+
+    def _add_tile(self, prepared: tuple, tile: torch.Tensor, targets: Sequence[torch.Tensor]) -> None:
+        """Add one sigmoid tile (Q, R, crop) times each T's matrices to that T's target view (K + C, R, crop)."""
+        probs, weights, crop_peaks = prepared
+        k, q, n_t, n_sum = self.num_classes, self.num_queries, len(targets), len(self._sum)
+        r = tile.shape[1]
+        flat = tile.reshape(q, -1).numpy() if self._numpy else tile.reshape(q, -1)
+        # numpy's matmul (OpenBLAS): 2x torch's (MKL) for this skinny product on AMD CPUs
+        out = torch.as_tensor(probs @ flat).view(n_t, k, r, -1)  # (nT, K, R, crop)
+        extra = None if weights is None else torch.as_tensor(weights @ flat).view(n_t, n_sum, r, -1)
+        for i, target in enumerate(targets):
+            target[:k] += out[i]
+            if extra is not None:
+                target[k : k + n_sum] += extra[i]
+            done: list[torch.Tensor | None] = []
+            for c, (idx, w, same) in enumerate(crop_peaks[i]):
+                peak = done[same] if same is not None else max_channel(tile, idx, w)  # (R, crop) or None
+                done.append(peak)
+                if peak is not None:
+                    target[k + n_sum + c] += peak
 
     def resized_scores(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
         """``{T: s_T}`` on the resized frame, (K, Hr, Wr) each; ``T`` divides the class logits."""
@@ -324,7 +344,7 @@ class FrameComposer:
         out = np.zeros((rows.size, geom.n_crops * q), np.float64)
         m_all = [np.asarray(_f32(m)) for m in self._mask_logits]
         h, w = m_all[0].shape[1:]
-        ty = [t.numpy() for t in self._row_taps]
+        ty = [t.cpu().numpy() for t in self._row_taps]
         tx = [t.numpy() for t in _linear_taps(w, geom.crop)]
         for j in range(geom.n_crops):
             m = m_all[j]  # (Q, h, w)
@@ -343,56 +363,3 @@ class FrameComposer:
                 val = 1.0 / (1.0 + np.exp(-(bot * ay1 + top * ay0)))  # (Q, M): sigmoid of the upsampled mask
                 out[p, j * q : (j + 1) * q] += (val * (pw[k, p] / count[k, p])).T  # (M, Q)
         return out
-
-
-# ---------------------------------------------------------------------------------------
-# pixel model
-
-
-def pixel_logits_to_label_size(
-    logits: ArrayLike, out_size: tuple[int, int], void_channel: int | None
-) -> torch.Tensor:
-    """ERFNet logits (C, h, w) -> (C - 1, H, W) float32 at ``out_size``, void channel dropped.
-
-    ``void_channel=None`` keeps all C channels. Dropping before the bilinear resize gives the
-    same numbers as after it (the resize acts per channel) and saves work.
-    """
-    z = torch.as_tensor(logits)
-    if z.ndim != 3:
-        raise ValueError(f"pixel logits must be (C, h, w), got shape {tuple(z.shape)}")
-    if void_channel is not None:
-        c = z.shape[0]
-        if not 0 <= void_channel < c:
-            raise ValueError(f"void_channel {void_channel} out of range for {c} channels")
-        keep = [i for i in range(c) if i != void_channel]
-        z = z[keep]
-    return _bilinear(z.to(torch.float32), out_size)  # (K, H, W)
-
-
-def pixel_logits_at(logits: ArrayLike, out_size: tuple[int, int], void_channel: int | None,
-                    rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """(n, K) float64: :func:`pixel_logits_to_label_size` at the pixels (rows, cols) only (the same
-    taps, :func:`_linear_taps`, in float32: equal to rounding), void channel dropped."""
-    z = np.asarray(logits)  # (C, h, w)
-    keep = [c for c in range(z.shape[0]) if c != void_channel]
-    (h, w), (h_out, w_out) = z.shape[1:], out_size
-    y0, y1, ay0, ay1 = (t.numpy()[rows] for t in _linear_taps(h, h_out))
-    x0, x1, ax0, ax1 = (t.numpy()[cols] for t in _linear_taps(w, w_out))
-
-    def at(y, x):
-        return z[:, y, x][keep].astype(np.float32)  # (K, n)
-
-    top = at(y0, x0) * ax0 + at(y0, x1) * ax1  # the width pass on both source rows
-    bot = at(y1, x0) * ax0 + at(y1, x1) * ax1
-    return (top * ay0 + bot * ay1).T.astype(np.float64)  # then the height pass
-
-
-def semantic_prediction(x: ArrayLike) -> np.ndarray:
-    """Argmax over classes of ``s`` or logits (K, H, W) -> (H, W) uint8 (first maximum on ties)."""
-    t = torch.as_tensor(x)
-    if t.shape[0] > 255:
-        raise ValueError(f"{t.shape[0]} classes do not fit uint8 with 255 reserved for void")
-    out = torch.empty(t.shape[1:], dtype=torch.uint8)
-    for rows in row_tiles(t.shape):  # in cache-sized tiles; first_argmax == max(0).indices
-        out[rows] = first_argmax(t[:, rows])
-    return out.numpy()

@@ -88,7 +88,8 @@ def score_cache(cache: str, scorers: str = "all", temperatures: Sequence[float] 
     :func:`schemas.results.default_run` of the cache's checkpoint) and ``frames`` (``"all"`` or
     ``"with-anomaly"``: which frames are pooled), ``id_stats`` (:class:`analyze.id_stats.IdStats`
     files; the one fit on the cache's model and checkpoint gives KL matching and SML their
-    statistics, :meth:`analyze.id_stats.IdStats.class_stats` says what is refused).
+    statistics, :meth:`analyze.id_stats.IdStats.class_stats` says what is refused), ``device``
+    (``cpu`` or ``cuda``: where composition and scorers run; the same code, torch on the device).
     """
     sched, made_here = Scheduler.resolve(scheduler)
     try:
@@ -118,6 +119,7 @@ def _score_cache(
     frames: str = "all",
     id_stats: Sequence = (),
     recompose: bool = False,
+    device: str = "cpu",
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Score one cache (see :func:`score_cache`); ``info`` is told how many unlabelled frames were
     skipped. Every row carries ``run`` (``name``, default :func:`schemas.results.default_run` of
@@ -125,6 +127,7 @@ def _score_cache(
     pixel, ``"with-anomaly"`` only those with an anomaly pixel (their in-distribution pixels go
     with them; semantic caches always pool every frame). ``n_frames`` counts the pooled frames
     only, and only they are resampled by ``bootstrap``; ``warn`` says how many were left out and why.
+    ``device``: where frame tasks compose and score (``cpu`` or ``cuda``; the metrics stay on the CPU).
     """
     if protocol not in M.PROTOCOLS:
         raise ScoreError(f"unknown protocol {protocol!r}; valid: {', '.join(M.PROTOCOLS)}")
@@ -163,7 +166,7 @@ def _score_cache(
         cache=str(cache), storage_options=dict(storage_options) if storage_options else None,
         scorers=tuple(s.name for s in chosen), temperatures=temps if chosen else temps_sem,
         temp_target=temp_target, protocol=protocol, frames=done_frames, label_kind=spec.label_kind,
-        frame_rule=rule, id_stats=stats, positions=positions if plan == "one-pass" else 0.0,
+        frame_rule=rule, id_stats=stats, positions=positions if plan == "one-pass" else 0.0, device=device,
     )
     boot_pass = want_boot and recompose  # smiyc intervals never need a pass of their own
     comp_pass = want_comp and not positions  # else only when the kept pixels do not reach a threshold

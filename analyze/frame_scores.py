@@ -28,7 +28,8 @@ from analyze.compose import (
 )
 from analyze.id_stats import match_stats
 from analyze.scorers import masks
-from analyze.scorers.pixel import ClassStats, score_many
+from analyze.resize import label_size_tiles
+from analyze.scorers.pixel import ClassStats, MapScorer, score_many
 from analyze.scorers.registry import SCORERS, Scorer, all_notes, check_supported, get_scorers, parse_spec
 from schemas import cache as C
 from schemas.cache import parse_kind
@@ -143,6 +144,8 @@ def iter_frame_scores(
     tile_rows: int = DEFAULT_TILE_ROWS,
     stats: Mapping[float, ClassStats] | None = None,
     flip: Mapping[str, ArrayLike] | None = None,
+    device: str | torch.device = "cpu",
+    compiled: bool | None = None,
 ) -> Iterator[TemperatureScores]:
     """Score one frame, yielding one :class:`TemperatureScores` per temperature.
 
@@ -160,6 +163,10 @@ def iter_frame_scores(
     Mask2Anomaly map of the flipped pass, flipped back, averaged with that of this pass, as
     the official ``anomaly_inference.py``). The mask scorers see T only through the query
     softmax: with ``temp_target='pixel'`` they are yielded at T = 1 only.
+
+    ``device``: where composition and scorers run (torch; ``analyze score --device``); the maps
+    come back as numpy arrays on the CPU. ``compiled``: on the CPU, ``None`` takes the fast
+    path (numpy's BLAS, the compiled scorers), ``False`` the torch code a GPU runs.
     """
     parse_kind(kind)
     parse_temp_target(temp_target)
@@ -179,23 +186,25 @@ def iter_frame_scores(
     def score_all(x: torch.Tensor, t: float, key: float, channels=None, argmax_out=None, mask_scorers=True):
         names = [s.name for s in direct if mask_scorers or not s.needs_queries]
         return score_many(x, t, names, argmax_out=argmax_out, stats=None if stats is None else stats.get(key),
-                          channels=channels)
+                          channels=channels, device=device, compiled=compiled)
 
     if kind == "pixel":
         if logits is None or out_size is None:
             raise ValueError("kind='pixel' needs logits and out_size")
-        z = pixel_logits_to_label_size(logits, out_size, void_channel)  # (K, H, W)
-        sem = semantic_prediction(z)
-        for t in temps:
-            yield TemperatureScores(t, sem, score_all(z, t, t))
+        yield from _pixel_scores(torch.as_tensor(logits).to(device), tuple(out_size), void_channel, direct, temps,
+                                 stats, device, compiled)
         return
 
     if mask_logits is None or class_logits is None or geom is None:
         raise ValueError("kind='query' needs mask_logits, class_logits and geom")
     size = out_size or geom.original
-    composer = FrameComposer(mask_logits, class_logits, geom, tile_rows=tile_rows, channels=_channels(scorers))
+    on = dict(device=device, compiled=compiled)
+    composer = FrameComposer(mask_logits, class_logits, geom, tile_rows=tile_rows, channels=_channels(scorers), **on)
     k, keys = composer.num_classes, composer.channel_keys
-    mirror = _flip_scores(flipped, flip, geom, size, tile_rows, temps if temp_target == "query" else (1.0,))
+    if not flipped and not geom.portrait and tuple(size) == tuple(geom.resized):
+        yield from _query_scores(composer, size, direct, temps, temp_target, stats, on)
+        return
+    mirror = _flip_scores(flipped, flip, geom, size, tile_rows, temps if temp_target == "query" else (1.0,), on)
     if temp_target == "query":
         resized = composer.resized_maps(temps)
         for t in temps:
@@ -211,21 +220,69 @@ def iter_frame_scores(
             yield TemperatureScores(t, sem, {**scores, **(mirror(t, s, channels) if t == 1.0 else {})})
 
 
-def _flip_scores(flipped: Sequence[Scorer], flip, geom, size, tile_rows: int, temps):
+def _query_scores(composer: FrameComposer, size, scorers: Sequence[Scorer], temps: Sequence[float], temp_target: str,
+                  stats, on: dict) -> Iterator[TemperatureScores]:
+    """EoMT's fused pass (side-by-side crops, no resize to the original size, no flipped pass):
+    each block of complete rows of every T's class scores and query channels
+    (:meth:`FrameComposer.row_blocks`) is scored as it is made (one :class:`MapScorer` per T), so
+    no full-size ``s`` exists; the semantic map comes from the same pass (target ``query``: per
+    T, the first maximum of ``s_T``; ``pixel``: of ``s_1 / T``, that of ``s_1``)."""
+    k, keys = composer.num_classes, composer.channel_keys
+    query = temp_target == "query"
+
+    def names(t: float) -> list[str]:  # the mask scorers see T through the query softmax only
+        return [s.name for s in scorers if query or t == 1.0 or not s.needs_queries]
+
+    maps = {t: MapScorer(names(t), 1.0 if query else t, size, stats=None if stats is None else stats.get(t),
+                         semantic=query or i == 0, **on) for i, t in enumerate(temps)}
+    for rows, block in composer.row_blocks(temps if query else (1.0,)):
+        for t, m in maps.items():
+            b = block[t if query else 1.0]  # (K + C, R, W)
+            m.add(b[:k], rows, slice(None), {key: b[k + c] for c, key in enumerate(keys)})
+    first = None
+    for t in temps:
+        scores, sem = maps.pop(t).finish()
+        first = sem if first is None or query else first
+        yield TemperatureScores(t, first, scores)
+
+
+def _pixel_scores(logits: torch.Tensor, size: tuple[int, int], void_channel: int | None, scorers: Sequence[Scorer],
+                  temps: Sequence[float], stats, device, compiled) -> Iterator[TemperatureScores]:
+    """ERFNet's fused pass: each row tile of the logits at label size
+    (:func:`analyze.resize.label_size_tiles`) is scored at every T as it is made (one
+    :class:`MapScorer` per T), so neither the full-size logits nor any per-T copy of them
+    exist; the semantic map comes from the first T's pass (the first maximum of ``z / T`` is
+    that of ``z``)."""
+    names = [s.name for s in scorers]
+    maps = {t: MapScorer(names, t, size, stats=None if stats is None else stats.get(t), semantic=i == 0,
+                         device=device, compiled=compiled) for i, t in enumerate(temps)}
+    for rows, tile in label_size_tiles(logits, size, void_channel):
+        if tile.shape[0] > 255:
+            raise ValueError(f"{tile.shape[0]} classes do not fit uint8 with 255 reserved for void")
+        for m in maps.values():
+            m.add(tile, rows)
+    sem = None
+    for t in temps:
+        scores, first = maps.pop(t).finish()
+        sem = first if sem is None else sem
+        yield TemperatureScores(t, sem, scores)
+
+
+def _flip_scores(flipped: Sequence[Scorer], flip, geom, size, tile_rows: int, temps, on: dict):
     """``mirror(t, s, channels)`` -> {flip scorer: map}: the scorer it averages (``uses``) on this
     pass (``s``, ``channels``) and on the flipped pass at the same T, the latter flipped back."""
     if not flipped:
         return lambda t, s, channels: {}
     inner = [_inner(s) for s in flipped]
     comp = FrameComposer(flip["mask_logits"], flip["class_logits"], geom, tile_rows=tile_rows,
-                         channels=_channels(inner))
+                         channels=_channels(inner), **on)
     maps = comp.resized_maps(temps)
 
     def mirror(t: float, s: torch.Tensor, channels) -> dict[str, np.ndarray]:
         fs, fch = _split(maps.pop(t), comp.num_classes, comp.channel_keys, size)
         names = [i.name for i in inner]
-        here = score_many(s, 1.0, names, channels=channels)
-        there = score_many(fs, 1.0, names, channels=fch)
+        here = score_many(s, 1.0, names, channels=channels, **on)
+        there = score_many(fs, 1.0, names, channels=fch, **on)
         return {f.name: (here[i.name] + there[i.name][:, ::-1]) / 2 for f, i in zip(flipped, inner)}
 
     return mirror
@@ -294,6 +351,8 @@ def score_frame(
     tile_rows: int = DEFAULT_TILE_ROWS,
     stats: Mapping[float, ClassStats] | None = None,
     flip: Mapping[str, ArrayLike] | None = None,
+    device: str | torch.device = "cpu",
+    compiled: bool | None = None,
 ) -> FrameScores:
     """All ``(scorer, T)`` maps and the semantic map per ``T`` of one frame.
 
@@ -306,7 +365,7 @@ def score_frame(
     frames = iter_frame_scores(
         kind, scorers=scorers, temperatures=temperatures, temp_target=temp_target, out_size=out_size,
         logits=logits, void_channel=void_channel, mask_logits=mask_logits, class_logits=class_logits,
-        geom=geom, tile_rows=tile_rows, stats=stats, flip=flip,
+        geom=geom, tile_rows=tile_rows, stats=stats, flip=flip, device=device, compiled=compiled,
     )
     for ts in frames:
         semantic[ts.temperature] = ts.semantic

@@ -47,6 +47,7 @@ class ScoreJob:
     frame_rule: str = "all"  # schemas.results.FRAMES: which frames are pooled
     id_stats: Mapping[float, Any] | None = None  # T -> analyze.scorers.ClassStats (KL matching, SML)
     positions: float = 0.0  # fraction of in-distribution scores the one pass keeps with their pixels
+    device: str = "cpu"  # where composition and scorers run (analyze score --device)
 
 
 @dataclass
@@ -170,7 +171,7 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
     except C.CacheError as exc:
         raise ScoreError(f"{job.cache}: {exc}") from None
     for ts in iter_frame_scores(spec.kind, scorers=scorers, temperatures=job.temperatures,
-                                temp_target=job.temp_target, stats=job.id_stats, **inputs):
+                                temp_target=job.temp_target, stats=job.id_stats, device=job.device, **inputs):
         t = ts.temperature
         if job.label_kind == "semantic":
             if phase.semantic:

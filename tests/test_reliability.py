@@ -248,5 +248,5 @@ def test_interrupted_score_never_leaves_a_partial_parquet(tmp_path, delay):
     proc.wait()
     if out.read_bytes() != before:  # the run finished before the kill: then it is complete
         df = read_results(out)
-        assert len(df) == 1 + 4 * 5 * 3
+        assert len(df) == 1 + 5 * 5 * 3  # T = 1 is always scored; msp, maxlogit, maxentropy, energy, gen; 3 metrics
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -131,3 +131,20 @@ def score_tile(scorer: Scorer, top: torch.Tensor, channels: Mapping[str, torch.T
         out.masked_fill_(rest[0] >= 0.5, 0.0)
     else:  # pragma: no cover - the registry and this module list the same mask scorers
         raise ValueError(f"{scorer.name} is not a mask scorer")
+
+
+def score_chunk(scorer: Scorer, top: np.ndarray, channels: Mapping[str, np.ndarray], out: np.ndarray) -> None:
+    """:func:`score_tile` on numpy arrays (the compiled CPU path, :mod:`analyze.scorers.compiled`):
+    the same float64 operations, the same bits."""
+    base = scorer.uses or scorer.base
+    (ch, *rest) = [channels[c.key] for c in channels_for(scorer)]
+    if base == "eam":
+        np.subtract(1.0, ch, out=out, dtype=np.float64)
+    elif base == "noobject":
+        out[:] = ch
+    elif base == "m2a":
+        np.maximum(top, ch, out=out, dtype=np.float64)
+        np.subtract(1.0, out, out=out)
+        out[rest[0] >= 0.5] = 0.0
+    else:  # pragma: no cover - the registry and this module list the same mask scorers
+        raise ValueError(f"{scorer.name} is not a mask scorer")
