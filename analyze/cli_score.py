@@ -88,6 +88,10 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
         budget = -1
     if budget < 0:
         raise click.BadParameter(f"expected a size like 512MiB or 8GiB, got {max_memory!r}", param_hint="--max-memory")
+    if device == "cuda" and (scheduler or "").lower() in ("processes", "multiprocessing"):
+        raise click.BadParameter("--device cuda runs in the scheduler's threads; a CUDA context does not survive "
+                                 "the fork of --scheduler processes: use threads, sync or a distributed cluster",
+                                 param_hint="--device")
     check_writable(out)
     stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
     if Path(out).exists():  # an old or foreign file is refused now, not after the scoring

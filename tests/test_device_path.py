@@ -185,3 +185,24 @@ def test_device_option_reaches_the_frame_tasks(tmp_path, monkeypatch):
     a, b = tables
     assert len(a) > 0
     np.testing.assert_allclose(b["value"], a["value"], rtol=1e-6, atol=1e-6)
+
+
+def test_device_cuda_with_the_processes_scheduler_is_refused(tmp_path, monkeypatch):
+    """A CUDA context does not survive a fork: the combination is a one-line option error before
+    any work (torch is told a GPU exists, so the refusal, not the missing GPU, is what answers)."""
+    import torch
+
+    from tests.factories import signal_pixel_cache
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    signal_pixel_cache(tmp_path / "p.zarr", 2)
+    from click.testing import CliRunner
+
+    from analyze.cli import main as analyze_main
+
+    res = CliRunner().invoke(analyze_main, ["score", "--cache", str(tmp_path / "p.zarr"), "--out", str(tmp_path / "r.parquet"),
+                                            "--device", "cuda", "--scheduler", "processes"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    (line,) = [x for x in res.output.splitlines() if x.startswith("Error")]
+    assert "--device" in line and "processes" in line
+    assert not (tmp_path / "r.parquet").exists()
