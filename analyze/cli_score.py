@@ -76,6 +76,7 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
     from dask.utils import parse_bytes
 
     from analyze.driver import Scheduler, score_cache
+    from analyze.scheduler import forks_workers
     from schemas.results import cache_conflicts, check_side_table, read_results
 
     try:
@@ -88,7 +89,7 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
         budget = -1
     if budget < 0:
         raise click.BadParameter(f"expected a size like 512MiB or 8GiB, got {max_memory!r}", param_hint="--max-memory")
-    if device == "cuda" and (scheduler or "").lower() in ("processes", "multiprocessing"):
+    if device == "cuda" and forks_workers(scheduler):
         raise click.BadParameter("--device cuda runs in the scheduler's threads; a CUDA context does not survive "
                                  "the fork of --scheduler processes: use threads, sync or a distributed cluster",
                                  param_hint="--device")

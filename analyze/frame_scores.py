@@ -305,7 +305,6 @@ def iter_scorer_inputs(
     class_logits: Sequence[ArrayLike] | ArrayLike | None = None,
     geom: FrameWindows | None = None,
     tile_rows: int = DEFAULT_TILE_ROWS,
-    flip: Mapping[str, ArrayLike] | None = None,
 ) -> Iterator[tuple[float, torch.Tensor, float]]:
     """``(T, x, t)`` per temperature: the scorers of :func:`iter_frame_scores` see ``x / t``
     (:func:`analyze.scorers.pixel.score_many`); same arguments and the same composition.

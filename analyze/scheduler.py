@@ -23,7 +23,14 @@ from schemas.errors import OptionError
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 #: names ``dask.compute(scheduler=...)`` accepts for a local scheduler
 _DASK_LOCAL = {"threads", "threading", "processes", "multiprocessing", "sync", "synchronous", "single-threaded"}
+_FORKING = {"processes", "multiprocessing"}  # of those, the ones whose tasks run in forked processes
 FRAME_TASK = "frame_task"  # key prefix of the tasks counted by the progress bars
+
+
+def forks_workers(spec: str | None) -> bool:
+    """Whether the ``--scheduler`` value ``spec`` runs frame tasks in forked local processes
+    (where a CUDA context made before the fork does not work)."""
+    return (spec or "").lower() in _FORKING
 
 
 # ---- threads of a frame task ---------------------------------------------------------------

@@ -55,14 +55,9 @@ def prepare(x, inv_t, divide, t, d, top, arg):
 @nb.njit(**_JIT)
 def others_sum(e, arg, r):
     """``e[arg] = 0`` per pixel, then ``r = sum_k e_k`` in class order (the non-maximal exps)."""
-    k, n = e.shape
-    for i in range(n):
+    for i in range(e.shape[1]):
         e[arg[i], i] = 0.0
-    for i in range(n):
-        r[i] = e[0, i]
-    for c in range(1, k):
-        for i in range(n):
-            r[i] += e[c, i]
+    class_sum(e, r)
 
 
 @nb.njit(**_JIT)
