@@ -267,33 +267,34 @@ class FrameComposer:
             yield slice(r0, r1), block
 
     def _products(self, j: int, temps: Sequence[float]) -> tuple:
-        """Crop ``j``'s matrices at every T: class probabilities (nT * K, Q), sum-channel weights
-        (nT * C, Q) and the max channels' queries per T."""
+        """Crop ``j``'s matrices, one set per T: class probabilities (K, Q), sum-channel weights
+        (C, Q) and the max channels' queries.
+
+        Each T gets products of its own: a BLAS product rounds a row by where it falls in the
+        matrix, so stacking the temperatures would make ``s_T``'s last bits depend on which
+        other temperatures were asked for (and on the BLAS build's blocking). The channels
+        likewise stay out of the class product, so no scorer depends on another's presence."""
         k = self.num_classes
         full = [_full_probs(self._class_logits[j], t) for t in temps]  # (Q, K+1) each
-        probs = np.concatenate([p[:, :k].T for p in full])  # (nT * K, Q)
-        # the channels in a product of their own: s keeps the bits it has without them (a
-        # BLAS product rounds a row by where it falls), so no scorer depends on another's presence
-        weights = np.stack([c.weights(p) for p in full for c in self._sum]) if self._sum else None  # (nT * C, Q)
+        probs = [np.ascontiguousarray(p[:, :k].T) for p in full]  # (K, Q) per T
+        weights = [np.stack([c.weights(p) for c in self._sum]) for p in full] if self._sum else None  # (C, Q) per T
         if not self._numpy:  # the same float32 matrices, multiplied by torch on the device
-            probs = torch.from_numpy(probs).to(self.device)
-            weights = None if weights is None else torch.from_numpy(weights).to(self.device)
+            probs = [torch.from_numpy(p).to(self.device) for p in probs]
+            weights = None if weights is None else [torch.from_numpy(w).to(self.device) for w in weights]
         crop_peaks = [peaks([c.weights(p) for c in self._max]) for p in full]  # per T: (queries, weights, same as)
         return probs, weights, crop_peaks
 
     def _add_tile(self, prepared: tuple, tile: torch.Tensor, targets: Sequence[torch.Tensor]) -> None:
         """Add one sigmoid tile (Q, R, crop) times each T's matrices to that T's target view (K + C, R, crop)."""
         probs, weights, crop_peaks = prepared
-        k, q, n_t, n_sum = self.num_classes, self.num_queries, len(targets), len(self._sum)
+        k, q, n_sum = self.num_classes, self.num_queries, len(self._sum)
         r = tile.shape[1]
         flat = tile.reshape(q, -1).numpy() if self._numpy else tile.reshape(q, -1)
-        # numpy's matmul (OpenBLAS): 2x torch's (MKL) for this skinny product on AMD CPUs
-        out = torch.as_tensor(probs @ flat).view(n_t, k, r, -1)  # (nT, K, R, crop)
-        extra = None if weights is None else torch.as_tensor(weights @ flat).view(n_t, n_sum, r, -1)
         for i, target in enumerate(targets):
-            target[:k] += out[i]
-            if extra is not None:
-                target[k : k + n_sum] += extra[i]
+            # numpy's matmul (OpenBLAS): 2x torch's (MKL) for this skinny product on AMD CPUs
+            target[:k] += torch.as_tensor(probs[i] @ flat).view(k, r, -1)
+            if weights is not None:
+                target[k : k + n_sum] += torch.as_tensor(weights[i] @ flat).view(n_sum, r, -1)
             done: list[torch.Tensor | None] = []
             for c, (idx, w, same) in enumerate(crop_peaks[i]):
                 peak = done[same] if same is not None else max_channel(tile, idx, w)  # (R, crop) or None
