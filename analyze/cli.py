@@ -18,11 +18,11 @@ from schemas.cache import open_cache, unlabelled_not_void
 from schemas.cli import comma_list_option
 from schemas.errors import DataError, ToolGroup
 from schemas.results import FRAMES
-from schemas.version import PACKAGE
+from schemas.version import PACKAGE, __version__
 
 
 @click.group("analyze", cls=ToolGroup)
-@click.version_option(package_name=PACKAGE)
+@click.version_option(__version__, package_name=PACKAGE, prog_name=PACKAGE)
 def main():
     """Score every anomaly scorer on cached model outputs; report tables and figures.
 

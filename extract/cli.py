@@ -12,15 +12,16 @@ from pathlib import Path
 import click
 
 from extract.datasets import check_dataset, get_dataset_spec, load_manifest
+from schemas.manifest import default_manifest
 from extract.demo import settings as demo_settings
 from extract.synth import parse_size, write_synth_dataset
 from schemas.cache import COMPRESSION, DEFAULT_COMPRESSION
 from schemas.errors import ToolGroup
-from schemas.version import PACKAGE
+from schemas.version import PACKAGE, __version__
 
 
 @click.group("extract", cls=ToolGroup)
-@click.version_option(package_name=PACKAGE)
+@click.version_option(__version__, package_name=PACKAGE, prog_name=PACKAGE)
 def main():
     """Extract raw model outputs into a chunked Zarr cache.
 
@@ -47,9 +48,40 @@ def datasets():
     """
 
 
+@datasets.command("list")
+def datasets_list():
+    """List the datasets of the manifest, with their layouts and the manifest file read
+    ($ANOMSEG_MANIFEST overrides the packaged one).
+
+    \b
+    Example:
+      extract datasets list
+    """
+    source = default_manifest()
+    for name, spec in sorted(load_manifest(source).items()):
+        click.echo(f"{name:24s} {spec.kind:9s} layouts: {', '.join(spec.layout_names)}")
+    click.echo(f"(manifest: {source})", err=True)
+
+
+class DatasetName(click.ParamType):
+    """A dataset of the manifest, checked when the option is parsed: nothing reads the manifest
+    while the CLI loads, so ``--help`` and ``--version`` work without one."""
+
+    name = "dataset"
+
+    def get_metavar(self, param, ctx=None):  # click 8.1 passes (param), 8.2 (param, ctx)
+        return "NAME"
+
+    def convert(self, value, param, ctx):
+        names = sorted(load_manifest())
+        if value not in names:
+            self.fail(f"{value!r} is not a dataset of the manifest; valid: {', '.join(names)}", param, ctx)
+        return value
+
+
 def _dataset_option(f):
-    names = sorted(load_manifest())
-    return click.option("--dataset", required=True, type=click.Choice(names), help="Manifest name.")(f)
+    return click.option("--dataset", required=True, type=DatasetName(),
+                        help="Dataset name in the manifest (`extract datasets list`).")(f)
 
 
 def _layout_option(help_text):

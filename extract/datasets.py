@@ -20,7 +20,6 @@ from PIL import Image, UnidentifiedImageError
 
 from extract.layouts import DatasetCopy, FrameListing, FrameRef, list_frames, locate
 from schemas.manifest import (
-    DEFAULT_MANIFEST,
     VOID,
     DatasetError,
     DatasetSpec,
@@ -31,7 +30,7 @@ from schemas.manifest import (
 )
 
 __all__ = [
-    "DEFAULT_MANIFEST", "VOID", "CheckReport", "DatasetCopy", "DatasetError", "DatasetReader", "DatasetSpec",
+    "VOID", "CheckReport", "DatasetCopy", "DatasetError", "DatasetReader", "DatasetSpec",
     "Frame", "FrameListing", "FrameRef", "LabelMap", "Layout", "check_dataset", "get_dataset_spec", "image_size",
     "list_frames", "load_manifest", "locate", "read_frame", "read_image", "read_label_file",
 ]

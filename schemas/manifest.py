@@ -18,6 +18,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,9 @@ import yaml
 
 from schemas.errors import DataError
 
-DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifest.yaml"
+#: the environment variable that points the tools at another manifest file
+MANIFEST_ENV = "ANOMSEG_MANIFEST"
+MANIFEST_NAME = "data_manifest.yaml"
 SCHEMA_VERSION = 2
 VOID = 255  # canonical label of void / ignored pixels, in every label kind
 #: ``kind`` values: what the canonical labels are (caches record it as ``label_kind``)
@@ -241,16 +244,34 @@ def _parse_entry(name: str, raw: dict, source: Path) -> DatasetSpec:
     return spec
 
 
+def default_manifest() -> Path:
+    """The manifest the tools read when no path is given: ``$ANOMSEG_MANIFEST`` if set; else the
+    copy packaged inside ``schemas`` (a wheel: the build copies the top-level
+    ``data_manifest.yaml`` in, ``schemas/_build.py``); else, in a source checkout or an
+    editable install, the top-level ``data_manifest.yaml`` itself, the one file people edit."""
+    env = os.environ.get(MANIFEST_ENV)
+    if env:
+        return Path(env)
+    packaged = resources.files("schemas") / MANIFEST_NAME
+    if packaged.is_file():
+        return Path(str(packaged))
+    checkout = Path(__file__).resolve().parents[1] / MANIFEST_NAME
+    return checkout if checkout.is_file() else Path(str(packaged))
+
+
 def load_manifest(path: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
-    """Read the manifest (default: ``data_manifest.yaml`` beside the packages, or $ANOMSEG_MANIFEST).
+    """Read the manifest (``path``, else :func:`default_manifest`). Nothing reads it at import:
+    ``--help`` and ``--version`` work without it.
 
     Parsed once per content (the report asks for titles many times).
     """
-    source = Path(path or os.environ.get("ANOMSEG_MANIFEST") or DEFAULT_MANIFEST)
+    source = Path(path) if path else default_manifest()
     try:
-        text = source.read_text()
-    except OSError as exc:
-        raise DatasetError(f"{source}: cannot read the dataset manifest ({exc.strerror})") from None
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DatasetError(f"{source}: cannot read the dataset manifest ({why}); point ${MANIFEST_ENV} "
+                           "at a data_manifest.yaml") from None
     return dict(_parse_manifest(source, text))
 
 

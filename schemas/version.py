@@ -1,15 +1,16 @@
-"""The tool's name and version, as recorded in caches, results tables and exported files."""
+"""The tool's name and version, as recorded in caches, results tables and exported files.
+
+``__version__`` is the one place the version lives (pyproject.toml reads it at build time,
+``extract --version`` and ``analyze --version`` print it). Bump it whenever the cache or results
+format, or a default that changes numbers, changes, and record the change in CHANGELOG.md.
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 PACKAGE = "anomaly-seg-cache"
+__version__ = "0.2.0"
 
 
 def tool_version() -> str:
-    """The installed package's version; ``0+unknown`` when it runs from a source tree that was never installed."""
-    try:
-        return version(PACKAGE)
-    except PackageNotFoundError:
-        return "0+unknown"
+    """The version of the running code (:data:`__version__`), installed or from a source tree."""
+    return __version__
