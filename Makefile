@@ -1,24 +1,66 @@
-# Set-up: `make demo` (whole pipeline on synthetic data) and `make test`. Both install first.
+# Set-up: `make demo` (whole pipeline on synthetic data) and `make test`. Both install first,
+# from the lock of the interpreter's Python version (lock-py311.txt, lock-py312.txt).
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+PYVER  := $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")' 2>/dev/null)
+LOCK   ?= lock-py$(PYVER).txt
+# The lock pins these: the releases pip takes from the local disk on the development machine.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+LOCK_EXTRAS := --extra dev --extra bench
 # Results must not depend on the number of BLAS/OpenMP threads of the machine.
 export OMP_NUM_THREADS ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test demo bench gpu-check lint clean
+.PHONY: install test test-newest lock dist wheel-check demo bench gpu-check lint clean
 
 install: $(VENV)/.installed
 
+# LOCK=newest: the newest releases pip resolves from pyproject.toml's ranges instead of a lock
+ifeq ($(LOCK),newest)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $@
+else
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+endif
+
+$(LOCK):
+	@echo "no lock file $(LOCK) for $(PYTHON) (Python $(PYVER)): Python 3.11 and 3.12 are locked; see README Install"; exit 1
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The suite on the newest releases pip resolves today (no lock), in a venv of its own.
+test-newest:
+	$(MAKE) --no-print-directory test VENV=.venv-newest LOCK=newest
+
+# Regenerate both lock files from pyproject.toml's ranges (Linux x86-64, the torch pins above).
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q 'uv>=0.5'
+	printf '%s\n' $(TORCH_PINS) > $(VENV)/torch-pins.txt
+	for v in 3.11 3.12; do \
+	  $(BIN)/python -m uv pip compile -q pyproject.toml $(LOCK_EXTRAS) --python-version $$v \
+	    --python-platform x86_64-manylinux_2_28 --constraint $(VENV)/torch-pins.txt \
+	    --custom-compile-command 'make lock' -o lock-py$$(echo $$v | tr -d .).txt || exit 1; \
+	done
+
+# The sdist and the wheel (the wheel carries data_manifest.yaml: schemas/_build.py).
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build -q -o dist . >/dev/null
+
+# The wheel as a user installs it: a fresh venv of PYTHON_WHEEL, the whole small pipeline from
+# an unrelated folder (.ci/wheel_pipeline.sh).
+PYTHON_WHEEL ?= $(PYTHON)
+wheel-check: dist
+	.ci/wheel_pipeline.sh $(PYTHON_WHEEL) dist
 
 DEMO   ?= demo_out
 # Knobs for a shorter run (tests/test_demo.py): extra arguments of each step.
