@@ -122,3 +122,24 @@ def test_progress_bars_label_each_pass(tmp_path):
     quiet = CliRunner().invoke(analyze_main, ["score", "--cache", str(cache), "--scorers", "msp", "--out",
                                               str(tmp_path / "r.parquet"), "--no-progress"])
     assert "pass 1/1" not in quiet.output
+
+
+def test_no_frame_task_outlives_a_failed_pass(tmp_path):
+    """A frame task that fails ends the pass: the command returns only once no other frame task
+    runs or will start (Dask's threads scheduler raises at once and leaves the rest running in its
+    pool), and the caller's BLAS limit holds afterwards."""
+    import threading
+
+    from analyze import scheduler
+
+    root, _ = pixel_cache(tmp_path / "c.zarr", [(8, 8)] * 6, np.random.default_rng(0))
+    logits = root["logits"][1]
+    logits[3, 1, 1] = np.inf
+    root["logits"][1] = logits
+    res = CliRunner().invoke(analyze_main, ["score", "--cache", str(tmp_path / "c.zarr"), "--out",
+                                            str(tmp_path / "r.parquet"), "--no-progress", "--scheduler", "threads"])
+    assert res.exit_code == 1 and "Inf" in res.output
+    assert scheduler._active_tasks == 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("frame-task")]
+    with threadpool_limits(1, user_api="blas"):
+        assert set(_blas_threads()) <= {1}
