@@ -351,7 +351,7 @@ def help_text() -> str:
 
 
 def catalogue() -> list[str]:
-    """The README scorer catalogue as Markdown table lines (a test holds the README to it)."""
+    """The scorer catalogue as Markdown table lines (a test holds docs/scorers.md to it)."""
     lines = ["| scorer | formula (higher = more anomalous) | follows | needs | T enters | parameters |",
              "|---|---|---|---|---|---|"]
     for s in SCORERS.values():
