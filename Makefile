@@ -7,12 +7,12 @@ PYVER  := $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}{sys.ve
 LOCK   ?= lock-py$(PYVER).txt
 # The lock pins these: the releases pip takes from the local disk on the development machine.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
-LOCK_EXTRAS := --extra dev --extra bench
+LOCK_EXTRAS := --extra dev --extra bench --extra docs
 # Results must not depend on the number of BLAS/OpenMP threads of the machine.
 export OMP_NUM_THREADS ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-newest lock dist wheel-check demo bench gpu-check lint clean
+.PHONY: install test test-newest lock dist wheel-check demo bench gpu-check lint docs clean
 
 install: $(VENV)/.installed
 
@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 ifeq ($(LOCK),newest)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench,docs]'
 	touch $@
 else
 $(VENV)/.installed: pyproject.toml $(LOCK)
@@ -118,7 +118,7 @@ bench: install
 	$(BIN)/python -m pip install -q 'ood-metrics==0.2.9'
 	$(BIN)/python -m analyze.bench
 
-# On a CUDA machine: the GPU tests and the benchmarks behind README "Extraction on a GPU".
+# On a CUDA machine: the GPU tests and the benchmarks behind docs/speed.md "Extraction on a GPU".
 gpu-check: install
 	$(BIN)/python -m pytest -q tests/test_gpu.py
 	$(BIN)/extract bench --model erfnet --device cuda --dtype fp16 --batch-size 8 --compression zstd3
@@ -130,5 +130,10 @@ lint: install
 	$(BIN)/ruff check extract analyze schemas tests
 	$(BIN)/lint-imports --no-cache
 
+# The user guide (docs/, mkdocs.yml) into site/; strict: a broken link or anchor, or a page
+# missing from the navigation, fails (and so fails .ci/run).
+docs: install
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
+
 clean:
-	rm -rf $(DEMO) bench_out .pytest_cache
+	rm -rf $(DEMO) bench_out .pytest_cache site

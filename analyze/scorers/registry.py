@@ -5,7 +5,7 @@ follows, what it needs (:data:`NEEDS`: the per-pixel scores ``x``, the query out
 model, in-distribution statistics from ``analyze fit``, the flipped pass of ``extract run
 --hflip``), which cache kinds it supports, its parameters with their defaults, and how the
 temperature enters (:data:`T_ENTRIES`). The command-line help, the ``all`` expansion and its
-notes, the refusals, the report's names and the README catalogue all come from
+notes, the refusals, the report's names and the catalogue of docs/scorers.md all come from
 :data:`SCORERS` (the accepted temperatures: :mod:`analyze.scorers.temperatures`); the math is in :mod:`analyze.scorers.pixel` (scorers of ``x``),
 :mod:`analyze.scorers.masks` (scorers of the query outputs) and :mod:`analyze.scorers.sml`.
 
@@ -351,7 +351,7 @@ def help_text() -> str:
 
 
 def catalogue() -> list[str]:
-    """The README scorer catalogue as Markdown table lines (a test holds the README to it)."""
+    """The scorer catalogue as Markdown table lines (a test holds docs/scorers.md to it)."""
     lines = ["| scorer | formula (higher = more anomalous) | follows | needs | T enters | parameters |",
              "|---|---|---|---|---|---|"]
     for s in SCORERS.values():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-#: temperatures the CLIs accept (README "Scorers and temperature"): the metrics equal those of
+#: temperatures the CLIs accept (docs/temperature.md "Range"): the metrics equal those of
 #: a float64 evaluation of the formulas over this range (tested at both ends, for ERFNet
 #: logits and EoMT class scores). Below it float64 itself saturates: RbA's tanh(s / T) of
 #: EoMT class scores (s <= 1) reaches 1.0 at s / T ~ 19, so ties depend on the last bit of

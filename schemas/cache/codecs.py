@@ -8,7 +8,7 @@ from schemas.cache.spec import CacheError
 
 #: Chunk compression presets (``extract run --compression``), each followed by a crc32c
 #: checksum so that ``analyze inspect --verify`` detects corruption. Measured on the demo's
-#: fp16 ERFNet logits, one thread (README "Cache format"): zstd3 1.43x at 91 MiB/s, zstd1
+#: fp16 ERFNet logits, one thread (docs/formats.md "Cache format"): zstd3 1.43x at 91 MiB/s, zstd1
 #: 1.37x at 186 MiB/s, lz4 1.25x at 588 MiB/s; byte shuffle beats bit shuffle and no shuffle.
 COMPRESSION = {
     "zstd3": dict(cname="zstd", clevel=3, shuffle="shuffle"),
