@@ -113,7 +113,8 @@ PHASES: dict[str, Phase] = {
     "bootstrap": Phase("bootstrap histograms",
                        lambda job, key, aux, i: FrameHistograms(aux[key]) if key in aux else None),
     "components": Phase("component metrics",
-                        lambda job, key, aux, i: ComponentState(job.component_track, job.threshold[key])
+                        lambda job, key, aux, i: ComponentState(job.component_track, job.threshold[key],
+                                                                float16=job.protocol == "smiyc")
                         if key in job.threshold and (aux is None or i in aux.get(key, ())) else None),
 }
 """Pass name -> :class:`Phase` (``aux`` is the pass's per-key input, e.g. the distinct anomaly scores)."""
