@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -14,8 +15,9 @@ from click.testing import CliRunner
 from analyze.best_f1 import best_f1_threshold
 from analyze.cli import main as analyze_main
 from analyze.components import TAUS, ComponentState
+from analyze.f16_range import HALF_WIDTH, SAMPLE, Float16Transform, ScoreRange
 from analyze.maps import frame_maps
-from analyze.metrics import SmiycState
+from analyze.metrics import SmiycState, pixel_metrics
 from analyze.scorers.registry import get_scorers
 from schemas.cache import CacheSpec, create_cache, mark_done, open_cache, read_label, thumbnail_size
 from schemas.cache import write_frame_common, write_frame_pixel
@@ -108,22 +110,39 @@ def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("f16")
     cache = blob_cache(d / "c.zarr")
     out = d / "results.parquet"
-    _cli("score", "--cache", cache, "--protocol", "smiyc", "--component-metrics", "--scorers", "msp,energy",
-         "--temps", "1,1000", "--out", out, "--no-progress", "--scheduler", "sync")
+    log = _cli("score", "--cache", cache, "--protocol", "smiyc", "--component-metrics", "--scorers", "msp,energy",
+               "--temps", "1,1000", "--out", out, "--no-progress", "--scheduler", "sync")
+    exact = d / "exact.parquet"
+    _cli("score", "--cache", cache, "--scorers", "msp,energy", "--temps", "1000", "--out", exact, "--no-progress",
+         "--scheduler", "sync")
     exports = {}
     for scorer, t in KEYS:
         method = f"{scorer}_T{t:g}"
         exports[(scorer, t)] = _cli("export", "--cache", cache, "--scorer", scorer, "--temp", t, "--format", "smiyc",
                                     "--method", method, "--out", d / "sub", "--no-progress")
-    return {"dir": d, "cache": cache, "results": read_results(out), "exports": exports}
+    return {"dir": d, "cache": cache, "results": read_results(out), "exports": exports, "log": log,
+            "exact": read_results(exact)}
 
 
 def _read_back(world, scorer, t):
+    """The exported maps as the benchmark reads them, the labels, and the transform the files record."""
     root, spec = open_cache(world["cache"])
     folder = world["dir"] / "sub" / "anomaly_p" / f"{scorer}_T{t:g}" / TRACK
     maps = [benchmark_read(folder / f"{fid}.hdf5") for fid in spec.frame_ids]
     labels = [read_label(root, spec, i) for i in range(spec.n_frames)]
-    return maps, labels
+    with h5py.File(folder / f"{spec.frame_ids[0]}.hdf5", "r") as f:
+        attrs = dict(f.attrs)
+    return maps, labels, attrs
+
+
+def _float64_maps(world, scorer, t):
+    root, spec = open_cache(world["cache"])
+    chosen = get_scorers(scorer, "pixel")
+    return [frame_maps(root, spec, i, chosen, t, "query")[scorer] for i in range(spec.n_frames)]
+
+
+def _distinct(x) -> int:
+    return np.unique(np.asarray(x)).size
 
 
 # ---- item 2: the component step thresholds the map the benchmark reads ----------------------
@@ -152,7 +171,7 @@ def test_smiyc_component_rows_equal_the_benchmark_on_the_exported_maps(world, sc
     """sIoU, PPV and mean F1 of `analyze score --protocol smiyc --component-metrics` equal the
     benchmark's instancer on the exported maps read back, at the best-F1 threshold of their
     pixel curve."""
-    maps, labels = _read_back(world, scorer, t)
+    maps, labels, _ = _read_back(world, scorer, t)
     want = benchmark_components(maps, labels, _threshold(maps, labels))
     rows = world["results"].query("scorer == @scorer and temperature == @t")
     got = dict(zip(rows["metric"], rows["value"]))
@@ -160,16 +179,89 @@ def test_smiyc_component_rows_equal_the_benchmark_on_the_exported_maps(world, sc
         assert got[metric] == pytest.approx(want[metric], abs=1e-12, nan_ok=True), metric
 
 
-def test_float16_rounding_matters_on_these_maps(world):
-    """The float64 maps thresholded in float64 predict other pixels than the benchmark does (what
-    the component step did before) at T = 1000."""
-    root, spec = open_cache(world["cache"])
+# ---- item 3: one affine map per track, and what float16 loses ---------------------------------
+
+def test_the_transform_is_monotone_and_chosen_on_the_track():
+    """On scores sitting on a large offset (energy at T = 1000: about -T log 19) a plain cast keeps
+    two values; the chosen transform keeps the pooled order as far as float16 allows; on scores
+    that are float16 values already the plain cast (identity) is kept, losing nothing."""
+    rng = np.random.default_rng(0)
+    frames = [-2944.4 + rng.uniform(0, 2e-3, (20, 30)) for _ in range(3)]
+    state = ScoreRange()
+    for f in frames:
+        state = state.merge(ScoreRange().update(f))
+    tr = state.transform()
+    assert tr.kind != "identity" and (tr.lo, tr.hi) == (min(f.min() for f in frames), max(f.max() for f in frames))
+    pooled = np.concatenate([f.ravel() for f in frames])
+    order = np.argsort(pooled, kind="stable")
+    mapped = tr.apply(pooled)[order].astype(np.float64)
+    assert np.all(np.diff(mapped) >= 0)  # monotone: the pooled order, ties at most
+    assert np.abs(mapped).max() <= 2 * HALF_WIDTH
+    assert _distinct(pooled.astype(np.float16)) <= 3 and _distinct(mapped) > 0.5 * pooled.size
+    f16_valued = [rng.normal(size=(20, 30)).astype(np.float16).astype(np.float64) * 4 for _ in range(3)]
+    ident = ScoreRange().update(f16_valued[0]).merge(ScoreRange().update(f16_valued[1])).transform()
+    assert ident.kind == "identity" and _distinct(ident.apply(f16_valued[0])) == _distinct(f16_valued[0])
+    assert SAMPLE <= len(ScoreRange().update(np.zeros((100, 100))).samples[0]) < 2 * SAMPLE  # a fixed stride
+    with pytest.raises(ValueError, match="cannot fit"):
+        Float16Transform.candidates(0.0, np.inf)
+
+
+@pytest.mark.parametrize("scorer,t", [("msp", 1000.0), ("energy", 1000.0)])
+def test_export_says_what_float16_loses_before_and_after(world, scorer, t):
+    """The export's summary counts, per frame, the distinct float64 scores and those float16
+    loses with a plain cast and with the recorded transform (summed), and warns above 1 %."""
+    maps, _, attrs = _read_back(world, scorer, t)
+    m64 = _float64_maps(world, scorer, t)
+    n = sum(_distinct(m) for m in m64)
+    plain = n - sum(_distinct(m.astype(np.float16)) for m in m64)
+    after = n - sum(_distinct(m) for m in maps)
+    tr = Float16Transform(attrs["f16_kind"], attrs["f16_center"], attrs["f16_scale"])
+    for m, v in zip(m64, maps):
+        np.testing.assert_array_equal(tr.apply(m), v)
+    out = world["exports"][(scorer, t)]
+    assert f"loses {after} of {n} distinct scores" in out and f"(a plain cast: {plain} of {n} distinct scores" in out
+    assert after < plain / 2  # the plain cast flattens these maps; the transform keeps far more
+    assert ("even after the track's affine map" in out) == (after > 0.01 * n)
+
+
+def test_smiyc_pixel_rows_are_the_benchmark_on_the_exported_maps_and_closer_to_exact(world):
+    """MSP at T = 1000: the smiyc rows equal the benchmark's binning of the exported maps, and the
+    transform brings smiyc AuPRC far closer to the exact one than a plain cast does."""
     scorer, t = "msp", 1000.0
-    maps, labels = _read_back(world, scorer, t)
-    thr = _threshold(maps, labels)
-    chosen = get_scorers(scorer, "pixel")
-    differ = 0
-    for i, (m16, y) in enumerate(zip(maps, labels)):
-        m64 = frame_maps(root, spec, i, chosen, t, "query")[scorer]
-        differ += int(np.count_nonzero(((m64 > thr) != (m16 > thr)) & (y != 255)))
-    assert differ > 0
+    maps, labels, _ = _read_back(world, scorer, t)
+    got = pixel_metrics(maps, labels, protocol="smiyc")
+    rows = world["results"].query("scorer == @scorer and temperature == @t")
+    rows = dict(zip(rows["metric"], rows["value"]))
+    for metric in ("auprc", "auroc", "fpr95"):
+        assert got[metric] == rows[metric], metric
+    plain = pixel_metrics([m.astype(np.float16) for m in _float64_maps(world, scorer, t)], labels, protocol="smiyc")
+    ex = world["exact"].query("scorer == @scorer and temperature == @t and metric == 'auprc'")["value"].iloc[0]
+    assert abs(rows["auprc"] - ex) < 0.5 * abs(plain["auprc"] - ex)
+
+
+def test_smiyc_protocol_warns_with_the_figure(world):
+    """`analyze score --protocol smiyc` counts, over the non-void pixels of its frames, what
+    float16 loses after the transform, and says it above 1 %."""
+    scorer, t = "msp", 1000.0
+    maps, labels, _ = _read_back(world, scorer, t)
+    m64 = _float64_maps(world, scorer, t)
+    n = sum(_distinct(m[y != 255]) for m, y in zip(m64, labels))
+    lost = n - sum(_distinct(m[y != 255]) for m, y in zip(maps, labels))
+    assert lost > 0.01 * n
+    assert f"float16 loses {lost} of {n} distinct scores" in " ".join(world["log"].split())
+
+
+def test_export_refuses_files_of_a_plain_cast(world, tmp_path):
+    """Files written before the transform (no f16 attributes) are not mixed into a method."""
+    folder = tmp_path / "anomaly_p" / "M" / TRACK
+    _cli("export", "--cache", world["cache"], "--scorer", "msp", "--temp", 1000, "--format", "smiyc", "--method", "M",
+         "--out", tmp_path, "--no-progress")
+    first = sorted(folder.iterdir())[0]
+    with h5py.File(first, "a") as f:
+        for k in [k for k in f.attrs if k.startswith("f16_")]:
+            del f.attrs[k]
+    res = CliRunner().invoke(analyze_main, ["export", "--cache", str(world["cache"]), "--scorer", "msp", "--temp",
+                                            "1000", "--format", "smiyc", "--method", "M", "--out", str(tmp_path),
+                                            "--no-progress"])
+    assert res.exit_code != 0 and "holds a map made by another export" in res.output
+    assert len(res.output.strip().splitlines()) == 1
