@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 HALF_WIDTH = 2.0**14
-"""The track's scores are mapped onto ``[-HALF_WIDTH, HALF_WIDTH]``."""
+"""The centred candidate maps the track onto ``[-HALF_WIDTH, HALF_WIDTH]`` (the others onto twice that width)."""
 LOSS_WARN = 0.01
 """Warn when more than this fraction of the distinct scores is lost to float16."""
 
