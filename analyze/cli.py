@@ -156,8 +156,10 @@ def maps(caches, scorers, temp, temp_target, frames, out, id_stats):
 def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_zip, no_progress, id_stats):
     """Write one scorer's anomaly map of every frame (labelled or not) for a benchmark submission.
 
-    The maps are those of `analyze maps` (same scorer, T and --temp-target), cast to float16
-    at the image's original size. Resumable: rerun the same command to finish an
+    The maps are those of `analyze maps` (same scorer, T and --temp-target), mapped by one
+    affine transform fitted on the whole track (recorded in the files; one more pass over the
+    frames) and cast to float16 at the image's original size; the summary says how many
+    distinct scores float16 loses. Resumable: rerun the same command to finish an
     interrupted export; files of another export in the same method folder are refused.
 
     \b

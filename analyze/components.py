@@ -54,8 +54,12 @@ Choices where this module differs from the benchmark's code
   benchmark divides by zero): ``siou`` without ground-truth component, ``ppv`` without
   predicted component, ``F1(tau)`` when there is neither (with false positives only, F1 is
   0, as in the benchmark);
-* the benchmark casts every score map to float16 before any metric (``evaluation.py``);
-  here the scores are used as given (cast them before ``update`` to reproduce that).
+* the benchmark thresholds the map it reads back from the submitted HDF5 file, i.e. the
+  float16 values (``evaluation.py`` saves every map as float16), and under the numpy it pins
+  (1.23, value-based casting) ``anomaly_p > thresh_p`` with a float16 ``anomaly_p`` compares in
+  float16: the threshold is rounded to float16 too. :class:`ComponentState` with
+  ``float16=True`` (what the ``smiyc`` protocol uses) does exactly that; by default the
+  scores and the threshold are used as given (float64).
 """
 
 from __future__ import annotations
@@ -269,10 +273,12 @@ class ComponentState:
     the order in which frames were added or merged.
     """
 
-    def __init__(self, track: str | TrackRules, threshold: float, *, inclusive: bool = False) -> None:
+    def __init__(self, track: str | TrackRules, threshold: float, *, inclusive: bool = False,
+                 float16: bool = False) -> None:
         self.rules = get_track(track)
         self.threshold = float(threshold)
         self.inclusive = bool(inclusive)
+        self.float16 = bool(float16)  # compare in float16, as the benchmark (module docstring)
         self.n_frames = 0
         self._siou_gt: list[np.ndarray] = []
         self._ppv_pred: list[np.ndarray] = []
@@ -291,7 +297,11 @@ class ComponentState:
             raise ValueError(f"y_true may hold only 0, 1 and {VOID} (void); found {bad.tolist()}")
         if y_score.dtype.kind == "f" and np.isnan(y_score[roi]).any():
             raise ValueError("y_score contains NaN at non-void pixels")
-        pred = y_score >= self.threshold if self.inclusive else y_score > self.threshold
+        thr = self.threshold
+        if self.float16:  # the map the benchmark reads back, and its float16 comparison
+            with np.errstate(over="ignore"):
+                y_score, thr = y_score.astype(np.float16), np.float16(thr)
+        pred = y_score >= thr if self.inclusive else y_score > thr
         return self._add(frame_components(pred, gt, roi, self.rules))
 
     def add_prediction(self, pred_index: np.ndarray, gt: GroundTruth) -> "ComponentState":
@@ -313,13 +323,14 @@ class ComponentState:
         """A new state holding the components of both (inputs unchanged)."""
         if type(other) is not type(self):
             raise TypeError(f"cannot merge {type(self).__name__} with {type(other).__name__}")
-        if (other.rules != self.rules or other.inclusive != self.inclusive
+        if (other.rules != self.rules or other.inclusive != self.inclusive or other.float16 != self.float16
                 or not _same_threshold(self.threshold, other.threshold)):
             raise ValueError(
                 f"cannot merge component states with different settings: ({self.rules.name}, {self.threshold}, "
-                f"inclusive={self.inclusive}) vs ({other.rules.name}, {other.threshold}, inclusive={other.inclusive})"
+                f"inclusive={self.inclusive}, float16={self.float16}) vs ({other.rules.name}, {other.threshold}, "
+                f"inclusive={other.inclusive}, float16={other.float16})"
             )
-        out = type(self)(self.rules, self.threshold, inclusive=self.inclusive)
+        out = type(self)(self.rules, self.threshold, inclusive=self.inclusive, float16=self.float16)
         out.n_frames = self.n_frames + other.n_frames
         out._siou_gt = self._siou_gt + other._siou_gt
         out._ppv_pred = self._ppv_pred + other._ppv_pred

@@ -15,8 +15,18 @@ SegmentMeIfYouCan (``SegmentMeIfYouCan/road-anomaly-benchmark``), format ``smiyc
   (``metric_worker`` resizes narrower maps bilinearly): maps are written at the original size.
 
 The map is :func:`analyze.maps.frame_maps`, the one map computation: the float64 scores
-``analyze score`` and ``analyze maps`` use (higher = more anomalous, not rescaled; the
-benchmark's ``PixBinaryClass`` bins each frame at its own percentiles, so any range works).
+``analyze score`` and ``analyze maps`` use (higher = more anomalous), mapped by one affine
+transform fitted on the whole track, ``(score - center) * scale`` with the same constants for
+every frame (:class:`analyze.f16_range.Float16Transform`: the track's range onto float16's
+finest range, so the order of the pooled scores is kept as far as float16 allows), then cast
+to float16. The benchmark's ``PixBinaryClass`` bins each frame at its own percentiles and
+picks the component threshold on the map itself, so the transform changes no metric except
+through the ties float16 makes; a plain cast makes many where an offset dominates the score
+(energy at T = 1000: about ``-T log K``). The fit needs the track's min and max first: one
+more pass over the frames before the first file is written (skipped when every file is
+already complete). Each file records the transform in its attributes (``f16_center``,
+``f16_scale``, the fitted range); the summary says how many distinct scores float16 loses,
+with and without the transform, and a warning says it when more than 1 % are lost.
 Every frame of the cache is exported, labelled or not.
 
 Resumable: a file is written under a temporary name in its folder and renamed, so a file
@@ -33,17 +43,18 @@ import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
+from analyze.f16_range import LOSS_WARN, Float16Transform, LossCount, ScoreRange
 from schemas import cache as C
 from schemas import integrity
 from schemas.errors import DataError
 from schemas.version import PACKAGE, tool_version
 
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # a folder name, and no "," (the benchmark splits lists on it)
-MATCH_ATTRS = ("scorer", "temperature", "temp_target", "cache_digest")  # what must agree for a file to be reused
+MATCH_ATTRS = ("scorer", "temperature", "temp_target", "cache_digest", "f16_transform")  # for a file to be reused
 
 
 class ExportError(DataError):
@@ -122,11 +133,18 @@ class ExportSummary:
     release_count: int | None = None
     zip_path: Path | None = None
     zipped: dict[str, int] = field(default_factory=dict)  # dataset folder -> files packed
+    transform: Float16Transform | None = None  # None: nothing written, none fitted
+    loss_plain: LossCount | None = None  # distinct scores a plain float16 cast loses (every frame)
+    loss: LossCount | None = None  # ... that the written files lose
 
     def line(self) -> str:
         unl = f" ({self.n_unlabelled} unlabelled)" if self.n_unlabelled else ""
-        return (f"{self.benchmark} {self.dataset}: {self.n_frames} frames{unl} of {self.what} in {self.folder}: "
-                f"{self.written} written, {self.skipped} already complete")
+        out = (f"{self.benchmark} {self.dataset}: {self.n_frames} frames{unl} of {self.what} in {self.folder}: "
+               f"{self.written} written, {self.skipped} already complete")
+        if self.transform is not None and self.loss is not None and self.loss_plain is not None:
+            out += (f"; float16 of {self.transform.describe()} loses {self.loss.figure()} of the frames written "
+                    f"(a plain cast: {self.loss_plain.figure()})")
+        return out
 
 
 def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, method: str,
@@ -143,7 +161,6 @@ def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, m
     :class:`analyze.id_stats.IdStats` files for KL matching and SML.
     """
     from analyze.frame_scores import choose_scorers
-    from analyze.maps import frame_maps  # torch: imported when an export runs, not with the CLI
 
     form = FORMATS.get(fmt)
     if form is None:
@@ -165,6 +182,57 @@ def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, m
                           f"no extra.benchmarks.{fmt}); extract a dataset whose data_manifest.yaml entry names one "
                           "(`benchmark:`), in the benchmark's own frame ids")
     dataset = str(bench["dataset"])
+    _check_exportable(root, spec, cache)
+    t = float(temperature)
+    target = "logits" if spec.kind == "pixel" else temp_target
+    attrs = {"scorer": sc.name, "temperature": t, "temp_target": target, "cache_digest": C.cache_digest(spec),
+             "model": spec.provenance.model, "dataset": spec.provenance.dataset,
+             "values": "float16 anomaly scores, higher = more anomalous, one affine map per track (f16_transform)",
+             "f16_transform": Float16Transform.identity().attrs()["f16_transform"],
+             "tool": f"{PACKAGE} {tool_version()}"}
+    folder = form.folder(Path(out), method, dataset)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
+    for stale in folder.glob(f".*{form.suffix}.*.tmp"):  # left by an interrupted export
+        stale.unlink(missing_ok=True)
+
+    paths = [folder / f"{fid}{form.suffix}" for fid in spec.frame_ids]
+    # every existing file is checked before anything is written: a refusal leaves the folder as it was
+    complete = [False] * spec.n_frames if overwrite else \
+        [_complete(p, size, attrs, method) for p, size in zip(paths, spec.sizes)]
+    maps = _FrameMaps(root, spec, chosen, t, temp_target, stats, sc.name, cache)
+    label = f"{dataset} {sc.name} T={t:g}"
+    transform, plain = None, LossCount()
+    if not all(complete):  # the track's range first: one pass over every frame
+        transform, plain = _fit_transform(maps, label, progress)
+        attrs.update(transform.attrs())
+        _check_transform([p for p, done in zip(paths, complete) if done], transform, method)
+    written, loss = _write_frames(maps, paths, complete, transform, attrs, label, progress)
+    skipped = sum(complete)
+    if written and loss.fraction > LOSS_WARN:
+        warn(f"{cache}: {sc.name} T={t:g}: float16 loses {loss.figure()} even after the track's affine map "
+             f"(a plain cast: {plain.figure()}): ties the float64 scores did not have")
+    ids = set(spec.frame_ids)
+    foreign = sorted(p.name for p in folder.glob(f"*{form.suffix}") if p.name[: -len(form.suffix)] not in ids)
+    if foreign:
+        warn(f"{folder}: {len(foreign)} file(s) are not frames of {cache} (e.g. {', '.join(foreign[:3])})")
+    bench_count = bench.get("count")
+    if bench_count is not None and int(bench_count) != spec.n_frames:
+        warn(f"{cache}: {spec.n_frames} frames, the full {dataset} release has {bench_count}; "
+             "the benchmark expects every frame")
+    what = f"{spec.provenance.model} {sc.name} T={t:g}" + (f" (T on the {target} target)" if spec.kind == "query" else "")
+    summary = ExportSummary(form.benchmark, dataset, what, folder, spec.n_frames, int((~spec.labelled_mask).sum()),
+                            written, skipped, int(bench_count) if bench_count is not None else None,
+                            transform=transform, loss_plain=plain if written else None, loss=loss if written else None)
+    if make_zip:
+        summary.zip_path, summary.zipped = pack(Path(out), method, form)
+    return summary
+
+
+def _check_exportable(root, spec: C.CacheSpec, cache) -> None:
+    """Every frame done and intact, every frame id a file name: else an ExportError."""
     done = C.done_mask(root)
     if not done.all():
         missing = [spec.frame_ids[i] for i in np.flatnonzero(~done)]
@@ -177,53 +245,63 @@ def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, m
     bad_ids = [f for f in spec.frame_ids if "/" in f or "\\" in f or f.startswith(".")]
     if bad_ids:
         raise ExportError(f"{cache}: frame id {bad_ids[0]!r} cannot be a file name")
-    t = float(temperature)
-    target = "logits" if spec.kind == "pixel" else temp_target
-    attrs = {"scorer": sc.name, "temperature": t, "temp_target": target, "cache_digest": C.cache_digest(spec),
-             "model": spec.provenance.model, "dataset": spec.provenance.dataset,
-             "values": "float16 anomaly scores, higher = more anomalous",
-             "tool": f"{PACKAGE} {tool_version()}"}
-    folder = form.folder(Path(out), method, dataset)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
-    for stale in folder.glob(f".*{form.suffix}.*.tmp"):  # left by an interrupted export
-        stale.unlink(missing_ok=True)
 
+
+@dataclass(frozen=True)
+class _FrameMaps:
+    """The float64 map of one scorer at one T, frame by frame (:func:`analyze.maps.frame_maps`)."""
+
+    root: Any
+    spec: C.CacheSpec
+    chosen: tuple
+    t: float
+    temp_target: str
+    stats: Any
+    name: str
+    cache: Any
+
+    def __call__(self, i: int) -> np.ndarray:
+        from analyze.maps import frame_maps  # torch: imported when an export runs, not with the CLI
+
+        value = frame_maps(self.root, self.spec, i, self.chosen, self.t, self.temp_target, self.stats)[self.name]
+        if not np.isfinite(value).all():
+            raise ExportError(f"{self.cache}: frame {self.spec.frame_ids[i]}: the map has NaN or Inf (check the cache "
+                              "with `analyze inspect --verify`)")
+        return value  # (H, W) float64
+
+
+def _fit_transform(maps: _FrameMaps, label: str, progress: bool) -> tuple[Float16Transform, LossCount]:
+    """The track's :class:`Float16Transform` (one pass over every frame) and what a plain cast loses."""
     from tqdm.auto import tqdm
 
-    paths = [folder / f"{fid}{form.suffix}" for fid in spec.frame_ids]
-    # every existing file is checked before anything is written: a refusal leaves the folder as it was
-    complete = [False] * spec.n_frames if overwrite else \
-        [_complete(p, size, attrs, method) for p, size in zip(paths, spec.sizes)]
-    written = 0
-    with tqdm(total=spec.n_frames, unit="frame", desc=f"{dataset} {sc.name} T={t:g}", disable=not progress,
-              dynamic_ncols=True) as bar:
+    rng, plain = ScoreRange(), LossCount()
+    for i in tqdm(range(maps.spec.n_frames), unit="frame", desc=f"{label} range", disable=not progress,
+                  dynamic_ncols=True):
+        value = maps(i)
+        rng.update(value)
+        with np.errstate(over="ignore"):
+            plain.add(value, value.astype(np.float16))
+    return rng.transform(), plain
+
+
+def _write_frames(maps: _FrameMaps, paths: list[Path], complete: list[bool], transform: Float16Transform | None,
+                  attrs: dict, label: str, progress: bool) -> tuple[int, LossCount]:
+    """Write every frame not ``complete``, mapped by ``transform``: (files written, what float16 lost)."""
+    from tqdm.auto import tqdm
+
+    written, loss = 0, LossCount()
+    with tqdm(total=len(paths), unit="frame", desc=label, disable=not progress, dynamic_ncols=True) as bar:
         bar.update(sum(complete))
-        for i, fid in enumerate(spec.frame_ids):
+        for i, fid in enumerate(maps.spec.frame_ids):
             if complete[i]:
                 continue
-            value = frame_maps(root, spec, i, chosen, t, temp_target, stats)[sc.name]  # (H, W) float64
-            _write_atomic(paths[i], _to_float16(value, cache, fid), attrs)
+            value = maps(i)
+            v16 = _to_float16(transform.apply(value), maps.cache, fid)
+            loss.add(value, v16)
+            _write_atomic(paths[i], v16, attrs)
             written += 1
             bar.update(1)
-    skipped = sum(complete)
-
-    ids = set(spec.frame_ids)
-    foreign = sorted(p.name for p in folder.glob(f"*{form.suffix}") if p.name[: -len(form.suffix)] not in ids)
-    if foreign:
-        warn(f"{folder}: {len(foreign)} file(s) are not frames of {cache} (e.g. {', '.join(foreign[:3])})")
-    bench_count = bench.get("count")
-    if bench_count is not None and int(bench_count) != spec.n_frames:
-        warn(f"{cache}: {spec.n_frames} frames, the full {dataset} release has {bench_count}; "
-             "the benchmark expects every frame")
-    what = f"{spec.provenance.model} {sc.name} T={t:g}" + (f" (T on the {target} target)" if spec.kind == "query" else "")
-    summary = ExportSummary(form.benchmark, dataset, what, folder, spec.n_frames, int((~spec.labelled_mask).sum()),
-                            written, skipped, int(bench_count) if bench_count is not None else None)
-    if make_zip:
-        summary.zip_path, summary.zipped = pack(Path(out), method, form)
-    return summary
+    return written, loss
 
 
 def _complete(path: Path, size: tuple[int, int], attrs: dict, method: str) -> bool:
@@ -242,12 +320,19 @@ def _complete(path: Path, size: tuple[int, int], attrs: dict, method: str) -> bo
     return True
 
 
-def _to_float16(value: np.ndarray, cache, fid: str) -> np.ndarray:
-    """The benchmark's cast (``Evaluation.save_output``); scores outside float16 are an error."""
-    if not np.isfinite(value).all():
-        raise ExportError(f"{cache}: frame {fid}: the map has NaN or Inf (check the cache with `analyze inspect --verify`)")
-    with np.errstate(over="ignore"):
-        v16 = value.astype(np.float16)
+def _check_transform(done: list[Path], transform: Float16Transform, method: str) -> None:
+    """Complete files must hold maps of the same transform (the same track gives the same fit)."""
+    for path in done:
+        have = _read_hdf5(path)[2]
+        if (have.get("f16_center"), have.get("f16_scale")) != (transform.center, transform.scale):
+            raise ExportError(f"{path}: written with another float16 transform ({have.get('f16_center')}, "
+                              f"{have.get('f16_scale')}) than this track's ({transform.center}, {transform.scale}); "
+                              f"refusing to mix it into method {method!r}: use --overwrite")
+
+
+def _to_float16(v16: np.ndarray, cache, fid: str) -> np.ndarray:
+    """The float16 map (``Evaluation.save_output``); values outside float16 are an error (the
+    transform keeps every score of the track inside, so this guards against a wrong fit)."""
     if not np.isfinite(v16).all():
         raise ExportError(f"{cache}: frame {fid}: scores beyond float16's range (|score| > 65504), which the "
                           "benchmark stores as float16")

@@ -19,6 +19,7 @@ import numpy as np
 from analyze import metrics as M
 from analyze.bootstrap import FrameHistograms
 from analyze.components import ComponentState
+from analyze.f16_range import ScoreRange
 from analyze.frame_scores import frame_inputs, iter_frame_scores
 from analyze.frame_selection import ScoreError, contributes
 from analyze.later_passes import SecondPassState
@@ -48,6 +49,7 @@ class ScoreJob:
     id_stats: Mapping[float, Any] | None = None  # T -> analyze.scorers.ClassStats (KL matching, SML)
     positions: float = 0.0  # fraction of in-distribution scores the one pass keeps with their pixels
     device: str = "cpu"  # where composition and scorers run (analyze score --device)
+    f16: Mapping[Key, Any] | None = None  # smiyc: each key's analyze.f16_range.Float16Transform, applied first
 
 
 @dataclass
@@ -96,6 +98,7 @@ class Phase:
     semantic: bool = False  # a semantic cache updates its confusion matrix in this pass
     rows: bool = False  # per-frame drill-down rows: ``add`` returns the frame's AP
     add: Callable[[Any, np.ndarray, np.ndarray, int], Any] = _update  # (state, score, label, frame) -> AP or None
+    every_frame: bool = False  # also the frames that pool nothing (unlabelled, no anomaly pixel)
 
 
 PHASES: dict[str, Phase] = {
@@ -112,8 +115,12 @@ PHASES: dict[str, Phase] = {
     # kept what they read (analyze.driver)
     "bootstrap": Phase("bootstrap histograms",
                        lambda job, key, aux, i: FrameHistograms(aux[key]) if key in aux else None),
+    # the smiyc protocol's float16 fit: each key's score range over every frame, labelled or not,
+    # as analyze export fits it (analyze.f16_range)
+    "ranges": Phase("score ranges (float16 fit)", lambda job, key, aux, i: ScoreRange(), every_frame=True),
     "components": Phase("component metrics",
-                        lambda job, key, aux, i: ComponentState(job.component_track, job.threshold[key])
+                        lambda job, key, aux, i: ComponentState(job.component_track, job.threshold[key],
+                                                                float16=job.protocol == "smiyc")
                         if key in job.threshold and (aux is None or i in aux.get(key, ())) else None),
 }
 """Pass name -> :class:`Phase` (``aux`` is the pass's per-key input, e.g. the distinct anomaly scores)."""
@@ -163,7 +170,7 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
     else:
         n_pos, n_valid = 0, int(np.count_nonzero(label != VOID))
     out.labels[i] = (n_pos, n_valid)
-    if not contributes(n_pos, n_valid, job.frame_rule, job.label_kind):
+    if not phase.every_frame and not contributes(n_pos, n_valid, job.frame_rule, job.label_kind):
         return out  # pools nothing: not scored, not counted, not resampled
     scorers = get_scorers(",".join(job.scorers), spec.kind) if job.scorers else ()
     try:
@@ -182,6 +189,8 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
             state = phase.new_state(job, key, aux, i)
             if state is None:
                 continue
+            if job.f16 is not None:  # the map analyze export writes, before its float16 cast
+                score = job.f16[key].mapped(score)
             ap = phase.add(state, score, label, i)
             out.states[key] = state
             if phase.rows:  # the AP of this frame alone, as the row's protocol defines it

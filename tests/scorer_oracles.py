@@ -78,28 +78,61 @@ def stats_scores(x, t, v, **sml_params):
 
 
 # --- SML's BoundarySuppressionWithSmoothing (network/deepv3.py), kornia morphology -----------
+# Two kornia versions. "pinned": kornia at commit af948c5, the one SML's requirements.txt pins
+# (kornia/morphology/basic_operators.py): one conv2d channel per kernel element with a one-hot
+# filter where the element is >= 1 (an all-zero filter elsewhere), plus (kernel - 1); dilation
+# zero-pads (conv2d padding) and takes the max, erosion pads with 1.0 (F.pad) and takes the min
+# of the channels minus (kernel - 1). "geodesic": later kornia's default border_type: only the
+# kernel's pixels inside the image count.
 
-def _morph(img, kernel, reduce, fill):
-    """kornia.morphology dilation (np.max, fill -inf) / erosion (np.min, fill +inf), geodesic border."""
+def _views(img, kernel, fill):
+    """One (H, W) view of ``img`` padded by ``fill`` per element of the odd (kh, kw) ``kernel``, with the element."""
     kh, kw = kernel.shape
     cy, cx = kh // 2, kw // 2
     h, w = img.shape
     padded = np.full((h + 2 * cy, w + 2 * cx), fill, np.float64)
     padded[cy : cy + h, cx : cx + w] = img
-    views = [padded[dy : dy + h, dx : dx + w] for dy in range(kh) for dx in range(kw) if kernel[dy, dx]]
-    return reduce(np.stack(views), axis=0)
+    return [(padded[dy : dy + h, dx : dx + w], kernel[dy, dx]) for dy in range(kh) for dx in range(kw)]
 
 
+def dilation_af948c5(img, kernel):
+    """kornia af948c5 ``dilation``: max over elements of (zero-padded view if the element is >= 1, else 0) + element - 1."""
+    return np.max([v * (k >= 1) + (k - 1.0) for v, k in _views(img, kernel, 0.0)], axis=0)
+
+
+def erosion_af948c5(img, kernel):
+    """kornia af948c5 ``erosion``: min over elements of (view padded by 1.0 if the element is >= 1, else 0) - (element - 1)."""
+    return np.min([v * (k >= 1) - (k - 1.0) for v, k in _views(img, kernel, 1.0)], axis=0)
+
+
+def dilation_geodesic(img, kernel):
+    """Later kornia ``dilation`` (border_type 'geodesic', flat kernel): max over the kernel's pixels inside the image."""
+    return np.max([v for v, k in _views(img, kernel, -np.inf) if k], axis=0)
+
+
+def erosion_geodesic(img, kernel):
+    """Later kornia ``erosion`` (border_type 'geodesic', flat kernel): min over the kernel's pixels inside the image."""
+    return np.min([v for v, k in _views(img, kernel, np.inf) if k], axis=0)
+
+
+MORPHOLOGY = {"pinned": (dilation_af948c5, erosion_af948c5), "geodesic": (dilation_geodesic, erosion_geodesic)}
 CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])  # ndi.generate_binary_structure(2, 1)
 SQUARE = np.ones((3, 3))
 
 
-def diamond(r):
+def find_boundaries(prediction, border="pinned"):
+    """deepv3.py find_boundaries: dilation(label, cross) != erosion(label, square), kornia as ``border`` says."""
+    dilate, erode = MORPHOLOGY[border]
+    pred = np.asarray(prediction, np.float64)
+    return dilate(pred, CROSS) != erode(pred, SQUARE)
+
+
+def diamond(r, border="pinned"):
     """The official d_ks[r]: a point at the centre of a (2r+1)^2 kernel dilated r times by the cross."""
     v = np.zeros((2 * r + 1, 2 * r + 1))
     v[r, r] = 1
     for _ in range(r):
-        v = _morph(v, CROSS, np.max, -np.inf)
+        v = MORPHOLOGY[border][0](v, CROSS)
     return v
 
 
@@ -107,17 +140,18 @@ def _replicate(x, n):
     return np.pad(x, n, mode="edge")
 
 
-def boundary_suppression_smoothing(score, prediction, width=4, iterations=4, dilation=6):
-    """BoundarySuppressionWithSmoothing.forward with boundary suppression and dilated smoothing on."""
-    pred = np.asarray(prediction, np.float64)
-    boundaries = (_morph(pred, CROSS, np.max, -np.inf) != _morph(pred, SQUARE, np.min, np.inf)).astype(np.float64)
+def boundary_suppression_smoothing(score, prediction, width=4, iterations=4, dilation=6, border="pinned"):
+    """BoundarySuppressionWithSmoothing.forward with boundary suppression and dilated smoothing on,
+    kornia's morphology as ``border`` says: "pinned" (default) = kornia af948c5 as SML's
+    requirements.txt pins it, "geodesic" = later kornia."""
+    boundaries = find_boundaries(prediction, border).astype(np.float64)
     out = np.asarray(score, np.float64)
     h, w = out.shape
     diff = width // iterations if iterations else 0
     for it in range(iterations):
         prev = out
         r = 0 if width == 0 or it == iterations - 1 else width - diff * it - 1
-        expanded = boundaries if r == 0 else _morph(boundaries, diamond(r), np.max, -np.inf)
+        expanded = boundaries if r == 0 else MORPHOLOGY[border][0](boundaries, diamond(r, border))
         non_boundary = 1.0 * (expanded == 0)
         xp = _replicate(out * non_boundary, 1)
         mp = _replicate(non_boundary, 1)

@@ -52,10 +52,11 @@ def world(tmp_path_factory):
 def _x_oracles(x, t, v):
     """Every scorer of x by its official formula (float64), the statistics of v at this T."""
     return {"gen": O.gen(x, t), "gen:gamma=0.3,m=3": O.gen(x, t, 0.3, 3), **O.stats_scores(x, t, v),
-            "sml:width=2,iterations=1,dilation=2": O.stats_scores(x, t, v, width=2, iterations=1, dilation=2)["sml"]}
+            "sml:width=2,iterations=1,dilation=2": O.stats_scores(x, t, v, width=2, iterations=1, dilation=2)["sml"],
+            "sml:border=geodesic": O.stats_scores(x, t, v, border="geodesic")["sml"]}
 
 
-X_SCORERS = "gen,gen:gamma=0.3,m=3,kl,sml_raw,sml,sml:width=2,iterations=1,dilation=2"
+X_SCORERS = "gen,gen:gamma=0.3,m=3,kl,sml_raw,sml,sml:width=2,iterations=1,dilation=2,sml:border=geodesic"
 
 
 @pytest.mark.parametrize("case", ["pixel", "query", "query_pixel_target"])
@@ -196,3 +197,51 @@ def test_a_scorer_does_not_depend_on_the_others_requested(world, case):
         for s in everything:
             alone = frame_maps(root, spec, i, [s], 0.5, "query", class_stats)
             np.testing.assert_array_equal(alone[s.name], together[s.name], err_msg=f"{s.name} frame {i}")
+
+
+def _border(shape):
+    edge = np.zeros(shape, bool)
+    edge[0], edge[-1], edge[:, 0], edge[:, -1] = True, True, True, True
+    return edge
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (6, 1), (2, 2), (9, 14), (31, 23)])
+def test_sml_boundaries_follow_the_kornia_each_border_names(shape):
+    """find_boundaries against the transcriptions of kornia af948c5 (the default, "pinned") and of
+    later kornia ("geodesic"); pinned = geodesic plus every border pixel of class >= 2, as the
+    constant paddings (0 for dilation, 1.0 for erosion) imply."""
+    from analyze.scorers.sml import find_boundaries
+
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    pred = rng.integers(0, 4, shape).astype(np.uint8)  # classes 0, 1 (border-neutral) and 2, 3
+    pred[: max(1, shape[0] // 2)] = rng.choice([0, 1, 2, 18], size=(1, shape[1]))  # uniform runs along a border
+    pinned, geodesic = O.find_boundaries(pred, "pinned"), O.find_boundaries(pred, "geodesic")
+    np.testing.assert_array_equal(find_boundaries(torch.from_numpy(pred)).numpy(), pinned)
+    np.testing.assert_array_equal(find_boundaries(torch.from_numpy(pred), "geodesic").numpy(), geodesic)
+    np.testing.assert_array_equal(pinned, geodesic | (_border(shape) & (pred >= 2)))
+    uniform = torch.full(shape, 5, dtype=torch.uint8)  # no boundary inside the image
+    np.testing.assert_array_equal(find_boundaries(uniform).numpy(), _border(shape))
+    assert not find_boundaries(uniform, "geodesic").any()
+    with pytest.raises(ValueError, match="border must be one of pinned, geodesic"):
+        find_boundaries(torch.from_numpy(pred), "reflect")
+
+
+def test_sml_border_changes_the_map_only_near_borders_of_class_2_and_above():
+    """On a uniform prediction of class 5 the geodesic border finds no boundary at all, the pinned
+    one a frame of boundary pixels: the smoothed maps differ, and each equals its oracle."""
+    rng = np.random.default_rng(7)
+    score = rng.normal(size=(40, 50))
+    for cls, differs in ((5, True), (1, False)):
+        pred = np.full(score.shape, cls, np.uint8)
+        pred[15:25, 20:30] = 0  # an interior object: a boundary under both borders
+        got = {b: _smoothed(score, pred, b) for b in ("pinned", "geodesic")}
+        for b in got:
+            np.testing.assert_allclose(got[b], O.boundary_suppression_smoothing(score, pred, border=b),
+                                       rtol=1e-12, atol=1e-12, err_msg=b)
+        assert (not np.array_equal(got["pinned"], got["geodesic"])) is differs
+
+
+def _smoothed(score, pred, border):
+    from analyze.scorers.sml import suppress_and_smooth
+
+    return suppress_and_smooth(torch.from_numpy(score), torch.from_numpy(pred), border=border).numpy()

@@ -202,11 +202,15 @@ def test_scorer_parameters_in_the_comma_list():
     assert parse_spec("gen:gamma=0.1,gen") == (SCORERS["gen"],)  # the same scorer once
     assert [s.name for s in parse_spec("sml:width=2,iterations=1,m2a:conf=0.5")] == [
         "sml:width=2,iterations=1", "m2a:conf=0.5"]
+    sml, geo = parse_spec("sml:border=pinned,sml:border=Geodesic")  # the official pin is the default
+    assert (sml.name, sml.kwargs["border"], geo.name, geo.kwargs["border"]) == ("sml", "pinned", "sml:border=geodesic",
+                                                                                 "geodesic")
     for bad, msg in (("gen:gamma=-1", "gamma=-1 must be > 0"), ("gen:beta=1", "no parameter 'beta'"),
                      ("gamma=1,gen", "has no scorer before it"), ("msp:gamma=1", "no parameter 'gamma'"),
                      ("gen:m=1.5", "not an integer"), ("gen:gamma=x", "not a number"),
                      ("sml:width=3,iterations=2", "multiple of iterations"), ("gen:m=2,m=3", "given twice"),
-                     ("m2a:first=5,last=3", "must not exceed"), ("all,msp", "cannot be combined")):
+                     ("m2a:first=5,last=3", "must not exceed"), ("all,msp", "cannot be combined"),
+                     ("sml:border=reflect", "border=reflect must be pinned or geodesic")):
         with pytest.raises(ValueError, match=msg):
             parse_spec(bad)
 

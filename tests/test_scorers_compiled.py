@@ -15,7 +15,8 @@ from analyze.scorers import SCORERS, ClassStats, score_many
 from analyze.scorers.pixel import MapScorer
 
 NAMES = [n for n in SCORERS if n != "m2a_flip"] + [
-    "gen:gamma=0.5,m=4", "gen:gamma=0.3", "gen:m=1", "gen:gamma=0.5,m=19", "sml:width=2,iterations=1,dilation=2"]
+    "gen:gamma=0.5,m=4", "gen:gamma=0.3", "gen:m=1", "gen:gamma=0.5,m=19", "sml:width=2,iterations=1,dilation=2",
+    "sml:border=geodesic"]
 CHANNELS = ("eam", "noobject", "m2a/kept", "m2a/gate")
 
 

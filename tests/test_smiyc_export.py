@@ -124,7 +124,9 @@ def test_score_uses_the_labelled_frames_only(track, scored):
 
 
 def test_validation_numbers_equal_the_validation_copy(track, scored, checkpoints):
-    """`smiyc_anomaly_track` scores exactly the frames of `smiyc_ra21` in the same release folder."""
+    """`smiyc_anomaly_track` scores exactly the frames of `smiyc_ra21` in the same release folder.
+    Up to float16 ties: the smiyc protocol maps each track by one affine transform fitted on
+    all its frames, as the export, and the whole track has its test frames too."""
     d = track["dir"]
     _extract(track["data"], "erfnet", checkpoints["erfnet"], d / "ra21.zarr", "smiyc_ra21")
     _cli(analyze_main, "score", "--cache", d / "ra21.zarr", "--protocol", "smiyc", "--temps", "0.5",
@@ -132,7 +134,8 @@ def test_validation_numbers_equal_the_validation_copy(track, scored, checkpoints
     key = ["scorer", "temperature", "metric"]
     a = scored["results"].query("model == 'erfnet'").set_index(key)["value"].sort_index()
     b = read_results(d / "ra21.parquet").set_index(key)["value"].sort_index()
-    pd.testing.assert_series_equal(a, b)
+    pd.testing.assert_series_equal(a, b, rtol=0, atol=5e-3)
+    assert (a == b).mean() > 0.8  # most keys have the same float16 ties in both
 
 
 def test_metrics_never_see_an_unlabelled_frame(tmp_path, track, scored):
@@ -166,7 +169,8 @@ def test_resume_refuses_a_changed_set_of_labelled_frames(tmp_path, track, checkp
 
 @pytest.mark.parametrize("model,target,temp", [("erfnet", "query", 0.5), ("eomt", "query", 0.5), ("eomt", "pixel", 2.0)])
 def test_export_round_trip_equals_analyze_maps(tmp_path, track, model, target, temp):
-    """Every frame, labelled or not: the HDF5 `value` is `analyze maps`' map cast to float16."""
+    """Every frame, labelled or not: the HDF5 `value` is `analyze maps`' map mapped by the
+    affine transform its attributes record, fitted on the range of every frame, cast to float16."""
     cache = track["caches"][model]
     out = _export(cache, tmp_path / "sub", "msp", temp, "M", "--temp-target", target)
     what = f"{model} msp T={temp:g}" + (f" (T on the {target} target)" if model == "eomt" else "")
@@ -178,12 +182,19 @@ def test_export_round_trip_equals_analyze_maps(tmp_path, track, model, target, t
     folder = tmp_path / "sub" / "anomaly_p" / "M" / TRACK
     assert sorted(p.name for p in folder.iterdir()) == [f"{fid}.hdf5" for fid in IDS]
     _, spec = open_cache(cache)
-    for fid, size in zip(IDS, spec.sizes):
+    maps = [np.load(tmp_path / "maps" / f"{fid}_msp_T{temp:g}.npy") for fid in IDS]
+    lo, hi = min(m.min() for m in maps), max(m.max() for m in maps)
+    for fid, size, m in zip(IDS, spec.sizes, maps):
         with h5py.File(folder / f"{fid}.hdf5", "r") as f:
             assert list(f.keys()) == ["value"]
             value = f["value"][:]
-            assert f.attrs["scorer"] == "msp" and f.attrs["temperature"] == temp
-        want = np.load(tmp_path / "maps" / f"{fid}_msp_T{temp:g}.npy").astype(np.float16)
+            attrs = dict(f.attrs)
+            assert attrs["scorer"] == "msp" and attrs["temperature"] == temp
+        assert (attrs["f16_fit_min"], attrs["f16_fit_max"]) == (lo, hi)  # the whole track, same constants
+        center, scale = attrs["f16_center"], attrs["f16_scale"]
+        ends = {"identity": (lo, hi), "centered": (-2**14, 2**14), "low": (0, 2**15), "high": (-2**15, 0)}
+        assert ((lo - center) * scale, (hi - center) * scale) == pytest.approx(ends[attrs["f16_kind"]])
+        want = ((m - center) * scale).astype(np.float16)
         assert value.dtype == np.float16 and value.shape == size
         np.testing.assert_array_equal(value, want)
         assert np.ptp(value.astype(np.float32)) > 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyze.metrics.common import TPR_LEVEL, check_same_type, split_frame, warn_no_negative, warn_no_positive
+from analyze.f16_range import n_distinct
+from analyze.metrics.common import VOID, TPR_LEVEL, check_same_type, split_frame, warn_no_negative, warn_no_positive
 from analyze.metrics.float_keys import f16_table
 
 
@@ -84,6 +85,11 @@ class SmiycState:
       bins only when ``eps`` is below half a float16 step at ``vmax``. The quantiles are
       ``np.quantile`` of the float16 scores as in the benchmark.
 
+    ``analyze score --protocol smiyc`` feeds it each (scorer, T)'s scores mapped by the track's
+    affine transform (:mod:`analyze.f16_range`), as ``analyze export`` writes them. ``distinct``
+    and ``lost`` count, summed over frames, the distinct non-void scores given and those that
+    share a float16 value with another (what float16 flattens).
+
     Frames without a non-void pixel are skipped (the benchmark raises on them); scores that
     overflow float16 (``|score| > 65504``) raise ValueError (the benchmark's bins break). ``merge``
     concatenates the per-frame bins. The benchmark's other configuration
@@ -93,7 +99,8 @@ class SmiycState:
 
     protocol = "smiyc"
     definition = (
-        "SMIYC 2023 (road-anomaly-benchmark PixBinaryClass): float16 scores, 768 per-frame "
+        "SMIYC 2023 (road-anomaly-benchmark PixBinaryClass): float16 scores (after one affine map per "
+        "track, as analyze export writes them), 768 per-frame "
         "percentile bins pooled by threshold; AuPRC = sum(diff(recall) * precision[1:]), "
         "FPR95 = FPR at the first TPR >= 0.95, AUROC = trapezoid on the binned ROC"
     )
@@ -103,15 +110,22 @@ class SmiycState:
         self._frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (lower edges, tp_rel, fp_rel)
         self.n_pos = 0
         self.n_neg = 0
+        self.distinct = 0  # distinct non-void scores given, summed over frames
+        self.lost = 0  # ... of them sharing a float16 value with another
 
     def update(self, y_score, y_true) -> "SmiycState":
         """Add one frame (``y_true`` 0/1/255); scores are cast to float16 first."""
+        y = np.asarray(y_score)
         with np.errstate(over="ignore"):  # overflow is reported below, as a ValueError
-            y16 = np.asarray(y_score).astype(np.float16)
+            y16 = y.astype(np.float16)
         pos, neg = split_frame(y16, y_true, check_nan=False)
         if pos.size + neg.size == 0:
             return self
         classes = [_f16_distinct(x) for x in (pos, neg)]  # (sorted float16 values, counts)
+        n16 = np.union1d(classes[0][0], classes[1][0]).size
+        n_given = n16 if y.dtype == np.float16 else n_distinct(y[np.asarray(y_true) != VOID])
+        self.distinct += n_given
+        self.lost += max(0, n_given - n16)
         vmin = min(v[0] for v, _ in classes if v.size)
         vmax = max(v[-1] for v, _ in classes if v.size)
         vrange = float(vmax - vmin)  # a float16 subtraction, as in the benchmark
@@ -147,6 +161,8 @@ class SmiycState:
         out._frames = self._frames + other._frames
         out.n_pos = self.n_pos + other.n_pos
         out.n_neg = self.n_neg + other.n_neg
+        out.distinct = self.distinct + other.distinct
+        out.lost = self.lost + other.lost
         return out
 
     def _pooled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

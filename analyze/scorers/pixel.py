@@ -190,7 +190,7 @@ class MapScorer:
             m = self.maps[n]
             if s.base == "sml":
                 kw = s.kwargs
-                m = sml.suppress_and_smooth(m, self.sem, kw["width"], kw["iterations"], kw["dilation"])
+                m = sml.suppress_and_smooth(m, self.sem, kw["width"], kw["iterations"], kw["dilation"], kw["border"])
             out[n] = m.cpu().numpy()
         return out, (self.sem.cpu().numpy() if self._semantic else None)
 

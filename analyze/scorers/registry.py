@@ -41,7 +41,8 @@ CACHE_KINDS = ("pixel", "query")
 
 @dataclass(frozen=True)
 class Param:
-    """One scorer parameter: ``int`` or ``float``, a default (``None``: see ``doc``) and a check."""
+    """One scorer parameter: ``int``, ``float`` or ``str`` (one of a few words, lower case), a
+    default (``None``: see ``doc``) and a check."""
 
     name: str
     type: type
@@ -51,6 +52,11 @@ class Param:
     rule: str = ""  # what check demands, for the error message
 
     def parse(self, text: str, scorer: str):
+        if self.type is str:
+            value = text.lower()
+            if not self.check(value):
+                raise ValueError(f"scorer {scorer}: parameter {self.name}={text} must be {self.rule}")
+            return value
         try:
             value = self.type(text) if self.type is float else int(text, 10)
         except ValueError:
@@ -163,6 +169,10 @@ _SML_PARAMS = (
     Param("width", int, 4, "initial boundary width", lambda v: v >= 0, ">= 0"),
     Param("iterations", int, 4, "boundary iterations", lambda v: v >= 0, ">= 0"),
     Param("dilation", int, 6, "dilation of the 7x7 Gaussian (sigma 1)", lambda v: v >= 1, ">= 1"),
+    Param("border", str, "pinned", "image border of the boundary morphology: pinned = kornia af948c5 as SML's "
+          "requirements.txt pins it (erosion pads with 1, so border pixels of class >= 2 are boundaries), "
+          "geodesic = later kornia (only pixels inside the image count)", lambda v: v in ("pinned", "geodesic"),
+          "pinned or geodesic"),
 )
 
 _ALL: tuple[Scorer, ...] = (

@@ -6,8 +6,19 @@ Follows ``shjung13/Standardized-max-logits``, ``network/deepv3.py``:
 ``expand_boundaries``:
 
 1. boundaries of the prediction ``c`` (the first maximal class): pixels where the dilation of
-   ``c`` by the 3x3 cross differs from its erosion by the 3x3 square (kornia's ``dilation``
-   and ``erosion`` with their default geodesic border: only pixels inside the image count);
+   ``c`` by the 3x3 cross differs from its erosion by the 3x3 square, with kornia's
+   ``dilation`` and ``erosion`` at the image border as chosen by ``border``:
+
+   - ``"pinned"`` (the default): kornia at commit ``af948c5``, the one SML's
+     ``requirements.txt`` pins (``kornia/morphology/basic_operators.py``): ``dilation``
+     pads with 0 (``conv2d(..., padding=...)``) and ``erosion`` with 1.0
+     (``F.pad(..., value=1.)``). Class ids are >= 0, so the dilation is unchanged by its
+     padding, but the erosion of an image-border pixel is at most 1: every border pixel
+     whose predicted class id is >= 2 is a boundary;
+   - ``"geodesic"``: later kornia's default ``border_type="geodesic"``: only pixels inside
+     the image count (``sml:border=geodesic``; it differs from ``"pinned"`` only on border
+     pixels of class >= 2). The expansion below dilates a 0/1 map, the same under either border;
+
 2. iteration ``i`` of ``n``: the boundaries dilated by the L1 ball of radius
    ``width - (width // n) * i - 1`` (radius 0 in the last iteration) are the pixels updated;
    each gets the mean of the 3x3 neighbourhood's non-boundary values (the neighbourhood taken
@@ -31,7 +42,7 @@ import torch.nn.functional as F
 
 def _shift_reduce(x: torch.Tensor, offsets, fill, reduce) -> torch.Tensor:
     """``reduce`` over ``x`` (H, W) shifted by each (dy, dx) of ``offsets`` (|dy|, |dx| <= 1),
-    pixels outside the image counting as ``fill`` (kornia's geodesic border for the extremes)."""
+    pixels outside the image counting as ``fill``."""
     h, w = x.shape
     padded = F.pad(x[None, None], (1, 1, 1, 1), value=fill)[0, 0]
     out = None
@@ -46,12 +57,23 @@ _ROW = ((0, -1), (0, 0), (0, 1))
 _COL = ((-1, 0), (0, 0), (1, 0))
 
 
-def find_boundaries(prediction: torch.Tensor) -> torch.Tensor:
-    """(H, W) bool: dilation of ``prediction`` by the 3x3 cross != its erosion by the 3x3 square
-    (geodesic: only pixels inside the image count; the square's erosion taken as rows then columns)."""
+BORDERS = ("pinned", "geodesic")
+"""``sml:border`` values: kornia af948c5 as SML pins it (constant padding), later kornia (geodesic)."""
+#: (dilation fill, erosion fill) outside the image: kornia af948c5 pads with 0 and 1.0; the
+#: geodesic border lets no outside pixel win (class ids lie in [0, 255])
+_FILLS = {"pinned": (0, 1), "geodesic": (-1, 1 << 14)}
+
+
+def find_boundaries(prediction: torch.Tensor, border: str = "pinned") -> torch.Tensor:
+    """(H, W) bool: dilation of ``prediction`` by the 3x3 cross != its erosion by the 3x3 square,
+    pixels outside the image counting as ``border`` says (module docstring, step 1; the
+    square's erosion taken as rows then columns)."""
+    if border not in _FILLS:
+        raise ValueError(f"SML border must be one of {', '.join(BORDERS)}; got {border!r}")
+    dil_fill, ero_fill = _FILLS[border]
     c = prediction.to(torch.int16)
-    dil = _shift_reduce(c, _CROSS, -1, torch.maximum)
-    ero = _shift_reduce(_shift_reduce(c, _ROW, 1 << 14, torch.minimum), _COL, 1 << 14, torch.minimum)
+    dil = _shift_reduce(c, _CROSS, dil_fill, torch.maximum)
+    ero = _shift_reduce(_shift_reduce(c, _ROW, ero_fill, torch.minimum), _COL, ero_fill, torch.minimum)
     return dil != ero
 
 
@@ -96,12 +118,12 @@ def dilated_smoothing(x: torch.Tensor, dilation: int) -> torch.Tensor:
 
 
 def suppress_and_smooth(score: torch.Tensor, prediction: torch.Tensor, width: int = 4, iterations: int = 4,
-                        dilation: int = 6) -> torch.Tensor:
-    """SML's boundary suppression (``width``, ``iterations``) then dilated smoothing (``dilation``)
-    of an (H, W) score map, given the (H, W) prediction; see the module docstring."""
+                        dilation: int = 6, border: str = "pinned") -> torch.Tensor:
+    """SML's boundary suppression (``width``, ``iterations``, ``border``) then dilated smoothing
+    (``dilation``) of an (H, W) score map, given the (H, W) prediction; see the module docstring."""
     out = score
     if iterations:
-        expanded = [find_boundaries(prediction)]  # radius 0, 1, 2, ...: each one more cross dilation
+        expanded = [find_boundaries(prediction, border)]  # radius 0, 1, 2, ...: each one more cross dilation
         step = width // iterations
         for i in range(iterations):
             radius = 0 if width == 0 or i == iterations - 1 else width - step * i - 1
