@@ -8,9 +8,11 @@ pooled (:data:`FRAMES`). Metric values are fractions in [0, 1] (NaN when undefin
 AuPRC without anomaly pixels). Rows that are not about an anomaly scorer (mIoU) use
 ``scorer = "semantic"``.
 
-Writes are atomic (temporary file + rename). Re-running a subset replaces the rows with the
-same key instead of duplicating them; a write that itself holds two rows with one key is
-refused (:func:`check_unique`).
+Writes are atomic (temporary file + rename) and serialised: read, merge and replace run
+under a file lock beside the table (``.results.parquet.lock``, :func:`table_lock`), so any
+number of processes writing to one file keep every row. Re-running a subset replaces the
+rows with the same key instead of duplicating them; a write that itself holds two rows with
+one key is refused (:func:`check_unique`).
 
 Schema versions: 1 had no ``run`` and no ``frames`` (rows of two checkpoints of one model
 shared a key); version 2 adds both to every key. Older files are refused with a message
@@ -24,6 +26,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from filelock import FileLock
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -223,6 +226,16 @@ def atomic_write_table(table: pa.Table, path: str | os.PathLike) -> None:
         raise
 
 
+def table_lock(path: str | os.PathLike) -> FileLock:
+    """The lock that serialises read-merge-replace of the table at ``path`` across processes:
+    an OS lock (flock) on the hidden file ``.<name>.lock`` beside it, released by the OS when a
+    holder dies. Without it, two writers that read the same old table each replace it with
+    their own merge and the rows of one are lost."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path.parent / f".{path.name}.lock")
+
+
 def merge_rows(old: pd.DataFrame | None, new: pd.DataFrame, key=KEY) -> pd.DataFrame:
     """Rows of ``old`` whose key is not in ``new``, followed by ``new``."""
     new = normalise(new)
@@ -243,9 +256,10 @@ def write_results(df: pd.DataFrame, path: str | os.PathLike, replace: bool = Tru
     path = Path(path)
     check_unique(normalise(df), what=f"{path}: refusing to write",
                  hint="give each checkpoint its own run name (`analyze score --name`)")
-    old = read_results(path) if (replace and path.exists()) else None
-    merged = merge_rows(old, df)
-    atomic_write_table(to_table(merged), path)
+    with table_lock(path):
+        old = read_results(path) if (replace and path.exists()) else None
+        merged = merge_rows(old, df)
+        atomic_write_table(to_table(merged), path)
     return merged
 
 
@@ -269,12 +283,13 @@ def write_side_table(df: pd.DataFrame, path: str | os.PathLike, key=SIDE_KEY) ->
     path = Path(path)
     if df.empty:
         return
-    if path.exists():
-        check_side_table(path)
-        old = pq.read_table(path).to_pandas()
-        k = list(key)
-        new_keys = pd.MultiIndex.from_frame(df[k].astype(str))
-        old = old[~pd.MultiIndex.from_frame(old[k].astype(str)).isin(new_keys)]
-        df = pd.concat([old, df], ignore_index=True)
-    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(_metadata())
-    atomic_write_table(table, path)
+    with table_lock(path):
+        if path.exists():
+            check_side_table(path)
+            old = pq.read_table(path).to_pandas()
+            k = list(key)
+            new_keys = pd.MultiIndex.from_frame(df[k].astype(str))
+            old = old[~pd.MultiIndex.from_frame(old[k].astype(str)).isin(new_keys)]
+            df = pd.concat([old, df], ignore_index=True)
+        table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(_metadata())
+        atomic_write_table(table, path)
