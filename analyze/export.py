@@ -165,7 +165,7 @@ def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, m
                           f"no extra.benchmarks.{fmt}); extract a dataset whose data_manifest.yaml entry names one "
                           "(`benchmark:`), in the benchmark's own frame ids")
     dataset = str(bench["dataset"])
-    done = C.done_mask(root)
+    done = C.done_mask(root, str(cache))
     if not done.all():
         missing = [spec.frame_ids[i] for i in np.flatnonzero(~done)]
         raise ExportError(f"{cache}: {len(missing)} of {spec.n_frames} frames are not done (e.g. "
