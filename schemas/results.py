@@ -70,6 +70,11 @@ COLUMNS = tuple(RESULTS_SCHEMA.names)
 _STRING_COLS = [f.name for f in RESULTS_SCHEMA if pa.types.is_dictionary(f.type)]
 
 
+#: why rows of one unchanged cache may carry two digests
+DIGEST_NOTE = ("rows scored by version 0.2.0 or before carry a cache digest that left out the dtype, the flip pass "
+               "and the output sizes, so they differ from the rows scored now even for the same cache")
+
+
 class ResultsError(DataError):
     """A results file is missing, malformed or from another schema version."""
 
@@ -171,7 +176,8 @@ def check_one_cache(df: pd.DataFrame, what: str = "results") -> None:
     if conflicts:
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         raise ResultsError(f"{what}: {conflicts[0]}{more}; score the other rows again from one cache, "
-                           "or score the other cache under another run name (`analyze score --name`)")
+                           "or score the other cache under another run name (`analyze score --name`); "
+                           f"{DIGEST_NOTE}")
 
 
 def to_table(df: pd.DataFrame) -> pa.Table:
