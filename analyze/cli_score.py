@@ -85,7 +85,7 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
         raise click.BadParameter(str(exc), param_hint="--storage-option") from None
     try:
         budget = parse_bytes(max_memory)
-    except ValueError:
+    except (ValueError, OverflowError):  # "1e999" overflows int()
         budget = -1
     if budget < 0:
         raise click.BadParameter(f"expected a size like 512MiB or 8GiB, got {max_memory!r}", param_hint="--max-memory")
@@ -103,7 +103,7 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
     specs = _open_caches(caches, opts or None, keep_going, failures)
     stats = _read_stats(id_stats, specs, scorers, temps, temp_target)
     _check_distinct_runs(specs, name)
-    results, total = [], 0
+    results, total, written = [], 0, []
     sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
     try:
         for cache in caches:
@@ -126,7 +126,10 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                 continue
             total = _write_tables(r, f, c, out)  # now: a later cache's failure loses nothing
             results.append(r)
+            written.append(str(cache))
             click.echo(f"wrote {len(r)} rows of {cache} to {out}", err=True)
+    except KeyboardInterrupt:
+        _interrupted(caches, written, failures, out)
     finally:
         sched.close()
     if results:
@@ -144,11 +147,22 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                         f"the rows of the others are in {out}")
 
 
+def _interrupted(caches, written, failures, out) -> None:
+    """Ctrl-C: say which caches' rows are in ``out`` and how to score the rest; exit 130."""
+    rest = [str(c) for c in caches if str(c) not in written and str(c) not in failures]
+    done = f"the rows of {', '.join(written)} are in {out}" if written else f"no cache's rows were written to {out}"
+    again = " ".join(f"--cache {c}" for c in rest)
+    click.echo(f"Interrupted: {done}; to score the rest, run the same command with {again} "
+               "(rows of a cache scored again replace its old ones)", err=True)
+    raise click.exceptions.Exit(130)
+
+
 def _write_tables(results, frames, curves, out) -> int:
     """Write one cache's rows into results.parquet and its side tables (each atomically)."""
     from schemas.results import FRAME_KEY, write_results, write_side_table
 
-    table = write_results(results, out)  # refuses (writing nothing) two rows with one key
+    table = write_results(results, out,  # refuses (writing nothing) two rows with one key
+                          note=lambda m: click.echo(f"note: {m}", err=True))
     stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
     write_side_table(frames, f"{stem}_frames.parquet", key=FRAME_KEY)
     write_side_table(curves, f"{stem}_curves.parquet")

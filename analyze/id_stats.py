@@ -41,6 +41,7 @@ import torch
 from analyze.scorers.pixel import SCORE_DTYPE, ClassStats, first_argmax, row_tiles
 from schemas import cache as C
 from schemas.errors import DataError
+from schemas.files import publish
 from schemas.version import tool_version
 
 FORMAT = "anomaly-seg-cache/id-stats"
@@ -179,7 +180,7 @@ class IdStats:
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(_dumps(self.to_json()))
-            os.replace(tmp, path)
+            publish(tmp, path)  # the umask's mode, not mkstemp's 0600
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.errors import DataError
+from schemas.files import publish
 from schemas.version import tool_version
 
 RESULTS_SCHEMA_VERSION = 2
@@ -226,7 +227,7 @@ def atomic_write_table(table: pa.Table, path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)  # mkstemp's 0600 would hide the table from colleagues: the umask's mode
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -255,15 +256,44 @@ def merge_rows(old: pd.DataFrame | None, new: pd.DataFrame, key=KEY) -> pd.DataF
     return pd.concat([kept, new], ignore_index=True)
 
 
-def write_results(df: pd.DataFrame, path: str | os.PathLike, replace: bool = True) -> pd.DataFrame:
+def stale_selections(old: pd.DataFrame, new: pd.DataFrame) -> pd.Series:
+    """Bool per row of ``old``: a row of ``analyze temperature --select-on`` (``selected_on`` set)
+    that ``new`` makes stale, because ``new`` scores again (plain rows) its run and model on the
+    dataset it reports or on one of the datasets its T was chosen on."""
+    plain = new[new["selected_on"] == ""]
+    if plain.empty or old.empty:
+        return pd.Series(False, index=old.index)
+    scored = set(zip(plain["run"], plain["model"], plain["dataset"]))
+
+    def stale(row) -> bool:
+        datasets = [row["dataset"], *str(row["selected_on"]).split(",")]
+        return any((row["run"], row["model"], d) in scored for d in datasets)
+
+    selected = old["selected_on"] != ""
+    return selected & old.apply(stale, axis=1) if selected.any() else selected
+
+
+def write_results(df: pd.DataFrame, path: str | os.PathLike, replace: bool = True,
+                  note=lambda message: None) -> pd.DataFrame:
     """Atomically write results, replacing existing rows with the same key; returns the table.
 
-    ResultsError (nothing written) when ``df`` holds two rows with one key."""
+    Rows of a temperature selection that the new rows make stale (:func:`stale_selections`)
+    are removed, and ``note`` is told how many and of which run. ResultsError (nothing
+    written) when ``df`` holds two rows with one key."""
     path = Path(path)
-    check_unique(normalise(df), what=f"{path}: refusing to write",
+    new = normalise(df)
+    check_unique(new, what=f"{path}: refusing to write",
                  hint="give each checkpoint its own run name (`analyze score --name`)")
     with table_lock(path):
         old = read_results(path) if (replace and path.exists()) else None
+        if old is not None:
+            old = normalise(old)
+            stale = stale_selections(old, new)
+            if stale.any():
+                runs = ", ".join(sorted(set(old.loc[stale, "run"])))
+                note(f"{path}: removed {int(stale.sum())} row(s) of `analyze temperature --select-on` of run(s) {runs}: "
+                     "their run was scored again; run `analyze temperature --select-on` again for new ones")
+                old = old[~stale]
         merged = merge_rows(old, df)
         atomic_write_table(to_table(merged), path)
     return merged
