@@ -73,32 +73,21 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
           --scorers all --temps 0.5,0.75,1.1 --id-stats stats_eomt.json --out results.parquet
     """
     import pandas as pd
-    from dask.utils import parse_bytes
 
     from analyze.driver import Scheduler, score_cache
     from analyze.scheduler import forks_workers
-    from schemas.results import cache_conflicts, check_side_table, read_results
+    from schemas.results import cache_conflicts, read_results
 
     try:
         opts = parse_storage_options(storage_options)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--storage-option") from None
-    try:
-        budget = parse_bytes(max_memory)
-    except (ValueError, OverflowError):  # "1e999" overflows int()
-        budget = -1
-    if budget < 0:
-        raise click.BadParameter(f"expected a size like 512MiB or 8GiB, got {max_memory!r}", param_hint="--max-memory")
+    budget = _parse_budget(max_memory)
     if device == "cuda" and forks_workers(scheduler):
         raise click.BadParameter("--device cuda runs in the scheduler's threads; a CUDA context does not survive "
                                  "the fork of --scheduler processes: use threads, sync or a distributed cluster",
                                  param_hint="--device")
-    check_writable(out)
-    stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
-    if Path(out).exists():  # an old or foreign file is refused now, not after the scoring
-        read_results(out)
-    for path in (f"{stem}_frames.parquet", f"{stem}_curves.parquet"):
-        check_side_table(path)
+    _check_out(out)
     failures: dict[str, str] = {}
     specs = _open_caches(caches, opts or None, keep_going, failures)
     stats = _read_stats(id_stats, specs, scorers, temps, temp_target)
@@ -145,6 +134,32 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                 click.echo(f"error: {failures[str(cache)]}", err=True)
         raise DataError(f"{len(failures)} of {len(caches)} cache(s) failed (listed above); "
                         f"the rows of the others are in {out}")
+
+
+def _parse_budget(max_memory: str) -> int:
+    """``--max-memory`` in bytes (a usage error for anything that is not a finite size)."""
+    from dask.utils import parse_bytes
+
+    try:
+        budget = parse_bytes(max_memory)
+    except (ValueError, OverflowError):  # "1e999" overflows int()
+        budget = -1
+    if budget < 0:
+        raise click.BadParameter(f"expected a size like 512MiB or 8GiB, got {max_memory!r}", param_hint="--max-memory")
+    return budget
+
+
+def _check_out(out) -> None:
+    """--out and its side tables: a writable folder, and no old or foreign file (refused now, not
+    after the scoring)."""
+    from schemas.results import check_side_table, read_results
+
+    check_writable(out)
+    stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
+    if Path(out).exists():
+        read_results(out)
+    for path in (f"{stem}_frames.parquet", f"{stem}_curves.parquet"):
+        check_side_table(path)
 
 
 def _interrupted(caches, written, failures, out) -> None:
