@@ -244,7 +244,7 @@ def temperature(results, select_on, metric, fit, cache, max_pixels, seed, name):
                    f"ECE {100 * res['ece_before']:.2f}% -> {100 * res['ece_after']:.2f}%  "
                    f"({res['n_pixels']} pixels of {res['n_frames']} frames)")
         if results:
-            write_results(pd.DataFrame(res["rows"]), results)
+            write_results(pd.DataFrame(res["rows"]), results, note=lambda m: click.echo(f"note: {m}", err=True))
             click.echo(f"added ECE rows to {results}")
 
 

@@ -218,3 +218,15 @@ def test_corrupt_chunk_in_maps_names_the_cache(tmp_path):
     _flip_byte(_chunk(cache, "logits", 1))
     res = _analyze("maps", "--cache", cache, "--scorer", "msp", "--frames", "f001", "--out", tmp_path / "maps")
     _one_line_error(res, f"{cache}: array 'logits', frame f001", "crc32c checksum mismatch")
+
+
+def test_extract_run_on_a_corrupt_done_chunk_names_cache_and_array(tmp_path, anomaly_data, checkpoints):
+    cache = tmp_path / "c.zarr"
+    args = ["run", "--model", "erfnet", "--dataset", "road_anomaly", "--data-root", str(anomaly_data), "--checkpoint",
+            str(checkpoints["erfnet"]), "--cache", str(cache), "--input-height", "32", "--device", "cpu",
+            "--no-progress"]
+    assert CliRunner().invoke(extract_main, args).exit_code == 0
+    _flip_byte(_chunk(cache, "done", 2))
+    res = CliRunner().invoke(extract_main, args)
+    _one_line_error(res, cache, "array 'done'", "crc32c checksum mismatch")
+    assert "unexpected" not in res.output

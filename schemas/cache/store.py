@@ -192,7 +192,7 @@ def done_mask(root: zarr.Group, where: str | None = None) -> np.ndarray:
         return np.asarray(root["done"][:], dtype=bool)
     except (ValueError, RuntimeError, OSError) as exc:
         raise CacheError(f"{where or root.store_path}: array 'done': cannot read its chunk ({read_error_reason(exc)}); "
-                         "the cache is damaged (copy it again, or rerun `extract run` to rebuild it)") from None
+                         "the cache is damaged (copy it again, or start over with `extract run --overwrite`)") from None
 
 
 def raw_bytes(root: zarr.Group, spec: CacheSpec) -> int:
