@@ -57,12 +57,12 @@ def inspect(cache, verify):
     for line in insp.summary(root, spec, cache):
         click.echo(line)
     if verify:
-        problems = insp.verify(root, spec)
+        problems = insp.verify(root, spec, cache)
         for p in problems:
             click.echo(f"error: {cache}: {p}", err=True)
         if problems:
-            raise DataError(f"{cache}: {len(problems)} missing or corrupt chunk(s), listed above")
-        click.echo("verify     all chunks of the done frames present and intact (crc32c)")
+            raise DataError(f"{cache}: {len(problems)} missing or corrupt chunk(s) or metadata file(s), listed above")
+        click.echo("verify     metadata files intact; all chunks of the done frames present and intact (crc32c)")
         voided = unlabelled_not_void(root, spec)
         if voided:
             raise DataError(f"{cache}: {len(voided)} unlabelled frame(s) have labels that are not void "
@@ -246,7 +246,7 @@ def temperature(results, select_on, metric, fit, cache, max_pixels, seed, name):
                    f"ECE {100 * res['ece_before']:.2f}% -> {100 * res['ece_after']:.2f}%  "
                    f"({res['n_pixels']} pixels of {res['n_frames']} frames)")
         if results:
-            write_results(pd.DataFrame(res["rows"]), results)
+            write_results(pd.DataFrame(res["rows"]), results, note=lambda m: click.echo(f"note: {m}", err=True))
             click.echo(f"added ECE rows to {results}")
 
 

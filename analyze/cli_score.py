@@ -11,7 +11,7 @@ from analyze.cli_options import (check_writable, parse_device, parse_name, parse
 from analyze.scorers.registry import help_text
 from schemas.cache import open_cache
 from schemas.cli import StrictCommand, comma_list_option
-from schemas.errors import DataError, one_line
+from schemas.errors import DataError, one_line, os_error_line
 from schemas.results import FRAMES, ResultsError
 
 
@@ -73,38 +73,31 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
           --scorers all --temps 0.5,0.75,1.1 --id-stats stats_eomt.json --out results.parquet
     """
     import pandas as pd
-    from dask.utils import parse_bytes
 
     from analyze.driver import Scheduler, score_cache
     from analyze.scheduler import forks_workers
-    from schemas.results import cache_conflicts, check_side_table, read_results
+    from schemas.results import cache_conflicts, read_results
 
     try:
         opts = parse_storage_options(storage_options)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--storage-option") from None
-    try:
-        budget = parse_bytes(max_memory)
-    except ValueError:
-        budget = -1
-    if budget < 0:
-        raise click.BadParameter(f"expected a size like 512MiB or 8GiB, got {max_memory!r}", param_hint="--max-memory")
+    budget = _parse_budget(max_memory)
     if device == "cuda" and forks_workers(scheduler):
         raise click.BadParameter("--device cuda runs in the scheduler's threads; a CUDA context does not survive "
                                  "the fork of --scheduler processes: use threads, sync or a distributed cluster",
                                  param_hint="--device")
-    check_writable(out)
-    stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
-    if Path(out).exists():  # an old or foreign file is refused now, not after the scoring
-        read_results(out)
-    for path in (f"{stem}_frames.parquet", f"{stem}_curves.parquet"):
-        check_side_table(path)
-    stats = _read_stats(id_stats, caches, opts or None, scorers, temps, temp_target)
-    _check_distinct_runs(caches, opts or None, name)
-    results, failures, total = [], [], 0
+    _check_out(out)
+    failures: dict[str, str] = {}
+    specs = _open_caches(caches, opts or None, keep_going, failures)
+    stats = _read_stats(id_stats, specs, scorers, temps, temp_target)
+    _check_distinct_runs(specs, name)
+    results, total, written = [], 0, []
     sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
     try:
         for cache in caches:
+            if str(cache) in failures:
+                continue
             click.echo(f"scoring {cache}", err=True)
             try:
                 r, f, c = score_cache(
@@ -117,12 +110,15 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
             except (DataError, OSError) as exc:
                 if not keep_going:
                     raise
-                failures.append(one_line(exc))
+                failures[str(cache)] = one_line(exc)
                 click.echo(f"warning: {cache} failed (reason at the end); --keep-going: next cache", err=True)
                 continue
             total = _write_tables(r, f, c, out)  # now: a later cache's failure loses nothing
             results.append(r)
+            written.append(str(cache))
             click.echo(f"wrote {len(r)} rows of {cache} to {out}", err=True)
+    except KeyboardInterrupt:
+        _interrupted(caches, written, failures, out)
     finally:
         sched.close()
     if results:
@@ -133,60 +129,105 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
             click.echo(f"warning: {out}: {msg}; `analyze report` and `analyze temperature` refuse to combine them "
                        "(score the other rows again, or this cache under another --name)", err=True)
     if failures:
-        for line in failures:
-            click.echo(f"error: {line}", err=True)
+        for cache in caches:
+            if str(cache) in failures:
+                click.echo(f"error: {failures[str(cache)]}", err=True)
         raise DataError(f"{len(failures)} of {len(caches)} cache(s) failed (listed above); "
                         f"the rows of the others are in {out}")
+
+
+def _parse_budget(max_memory: str) -> int:
+    """``--max-memory`` in bytes (a usage error for anything that is not a finite size)."""
+    from dask.utils import parse_bytes
+
+    try:
+        budget = parse_bytes(max_memory)
+    except (ValueError, OverflowError):  # "1e999" overflows int()
+        budget = -1
+    if budget < 0:
+        raise click.BadParameter(f"expected a size like 512MiB or 8GiB, got {max_memory!r}", param_hint="--max-memory")
+    return budget
+
+
+def _check_out(out) -> None:
+    """--out and its side tables: a writable folder, and no old or foreign file (refused now, not
+    after the scoring)."""
+    from schemas.results import check_side_table, read_results
+
+    check_writable(out)
+    stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
+    if Path(out).exists():
+        read_results(out)
+    for path in (f"{stem}_frames.parquet", f"{stem}_curves.parquet"):
+        check_side_table(path)
+
+
+def _interrupted(caches, written, failures, out) -> None:
+    """Ctrl-C: say which caches' rows are in ``out`` and how to score the rest; exit 130."""
+    rest = [str(c) for c in caches if str(c) not in written and str(c) not in failures]
+    done = f"the rows of {', '.join(written)} are in {out}" if written else f"no cache's rows were written to {out}"
+    again = " ".join(f"--cache {c}" for c in rest)
+    click.echo(f"Interrupted: {done}; to score the rest, run the same command with {again} "
+               "(rows of a cache scored again replace its old ones)", err=True)
+    raise click.exceptions.Exit(130)
 
 
 def _write_tables(results, frames, curves, out) -> int:
     """Write one cache's rows into results.parquet and its side tables (each atomically)."""
     from schemas.results import FRAME_KEY, write_results, write_side_table
 
-    table = write_results(results, out)  # refuses (writing nothing) two rows with one key
+    table = write_results(results, out,  # refuses (writing nothing) two rows with one key
+                          note=lambda m: click.echo(f"note: {m}", err=True))
     stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
     write_side_table(frames, f"{stem}_frames.parquet", key=FRAME_KEY)
     write_side_table(curves, f"{stem}_curves.parquet")
     return len(table)
 
 
-def _read_stats(paths, caches, storage_options, scorers, temps, temp_target) -> list:
+def _open_caches(caches, storage_options, keep_going: bool, failures: dict) -> list:
+    """Every cache opened (and its spec validated) before any work: {cache: spec}. A cache that
+    cannot be opened is the command's error now, before anything is scored or written; with
+    --keep-going it is recorded in ``failures`` (listed at the end) and the others are scored.
+    A list of (cache, spec): a cache given twice is there twice (:func:`_check_distinct_runs`)."""
+    specs = []
+    for cache in caches:
+        try:
+            specs.append((str(cache), open_cache(cache, storage_options=storage_options)[1]))
+        except (DataError, OSError) as exc:
+            if not keep_going:
+                raise
+            failures[str(cache)] = one_line(exc) if isinstance(exc, DataError) else os_error_line(exc)
+            click.echo(f"warning: {cache} cannot be opened (reason at the end); --keep-going: the others are scored",
+                       err=True)
+    return specs
+
+
+def _read_stats(paths, specs, scorers, temps, temp_target) -> list:
     """The --id-stats files, checked before any work: each must fit the model and checkpoint of a
-    cache scored, and where KL matching or SML will use one, it must not come from the dataset
-    scored and must cover every T (:meth:`analyze.id_stats.IdStats.class_stats`)."""
+    cache scored (``specs``: (cache, spec) pairs), and where KL matching or SML will use one, it must not
+    come from the dataset scored and must cover every T (:meth:`analyze.id_stats.IdStats.class_stats`)."""
     if not paths:
         return []
     from analyze.id_stats import IdStats, check_files_used, match_stats
     from analyze.scorers.registry import parse_spec
 
     files = [IdStats.read(p) for p in paths]
-    specs = {}
-    for cache in caches:
-        try:
-            specs[str(cache)] = open_cache(cache, storage_options=storage_options)[1]
-        except (DataError, OSError):
-            continue  # fails when it is scored
-    check_files_used(files, specs)
+    check_files_used(files, dict(specs))
     if any(s.needs_stats for s in parse_spec(scorers)):
-        for cache, spec in specs.items():
+        for cache, spec in specs:
             fitted = match_stats(files, spec, cache)
             if fitted is not None and spec.label_kind == "anomaly":
                 fitted.class_stats(spec, cache, "logits" if spec.kind == "pixel" else temp_target, temps)
     return files
 
 
-def _check_distinct_runs(caches, storage_options, name) -> None:
+def _check_distinct_runs(specs, name) -> None:
     """Two caches whose rows would share keys (one run, model and dataset: two checkpoints
-    under one --name, or a cache given twice) are refused before any work; a cache that
-    cannot be opened is left to fail when it is scored."""
+    under one --name, or a cache given twice) are refused before any work."""
     from analyze.driver import run_name
 
     seen: dict[tuple, str] = {}
-    for cache in caches:
-        try:
-            _, spec = open_cache(cache, storage_options=storage_options)
-        except (DataError, OSError):
-            continue
+    for cache, spec in specs:
         key = (run_name(spec, name), spec.provenance.model, spec.provenance.dataset)
         if key in seen:
             raise ResultsError(f"{seen[key]} and {cache} would both write the rows of run {key[0]} ({key[1]}, "

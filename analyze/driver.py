@@ -47,12 +47,15 @@ POSITION_BYTES = 4  # the pixel of a kept score (uint32), when the component met
 POSITIONS = 1 / 8  # the highest in-distribution scores kept with their pixels (analyze.later_passes)
 
 
-def plan_passes(spec: C.CacheSpec, n_keys: int, protocol: str, max_memory: int, positions: float = 0.0) -> str:
-    """``one-pass`` when every non-void score of every key fits ``max_memory`` (float64, 8 B each,
-    and 4 B for the pixel of the fraction ``positions`` of them)."""
+def plan_passes(spec: C.CacheSpec, n_keys: int, protocol: str, max_memory: int, positions: float = 0.0,
+                frames: Sequence[int] | None = None) -> str:
+    """``one-pass`` when every score of every key of the ``frames`` scored (default: all) fits
+    ``max_memory`` (float64, 8 B each, and 4 B for the pixel of the fraction ``positions`` of
+    them). Unlabelled and not-done frames are never scored, so they take no room."""
     if protocol != "exact":
         return "one-pass"
-    pixels = sum(h * w for h, w in spec.sizes)
+    frames = range(spec.n_frames) if frames is None else frames
+    pixels = sum(spec.sizes[i][0] * spec.sizes[i][1] for i in frames)
     per_score = SCORE_BYTES + POSITION_BYTES * positions
     return "one-pass" if pixels * n_keys * per_score <= max_memory else "two-pass"
 
@@ -162,7 +165,7 @@ def _score_cache(
     want_boot, want_comp = bool(bootstrap and chosen and protocol == "exact"), bool(component_metrics and chosen)
     # the exact passes keep the pixels of the highest scores when the component metrics read them there
     positions = POSITIONS if want_comp and protocol == "exact" and not recompose else 0.0
-    plan = plan_passes(spec, max(1, n_keys), protocol, max_memory, positions) if chosen else "one-pass"
+    plan = plan_passes(spec, max(1, n_keys), protocol, max_memory, positions, done_frames) if chosen else "one-pass"
     job = ScoreJob(
         cache=str(cache), storage_options=dict(storage_options) if storage_options else None,
         scorers=tuple(s.name for s in chosen), temperatures=temps if chosen else temps_sem,
@@ -227,7 +230,7 @@ def _score_cache(
         rows.append({**base, "scorer": SEMANTIC_SCORER, "temperature": t, "temp_target": target, "metric": "miou",
                      "value": values["miou"], "n_pixels": int(conf.confusion.sum())})
     if want_comp:
-        rows += _component_rows(sched, job, result, base, target, spec, kept)
+        rows += _component_rows(sched, job, result, base, target, spec, kept, warn)
     frame_rows = pd.DataFrame([{**base, "temp_target": target, **r} for r in result.rows])
     return pd.DataFrame(rows), frame_rows, pd.DataFrame(curve_rows)
 
@@ -304,7 +307,7 @@ def _bootstrap(sched, job: ScoreJob, result, n_boot: int, seed: int, warn, histo
 def _f16_transforms(sched, job: ScoreJob, root) -> dict:
     """Each key's :class:`analyze.f16_range.Float16Transform`, fitted on the range of its scores
     over every done frame of the cache, labelled or not (one more pass: the ``ranges`` phase)."""
-    every = tuple(int(i) for i in np.flatnonzero(C.done_mask(root)))
+    every = tuple(int(i) for i in np.flatnonzero(C.done_mask(root, str(job.cache))))
     ranges = run_phase(sched, ScoreJob(**{**job.__dict__, "frames": every}), "ranges").states
     return {k: r.transform() for k, r in ranges.items()}
 
@@ -318,12 +321,20 @@ def _warn_f16_loss(job: ScoreJob, states: Mapping, warn) -> None:
                  f"({job.f16[(name, t)].describe()}): the smiyc numbers see these ties, as the benchmark would")
 
 
-def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec, kept: Mapping) -> list[dict]:
+def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec, kept: Mapping,
+                    warn: Callable[[str], None]) -> list[dict]:
     """SMIYC component metrics per key at its best-F1 pixel threshold: from the pixels a pass kept
     (``kept``: each key's :class:`analyze.metrics.FrameSplit` per frame,
     :func:`analyze.later_passes.kept_components`), and for the frames and keys where they do not
-    reach the threshold (or nothing was kept) from one more pass that composes those frames again."""
-    thresholds = {k: best_f1_threshold(s) for k, s in result.states.items()}
+    reach the threshold (or nothing was kept) from one more pass that composes those frames again.
+    Undefined metrics are told to ``warn``, naming the cache, scorer and T."""
+    thresholds = {}
+    for (name, t), s in result.states.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            thresholds[(name, t)] = best_f1_threshold(s)
+        for w in caught:
+            warn(f"{job.cache}: {name} T={t}: {w.message}")
     track = track_for_dataset(spec.provenance.dataset)
     if kept:
         states, missing = kept_components(job.cache, job.storage_options, kept, thresholds, track, M.num_threads())
@@ -345,7 +356,11 @@ def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec,
     pooled = {k: int(s.n_pos + s.n_neg) for k, s in result.states.items()}
     rows = []
     for (name, t), state in sorted(states.items()):
-        values = state.compute()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            values = state.compute()
+        for w in caught:
+            warn(f"{job.cache}: {name} T={t}: {w.message}")
         for metric in ("siou", "ppv", "mean_f1"):
             rows.append({**base, "scorer": name, "temperature": t, "temp_target": target, "metric": metric,
                          "value": values[metric], "n_pixels": pooled[(name, t)]})

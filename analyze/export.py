@@ -233,7 +233,7 @@ def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, m
 
 def _check_exportable(root, spec: C.CacheSpec, cache) -> None:
     """Every frame done and intact, every frame id a file name: else an ExportError."""
-    done = C.done_mask(root)
+    done = C.done_mask(root, str(cache))
     if not done.all():
         missing = [spec.frame_ids[i] for i in np.flatnonzero(~done)]
         raise ExportError(f"{cache}: {len(missing)} of {spec.n_frames} frames are not done (e.g. "

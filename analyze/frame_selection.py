@@ -50,7 +50,7 @@ def scorable_frames(root, spec: C.CacheSpec, cache: str, allow_partial: bool, wa
     if not labelled.any():
         raise ScoreError(f"{cache}: no labelled frame to score ({n_unlabelled} unlabelled frames; "
                          "`analyze export` writes their maps)")
-    done = C.done_mask(root)
+    done = C.done_mask(root, str(cache))
     frames = [int(i) for i in np.flatnonzero(done & labelled)]
     n_labelled = int(labelled.sum())
     if len(frames) < n_labelled:

@@ -41,10 +41,17 @@ import torch
 from analyze.scorers.pixel import SCORE_DTYPE, ClassStats, first_argmax, row_tiles
 from schemas import cache as C
 from schemas.errors import DataError
+from schemas.files import publish
 from schemas.version import tool_version
 
 FORMAT = "anomaly-seg-cache/id-stats"
-VERSION = 1
+#: 2 records what the scored cache must share with the fit cache (:data:`IDENTITY`); 1 did not
+VERSION = 2
+#: fields of the fit cache that change the statistics and must equal the scored cache's
+#: (besides model and checkpoint): a statistic of another input size or precision describes
+#: another distribution of the scorer input
+#: (a flipped pass does not: the statistics describe the unflipped scorer input)
+IDENTITY = ("model_config", "preprocessing", "dtype")
 PIXELS = ("every pixel of every scored frame at label resolution (void-labelled ones too), grouped by the "
           "first maximal class of u")
 
@@ -149,6 +156,7 @@ class IdStats:
                 "cache_digest": C.cache_digest(spec), "model": prov.model, "checkpoint_sha256": prov.checkpoint_sha256,
                 "checkpoint_file": prov.checkpoint_file, "run": run, "dataset": prov.dataset, "kind": spec.kind,
                 "n_classes": spec.n_classes, "n_frames": state.frames, "temp_target": target,
+                **cache_identity(spec),
                 "input": input_definition(spec.kind, target), "pixels": PIXELS}
         temps = {}
         for t, m in sorted(state.moments.items()):
@@ -172,7 +180,7 @@ class IdStats:
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(_dumps(self.to_json()))
-            os.replace(tmp, path)
+            publish(tmp, path)  # the umask's mode, not mkstemp's 0600
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -189,12 +197,16 @@ class IdStats:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise StatsError(f"{path}: not a statistics file of `analyze fit` (no format {FORMAT!r})")
         if d.get("version") != VERSION:
-            raise StatsError(f"{path}: statistics format version {d.get('version')!r}; this tool reads {VERSION}")
+            why = (" (version 1 does not record the model config, input size and dtype of the cache it was fit on, "
+                   "so it cannot be checked against the cache scored): fit it again with `analyze fit`"
+                   if d.get("version") == 1 else "")
+            raise StatsError(f"{path}: statistics format version {d.get('version')!r}; this tool reads {VERSION}{why}")
         try:
             temps = {float(e["temperature"]): {k: e[k] for k in ("count", "max_mean", "max_var", "mean_softmax",
                                                                   "pooled")} for e in d["statistics"]}
             meta = {k: v for k, v in d.items() if k != "statistics"}
-            for k in ("model", "checkpoint_sha256", "dataset", "kind", "n_classes", "temp_target"):
+            for k in ("model", "checkpoint_sha256", "dataset", "kind", "n_classes", "temp_target", "cache_digest",
+                      *IDENTITY):
                 meta[k]  # noqa: B018 - a KeyError names the missing field
         except (KeyError, TypeError, ValueError) as exc:
             raise StatsError(f"{path}: malformed statistics file ({type(exc).__name__}: {exc})") from None
@@ -227,6 +239,12 @@ class IdStats:
         if (self.meta["kind"], int(self.meta["n_classes"])) != (spec.kind, spec.n_classes):
             raise StatsError(f"{self.describe()}: {self.meta['kind']} outputs of {self.meta['n_classes']} classes, "
                              f"{cache} has {spec.kind} outputs of {spec.n_classes}")
+        differs = identity_differences(self.meta, spec)
+        if differs:
+            field_, fitted, scored = differs[0]
+            raise StatsError(f"{self.describe()} cannot score {cache}: {field_} differs (fit cache "
+                             f"{self.meta['cache']}: {fitted}; {cache}: {scored}); fit the statistics on a cache "
+                             "extracted with the same settings")
         if self.meta["temp_target"] != target:
             raise StatsError(f"{self.describe()} describes the scorer input of temperature target "
                              f"{self.meta['temp_target']}; scoring {cache} uses {target} (`analyze fit --temp-target`)")
@@ -241,6 +259,29 @@ class IdStats:
     def poorly_covered(self) -> list[int]:
         """Classes with fewer than 2 fitted pixels at some temperature (their SML uses the pooled statistics)."""
         return sorted({c for v in self.temperatures.values() for c, n in enumerate(v["count"]) if n < 2})
+
+
+def cache_identity(spec: C.CacheSpec) -> dict[str, Any]:
+    """What of a cache, besides model and checkpoint, changes the statistics fit on it (:data:`IDENTITY`)."""
+    prov = spec.provenance
+    return {"model_config": dict(prov.model_config), "preprocessing": dict(prov.preprocessing), "dtype": prov.dtype}
+
+
+def identity_differences(meta: Mapping[str, Any], spec: C.CacheSpec) -> list[tuple[str, Any, Any]]:
+    """(field, fitted value, scored value) for each field of :data:`IDENTITY` that differs; within
+    ``model_config`` and ``preprocessing`` the field is the key that differs (e.g.
+    ``model_config.input_height``)."""
+    scored = cache_identity(spec)
+    out = []
+    for name in IDENTITY:
+        a, b = meta[name], scored[name]
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for key in sorted(set(a) | set(b), key=str):
+                if a.get(key) != b.get(key):
+                    out.append((f"{name}.{key}", a.get(key), b.get(key)))
+        elif a != b:
+            out.append((name, a, b))
+    return out
 
 
 def _dumps(d: Mapping[str, Any]) -> str:

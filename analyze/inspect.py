@@ -6,13 +6,13 @@ import numpy as np
 import zarr
 
 from schemas import integrity
-from schemas.cache import CacheSpec, disk_bytes, done_mask, raw_bytes
+from schemas.cache import CacheSpec, disk_bytes, done_mask, metadata_problems, raw_bytes
 
 
 def summary(root: zarr.Group, spec: CacheSpec, path: str) -> list[str]:
     """Lines describing a validated cache."""
     prov = spec.provenance
-    done = done_mask(root)
+    done = done_mask(root, path)
     lines = [
         f"cache      {path}",
         f"kind       {spec.kind} (schema v{spec.schema_version})",
@@ -43,18 +43,20 @@ def _unlabelled(spec: CacheSpec) -> str:
     return f", {n} unlabelled (never scored)" if n else ""
 
 
-def verify(root: zarr.Group, spec: CacheSpec) -> list[str]:
-    """Check the whole cache (:mod:`schemas.integrity`): the static arrays agree with the
-    attributes, every done frame has all its data chunks, and every stored chunk decodes
-    (crc32c rejects any changed byte).
+def verify(root: zarr.Group, spec: CacheSpec, path: str | None = None) -> list[str]:
+    """Check the whole cache (:mod:`schemas.integrity`): every metadata file (``zarr.json``)
+    parses and agrees with its consolidated copy (when ``path`` is given), the static arrays
+    agree with the attributes, every done frame has all its data chunks, and every stored
+    chunk decodes (crc32c rejects any changed byte).
 
-    Returns one problem line per missing or damaged chunk, naming the array and the frame
-    (empty when the cache is intact).
+    Returns one problem line per damaged metadata file (naming it) and per missing or damaged
+    chunk (naming the array and the frame); empty when the cache is intact.
     """
-    done = np.flatnonzero(done_mask(root))
+    lines = [f"metadata file {p}" for p in metadata_problems(path)] if path is not None else []
+    done = np.flatnonzero(done_mask(root, path))
     problems = integrity.static_problems(root, spec) + integrity.missing_chunks(root, spec, done)
     problems += integrity.corrupt_chunks(root, spec)
-    return [p.line() for p in problems]
+    return lines + [p.line() for p in problems]
 
 
 __all__ = ["summary", "verify"]

@@ -118,7 +118,7 @@ def _cache_maps(cache_path, scorers: str, t: float, frames: list[str] | None, ou
     root, spec = C.open_cache(cache_path, storage_options=storage_options)
     where = str(cache_path)
     chosen, stats = choose_scorers(where, spec, scorers, (t,), temp_target, id_stats, info, info)
-    idx = _frame_indices(spec, C.done_mask(root), frames, where)
+    idx = _frame_indices(spec, C.done_mask(root, where), frames, where)
     problems = integrity.check_frames(root, spec, idx)
     if problems:
         raise C.CacheError(f"{where}: {integrity.describe(problems)}; the cache lost data")
@@ -127,8 +127,11 @@ def _cache_maps(cache_path, scorers: str, t: float, frames: list[str] | None, ou
     rows = []  # per frame: (id, thumbnail, gt_rgb, [(scorer, display map, lo, hi)])
     for i in idx:
         fid = spec.frame_ids[i]
-        label = C.read_label(root, spec, i)
-        scores = frame_maps(root, spec, i, chosen, t, temp_target, stats)
+        try:
+            label = C.read_label(root, spec, i)
+            scores = frame_maps(root, spec, i, chosen, t, temp_target, stats)
+        except C.CacheError as exc:  # a chunk that does not decode: name the cache too
+            raise C.CacheError(f"{where}: {exc}") from None
         shape = _display_shape(*label.shape)
         valid = label != 255
         maps = []

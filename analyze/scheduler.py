@@ -24,6 +24,7 @@ LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 #: names ``dask.compute(scheduler=...)`` accepts for a local scheduler
 _DASK_LOCAL = {"threads", "threading", "processes", "multiprocessing", "sync", "synchronous", "single-threaded"}
 _FORKING = {"processes", "multiprocessing"}  # of those, the ones whose tasks run in forked processes
+CONNECT_TIMEOUT = "5s"  # a scheduler that does not answer within this is an option error
 FRAME_TASK = "frame_task"  # key prefix of the tasks counted by the progress bars
 
 
@@ -136,9 +137,13 @@ def _check_address(address: str) -> None:
     """ValueError for an address whose scheme distributed does not know, before a Client is
     made (a Client that fails on it hangs ~40 s in its destructor when it is not the default)."""
     from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
     from distributed.comm.registry import get_backend
 
-    get_backend(parse_address(address)[0])
+    scheme, location = parse_address(address)
+    get_backend(scheme)
+    if scheme in ("tcp", "tls", "ws", "wss", "ucx"):
+        parse_host_port(location)  # "missing port number": a Client would fail on it the same way, then hang
 
 
 class Scheduler:
@@ -164,11 +169,15 @@ class Scheduler:
             from distributed import Client
 
             where = scheduler_file or address or self.spec
+            if scheduler_file and not os.path.isfile(scheduler_file):  # Dask would wait for it forever
+                raise OptionError(f"--scheduler-file: {scheduler_file}: no such file (a scheduler writes it when "
+                                  "started with `dask scheduler --scheduler-file FILE`)")
             try:
                 if not scheduler_file:
                     _check_address(address or self.spec)
-                self.client = (Client(scheduler_file=scheduler_file, set_as_default=False) if scheduler_file
-                               else Client(address or self.spec, timeout="20s", set_as_default=False))
+                self.client = (Client(scheduler_file=scheduler_file, timeout=CONNECT_TIMEOUT, set_as_default=False)
+                               if scheduler_file
+                               else Client(address or self.spec, timeout=CONNECT_TIMEOUT, set_as_default=False))
             except (OSError, ValueError, TypeError) as exc:
                 raise OptionError(f"--scheduler: cannot connect to the Dask scheduler {where!r} ({exc}); "
                                   f"use one of {', '.join(LOCAL_SCHEDULERS)} or a reachable address") from None

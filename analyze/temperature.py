@@ -191,7 +191,7 @@ class _Calibration:
         if spec.label_kind != "semantic":
             raise DataError(f"{cache_path}: temperature scaling needs an in-distribution semantic cache "
                             f"(e.g. cityscapes_val); this one has {spec.label_kind} labels")
-        frames = [int(i) for i in np.flatnonzero(done_mask(root))]
+        frames = [int(i) for i in np.flatnonzero(done_mask(root, str(cache_path)))]
         if not frames:
             raise DataError(f"{cache_path}: no frame is done")
         problems = integrity.check_frames(root, spec, frames)

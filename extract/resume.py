@@ -59,6 +59,7 @@ def open_or_create(path: Path, spec: C.CacheSpec, overwrite: bool, compression: 
             # another shard created it first: fall through and check compatibility
     try:
         root, old = C.open_cache(path, mode="r+")
+        C.check_metadata(path)  # a consolidated cache reads the copies: a damaged file shows only when written
     except C.CacheError as exc:
         raise C.CacheError(f"{exc}; use --overwrite to start over") from None
     diffs = _identity_mismatch(old, spec)

@@ -26,7 +26,7 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from schemas.cache import FLIP_ARRAYS, CacheSpec, read_error_reason, static_values
+from schemas.cache import FLIP_ARRAYS, CacheSpec, done_mask, read_error_reason, static_values
 
 #: per-frame data arrays of each cache kind and what their leading chunk index counts
 DATA_ARRAYS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -152,7 +152,7 @@ def prepare_resume(root: zarr.Group, spec: CacheSpec, frames: Iterable[int]) -> 
     for p in static_problems(root, spec):
         notes.append(f"{p.line()}; rewriting it from the cache attributes")
         root[p.array].with_config({"write_empty_chunks": True})[...] = static_values(spec)[p.array]
-    done = np.asarray(root["done"][:], dtype=bool)
+    done = done_mask(root)  # a corrupt chunk: CacheError naming the cache and the array
     lost = sorted({p.frame for p in missing_chunks(root, spec, [i for i in frames if done[i]])})
     if lost:
         notes.append(f"{len(lost)} done frame(s) lack chunks (e.g. {', '.join(spec.frame_ids[i] for i in lost[:3])}); "

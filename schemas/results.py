@@ -8,9 +8,11 @@ pooled (:data:`FRAMES`). Metric values are fractions in [0, 1] (NaN when undefin
 AuPRC without anomaly pixels). Rows that are not about an anomaly scorer (mIoU) use
 ``scorer = "semantic"``.
 
-Writes are atomic (temporary file + rename). Re-running a subset replaces the rows with the
-same key instead of duplicating them; a write that itself holds two rows with one key is
-refused (:func:`check_unique`).
+Writes are atomic (temporary file + rename) and serialised: read, merge and replace run
+under a file lock beside the table (``.results.parquet.lock``, :func:`table_lock`), so any
+number of processes writing to one file keep every row. Re-running a subset replaces the
+rows with the same key instead of duplicating them; a write that itself holds two rows with
+one key is refused (:func:`check_unique`).
 
 Schema versions: 1 had no ``run`` and no ``frames`` (rows of two checkpoints of one model
 shared a key); version 2 adds both to every key. Older files are refused with a message
@@ -24,11 +26,13 @@ import re
 import tempfile
 from pathlib import Path
 
+from filelock import FileLock
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.errors import DataError
+from schemas.files import publish
 from schemas.version import tool_version
 
 RESULTS_SCHEMA_VERSION = 2
@@ -65,6 +69,11 @@ RESULTS_SCHEMA = pa.schema(
 )
 COLUMNS = tuple(RESULTS_SCHEMA.names)
 _STRING_COLS = [f.name for f in RESULTS_SCHEMA if pa.types.is_dictionary(f.type)]
+
+
+#: why rows of one unchanged cache may carry two digests
+DIGEST_NOTE = ("rows scored by version 0.2.0 or before carry a cache digest that left out the dtype, the flip pass "
+               "and the output sizes, so they differ from the rows scored now even for the same cache")
 
 
 class ResultsError(DataError):
@@ -168,7 +177,8 @@ def check_one_cache(df: pd.DataFrame, what: str = "results") -> None:
     if conflicts:
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         raise ResultsError(f"{what}: {conflicts[0]}{more}; score the other rows again from one cache, "
-                           "or score the other cache under another run name (`analyze score --name`)")
+                           "or score the other cache under another run name (`analyze score --name`); "
+                           f"{DIGEST_NOTE}")
 
 
 def to_table(df: pd.DataFrame) -> pa.Table:
@@ -217,10 +227,20 @@ def atomic_write_table(table: pa.Table, path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)  # mkstemp's 0600 would hide the table from colleagues: the umask's mode
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def table_lock(path: str | os.PathLike) -> FileLock:
+    """The lock that serialises read-merge-replace of the table at ``path`` across processes:
+    an OS lock (flock) on the hidden file ``.<name>.lock`` beside it, released by the OS when a
+    holder dies. Without it, two writers that read the same old table each replace it with
+    their own merge and the rows of one are lost."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path.parent / f".{path.name}.lock")
 
 
 def merge_rows(old: pd.DataFrame | None, new: pd.DataFrame, key=KEY) -> pd.DataFrame:
@@ -236,16 +256,46 @@ def merge_rows(old: pd.DataFrame | None, new: pd.DataFrame, key=KEY) -> pd.DataF
     return pd.concat([kept, new], ignore_index=True)
 
 
-def write_results(df: pd.DataFrame, path: str | os.PathLike, replace: bool = True) -> pd.DataFrame:
+def stale_selections(old: pd.DataFrame, new: pd.DataFrame) -> pd.Series:
+    """Bool per row of ``old``: a row of ``analyze temperature --select-on`` (``selected_on`` set)
+    that ``new`` makes stale, because ``new`` scores again (plain rows) its run and model on the
+    dataset it reports or on one of the datasets its T was chosen on."""
+    plain = new[new["selected_on"] == ""]
+    if plain.empty or old.empty:
+        return pd.Series(False, index=old.index)
+    scored = set(zip(plain["run"], plain["model"], plain["dataset"]))
+
+    def stale(row) -> bool:
+        datasets = [row["dataset"], *str(row["selected_on"]).split(",")]
+        return any((row["run"], row["model"], d) in scored for d in datasets)
+
+    selected = old["selected_on"] != ""
+    return selected & old.apply(stale, axis=1) if selected.any() else selected
+
+
+def write_results(df: pd.DataFrame, path: str | os.PathLike, replace: bool = True,
+                  note=lambda message: None) -> pd.DataFrame:
     """Atomically write results, replacing existing rows with the same key; returns the table.
 
-    ResultsError (nothing written) when ``df`` holds two rows with one key."""
+    Rows of a temperature selection that the new rows make stale (:func:`stale_selections`)
+    are removed, and ``note`` is told how many and of which run. ResultsError (nothing
+    written) when ``df`` holds two rows with one key."""
     path = Path(path)
-    check_unique(normalise(df), what=f"{path}: refusing to write",
+    new = normalise(df)
+    check_unique(new, what=f"{path}: refusing to write",
                  hint="give each checkpoint its own run name (`analyze score --name`)")
-    old = read_results(path) if (replace and path.exists()) else None
-    merged = merge_rows(old, df)
-    atomic_write_table(to_table(merged), path)
+    with table_lock(path):
+        old = read_results(path) if (replace and path.exists()) else None
+        if old is not None:
+            old = normalise(old)
+            stale = stale_selections(old, new)
+            if stale.any():
+                runs = ", ".join(sorted(set(old.loc[stale, "run"])))
+                note(f"{path}: removed {int(stale.sum())} row(s) of `analyze temperature --select-on` of run(s) {runs}: "
+                     "their run was scored again; run `analyze temperature --select-on` again for new ones")
+                old = old[~stale]
+        merged = merge_rows(old, df)
+        atomic_write_table(to_table(merged), path)
     return merged
 
 
@@ -269,12 +319,13 @@ def write_side_table(df: pd.DataFrame, path: str | os.PathLike, key=SIDE_KEY) ->
     path = Path(path)
     if df.empty:
         return
-    if path.exists():
-        check_side_table(path)
-        old = pq.read_table(path).to_pandas()
-        k = list(key)
-        new_keys = pd.MultiIndex.from_frame(df[k].astype(str))
-        old = old[~pd.MultiIndex.from_frame(old[k].astype(str)).isin(new_keys)]
-        df = pd.concat([old, df], ignore_index=True)
-    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(_metadata())
-    atomic_write_table(table, path)
+    with table_lock(path):
+        if path.exists():
+            check_side_table(path)
+            old = pq.read_table(path).to_pandas()
+            k = list(key)
+            new_keys = pd.MultiIndex.from_frame(df[k].astype(str))
+            old = old[~pd.MultiIndex.from_frame(old[k].astype(str)).isin(new_keys)]
+            df = pd.concat([old, df], ignore_index=True)
+        table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(_metadata())
+        atomic_write_table(table, path)

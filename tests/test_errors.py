@@ -144,12 +144,25 @@ def test_unexpected_error_is_one_line_and_debug_shows_the_traceback(tmp_path, mo
 def test_each_cache_is_written_as_soon_as_it_is_scored(tmp_path):
     good = tmp_path / "good.zarr"
     pixel_cache(good, [(16, 24)] * 3, np.random.default_rng(0))
+    partial = tmp_path / "partial.zarr"  # opens fine; fails only when it is scored
+    root, _ = pixel_cache(partial, [(16, 24)] * 3, np.random.default_rng(1), dataset="fs_static")
+    root["done"][0] = False
+    out = tmp_path / "r.parquet"
+    res = _analyze("score", "--cache", good, "--cache", partial, "--scorers", "msp", "--out", out, "--no-progress")
+    _one_line_error(res, "partial.zarr: 1 of 3 frames are not done")
+    assert set(read_results(out).dataset) == {"road_anomaly"}  # the first cache's rows are kept
+    assert (tmp_path / "r_frames.parquet").exists() and (tmp_path / "r_curves.parquet").exists()
+
+
+def test_every_cache_is_opened_before_any_is_scored(tmp_path):
+    good = tmp_path / "good.zarr"
+    pixel_cache(good, [(16, 24)] * 3, np.random.default_rng(0))
     out = tmp_path / "r.parquet"
     res = _analyze("score", "--cache", good, "--cache", tmp_path / "missing.zarr", "--scorers", "msp",
                    "--out", out, "--no-progress")
     _one_line_error(res, "missing.zarr: no cache found")
-    assert set(read_results(out).dataset) == {"road_anomaly"}  # the first cache's rows are kept
-    assert (tmp_path / "r_frames.parquet").exists() and (tmp_path / "r_curves.parquet").exists()
+    assert "scoring" not in res.output  # nothing scored ...
+    assert not out.exists() and not (tmp_path / "r_frames.parquet").exists()  # ... nothing written
 
 
 def test_keep_going_scores_the_rest_and_lists_each_failure(tmp_path):
@@ -166,6 +179,31 @@ def test_keep_going_scores_the_rest_and_lists_each_failure(tmp_path):
     assert len(failures) == 2
     assert "partial.zarr: 1 of 3 frames are not done" in failures[0] and "missing.zarr" in failures[1]
     assert set(read_results(out).dataset) == {"fs_static"}
+
+
+def test_missing_scheduler_file_and_unreachable_address_fail_at_once(tmp_path):
+    import time
+
+    cache = tmp_path / "c.zarr"
+    pixel_cache(cache, [(8, 8)], np.random.default_rng(0))
+    for args, needles in ((("--scheduler-file", tmp_path / "missing.json"), ("--scheduler-file", "missing.json: no such file")),
+                          (("--scheduler", "tcp://127.0.0.1:9"), ("--scheduler", "cannot connect"))):
+        start = time.monotonic()
+        res = _analyze("score", "--cache", cache, *args, "--no-progress", "--out", tmp_path / "r.parquet")
+        assert time.monotonic() - start < 15, args  # Dask alone waits for a scheduler file forever
+        _one_line_error(res, *needles, code=2)
+    assert not (tmp_path / "r.parquet").exists()
+
+
+def test_bogus_scheduler_is_one_line_without_a_stall_or_traceback(tmp_path):
+    cache = tmp_path / "c.zarr"
+    pixel_cache(cache, [(8, 8)], np.random.default_rng(0))
+    proc = subprocess.run([sys.executable, "-m", "analyze.cli", "score", "--cache", str(cache), "--scheduler", "bogus",
+                           "--no-progress", "--out", str(tmp_path / "r.parquet")], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr  # no "Exception ignored ..." after it
+    assert "--scheduler" in proc.stderr and "'bogus'" in proc.stderr and "missing port number" in proc.stderr
 
 
 def test_unusable_scheduler_is_an_option_error(tmp_path):

@@ -35,6 +35,9 @@ def caches(tmp_path_factory):
     query_cache(d / "q_ra.zarr", [(24, 44), (32, 32)], rng, **QKW)
     query_cache(d / "q_fs.zarr", [(24, 44)], rng, dataset="fs_static", **QKW)
     query_cache(d / "q_other.zarr", [(24, 44)], rng, checkpoint_sha256="a" * 64, **QKW)  # another checkpoint
+    # the checkpoint of the fit, extracted with another input size or precision
+    query_cache(d / "q_big.zarr", [(24, 44)], rng, model_config={"num_classes": 20, "input_height": 64}, **QKW)
+    query_cache(d / "q_bf16.zarr", [(24, 44)], rng, dtype="bf16", **QKW)
     return d
 
 
@@ -122,6 +125,13 @@ def test_stats_file_round_trip_and_bad_files(caches, tmp_path):
     res = _an("score", "--cache", caches / "p_ra.zarr", "--id-stats", tmp_path / "bad.json", "--out",
               tmp_path / "r.parquet", "--no-progress")
     assert res.exit_code == 1 and "bad.json: not a statistics file" in res.output
+    for field in ("model_config", "preprocessing", "dtype", "cache_digest"):
+        assert field in back.meta
+    old = {k: v for k, v in json.loads((tmp_path / "s.json").read_text()).items()
+           if k not in ("model_config", "preprocessing", "dtype")}
+    (tmp_path / "v1.json").write_text(json.dumps({**old, "version": 1}))
+    with pytest.raises(StatsError, match="version 1 does not record the model config, input size and dtype"):
+        IdStats.read(tmp_path / "v1.json")
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +179,10 @@ def test_all_without_stats_says_what_it_leaves_out(caches, tmp_path):
      "has statistics at T = 0.5, 1, not at T = 0.75"),
     (("--cache", "q_ra", "--id-stats", "qpix.json"),  # fit for the other temperature target
      "temperature target pixel; scoring"),
+    (("--cache", "q_big", "--id-stats", "q.json"),  # fit at another input size
+     "model_config.input_height differs (fit cache "),
+    (("--cache", "q_bf16", "--id-stats", "q.json"),  # fit on outputs of another precision
+     "dtype differs (fit cache "),
     (("--cache", "q_ra", "--scorers", "msp,kl"),  # a statistics scorer without statistics
      "scorer kl needs in-distribution statistics"),
     (("--cache", "q_ra", "--scorers", "m2a_flip"),  # a flip scorer on a cache without a flipped pass

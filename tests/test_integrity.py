@@ -166,3 +166,67 @@ def test_extract_rerun_extracts_lost_frames_again(tmp_path, anomaly_data, checkp
         np.testing.assert_array_equal(a[name][...], b[name][...], err_msg=name)
     assert _analyze("inspect", damaged, "--verify").exit_code == 0
     pd.testing.assert_frame_equal(*(score_cache(str(c), "msp", (1.0,), scheduler="sync")[0] for c in (full, damaged)))
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("consolidated", [True, False])
+def test_truncated_metadata_file_is_named(tmp_path, consolidated):
+    from schemas.cache import consolidate
+
+    cache = tmp_path / "c.zarr"
+    _make("pixel", cache)
+    if consolidated:
+        consolidate(cache)  # readers then use the copy in zarr.json and never read labels/zarr.json
+    _truncate(cache / "labels" / "zarr.json")
+    res = _analyze("inspect", cache, "--verify")
+    _one_line_error(res, cache, "labels/zarr.json", "not valid JSON")
+    assert "unexpected" not in res.output
+
+
+def test_extract_run_names_a_truncated_metadata_file(tmp_path, anomaly_data, checkpoints):
+    cache = tmp_path / "c.zarr"
+    args = ["run", "--model", "erfnet", "--dataset", "road_anomaly", "--data-root", str(anomaly_data), "--checkpoint",
+            str(checkpoints["erfnet"]), "--cache", str(cache), "--input-height", "32", "--device", "cpu",
+            "--no-progress"]
+    assert CliRunner().invoke(extract_main, args).exit_code == 0  # finished: consolidated
+    _truncate(cache / "labels" / "zarr.json")
+    res = CliRunner().invoke(extract_main, args)
+    _one_line_error(res, cache, "labels/zarr.json", "not valid JSON", "--overwrite")
+    assert "unexpected" not in res.output
+
+
+def test_corrupt_done_chunk_names_cache_and_array(tmp_path):
+    cache = tmp_path / "c.zarr"
+    pixel_cache(cache, SIZES, np.random.default_rng(0), label_kind="semantic", dataset="cityscapes_val")
+    _flip_byte(_chunk(cache, "done", 1))
+    for cmd in (("score", "--cache", cache, "--no-progress", "--out", tmp_path / "r.parquet"),
+                ("maps", "--cache", cache, "--out", tmp_path / "maps"),
+                ("temperature", "--fit", "nll", "--cache", cache),
+                ("inspect", cache, "--verify")):
+        res = _analyze(*cmd)
+        _one_line_error(res, cache, "array 'done'", "crc32c checksum mismatch")
+        assert "unexpected" not in res.output
+
+
+def test_corrupt_chunk_in_maps_names_the_cache(tmp_path):
+    cache = tmp_path / "c.zarr"
+    _make("pixel", cache)
+    _flip_byte(_chunk(cache, "logits", 1))
+    res = _analyze("maps", "--cache", cache, "--scorer", "msp", "--frames", "f001", "--out", tmp_path / "maps")
+    _one_line_error(res, f"{cache}: array 'logits', frame f001", "crc32c checksum mismatch")
+
+
+def test_extract_run_on_a_corrupt_done_chunk_names_cache_and_array(tmp_path, anomaly_data, checkpoints):
+    cache = tmp_path / "c.zarr"
+    args = ["run", "--model", "erfnet", "--dataset", "road_anomaly", "--data-root", str(anomaly_data), "--checkpoint",
+            str(checkpoints["erfnet"]), "--cache", str(cache), "--input-height", "32", "--device", "cpu",
+            "--no-progress"]
+    assert CliRunner().invoke(extract_main, args).exit_code == 0
+    _flip_byte(_chunk(cache, "done", 2))
+    res = CliRunner().invoke(extract_main, args)
+    _one_line_error(res, cache, "array 'done'", "crc32c checksum mismatch")
+    assert "unexpected" not in res.output

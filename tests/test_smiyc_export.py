@@ -330,3 +330,17 @@ def test_obstacle_track_scores_the_benchmark_validation_frames(tmp_path, checkpo
     assert "SegmentMeIfYouCan ObstacleTrack-all: 23 frames (4 unlabelled) of erfnet msp T=1" in out
     files = {p.stem for p in (tmp_path / "sub/anomaly_p/M/ObstacleTrack-all").iterdir()}
     assert files == set(spec.frame_ids) and {"validation_19", "validation_21", "curvy-street_1"} <= files
+
+
+def test_export_of_a_reextracted_cache_never_reuses_the_old_files(tmp_path, track):
+    from schemas.cache import consolidate
+
+    cache = tmp_path / "c.zarr"
+    shutil.copytree(track["caches"]["erfnet"], cache)
+    assert "5 written" in _export(cache, tmp_path, "msp", 0.5, "M")
+    root = zarr.open_group(str(cache), mode="r+", use_consolidated=False)
+    prov = dict(root.attrs["provenance"])
+    root.attrs["provenance"] = {**prov, "dtype": "bf16"}  # as a re-extraction with --dtype bf16
+    consolidate(cache)
+    out = _export(cache, tmp_path, "msp", 0.5, "M", code=1)
+    assert "holds a map made by another export" in out and "cache_digest" in out

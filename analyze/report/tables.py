@@ -10,15 +10,19 @@ import pandas as pd
 from analyze.cells import at_t, one_row_each, prefer_target, series_labels
 from analyze.report.names import (METRIC_NAMES, TABLE_METRICS, TARGET_NOTES, dataset_name, dataset_order,
                                   default_miou_dataset, model_name, scorer_name)
+from analyze.report.text import UNDEFINED
 from analyze.report.rows import (anomaly_rows, frames_note, grid_rows, miou_row, ordered, runs_of, table_keys,
                                  temperature_grids)
 from schemas.results import ResultsError
 
 
 def _cell(row: pd.Series | None, ci: bool):
-    """Percent with two decimals (float), or the ``"v [lo, hi]"`` string when ``ci``."""
-    if row is None or pd.isna(row["value"]):
+    """Percent with two decimals (float), or the ``"v [lo, hi]"`` string when ``ci``; a row
+    whose value is undefined (NaN) is :data:`UNDEFINED`, no row at all is NaN (or ``""``)."""
+    if row is None:
         return float("nan") if not ci else ""
+    if pd.isna(row["value"]):
+        return UNDEFINED
     v = float(np.round(100.0 * float(row["value"]), 2))
     if not ci:
         return v

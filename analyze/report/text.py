@@ -1,6 +1,7 @@
 """Tables as Markdown (pandas ``DataFrame.to_markdown``) and booktabs LaTeX.
 
-Both print values with two decimals, missing cells as a dash, and the best value of each
+Both print values with two decimals, cells not computed as a dash, undefined values (NaN
+rows) as ``n/a`` with a note under the table saying why, and the best value of each
 column in bold (highest for ↑ metrics, lowest for ↓). The LaTeX table is written here, not by
 ``Styler.to_latex``: the paper's layout (``\\cmidrule`` under each dataset, ``\\midrule``
 between models, a model's name on its first row only, ``\\small``) is not one Styler produces.
@@ -15,8 +16,15 @@ import pandas as pd
 from analyze.report.names import HIGHER_IS_BETTER, METRIC_NAMES, metric_label
 
 
-MISSING_MD = "–"
+MISSING_MD = "–"  # not computed: no row in the results
 MISSING_TEX = "--"
+UNDEFINED = "n/a"  # computed and undefined: the row's value is NaN
+UNDEFINED_NOTE = ("n/a: undefined (the value is NaN: the pooled frames give the metric no value, e.g. AuPRC without "
+                  "an anomaly pixel, PPV without a predicted component); {missing}: not computed (no row in the results).")
+
+
+def _has_undefined(table: pd.DataFrame) -> bool:
+    return bool((table.astype(object) == UNDEFINED).any(axis=None))
 
 
 def _best(table: pd.DataFrame) -> dict:
@@ -75,7 +83,8 @@ def to_markdown(table: pd.DataFrame, caption: str | None = None, bold_best: bool
     shown = pd.DataFrame([i + c for i, c in zip(index, cells)])
     text = shown.to_markdown(index=False, headers=headers, tablefmt="pipe", disable_numparse=True,
                              colalign=["left"] * table.index.nlevels + ["right"] * len(table.columns))
-    return (f"{caption}\n\n" if caption else "") + text + "\n"
+    note = f"\n{UNDEFINED_NOTE.format(missing=MISSING_MD)}\n" if _has_undefined(table) else ""
+    return (f"{caption}\n\n" if caption else "") + text + "\n" + note
 
 
 _TEX_ESCAPES = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
@@ -140,6 +149,8 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
             cells.append(text)
         lines.append(" & ".join(cells) + r" \\")
     lines += ["\\bottomrule", "\\end{tabular}"]
+    if _has_undefined(table):
+        lines.append(f"\\par{{\\footnotesize {_tex(UNDEFINED_NOTE.format(missing=MISSING_TEX))}}}")
     if caption:
         cap = _tex(caption).replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
         lines.append(f"\\caption{{{cap}}}")

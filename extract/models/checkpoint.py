@@ -37,6 +37,7 @@ def load_weights_only(path: str | Path) -> object:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    _check_format(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -54,6 +55,17 @@ def load_weights_only(path: str | Path) -> object:
         ) from None
 
 
+def _check_format(path: Path) -> None:
+    """CheckpointError unless ``path`` starts as a file ``torch.save`` writes: a zip archive
+    (``PK\\x03\\x04``, the format since torch 1.6) or a pickle (protocol 2 or later: ``\\x80``)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return
+    raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a "
+                          f"pickle; it starts with {head!r}): pass the model's .pth or .bin file")
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0]
@@ -66,8 +78,9 @@ def _reason(err: BaseException) -> str:
     for ln in lines:
         if ln.startswith(boilerplate):
             continue
-        ln = ln.removeprefix("WeightsUnpickler error:").strip()
-        return ln.split(". Please use", 1)[0].rstrip(".")
+        ln = ln.split("WeightsUnpickler error:", 1)[-1].strip()  # after torch's "Please file an issue ..."
+        if ln:
+            return ln.split(". Please use", 1)[0].rstrip(".")
     return "refused by the weights-only unpickler"
 
 

@@ -53,7 +53,9 @@ from schemas.cache.codecs import (  # noqa: F401
     DEFAULT_COMPRESSION,
     default_compressors,
 )
+from schemas.cache.metadata import metadata_problems  # noqa: F401
 from schemas.cache.store import (  # noqa: F401
+    check_metadata,
     consolidate,
     create_cache,
     disk_bytes,

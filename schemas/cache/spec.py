@@ -263,7 +263,26 @@ def validate_attrs(attrs: Mapping[str, Any]) -> None:
         raise CacheError(f"cache attributes invalid at {where}: {exc.message}") from None
 
 
+def output_settings(spec: CacheSpec) -> dict[str, Any]:
+    """Every setting of an extraction that changes the stored outputs, besides the provenance's
+    identity (model config, checkpoint, dataset content, preprocessing with the input size):
+    the autocast precision (``dtype``), the flipped pass, and the stored output geometry (label
+    sizes, logit sizes, crops, queries, mask size), and which frames are labelled."""
+    return {"dtype": spec.provenance.dtype, "hflip": bool(spec.hflip), "sizes": [list(s) for s in spec.sizes],
+            "logit_sizes": None if spec.logit_sizes is None else [list(s) for s in spec.logit_sizes],
+            "crop_size": spec.crop_size, "n_queries": spec.n_queries, "mask_size": spec.mask_size,
+            "n_channels": spec.n_channels, "labelled": [bool(v) for v in spec.labelled_mask]}
+
+
 def cache_digest(spec: CacheSpec) -> str:
-    """Short digest of a cache's identity (provenance + frames), stored in results rows."""
-    payload = json.dumps({"prov": spec.provenance.identity(), "ids": list(spec.frame_ids)}, sort_keys=True)
+    """Short digest of what a cache's outputs are (provenance identity, frames, and every
+    setting that changes the stored outputs: :func:`output_settings`), stored in results rows,
+    statistics and exported files. Two caches of one digest hold the same numbers (up to the
+    device and library versions); a re-extraction with other settings has another digest, so
+    its rows never pass for those of the old cache.
+
+    Up to version 0.2.0 the digest left out :func:`output_settings`: rows and exports made then
+    carry digests that no cache has now, and are refused beside new ones until made again."""
+    payload = json.dumps({"prov": spec.provenance.identity(), "ids": list(spec.frame_ids),
+                          "outputs": output_settings(spec)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

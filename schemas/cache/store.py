@@ -146,22 +146,53 @@ def open_cache(path_or_url: str | Path, mode: str = "r", storage_options: Mappin
     """Open a cache by local path or fsspec URL and return (group, spec)."""
     if storage_options is None and "://" not in str(path_or_url) and not Path(path_or_url).exists():
         raise CacheError(f"{path_or_url}: no cache found")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)
-        root = _open_store(path_or_url, mode, storage_options)
-    spec = validate_cache(root, str(path_or_url)) if validate else read_spec(root, str(path_or_url))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            root = _open_store(path_or_url, mode, storage_options)
+        spec = validate_cache(root, str(path_or_url)) if validate else read_spec(root, str(path_or_url))
+    except (ValueError, TypeError, KeyError) as exc:  # zarr's JSONDecodeError etc. name no file: find it
+        if isinstance(exc, CacheError):
+            raise
+        check_metadata(path_or_url, storage_options)
+        raise
     return root, spec
+
+
+def check_metadata(path_or_url, storage_options: Mapping | None = None, arrays=None) -> None:
+    """CacheError naming the first damaged metadata file of the cache (``zarr.json`` of the group
+    or of an array: :func:`schemas.cache.metadata.metadata_problems`); ``arrays`` default to
+    every folder of the cache."""
+    from schemas.cache.metadata import metadata_problems
+
+    problems = metadata_problems(path_or_url, arrays, storage_options)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CacheError(f"{path_or_url}: metadata file {problems[0]}{more}; the cache is damaged (copy it again, "
+                         "or start over with `extract run --overwrite`)")
 
 
 def consolidate(path: str | Path) -> None:
     """Consolidate metadata (done last, after every writer has finished)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(str(path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(str(path))
+    except (ValueError, TypeError, KeyError):  # a damaged zarr.json: name it
+        check_metadata(path)
+        raise
 
 
-def done_mask(root: zarr.Group) -> np.ndarray:
-    return np.asarray(root["done"][:], dtype=bool)
+def done_mask(root: zarr.Group, where: str | None = None) -> np.ndarray:
+    """The ``done`` flag of every frame; CacheError naming the cache (``where``, default the
+    store) and the array when its chunk does not decode."""
+    from schemas.cache.frames import read_error_reason
+
+    try:
+        return np.asarray(root["done"][:], dtype=bool)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise CacheError(f"{where or root.store_path}: array 'done': cannot read its chunk ({read_error_reason(exc)}); "
+                         "the cache is damaged (copy it again, or start over with `extract run --overwrite`)") from None
 
 
 def raw_bytes(root: zarr.Group, spec: CacheSpec) -> int:
