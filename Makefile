@@ -37,8 +37,9 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # The suite on the newest releases pip resolves today (no lock), in a venv of its own.
+VENV_NEWEST ?= .venv-newest
 test-newest:
-	$(MAKE) --no-print-directory test VENV=.venv-newest LOCK=newest
+	$(MAKE) --no-print-directory test VENV=$(VENV_NEWEST) LOCK=newest
 
 # Regenerate both lock files from pyproject.toml's ranges (Linux x86-64, the torch pins above).
 lock:
