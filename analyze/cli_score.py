@@ -77,7 +77,7 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
 
     from analyze.driver import Scheduler, score_cache
     from analyze.scheduler import forks_workers
-    from schemas.results import cache_conflicts, check_side_table, read_results
+    from schemas.results import cache_conflicts, check_side_table, read_results, save_results, side_table_paths
 
     try:
         opts = parse_storage_options(storage_options)
@@ -94,10 +94,9 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                                  "the fork of --scheduler processes: use threads, sync or a distributed cluster",
                                  param_hint="--device")
     check_writable(out)
-    stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
     if Path(out).exists():  # an old or foreign file is refused now, not after the scoring
         read_results(out)
-    for path in (f"{stem}_frames.parquet", f"{stem}_curves.parquet"):
+    for path in side_table_paths(out):
         check_side_table(path)
     stats = _read_stats(id_stats, caches, opts or None, scorers, temps, temp_target)
     _check_distinct_runs(caches, opts or None, name)
@@ -108,7 +107,8 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
             click.echo(f"scoring {cache}", err=True)
             try:
                 r, f, c = score_cache(
-                    cache, scorers, temps, temp_target, protocol, sched, storage_options=opts or None,
+                    cache, scorers, temps, temp_target=temp_target, protocol=protocol, scheduler=sched,
+                    storage_options=opts or None,
                     allow_partial=allow_partial, max_memory=budget, component_metrics=component_metrics,
                     bootstrap=bootstrap, seed=seed, warn=lambda m: click.echo(f"warning: {m}", err=True),
                     info=lambda m: click.echo(f"note: {m}", err=True), name=name, frames=frame_rule,
@@ -120,7 +120,7 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                 failures.append(one_line(exc))
                 click.echo(f"warning: {cache} failed (reason at the end); --keep-going: next cache", err=True)
                 continue
-            total = _write_tables(r, f, c, out)  # now: a later cache's failure loses nothing
+            total = len(save_results(out, r, f, c))  # now: a later cache's failure loses nothing
             results.append(r)
             click.echo(f"wrote {len(r)} rows of {cache} to {out}", err=True)
     finally:
@@ -137,17 +137,6 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
             click.echo(f"error: {line}", err=True)
         raise DataError(f"{len(failures)} of {len(caches)} cache(s) failed (listed above); "
                         f"the rows of the others are in {out}")
-
-
-def _write_tables(results, frames, curves, out) -> int:
-    """Write one cache's rows into results.parquet and its side tables (each atomically)."""
-    from schemas.results import FRAME_KEY, write_results, write_side_table
-
-    table = write_results(results, out)  # refuses (writing nothing) two rows with one key
-    stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
-    write_side_table(frames, f"{stem}_frames.parquet", key=FRAME_KEY)
-    write_side_table(curves, f"{stem}_curves.parquet")
-    return len(table)
 
 
 def _read_stats(paths, caches, storage_options, scorers, temps, temp_target) -> list:

@@ -16,6 +16,7 @@ scores between consecutive distinct anomaly scores (:class:`analyze.metrics.Posi
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
@@ -27,14 +28,15 @@ from analyze.bootstrap import bootstrap_ci, edges_from_counts
 from analyze.best_f1 import best_f1_threshold
 from analyze.components import track_for_dataset
 from analyze.frame_selection import ScoreError, pooled_frames, scorable_frames
-from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler
+from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler, SchedulerLike
 from analyze.frame_scores import choose_scorers
+from analyze.id_stats import IdStats
 from analyze.scorers.pixel import SCORE_DTYPE
 from analyze.scorers.temperatures import check_temperature
 from analyze.later_passes import SecondPassInputs, framed_histograms, kept_components
 from analyze.tasks import ScoreJob, run_phase
 from schemas import cache as C
-from schemas.results import FRAMES, SEMANTIC_SCORER, default_run, parse_run
+from schemas.results import FRAMES, SEMANTIC_SCORER, default_run, parse_run, results_frame
 
 __all__ = ["LOCAL_SCHEDULERS", "Scheduler", "ScoreError", "score_cache", "run_name"]
 
@@ -66,37 +68,126 @@ def second_pass_positions(n_keys: int, n_pos: int, n_neg: int, max_memory: int) 
     return max(0.0, min(POSITIONS, room / (per * max(1, n_neg))))
 
 
-def score_cache(cache: str, scorers: str = "all", temperatures: Sequence[float] = (1.0,), temp_target: str = "query",
-                protocol: str = "exact", scheduler=None, **options) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Score one cache; returns (results rows, per-frame rows, curve rows).
+def score_cache(
+    cache: str | os.PathLike[str],
+    scorers: str = "all",
+    temperatures: Sequence[float] = (1.0,),
+    *,
+    temp_target: str = "query",
+    protocol: str = "exact",
+    scheduler: SchedulerLike = None,
+    storage_options: Mapping[str, Any] | None = None,
+    allow_partial: bool = False,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    component_metrics: bool = False,
+    curve_points: int = 200,
+    bootstrap: int = 0,
+    seed: int = 0,
+    warn: Callable[[str], None] | None = None,
+    info: Callable[[str], None] | None = None,
+    name: str | None = None,
+    frames: str = "all",
+    id_stats: Sequence[IdStats] = (),
+    recompose: bool = False,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Score one cache with every scorer at every temperature, as ``analyze score`` does.
 
-    ``scheduler``: a name (``threads``, ``processes``, ``sync``), a distributed scheduler
-    address, a ``distributed.Client``, an :class:`analyze.scheduler.Scheduler`, or None: the
-    active Dask client, else Dask's configured scheduler (``dask.config.set(scheduler=...)``),
-    else threads, as Dask libraries do. A client made here from an address is closed before
-    returning. The caller's torch and BLAS thread settings are left as they were.
+    Parameters
+    ----------
+    cache
+        Cache path or fsspec URL (a ``.zarr`` folder written by ``extract run``).
+    scorers
+        Scorer specs as ``--scorers`` takes them: ``"all"``, or names with optional
+        parameters, comma-separated (``"msp,gen:gamma=0.2"``; :data:`analyze.scorers.SCORERS`).
+    temperatures
+        Temperatures in [0.1, 1000] at which each scorer is applied.
+    temp_target
+        EoMT caches: ``"query"`` divides the query class logits by T (changes the
+        segmentation), ``"pixel"`` the per-pixel class scores. ERFNet rows say ``logits``.
+    protocol
+        ``"exact"`` (scikit-learn AP/AUROC, ood-metrics FPR95) or ``"smiyc"`` (the
+        SegmentMeIfYouCan benchmark's binned curves): :data:`analyze.metrics.PROTOCOLS`.
+    scheduler
+        A name (``"threads"``, ``"processes"``, ``"sync"``), a distributed scheduler address,
+        a ``distributed.Client``, an :class:`analyze.scheduler.Scheduler`, or None: the active
+        Dask client, else Dask's configured scheduler (``dask.config.set(scheduler=...)``), else
+        threads, as Dask libraries do. A client made here from an address is closed before
+        returning. The caller's torch and BLAS thread settings are left as they were.
+    storage_options
+        fsspec options for a URL cache (e.g. ``{"anon": True}``).
+    allow_partial
+        Score the done frames of an unfinished cache and skip done frames that lost chunks
+        (with a warning) instead of refusing the cache.
+    max_memory
+        Bytes the exact protocol may keep before it takes two passes over the frames
+        (the numbers are identical either way).
+    component_metrics
+        Also compute the SMIYC component metrics (``siou``, ``ppv``, ``mean_f1``) at each
+        scorer's best-F1 pixel threshold.
+    curve_points
+        Points of each precision-recall and ROC curve in the curve rows.
+    bootstrap
+        Frame-bootstrap resamples for ``ci_low`` / ``ci_high`` (0: no intervals, NaN).
+    seed
+        Seed of the bootstrap resampling.
+    warn
+        Called with each warning line (default: :func:`warnings.warn`).
+    info
+        Called with notes such as the number of unlabelled frames skipped (default: dropped).
+    name
+        The run name of every row (default :func:`schemas.results.default_run` of the
+        cache's checkpoint: file stem and the first 8 hex digits of its sha256).
+    frames
+        ``"all"`` pools every scorable frame, ``"with-anomaly"`` only frames with an anomaly
+        pixel (:data:`schemas.results.FRAMES`).
+    id_stats
+        :class:`analyze.id_stats.IdStats` (from :func:`analyze.fit.fit_id_stats` or
+        ``IdStats.read``); the one fit on the cache's model and checkpoint gives KL matching
+        and SML their statistics.
+    recompose
+        The bootstrap and component steps compose every frame again instead of reading what
+        an earlier pass kept (:mod:`analyze.later_passes`; the same numbers, slower).
+    device
+        ``"cpu"`` or ``"cuda"``: where composition and scorers run (metrics stay on the CPU).
 
-    ``options``: ``storage_options`` (fsspec, for URL caches), ``allow_partial`` (score the
-    done frames of an unfinished cache, skip done frames that lost chunks; with a warning),
-    ``max_memory`` (bytes before the exact protocol takes two passes), ``component_metrics``,
-    ``recompose`` (the bootstrap and component steps compose every frame again instead of
-    reading what an earlier pass kept, :mod:`analyze.later_passes`: the former path, the same
-    numbers),
-    ``curve_points``, ``bootstrap`` (resamples) and ``seed``, ``warn`` (called with each
-    warning line; default ``warnings.warn``), ``info`` (called with notes such as the number of
-    unlabelled frames skipped), ``name`` (the run name of every row; default
-    :func:`schemas.results.default_run` of the cache's checkpoint) and ``frames`` (``"all"`` or
-    ``"with-anomaly"``: which frames are pooled), ``id_stats`` (:class:`analyze.id_stats.IdStats`
-    files; the one fit on the cache's model and checkpoint gives KL matching and SML their
-    statistics, :meth:`analyze.id_stats.IdStats.class_stats` says what is refused), ``device``
-    (``cpu`` or ``cuda``: where composition and scorers run; the same code, torch on the device).
+    Returns
+    -------
+    results, per_frame, curves
+        ``results``: one row per key of :data:`schemas.results.KEY`, with the columns and
+        dtypes of ``results.parquet`` as ``pandas.read_parquet`` returns them (categoricals
+        where the file stores categoricals, ``selected_on`` included);
+        :func:`schemas.results.save_results` writes all three tables the way ``analyze score``
+        does. ``per_frame``: each frame's AP and pixel counts per scorer and T. ``curves``:
+        precision-recall and ROC points per scorer and T.
+
+    Raises
+    ------
+    ScoreError
+        An option the cache cannot be scored with (unknown protocol or frames, bad T or name).
+    schemas.errors.DataError
+        The cache is unfinished, damaged or lacks what a scorer needs.
     """
     sched, made_here = Scheduler.resolve(scheduler)
     try:
-        return _score_cache(cache, scorers, temperatures, temp_target, protocol, sched, **options)
+        results, per_frame, curves = _score_cache(
+            str(cache), scorers, temperatures, temp_target, protocol, sched, storage_options=storage_options,
+            allow_partial=allow_partial, max_memory=max_memory, component_metrics=component_metrics,
+            curve_points=curve_points, bootstrap=bootstrap, seed=seed,
+            warn=warn if warn is not None else _warn, info=info if info is not None else _ignore, name=name,
+            frames=frames, id_stats=id_stats, recompose=recompose, device=device)
     finally:
         if made_here:
             sched.close()
+    return results_frame(results), per_frame, curves
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def _ignore(message: str) -> None:
+    return None
 
 
 def _score_cache(
@@ -113,11 +204,11 @@ def _score_cache(
     curve_points: int = 200,
     bootstrap: int = 0,
     seed: int = 0,
-    warn: Callable[[str], None] = lambda m: warnings.warn(m, stacklevel=2),
-    info: Callable[[str], None] = lambda m: None,
+    warn: Callable[[str], None] = _warn,
+    info: Callable[[str], None] = _ignore,
     name: str | None = None,
     frames: str = "all",
-    id_stats: Sequence = (),
+    id_stats: Sequence[IdStats] = (),
     recompose: bool = False,
     device: str = "cpu",
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

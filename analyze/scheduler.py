@@ -16,9 +16,12 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
 from schemas.errors import OptionError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 #: names ``dask.compute(scheduler=...)`` accepts for a local scheduler
@@ -100,6 +103,10 @@ def _frame_progress(total: int, desc: str):
 
 
 # ---- the scheduler -------------------------------------------------------------------------
+
+#: what ``score_cache(scheduler=...)`` and ``fit_id_stats(scheduler=...)`` accept
+#: (:meth:`Scheduler.resolve`): a :class:`Scheduler`, a name or address, a ``distributed.Client``, None
+SchedulerLike = Union["Scheduler", str, "Client", None]
 
 def _active_client():
     try:

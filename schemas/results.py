@@ -178,6 +178,20 @@ def to_table(df: pd.DataFrame) -> pa.Table:
     return table.replace_schema_metadata(_metadata())
 
 
+def results_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Results rows as ``pandas.read_parquet`` returns them from ``results.parquet``.
+
+    The columns of :data:`COLUMNS` in that order (``ci_low``, ``ci_high``, ``selected_on``
+    and ``temp_target`` filled in when missing, as :func:`normalise` does), categoricals where
+    the file stores dictionary-encoded strings, float64 and int64 elsewhere. Rows with no
+    column at all give an empty frame of those columns and dtypes. Raises
+    :class:`ResultsError` for rows the file would refuse.
+    """
+    if df.empty and not len(df.columns):
+        return RESULTS_SCHEMA.empty_table().to_pandas()
+    return to_table(df).to_pandas()
+
+
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """Read and validate ``results.parquet`` (raises ResultsError naming the file)."""
     path = Path(path)
@@ -278,3 +292,48 @@ def write_side_table(df: pd.DataFrame, path: str | os.PathLike, key=SIDE_KEY) ->
         df = pd.concat([old, df], ignore_index=True)
     table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(_metadata())
     atomic_write_table(table, path)
+
+
+def side_table_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The per-frame and curve tables beside results file ``path``: ``<stem>_frames.parquet``
+    and ``<stem>_curves.parquet`` (``stem``: ``path`` less a ``.parquet`` suffix)."""
+    text = os.fspath(path)
+    stem = text[: -len(".parquet")] if text.endswith(".parquet") else text
+    return Path(f"{stem}_frames.parquet"), Path(f"{stem}_curves.parquet")
+
+
+def save_results(path: str | os.PathLike, results: pd.DataFrame, per_frame: pd.DataFrame | None = None,
+                 curves: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Write what :func:`analyze.driver.score_cache` returns, merged as ``analyze score`` merges.
+
+    Parameters
+    ----------
+    path
+        The results file (``results.parquet``); the per-frame and curve tables go beside it
+        (:func:`side_table_paths`). Folders are made as needed.
+    results
+        Metric rows (:data:`COLUMNS`). Rows of ``path`` with the key (:data:`KEY`) of a new
+        row are replaced, every other row stays, so the rows of other runs, caches and scorers
+        written by the CLI or by earlier calls are kept.
+    per_frame, curves
+        The side tables' rows (None or empty: that table is left as it is); rows with their
+        key (:data:`FRAME_KEY`, :data:`SIDE_KEY`) are replaced likewise.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Every row of the results file after the write.
+
+    Each file is written atomically (a temporary file, then a rename). Raises
+    :class:`ResultsError`, writing nothing, when ``results`` holds two rows with one key or
+    ``path`` or a side table is not a results file of this schema version.
+    """
+    frames_path, curves_path = side_table_paths(path)
+    for side in (frames_path, curves_path):
+        check_side_table(side)
+    table = write_results(results, path)
+    if per_frame is not None:
+        write_side_table(per_frame, frames_path, key=FRAME_KEY)
+    if curves is not None:
+        write_side_table(curves, curves_path)
+    return table

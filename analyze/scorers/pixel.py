@@ -230,5 +230,36 @@ def score_many(x: ArrayLike, temperature: float, names: Sequence[str], argmax_ou
 
 
 def score(name: str, x: ArrayLike, temperature: float = 1.0, stats: ClassStats | None = None) -> np.ndarray:
-    """One scorer of ``x`` (a results ``scorer`` spec, e.g. ``msp`` or ``gen:gamma=0.2``): :func:`score_many`."""
+    """The anomaly map of one scorer on one frame's per-pixel class scores (higher = more anomalous).
+
+    The per-map counterpart of ``analyze score``: the same float64 computation
+    (:func:`score_many`), so its values are those the tool's metrics are computed on.
+
+    Parameters
+    ----------
+    name
+        A scorer spec as the results ``scorer`` column writes it: ``"msp"``, ``"maxlogit"``,
+        ``"energy"``, ``"rba"``, ``"gen:gamma=0.2"``, ... (:data:`analyze.scorers.SCORERS`;
+        the mask scorers need query channels: use :func:`score_many`).
+    x
+        Per-pixel class scores ``(K, H, W)``: logits of a pixel model (ERFNet), or the
+        composed class scores of a mask model; any float dtype, numpy or torch (a torch
+        tensor is scored on its device).
+    temperature
+        T: the scorer sees ``x / T``.
+    stats
+        The :class:`ClassStats` of this T for KL matching and SML
+        (:meth:`analyze.id_stats.IdStats.class_stats`); None for the other scorers.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` float64 anomaly scores.
+
+    Raises
+    ------
+    ValueError
+        An unknown scorer, ``x`` not 3-D, or a scorer that needs ``stats`` or query
+        channels without them.
+    """
     return score_many(x, temperature, (name,), stats=stats)[get_scorer(name).name]
