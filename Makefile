@@ -127,10 +127,12 @@ gpu-check: install
 	$(BIN)/extract bench --model erfnet --device cuda --dtype fp16 --batch-size 8 --compression lz4
 	$(BIN)/extract bench --model eomt --device cuda --dtype bf16 --batch-size 4
 
-# Style (ruff) and architecture (import-linter: the contracts in pyproject.toml).
+# Style (ruff), architecture (import-linter: the contracts in pyproject.toml) and types (mypy:
+# the public API and the packages under it, [tool.mypy] in pyproject.toml).
 lint: install
 	$(BIN)/ruff check extract analyze schemas tests
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(DEMO) bench_out .pytest_cache

@@ -26,7 +26,7 @@ import pandas as pd
 from analyze import metrics as M
 from analyze.bootstrap import bootstrap_ci, edges_from_counts
 from analyze.best_f1 import best_f1_threshold
-from analyze.components import track_for_dataset
+from analyze.components import ComponentState, track_for_dataset
 from analyze.frame_selection import ScoreError, pooled_frames, scorable_frames
 from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler, SchedulerLike
 from analyze.frame_scores import choose_scorers
@@ -244,6 +244,7 @@ def _score_cache(
     if rule != frames:
         warn(f"{cache}: --frames {frames} selects among anomaly frames; this {spec.provenance.dataset} cache "
              "has semantic labels, so its rows pool every frame (frames = all)")
+    temps_sem: tuple[float, ...]
     if spec.kind == "pixel" or temp_target == "pixel":
         temps_sem = (1.0,)
     else:
@@ -393,9 +394,10 @@ def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec,
     reach the threshold (or nothing was kept) from one more pass that composes those frames again."""
     thresholds = {k: best_f1_threshold(s) for k, s in result.states.items()}
     track = track_for_dataset(spec.provenance.dataset)
+    missing: dict[tuple[str, float], set[int]] | None
     if kept:
-        states, missing = kept_components(job.cache, job.storage_options, kept, thresholds, track, M.num_threads())
-        missing = {k: set(f) for k, f in missing.items() if f}
+        states, lost = kept_components(job.cache, job.storage_options, kept, thresholds, track, M.num_threads())
+        missing = {k: set(f) for k, f in lost.items() if f}
     else:
         states, missing = {}, None  # every frame of every key
     if missing is None or missing:
@@ -407,8 +409,7 @@ def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec,
                            "component_track": track, "scorers": tuple(n for n in job.scorers if any(k[0] == n for k in keys)),
                            "temperatures": tuple(t for t in job.temperatures if any(k[1] == t for k in keys))})
         extra = run_phase(sched, cjob, "components", aux=missing).states
-        states = {k: states[k].merge(extra[k]) if k in states and k in extra else states.get(k, extra.get(k))
-                  for k in thresholds}
+        states = {k: _merged(states.get(k), extra.get(k)) for k in thresholds}
     # the non-void pixels of the frames pooled, as on the key's pixel-metric rows
     pooled = {k: int(s.n_pos + s.n_neg) for k, s in result.states.items()}
     rows = []
@@ -418,3 +419,13 @@ def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec,
             rows.append({**base, "scorer": name, "temperature": t, "temp_target": target, "metric": metric,
                          "value": values[metric], "n_pixels": pooled[(name, t)]})
     return rows
+
+
+def _merged(a: ComponentState | None, b: ComponentState | None) -> ComponentState:
+    """``a`` merged with ``b``, or whichever of them a pass made for a key."""
+    if a is not None and b is not None:
+        return a.merge(b)
+    found = a if a is not None else b
+    if found is None:
+        raise ScoreError("a key without component state: no pass computed its component metrics")
+    return found

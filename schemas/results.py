@@ -148,7 +148,7 @@ def check_unique(df: pd.DataFrame, key=KEY, what: str = "results", hint: str = "
 def cache_conflicts(df: pd.DataFrame) -> list[str]:
     """One message per (run, model, dataset) whose rows come from more than one cache
     (``cache_digest``), naming a row of each of two of them."""
-    out = []
+    out: list[str] = []
     if df.empty:
         return out
     for (run, model, dataset), g in df.groupby(["run", "model", "dataset"], observed=True, sort=True):
@@ -183,13 +183,15 @@ def results_frame(df: pd.DataFrame) -> pd.DataFrame:
 
     The columns of :data:`COLUMNS` in that order (``ci_low``, ``ci_high``, ``selected_on``
     and ``temp_target`` filled in when missing, as :func:`normalise` does), categoricals where
-    the file stores dictionary-encoded strings, float64 and int64 elsewhere. Rows with no
+    the file stores dictionary-encoded strings (unordered, their categories sorted: equal
+    dtypes, and ``sort_values`` orders them as strings), float64 and int64 elsewhere. Rows with no
     column at all give an empty frame of those columns and dtypes. Raises
     :class:`ResultsError` for rows the file would refuse.
     """
-    if df.empty and not len(df.columns):
-        return RESULTS_SCHEMA.empty_table().to_pandas()
-    return to_table(df).to_pandas()
+    out = RESULTS_SCHEMA.empty_table().to_pandas() if df.empty and not len(df.columns) else to_table(df).to_pandas()
+    for c in _STRING_COLS:  # categories in sorted order, so that sort_values sorts as on strings
+        out[c] = out[c].cat.reorder_categories(sorted(out[c].cat.categories))
+    return out
 
 
 def read_results(path: str | os.PathLike) -> pd.DataFrame:

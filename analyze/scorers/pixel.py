@@ -190,9 +190,15 @@ class MapScorer:
             m = self.maps[n]
             if s.base == "sml":
                 kw = s.kwargs
-                m = sml.suppress_and_smooth(m, self.sem, kw["width"], kw["iterations"], kw["dilation"])
+                m = sml.suppress_and_smooth(m, self._semantic_map(), kw["width"], kw["iterations"], kw["dilation"])
             out[n] = m.cpu().numpy()
-        return out, (self.sem.cpu().numpy() if self._semantic else None)
+        return out, (self._semantic_map().cpu().numpy() if self._semantic else None)
+
+    def _semantic_map(self) -> torch.Tensor:
+        """The first-maximum class map, kept when ``semantic`` or an SML scorer asked for it."""
+        if self.sem is None:
+            raise ValueError("no semantic map: made with semantic=False and no SML scorer")
+        return self.sem
 
 
 def score_many(x: ArrayLike, temperature: float, names: Sequence[str], argmax_out: np.ndarray | None = None, *,
@@ -218,7 +224,7 @@ def score_many(x: ArrayLike, temperature: float, names: Sequence[str], argmax_ou
     if argmax_out is not None and (argmax_out.shape != tuple(t.shape[1:]) or argmax_out.dtype != np.uint8
                                    or t.shape[0] > 255):
         raise ValueError(f"argmax_out must be a uint8 array of shape {tuple(t.shape[1:])}")
-    ms = MapScorer(names, temperature, tuple(t.shape[1:]), stats=stats, semantic=argmax_out is not None,
+    ms = MapScorer(names, temperature, (t.shape[1], t.shape[2]), stats=stats, semantic=argmax_out is not None,
                    device=t.device if device is None else device, compiled=compiled)
     _check_channels(ms.scorers, channels)
     for rows in row_tiles(t.shape):

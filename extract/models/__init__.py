@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,7 +45,8 @@ class ModelSpec:
     kind: str  # 'pixel' or 'query'
     loader: Loader
     model_class: type[nn.Module]
-    to_official: Callable[[nn.Module], dict]
+    # takes an instance of model_class (save_official_checkpoint checks it first), hence Any
+    to_official: Callable[[Any], dict]
     description: str
 
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 import numpy as np
 
@@ -120,6 +120,18 @@ class Provenance:
         }
 
 
+_T = TypeVar("_T")
+
+
+def required(value: _T | None, field_name: str) -> _T:
+    """``value`` of a field only one cache kind has (pixel: ``n_channels``, ``logit_sizes``;
+    query: ``crop_size``, ``n_queries``, ``mask_size``: :meth:`CacheSpec.__post_init__` checks
+    them); CacheError when it is absent."""
+    if value is None:
+        raise CacheError(f"the cache has no {field_name} (a field of the other cache kind)")
+    return value
+
+
 @dataclass(frozen=True)
 class CacheSpec:
     """Frozen description of one cache (the root attributes)."""
@@ -186,11 +198,12 @@ class CacheSpec:
 
     @property
     def logit_shape(self) -> tuple[int, int]:
-        return max(h for h, _ in self.logit_sizes), max(w for _, w in self.logit_sizes)
+        sizes = required(self.logit_sizes, "logit_sizes")
+        return max(h for h, _ in sizes), max(w for _, w in sizes)
 
     def windows(self, i: int) -> FrameWindows:
         h, w = self.sizes[i]
-        return frame_windows(h, w, self.crop_size)
+        return frame_windows(h, w, required(self.crop_size, "crop_size"))
 
     def crop_offsets(self) -> np.ndarray:
         """Crops of frame i are ``crop_offsets()[i]:crop_offsets()[i + 1]`` (F + 1 int32)."""
