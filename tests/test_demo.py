@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -381,6 +382,12 @@ def test_make_demo_shortened_has_both_models(tmp_path):
            "DEMO_SCORE_ARGS=--bootstrap 0 --scheduler sync"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # progress as in normal use: each training's step lines, then the extraction, fit and scoring bars
+    for model in ("erfnet", "eomt"):
+        assert re.search(rf"^{model}: step 2/2  loss \d+\.\d{{4}}.*  elapsed \S+  left ~0s$", res.stderr, re.M), \
+            res.stderr[-3000:]
+    assert "erfnet/road_anomaly" in res.stderr and "eomt/cityscapes_val" in res.stderr  # extract run bars
+    assert "in-distribution statistics" in res.stderr and "pass 1/" in res.stderr  # analyze fit, score
 
     for model, kind in (("erfnet", "pixel"), ("eomt", "query")):
         for ds in ("road_anomaly", "cityscapes_val"):
