@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from schemas.errors import OptionError
 
@@ -141,7 +141,7 @@ class Scheduler:
         self.spec = spec or "threads"
         self.workers = workers
         self.progress = progress
-        self.client = None
+        self.client: Client | None = None
         self._own_client = False
         self._passes: tuple[int, int] = (0, 0)
         address = os.environ.get("DASK_SCHEDULER_ADDRESS") if spec is None and not scheduler_file else None
@@ -192,10 +192,8 @@ class Scheduler:
             return cls.dask_default(), True
         if isinstance(scheduler, str):
             return cls(scheduler, progress=False), True
-        try:
-            from distributed import Client
-        except ImportError:  # pragma: no cover - distributed is a dependency
-            Client = ()
+        from distributed import Client
+
         if isinstance(scheduler, Client):
             return cls.from_client(scheduler), True
         raise TypeError(f"scheduler must be a name ({', '.join(LOCAL_SCHEDULERS)}), an address, a "
@@ -210,7 +208,7 @@ class Scheduler:
         i, n = self._passes
         self._passes = (i, n + k)
 
-    def map_reduce(self, parts: Sequence, reduce: Callable[[list], Any], label: str) -> Any:
+    def map_reduce(self, parts: list[Any], reduce: Callable[[list[Any]], Any], label: str) -> Any:
         """Compute ``reduce(parts)`` (a Dask graph over the frame tasks ``parts``), with a bar."""
         import dask
 
@@ -218,21 +216,21 @@ class Scheduler:
         self._passes = (i + 1, n)
         desc = f"pass {i + 1}/{max(n, i + 1)} {label}"
         if self.client is not None:
-            return self._distributed(parts, reduce, desc)
+            return self._distributed(self.client, parts, reduce, desc)
         kwargs = {"num_workers": self.workers} if self.workers and self.spec not in ("sync", "synchronous") else {}
         if not self.progress:
             return dask.compute(reduce(parts), scheduler=self.spec, **kwargs)[0]
         with _frame_progress(len(parts), desc):
             return dask.compute(reduce(parts), scheduler=self.spec, **kwargs)[0]
 
-    def _distributed(self, parts: Sequence, reduce: Callable[[list], Any], desc: str) -> Any:
+    def _distributed(self, client: Client, parts: list[Any], reduce: Callable[[list[Any]], Any], desc: str) -> Any:
         if not self.progress:
-            return self.client.compute(reduce(parts)).result()
+            return client.compute(reduce(parts)).result()
         from distributed import as_completed
 
-        frames = self.client.compute(list(parts))  # one future per frame, merged on the workers
-        total = self.client.compute(reduce(frames))
-        n, finished = len(frames), as_completed(frames, loop=self.client.loop)
+        frames = client.compute(list(parts))  # one future per frame, merged on the workers
+        total = client.compute(reduce(frames))
+        n, finished = len(frames), as_completed(frames, loop=client.loop)
         del frames  # hold no frame result here: each is freed once merged
         with _bar(n, desc) as bar:
             for _ in finished:
