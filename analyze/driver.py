@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 
 from analyze import metrics as M
-from analyze.bootstrap import bootstrap_ci, edges_from_counts
 from analyze.best_f1 import best_f1_threshold
 from analyze.components import ComponentState, track_for_dataset
 from analyze.frame_selection import ScoreError, pooled_frames, scorable_frames
 from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler, SchedulerLike
 from analyze.frame_scores import choose_scorers
 from analyze.id_stats import IdStats
+from analyze.intervals import bootstrap_intervals, key_edges
 from analyze.scorers.pixel import SCORE_DTYPE
 from analyze.scorers.temperatures import check_temperature
 from analyze.later_passes import SecondPassInputs, framed_histograms, kept_components
@@ -268,7 +268,7 @@ def _score_cache(
     job = ScoreJob(**{**job.__dict__, "frames": pooled})  # later passes read the pooled frames only
     histograms, kept = {}, {}  # what the intervals and the component metrics read, when a pass kept it
     if plan == "two-pass":
-        edges = _edges(result.states) if want_boot and not recompose else {}
+        edges = key_edges(result.states) if want_boot and not recompose else {}
         some = next(iter(result.states.values()), None)
         share = second_pass_positions(n_keys, some.n_pos, some.n_neg, max_memory) if positions and some else 0.0
         if positions and not share:
@@ -281,13 +281,13 @@ def _score_cache(
         kept = {k: st.frames for k, st in second.states.items()} if share else {}
     else:
         if want_boot and not recompose:
-            histograms = {k: framed_histograms(result.states[k], e) for k, e in _edges(result.states).items()}
+            histograms = {k: framed_histograms(result.states[k], e) for k, e in key_edges(result.states).items()}
         kept = {k: st.frames for k, st in result.states.items()} if job.positions else {}
 
     base = dict(run=run, model=prov.model, dataset=prov.dataset, protocol=protocol, frames=rule,
                 cache_digest=C.cache_digest(spec), n_frames=len(pooled))
     target = "logits" if spec.kind == "pixel" else temp_target
-    cis = _bootstrap(sched, job, result, bootstrap, seed, warn, histograms if not recompose else None
+    cis = bootstrap_intervals(sched, job, result, bootstrap, seed, warn, histograms if not recompose else None
                      ) if bootstrap and chosen else {}
     rows, curve_rows = [], []
     for (name_, t), state in sorted(result.states.items()):
@@ -325,66 +325,6 @@ def run_name(spec: C.CacheSpec, name: str | None = None) -> str:
         return parse_run(name)
     prov = spec.provenance
     return default_run(prov.model, prov.checkpoint_sha256, prov.checkpoint_file)
-
-
-def _edges(states: Mapping) -> dict:
-    """Each key's bootstrap bin edges (:func:`analyze.bootstrap.edges_from_counts`), from its anomaly
-    scores alone; keys without an anomaly pixel have none (and no interval)."""
-    edges = {}
-    for key, state in states.items():
-        thresholds, tp, n_pos = _positive_counts(state)
-        if n_pos:
-            edges[key] = edges_from_counts(thresholds, tp)
-    return edges
-
-
-def _positive_counts(state) -> tuple[np.ndarray, np.ndarray, int]:
-    """(thresholds decreasing, TP at each, n_pos): the distinct anomaly scores and their cumulative
-    counts (a :class:`analyze.metrics.PositiveState` before its second pass, or any exact state)."""
-    if isinstance(state, M.PositiveState):
-        u, count = state.distinct_counts()
-        return u[::-1].astype(np.float64), np.cumsum(count[::-1], dtype=np.int64), state.n_pos
-    thresholds, tp, _, n_pos = state.threshold_counts()
-    return thresholds, tp, n_pos
-
-
-def _bootstrap(sched, job: ScoreJob, result, n_boot: int, seed: int, warn, histograms: Mapping | None) -> dict:
-    """Frame-bootstrap intervals per key with the estimator of the job's protocol, over the
-    pooled frames (``job.frames``). exact: per-frame histograms on bins at the quantiles of
-    each key's anomaly scores (:mod:`analyze.bootstrap`): ``histograms`` when an earlier pass
-    made them (:mod:`analyze.later_passes`), else one more pass over the frames (None);
-    smiyc: the states' own per-frame bins are resampled (:mod:`analyze.smiyc_bootstrap`)."""
-    out = {}
-    if job.protocol == "smiyc":
-        from analyze.smiyc_bootstrap import smiyc_bootstrap_ci
-
-        for key, state in result.states.items():
-            bins = state.frame_bins()
-            if len(bins) != len(job.frames):  # the state skips exactly the frames that pool nothing
-                raise ScoreError(f"{job.cache}: {key[0]} T={key[1]}: {len(bins)} frames binned, {len(job.frames)} pooled")
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                out[key] = smiyc_bootstrap_ci(bins, n_boot, seed)
-            for w in caught:
-                warn(f"{job.cache}: {key[0]} T={key[1]}: {w.message}")
-        return out
-    if histograms is None:
-        edges = _edges(result.states)
-        if not edges:
-            return {}
-        bjob = ScoreJob(**{**job.__dict__, "scorers": tuple(sorted({k[0] for k in edges}))})
-        histograms = run_phase(sched, bjob, "bootstrap", aux=edges).states
-    for key, hist in sorted(histograms.items()):
-        if len(hist.frames) != len(job.frames):
-            raise ScoreError(f"{job.cache}: {key[0]} T={key[1]}: {len(hist.frames)} frames binned, "
-                             f"{len(job.frames)} pooled")
-        pos, neg = hist.stacked()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out[key] = bootstrap_ci(pos, neg, n_boot, seed)
-        for w in caught:
-            warn(f"{job.cache}: {key[0]} T={key[1]}: {w.message}")
-    return out
 
 
 def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec, kept: Mapping) -> list[dict]:
