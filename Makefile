@@ -72,7 +72,7 @@ DEMO_SCORE_ARGS  ?= --bootstrap 200
 D_ERF_H := 64
 D_ERF   := $(DEMO)/erfnet_demo.pth
 D_EOMT  := $(DEMO)/eomt_demo.ckpt
-D_RUN   := --device cpu --no-progress
+D_RUN   := --device cpu
 D_W     := $(DEMO)/world
 D_C     := $(DEMO)/caches
 D_STATS := $(DEMO)/id_stats
@@ -80,9 +80,11 @@ D_TEMPS := 0.5,0.75,1.1
 
 # The whole pipeline on a procedural road world for both model families (see README
 # "make demo"); steps whose output exists are skipped, `make clean` starts over. The two
-# trainings run at once, one thread each (both cores of a small machine).
+# trainings run at once, one thread each (both cores of a small machine); their progress lines
+# interleave as they come, each prefixed with its model (no --output-sync, which would hold
+# every line of a training back until it ends). Extraction and scoring show their progress bars.
 demo: install
-	$(MAKE) --no-print-directory -j2 --output-sync=target $(D_ERF) $(D_EOMT)
+	$(MAKE) --no-print-directory -j2 $(D_ERF) $(D_EOMT)
 	$(BIN)/extract run --model erfnet --dataset road_anomaly --data-root $(D_W)/anomaly --checkpoint $(D_ERF) \
 	    --cache $(D_C)/erfnet/road_anomaly.zarr --input-height $(D_ERF_H) $(D_RUN)
 	$(BIN)/extract run --model erfnet --dataset cityscapes_val --data-root $(D_W)/cityscapes --checkpoint $(D_ERF) \
@@ -91,12 +93,12 @@ demo: install
 	    --cache $(D_C)/eomt/road_anomaly.zarr $(D_RUN)
 	$(BIN)/extract run --model eomt --dataset cityscapes_val --data-root $(D_W)/cityscapes --checkpoint $(D_EOMT) \
 	    --cache $(D_C)/eomt/cityscapes_val.zarr $(D_RUN)
-	$(BIN)/analyze fit --cache $(D_C)/erfnet/cityscapes_val.zarr --temps $(D_TEMPS) --out $(D_STATS)/erfnet.json --no-progress
-	$(BIN)/analyze fit --cache $(D_C)/eomt/cityscapes_val.zarr --temps $(D_TEMPS) --out $(D_STATS)/eomt.json --no-progress
+	$(BIN)/analyze fit --cache $(D_C)/erfnet/cityscapes_val.zarr --temps $(D_TEMPS) --out $(D_STATS)/erfnet.json
+	$(BIN)/analyze fit --cache $(D_C)/eomt/cityscapes_val.zarr --temps $(D_TEMPS) --out $(D_STATS)/eomt.json
 	$(BIN)/analyze score --cache $(D_C)/erfnet/road_anomaly.zarr --cache $(D_C)/erfnet/cityscapes_val.zarr \
 	    --cache $(D_C)/eomt/road_anomaly.zarr --cache $(D_C)/eomt/cityscapes_val.zarr \
 	    --id-stats $(D_STATS)/erfnet.json --id-stats $(D_STATS)/eomt.json \
-	    --scorers all --temps $(D_TEMPS) $(DEMO_SCORE_ARGS) --out $(DEMO)/results.parquet --no-progress
+	    --scorers all --temps $(D_TEMPS) $(DEMO_SCORE_ARGS) --out $(DEMO)/results.parquet
 	$(BIN)/analyze report --results $(DEMO)/results.parquet --out $(DEMO)/report
 	$(BIN)/analyze maps --cache $(D_C)/erfnet/road_anomaly.zarr --cache $(D_C)/eomt/road_anomaly.zarr \
 	    --id-stats $(D_STATS)/erfnet.json --id-stats $(D_STATS)/eomt.json --scorer all --out $(DEMO)/maps
@@ -126,10 +128,12 @@ gpu-check: install
 	$(BIN)/extract bench --model erfnet --device cuda --dtype fp16 --batch-size 8 --compression lz4
 	$(BIN)/extract bench --model eomt --device cuda --dtype bf16 --batch-size 4
 
-# Style (ruff) and architecture (import-linter: the contracts in pyproject.toml).
+# Style (ruff), architecture (import-linter: the contracts in pyproject.toml) and types (mypy:
+# the public API and the packages under it, [tool.mypy] in pyproject.toml).
 lint: install
 	$(BIN)/ruff check extract analyze schemas tests
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 # The user guide (docs/, mkdocs.yml) into site/; strict: a broken link or anchor, or a page
 # missing from the navigation, fails (and so fails .ci/run).

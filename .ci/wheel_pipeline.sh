@@ -26,6 +26,9 @@ export PATH="$V:$PATH" OMP_NUM_THREADS=2
 import schemas, schemas.manifest as m
 assert "site-packages" in schemas.__file__, schemas.__file__
 assert "site-packages" in str(m.default_manifest()), m.default_manifest()
+import importlib.resources as r
+for pkg in ("analyze", "extract", "schemas"):  # PEP 561: type checkers read the installed annotations
+    assert r.files(pkg).joinpath("py.typed").is_file(), f"{pkg} lacks py.typed"
 PY
 extract --version
 analyze --version

@@ -42,7 +42,8 @@ def breakdown(cache: Path, temps: Sequence[float], repeats: int = 2) -> dict:
     from analyze.best_f1 import best_f1_threshold
     from analyze.components import ComponentState, track_for_dataset
     from analyze.compose import FrameComposer, pixel_logits_to_label_size, resize_scores, semantic_prediction
-    from analyze.driver import POSITIONS, _edges
+    from analyze.driver import POSITIONS
+    from analyze.intervals import key_edges
     from analyze.frame_scores import frame_inputs, iter_frame_scores
     from analyze.later_passes import framed_histograms, kept_components
     from analyze.scheduler import single_threaded_tasks
@@ -101,7 +102,7 @@ def breakdown(cache: Path, temps: Sequence[float], repeats: int = 2) -> dict:
         t_positioned, kept = _best(lambda: states(POSITIONS), repeats)
         track = track_for_dataset(spec.provenance.dataset)
         thresholds = {k: best_f1_threshold(s) for k, s in kept.items()}
-        edges = _edges(kept)
+        edges = key_edges(kept)
 
         def later():
             hist = {k: framed_histograms(kept[k], e) for k, e in edges.items()}

@@ -48,7 +48,8 @@ def fit(cache, out, temps, temp_target, scheduler, scheduler_file, workers, stor
     check_writable(out)
     sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
     try:
-        stats = fit_id_stats(cache, temps, temp_target, sched, storage_options=opts or None, allow_partial=allow_partial,
+        stats = fit_id_stats(cache, temps, temp_target=temp_target, scheduler=sched, storage_options=opts or None,
+                             allow_partial=allow_partial,
                              warn=lambda m: click.echo(f"warning: {m}", err=True),
                              info=lambda m: click.echo(f"note: {m}", err=True), name=name)
     finally:

@@ -76,7 +76,7 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
 
     from analyze.driver import Scheduler, score_cache
     from analyze.scheduler import forks_workers
-    from schemas.results import cache_conflicts, read_results
+    from schemas.results import cache_conflicts, read_results, save_results
 
     try:
         opts = parse_storage_options(storage_options)
@@ -101,7 +101,8 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
             click.echo(f"scoring {cache}", err=True)
             try:
                 r, f, c = score_cache(
-                    cache, scorers, temps, temp_target, protocol, sched, storage_options=opts or None,
+                    cache, scorers, temps, temp_target=temp_target, protocol=protocol, scheduler=sched,
+                    storage_options=opts or None,
                     allow_partial=allow_partial, max_memory=budget, component_metrics=component_metrics,
                     bootstrap=bootstrap, seed=seed, warn=lambda m: click.echo(f"warning: {m}", err=True),
                     info=lambda m: click.echo(f"note: {m}", err=True), name=name, frames=frame_rule,
@@ -113,7 +114,8 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                 failures[str(cache)] = one_line(exc)
                 click.echo(f"warning: {cache} failed (reason at the end); --keep-going: next cache", err=True)
                 continue
-            total = _write_tables(r, f, c, out)  # now: a later cache's failure loses nothing
+            # now: a later cache's failure loses nothing
+            total = len(save_results(out, r, f, c, note=lambda m: click.echo(f"note: {m}", err=True)))
             results.append(r)
             written.append(str(cache))
             click.echo(f"wrote {len(r)} rows of {cache} to {out}", err=True)
@@ -152,13 +154,12 @@ def _parse_budget(max_memory: str) -> int:
 def _check_out(out) -> None:
     """--out and its side tables: a writable folder, and no old or foreign file (refused now, not
     after the scoring)."""
-    from schemas.results import check_side_table, read_results
+    from schemas.results import check_side_table, read_results, side_table_paths
 
     check_writable(out)
-    stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
     if Path(out).exists():
         read_results(out)
-    for path in (f"{stem}_frames.parquet", f"{stem}_curves.parquet"):
+    for path in side_table_paths(out):
         check_side_table(path)
 
 
@@ -170,18 +171,6 @@ def _interrupted(caches, written, failures, out) -> None:
     click.echo(f"Interrupted: {done}; to score the rest, run the same command with {again} "
                "(rows of a cache scored again replace its old ones)", err=True)
     raise click.exceptions.Exit(130)
-
-
-def _write_tables(results, frames, curves, out) -> int:
-    """Write one cache's rows into results.parquet and its side tables (each atomically)."""
-    from schemas.results import FRAME_KEY, write_results, write_side_table
-
-    table = write_results(results, out,  # refuses (writing nothing) two rows with one key
-                          note=lambda m: click.echo(f"note: {m}", err=True))
-    stem = str(out)[: -len(".parquet")] if str(out).endswith(".parquet") else str(out)
-    write_side_table(frames, f"{stem}_frames.parquet", key=FRAME_KEY)
-    write_side_table(curves, f"{stem}_curves.parquet")
-    return len(table)
 
 
 def _open_caches(caches, storage_options, keep_going: bool, failures: dict) -> list:

@@ -16,6 +16,7 @@ scores between consecutive distinct anomaly scores (:class:`analyze.metrics.Posi
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
@@ -23,19 +24,20 @@ import numpy as np
 import pandas as pd
 
 from analyze import metrics as M
-from analyze.bootstrap import bootstrap_ci, edges_from_counts
 from analyze.best_f1 import best_f1_threshold
-from analyze.components import track_for_dataset
+from analyze.components import ComponentState, track_for_dataset
 from analyze.f16_range import LOSS_WARN
 from analyze.frame_selection import ScoreError, pooled_frames, scorable_frames
-from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler
+from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler, SchedulerLike
 from analyze.frame_scores import choose_scorers
+from analyze.id_stats import IdStats
+from analyze.intervals import bootstrap_intervals, key_edges
 from analyze.scorers.pixel import SCORE_DTYPE
 from analyze.scorers.temperatures import check_temperature
 from analyze.later_passes import SecondPassInputs, framed_histograms, kept_components
 from analyze.tasks import ScoreJob, run_phase
 from schemas import cache as C
-from schemas.results import FRAMES, SEMANTIC_SCORER, default_run, parse_run
+from schemas.results import FRAMES, SEMANTIC_SCORER, default_run, parse_run, results_frame
 
 __all__ = ["LOCAL_SCHEDULERS", "Scheduler", "ScoreError", "score_cache", "run_name"]
 
@@ -70,37 +72,126 @@ def second_pass_positions(n_keys: int, n_pos: int, n_neg: int, max_memory: int) 
     return max(0.0, min(POSITIONS, room / (per * max(1, n_neg))))
 
 
-def score_cache(cache: str, scorers: str = "all", temperatures: Sequence[float] = (1.0,), temp_target: str = "query",
-                protocol: str = "exact", scheduler=None, **options) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Score one cache; returns (results rows, per-frame rows, curve rows).
+def score_cache(
+    cache: str | os.PathLike[str],
+    scorers: str = "all",
+    temperatures: Sequence[float] = (1.0,),
+    *,
+    temp_target: str = "query",
+    protocol: str = "exact",
+    scheduler: SchedulerLike = None,
+    storage_options: Mapping[str, Any] | None = None,
+    allow_partial: bool = False,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    component_metrics: bool = False,
+    curve_points: int = 200,
+    bootstrap: int = 0,
+    seed: int = 0,
+    warn: Callable[[str], None] | None = None,
+    info: Callable[[str], None] | None = None,
+    name: str | None = None,
+    frames: str = "all",
+    id_stats: Sequence[IdStats] = (),
+    recompose: bool = False,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Score one cache with every scorer at every temperature, as ``analyze score`` does.
 
-    ``scheduler``: a name (``threads``, ``processes``, ``sync``), a distributed scheduler
-    address, a ``distributed.Client``, an :class:`analyze.scheduler.Scheduler`, or None: the
-    active Dask client, else Dask's configured scheduler (``dask.config.set(scheduler=...)``),
-    else threads, as Dask libraries do. A client made here from an address is closed before
-    returning. The caller's torch and BLAS thread settings are left as they were.
+    Parameters
+    ----------
+    cache
+        Cache path or fsspec URL (a ``.zarr`` folder written by ``extract run``).
+    scorers
+        Scorer specs as ``--scorers`` takes them: ``"all"``, or names with optional
+        parameters, comma-separated (``"msp,gen:gamma=0.2"``; :data:`analyze.scorers.SCORERS`).
+    temperatures
+        Temperatures in [0.1, 1000] at which each scorer is applied.
+    temp_target
+        EoMT caches: ``"query"`` divides the query class logits by T (changes the
+        segmentation), ``"pixel"`` the per-pixel class scores. ERFNet rows say ``logits``.
+    protocol
+        ``"exact"`` (scikit-learn AP/AUROC, ood-metrics FPR95) or ``"smiyc"`` (the
+        SegmentMeIfYouCan benchmark's binned curves): :data:`analyze.metrics.PROTOCOLS`.
+    scheduler
+        A name (``"threads"``, ``"processes"``, ``"sync"``), a distributed scheduler address,
+        a ``distributed.Client``, an :class:`analyze.scheduler.Scheduler`, or None: the active
+        Dask client, else Dask's configured scheduler (``dask.config.set(scheduler=...)``), else
+        threads, as Dask libraries do. A client made here from an address is closed before
+        returning. The caller's torch and BLAS thread settings are left as they were.
+    storage_options
+        fsspec options for a URL cache (e.g. ``{"anon": True}``).
+    allow_partial
+        Score the done frames of an unfinished cache and skip done frames that lost chunks
+        (with a warning) instead of refusing the cache.
+    max_memory
+        Bytes the exact protocol may keep before it takes two passes over the frames
+        (the numbers are identical either way).
+    component_metrics
+        Also compute the SMIYC component metrics (``siou``, ``ppv``, ``mean_f1``) at each
+        scorer's best-F1 pixel threshold.
+    curve_points
+        Points of each precision-recall and ROC curve in the curve rows.
+    bootstrap
+        Frame-bootstrap resamples for ``ci_low`` / ``ci_high`` (0: no intervals, NaN).
+    seed
+        Seed of the bootstrap resampling.
+    warn
+        Called with each warning line (default: :func:`warnings.warn`).
+    info
+        Called with notes such as the number of unlabelled frames skipped (default: dropped).
+    name
+        The run name of every row (default :func:`schemas.results.default_run` of the
+        cache's checkpoint: file stem and the first 8 hex digits of its sha256).
+    frames
+        ``"all"`` pools every scorable frame, ``"with-anomaly"`` only frames with an anomaly
+        pixel (:data:`schemas.results.FRAMES`).
+    id_stats
+        :class:`analyze.id_stats.IdStats` (from :func:`analyze.fit.fit_id_stats` or
+        ``IdStats.read``); the one fit on the cache's model and checkpoint gives KL matching
+        and SML their statistics.
+    recompose
+        The bootstrap and component steps compose every frame again instead of reading what
+        an earlier pass kept (:mod:`analyze.later_passes`; the same numbers, slower).
+    device
+        ``"cpu"`` or ``"cuda"``: where composition and scorers run (metrics stay on the CPU).
 
-    ``options``: ``storage_options`` (fsspec, for URL caches), ``allow_partial`` (score the
-    done frames of an unfinished cache, skip done frames that lost chunks; with a warning),
-    ``max_memory`` (bytes before the exact protocol takes two passes), ``component_metrics``,
-    ``recompose`` (the bootstrap and component steps compose every frame again instead of
-    reading what an earlier pass kept, :mod:`analyze.later_passes`: the former path, the same
-    numbers),
-    ``curve_points``, ``bootstrap`` (resamples) and ``seed``, ``warn`` (called with each
-    warning line; default ``warnings.warn``), ``info`` (called with notes such as the number of
-    unlabelled frames skipped), ``name`` (the run name of every row; default
-    :func:`schemas.results.default_run` of the cache's checkpoint) and ``frames`` (``"all"`` or
-    ``"with-anomaly"``: which frames are pooled), ``id_stats`` (:class:`analyze.id_stats.IdStats`
-    files; the one fit on the cache's model and checkpoint gives KL matching and SML their
-    statistics, :meth:`analyze.id_stats.IdStats.class_stats` says what is refused), ``device``
-    (``cpu`` or ``cuda``: where composition and scorers run; the same code, torch on the device).
+    Returns
+    -------
+    results, per_frame, curves
+        ``results``: one row per key of :data:`schemas.results.KEY`, with the columns and
+        dtypes of ``results.parquet`` as ``pandas.read_parquet`` returns them (categoricals
+        where the file stores categoricals, ``selected_on`` included);
+        :func:`schemas.results.save_results` writes all three tables the way ``analyze score``
+        does. ``per_frame``: each frame's AP and pixel counts per scorer and T. ``curves``:
+        precision-recall and ROC points per scorer and T.
+
+    Raises
+    ------
+    ScoreError
+        An option the cache cannot be scored with (unknown protocol or frames, bad T or name).
+    schemas.errors.DataError
+        The cache is unfinished, damaged or lacks what a scorer needs.
     """
     sched, made_here = Scheduler.resolve(scheduler)
     try:
-        return _score_cache(cache, scorers, temperatures, temp_target, protocol, sched, **options)
+        results, per_frame, curves = _score_cache(
+            str(cache), scorers, temperatures, temp_target, protocol, sched, storage_options=storage_options,
+            allow_partial=allow_partial, max_memory=max_memory, component_metrics=component_metrics,
+            curve_points=curve_points, bootstrap=bootstrap, seed=seed,
+            warn=warn if warn is not None else _warn, info=info if info is not None else _ignore, name=name,
+            frames=frames, id_stats=id_stats, recompose=recompose, device=device)
     finally:
         if made_here:
             sched.close()
+    return results_frame(results), per_frame, curves
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def _ignore(message: str) -> None:
+    return None
 
 
 def _score_cache(
@@ -117,11 +208,11 @@ def _score_cache(
     curve_points: int = 200,
     bootstrap: int = 0,
     seed: int = 0,
-    warn: Callable[[str], None] = lambda m: warnings.warn(m, stacklevel=2),
-    info: Callable[[str], None] = lambda m: None,
+    warn: Callable[[str], None] = _warn,
+    info: Callable[[str], None] = _ignore,
     name: str | None = None,
     frames: str = "all",
-    id_stats: Sequence = (),
+    id_stats: Sequence[IdStats] = (),
     recompose: bool = False,
     device: str = "cpu",
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -157,6 +248,7 @@ def _score_cache(
     if rule != frames:
         warn(f"{cache}: --frames {frames} selects among anomaly frames; this {spec.provenance.dataset} cache "
              "has semantic labels, so its rows pool every frame (frames = all)")
+    temps_sem: tuple[float, ...]
     if spec.kind == "pixel" or temp_target == "pixel":
         temps_sem = (1.0,)
     else:
@@ -185,7 +277,7 @@ def _score_cache(
     job = ScoreJob(**{**job.__dict__, "frames": pooled})  # later passes read the pooled frames only
     histograms, kept = {}, {}  # what the intervals and the component metrics read, when a pass kept it
     if plan == "two-pass":
-        edges = _edges(result.states) if want_boot and not recompose else {}
+        edges = key_edges(result.states) if want_boot and not recompose else {}
         some = next(iter(result.states.values()), None)
         share = second_pass_positions(n_keys, some.n_pos, some.n_neg, max_memory) if positions and some else 0.0
         if positions and not share:
@@ -198,13 +290,13 @@ def _score_cache(
         kept = {k: st.frames for k, st in second.states.items()} if share else {}
     else:
         if want_boot and not recompose:
-            histograms = {k: framed_histograms(result.states[k], e) for k, e in _edges(result.states).items()}
+            histograms = {k: framed_histograms(result.states[k], e) for k, e in key_edges(result.states).items()}
         kept = {k: st.frames for k, st in result.states.items()} if job.positions else {}
 
     base = dict(run=run, model=prov.model, dataset=prov.dataset, protocol=protocol, frames=rule,
                 cache_digest=C.cache_digest(spec), n_frames=len(pooled))
     target = "logits" if spec.kind == "pixel" else temp_target
-    cis = _bootstrap(sched, job, result, bootstrap, seed, warn, histograms if not recompose else None
+    cis = bootstrap_intervals(sched, job, result, bootstrap, seed, warn, histograms if not recompose else None
                      ) if bootstrap and chosen else {}
     rows, curve_rows = [], []
     for (name_, t), state in sorted(result.states.items()):
@@ -244,66 +336,6 @@ def run_name(spec: C.CacheSpec, name: str | None = None) -> str:
     return default_run(prov.model, prov.checkpoint_sha256, prov.checkpoint_file)
 
 
-def _edges(states: Mapping) -> dict:
-    """Each key's bootstrap bin edges (:func:`analyze.bootstrap.edges_from_counts`), from its anomaly
-    scores alone; keys without an anomaly pixel have none (and no interval)."""
-    edges = {}
-    for key, state in states.items():
-        thresholds, tp, n_pos = _positive_counts(state)
-        if n_pos:
-            edges[key] = edges_from_counts(thresholds, tp)
-    return edges
-
-
-def _positive_counts(state) -> tuple[np.ndarray, np.ndarray, int]:
-    """(thresholds decreasing, TP at each, n_pos): the distinct anomaly scores and their cumulative
-    counts (a :class:`analyze.metrics.PositiveState` before its second pass, or any exact state)."""
-    if isinstance(state, M.PositiveState):
-        u, count = state.distinct_counts()
-        return u[::-1].astype(np.float64), np.cumsum(count[::-1], dtype=np.int64), state.n_pos
-    thresholds, tp, _, n_pos = state.threshold_counts()
-    return thresholds, tp, n_pos
-
-
-def _bootstrap(sched, job: ScoreJob, result, n_boot: int, seed: int, warn, histograms: Mapping | None) -> dict:
-    """Frame-bootstrap intervals per key with the estimator of the job's protocol, over the
-    pooled frames (``job.frames``). exact: per-frame histograms on bins at the quantiles of
-    each key's anomaly scores (:mod:`analyze.bootstrap`): ``histograms`` when an earlier pass
-    made them (:mod:`analyze.later_passes`), else one more pass over the frames (None);
-    smiyc: the states' own per-frame bins are resampled (:mod:`analyze.smiyc_bootstrap`)."""
-    out = {}
-    if job.protocol == "smiyc":
-        from analyze.smiyc_bootstrap import smiyc_bootstrap_ci
-
-        for key, state in result.states.items():
-            bins = state.frame_bins()
-            if len(bins) != len(job.frames):  # the state skips exactly the frames that pool nothing
-                raise ScoreError(f"{job.cache}: {key[0]} T={key[1]}: {len(bins)} frames binned, {len(job.frames)} pooled")
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                out[key] = smiyc_bootstrap_ci(bins, n_boot, seed)
-            for w in caught:
-                warn(f"{job.cache}: {key[0]} T={key[1]}: {w.message}")
-        return out
-    if histograms is None:
-        edges = _edges(result.states)
-        if not edges:
-            return {}
-        bjob = ScoreJob(**{**job.__dict__, "scorers": tuple(sorted({k[0] for k in edges}))})
-        histograms = run_phase(sched, bjob, "bootstrap", aux=edges).states
-    for key, hist in sorted(histograms.items()):
-        if len(hist.frames) != len(job.frames):
-            raise ScoreError(f"{job.cache}: {key[0]} T={key[1]}: {len(hist.frames)} frames binned, "
-                             f"{len(job.frames)} pooled")
-        pos, neg = hist.stacked()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out[key] = bootstrap_ci(pos, neg, n_boot, seed)
-        for w in caught:
-            warn(f"{job.cache}: {key[0]} T={key[1]}: {w.message}")
-    return out
-
-
 def _f16_transforms(sched, job: ScoreJob, root) -> dict:
     """Each key's :class:`analyze.f16_range.Float16Transform`, fitted on the range of its scores
     over every done frame of the cache, labelled or not (one more pass: the ``ranges`` phase)."""
@@ -314,11 +346,12 @@ def _f16_transforms(sched, job: ScoreJob, root) -> dict:
 
 def _warn_f16_loss(job: ScoreJob, states: Mapping, warn) -> None:
     """Say which keys lose more than :data:`analyze.f16_range.LOSS_WARN` of their distinct scores."""
+    transforms = job.f16 or {}
     for (name, t), s in sorted(states.items()):
-        if s.distinct and s.lost / s.distinct > LOSS_WARN:
+        if s.distinct and s.lost / s.distinct > LOSS_WARN and (name, t) in transforms:
             warn(f"{job.cache}: {name} T={t:g}: float16 loses {s.lost} of {s.distinct} distinct scores "
                  f"({100 * s.lost / s.distinct:.2f} %) even after the track's affine map "
-                 f"({job.f16[(name, t)].describe()}): the smiyc numbers see these ties, as the benchmark would")
+                 f"({transforms[(name, t)].describe()}): the smiyc numbers see these ties, as the benchmark would")
 
 
 def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec, kept: Mapping,
@@ -336,9 +369,10 @@ def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec,
         for w in caught:
             warn(f"{job.cache}: {name} T={t}: {w.message}")
     track = track_for_dataset(spec.provenance.dataset)
+    missing: dict[tuple[str, float], set[int]] | None
     if kept:
-        states, missing = kept_components(job.cache, job.storage_options, kept, thresholds, track, M.num_threads())
-        missing = {k: set(f) for k, f in missing.items() if f}
+        states, lost = kept_components(job.cache, job.storage_options, kept, thresholds, track, M.num_threads())
+        missing = {k: set(f) for k, f in lost.items() if f}
     else:
         states, missing = {}, None  # every frame of every key
     if missing is None or missing:
@@ -350,8 +384,7 @@ def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec,
                            "component_track": track, "scorers": tuple(n for n in job.scorers if any(k[0] == n for k in keys)),
                            "temperatures": tuple(t for t in job.temperatures if any(k[1] == t for k in keys))})
         extra = run_phase(sched, cjob, "components", aux=missing).states
-        states = {k: states[k].merge(extra[k]) if k in states and k in extra else states.get(k, extra.get(k))
-                  for k in thresholds}
+        states = {k: _merged(states.get(k), extra.get(k)) for k in thresholds}
     # the non-void pixels of the frames pooled, as on the key's pixel-metric rows
     pooled = {k: int(s.n_pos + s.n_neg) for k, s in result.states.items()}
     rows = []
@@ -365,3 +398,13 @@ def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec,
             rows.append({**base, "scorer": name, "temperature": t, "temp_target": target, "metric": metric,
                          "value": values[metric], "n_pixels": pooled[(name, t)]})
     return rows
+
+
+def _merged(a: ComponentState | None, b: ComponentState | None) -> ComponentState:
+    """``a`` merged with ``b``, or whichever of them a pass made for a key."""
+    if a is not None and b is not None:
+        return a.merge(b)
+    found = a if a is not None else b
+    if found is None:
+        raise ScoreError("a key without component state: no pass computed its component metrics")
+    return found

@@ -43,7 +43,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -52,6 +52,9 @@ from schemas import cache as C
 from schemas import integrity
 from schemas.errors import DataError
 from schemas.version import PACKAGE, tool_version
+
+if TYPE_CHECKING:
+    from analyze.id_stats import IdStats
 
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # a folder name, and no "," (the benchmark splits lists on it)
 MATCH_ATTRS = ("scorer", "temperature", "temp_target", "cache_digest", "f16_transform")  # for a file to be reused
@@ -147,42 +150,81 @@ class ExportSummary:
         return out
 
 
-def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, method: str,
-                temperature: float = 1.0, temp_target: str = "query", fmt: str = "smiyc",
-                overwrite: bool = False, make_zip: bool = False, progress: bool = True,
-                storage_options=None, warn: Callable[[str], None] = print, id_stats=()) -> ExportSummary:
-    """Write the ``scorer`` map of every frame of ``cache`` at ``temperature`` in format ``fmt``
-    under ``out`` (see the module doc); with ``make_zip``, pack ``out/anomaly_p/<method>/``
-    into ``out/<method>.zip`` (entries ``<method>/<dataset>/<frame id>.hdf5``).
+def export_maps(
+    cache: str | os.PathLike[str],
+    scorer: str,
+    out: str | os.PathLike[str],
+    method: str,
+    *,
+    temperature: float = 1.0,
+    temp_target: str = "query",
+    fmt: str = "smiyc",
+    overwrite: bool = False,
+    make_zip: bool = False,
+    progress: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+    warn: Callable[[str], None] = print,
+    id_stats: Sequence[IdStats] = (),
+) -> ExportSummary:
+    """Write one scorer's map of every frame of a cache in a benchmark's submission format.
 
-    ``temp_target`` as in ``analyze score`` (EoMT: T on the query class logits, or on the
-    per-pixel class scores). Raises :class:`ExportOptionError` for options that do not fit
-    the cache, :class:`ExportError` for the cache's or the folder's content. ``id_stats``:
-    :class:`analyze.id_stats.IdStats` files for KL matching and SML.
+    The files go under ``out`` as the benchmark lays them out (see the module doc); a rerun
+    skips the files this export already wrote.
+
+    Parameters
+    ----------
+    cache
+        Cache path or fsspec URL of a benchmark split (its manifest entry names it), every
+        frame done.
+    scorer
+        One scorer spec (``"msp"``, ``"gen:gamma=0.2"``; :data:`analyze.scorers.SCORERS`).
+    out
+        Submission folder (made as needed).
+    method
+        The method's name: a folder of the submission (letters, digits, ``_ . + -``).
+    temperature
+        T in [0.1, 1000] at which the scorer is applied.
+    temp_target
+        EoMT caches: ``"query"`` (T on the query class logits) or ``"pixel"`` (on the
+        per-pixel class scores), as in :func:`analyze.driver.score_cache`.
+    fmt
+        The submission format; ``"smiyc"`` (SegmentMeIfYouCan HDF5 files, float16).
+    overwrite
+        Replace files made by another export instead of refusing them.
+    make_zip
+        Also pack ``out/anomaly_p/<method>/`` into ``out/<method>.zip`` (entries
+        ``<method>/<dataset>/<frame id>.hdf5``).
+    progress
+        Show a progress bar (tqdm).
+    storage_options
+        fsspec options for a URL cache.
+    warn
+        Called with each warning line (default: :func:`print`).
+    id_stats
+        :class:`analyze.id_stats.IdStats` for KL matching and SML, as in ``score_cache``.
+
+    Returns
+    -------
+    ExportSummary
+        What was written where; ``.line()`` is the CLI's summary line.
+
+    Raises
+    ------
+    ExportOptionError
+        An option that does not fit the cache (``.option`` names it, e.g. ``--scorer``).
+    ExportError
+        The cache's or the folder's content (unfinished or damaged cache, a foreign file).
     """
-    from analyze.frame_scores import choose_scorers
 
     form = FORMATS.get(fmt)
     if form is None:
         raise ExportOptionError("--format", f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     check_method_name(method)
     root, spec = C.open_cache(cache, storage_options=storage_options)
-    if scorer.strip().lower() == "all":
-        raise ExportOptionError("--scorer", f"one scorer per export (a method), got {scorer!r}")
-    try:
-        chosen, stats = choose_scorers(str(cache), spec, scorer, (float(temperature),), temp_target, id_stats, warn)
-    except ValueError as exc:
-        raise ExportOptionError("--scorer", str(exc)) from None
-    if len(chosen) != 1:
-        raise ExportOptionError("--scorer", f"one scorer per export (a method), got {scorer!r}")
+    chosen, stats = _one_scorer(cache, spec, scorer, float(temperature), temp_target, id_stats, warn)
     (sc,) = chosen
-    bench = dict(spec.extra.get("benchmarks") or {}).get(fmt)
-    if not bench:
-        raise ExportError(f"{cache}: dataset {spec.provenance.dataset} is not a {form.benchmark} split (the cache has "
-                          f"no extra.benchmarks.{fmt}); extract a dataset whose data_manifest.yaml entry names one "
-                          "(`benchmark:`), in the benchmark's own frame ids")
+    bench = _benchmark_split(cache, root, spec, fmt, form.benchmark)
     dataset = str(bench["dataset"])
-    _check_exportable(root, spec, cache)
     t = float(temperature)
     target = "logits" if spec.kind == "pixel" else temp_target
     attrs = {"scorer": sc.name, "temperature": t, "temp_target": target, "cache_digest": C.cache_digest(spec),
@@ -231,29 +273,13 @@ def export_maps(cache: str | os.PathLike, scorer: str, out: str | os.PathLike, m
     return summary
 
 
-def _check_exportable(root, spec: C.CacheSpec, cache) -> None:
-    """Every frame done and intact, every frame id a file name: else an ExportError."""
-    done = C.done_mask(root, str(cache))
-    if not done.all():
-        missing = [spec.frame_ids[i] for i in np.flatnonzero(~done)]
-        raise ExportError(f"{cache}: {len(missing)} of {spec.n_frames} frames are not done (e.g. "
-                          f"{', '.join(missing[:3])}); a submission needs every frame: finish `extract run` first")
-    problems = integrity.check_frames(root, spec, range(spec.n_frames))
-    if problems:
-        raise ExportError(f"{cache}: {integrity.describe(problems)}; the cache lost data (rerun `extract run` "
-                          "or copy the cache again)")
-    bad_ids = [f for f in spec.frame_ids if "/" in f or "\\" in f or f.startswith(".")]
-    if bad_ids:
-        raise ExportError(f"{cache}: frame id {bad_ids[0]!r} cannot be a file name")
-
-
 @dataclass(frozen=True)
 class _FrameMaps:
     """The float64 map of one scorer at one T, frame by frame (:func:`analyze.maps.frame_maps`)."""
 
     root: Any
     spec: C.CacheSpec
-    chosen: tuple
+    chosen: Sequence[Any]
     t: float
     temp_target: str
     stats: Any
@@ -290,6 +316,8 @@ def _write_frames(maps: _FrameMaps, paths: list[Path], complete: list[bool], tra
     from tqdm.auto import tqdm
 
     written, loss = 0, LossCount()
+    if transform is None:  # every frame complete: nothing to write
+        return written, loss
     with tqdm(total=len(paths), unit="frame", desc=label, disable=not progress, dynamic_ncols=True) as bar:
         bar.update(sum(complete))
         for i, fid in enumerate(maps.spec.frame_ids):
@@ -302,6 +330,46 @@ def _write_frames(maps: _FrameMaps, paths: list[Path], complete: list[bool], tra
             written += 1
             bar.update(1)
     return written, loss
+
+
+def _one_scorer(cache, spec: C.CacheSpec, scorer: str, temperature: float, temp_target: str,
+                id_stats: Sequence[IdStats], warn: Callable[[str], None]) -> tuple[Sequence[Any], Any]:
+    """(the one chosen scorer, its class statistics): :func:`analyze.frame_scores.choose_scorers`
+    of ``scorer``, refused unless it names exactly one scorer."""
+    from analyze.frame_scores import choose_scorers
+
+    if scorer.strip().lower() == "all":
+        raise ExportOptionError("--scorer", f"one scorer per export (a method), got {scorer!r}")
+    try:
+        chosen, stats = choose_scorers(str(cache), spec, scorer, (temperature,), temp_target, id_stats, warn)
+    except ValueError as exc:
+        raise ExportOptionError("--scorer", str(exc)) from None
+    if len(chosen) != 1:
+        raise ExportOptionError("--scorer", f"one scorer per export (a method), got {scorer!r}")
+    return chosen, stats
+
+
+def _benchmark_split(cache, root, spec: C.CacheSpec, fmt: str, benchmark: str) -> Mapping[str, Any]:
+    """The cache's ``extra.benchmarks.<fmt>`` entry, once every frame is done and intact and
+    every frame id can be a file name (ExportError otherwise)."""
+    bench = dict(spec.extra.get("benchmarks") or {}).get(fmt)
+    if not bench:
+        raise ExportError(f"{cache}: dataset {spec.provenance.dataset} is not a {benchmark} split (the cache has "
+                          f"no extra.benchmarks.{fmt}); extract a dataset whose data_manifest.yaml entry names one "
+                          "(`benchmark:`), in the benchmark's own frame ids")
+    done = C.done_mask(root, str(cache))  # a corrupt chunk: CacheError naming the cache and the array
+    if not done.all():
+        missing = [spec.frame_ids[i] for i in np.flatnonzero(~done)]
+        raise ExportError(f"{cache}: {len(missing)} of {spec.n_frames} frames are not done (e.g. "
+                          f"{', '.join(missing[:3])}); a submission needs every frame: finish `extract run` first")
+    problems = integrity.check_frames(root, spec, range(spec.n_frames))
+    if problems:
+        raise ExportError(f"{cache}: {integrity.describe(problems)}; the cache lost data (rerun `extract run` "
+                          "or copy the cache again)")
+    bad_ids = [f for f in spec.frame_ids if "/" in f or "\\" in f or f.startswith(".")]
+    if bad_ids:
+        raise ExportError(f"{cache}: frame id {bad_ids[0]!r} cannot be a file name")
+    return bench
 
 
 def _complete(path: Path, size: tuple[int, int], attrs: dict, method: str) -> bool:
@@ -323,7 +391,8 @@ def _complete(path: Path, size: tuple[int, int], attrs: dict, method: str) -> bo
 def _check_transform(done: list[Path], transform: Float16Transform, method: str) -> None:
     """Complete files must hold maps of the same transform (the same track gives the same fit)."""
     for path in done:
-        have = _read_hdf5(path)[2]
+        read = _read_hdf5(path)
+        have = read[2] if read is not None else {}  # unreadable: not this transform
         if (have.get("f16_center"), have.get("f16_scale")) != (transform.center, transform.scale):
             raise ExportError(f"{path}: written with another float16 transform ({have.get('f16_center')}, "
                               f"{have.get('f16_scale')}) than this track's ({transform.center}, {transform.scale}); "

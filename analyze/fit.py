@@ -8,6 +8,7 @@ Each task opens the cache itself, composes one frame exactly as ``analyze score`
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 from analyze.frame_scores import frame_inputs, iter_scorer_inputs
 from analyze.frame_selection import scorable_frames
 from analyze.id_stats import IdStats, IdStatsState, StatsError
-from analyze.scheduler import Scheduler, single_threaded_tasks
+from analyze.scheduler import Scheduler, SchedulerLike, single_threaded_tasks
 from analyze.scorers.temperatures import check_temperature
 from analyze.tasks import tree_reduce
 from schemas import cache as C
@@ -53,15 +54,63 @@ def fit_frame_task(job: FitJob, i: int) -> IdStatsState:
         return state
 
 
-def fit_id_stats(cache: str, temperatures: Sequence[float] = (1.0,), temp_target: str = "query", scheduler=None,
-                 storage_options: Mapping[str, Any] | None = None, allow_partial: bool = False,
-                 warn: Callable[[str], None] = lambda m: None, info: Callable[[str], None] = lambda m: None,
-                 name: str | None = None) -> IdStats:
-    """In-distribution statistics of ``cache`` at ``temperatures`` (``temp_target`` for EoMT; ERFNet's
-    target is ``logits``), over its done, labelled, complete frames (``allow_partial`` as in
-    ``analyze score``). ``scheduler`` as :func:`analyze.driver.score_cache`; ``name``: the run
-    recorded (default from the checkpoint, as ``analyze score``)."""
+def fit_id_stats(
+    cache: str | os.PathLike[str],
+    temperatures: Sequence[float] = (1.0,),
+    *,
+    temp_target: str = "query",
+    scheduler: SchedulerLike = None,
+    storage_options: Mapping[str, Any] | None = None,
+    allow_partial: bool = False,
+    warn: Callable[[str], None] | None = None,
+    info: Callable[[str], None] | None = None,
+    name: str | None = None,
+) -> IdStats:
+    """In-distribution statistics of a cache's scorer input, as ``analyze fit`` computes them.
+
+    KL matching and SML score a map against per-class statistics of the in-distribution
+    data (:class:`analyze.id_stats.IdStats`); fit them on a cache of in-distribution frames
+    (e.g. ``cityscapes_val``) of the same model and checkpoint as the caches scored.
+
+    Parameters
+    ----------
+    cache
+        Cache path or fsspec URL. Its done, labelled, complete frames are used.
+    temperatures
+        Temperatures in [0.1, 1000] (each one a set of statistics; scoring at a T needs it).
+    temp_target
+        EoMT caches: ``"query"`` or ``"pixel"``, as in :func:`analyze.driver.score_cache`
+        (ERFNet statistics are of the ``logits``).
+    scheduler
+        As in :func:`analyze.driver.score_cache`; the statistics do not depend on it.
+    storage_options
+        fsspec options for a URL cache.
+    allow_partial
+        Use the done frames of an unfinished cache, skipping done frames that lost chunks
+        (with a warning), instead of refusing it.
+    warn
+        Called with each warning line (default: dropped), e.g. for a cache of anomaly data.
+    info
+        Called with notes such as the number of unlabelled frames skipped (default: dropped).
+    name
+        The run recorded in the statistics (default from the checkpoint, as ``analyze score``).
+
+    Returns
+    -------
+    analyze.id_stats.IdStats
+        The statistics; ``.write(path)`` saves them as ``analyze fit --out`` does, and
+        ``score_cache(id_stats=[...])`` takes them as they are.
+
+    Raises
+    ------
+    schemas.errors.DataError
+        A bad temperature or name, or a cache that cannot be fit (unfinished, damaged,
+        non-finite outputs).
+    """
     import dask
+
+    warn = warn if warn is not None else _ignore
+    info = info if info is not None else _ignore
 
     try:
         temps = tuple(sorted({check_temperature(t) for t in temperatures}))
@@ -87,3 +136,7 @@ def fit_id_stats(cache: str, temperatures: Sequence[float] = (1.0,), temp_target
             sched.close()
     run = run or default_run(prov.model, prov.checkpoint_sha256, prov.checkpoint_file)
     return IdStats.from_state(state, spec, str(cache), run, target)
+
+
+def _ignore(message: str) -> None:
+    return None

@@ -126,6 +126,8 @@ class IdStatsState:
                 u /= t_scorer
             m = tile_moments(u)
             acc = m if acc is None else acc.merge(m)
+        if acc is None:
+            raise ValueError(f"scorer input of shape {tuple(x.shape)} has no pixel")
         self.moments[t] = self.moments[t].merge(acc) if t in self.moments else acc
         return self
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from schemas.errors import OptionError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 #: names ``dask.compute(scheduler=...)`` accepts for a local scheduler
@@ -123,6 +126,9 @@ def _local_pool(spec: str, workers: int | None):
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
+#: what ``score_cache(scheduler=...)`` and ``fit_id_stats(scheduler=...)`` accept
+#: (:meth:`Scheduler.resolve`): a :class:`Scheduler`, a name or address, a ``distributed.Client``, None
+SchedulerLike = Union["Scheduler", str, "Client", None]
 
 def _active_client():
     try:
@@ -161,7 +167,7 @@ class Scheduler:
         self.spec = spec or "threads"
         self.workers = workers
         self.progress = progress
-        self.client = None
+        self.client: Client | None = None
         self._own_client = False
         self._passes: tuple[int, int] = (0, 0)
         address = os.environ.get("DASK_SCHEDULER_ADDRESS") if spec is None and not scheduler_file else None
@@ -216,10 +222,8 @@ class Scheduler:
             return cls.dask_default(), True
         if isinstance(scheduler, str):
             return cls(scheduler, progress=False), True
-        try:
-            from distributed import Client
-        except ImportError:  # pragma: no cover - distributed is a dependency
-            Client = ()
+        from distributed import Client
+
         if isinstance(scheduler, Client):
             return cls.from_client(scheduler), True
         raise TypeError(f"scheduler must be a name ({', '.join(LOCAL_SCHEDULERS)}), an address, a "
@@ -234,7 +238,7 @@ class Scheduler:
         i, n = self._passes
         self._passes = (i, n + k)
 
-    def map_reduce(self, parts: Sequence, reduce: Callable[[list], Any], label: str) -> Any:
+    def map_reduce(self, parts: list[Any], reduce: Callable[[list[Any]], Any], label: str) -> Any:
         """Compute ``reduce(parts)`` (a Dask graph over the frame tasks ``parts``), with a bar."""
         import dask
 
@@ -242,20 +246,20 @@ class Scheduler:
         self._passes = (i + 1, n)
         desc = f"pass {i + 1}/{max(n, i + 1)} {label}"
         if self.client is not None:
-            return self._distributed(parts, reduce, desc)
+            return self._distributed(self.client, parts, reduce, desc)
         kwargs = {"num_workers": self.workers} if self.workers and self.spec not in ("sync", "synchronous") else {}
         with _local_pool(self.spec, self.workers) as pool, (_frame_progress(len(parts), desc) if self.progress
                                                             else nullcontext()):
             return dask.compute(reduce(parts), scheduler=self.spec, **(kwargs if pool is None else {"pool": pool}))[0]
 
-    def _distributed(self, parts: Sequence, reduce: Callable[[list], Any], desc: str) -> Any:
+    def _distributed(self, client: Client, parts: list[Any], reduce: Callable[[list[Any]], Any], desc: str) -> Any:
         if not self.progress:
-            return self.client.compute(reduce(parts)).result()
+            return client.compute(reduce(parts)).result()
         from distributed import as_completed
 
-        frames = self.client.compute(list(parts))  # one future per frame, merged on the workers
-        total = self.client.compute(reduce(frames))
-        n, finished = len(frames), as_completed(frames, loop=self.client.loop)
+        frames = client.compute(list(parts))  # one future per frame, merged on the workers
+        total = client.compute(reduce(frames))
+        n, finished = len(frames), as_completed(frames, loop=client.loop)
         del frames  # hold no frame result here: each is freed once merged
         with _bar(n, desc) as bar:
             for _ in finished:

@@ -14,6 +14,7 @@ import click
 from extract.datasets import check_dataset, get_dataset_spec, load_manifest
 from schemas.manifest import default_manifest
 from extract.demo import settings as demo_settings
+from extract.demo.progress import DEFAULT_EVERY
 from extract.synth import parse_size, write_synth_dataset
 from schemas.cache import COMPRESSION, DEFAULT_COMPRESSION
 from schemas.errors import ToolGroup
@@ -298,6 +299,11 @@ def demo_world(out, seed, n_train, n_val, n_anomaly, size):
     click.echo(f"world written to {out}: " + ", ".join(f"{k} {v}" for k, v in info.items() if not isinstance(v, (dict, list))))
 
 
+_progress_every_option = click.option(
+    "--progress-every", default=DEFAULT_EVERY, show_default=True, type=click.FloatRange(0), metavar="SECONDS",
+    help="Seconds between progress lines (step, loss, elapsed, time left) on stderr; 0: every step.")
+
+
 @demo.command("train")
 @click.option("--data", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="World folder from `extract demo world` (its train/ split is used).")
@@ -311,7 +317,8 @@ def demo_world(out, seed, n_train, n_val, n_anomaly, size):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--threads", default=demo_settings.ERFNET["threads"], show_default=True, type=click.IntRange(1),
               help="Torch threads (the weights depend on it).")
-def demo_train(data, out, steps, height, batch_size, loss, seed, threads):
+@_progress_every_option
+def demo_train(data, out, steps, height, batch_size, loss, seed, threads, progress_every):
     """Train a small ERFNet from scratch on the CPU; save it in the official checkpoint format.
 
     \b
@@ -322,7 +329,8 @@ def demo_train(data, out, steps, height, batch_size, loss, seed, threads):
 
     train_root = data / "train" if (data / "train").is_dir() else data
     stats = train_erfnet(train_root, out, steps=steps, height=height, batch_size=batch_size, loss=loss, seed=seed,
-                         threads=threads, log=lambda m: click.echo(m, err=True))
+                         threads=threads, log=lambda m: click.echo(m, err=True), log_seconds=progress_every,
+                         log_label="erfnet")
     click.echo(f"checkpoint {out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in stats.items() if not isinstance(v, dict)))
 
@@ -340,7 +348,8 @@ def demo_train(data, out, steps, height, batch_size, loss, seed, threads):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--threads", default=demo_settings.EOMT["threads"], show_default=True, type=click.IntRange(1),
               help="Torch threads (the weights depend on it).")
-def demo_train_eomt(data, out, steps, batch_size, lr, queries, seed, threads):
+@_progress_every_option
+def demo_train_eomt(data, out, steps, batch_size, lr, queries, seed, threads, progress_every):
     """Train a small EoMT from scratch on the CPU and save it in the released Lightning format.
 
     The released architecture (DINOv2-style ViT with registers, queries joined before the
@@ -356,7 +365,8 @@ def demo_train_eomt(data, out, steps, batch_size, lr, queries, seed, threads):
 
     train_root = data / "train" if (data / "train").is_dir() else data
     stats = train_eomt(train_root, out, steps=steps, batch_size=batch_size, lr=lr, num_q=queries, seed=seed,
-                       threads=threads, log=lambda m: click.echo(m, err=True))
+                       threads=threads, log=lambda m: click.echo(m, err=True), log_seconds=progress_every,
+                       log_label="eomt")
     click.echo(f"checkpoint {out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in stats.items() if not isinstance(v, dict)))
 

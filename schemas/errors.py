@@ -17,6 +17,8 @@ Errors are plain one-argument exceptions so that they pickle across Dask workers
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from schemas.cli import StrictCommand, StrictGroup
@@ -40,8 +42,8 @@ class OptionError(ToolError):
     exit_code = 2
 
 
-def one_line(text: str) -> str:
-    """``text`` with its lines joined by ``"; "`` (error messages are one line)."""
+def one_line(text: object) -> str:
+    """``str(text)`` (a message or an exception) with its lines joined by ``"; "`` (error messages are one line)."""
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
@@ -52,11 +54,17 @@ def os_error_line(exc: OSError) -> str:
 
 
 class _Failure(click.ClickException):
-    """A one-line ``Error: ...`` with a chosen exit code (click prints it without usage lines)."""
+    """A one-line ``Error: ...`` (click prints it without usage lines), exit code 1; :func:`_failure`
+    gives the class of another exit code."""
 
-    def __init__(self, message: str, exit_code: int):
+    def __init__(self, message: str):
         super().__init__(one_line(message))
-        self.exit_code = exit_code
+
+
+@functools.cache
+def _failure(exit_code: int) -> type[_Failure]:
+    """The :class:`_Failure` class that exits with ``exit_code`` (a class variable in click)."""
+    return _Failure if exit_code == 1 else type(f"_Failure{exit_code}", (_Failure,), {"exit_code": exit_code})
 
 
 def _set_debug(ctx: click.Context, param, value: bool) -> None:
@@ -87,12 +95,12 @@ class ToolGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except ToolError as exc:
-            raise _Failure(str(exc), exc.exit_code) from None
+            raise _failure(exc.exit_code)(str(exc)) from None
         except OSError as exc:
-            raise _Failure(os_error_line(exc), 1) from None
+            raise _Failure(os_error_line(exc)) from None
         except Exception as exc:
             if ctx.meta.get("debug"):
                 raise
             command = " ".join(filter(None, (self.name or ctx.info_name, "--debug", ctx.invoked_subcommand)))
             raise _Failure(f"unexpected {type(exc).__name__}: {one_line(exc) or '(no message)'} "
-                           f"(rerun as `{command} ...` for the traceback)", 1) from None
+                           f"(rerun as `{command} ...` for the traceback)") from None

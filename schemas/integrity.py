@@ -27,6 +27,7 @@ import zarr
 from zarr.core.sync import sync
 
 from schemas.cache import FLIP_ARRAYS, CacheSpec, done_mask, read_error_reason, static_values
+from schemas.cache.store import array
 
 #: per-frame data arrays of each cache kind and what their leading chunk index counts
 DATA_ARRAYS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -41,7 +42,8 @@ def data_arrays(spec: CacheSpec) -> tuple[tuple[str, str], ...]:
     base = DATA_ARRAYS[spec.kind]
     if not spec.hflip:
         return base
-    return base + tuple((a.name, dict(base)[a.flip_of]) for a in FLIP_ARRAYS if spec.kind in a.kinds)
+    return base + tuple((a.name, dict(base)[a.flip_of]) for a in FLIP_ARRAYS
+                        if spec.kind in a.kinds and a.flip_of is not None)  # every flipped array has flip_of
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def missing_chunks(root: zarr.Group, spec: CacheSpec, frames: Iterable[int]) -> 
     frames = np.fromiter((int(i) for i in frames), dtype=np.int64)
     out = []
     for name, _ in data_arrays(spec):
-        present = stored_chunks(root[name])
+        present = stored_chunks(array(root, name))
         for i in frames:
             for j in frame_chunks(spec, name, int(i)):
                 if not present[j]:
@@ -110,7 +112,7 @@ def static_problems(root: zarr.Group, spec: CacheSpec) -> list[ChunkProblem]:
     out = []
     for name, expected in static_values(spec).items():
         try:
-            ok = np.array_equal(np.asarray(root[name][...]), expected)
+            ok = np.array_equal(np.asarray(array(root, name)[...]), expected)
             problem = "differs from the cache attributes (chunk lost or altered)"
         except (ValueError, RuntimeError, OSError) as exc:
             ok, problem = False, f"cannot read its chunk ({read_error_reason(exc)})"
@@ -124,7 +126,7 @@ def corrupt_chunks(root: zarr.Group, spec: CacheSpec) -> list[ChunkProblem]:
     out = []
     names = [name for name, _ in data_arrays(spec)] + ["done"]
     for name in names:
-        arr = root[name]
+        arr = array(root, name)
         present = stored_chunks(arr)
         owner = _chunk_frame(spec, name) if name != "done" else np.arange(spec.n_frames)
         step = arr.chunks[0]
@@ -151,14 +153,15 @@ def prepare_resume(root: zarr.Group, spec: CacheSpec, frames: Iterable[int]) -> 
     notes = []
     for p in static_problems(root, spec):
         notes.append(f"{p.line()}; rewriting it from the cache attributes")
-        root[p.array].with_config({"write_empty_chunks": True})[...] = static_values(spec)[p.array]
+        array(root, p.array).with_config({"write_empty_chunks": True})[...] = static_values(spec)[p.array]
     done = done_mask(root)  # a corrupt chunk: CacheError naming the cache and the array
-    lost = sorted({p.frame for p in missing_chunks(root, spec, [i for i in frames if done[i]])})
+    # a missing chunk always names its frame (only static problems have none)
+    lost = sorted({p.frame for p in missing_chunks(root, spec, [i for i in frames if done[i]]) if p.frame is not None})
     if lost:
         notes.append(f"{len(lost)} done frame(s) lack chunks (e.g. {', '.join(spec.frame_ids[i] for i in lost[:3])}); "
                      "extracting them again")
         for i in lost:
-            root["done"][i] = False  # before any chunk is rewritten: never done with a half-written frame
+            array(root, "done")[i] = False  # before any chunk is rewritten: never done with a half-written frame
             done[i] = False
     return done, notes
 

@@ -196,6 +196,12 @@ def _parse_layout(name: str, raw: dict, dataset: str, labels: LabelMap, synth: d
     return layout
 
 
+def _size(raw) -> tuple[int, int]:
+    """``size: [height, width]`` of a manifest entry (ValueError for any other length)."""
+    height, width = (int(v) for v in raw)
+    return height, width
+
+
 def _parse_entry(name: str, raw: dict, source: Path) -> DatasetSpec:
     where = f"{source}: dataset {name!r}"
     try:
@@ -218,7 +224,7 @@ def _parse_entry(name: str, raw: dict, source: Path) -> DatasetSpec:
             title=str(raw.get("title", name)),
             kind=str(raw["kind"]),
             count=int(raw["count"]),
-            size=tuple(int(s) for s in raw["size"]) if raw.get("size") else None,
+            size=_size(raw["size"]) if raw.get("size") else None,
             roi=str(raw.get("roi", "")),
             layouts=tuple(layouts),
             frames=str(raw.get("frames", "labelled")),

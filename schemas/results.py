@@ -25,6 +25,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from filelock import FileLock
 import pandas as pd
@@ -157,7 +158,7 @@ def check_unique(df: pd.DataFrame, key=KEY, what: str = "results", hint: str = "
 def cache_conflicts(df: pd.DataFrame) -> list[str]:
     """One message per (run, model, dataset) whose rows come from more than one cache
     (``cache_digest``), naming a row of each of two of them."""
-    out = []
+    out: list[str] = []
     if df.empty:
         return out
     for (run, model, dataset), g in df.groupby(["run", "model", "dataset"], observed=True, sort=True):
@@ -186,6 +187,22 @@ def to_table(df: pd.DataFrame) -> pa.Table:
     table = pa.Table.from_pandas(df, preserve_index=False)
     table = table.cast(pa.schema([RESULTS_SCHEMA.field(n) for n in table.column_names]))
     return table.replace_schema_metadata(_metadata())
+
+
+def results_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Results rows as ``pandas.read_parquet`` returns them from ``results.parquet``.
+
+    The columns of :data:`COLUMNS` in that order (``ci_low``, ``ci_high``, ``selected_on``
+    and ``temp_target`` filled in when missing, as :func:`normalise` does), categoricals where
+    the file stores dictionary-encoded strings (unordered, their categories sorted: equal
+    dtypes, and ``sort_values`` orders them as strings), float64 and int64 elsewhere. Rows with no
+    column at all give an empty frame of those columns and dtypes. Raises
+    :class:`ResultsError` for rows the file would refuse.
+    """
+    out = RESULTS_SCHEMA.empty_table().to_pandas() if df.empty and not len(df.columns) else to_table(df).to_pandas()
+    for c in _STRING_COLS:  # categories in sorted order, so that sort_values sorts as on strings
+        out[c] = out[c].cat.reorder_categories(sorted(out[c].cat.categories))
+    return out
 
 
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
@@ -329,3 +346,52 @@ def write_side_table(df: pd.DataFrame, path: str | os.PathLike, key=SIDE_KEY) ->
             df = pd.concat([old, df], ignore_index=True)
         table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(_metadata())
         atomic_write_table(table, path)
+
+
+def side_table_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The per-frame and curve tables beside results file ``path``: ``<stem>_frames.parquet``
+    and ``<stem>_curves.parquet`` (``stem``: ``path`` less a ``.parquet`` suffix)."""
+    text = os.fspath(path)
+    stem = text[: -len(".parquet")] if text.endswith(".parquet") else text
+    return Path(f"{stem}_frames.parquet"), Path(f"{stem}_curves.parquet")
+
+
+def save_results(path: str | os.PathLike, results: pd.DataFrame, per_frame: pd.DataFrame | None = None,
+                 curves: pd.DataFrame | None = None, note: Callable[[str], None] = lambda message: None
+                 ) -> pd.DataFrame:
+    """Write what :func:`analyze.driver.score_cache` returns, merged as ``analyze score`` merges.
+
+    Parameters
+    ----------
+    path
+        The results file (``results.parquet``); the per-frame and curve tables go beside it
+        (:func:`side_table_paths`). Folders are made as needed.
+    results
+        Metric rows (:data:`COLUMNS`). Rows of ``path`` with the key (:data:`KEY`) of a new
+        row are replaced, every other row stays, so the rows of other runs, caches and scorers
+        written by the CLI or by earlier calls are kept.
+    per_frame, curves
+        The side tables' rows (None or empty: that table is left as it is); rows with their
+        key (:data:`FRAME_KEY`, :data:`SIDE_KEY`) are replaced likewise.
+    note
+        Called with a one-line message when the write removes rows it makes stale (a run's
+        ``analyze temperature`` selections, when that run is scored again).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Every row of the results file after the write.
+
+    Each file is written atomically (a temporary file, then a rename). Raises
+    :class:`ResultsError`, writing nothing, when ``results`` holds two rows with one key or
+    ``path`` or a side table is not a results file of this schema version.
+    """
+    frames_path, curves_path = side_table_paths(path)
+    for side in (frames_path, curves_path):
+        check_side_table(side)
+    table = write_results(results, path, note=note)
+    if per_frame is not None:
+        write_side_table(per_frame, frames_path, key=FRAME_KEY)
+    if curves is not None:
+        write_side_table(curves, curves_path)
+    return table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -308,8 +309,8 @@ def _train_eomt(root, out, **kw):
 def test_train_eomt_saves_the_released_format_and_loads_unchanged(tiny_world, tmp_path):
     ckpt = tmp_path / "eomt_demo.ckpt"
     logs = []
-    stats = _train_eomt(tiny_world, ckpt, steps=6, log=logs.append, log_every=2)
-    assert stats["steps"] == 6 and len(logs) == 4 and "dice" in logs[0]
+    stats = _train_eomt(tiny_world, ckpt, steps=6, log=logs.append, log_seconds=0)
+    assert stats["steps"] == 6 and len(logs) == 6 and "dice" in logs[0]
     assert stats["final_loss"] < stats["first_loss"]
     raw = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert set(raw) == {"state_dict"}
@@ -381,6 +382,12 @@ def test_make_demo_shortened_has_both_models(tmp_path):
            "DEMO_SCORE_ARGS=--bootstrap 0 --scheduler sync"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # progress as in normal use: each training's step lines, then the extraction, fit and scoring bars
+    for model in ("erfnet", "eomt"):
+        assert re.search(rf"^{model}: step 2/2  loss \d+\.\d{{4}}.*  elapsed \S+  left ~0s$", res.stderr, re.M), \
+            res.stderr[-3000:]
+    assert "erfnet/road_anomaly" in res.stderr and "eomt/cityscapes_val" in res.stderr  # extract run bars
+    assert "in-distribution statistics" in res.stderr and "pass 1/" in res.stderr  # analyze fit, score
 
     for model, kind in (("erfnet", "pixel"), ("eomt", "query")):
         for ds in ("road_anomaly", "cityscapes_val"):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyze import driver, tasks
+from analyze import driver, intervals, tasks
 from analyze.bench_caches import build_cache
 from analyze.driver import score_cache
 from analyze.scorers import get_scorers
@@ -49,6 +49,7 @@ def _passes(monkeypatch) -> list[tuple[str, int]]:
         return real(sched, job, phase, aux)
 
     monkeypatch.setattr(driver, "run_phase", record)
+    monkeypatch.setattr(intervals, "run_phase", record)  # the bootstrap pass (analyze.intervals)
     return seen
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 import numpy as np
 
 from analyze.metrics import kernels as K
@@ -162,7 +164,7 @@ class ExactState:
             self._neg_q.append(q)
         return self
 
-    def merge(self, other: "ExactState") -> "ExactState":
+    def merge(self, other: Self) -> Self:
         """A new state holding the pixels of both (inputs unchanged)."""
         check_same_type(self, other)
         out = type(self)(self.histograms and other.histograms)

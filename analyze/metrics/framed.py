@@ -16,7 +16,7 @@ score (float64), plus 4 per score kept with its pixel.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -50,13 +50,15 @@ class FrameSplit(NamedTuple):
         if self.pos_index is None or self.neg_index is None or self.neg_cut > threshold or (
                 inclusive and self.neg_cut == threshold):
             return None
-        side = "left" if inclusive else "right"
+        side: Literal["left", "right"] = "left" if inclusive else "right"
         tail = self.neg[self.neg.size - self.neg_index.size:]
         return np.concatenate((self.pos_index[np.searchsorted(self.pos, threshold, side=side):],
                                self.neg_index[np.searchsorted(tail, threshold, side=side):])).astype(np.int64)
 
     def candidates(self) -> "FrameSplit":
         """The same frame with only the scores that have their pixel (what the component metrics read)."""
+        if self.neg_index is None:
+            raise ValueError("this frame kept no pixel of its in-distribution scores (positions = 0)")
         return self._replace(neg=self.neg[self.neg.size - self.neg_index.size:].copy())
 
 

@@ -17,10 +17,8 @@ import numpy as np
 from analyze.metrics.float_keys import Q_SHIFT  # float32 mantissa bits below float16 precision
 from schemas.manifest import VOID
 
-_JIT = dict(nogil=True, cache=True)
 
-
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def scan_frame(s: np.ndarray, t: np.ndarray) -> tuple[int, int, int, int, int]:
     """One pass over a frame: float32 scores ``s`` and uint8 labels ``t`` (1-D, same size).
 
@@ -47,7 +45,7 @@ def scan_frame(s: np.ndarray, t: np.ndarray) -> tuple[int, int, int, int, int]:
     return n_pos, n_neg, n_bad, n_nan, int(low)
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def scan_frame64(s: np.ndarray, t: np.ndarray) -> tuple[int, int, int, int, int]:
     """:func:`scan_frame` for float64 scores: the same counts; ``low`` is nonzero when some
     negative is not a float32 value with at most 10 significant mantissa bits (``float32(x) != x``,
@@ -75,7 +73,7 @@ def scan_frame64(s: np.ndarray, t: np.ndarray) -> tuple[int, int, int, int, int]
     return n_pos, n_neg, n_bad, n_nan, int(low)
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def gather(s: np.ndarray, t: np.ndarray, label: int, n: int) -> np.ndarray:
     """The ``n`` scores whose label is ``label``, in pixel order (``s[t == label]``)."""
     out = np.empty(n, s.dtype)
@@ -87,7 +85,7 @@ def gather(s: np.ndarray, t: np.ndarray, label: int, n: int) -> np.ndarray:
     return out
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def gather_indexed(s: np.ndarray, t: np.ndarray, label: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`gather` and the flat pixel index of each score (``np.flatnonzero(t == label)``, uint32)."""
     out = np.empty(n, s.dtype)
@@ -101,7 +99,7 @@ def gather_indexed(s: np.ndarray, t: np.ndarray, label: int, n: int) -> tuple[np
     return out, idx
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def gather_indexed_at_least(s: np.ndarray, t: np.ndarray, label: int, low: float, n: int
                             ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`gather_indexed` of the ``n`` scores with label ``label`` and ``score >= low``, in pixel order."""
@@ -120,7 +118,7 @@ def gather_indexed_at_least(s: np.ndarray, t: np.ndarray, label: int, low: float
     return out, idx
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def negative_key_histogram(s: np.ndarray, t: np.ndarray, n_bins: int) -> np.ndarray:
     """Counts of the negatives' float32 keys ``bits >> Q_SHIFT`` (``np.bincount`` of them)."""
     bits = s.view(np.uint32)
@@ -144,7 +142,7 @@ def _f32_unkey(k):
     return np.uint32(k ^ ((((k >> 31) ^ 1) * 0x7FFFFFFF) | 0x80000000))
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def sort_f32(x: np.ndarray, scratch: np.ndarray) -> None:
     """Sorts the NaN-free float32 array ``x`` in place, ascending (``x.sort()``); ``scratch``:
     float32, at least ``x.size`` long, overwritten.
@@ -245,7 +243,7 @@ def _f64_byte_offsets(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return off, active, n_active
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def sort_f64_indexed(x: np.ndarray, idx: np.ndarray, scratch: np.ndarray, scratch_idx: np.ndarray) -> None:
     """:func:`sort_f64` that moves ``idx`` (uint32, same length) with the scores: afterwards
     ``idx[i]`` is the original companion of the ``i``-th smallest score (a stable sort, so
@@ -280,7 +278,7 @@ def sort_f64_indexed(x: np.ndarray, idx: np.ndarray, scratch: np.ndarray, scratc
         idx[:] = scratch_idx[:n]
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def sort_f64(x: np.ndarray, scratch: np.ndarray) -> None:
     """Sorts the NaN-free float64 array ``x`` in place, ascending (``x.sort()``); ``scratch``:
     float64, at least ``x.size`` long, overwritten.
@@ -317,7 +315,7 @@ def sort_f64(x: np.ndarray, scratch: np.ndarray) -> None:
         a[:] = s[:n]
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def rank_counts(neg: np.ndarray, u: np.ndarray, hist: np.ndarray, ties: np.ndarray) -> None:
     """Adds the ranks of ascending ``neg`` among strictly ascending ``u`` (``m`` values):
     ``hist[j] +=`` #negatives with exactly ``j`` values of ``u`` below them (``j = 0 .. m``,

@@ -7,7 +7,9 @@ class with ``protocol``, ``definition``, ``update``, ``merge``, ``compute``, ``_
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
+
+from numpy.typing import ArrayLike
 
 from analyze.metrics.common import num_threads
 from analyze.metrics.exact import ExactState
@@ -38,13 +40,39 @@ def merge_states(states: Sequence):
     return states[0]
 
 
-def pixel_metrics(y_score_maps: Iterable, y_true_maps: Iterable, protocol: str = "exact",
-                  threads: int | None = None) -> dict:
-    """Pooled ``auprc``, ``fpr95``, ``auroc``, ``n_pos``, ``n_neg`` over per-frame maps.
+def pixel_metrics(y_score_maps: Iterable[ArrayLike], y_true_maps: Iterable[ArrayLike], protocol: str = "exact",
+                  *, threads: int | None = None) -> dict[str, Any]:
+    """Anomaly-segmentation metrics of per-frame maps, pixels pooled over all frames.
 
-    ``y_score_maps`` and ``y_true_maps`` are iterables of arrays of matching shapes (frames
-    may differ in size); labels are 0, 1 (anomaly) or 255 (void). The exact protocol sorts
-    on ``threads`` threads (default :func:`num_threads`); the result does not depend on it.
+    Parameters
+    ----------
+    y_score_maps
+        One anomaly map per frame (higher = more anomalous), any real dtype; frames may
+        differ in size.
+    y_true_maps
+        One label map per frame, the shape of its score map: 0 in-distribution, 1 anomaly
+        (the positive class), 255 void (ignored). As many as ``y_score_maps``.
+    protocol
+        ``"exact"`` (scikit-learn ``average_precision_score`` and ``roc_auc_score``,
+        ood-metrics ``fpr_at_95_tpr``, ties exact) or ``"smiyc"`` (the SegmentMeIfYouCan
+        benchmark's binned curves): :data:`PROTOCOLS`, defined in :mod:`analyze.metrics`.
+    threads
+        Threads the exact protocol sorts on (default :func:`num_threads`); the result does
+        not depend on it.
+
+    Returns
+    -------
+    dict
+        ``auprc``, ``fpr95``, ``auroc`` (floats in [0, 1], NaN with an
+        :class:`UndefinedMetricWarning` when undefined: no anomaly pixel, or no negative for
+        AUROC and FPR95), ``n_pos`` and ``n_neg`` (the pooled non-void pixel counts); the
+        ``smiyc`` protocol adds what its state computes.
+
+    Raises
+    ------
+    ValueError
+        An unknown protocol, a score map and label map of different shapes, or not as
+        many score maps as label maps.
 
     >>> import numpy as np
     >>> m = pixel_metrics([np.array([[0.1, 0.9], [0.4, 0.7]])], [np.array([[0, 1], [0, 255]])])

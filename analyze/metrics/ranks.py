@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 
@@ -49,7 +50,9 @@ def rank_sorted(neg: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return below_counts(hist, ties)
 
 
-_RADIX = {np.dtype(np.float32): K.sort_f32, np.dtype(np.float64): K.sort_f64}
+#: dtype -> the compiled radix sort of its scores: ``sort(a, scratch)`` in place
+_RADIX: dict[np.dtype, Callable[[np.ndarray, np.ndarray], None]] = {np.dtype(np.float32): K.sort_f32,
+                                                                    np.dtype(np.float64): K.sort_f64}
 
 
 def radix_sort(a: np.ndarray, scratch: np.ndarray) -> None:

@@ -13,16 +13,14 @@ from analyze.report.names import METRIC_NAMES, TABLE_METRICS, default_miou_datas
 from analyze.report.rows import anomaly_protocols, anomaly_rows, has_ci, temperature_grids
 from analyze.report.tables import table1, table2
 from analyze.report.text import to_latex, to_markdown
-from schemas.results import ResultsError, read_results
+from schemas.results import ResultsError, read_results, side_table_paths
 
 log = logging.getLogger(__name__)
 
 
 def curves_path_for(results_path: str | os.PathLike) -> Path:
     """``results_curves.parquet`` beside ``results.parquet`` (as ``analyze score`` writes it)."""
-    p = str(results_path)
-    stem = p[: -len(".parquet")] if p.endswith(".parquet") else p
-    return Path(f"{stem}_curves.parquet")
+    return side_table_paths(results_path)[1]
 
 
 def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, protocol: str | None = None,

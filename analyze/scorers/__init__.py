@@ -17,6 +17,8 @@ The names below are importable from ``analyze.scorers``; the torch-backed ones
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from analyze.scorers.registry import (  # noqa: F401
     NEEDS,
     SCORERS,
@@ -36,10 +38,21 @@ from analyze.scorers.registry import (  # noqa: F401
 )
 from analyze.scorers.temperatures import T_RANGE, check_temperature, parse_temperatures  # noqa: F401
 
+if TYPE_CHECKING:  # what type checkers and editors see of the names loaded on first use below
+    from analyze.scorers.pixel import (  # noqa: F401
+        SCORE_DTYPE,
+        TILE_ELEMENTS,
+        ClassStats,
+        first_argmax,
+        row_tiles,
+        score,
+        score_many,
+    )
+
 _PIXEL = ("score", "score_many", "first_argmax", "row_tiles", "ClassStats", "SCORE_DTYPE", "TILE_ELEMENTS")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _PIXEL:  # torch-backed: imported when first asked for (PEP 562)
         from analyze.scorers import pixel
 

@@ -50,7 +50,7 @@ class CompiledTile:
         bases = {s.base for s in self.scorers.values()}
         self._bases = bases
         self._by = {b: [name for name, s in self.scorers.items() if s.base == b] for b in bases}
-        self._stats = None
+        self._stats: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         if stats is not None:
             self._stats = (stats.mean.numpy(), stats.std.numpy(), np.ascontiguousarray(stats.log_d.numpy()),
                            np.zeros(stats.log_d.shape, np.bool_) if stats.d_zero is None else stats.d_zero.numpy(),
@@ -67,7 +67,7 @@ class CompiledTile:
         self._out = {n: np.empty(p, np.float64) for n in self.scorers}
 
     def __call__(self, x: np.ndarray, channels: Mapping[str, np.ndarray],
-                 dest: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                 dest: Mapping[str, np.ndarray] | None = None) -> tuple[Mapping[str, np.ndarray], np.ndarray]:
         n = x.shape[1]
         if n > self.capacity or x.shape[0] != self.k:
             raise ValueError(f"a chunk of {self.k} classes and at most {self.capacity} pixels; got {x.shape}")
@@ -77,7 +77,7 @@ class CompiledTile:
         K.prepare(x, self.t, self.t != 1.0, t, d, top, arg)
         r, log_z = self._r[:n], self._log_z[:n]
         if bases & _EXP:
-            e = self._e[:, :n]
+            e = _columns(self._e, n)
             np.exp(d, out=e)
             K.others_sum(e, arg, r)
             np.log1p(r, out=log_z)
@@ -85,10 +85,10 @@ class CompiledTile:
             for name in by.get("msp", [])[1:] + by.get("energy", [])[1:]:
                 out[name][:] = out[by[sc[name].base][0]]
             if bases & {"gen", "kl"}:
-                p = self._p[:, :n]
+                p = _columns(self._p, n)
                 K.probabilities(e, r, arg, p)
             for gamma in self._gammas:
-                g = self._g[:, :n]
+                g = _columns(self._g, n)
                 K.gen_terms(p, r, arg, g)
                 with np.errstate(divide="ignore"):  # p (1 - p) = 0 (an underflowed p): log -inf, exp 0 = 0^g
                     np.log(g, out=g)
@@ -108,7 +108,7 @@ class CompiledTile:
                 for name in by.get("maxentropy", ()):
                     out[name][:] = ent
                 if "kl" in bases:
-                    mean, std, log_d, d_zero, has_zero = self._stats
+                    mean, std, log_d, d_zero, has_zero = self._class_stats()
                     first = by["kl"][0]
                     K.kl_matching(p, ent, log_d, d_zero, has_zero, out[first], self._dots[:n])
                     for name in by["kl"][1:]:
@@ -121,13 +121,27 @@ class CompiledTile:
             for name in by["rba"][1:]:
                 out[name][:] = out[by["rba"][0]]
         for name in by.get("sml_raw", []) + by.get("sml", []):  # sml: smoothed over the whole map afterwards
-            K.standardized(top, arg, self._stats[0], self._stats[1], out[name])
+            mean, std = self._class_stats()[:2]
+            K.standardized(top, arg, mean, std, out[name])
         for b in bases & {"eam", "noobject", "m2a"}:
             for name in by[b]:
                 masks.score_chunk(sc[name], top, channels, out[name])
         return out, arg
 
+    def _class_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+        """(mean, std, log_d, d_zero, has_zero) of the ``stats`` given at construction."""
+        if self._stats is None:
+            raise ValueError("KL matching and SML need in-distribution statistics (stats=)")
+        return self._stats
 
-def _first(out: dict, by: dict, base: str) -> np.ndarray:
+
+def _columns(buffer: np.ndarray | None, n: int) -> np.ndarray:
+    """The first ``n`` columns of a (K, P) buffer that the scorers of the chunk allocated."""
+    if buffer is None:
+        raise ValueError("a buffer of a scorer that was not given at construction")
+    return buffer[:, :n]
+
+
+def _first(out: Mapping[str, np.ndarray], by: Mapping[str, list[str]], base: str) -> np.ndarray:
     names = by.get(base, ())
     return out[names[0]] if names else _EMPTY

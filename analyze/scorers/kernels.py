@@ -18,10 +18,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-_JIT = dict(nogil=True, cache=True)
 
-
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def prepare(x, inv_t, divide, t, d, top, arg):
     """``t = x / T`` (float64; ``divide`` False: ``x`` as is), ``top = max_k t_k`` (NaN if any),
     ``arg`` = first maximal class (K - 1 where ``top`` is NaN), ``d = t - top``.
@@ -52,7 +50,7 @@ def prepare(x, inv_t, divide, t, d, top, arg):
             d[c, i] = t[c, i] - top[i]
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def others_sum(e, arg, r):
     """``e[arg] = 0`` per pixel, then ``r = sum_k e_k`` in class order (the non-maximal exps)."""
     for i in range(e.shape[1]):
@@ -60,7 +58,7 @@ def others_sum(e, arg, r):
     class_sum(e, r)
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def probabilities(e, r, arg, p):
     """``p = softmax(x / T)`` = ``e / (1 + r)``, with ``1 / (1 + r)`` at the maximal class."""
     k, n = e.shape
@@ -74,7 +72,7 @@ def probabilities(e, r, arg, p):
         p[arg[i], i] = inv[i]
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def gen_terms(p, r, arg, g):
     """``g = p (1 - p)`` with ``r / (1 + r)^2`` at the maximal class (no cancellation near p = 1)."""
     k, n = p.shape
@@ -86,7 +84,7 @@ def gen_terms(p, r, arg, g):
         g[arg[i], i] = r[i] * inv * inv
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def class_sum(g, out):
     """``out = sum_k g_k`` in class order."""
     k, n = g.shape
@@ -97,7 +95,7 @@ def class_sum(g, out):
             out[i] += g[c, i]
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def top_m_sum(g, p, m, out):
     """``out = sum of g_k over the m largest p_k``, largest first (``topk`` then a sum in its
     order; equal p: lower class first)."""
@@ -116,7 +114,7 @@ def top_m_sum(g, p, m, out):
         out[i] = acc
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def entropy(e, d, r, log_z, out):
     """``out = log_z - sum_k e_k d_k / (1 + r)`` (= ``-sum p log p``); a product ``e_k d_k`` that
     is NaN counts as 0 and an infinite one as the largest finite float (``nan_to_num``)."""
@@ -138,7 +136,7 @@ def entropy(e, d, r, log_z, out):
         out[i] = log_z[i] - out[i] / (1 + r[i])
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def kl_matching(p, ent, log_d, d_zero, has_zero, out, dots):
     """``out = -ent - max_a sum_j log_d[a, j] p_j`` (the sum in class order, elementwise); the sum
     is -inf where ``d_zero[a, j]`` and ``p_j > 0`` (a divergence of infinity). ``dots`` (P,) scratch."""
@@ -165,7 +163,7 @@ def kl_matching(p, ent, log_d, d_zero, has_zero, out, dots):
         out[i] = -ent[i] - out[i]
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def negated_sum(t, out):
     """``out = -sum_k t_k`` in class order."""
     k, n = t.shape
@@ -178,7 +176,7 @@ def negated_sum(t, out):
         out[i] = -out[i]
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def first_scores(top, r, log_z, temperature, msp, maxlogit, energy):
     """MSP ``r / (1 + r)``, MaxLogit ``-top``, Energy ``(top + log_z) * -T`` (arrays of size 0 skip)."""
     for i in range(msp.size):
@@ -189,7 +187,7 @@ def first_scores(top, r, log_z, temperature, msp, maxlogit, energy):
         energy[i] = (top[i] + log_z[i]) * -temperature
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, cache=True)
 def standardized(top, arg, mean, std, out):
     """SML raw: ``-((top - mean[arg]) / std[arg])``."""
     for i in range(top.size):

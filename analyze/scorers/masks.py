@@ -105,7 +105,8 @@ def channels_for(scorer: Scorer) -> tuple[QueryChannel, ...]:
     return ()
 
 
-def score_tile(scorer: Scorer, top: torch.Tensor, channels: Mapping[str, torch.Tensor], out: torch.Tensor) -> None:
+def score_tile(scorer: Scorer, top: torch.Tensor | None, channels: Mapping[str, torch.Tensor],
+               out: torch.Tensor) -> None:
     """One mask scorer on a tile, float64, from the composed channels (R, W) and ``top`` = max_k s_k.
 
     * eam (Open-set-M2F, ``ood_detection_evaluation.py``, ``DenseOODDetectionEvaluator.process``):
@@ -127,6 +128,8 @@ def score_tile(scorer: Scorer, top: torch.Tensor, channels: Mapping[str, torch.T
     elif base == "noobject":
         out.copy_(ch)
     elif base == "m2a":
+        if top is None:  # pragma: no cover - score_tile computes top for every scorer of _TOP, m2a among them
+            raise ValueError("m2a needs top = max_k s_k of the tile")
         torch.sub(1.0, torch.maximum(top, ch.to(out.dtype)), out=out)
         out.masked_fill_(rest[0] >= 0.5, 0.0)
     else:  # pragma: no cover - the registry and this module list the same mask scorers

@@ -190,9 +190,16 @@ class MapScorer:
             m = self.maps[n]
             if s.base == "sml":
                 kw = s.kwargs
-                m = sml.suppress_and_smooth(m, self.sem, kw["width"], kw["iterations"], kw["dilation"], kw["border"])
+                m = sml.suppress_and_smooth(m, self._semantic_map(), kw["width"], kw["iterations"], kw["dilation"],
+                                            kw["border"])
             out[n] = m.cpu().numpy()
-        return out, (self.sem.cpu().numpy() if self._semantic else None)
+        return out, (self._semantic_map().cpu().numpy() if self._semantic else None)
+
+    def _semantic_map(self) -> torch.Tensor:
+        """The first-maximum class map, kept when ``semantic`` or an SML scorer asked for it."""
+        if self.sem is None:
+            raise ValueError("no semantic map: made with semantic=False and no SML scorer")
+        return self.sem
 
 
 def score_many(x: ArrayLike, temperature: float, names: Sequence[str], argmax_out: np.ndarray | None = None, *,
@@ -218,7 +225,7 @@ def score_many(x: ArrayLike, temperature: float, names: Sequence[str], argmax_ou
     if argmax_out is not None and (argmax_out.shape != tuple(t.shape[1:]) or argmax_out.dtype != np.uint8
                                    or t.shape[0] > 255):
         raise ValueError(f"argmax_out must be a uint8 array of shape {tuple(t.shape[1:])}")
-    ms = MapScorer(names, temperature, tuple(t.shape[1:]), stats=stats, semantic=argmax_out is not None,
+    ms = MapScorer(names, temperature, (t.shape[1], t.shape[2]), stats=stats, semantic=argmax_out is not None,
                    device=t.device if device is None else device, compiled=compiled)
     _check_channels(ms.scorers, channels)
     for rows in row_tiles(t.shape):
@@ -230,5 +237,36 @@ def score_many(x: ArrayLike, temperature: float, names: Sequence[str], argmax_ou
 
 
 def score(name: str, x: ArrayLike, temperature: float = 1.0, stats: ClassStats | None = None) -> np.ndarray:
-    """One scorer of ``x`` (a results ``scorer`` spec, e.g. ``msp`` or ``gen:gamma=0.2``): :func:`score_many`."""
+    """The anomaly map of one scorer on one frame's per-pixel class scores (higher = more anomalous).
+
+    The per-map counterpart of ``analyze score``: the same float64 computation
+    (:func:`score_many`), so its values are those the tool's metrics are computed on.
+
+    Parameters
+    ----------
+    name
+        A scorer spec as the results ``scorer`` column writes it: ``"msp"``, ``"maxlogit"``,
+        ``"energy"``, ``"rba"``, ``"gen:gamma=0.2"``, ... (:data:`analyze.scorers.SCORERS`;
+        the mask scorers need query channels: use :func:`score_many`).
+    x
+        Per-pixel class scores ``(K, H, W)``: logits of a pixel model (ERFNet), or the
+        composed class scores of a mask model; any float dtype, numpy or torch (a torch
+        tensor is scored on its device).
+    temperature
+        T: the scorer sees ``x / T``.
+    stats
+        The :class:`ClassStats` of this T for KL matching and SML
+        (:meth:`analyze.id_stats.IdStats.class_stats`); None for the other scorers.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` float64 anomaly scores.
+
+    Raises
+    ------
+    ValueError
+        An unknown scorer, ``x`` not 3-D, or a scorer that needs ``stats`` or query
+        channels without them.
+    """
     return score_many(x, temperature, (name,), stats=stats)[get_scorer(name).name]

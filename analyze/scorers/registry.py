@@ -53,17 +53,17 @@ class Param:
 
     def parse(self, text: str, scorer: str):
         if self.type is str:
-            value = text.lower()
-            if not self.check(value):
+            word = text.lower()
+            if not self.check(word):
                 raise ValueError(f"scorer {scorer}: parameter {self.name}={text} must be {self.rule}")
-            return value
+            return word
         try:
-            value = self.type(text) if self.type is float else int(text, 10)
+            number: float | int = float(text) if self.type is float else int(text, 10)
         except ValueError:
             raise ValueError(f"scorer {scorer}: parameter {self.name}={text!r} is not {'a number' if self.type is float else 'an integer'}") from None
-        if self.type is float and not math.isfinite(value) or not self.check(value):
+        if self.type is float and not math.isfinite(number) or not self.check(number):
             raise ValueError(f"scorer {scorer}: parameter {self.name}={text} must be {self.rule}")
-        return value
+        return number
 
 
 def _fmt(v) -> str:

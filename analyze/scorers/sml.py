@@ -49,6 +49,8 @@ def _shift_reduce(x: torch.Tensor, offsets, fill, reduce) -> torch.Tensor:
     for dy, dx in offsets:
         view = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
         out = view.clone() if out is None else reduce(out, view, out=out)
+    if out is None:
+        raise ValueError("_shift_reduce needs at least one offset")
     return out
 
 

@@ -92,40 +92,55 @@ def score_tile(t: torch.Tensor, temperature: float, scorers: Mapping[str, Scorer
     by = {b: [n for n, s in scorers.items() if s.base == b] for b in bases}
     top = t.amax(0) if bases & _TOP or sem is not None else None  # (R, W)
     arg = first_argmax(t, top) if bases & _ARG or sem is not None else None  # (R, W)
-    if sem is not None:
+    # _EXP and _ARG lie within _TOP, and a given ``sem`` computes both: the ``is not None``
+    # tests below never skip work, they say so to the type checker
+    if sem is not None and arg is not None:
         sem.copy_(arg)
-    for n in by.get("maxlogit", ()):
-        torch.neg(top, out=out[n])
-    if bases & _EXP:
-        d = t - top  # (K, R, W), <= 0
-        e = _fn("exp", d).scatter_(0, arg[None], 0.0)  # (K, R, W), the maximum left out
-        r = _sum0(e)  # (R, W)
-        for n in by.get("msp", ()):
-            torch.div(r, 1 + r, out=out[n])
-        log_z = _fn("log1p", r)  # (R, W): logsumexp - max
-        for n in by.get("energy", ()):
-            torch.mul(top + log_z, -temperature, out=out[n])
-        p = None
-        if bases & {"gen", "kl"}:
-            inv = 1 / (1 + r)
-            p = (e * inv).scatter_(0, arg[None], inv[None])  # (K, R, W) softmax(x / T)
-        for n in by.get("gen", ()):
-            kw = scorers[n].kwargs
-            _gen(p, r, arg, kw["gamma"], kw["m"], out[n])
-        if bases & {"maxentropy", "kl"}:
-            ed = _sum0(e.mul_(d).nan_to_num_(nan=0.0))  # (R, W), sum e_k d_k
-            entropy = log_z - ed / (1 + r)
-            for n in by.get("maxentropy", ()):
-                out[n].copy_(entropy)
-            for n in by.get("kl", ()):
-                _kl(p, entropy, stats, out[n])
+    if top is not None:
+        for n in by.get("maxlogit", ()):
+            torch.neg(top, out=out[n])
+    if bases & _EXP and top is not None and arg is not None:
+        _exp_scorers(t, top, arg, temperature, scorers, by, stats, out)
     for n in by.get("rba", ()):
         torch.neg(_sum0(_fn("tanh", t)), out=out[n])
     for n in by.get("sml_raw", []) + by.get("sml", []):  # sml: smoothed by the caller afterwards
-        _sml_raw(top, arg, stats, out[n])
+        if top is not None and arg is not None:
+            _sml_raw(top, arg, stats, out[n])
     for b in bases & {"eam", "noobject", "m2a"}:
         for n in by[b]:
             masks.score_tile(scorers[n], top, channels, out[n])
+
+
+def _exp_scorers(t: torch.Tensor, top: torch.Tensor, arg: torch.Tensor, temperature: float,
+                 scorers: Mapping[str, Scorer], by: Mapping[str, list[str]], stats,
+                 out: Mapping[str, torch.Tensor]) -> None:
+    """The scorers of :data:`_EXP` (softmax family) on tile ``t`` (K, R, W) of ``x / T``, given
+    its maximum ``top`` and first maximal class ``arg`` (R, W): :func:`score_tile`'s part that
+    shares ``exp(t - top)``."""
+    bases = {s.base for s in scorers.values()}
+    d = t - top  # (K, R, W), <= 0
+    e = _fn("exp", d).scatter_(0, arg[None], 0.0)  # (K, R, W), the maximum left out
+    r = _sum0(e)  # (R, W)
+    for n in by.get("msp", ()):
+        torch.div(r, 1 + r, out=out[n])
+    log_z = _fn("log1p", r)  # (R, W): logsumexp - max
+    for n in by.get("energy", ()):
+        torch.mul(top + log_z, -temperature, out=out[n])
+    p = None
+    if bases & {"gen", "kl"}:
+        inv = 1 / (1 + r)
+        p = (e * inv).scatter_(0, arg[None], inv[None])  # (K, R, W) softmax(x / T)
+        for n in by.get("gen", ()):
+            kw = scorers[n].kwargs
+            _gen(p, r, arg, kw["gamma"], kw["m"], out[n])
+    if bases & {"maxentropy", "kl"}:
+        ed = _sum0(e.mul_(d).nan_to_num_(nan=0.0))  # (R, W), sum e_k d_k
+        entropy = log_z - ed / (1 + r)
+        for n in by.get("maxentropy", ()):
+            out[n].copy_(entropy)
+        if p is not None:  # kl is in both sets: p was computed
+            for n in by.get("kl", ()):
+                _kl(p, entropy, stats, out[n])
 
 
 def _sml_raw(top: torch.Tensor, arg: torch.Tensor, stats, out: torch.Tensor) -> None:

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from schemas.results import read_results
+from schemas.results import read_results, side_table_paths
 
 
 def frames_path_for(results_path: str | os.PathLike) -> Path:
     """``results_frames.parquet`` beside ``results.parquet`` (as ``analyze score`` writes it)."""
-    p = str(results_path)
-    return Path((p[: -len(".parquet")] if p.endswith(".parquet") else p) + "_frames.parquet")
+    return side_table_paths(results_path)[0]
 
 
 _PER_FRAME = ("frame", "ap", "n_pos", "n_neg")

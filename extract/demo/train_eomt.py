@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from extract.demo.matching import LossWeights, mask_classification_loss, sample_masks, semantic_targets
+from extract.demo.progress import DEFAULT_EVERY, TrainingProgress
 from extract.demo.runtime import batch_indices, deterministic_torch, warmup_poly_lr
 from extract.demo.scene import NUM_CLASSES
 from extract.demo.settings import EOMT
@@ -95,7 +96,8 @@ def train_eomt(
     seed: int = 0,
     threads: int | None = EOMT["threads"],
     log: Callable[[str], None] | None = None,
-    log_every: int = 25,
+    log_seconds: float = DEFAULT_EVERY,
+    log_label: str = "",
 ) -> dict:
     """Train the toy EoMT (:func:`demo_eomt_config`) from scratch on a Cityscapes-layout
     ``train`` split and save it in the released Lightning format.
@@ -107,7 +109,10 @@ def train_eomt(
     (:func:`~extract.demo.matching.mask_classification_loss`: 5 BCE + 5 Dice + 2 CE,
     no-object weight 0.1) with AdamW and :func:`~extract.demo.runtime.warmup_poly_lr`
     (``warmup`` defaults to 5 % of the steps). Deterministic for equal arguments on one
-    machine (:func:`~extract.demo.runtime.deterministic_torch`). Returns statistics: first
+    machine (:func:`~extract.demo.runtime.deterministic_torch`). ``log`` receives a progress
+    line (:class:`~extract.demo.progress.TrainingProgress`: step, loss and its parts, elapsed,
+    time left, prefixed ``log_label: ``) after the first and the last step and at least every
+    ``log_seconds`` seconds of training. Returns statistics: first
     and final loss (mean of the last 10 % of steps) and its parts, wall and CPU seconds,
     the settings and the model configuration.
     """
@@ -128,6 +133,7 @@ def train_eomt(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_poly_lr(s, steps, warmup))
         gen = torch.Generator().manual_seed(seed)
         history: list[dict[str, float]] = []
+        progress = TrainingProgress(steps, log, log_seconds, log_label)
         for step, idx in enumerate(batch_indices(n, batch_size, steps, gen)):
             x, ids = random_crops(rgb_all[idx], ids_all[idx], crop, gen)  # (B, 3, S, S), (B, S, S)
             targets = [(lab, sample_masks(m, (loss_points, loss_points))) for lab, m in map(semantic_targets, ids)]
@@ -138,10 +144,8 @@ def train_eomt(
             opt.step()
             sched.step()
             history.append({k: float(v.detach()) for k, v in losses.items()})
-            if (step + 1) % log_every == 0 or step == 0 or step + 1 == steps:
-                parts = "  ".join(f"{k} {v:.3f}" for k, v in history[-1].items() if k != "total")
-                log(f"step {step + 1}/{steps}  loss {history[-1]['total']:.4f} ({parts})  "
-                    f"{time.perf_counter() - t0:.1f}s")
+            parts = " ".join(f"{k} {v:.3f}" for k, v in history[-1].items() if k != "total")
+            progress.step(step + 1, history[-1]["total"], f"({parts})")
         train_seconds = time.perf_counter() - t0
         model.eval()
         out_checkpoint = Path(out_checkpoint)

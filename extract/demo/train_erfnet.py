@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from extract.demo.progress import DEFAULT_EVERY, TrainingProgress
 from extract.demo.runtime import batch_indices, cosine_lr, deterministic_torch
 from extract.demo.scene import NUM_CLASSES, VOID
 from extract.demo.settings import ERFNET
@@ -76,7 +77,8 @@ def train_erfnet(
     weighted: bool = True,
     threads: int | None = ERFNET["threads"],
     log: Callable[[str], None] | None = None,
-    log_every: int = 25,
+    log_seconds: float = DEFAULT_EVERY,
+    log_label: str = "",
 ) -> dict:
     """Train ``ERFNet(num_classes=20)`` from scratch on the CPU on a Cityscapes-layout
     ``train`` split and save it in the official format (``module.``-prefixed state_dict).
@@ -87,7 +89,9 @@ def train_erfnet(
     weighted by :func:`class_weights` when ``weighted`` (as the official training weights
     its classes), or ``loss='logitnorm'`` (temperature ``tau``). Deterministic for equal
     arguments on one machine (:func:`extract.demo.runtime.deterministic_torch`, ``threads``
-    intra-op threads). Returns statistics: final loss (mean of the last 10 % of steps),
+    intra-op threads). ``log`` receives a progress line (:class:`extract.demo.progress.TrainingProgress`:
+    step, loss, elapsed, time left, prefixed ``log_label: ``) after the first and the last step
+    and at least every ``log_seconds`` seconds of training. Returns statistics: final loss (mean of the last 10 % of steps),
     pixel accuracy of the trained model (eval mode) on the training images, wall and CPU
     seconds, and the settings used.
     """
@@ -108,6 +112,7 @@ def train_erfnet(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps))
         gen = torch.Generator().manual_seed(seed)
         losses = []
+        progress = TrainingProgress(steps, log, log_seconds, log_label)
         for step, idx in enumerate(batch_indices(n, batch_size, steps, gen)):
             xb, yb = x_all[idx], y_all[idx]
             flip = torch.rand(len(idx), generator=gen) < 0.5
@@ -126,8 +131,7 @@ def train_erfnet(
             opt.step()
             sched.step()
             losses.append(float(lval.detach()))
-            if (step + 1) % log_every == 0 or step == 0 or step + 1 == steps:
-                log(f"step {step + 1}/{steps}  loss {losses[-1]:.4f}  {time.perf_counter() - t0:.1f}s")
+            progress.step(step + 1, losses[-1])
         train_seconds = time.perf_counter() - t0
         model.eval()
         correct = total = 0

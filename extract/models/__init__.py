@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,7 +45,8 @@ class ModelSpec:
     kind: str  # 'pixel' or 'query'
     loader: Loader
     model_class: type[nn.Module]
-    to_official: Callable[[nn.Module], dict]
+    # takes an instance of model_class (save_official_checkpoint checks it first), hence Any
+    to_official: Callable[[Any], dict]
     description: str
 
 
@@ -73,10 +75,34 @@ def get_model_spec(name: str) -> ModelSpec:
 def load_model(
     name: str, checkpoint_path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict]:
-    """Load ``checkpoint_path`` as model ``name``: (model in eval mode, config dict).
+    """Load a released (or demo) checkpoint as the network ``extract run`` runs.
+
+    Parameters
+    ----------
+    name
+        The model: ``"erfnet"`` or ``"eomt"`` (:data:`MODELS`).
+    checkpoint_path
+        The checkpoint file: ERFNet's ``erfnet_pretrained.pth`` (a state_dict, with or
+        without DataParallel's ``module.`` prefix) or an EoMT Lightning checkpoint /
+        ``pytorch_model.bin``; EoMT's size is read from the checkpoint.
+    device
+        Where the weights are loaded (``"cpu"``, ``"cuda"``, a :class:`torch.device`).
+
+    Returns
+    -------
+    model, config
+        The network in eval mode, and a dict describing it (e.g. ``num_classes``; EoMT:
+        ``embed_dim``, ``depth``, ``num_heads``, ``crop``).
+
+    Raises
+    ------
+    KeyError
+        An unknown model name (the message lists the valid ones).
+    CheckpointError
+        A checkpoint the model cannot be built from (the message names the file and the
+        missing or unexpected keys).
 
     Example: ``model, cfg = load_model("erfnet", "erfnet_pretrained.pth", "cuda")``.
-    A checkpoint the model cannot be built from raises CheckpointError naming the file.
     """
     try:
         return get_model_spec(name).loader(checkpoint_path, device)

@@ -108,8 +108,9 @@ def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[st
     return dict(state_dict)
 
 
-def detect_checkpoint_kind(state_dict: Mapping[str, object], source: str = "checkpoint") -> str:
-    """``'erfnet'`` or ``'eomt'`` from the key names of a (possibly wrapped/prefixed) checkpoint."""
+def detect_checkpoint_kind(state_dict: object, source: str = "checkpoint") -> str:
+    """``'erfnet'`` or ``'eomt'`` from the key names of a (possibly wrapped/prefixed) checkpoint
+    (anything else, a non-mapping included: CheckpointError naming ``source``)."""
     sd = unwrap_state_dict(state_dict, source)
     keys = set()
     for k in sd:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
-from schemas.cache.spec import HFLIP_SUFFIX, CacheError, CacheSpec, thumbnail_size
+from schemas.cache.spec import HFLIP_SUFFIX, CacheError, CacheSpec, read_error_reason, required, thumbnail_size
+from schemas.cache.store import array
 
 def write_chunk(arr: zarr.Array, i: int, value: np.ndarray) -> None:
     """``arr[i] = value`` for an array chunked one index at a time along axis 0, always stored.
@@ -39,11 +40,11 @@ def write_frame_common(root: zarr.Group, spec: CacheSpec, i: int, label: np.ndar
     H, W = spec.label_shape
     padded = np.full((H, W), 255, dtype=np.uint8)
     padded[:h, :w] = label
-    write_chunk(root["labels"], i, padded)
+    write_chunk(array(root, "labels"), i, padded)
     th, tw = spec.thumb_shape
     tpad = np.zeros((th, tw, 3), dtype=np.uint8)
     tpad[: thumbnail.shape[0], : thumbnail.shape[1]] = thumbnail
-    write_chunk(root["thumbnails"], i, tpad)
+    write_chunk(array(root, "thumbnails"), i, tpad)
 
 
 def _array(name: str, flip: bool, spec: CacheSpec) -> str:
@@ -54,15 +55,16 @@ def _array(name: str, flip: bool, spec: CacheSpec) -> str:
 
 def write_frame_pixel(root: zarr.Group, spec: CacheSpec, i: int, logits: np.ndarray, flip: bool = False) -> None:
     """``logits``: (C, h, w) at the frame's logit size (``flip``: of the flipped pass)."""
-    h, w = spec.logit_sizes[i]
-    if logits.shape != (spec.n_channels, h, w):
-        raise CacheError(f"frame {spec.frame_ids[i]}: logits shape {logits.shape} != {(spec.n_channels, h, w)}")
+    h, w = required(spec.logit_sizes, "logit_sizes")[i]
+    c = required(spec.n_channels, "n_channels")
+    if logits.shape != (c, h, w):
+        raise CacheError(f"frame {spec.frame_ids[i]}: logits shape {logits.shape} != {(c, h, w)}")
     H, W = spec.logit_shape
     if (h, w) != (H, W):
-        padded = np.zeros((spec.n_channels, H, W), dtype=np.float16)
+        padded = np.zeros((c, H, W), dtype=np.float16)
         padded[:, :h, :w] = logits
         logits = padded
-    write_chunk(root[_array("logits", flip, spec)], i, logits)
+    write_chunk(array(root, _array("logits", flip, spec)), i, logits)
 
 
 def write_frame_query(root: zarr.Group, spec: CacheSpec, i: int, class_logits: np.ndarray, mask_logits: np.ndarray,
@@ -76,20 +78,12 @@ def write_frame_query(root: zarr.Group, spec: CacheSpec, i: int, class_logits: n
         raise CacheError(f"frame {spec.frame_ids[i]}: mask_logits shape {mask_logits.shape} unexpected")
     cls_name, mask_name = _array("class_logits", flip, spec), _array("mask_logits", flip, spec)
     for j in range(b - a):
-        write_chunk(root[cls_name], a + j, class_logits[j])
-        write_chunk(root[mask_name], a + j, mask_logits[j])
+        write_chunk(array(root, cls_name), a + j, class_logits[j])
+        write_chunk(array(root, mask_name), a + j, mask_logits[j])
 
 
 def mark_done(root: zarr.Group, i: int) -> None:
-    root["done"][i] = True
-
-
-def read_error_reason(exc: BaseException) -> str:
-    """Why a chunk could not be read, in a few words (the crc32c codec's message is long)."""
-    text = str(exc)
-    if isinstance(exc, ValueError) and "checksum" in text:
-        return "crc32c checksum mismatch: the chunk's bytes changed on disk"
-    return f"{type(exc).__name__}: {text}"
+    array(root, "done")[i] = True
 
 
 def _read(root: zarr.Group, spec: CacheSpec, name: str, i: int, selection) -> np.ndarray:
@@ -110,7 +104,7 @@ def read_label(root: zarr.Group, spec: CacheSpec, i: int) -> np.ndarray:
 def unlabelled_not_void(root: zarr.Group, spec: CacheSpec) -> list[str]:
     """Ids of unlabelled frames whose stored label is not void (255) everywhere (should be none)."""
     return [spec.frame_ids[i] for i in np.flatnonzero(~spec.labelled_mask)
-            if not (np.asarray(root["labels"][i]) == 255).all()]
+            if not (np.asarray(array(root, "labels")[int(i)]) == 255).all()]
 
 
 def read_thumbnail(root: zarr.Group, spec: CacheSpec, i: int) -> np.ndarray:
@@ -120,7 +114,7 @@ def read_thumbnail(root: zarr.Group, spec: CacheSpec, i: int) -> np.ndarray:
 
 def read_pixel_logits(root: zarr.Group, spec: CacheSpec, i: int, flip: bool = False) -> np.ndarray:
     """(C, h, w) logits of frame ``i`` (``flip``: of the flipped pass, in the mirrored image's coordinates)."""
-    h, w = spec.logit_sizes[i]
+    h, w = required(spec.logit_sizes, "logit_sizes")[i]
     return _read(root, spec, _array("logits", flip, spec), i, (i, slice(None), slice(0, h), slice(0, w)))
 
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,14 @@ ATTRS_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "cache_attrs.schema.js
 
 class CacheError(DataError):
     """A cache is missing, malformed or incompatible (the message names the path)."""
+
+
+def read_error_reason(exc: BaseException) -> str:
+    """Why a chunk could not be read, in a few words (the crc32c codec's message is long)."""
+    text = str(exc)
+    if isinstance(exc, ValueError) and "checksum" in text:
+        return "crc32c checksum mismatch: the chunk's bytes changed on disk"
+    return f"{type(exc).__name__}: {text}"
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,18 @@ class Provenance:
         }
 
 
+_T = TypeVar("_T")
+
+
+def required(value: _T | None, field_name: str) -> _T:
+    """``value`` of a field only one cache kind has (pixel: ``n_channels``, ``logit_sizes``;
+    query: ``crop_size``, ``n_queries``, ``mask_size``: :meth:`CacheSpec.__post_init__` checks
+    them); CacheError when it is absent."""
+    if value is None:
+        raise CacheError(f"the cache has no {field_name} (a field of the other cache kind)")
+    return value
+
+
 @dataclass(frozen=True)
 class CacheSpec:
     """Frozen description of one cache (the root attributes)."""
@@ -186,11 +206,12 @@ class CacheSpec:
 
     @property
     def logit_shape(self) -> tuple[int, int]:
-        return max(h for h, _ in self.logit_sizes), max(w for _, w in self.logit_sizes)
+        sizes = required(self.logit_sizes, "logit_sizes")
+        return max(h for h, _ in sizes), max(w for _, w in sizes)
 
     def windows(self, i: int) -> FrameWindows:
         h, w = self.sizes[i]
-        return frame_windows(h, w, self.crop_size)
+        return frame_windows(h, w, required(self.crop_size, "crop_size"))
 
     def crop_offsets(self) -> np.ndarray:
         """Crops of frame i are ``crop_offsets()[i]:crop_offsets()[i + 1]`` (F + 1 int32)."""

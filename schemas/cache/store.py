@@ -8,16 +8,29 @@ attributes (:func:`validate_cache`).
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
 
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
 from schemas.cache.codecs import DEFAULT_COMPRESSION, default_compressors
-from schemas.cache.spec import ArraySpec, CacheError, CacheSpec, arrays_for
+from schemas.cache.spec import ArraySpec, CacheError, CacheSpec, arrays_for, read_error_reason, required
+
+#: the modes a cache is opened in (zarr.open_group's)
+OpenMode = Literal["r", "r+", "a", "w", "w-"]
+
+
+def array(root: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of a cache's group (KeyError when absent, CacheError when a group)."""
+    node = root[name]
+    if not isinstance(node, zarr.Array):
+        raise CacheError(f"{name!r} is a group, not an array")
+    return node
+
 
 def _shape_and_chunks(spec: CacheSpec, a: ArraySpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     F = spec.n_frames
@@ -30,9 +43,9 @@ def _shape_and_chunks(spec: CacheSpec, a: ArraySpec) -> tuple[tuple[int, ...], t
     }
     if spec.kind == "pixel":
         h, w = spec.logit_shape
-        shapes |= {"logits": (F, spec.n_channels, h, w), "logit_sizes": (F, 2)}
+        shapes |= {"logits": (F, required(spec.n_channels, "n_channels"), h, w), "logit_sizes": (F, 2)}
     else:
-        C, Q, m = spec.n_crops, spec.n_queries, spec.mask_size
+        C, Q, m = spec.n_crops, required(spec.n_queries, "n_queries"), required(spec.mask_size, "mask_size")
         shapes |= {
             "class_logits": (C, Q, spec.n_classes + 1),
             "mask_logits": (C, Q, m, m),
@@ -51,7 +64,7 @@ def _fill_value(a: ArraySpec):
     return {"labels": 255, "done": False}.get(a.name, 0)
 
 
-def _open_store(path_or_url: str | Path, mode: str, storage_options: Mapping | None = None):
+def _open_store(path_or_url: str | os.PathLike[str], mode: OpenMode, storage_options: Mapping | None = None) -> zarr.Group:
     try:
         if storage_options:
             return zarr.open_group(str(path_or_url), mode=mode, storage_options=dict(storage_options))
@@ -83,7 +96,7 @@ def create_cache(path: str | Path, spec: CacheSpec, overwrite: bool = False,
             compressors=compressors, dimension_names=a.dims,
         )
     for name, value in static_values(spec).items():
-        root[name].with_config({"write_empty_chunks": True})[...] = value
+        array(root, name).with_config({"write_empty_chunks": True})[...] = value
     root.attrs.update(spec.to_dict())
     return root
 
@@ -130,7 +143,7 @@ def validate_cache(root: zarr.Group, where: str = "cache") -> CacheSpec:
     for a in arrays_for(spec.kind, spec.hflip):
         if a.name not in present:
             raise CacheError(f"{where}: array {a.name!r} is missing")
-        arr = root[a.name]
+        arr = array(root, a.name)
         shape, chunks = _shape_and_chunks(spec, a)
         if str(arr.dtype) != a.dtype:
             raise CacheError(f"{where}: array {a.name!r} has dtype {arr.dtype}, expected {a.dtype}")
@@ -141,7 +154,7 @@ def validate_cache(root: zarr.Group, where: str = "cache") -> CacheSpec:
     return spec
 
 
-def open_cache(path_or_url: str | Path, mode: str = "r", storage_options: Mapping | None = None,
+def open_cache(path_or_url: str | os.PathLike[str], mode: OpenMode = "r", storage_options: Mapping | None = None,
                validate: bool = True) -> tuple[zarr.Group, CacheSpec]:
     """Open a cache by local path or fsspec URL and return (group, spec)."""
     if storage_options is None and "://" not in str(path_or_url) and not Path(path_or_url).exists():
@@ -186,10 +199,8 @@ def consolidate(path: str | Path) -> None:
 def done_mask(root: zarr.Group, where: str | None = None) -> np.ndarray:
     """The ``done`` flag of every frame; CacheError naming the cache (``where``, default the
     store) and the array when its chunk does not decode."""
-    from schemas.cache.frames import read_error_reason
-
     try:
-        return np.asarray(root["done"][:], dtype=bool)
+        return np.asarray(array(root, "done")[:], dtype=bool)
     except (ValueError, RuntimeError, OSError) as exc:
         raise CacheError(f"{where or root.store_path}: array 'done': cannot read its chunk ({read_error_reason(exc)}); "
                          "the cache is damaged (copy it again, or start over with `extract run --overwrite`)") from None
@@ -197,7 +208,8 @@ def done_mask(root: zarr.Group, where: str | None = None) -> np.ndarray:
 
 def raw_bytes(root: zarr.Group, spec: CacheSpec) -> int:
     """Bytes of every array of the cache uncompressed (shape x item size)."""
-    return sum(int(np.prod(root[a.name].shape)) * np.dtype(a.dtype).itemsize for a in arrays_for(spec.kind, spec.hflip))
+    return sum(int(np.prod(array(root, a.name).shape)) * np.dtype(a.dtype).itemsize
+               for a in arrays_for(spec.kind, spec.hflip))
 
 
 def disk_bytes(path: str | Path) -> int:
