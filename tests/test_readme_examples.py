@@ -32,6 +32,8 @@ def test_python_api_block_matches_the_command_line(tmp_path, monkeypatch):
     ns: dict = {}
     exec(block, ns)  # as a user would paste it
     auprc = ns["auprc"]
+    saved = read_results(tmp_path / "results.parquet")  # save_results wrote what score_cache returned
+    assert len(saved) == len(ns["results"]) and set(saved.scorer) == {"msp", "energy"}
     assert sorted(auprc.index) == [("energy", 0.5), ("energy", 1.0), ("msp", 0.5), ("msp", 1.0)]
     assert ((auprc > 0) & (auprc <= 1)).all()
     # the same scorers and temperatures through `analyze score`
