@@ -249,10 +249,9 @@ def _query_scores(composer: FrameComposer, size, scorers: Sequence[Scorer], temp
 def _pixel_scores(logits: torch.Tensor, size: tuple[int, int], void_channel: int | None, scorers: Sequence[Scorer],
                   temps: Sequence[float], stats, device, compiled) -> Iterator[TemperatureScores]:
     """ERFNet's fused pass: each row tile of the logits at label size
-    (:func:`analyze.resize.label_size_tiles`) is scored at every T as it is made (one
-    :class:`MapScorer` per T), so neither the full-size logits nor any per-T copy of them
-    exist; the semantic map comes from the first T's pass (the first maximum of ``z / T`` is
-    that of ``z``)."""
+    (:func:`analyze.resize.label_size_tiles`, the full resize sliced) is scored at every T while
+    it is in cache (one :class:`MapScorer` per T), so no per-T copy of the logits exists; the
+    semantic map comes from the first T's pass (the first maximum of ``z / T`` is that of ``z``)."""
     names = [s.name for s in scorers]
     maps = {t: MapScorer(names, t, size, stats=None if stats is None else stats.get(t), semantic=i == 0,
                          device=device, compiled=compiled) for i, t in enumerate(temps)}

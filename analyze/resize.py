@@ -75,30 +75,18 @@ def pixel_logits_to_label_size(
 
 def label_size_tiles(logits: ArrayLike, out_size: tuple[int, int], void_channel: int | None,
                      tile_rows: int = 16) -> Iterator[tuple[slice, torch.Tensor]]:
-    """:func:`pixel_logits_to_label_size` in row tiles ``(rows, (K, R, W) float32)``, the same bits,
-    for ERFNet's fused pass (:func:`analyze.frame_scores.iter_frame_scores`).
+    """:func:`pixel_logits_to_label_size` in row tiles ``(rows, (K, R, W) float32)`` for ERFNet's
+    fused pass (:func:`analyze.frame_scores.iter_frame_scores`): the full resize, sliced.
 
-    Where the height grows by a factor 2 or 4 (ERFNet's 512 -> 1024), each tile is torch's own
-    bilinear kernel on the few source rows it needs (plus one row of margin each side, so that
-    no edge clamping differs) at the same scale, the full width: the kernel's scale 1 / f and
-    every source coordinate are then exact, so a tile's rows are those of the full resize
-    (tested), and no full-size map exists. Other sizes take the full resize, sliced.
+    The one resize ``score``, ``fit``, ``maps`` and ``export`` share. Resizing each tile's few
+    source rows with torch's kernel instead gave the full resize's bits only at some shapes
+    (torch's vectorised loops round by the input's size: 28 of 1,080 small shapes differed in the
+    last bit, at height factors 2 and 4 too), and the full-size logits cost about 160 MB at
+    1024x2048, well within a frame task's memory.
     """
-    z = _classes(logits, void_channel)
-    h, (h_out, w_out) = z.shape[1], tuple(out_size)
-    f = h_out // h
-    if h_out != f * h or f not in (2, 4):  # (f = 8 differs in the last bit on some sizes)
-        full = bilinear(z.to(torch.float32), out_size)
-        for r0 in range(0, h_out, tile_rows):
-            yield slice(r0, min(r0 + tile_rows, h_out)), full[:, r0 : r0 + tile_rows]
-        return
-    i0, i1 = linear_taps(h, h_out)[:2]
-    for r0 in range(0, h_out, tile_rows):
-        r1 = min(r0 + tile_rows, h_out)
-        lo, hi = max(int(i0[r0]) - 1, 0), min(int(i1[r1 - 1]) + 2, h)  # source rows, one of margin each side
-        block = F.interpolate(z[None, :, lo:hi].to(torch.float32), size=(f * (hi - lo), w_out), mode="bilinear",
-                              align_corners=False)[0]
-        yield slice(r0, r1), block[:, r0 - f * lo : r1 - f * lo]
+    full = bilinear(_classes(logits, void_channel).to(torch.float32), tuple(out_size))
+    for r0 in range(0, int(out_size[0]), tile_rows):
+        yield slice(r0, min(r0 + tile_rows, int(out_size[0]))), full[:, r0 : r0 + tile_rows]
 
 
 def pixel_logits_at(logits: ArrayLike, out_size: tuple[int, int], void_channel: int | None,

@@ -60,11 +60,34 @@ def test_the_compiled_path_is_refused_off_the_cpu():
                       compiled=True)
 
 
+def _shape_sweep():
+    """Frame shapes (h, w) and label heights / widths: integer and fractional factors per axis,
+    among them the shapes where per-tile kernel calls missed the full resize (8x33 -> 32x99)."""
+    for h in (1, 2, 5, 8, 9, 12, 17):
+        for w in (5, 8, 17, 33):
+            for fh, fw in ((2, 2), (2, 3), (4, 1), (4, 2), (4, 3), (4, 4), (3, 2), (8, 2), (1.5, 2.5)):
+                yield h, w, int(h * fh), int(w * fw)
+
+
+def test_label_size_tiles_are_the_full_resize_at_every_shape():
+    """ERFNet's fused pass scores row tiles of the one resize that fit, maps and export use:
+    the same bits at every shape, every tile height (a sweep of 252 shapes)."""
+    from analyze.resize import label_size_tiles, pixel_logits_to_label_size
+
+    rng = np.random.default_rng(0)
+    for h, w, h_out, w_out in _shape_sweep():
+        logits = (rng.normal(size=(20, h, w)) * 2).astype(np.float32)
+        full = pixel_logits_to_label_size(logits, (h_out, w_out), 19).numpy()
+        for rows in (1, 7):
+            tiles = np.concatenate([t.numpy() for _, t in label_size_tiles(logits, (h_out, w_out), 19, rows)], 1)
+            assert np.array_equal(tiles, full), (h, w, h_out, w_out, rows)
+
+
 @pytest.mark.parametrize("f", [2, 3, 4, 8])
 @pytest.mark.parametrize("h,w,w_out", [(12, 20, 40), (9, 18, 55), (1, 7, 7), (33, 300, 600)])
 def test_label_size_tiles_are_the_full_resize(f, h, w, w_out):
-    """ERFNet's fused pass resizes row tiles: the same bits as the full resize (factor 2 and 4:
-    tiles of the kernel itself; other factors: the full resize, sliced)."""
+    """ERFNet's fused pass resizes row tiles: the same bits as the full resize, float16 and
+    float32 logits."""
     from analyze.resize import label_size_tiles, pixel_logits_to_label_size
 
     rng = np.random.default_rng(h * w + f)
