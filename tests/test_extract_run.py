@@ -165,7 +165,10 @@ def test_sigint_stops_cleanly_and_resume_completes(tmp_path, checkpoints):
     from extract.synth import write_synth_dataset
 
     data = tmp_path / "data"
-    write_synth_dataset(get_dataset_spec("road_anomaly"), data, 16, (48, 96), seed=5)
+    # enough frames that the interrupt lands mid-run even when the polling below lags on a
+    # loaded machine (with 16 frames a busy CI machine once saw the run finish first)
+    n = 48
+    write_synth_dataset(get_dataset_spec("road_anomaly"), data, n, (48, 96), seed=5)
     full = tmp_path / "full.zarr"
     run_extraction("eomt", "road_anomaly", data, checkpoints["eomt"], cache=full, **RUN)
     cache = tmp_path / "c.zarr"
@@ -183,7 +186,7 @@ def test_sigint_stops_cleanly_and_resume_completes(tmp_path, checkpoints):
     assert proc.returncode == 130, err
     assert "rerun the same command" in err and "Traceback" not in err
     n_done = int(zarr.open_group(str(cache), mode="r")["done"][:].sum())
-    assert 2 <= n_done < 16
+    assert 2 <= n_done < n
     s = run_extraction("eomt", "road_anomaly", data, checkpoints["eomt"], cache=cache, **RUN)
     assert s.frames_skipped == n_done
     _assert_same_cache(full, cache)

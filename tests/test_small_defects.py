@@ -125,7 +125,7 @@ def test_a_readme_given_as_checkpoint_gets_our_message(tmp_path, anomaly_data):
 def test_ctrl_c_says_which_rows_were_written_and_how_to_continue(tmp_path):
     small, big = tmp_path / "small.zarr", tmp_path / "big.zarr"
     signal_pixel_cache(small, 2, size=(8, 12), dataset="fs_static")
-    signal_pixel_cache(big, 40, size=(96, 128), dataset="road_anomaly")
+    signal_pixel_cache(big, 200, size=(96, 128), dataset="road_anomaly")  # scoring it outlasts the signal's way
     out = tmp_path / "r.parquet"
     proc = subprocess.Popen([sys.executable, "-m", "analyze.cli", "score", "--cache", str(small), "--cache", str(big),
                              "--scorers", "all", "--temps", "0.5,0.75,2", "--scheduler", "sync", "--no-progress",
@@ -135,7 +135,7 @@ def test_ctrl_c_says_which_rows_were_written_and_how_to_continue(tmp_path):
     for line in proc.stderr:
         lines.append(line)
         if line.startswith(f"scoring {big}"):
-            time.sleep(0.5)
+            time.sleep(0.2)
             proc.send_signal(signal.SIGINT)
             break
     rest = proc.stderr.read()
