@@ -116,3 +116,13 @@ def signal_pixel_cache(path, n_frames, size=(16, 24), seed=0, p_anomaly=0.1, sca
         write_frame_common(root, spec, i, lab, np.zeros((*thumbnail_size(h, w), 3), np.uint8))
         mark_done(root, i)
     return root, spec
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` of a subprocess a test interrupts with SIGINT: the default disposition, so
+    that Python raises KeyboardInterrupt in it. A shell without job control starts background
+    jobs with SIGINT ignored, and a Python started so keeps ignoring it (a suite launched as
+    ``make test &`` would otherwise see the interrupted command run to its end)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -19,6 +19,7 @@ from extract.models.eomt import window_image
 from extract.models.erfnet import preprocess_erfnet
 from extract.run import run_extraction
 from schemas.cache import CacheError, open_cache, read_label, read_pixel_logits, read_query_outputs
+from tests.factories import sigint_default
 
 RUN = dict(progress=False, log=lambda m: None, device="cpu")
 
@@ -175,7 +176,7 @@ def test_sigint_stops_cleanly_and_resume_completes(tmp_path, checkpoints):
     cmd = [sys.executable, "-m", "extract.cli", "run", "--model", "eomt", "--dataset", "road_anomaly", "--data-root",
            str(data), "--checkpoint", str(checkpoints["eomt"]), "--cache", str(cache), "--no-progress"]
     proc = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if (cache / "zarr.json").exists() and zarr.open_group(str(cache), mode="r")["done"][:].sum() >= 2:

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from analyze.cli import main as analyze_main
 from extract.cli import main as extract_main
 from schemas.results import read_results, write_results, write_side_table
-from tests.factories import pixel_cache, signal_pixel_cache
+from tests.factories import pixel_cache, sigint_default, signal_pixel_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def test_ctrl_c_says_which_rows_were_written_and_how_to_continue(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "analyze.cli", "score", "--cache", str(small), "--cache", str(big),
                              "--scorers", "all", "--temps", "0.5,0.75,2", "--scheduler", "sync", "--no-progress",
                              "--out", str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=sigint_default)
     lines = []
     for line in proc.stderr:
         lines.append(line)
