@@ -47,10 +47,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from analyze.f16_range import LOSS_WARN, Float16Transform, LossCount, ScoreRange
+from analyze.export_frames import ExportError, FrameMaps, fit_transform, read_hdf5, write_frames
+from analyze.f16_range import LOSS_WARN, Float16Transform, LossCount
 from schemas import cache as C
 from schemas import integrity
-from schemas.errors import DataError
 from schemas.version import PACKAGE, tool_version
 
 if TYPE_CHECKING:
@@ -58,10 +58,6 @@ if TYPE_CHECKING:
 
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # a folder name, and no "," (the benchmark splits lists on it)
 MATCH_ATTRS = ("scorer", "temperature", "temp_target", "cache_digest", "f16_transform")  # for a file to be reused
-
-
-class ExportError(DataError):
-    """Bad cache content or output folder (the message names the file)."""
 
 
 class ExportOptionError(ValueError):
@@ -89,31 +85,6 @@ FORMATS: dict[str, ExportFormat] = {
     "smiyc": ExportFormat("smiyc", "SegmentMeIfYouCan", ".hdf5",
                           "anomaly_p/<method>/<dataset>/<frame id>.hdf5, HDF5 dataset `value`, float16, gzip 9"),
 }
-
-
-def _write_hdf5(path: Path, value: np.ndarray, attrs: dict) -> None:
-    import h5py
-
-    with h5py.File(path, "w") as f:
-        f.create_dataset("value", data=value, compression="gzip", compression_opts=9)
-        f.attrs.update(attrs)
-
-
-def _read_hdf5(path: Path) -> tuple[tuple, str, dict] | None:
-    """(shape, dtype, attributes) of ``value`` in an HDF5 file; None when it cannot be read."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            v = f["value"]
-            return tuple(v.shape), str(v.dtype), {k: _python_value(a) for k, a in f.attrs.items()}
-    except (OSError, KeyError):
-        return None
-
-
-def _python_value(a):
-    """A numpy scalar read from an HDF5 attribute as the Python value it was written from."""
-    return a.item() if isinstance(a, np.generic) else a
 
 
 def check_method_name(method: str) -> str:
@@ -244,14 +215,14 @@ def export_maps(
     # every existing file is checked before anything is written: a refusal leaves the folder as it was
     complete = [False] * spec.n_frames if overwrite else \
         [_complete(p, size, attrs, method) for p, size in zip(paths, spec.sizes)]
-    maps = _FrameMaps(root, spec, chosen, t, temp_target, stats, sc.name, cache)
+    maps = FrameMaps(root, spec, chosen, t, temp_target, stats, sc.name, cache)
     label = f"{dataset} {sc.name} T={t:g}"
     transform, plain = None, LossCount()
     if not all(complete):  # the track's range first: one pass over every frame
-        transform, plain = _fit_transform(maps, label, progress)
+        transform, plain = fit_transform(maps, label, progress)
         attrs.update(transform.attrs())
         _check_transform([p for p, done in zip(paths, complete) if done], transform, method)
-    written, loss = _write_frames(maps, paths, complete, transform, attrs, label, progress)
+    written, loss = write_frames(maps, paths, complete, transform, attrs, label, progress)
     skipped = sum(complete)
     if written and loss.fraction > LOSS_WARN:
         warn(f"{cache}: {sc.name} T={t:g}: float16 loses {loss.figure()} even after the track's affine map "
@@ -271,65 +242,6 @@ def export_maps(
     if make_zip:
         summary.zip_path, summary.zipped = pack(Path(out), method, form)
     return summary
-
-
-@dataclass(frozen=True)
-class _FrameMaps:
-    """The float64 map of one scorer at one T, frame by frame (:func:`analyze.maps.frame_maps`)."""
-
-    root: Any
-    spec: C.CacheSpec
-    chosen: Sequence[Any]
-    t: float
-    temp_target: str
-    stats: Any
-    name: str
-    cache: Any
-
-    def __call__(self, i: int) -> np.ndarray:
-        from analyze.maps import frame_maps  # torch: imported when an export runs, not with the CLI
-
-        value = frame_maps(self.root, self.spec, i, self.chosen, self.t, self.temp_target, self.stats)[self.name]
-        if not np.isfinite(value).all():
-            raise ExportError(f"{self.cache}: frame {self.spec.frame_ids[i]}: the map has NaN or Inf (check the cache "
-                              "with `analyze inspect --verify`)")
-        return value  # (H, W) float64
-
-
-def _fit_transform(maps: _FrameMaps, label: str, progress: bool) -> tuple[Float16Transform, LossCount]:
-    """The track's :class:`Float16Transform` (one pass over every frame) and what a plain cast loses."""
-    from tqdm.auto import tqdm
-
-    rng, plain = ScoreRange(), LossCount()
-    for i in tqdm(range(maps.spec.n_frames), unit="frame", desc=f"{label} range", disable=not progress,
-                  dynamic_ncols=True):
-        value = maps(i)
-        rng.update(value)
-        with np.errstate(over="ignore"):
-            plain.add(value, value.astype(np.float16))
-    return rng.transform(), plain
-
-
-def _write_frames(maps: _FrameMaps, paths: list[Path], complete: list[bool], transform: Float16Transform | None,
-                  attrs: dict, label: str, progress: bool) -> tuple[int, LossCount]:
-    """Write every frame not ``complete``, mapped by ``transform``: (files written, what float16 lost)."""
-    from tqdm.auto import tqdm
-
-    written, loss = 0, LossCount()
-    if transform is None:  # every frame complete: nothing to write
-        return written, loss
-    with tqdm(total=len(paths), unit="frame", desc=label, disable=not progress, dynamic_ncols=True) as bar:
-        bar.update(sum(complete))
-        for i, fid in enumerate(maps.spec.frame_ids):
-            if complete[i]:
-                continue
-            value = maps(i)
-            v16 = _to_float16(transform.apply(value), maps.cache, fid)
-            loss.add(value, v16)
-            _write_atomic(paths[i], v16, attrs)
-            written += 1
-            bar.update(1)
-    return written, loss
 
 
 def _one_scorer(cache, spec: C.CacheSpec, scorer: str, temperature: float, temp_target: str,
@@ -377,7 +289,7 @@ def _complete(path: Path, size: tuple[int, int], attrs: dict, method: str) -> bo
     (rewritten); an ExportError when it holds a map made otherwise (another scorer, T, cache)."""
     if not path.exists():
         return False
-    got = _read_hdf5(path)
+    got = read_hdf5(path)
     if got is None or got[0] != tuple(size) or got[1] != "float16":
         return False
     have = got[2]
@@ -391,34 +303,12 @@ def _complete(path: Path, size: tuple[int, int], attrs: dict, method: str) -> bo
 def _check_transform(done: list[Path], transform: Float16Transform, method: str) -> None:
     """Complete files must hold maps of the same transform (the same track gives the same fit)."""
     for path in done:
-        read = _read_hdf5(path)
+        read = read_hdf5(path)
         have = read[2] if read is not None else {}  # unreadable: not this transform
         if (have.get("f16_center"), have.get("f16_scale")) != (transform.center, transform.scale):
             raise ExportError(f"{path}: written with another float16 transform ({have.get('f16_center')}, "
                               f"{have.get('f16_scale')}) than this track's ({transform.center}, {transform.scale}); "
                               f"refusing to mix it into method {method!r}: use --overwrite")
-
-
-def _to_float16(v16: np.ndarray, cache, fid: str) -> np.ndarray:
-    """The float16 map (``Evaluation.save_output``); values outside float16 are an error (the
-    transform keeps every score of the track inside, so this guards against a wrong fit)."""
-    if not np.isfinite(v16).all():
-        raise ExportError(f"{cache}: frame {fid}: scores beyond float16's range (|score| > 65504), which the "
-                          "benchmark stores as float16")
-    return v16
-
-
-def _write_atomic(path: Path, value: np.ndarray, attrs: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        _write_hdf5(tmp, value, attrs)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 METHOD_ATTRS = ("model", "scorer", "temperature", "temp_target")  # one method: the same in every file of an archive
@@ -442,7 +332,7 @@ def pack(out: Path, method: str, form: ExportFormat = FORMATS["smiyc"]) -> tuple
     first: tuple | None = None
     for p in files:
         counts[p.parent.name] = counts.get(p.parent.name, 0) + 1
-        got = _read_hdf5(p)
+        got = read_hdf5(p)
         made = tuple(got[2].get(k) for k in METHOD_ATTRS) if got else None
         if first is None:
             first = (p, made)
