@@ -26,7 +26,7 @@ import pandas as pd
 from analyze import metrics as M
 from analyze.best_f1 import best_f1_threshold
 from analyze.components import ComponentState, track_for_dataset
-from analyze.f16_range import LOSS_WARN
+from analyze.smiyc_f16 import f16_transforms, warn_f16_loss
 from analyze.frame_selection import ScoreError, pooled_frames, scorable_frames
 from analyze.scheduler import LOCAL_SCHEDULERS, Scheduler, SchedulerLike
 from analyze.frame_scores import choose_scorers
@@ -269,10 +269,10 @@ def _score_cache(
     fit_pass = protocol == "smiyc" and bool(chosen)
     sched.start_passes((2 if plan == "two-pass" else 1) + boot_pass + comp_pass + fit_pass)
     if fit_pass:  # the track's float16 transform per key, fitted as analyze export fits it
-        job = ScoreJob(**{**job.__dict__, "f16": _f16_transforms(sched, job, root)})
+        job = ScoreJob(**{**job.__dict__, "f16": f16_transforms(sched, job, root)})
     result = run_phase(sched, job, "one-pass" if plan == "one-pass" else "positives")
     if fit_pass:
-        _warn_f16_loss(job, result.states, warn)
+        warn_f16_loss(job, result.states, warn)
     pooled = pooled_frames(cache, spec, result.labels, rule, warn)
     job = ScoreJob(**{**job.__dict__, "frames": pooled})  # later passes read the pooled frames only
     histograms, kept = {}, {}  # what the intervals and the component metrics read, when a pass kept it
@@ -334,24 +334,6 @@ def run_name(spec: C.CacheSpec, name: str | None = None) -> str:
         return parse_run(name)
     prov = spec.provenance
     return default_run(prov.model, prov.checkpoint_sha256, prov.checkpoint_file)
-
-
-def _f16_transforms(sched, job: ScoreJob, root) -> dict:
-    """Each key's :class:`analyze.f16_range.Float16Transform`, fitted on the range of its scores
-    over every done frame of the cache, labelled or not (one more pass: the ``ranges`` phase)."""
-    every = tuple(int(i) for i in np.flatnonzero(C.done_mask(root, str(job.cache))))
-    ranges = run_phase(sched, ScoreJob(**{**job.__dict__, "frames": every}), "ranges").states
-    return {k: r.transform() for k, r in ranges.items()}
-
-
-def _warn_f16_loss(job: ScoreJob, states: Mapping, warn) -> None:
-    """Say which keys lose more than :data:`analyze.f16_range.LOSS_WARN` of their distinct scores."""
-    transforms = job.f16 or {}
-    for (name, t), s in sorted(states.items()):
-        if s.distinct and s.lost / s.distinct > LOSS_WARN and (name, t) in transforms:
-            warn(f"{job.cache}: {name} T={t:g}: float16 loses {s.lost} of {s.distinct} distinct scores "
-                 f"({100 * s.lost / s.distinct:.2f} %) even after the track's affine map "
-                 f"({transforms[(name, t)].describe()}): the smiyc numbers see these ties, as the benchmark would")
 
 
 def _component_rows(sched, job: ScoreJob, result, base: dict, target: str, spec, kept: Mapping,

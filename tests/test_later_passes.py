@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyze import driver, intervals, tasks
+from analyze import driver, intervals, smiyc_f16, tasks
 from analyze.bench_caches import build_cache
 from analyze.driver import score_cache
 from analyze.scorers import get_scorers
@@ -50,6 +50,7 @@ def _passes(monkeypatch) -> list[tuple[str, int]]:
 
     monkeypatch.setattr(driver, "run_phase", record)
     monkeypatch.setattr(intervals, "run_phase", record)  # the bootstrap pass (analyze.intervals)
+    monkeypatch.setattr(smiyc_f16, "run_phase", record)  # the float16 ranges pass (analyze.smiyc_f16)
     return seen
 
 
