@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from extract.demo import matching, scene, summary, world
+from extract.demo import classes, matching, scene, summary, world
 from extract.demo import train_erfnet as terf
 from extract.demo.train_eomt import demo_eomt_config, random_crops, train_eomt
 from extract.models import load_model, read_checkpoint_kind
@@ -24,7 +24,7 @@ from extract.models.eomt import build_eomt
 from extract.models.erfnet import ERFNet
 
 ROOT = Path(__file__).resolve().parent.parent
-ID_CLASSES = {scene.ROAD, scene.SIDEWALK, scene.BUILDING, scene.VEGETATION, scene.SKY, scene.CAR}
+ID_CLASSES = {classes.ROAD, classes.SIDEWALK, classes.BUILDING, classes.VEGETATION, classes.SKY, classes.CAR}
 
 
 def _scene(seed, anomalies, h=96, w=192):
@@ -49,10 +49,10 @@ def test_render_scene_classes_and_anomalies():
     for seed in range(6):
         rgb, ids, mask = _scene(seed, False)
         assert not mask.any()
-        assert scene.VOID not in ids  # in-distribution scenes are fully labelled
-        assert set(np.unique(ids)) <= set(scene.WORLD_CLASSES)
-        assert ids[0].tolist().count(scene.ROAD) == 0  # the top row is never road
-        assert (ids[-1] == scene.ROAD).any()  # the road reaches the bottom of the frame
+        assert classes.VOID not in ids  # in-distribution scenes are fully labelled
+        assert set(np.unique(ids)) <= set(classes.WORLD_CLASSES)
+        assert ids[0].tolist().count(classes.ROAD) == 0  # the top row is never road
+        assert (ids[-1] == classes.ROAD).any()  # the road reaches the bottom of the frame
         assert rgb.std() > 10  # textured, not flat
         seen |= set(np.unique(ids).tolist())
     assert ID_CLASSES <= seen
@@ -61,7 +61,7 @@ def test_render_scene_classes_and_anomalies():
         rgb, ids, mask = _scene(100 + seed, True)
         assert mask.any(), "a scene with anomalies must contain anomaly pixels"
         assert (~mask).sum() > 0.5 * mask.size  # and mostly in-distribution pixels
-        assert np.array_equal(ids == scene.VOID, mask)  # anomalies are void in the trainIds
+        assert np.array_equal(ids == classes.VOID, mask)  # anomalies are void in the trainIds
         n_anom += int(mask.sum())
     assert n_anom > 0
 

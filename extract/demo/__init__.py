@@ -2,7 +2,10 @@
 
 Nothing here needs a GPU, a checkpoint or a real dataset:
 
-- :mod:`extract.demo.scene` renders one road scene (Cityscapes trainIds, unseen objects);
+- :mod:`extract.demo.scene` renders one road scene (Cityscapes trainIds, unseen objects),
+  layer by layer: its ground (:mod:`~extract.demo.ground`), the things standing on it
+  (:mod:`~extract.demo.objects`), with the primitives of :mod:`~extract.demo.paint` and the
+  classes of :mod:`~extract.demo.classes`;
 - :mod:`extract.demo.world` writes scenes in the *real* dataset layouts and reads them back;
 - :mod:`extract.demo.train_erfnet` trains the official ERFNet architecture;
 - :mod:`extract.demo.train_eomt` trains a small EoMT (the released architecture at a toy

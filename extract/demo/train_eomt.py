@@ -28,7 +28,7 @@ import torch
 from extract.demo.matching import LossWeights, mask_classification_loss, sample_masks, semantic_targets
 from extract.demo.progress import DEFAULT_EVERY, TrainingProgress
 from extract.demo.runtime import batch_indices, deterministic_torch, warmup_poly_lr
-from extract.demo.scene import NUM_CLASSES
+from extract.demo.classes import NUM_CLASSES
 from extract.demo.settings import EOMT
 from extract.demo.world import read_cityscapes_split
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from extract.demo.progress import DEFAULT_EVERY, TrainingProgress
 from extract.demo.runtime import batch_indices, cosine_lr, deterministic_torch
-from extract.demo.scene import NUM_CLASSES, VOID
+from extract.demo.classes import NUM_CLASSES, VOID
 from extract.demo.settings import ERFNET
 from extract.demo.world import read_cityscapes_split
 
