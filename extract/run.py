@@ -167,6 +167,35 @@ def run_extraction(
     flip-averaged scorers; a cache is made with or without it, never changed afterwards.
     """
     t_start = time.perf_counter()
+    shard_i, shard_n, mspec, dev = _check_options(model, device, dtype, shard, log)
+    reader = _open_dataset(dataset, data_root, layout, include_excluded, skip_unexpected, log)
+    # the cache covers every frame; --limit only bounds what this run extracts
+    n_run = min(limit, len(reader.refs)) if limit else len(reader.refs)
+    ckpt, net, cfg = _load_checkpoint(model, checkpoint, mspec.kind, dev, input_height)
+    spec = _cache_spec(model, dataset, mspec.kind, reader, ckpt, cfg, dev, dtype, hflip)
+    cache_path = Path(cache) if cache else default_cache_path(model, dataset)
+    # keep the stored provenance (creation time) for every write
+    root, spec = open_or_create(cache_path, spec, overwrite, compression)
+    mine = [i for i in range(n_run) if i % shard_n == shard_i]
+    todo, notes = _frames_to_do(root, spec, cache_path, mine, n_run, limit, log)
+    target = _Target(net, ADAPTERS[mspec.kind], cfg, dev, DTYPES[dtype], reader.copy, reader.refs, root, spec)
+    writer, interrupted, failure = _extract_frames(target, todo, batch_size, workers, writer_threads, progress,
+                                                   f"{model}/{dataset}")
+    if writer.error is not None:  # consolidating would write to the failing store again; it is optional
+        raise C.CacheError(f"{cache_path}: {writer.error}; the {writer.written} frames written before it are done "
+                           "and kept: fix the cause and rerun the same command to continue")
+    C.consolidate(cache_path)
+    seconds = time.perf_counter() - t_start
+    summary = RunSummary(cache_path, len(mine), len(mine) - len(todo), writer.written, seconds,
+                         C.disk_bytes(cache_path), C.raw_bytes(root, spec), interrupted, notes)
+    if failure:
+        raise DatasetError(f"{failure} ({writer.written} frames written before it stay done; fix the file and rerun)")
+    return summary
+
+
+def _check_options(model: str, device: str, dtype: str, shard: str | None, log: Callable[[str], None]):
+    """``(shard_i, shard_n, model spec, device)`` of a run, after checking the options that
+    need no file (a bad one raises OptionError); the device chosen is logged."""
     try:
         shard_i, shard_n = parse_shard(shard)
     except ValueError as exc:
@@ -179,22 +208,37 @@ def run_extraction(
         raise OptionError(f"--dtype {dtype} needs a CUDA device (device here: {dev.type}); "
                           "on the CPU extraction runs in fp32")
     log(f"device: {device_name(dev)}" + (" (--device auto)" if device == "auto" else ""))
+    return shard_i, shard_n, mspec, dev
+
+
+def _open_dataset(dataset: str, data_root, layout: str | None, include_excluded: bool, skip_unexpected: bool,
+                  log: Callable[[str], None]) -> DatasetReader:
+    """The reader of the dataset's copy under ``data_root``; which copy and what was left out is logged."""
     dspec = get_dataset_spec(dataset)
     reader = DatasetReader(dspec, data_root, strict=not skip_unexpected, layout=layout,
                            include_excluded=include_excluded)
-    notes = reader.notes()
-    for note in notes:
+    for note in reader.notes():
         log(note)
-    refs = reader.refs  # the cache covers every frame; --limit only bounds what this run extracts
-    n_run = min(limit, len(refs)) if limit else len(refs)
+    return reader
+
+
+def _load_checkpoint(model: str, checkpoint, kind: str, dev: torch.device, input_height: int | None):
+    """``(checkpoint path, network on dev, model config)``; ``input_height`` overrides a pixel model's."""
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: checkpoint not found")
     net, cfg = load_model(model, ckpt, dev)
     cfg = dict(cfg)
-    if input_height is not None and mspec.kind == "pixel":
+    if input_height is not None and kind == "pixel":
         cfg["input_height"] = int(input_height)
-    adapter = ADAPTERS[mspec.kind]
+    return ckpt, net, cfg
+
+
+def _cache_spec(model: str, dataset: str, kind: str, reader: DatasetReader, ckpt: Path, cfg: dict,
+                dev: torch.device, dtype: str, hflip: bool) -> C.CacheSpec:
+    """The cache the model makes of the whole dataset (every frame, whatever ``--limit``), with
+    its provenance: model, checkpoint, dataset copy, preprocessing, versions, device, time."""
+    dspec, refs, adapter = reader.spec, reader.refs, ADAPTERS[kind]
     sizes = tuple(image_size(r.image_path) for r in refs)
     prov = C.Provenance(
         model=model,
@@ -212,13 +256,15 @@ def run_extraction(
     extra = {"dataset_copy": {"layout": reader.copy.layout.name, "folder": reader.copy.folder_name}}
     if dspec.benchmark:
         extra["benchmarks"] = {fmt: {"dataset": name, "count": dspec.count} for fmt, name in dspec.benchmark.items()}
-    spec = C.CacheSpec(kind=mspec.kind, label_kind=dspec.kind, frame_ids=tuple(r.id for r in refs), sizes=sizes,
+    return C.CacheSpec(kind=kind, label_kind=dspec.kind, frame_ids=tuple(r.id for r in refs), sizes=sizes,
                        provenance=prov, extra=extra, labelled=tuple(r.labelled for r in refs), hflip=bool(hflip),
                        **adapter.spec_fields(cfg, sizes))
-    cache_path = Path(cache) if cache else default_cache_path(model, dataset)
-    root, spec_on_disk = open_or_create(cache_path, spec, overwrite, compression)
-    spec = spec_on_disk  # keep the stored provenance (creation time) for every write
-    mine = [i for i in range(n_run) if i % shard_n == shard_i]
+
+
+def _frames_to_do(root, spec: C.CacheSpec, cache_path: Path, mine: list[int], n_run: int, limit: int | None,
+                  log: Callable[[str], None]) -> tuple[list[int], list[str]]:
+    """``(frames of mine still to extract, the resume check's notes)``: done frames whose chunks
+    are all there are skipped (:func:`schemas.integrity.prepare_resume`); what is skipped is logged."""
     done, notes = integrity.prepare_resume(root, spec, mine)
     for note in notes:
         log(f"{cache_path}: {note}")
@@ -229,19 +275,42 @@ def run_extraction(
             "or no --limit continues this cache")
     if skipped:
         log(f"{cache_path}: {skipped} of {len(mine)} frames already done, skipping them")
+    return todo, notes
 
+
+@dataclass(frozen=True)
+class _Target:
+    """What the frame loop needs: the model on its device, the dataset copy, the open cache."""
+
+    net: torch.nn.Module
+    adapter: Adapter
+    cfg: dict
+    dev: torch.device
+    amp: torch.dtype | None  # autocast dtype on CUDA (DTYPES); None: fp32
+    copy: DatasetCopy
+    refs: list
+    root: object
+    spec: C.CacheSpec
+
+
+def _extract_frames(target: _Target, todo: list[int], batch_size: int, workers: int, writer_threads: int | None,
+                    progress: bool, desc: str) -> tuple[FrameWriter, bool, str | None]:
+    """Run the model over the frames ``todo`` and hand each frame's outputs to the writer
+    threads, until the end, an unreadable frame, a failing write or SIGINT. Returns the closed
+    writer (its ``error`` and ``written``), whether SIGINT stopped it, the unreadable frame's error."""
+    net, adapter, dev, spec = target.net, target.adapter, target.dev, target.spec
     loader = torch.utils.data.DataLoader(
-        _FrameDataset(reader.copy, refs, todo, adapter.prepare, cfg, spec), batch_size=max(1, batch_size),
-        num_workers=workers, collate_fn=_collate, pin_memory=False,
+        _FrameDataset(target.copy, target.refs, todo, adapter.prepare, target.cfg, spec),
+        batch_size=max(1, batch_size), num_workers=workers, collate_fn=_collate, pin_memory=False,
         persistent_workers=False, prefetch_factor=2 if workers else None,
     )
     copier = HostCopier(dev)
     writer = FrameWriter(writer_threads or default_writer_threads())
-    autocast = (torch.autocast(device_type="cuda", dtype=DTYPES[dtype]) if DTYPES[dtype] is not None
+    autocast = (torch.autocast(device_type="cuda", dtype=target.amp) if target.amp is not None
                 else torch.autocast(device_type=dev.type, enabled=False))
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(todo), unit="frame", desc=f"{model}/{dataset}", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="frame", desc=desc, disable=not progress, dynamic_ncols=True)
     interrupted = False
     failure: str | None = None
     try:
@@ -254,7 +323,7 @@ def run_extraction(
                             for p in passes]  # [pass][frame] -> output tuple
                 for j, it in enumerate(group):
                     waits = [[copier.submit(o) for o in outs[j]] for outs in per_pass]
-                    writer.submit(partial(_write_frame, root, spec, adapter, it, waits))
+                    writer.submit(partial(_write_frame, target.root, spec, adapter, it, waits))
                     bar.update(1)
             if errors:
                 failure = errors[0]["error"]
@@ -266,16 +335,7 @@ def run_extraction(
     finally:
         bar.close()
         writer.close(wait=True)
-    if writer.error is not None:  # consolidating would write to the failing store again; it is optional
-        raise C.CacheError(f"{cache_path}: {writer.error}; the {writer.written} frames written before it are done "
-                           "and kept: fix the cause and rerun the same command to continue")
-    C.consolidate(cache_path)
-    seconds = time.perf_counter() - t_start
-    summary = RunSummary(cache_path, len(mine), skipped, writer.written, seconds, C.disk_bytes(cache_path),
-                         C.raw_bytes(root, spec), interrupted, notes)
-    if failure:
-        raise DatasetError(f"{failure} ({writer.written} frames written before it stay done; fix the file and rerun)")
-    return summary
+    return writer, interrupted, failure
 
 
 def _forward(net, adapter: Adapter, inputs: list, dev: torch.device, autocast):
