@@ -19,6 +19,7 @@ inference), no scale or colour jitter (the toy world varies lighting itself).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -120,32 +121,14 @@ def train_eomt(
     from extract.models.eomt import build_eomt
 
     log = log or (lambda msg: None)
-    warmup = max(1, steps // 20) if warmup is None else int(warmup)
-    weights = LossWeights()
+    schedule = _Schedule(steps, batch_size, lr, weight_decay, max(1, steps // 20) if warmup is None else int(warmup),
+                         crop, loss_points, seed)
     cfg = demo_eomt_config(crop, embed_dim, depth, num_blocks, num_q)
     t0, c0 = time.perf_counter(), time.process_time()
     with deterministic_torch(seed, threads):
         rgb_all, ids_all = load_frames(train_root, "train", crop)
-        n = rgb_all.shape[0]
         model = build_eomt(cfg)
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_poly_lr(s, steps, warmup))
-        gen = torch.Generator().manual_seed(seed)
-        history: list[dict[str, float]] = []
-        progress = TrainingProgress(steps, log, log_seconds, log_label)
-        for step, idx in enumerate(batch_indices(n, batch_size, steps, gen)):
-            x, ids = random_crops(rgb_all[idx], ids_all[idx], crop, gen)  # (B, 3, S, S), (B, S, S)
-            targets = [(lab, sample_masks(m, (loss_points, loss_points))) for lab, m in map(semantic_targets, ids)]
-            mask_logits, class_logits = model(x)  # (B, Q, S/4, S/4), (B, Q, K + 1)
-            losses = mask_classification_loss(class_logits, mask_logits, targets, weights)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            opt.step()
-            sched.step()
-            history.append({k: float(v.detach()) for k, v in losses.items()})
-            parts = " ".join(f"{k} {v:.3f}" for k, v in history[-1].items() if k != "total")
-            progress.step(step + 1, history[-1]["total"], f"({parts})")
+        history = _fit(model, rgb_all, ids_all, schedule, TrainingProgress(steps, log, log_seconds, log_label))
         train_seconds = time.perf_counter() - t0
         model.eval()
         out_checkpoint = Path(out_checkpoint)
@@ -158,7 +141,7 @@ def train_eomt(
         "steps": int(steps),
         "batch_size": int(batch_size),
         "lr": float(lr),
-        "n_images": int(n),
+        "n_images": int(rgb_all.shape[0]),
         "first_loss": history[0]["total"] if history else float("nan"),
         "final_loss": final.get("total", float("nan")),
         **{f"final_{k}": v for k, v in final.items() if k != "total"},
@@ -167,3 +150,46 @@ def train_eomt(
         "cpu_seconds": time.process_time() - c0,  # all threads of this process
         "config": cfg.to_dict(),
     }
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """How :func:`train_eomt` optimises: ``steps`` batches of ``batch_size`` crops of ``crop``
+    pixels, AdamW (``lr``, ``weight_decay``) with ``warmup`` warm-up steps, the loss sampled on a
+    ``loss_points`` x ``loss_points`` grid, batches and crops drawn from a generator seeded ``seed``."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup: int
+    crop: int
+    loss_points: int
+    seed: int
+
+
+def _fit(model, rgb_all: torch.Tensor, ids_all: torch.Tensor, schedule: _Schedule,
+         progress: TrainingProgress) -> list[dict[str, float]]:
+    """Train ``model`` in place as ``schedule`` says (see :func:`train_eomt`) and return each
+    step's loss and its parts."""
+    s = schedule
+    weights = LossWeights()
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_poly_lr(step, s.steps, s.warmup))
+    gen = torch.Generator().manual_seed(s.seed)
+    history: list[dict[str, float]] = []
+    for step, idx in enumerate(batch_indices(rgb_all.shape[0], s.batch_size, s.steps, gen)):
+        x, ids = random_crops(rgb_all[idx], ids_all[idx], s.crop, gen)  # (B, 3, S, S), (B, S, S)
+        grid = (s.loss_points, s.loss_points)
+        targets = [(lab, sample_masks(m, grid)) for lab, m in map(semantic_targets, ids)]
+        mask_logits, class_logits = model(x)  # (B, Q, S/4, S/4), (B, Q, K + 1)
+        losses = mask_classification_loss(class_logits, mask_logits, targets, weights)
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        opt.step()
+        sched.step()
+        history.append({k: float(v.detach()) for k, v in losses.items()})
+        parts = " ".join(f"{k} {v:.3f}" for k, v in history[-1].items() if k != "total")
+        progress.step(step + 1, history[-1]["total"], f"({parts})")
+    return history

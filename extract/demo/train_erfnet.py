@@ -104,43 +104,12 @@ def train_erfnet(
     t0, c0 = time.perf_counter(), time.process_time()
     with deterministic_torch(seed, threads):
         x_all, y_all = load_cityscapes_split(train_root, "train", height)
-        n = x_all.shape[0]
         weights = class_weights(y_all) if weighted else None
         model = ERFNet(num_classes=20)
-        model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps))
-        gen = torch.Generator().manual_seed(seed)
-        losses = []
         progress = TrainingProgress(steps, log, log_seconds, log_label)
-        for step, idx in enumerate(batch_indices(n, batch_size, steps, gen)):
-            xb, yb = x_all[idx], y_all[idx]
-            flip = torch.rand(len(idx), generator=gen) < 0.5
-            if flip.any():
-                xb = xb.clone()
-                yb = yb.clone()
-                xb[flip] = xb[flip].flip(-1)
-                yb[flip] = yb[flip].flip(-1)
-            out = model(xb)  # (B, 20, h, w)
-            if loss == "ce":
-                lval = F.cross_entropy(out, yb, weight=weights, ignore_index=VOID)
-            else:
-                lval = logitnorm_loss(out, yb, tau=tau, weight=weights)
-            opt.zero_grad(set_to_none=True)
-            lval.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(lval.detach()))
-            progress.step(step + 1, losses[-1])
+        losses = _fit(model, x_all, y_all, _loss_fn(loss, tau, weights), steps, batch_size, lr, seed, progress)
         train_seconds = time.perf_counter() - t0
-        model.eval()
-        correct = total = 0
-        with torch.no_grad():
-            for i in range(0, n, 16):
-                pred = model(x_all[i : i + 16])[:, :NUM_CLASSES].argmax(1)
-                valid = y_all[i : i + 16] != VOID
-                correct += int((pred[valid] == y_all[i : i + 16][valid]).sum())
-                total += int(valid.sum())
+        accuracy = pixel_accuracy(model, x_all, y_all)
         out_checkpoint = Path(out_checkpoint)
         out_checkpoint.parent.mkdir(parents=True, exist_ok=True)
         save_official_checkpoint(model, out_checkpoint, kind="erfnet")
@@ -150,12 +119,62 @@ def train_erfnet(
         "steps": int(steps),
         "height": int(height),
         "batch_size": int(batch_size),
-        "n_images": int(n),
+        "n_images": int(x_all.shape[0]),
         "loss": loss,
         "first_loss": losses[0] if losses else float("nan"),
         "final_loss": float(np.mean(tail)) if tail else float("nan"),
-        "pixel_accuracy": correct / max(total, 1),
+        "pixel_accuracy": accuracy,
         "train_seconds": train_seconds,
         "seconds": time.perf_counter() - t0,
         "cpu_seconds": time.process_time() - c0,  # all threads of this process
     }
+
+
+def _loss_fn(loss: str, tau: float, weights):
+    """The training loss ``(logits (B, 20, h, w), target (B, h, w)) -> scalar``: cross-entropy
+    or :func:`logitnorm_loss`, class-``weights`` or none, void ignored."""
+    if loss == "ce":
+        return lambda out, target: F.cross_entropy(out, target, weight=weights, ignore_index=VOID)
+    return lambda out, target: logitnorm_loss(out, target, tau=tau, weight=weights)
+
+
+def _fit(model, x_all, y_all, loss_fn, steps: int, batch_size: int, lr: float, seed: int,
+         progress: TrainingProgress) -> list[float]:
+    """Train ``model`` in place for ``steps`` steps and return each step's loss: batches of
+    ``batch_size`` frames in seeded epoch permutations, each frame flipped horizontally with
+    probability 1/2, Adam (weight decay 1e-4) with :func:`~extract.demo.runtime.cosine_lr`."""
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps))
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for step, idx in enumerate(batch_indices(x_all.shape[0], batch_size, steps, gen)):
+        xb, yb = x_all[idx], y_all[idx]
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        if flip.any():
+            xb = xb.clone()
+            yb = yb.clone()
+            xb[flip] = xb[flip].flip(-1)
+            yb[flip] = yb[flip].flip(-1)
+        lval = loss_fn(model(xb), yb)  # model(xb): (B, 20, h, w)
+        opt.zero_grad(set_to_none=True)
+        lval.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(lval.detach()))
+        progress.step(step + 1, losses[-1])
+    return losses
+
+
+def pixel_accuracy(model, x_all, y_all, batch: int = 16) -> float:
+    """Fraction of the non-void pixels of ``y_all`` that ``model`` (put in eval mode) labels
+    right from ``x_all`` (argmax over the 19 classes, void channel left out)."""
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for i in range(0, x_all.shape[0], batch):
+            pred = model(x_all[i : i + batch])[:, :NUM_CLASSES].argmax(1)
+            valid = y_all[i : i + batch] != VOID
+            correct += int((pred[valid] == y_all[i : i + batch][valid]).sum())
+            total += int(valid.sum())
+    return correct / max(total, 1)
