@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numcodecs
 import numpy as np
@@ -82,15 +83,7 @@ def bench_extraction(model: str = "erfnet", device: str = "cpu", batch_size: int
         crop = net.config.img_size
         x = torch.rand(batch_size, 3, crop, crop, device=dev)
         unit = "crop"
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
-    ctx = (lambda: torch.autocast("cuda", dtype=amp)) if (amp and dev.type == "cuda") else torch.inference_mode
-
-    def forward():
-        with torch.inference_mode(), ctx():
-            out = net(x)
-        outs = out if isinstance(out, tuple) else (out,)
-        return [o.to(torch.float16) for o in outs]
-
+    forward = _forward_pass(net, x, dtype, dev)
     forward()  # warm-up (cudnn autotune, allocator)
     _sync(dev)
     t0 = time.perf_counter()
@@ -107,6 +100,35 @@ def bench_extraction(model: str = "erfnet", device: str = "cpu", batch_size: int
 
     # one array per output, one chunk per frame/crop, exactly as the cache stores them
     per_item = [[np.ascontiguousarray(h[j]) for h in host] for j in range(batch_size)]
+    t_compress, blobs = _time_compression(per_item, compression, batches, writer_threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        t_write = _time_writes(Path(tmp), blobs, batches, writer_threads)
+        arrays = _cache_arrays(Path(tmp) / "bench.zarr", per_item[0], batches * batch_size, compression)
+        t_pipeline = _time_pipeline(forward, copier, arrays, batches, batch_size, writer_threads, dev)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    items = batches * batch_size
+    return StageTimes(items, t_forward, t_copy, t_compress, t_write, t_pipeline, name, unit, writer_threads)
+
+
+def _forward_pass(net, x: torch.Tensor, dtype: str, dev: torch.device) -> Callable[[], list[torch.Tensor]]:
+    """The model's outputs on ``x`` as float16 (as the cache stores them), under autocast to
+    ``dtype`` on CUDA."""
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+    ctx = (lambda: torch.autocast("cuda", dtype=amp)) if (amp and dev.type == "cuda") else torch.inference_mode
+
+    def forward():
+        with torch.inference_mode(), ctx():
+            out = net(x)
+        outs = out if isinstance(out, tuple) else (out,)
+        return [o.to(torch.float16) for o in outs]
+
+    return forward
+
+
+def _time_compression(per_item: list[list[np.ndarray]], compression: str, batches: int,
+                      writer_threads: int) -> tuple[float, list[list[bytes]]]:
+    """Seconds to compress ``batches`` times every item's arrays with the cache codec on
+    ``writer_threads`` threads, and the compressed chunks (raw bytes without a codec)."""
     preset = COMPRESSION[compression]
     codec = (numcodecs.Blosc(cname=preset["cname"], clevel=preset["clevel"], shuffle=numcodecs.Blosc.SHUFFLE)
              if preset else None)
@@ -115,38 +137,46 @@ def bench_extraction(model: str = "erfnet", device: str = "cpu", batch_size: int
         for _ in range(batches):
             blobs = list(pool.map(lambda arrays: [codec.encode(a) if codec else a.tobytes() for a in arrays],
                                   per_item))
-        t_compress = time.perf_counter() - t0
+        return time.perf_counter() - t0, blobs
 
-    with tempfile.TemporaryDirectory() as tmp:
-        def put(job):
-            b, j, chunks = job
-            for o, blob in enumerate(chunks):
-                Path(tmp, f"{b}_{j}_{o}").write_bytes(blob)
 
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(writer_threads) as pool:
-            list(pool.map(put, [(b, j, c) for b in range(batches) for j, c in enumerate(blobs)]))
-        t_write = time.perf_counter() - t0
+def _time_writes(tmp: Path, blobs: list[list[bytes]], batches: int, writer_threads: int) -> float:
+    """Seconds to write the compressed chunks of ``batches`` batches as files under ``tmp``."""
+    def put(job):
+        b, j, chunks = job
+        for o, blob in enumerate(chunks):
+            Path(tmp, f"{b}_{j}_{o}").write_bytes(blob)
 
-        root = zarr.open_group(str(Path(tmp) / "bench.zarr"), mode="w")
-        arrays = [root.create_array(f"out{o}", shape=(batches * batch_size, *a.shape), chunks=(1, *a.shape),
-                                    dtype="float16", compressors=default_compressors(compression))
-                  for o, a in enumerate(per_item[0])]
-        writer = FrameWriter(writer_threads)
-        _sync(dev)
-        t0 = time.perf_counter()
-        for b in range(batches):
-            outs = forward()
-            for j in range(batch_size):
-                waits = [copier.submit(o[j]) for o in outs]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(writer_threads) as pool:
+        list(pool.map(put, [(b, j, c) for b in range(batches) for j, c in enumerate(blobs)]))
+    return time.perf_counter() - t0
 
-                def store(waits=waits, k=b * batch_size + j):
-                    for arr, w in zip(arrays, waits):
-                        write_chunk(arr, k, w())
 
-                writer.submit(store)
-        writer.close()
-        t_pipeline = time.perf_counter() - t0
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    items = batches * batch_size
-    return StageTimes(items, t_forward, t_copy, t_compress, t_write, t_pipeline, name, unit, writer_threads)
+def _cache_arrays(path: Path, item: list[np.ndarray], n: int, compression: str) -> list:
+    """One float16 Zarr array per output of ``n`` items, chunked one item each, as in a cache."""
+    root = zarr.open_group(str(path), mode="w")
+    return [root.create_array(f"out{o}", shape=(n, *a.shape), chunks=(1, *a.shape), dtype="float16",
+                              compressors=default_compressors(compression))
+            for o, a in enumerate(item)]
+
+
+def _time_pipeline(forward, copier: HostCopier, arrays: list, batches: int, batch_size: int, writer_threads: int,
+                   dev: torch.device) -> float:
+    """Seconds of forward passes, host copies and chunk writes (:class:`FrameWriter`) all
+    overlapped, as ``extract run`` runs them."""
+    writer = FrameWriter(writer_threads)
+    _sync(dev)
+    t0 = time.perf_counter()
+    for b in range(batches):
+        outs = forward()
+        for j in range(batch_size):
+            waits = [copier.submit(o[j]) for o in outs]
+
+            def store(waits=waits, k=b * batch_size + j):
+                for arr, w in zip(arrays, waits):
+                    write_chunk(arr, k, w())
+
+            writer.submit(store)
+    writer.close()
+    return time.perf_counter() - t0
