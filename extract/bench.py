@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import zarr
 
-from extract.writer import FrameWriter, HostCopier, default_writer_threads
+from extract.writer.frames import FrameWriter, HostCopier, default_writer_threads
 from schemas.cache import COMPRESSION, default_compressors, write_chunk
 
 

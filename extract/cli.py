@@ -1,7 +1,7 @@
 """`extract`: run segmentation models once over a dataset into a Zarr cache.
 
-Commands only wire arguments; the work is in extract.run, extract.datasets, extract.synth,
-extract.bench and extract.demo.
+Commands only wire arguments; the work is in extract.run, extract.datasets, extract.bench
+and extract.demo.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import click
 
-from extract.datasets import check_dataset, get_dataset_spec, load_manifest
-from schemas.manifest import default_manifest
+from extract.datasets.reader import check_dataset
+from schemas.manifest import default_manifest, get_dataset_spec, load_manifest
 from extract.demo import settings as demo_settings
 from extract.demo.progress import DEFAULT_EVERY
-from extract.synth import parse_size, write_synth_dataset
+from extract.datasets.synth import parse_size, write_synth_dataset
 from schemas.cache import COMPRESSION, DEFAULT_COMPRESSION
 from schemas.errors import ToolGroup
 from schemas.version import PACKAGE, __version__

@@ -1,8 +1,8 @@
 """The extraction loop: dataset -> model -> cache, resumable and shardable.
 
 A DataLoader decodes and resizes frames in worker processes; the model runs on batches;
-outputs go to the host through :class:`extract.writer.HostCopier` and are written by
-:class:`extract.writer.FrameWriter` threads. A frame's ``done`` flag is written after all
+outputs go to the host through :class:`extract.writer.frames.HostCopier` and are written by
+:class:`extract.writer.frames.FrameWriter` threads. A frame's ``done`` flag is written after all
 of its chunks, so an interrupted run (SIGINT, SIGKILL, a failing disk) leaves a cache that a
 rerun of the same command completes to the same bytes. A rerun also extracts again the done
 frames whose chunks went missing (:mod:`schemas.integrity`).
@@ -29,14 +29,16 @@ import torch
 from PIL import Image
 
 from extract.adapters import ADAPTERS, Adapter
-from extract.datasets import DatasetCopy, DatasetError, DatasetReader, get_dataset_spec, image_size, read_frame
+from extract.datasets.layouts import DatasetCopy
+from extract.datasets.reader import DatasetReader, image_size, read_frame
 from extract.models import get_model_spec, load_model
-from extract.provenance import device_name, file_sha256, versions
-from extract.resume import open_or_create
-from extract.writer import FrameWriter, HostCopier, default_writer_threads
+from extract.writer.provenance import device_name, file_sha256, versions
+from extract.writer.resume import open_or_create
+from extract.writer.frames import FrameWriter, HostCopier, default_writer_threads
 from schemas import cache as C
 from schemas import integrity
 from schemas.errors import OptionError, os_error_line
+from schemas.manifest import DatasetError, get_dataset_spec
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -161,7 +163,7 @@ def run_extraction(
     larger or no limit continues the same cache). A failing write stops the run with a
     CacheError naming the cache, the frame and the reason; the frames done before it stay.
     ``layout``, ``include_excluded`` and ``skip_unexpected`` choose the copy and frames as in
-    :class:`extract.datasets.DatasetReader`; which copy was read and what was left out is logged.
+    :class:`extract.datasets.reader.DatasetReader`; which copy was read and what was left out is logged.
     ``hflip``: also run the model on each horizontally mirrored image and store those outputs
     beside the normal ones (``<array>_hflip``; the cache's ``hflip`` attribute), for the
     flip-averaged scorers; a cache is made with or without it, never changed afterwards.

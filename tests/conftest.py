@@ -34,8 +34,8 @@ def checkpoints(tmp_path_factory):
 @pytest.fixture
 def anomaly_data(tmp_path):
     """A 5-frame RoadAnomaly-layout dataset (jpg images, raw labels 0/2/255), 48x96."""
-    from extract.datasets import get_dataset_spec
-    from extract.synth import write_synth_dataset
+    from extract.datasets.synth import write_synth_dataset
+    from schemas.manifest import get_dataset_spec
 
     root = tmp_path / "data"
     write_synth_dataset(get_dataset_spec("road_anomaly"), root, 5, (48, 96), seed=0)

@@ -9,18 +9,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from extract.cli import main as extract_main
-from extract.datasets import (
-    DatasetError,
-    DatasetReader,
-    check_dataset,
-    get_dataset_spec,
-    list_frames,
-    load_manifest,
-    locate,
-    read_label_file,
-)
-from extract.layouts import natural_key
-from extract.synth import write_synth_dataset
+from extract.datasets.layouts import list_frames, locate, natural_key
+from extract.datasets.reader import DatasetReader, check_dataset, read_label_file
+from extract.datasets.synth import write_synth_dataset
+from schemas.manifest import DatasetError, get_dataset_spec, load_manifest
 
 MANIFEST = load_manifest()
 LAYOUTS = [(name, lay.name) for name, spec in MANIFEST.items() for lay in spec.layouts]
@@ -51,7 +43,7 @@ def test_reading_modules_have_no_dataset_names():
     """Data-driven: no dataset, layout or folder name of the manifest is spelled in the readers."""
     names = set(MANIFEST) | {lay for _, lay in LAYOUTS}
     names |= {f for spec in MANIFEST.values() for lay in spec.layouts for f in lay.folders if f != "."}
-    for module in ("extract/datasets.py", "extract/layouts.py", "schemas/manifest.py", "extract/synth.py"):
+    for module in ("extract/datasets/reader.py", "extract/datasets/layouts.py", "schemas/manifest.py", "extract/datasets/synth.py"):
         code = (REPO / module).read_text()
         code = re.sub(r'"""[\s\S]*?"""', "", code)  # docstrings may give examples
         found = [n for n in names if re.search(rf"\b{re.escape(n)}\b", code)]
@@ -275,7 +267,7 @@ def test_cli_check_and_synth(tmp_path):
 
 
 def test_system_file_names():
-    from extract.layouts import is_system_file
+    from extract.datasets.layouts import is_system_file
 
     for rel in (".DS_Store", "images/.DS_Store", "images/._0.png", "images/Thumbs.db", "images/THUMBS.DB",
                 "images/desktop.ini", "images/Desktop.ini", "__MACOSX/images/0.png", "images/.hidden/0.png"):

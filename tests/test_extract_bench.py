@@ -15,7 +15,7 @@ def test_bench_cli_small_models():
 
 
 def test_default_writer_threads_is_half_the_cpus_between_4_and_16(monkeypatch):
-    from extract import writer
+    from extract.writer import frames as writer
 
     for cpus, want in ((1, 4), (2, 4), (16, 8), (28, 14), (128, 16)):
         monkeypatch.setattr(writer, "usable_cpus", lambda n=cpus: n)

@@ -13,12 +13,13 @@ import zarr
 from click.testing import CliRunner
 
 from extract.cli import main as extract_main
-from extract.datasets import DatasetReader, get_dataset_spec
+from extract.datasets.reader import DatasetReader
 from extract.models import load_model
 from extract.models.eomt import window_image
 from extract.models.erfnet import preprocess_erfnet
 from extract.run import run_extraction
 from schemas.cache import CacheError, open_cache, read_label, read_pixel_logits, read_query_outputs
+from schemas.manifest import get_dataset_spec
 from tests.factories import sigint_default
 
 RUN = dict(progress=False, log=lambda m: None, device="cpu")
@@ -131,7 +132,7 @@ def test_corrupt_image_mid_run_keeps_done_frames(tmp_path, anomaly_data, checkpo
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sigkill_then_resume_gives_identical_cache(tmp_path, checkpoints, seed):
     """Kill a real extraction process at a random moment, rerun, compare with a clean run."""
-    from extract.synth import write_synth_dataset
+    from extract.datasets.synth import write_synth_dataset
 
     anomaly_data = tmp_path / "data"
     write_synth_dataset(get_dataset_spec("road_anomaly"), anomaly_data, 16, (48, 96), seed=seed)
@@ -163,7 +164,7 @@ def test_sigkill_then_resume_gives_identical_cache(tmp_path, checkpoints, seed):
 
 @pytest.mark.slow
 def test_sigint_stops_cleanly_and_resume_completes(tmp_path, checkpoints):
-    from extract.synth import write_synth_dataset
+    from extract.datasets.synth import write_synth_dataset
 
     data = tmp_path / "data"
     # enough frames that the interrupt lands mid-run even when the polling below lags on a
@@ -225,7 +226,7 @@ def test_limit_then_a_larger_limit_then_none_extends_one_cache(tmp_path, anomaly
 
 
 def test_a_cache_of_fewer_frames_than_the_dataset_is_refused_with_a_hint(tmp_path, checkpoints):
-    from extract.synth import write_synth_dataset
+    from extract.datasets.synth import write_synth_dataset
 
     data = tmp_path / "data"
     write_synth_dataset(get_dataset_spec("road_anomaly"), data, 2, (48, 96), seed=0)
@@ -249,7 +250,7 @@ def test_device_auto_is_the_default_and_is_printed(tmp_path, anomaly_data, check
 
 def test_two_shard_processes_at_the_same_time_equal_one_run(tmp_path, checkpoints):
     """Two `extract run --shard i/2` processes started together on one (new) cache."""
-    from extract.synth import write_synth_dataset
+    from extract.datasets.synth import write_synth_dataset
 
     data = tmp_path / "data"
     write_synth_dataset(get_dataset_spec("road_anomaly"), data, 8, (48, 96), seed=3)

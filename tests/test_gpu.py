@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from extract.datasets import DatasetReader, get_dataset_spec
+from extract.datasets.reader import DatasetReader
 from extract.models import load_model
 from extract.models.eomt import window_image
 from extract.models.erfnet import preprocess_erfnet
 from extract.run import run_extraction
-from extract.writer import HostCopier
+from extract.writer.frames import HostCopier
 from schemas.cache import open_cache, read_label, read_pixel_logits, read_query_outputs
+from schemas.manifest import get_dataset_spec
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -11,11 +11,12 @@ from click.testing import CliRunner
 
 from analyze.cli import main as analyze_main
 from extract.cli import main as extract_main
-from extract.datasets import DatasetReader, get_dataset_spec
+from extract.datasets.reader import DatasetReader
 from extract.models import load_model
 from extract.models.eomt import window_image
 from extract.models.erfnet import preprocess_erfnet
 from schemas.cache import CacheError, CacheSpec, open_cache, read_pixel_logits, read_query_outputs
+from schemas.manifest import get_dataset_spec
 from schemas.results import read_results
 
 
@@ -25,7 +26,7 @@ def _extract(*args):
 
 @pytest.fixture(scope="module")
 def flipped(tmp_path_factory, checkpoints):
-    from extract.synth import write_synth_dataset
+    from extract.datasets.synth import write_synth_dataset
 
     d = tmp_path_factory.mktemp("hflip")
     write_synth_dataset(get_dataset_spec("road_anomaly"), d / "data", 3, (40, 70), seed=1)

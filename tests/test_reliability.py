@@ -16,7 +16,8 @@ from PIL import Image
 
 from analyze.cli import main as analyze_main
 from extract.cli import main as extract_main
-from extract.datasets import DatasetReader, get_dataset_spec
+from extract.datasets.reader import DatasetReader
+from schemas.manifest import get_dataset_spec
 from schemas.results import read_results, write_results
 from tests.factories import pixel_cache
 
@@ -50,7 +51,7 @@ def test_label_value_outside_mapping_names_the_file(tmp_path, anomaly_data, chec
     lab[0, 0] = 300 - 256 + 1  # 45: RoadAnomaly maps unknown values to void, so use FS L&F below
     res = _run(["datasets", "check", "--dataset", "road_anomaly", "--data-root", str(anomaly_data)])
     assert res.exit_code == 0  # road_anomaly: unlisted values are void by the manifest
-    from extract.synth import write_synth_dataset
+    from extract.datasets.synth import write_synth_dataset
 
     write_synth_dataset(get_dataset_spec("fs_lost_found"), tmp_path / "fs", 3, (16, 32))
     ref = DatasetReader(get_dataset_spec("fs_lost_found"), tmp_path / "fs").refs[2]
@@ -151,7 +152,7 @@ def test_resume_with_another_dataset_is_refused_and_cache_untouched(tmp_path, an
     cache = tmp_path / "c.zarr"
     assert _run(_extract_args(anomaly_data, checkpoints["erfnet"], cache)).exit_code == 0
     before = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
-    from extract.synth import write_synth_dataset
+    from extract.datasets.synth import write_synth_dataset
 
     write_synth_dataset(get_dataset_spec("fs_static"), tmp_path / "fs", 5, (48, 96))
     res = _run(_extract_args(tmp_path / "fs", checkpoints["erfnet"], cache, dataset="fs_static"))

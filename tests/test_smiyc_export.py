@@ -17,9 +17,9 @@ from PIL import Image
 from analyze.cli import main as analyze_main
 from analyze.metrics import pixel_metrics
 from extract.cli import main as extract_main
-from extract.datasets import get_dataset_spec
-from extract.synth import write_synth_dataset
+from extract.datasets.synth import write_synth_dataset
 from schemas.cache import open_cache, read_label
+from schemas.manifest import get_dataset_spec
 from schemas.results import read_results
 from tests.factories import pixel_cache
 from tests.test_metrics import smiyc_oracle

@@ -17,7 +17,7 @@ import numpy as np
 from extract.demo.classes import CAR, PERSON, POLE, VOID
 from extract.demo.ground import Ground
 from extract.demo.paint import Canvas, anomaly_colour, ellipse, jitter, paint, rect, texture
-from extract.synth import smooth_noise
+from extract.datasets.synth import smooth_noise
 
 ANOMALY_KINDS = ("blob", "animal", "cone", "box")
 ANOMALY_SIZE = (0.18, 0.45)  # anomaly size as a fraction of the road width where it stands

@@ -4,7 +4,7 @@ A :class:`Canvas` is the frame being drawn (float32 RGB and uint8 trainIds, pain
 place); :func:`paint` fills a mask with a colour and a class; :func:`ellipse` and
 :func:`rect` are masks of simple shapes on the pixel grid. Every random draw comes from
 the ``numpy.random.Generator`` passed in, so a scene stays a pure function of its state.
-Imports nothing of the demo but :func:`extract.synth.smooth_noise`.
+Imports nothing of the demo but :func:`extract.datasets.synth.smooth_noise`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extract.synth import smooth_noise
+from extract.datasets.synth import smooth_noise
 
 
 @dataclass(frozen=True)

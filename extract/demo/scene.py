@@ -19,7 +19,7 @@ from extract.demo.classes import BUILDING, ROAD, SIDEWALK, SKY, VEGETATION, VOID
 from extract.demo.ground import Ground, lay_out_ground
 from extract.demo.objects import draw_things, place_things, reveal_anomaly
 from extract.demo.paint import Canvas, jitter, paint, texture
-from extract.synth import smooth_noise
+from extract.datasets.synth import smooth_noise
 
 
 def render_scene(

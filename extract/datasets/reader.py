@@ -1,8 +1,9 @@
 """Dataset readers driven by ``data_manifest.yaml``.
 
 Every dataset is described by data (layouts of its copies, label mapping) in the manifest
-(:mod:`schemas.manifest`, the parser both wings share); :mod:`extract.layouts` finds the copy under a data root and lists
-its frames; this module decodes them and checks copies. Nothing here branches on a dataset
+(:mod:`schemas.manifest`, the parser both wings share); :mod:`extract.datasets.layouts` finds
+the copy under a data root and lists its frames; this module decodes them and checks copies
+(``extract datasets check``). Nothing here branches on a dataset
 name. A reader yields, per frame, the frame id, the RGB uint8 image, the canonical label map
 ({0 in-distribution, 1 anomaly, 255 void}, or Cityscapes trainIds 0..18 / 255) and the
 original size.
@@ -18,22 +19,16 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from extract.layouts import DatasetCopy, FrameListing, FrameRef, list_frames, locate
+from extract.datasets.layouts import DatasetCopy, FrameRef, list_frames, locate
 from schemas.manifest import (
     VOID,
     DatasetError,
     DatasetSpec,
     LabelMap,
-    Layout,
-    get_dataset_spec,
-    load_manifest,
 )
 
-__all__ = [
-    "VOID", "CheckReport", "DatasetCopy", "DatasetError", "DatasetReader", "DatasetSpec",
-    "Frame", "FrameListing", "FrameRef", "LabelMap", "Layout", "check_dataset", "get_dataset_spec", "image_size",
-    "list_frames", "load_manifest", "locate", "read_frame", "read_image", "read_label_file",
-]
+__all__ = ["CheckReport", "DatasetReader", "Frame", "check_dataset", "image_size", "read_frame", "read_image",
+           "read_label_file"]
 
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
 
