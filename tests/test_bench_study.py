@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from analyze import bench_reference as R
-from analyze import bench_study as S
-from analyze.bench_caches import build_cache
-from analyze.frame_scores import frame_inputs, score_frame
+from analyze.bench import reference as R
+from analyze.bench import study as S
+from analyze.bench.caches import build_cache
+from analyze.compose.frame_scores import frame_inputs, score_frame
 from analyze.scorers import get_scorers
 from schemas import cache as C
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analyze.compose import (
+from analyze.compose.queries import (
     FrameComposer,
     class_probs,
     pixel_logits_at,
@@ -18,7 +18,7 @@ from analyze.compose import (
     resize_scores,
     semantic_prediction,
 )
-from analyze.frame_scores import score_frame
+from analyze.compose.frame_scores import score_frame
 from analyze.scorers import SCORERS, get_scorers, score
 from schemas.windows import frame_windows
 from tests.oracles import compose_frame

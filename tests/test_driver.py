@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from analyze.frame_scores import score_frame
-from analyze.driver import Scheduler, ScoreError, score_cache
+from analyze.compose.frame_scores import score_frame
+from analyze.run.driver import Scheduler, ScoreError, score_cache
 from analyze.scorers import get_scorers
 from schemas.cache import open_cache, read_label, read_pixel_logits, read_query_outputs
 from tests.factories import pixel_cache, query_cache

@@ -93,8 +93,8 @@ def test_eomt_cuda_cache_matches_the_cpu_model(tmp_path, anomaly_data, checkpoin
 
 
 def _score_frames(path, **kw):
-    from analyze.bench_scorers import synthetic_stats
-    from analyze.frame_scores import frame_inputs, score_frame
+    from analyze.bench.scorers import synthetic_stats
+    from analyze.compose.frame_scores import frame_inputs, score_frame
     from analyze.scorers.registry import get_scorers
 
     root, spec = open_cache(path)
@@ -131,7 +131,7 @@ def test_analyze_score_device_cuda_metrics_agree_with_cpu(tmp_path):
     import pandas as pd
     from click.testing import CliRunner
 
-    from analyze.cli import main as analyze_main
+    from analyze.cli.main import main as analyze_main
     from tests.factories import signal_pixel_cache
 
     cache = tmp_path / "p.zarr"

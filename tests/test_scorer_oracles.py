@@ -9,11 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
-from analyze.compose import FrameComposer, pixel_logits_to_label_size, resize_scores
-from analyze.frame_scores import _channels, choose_scorers, frame_inputs
-from analyze.id_stats import IdStats
-from analyze.maps import frame_maps
+from analyze.cli.main import main as analyze_main
+from analyze.compose.queries import FrameComposer, pixel_logits_to_label_size, resize_scores
+from analyze.compose.frame_scores import _channels, choose_scorers, frame_inputs
+from analyze.scorers.id_stats import IdStats
+from analyze.maps.write import frame_maps
 from analyze.scorers.pixel import score_many
 from analyze.scorers.registry import get_scorers
 from schemas.cache import open_cache

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from analyze.frame_scores import score_frame
+from analyze.compose.frame_scores import score_frame
 import analyze.scorers.pixel as scorers_mod
 from analyze.scorers import (SCORERS, STUDY_SCORERS, ClassStats, all_notes, check_supported, first_argmax, get_scorers,
                              parse_spec, parse_temperatures, score, score_many, scorer_display, scorer_order)

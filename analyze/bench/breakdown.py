@@ -1,13 +1,13 @@
 """Where one frame's time goes in ``analyze score``, and the library-kernel reference on the same
-frame (part 2 of :mod:`analyze.bench_study`).
+frame (part 2 of :mod:`analyze.bench.study`).
 
 The steps are timed by calling, on one thread, the functions the frame task calls
-(:mod:`analyze.frame_scores`, :mod:`analyze.compose`, :mod:`analyze.scorers`,
-:class:`analyze.metrics.FramedExactState`, :mod:`analyze.later_passes`), each the best of
+(:mod:`analyze.compose.frame_scores`, :mod:`analyze.compose.queries`, :mod:`analyze.scorers`,
+:class:`analyze.metrics.FramedExactState`, :mod:`analyze.run.later_passes`), each the best of
 ``repeats`` runs. "Recomposing" is what the bootstrap and component passes cost per frame
 before they read the first pass (``score_cache(recompose=True)``): composition and scorers
 twice more, the bootstrap histograms by a binary search per pixel
-(:func:`analyze.bootstrap.frame_histograms`) and the component step on the dense map.
+(:func:`analyze.metrics.bootstrap.frame_histograms`) and the component step on the dense map.
 """
 
 from __future__ import annotations
@@ -36,17 +36,17 @@ def _best(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
 def breakdown(cache: Path, temps: Sequence[float], repeats: int = 2) -> dict:
     """Seconds per step of frame :data:`FRAME` of ``cache`` on one thread, the reference's, and
     the largest relative difference between the reference's maps and the tool's."""
-    from analyze import bench_reference as R
+    from analyze.bench import reference as R
     from analyze import metrics as M
-    from analyze.bootstrap import frame_histograms
-    from analyze.best_f1 import best_f1_threshold
-    from analyze.components import ComponentState, track_for_dataset
-    from analyze.compose import FrameComposer, pixel_logits_to_label_size, resize_scores, semantic_prediction
-    from analyze.driver import POSITIONS
-    from analyze.intervals import key_edges
-    from analyze.frame_scores import frame_inputs, iter_frame_scores
-    from analyze.later_passes import framed_histograms, kept_components
-    from analyze.scheduler import single_threaded_tasks
+    from analyze.metrics.bootstrap import frame_histograms
+    from analyze.metrics.best_f1 import best_f1_threshold
+    from analyze.metrics.components import ComponentState, track_for_dataset
+    from analyze.compose.queries import FrameComposer, pixel_logits_to_label_size, resize_scores, semantic_prediction
+    from analyze.plan.passes import POSITIONS
+    from analyze.run.intervals import key_edges
+    from analyze.compose.frame_scores import frame_inputs, iter_frame_scores
+    from analyze.run.later_passes import framed_histograms, kept_components
+    from analyze.run.scheduler import single_threaded_tasks
     from analyze.scorers import get_scorers, score_many
     from schemas import cache as C
 

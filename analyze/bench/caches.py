@@ -1,4 +1,4 @@
-"""Synthetic caches at real resolution for the study benchmark (:mod:`analyze.bench_study`).
+"""Synthetic caches at real resolution for the study benchmark (:mod:`analyze.bench.study`).
 
 Written through :mod:`schemas.cache` like ``extract run`` writes them: 1024x2048 frames;
 ERFNet-shaped pixel caches (20 channels of float16 logits at 512x1024, the last one void)

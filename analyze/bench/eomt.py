@@ -1,5 +1,5 @@
 """Benchmark: EoMT scoring of a temperature grid against a single T (``python -m analyze.bench
---section eomt_temperature_grid``, a section of :mod:`analyze.bench`)."""
+--section eomt_temperature_grid``, a section of :mod:`analyze.bench.sections`)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def run_eomt_temperature_grid(n_pixels: int, seed: int) -> tuple[str, dict, bool
     """
     import torch
 
-    from analyze.compose import FrameComposer
-    from analyze.frame_scores import iter_frame_scores
+    from analyze.compose.queries import FrameComposer
+    from analyze.compose.frame_scores import iter_frame_scores
     from analyze.scorers import STUDY_SCORERS, get_scorers, score_many
     from schemas.windows import frame_windows
 

@@ -1,7 +1,7 @@
 """Benchmark: peak memory of ``analyze temperature --fit nll`` on a Cityscapes-val-shaped cache.
 
 Run it with ``python -m analyze.bench --section fit_nll_memory`` (a section of
-:mod:`analyze.bench`). The cache has Cityscapes val's shape: 1024x2048 labels, ERFNet logits
+:mod:`analyze.bench.sections`). The cache has Cityscapes val's shape: 1024x2048 labels, ERFNet logits
 of 20 channels at 512x1024 in float16, 500 frames (and a 100-frame one, to show that memory
 does not grow with the frame count). Its contents are cheap to make and to compress (smooth
 random logits, labels = their argmax with a void band) and its scores mean nothing; only the
@@ -64,8 +64,8 @@ def _worker(method: str, cache: str) -> dict:
     """In a fresh process: peak memory growth of one method on ``cache``."""
     import scipy.optimize  # noqa: F401  (imports outside the measurement: torch alone is ~700 MB)
 
-    import analyze.compose  # noqa: F401
-    from analyze import temperature
+    import analyze.compose.queries  # noqa: F401
+    from analyze.report import temperature
     from schemas.cache import done_mask, open_cache, read_label
 
     base = _peak_mb()
@@ -85,7 +85,7 @@ def _worker(method: str, cache: str) -> dict:
 
 def _run_worker(method: str, cache: Path) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "analyze.bench_fit", method, str(cache)]
+    cmd = [sys.executable, "-m", "analyze.bench.fit", method, str(cache)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
     if proc.returncode != 0:
         raise RuntimeError(f"worker {method} failed:\n{proc.stderr[-3000:]}")
@@ -93,7 +93,7 @@ def _run_worker(method: str, cache: Path) -> dict:
 
 
 def run_fit_nll_memory(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
-    """Section ``fit_nll_memory`` of :mod:`analyze.bench` (``n_pixels`` is not used)."""
+    """Section ``fit_nll_memory`` of :mod:`analyze.bench.sections` (``n_pixels`` is not used)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench_fit_"))
     try:
         runs = {}

@@ -1,4 +1,4 @@
-"""Benchmark section ``pixel_metrics`` of :mod:`analyze.bench` (``python -m analyze.bench --section
+"""Benchmark section ``pixel_metrics`` of :mod:`analyze.bench.sections` (``python -m analyze.bench --section
 pixel_metrics``): exact pooled AuPRC / AUROC / FPR95 of :mod:`analyze.metrics`
 against the reference approach (concatenate every frame, then scikit-learn
 ``average_precision_score`` + ``roc_auc_score`` + ``ood_metrics.fpr_at_95_tpr``) on synthetic

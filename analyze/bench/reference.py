@@ -1,9 +1,9 @@
-"""The library-kernel reference of the study benchmark (:mod:`analyze.bench_study`).
+"""The library-kernel reference of the study benchmark (:mod:`analyze.bench.study`).
 
 One frame's composition and scorers at every temperature written with plain library kernels,
 one thread, in row tiles, and nothing else: no cache reading, no metrics. It computes what
 ``analyze score`` computes for the frame (the same maps, checked against
-:func:`analyze.frame_scores.iter_frame_scores` by :func:`max_difference`):
+:func:`analyze.compose.frame_scores.iter_frame_scores` by :func:`max_difference`):
 
 * EoMT (``query``): per crop and row tile, torch bilinear upsampling of the mask logits (a
   slab of input rows with one row of margin, so the tile's rows equal the whole upsampling's)
@@ -38,7 +38,7 @@ def study_scorers(kind: str) -> list[str]:
     """The study's five scorers (:data:`analyze.scorers.registry.STUDY_SCORERS`, what ``--scorers all``
     meant when the study benchmark's bound was set) defined for caches of ``kind`` (RbA: mask
     models only): the scorers this reference computes. The later scorers' cost is the scorer
-    benchmark's rule (:mod:`analyze.bench_scorers`)."""
+    benchmark's rule (:mod:`analyze.bench.scorers`)."""
     from analyze.scorers.registry import STUDY_SCORERS, get_scorer
 
     return [n for n in STUDY_SCORERS if get_scorer(n).supports(kind)]
@@ -135,7 +135,7 @@ def erfnet_frame(logits: np.ndarray, void_channel: int, out_size: tuple[int, int
 
 def max_difference(kept: dict, tool_maps: dict, crop: int | None) -> float:
     """The largest |reference - tool| / (1 + |tool|) of the anomaly maps over the kept rows
-    (``tool_maps``: (scorer, T) -> (H, W) map from :func:`analyze.frame_scores.score_frame`)."""
+    (``tool_maps``: (scorer, T) -> (H, W) map from :func:`analyze.compose.frame_scores.score_frame`)."""
     worst = 0.0
     for (c, t, r0), maps in kept.items():
         cols = slice(c * crop, (c + 1) * crop) if crop else slice(None)

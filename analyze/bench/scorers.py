@@ -1,5 +1,5 @@
 """Benchmark: the EoMT temperature grid with every scorer against the same grid with the study's
-five (``python -m analyze.bench --section eomt_every_scorer``, a section of :mod:`analyze.bench`).
+five (``python -m analyze.bench --section eomt_every_scorer``, a section of :mod:`analyze.bench.sections`).
 
 Goal (issue 15): at most 1.3x. The mask scorers reuse the per-crop mask sigmoids that ``s``
 needs (EAM and no-object are two more rows of the class-score product, Mask2Anomaly a max
@@ -53,8 +53,8 @@ def run_eomt_every_scorer(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
     the wall time of an idle machine), which a shared machine disturbs less than wall time."""
     import torch
 
-    from analyze.frame_scores import iter_frame_scores
-    from analyze.scheduler import single_threaded_tasks
+    from analyze.compose.frame_scores import iter_frame_scores
+    from analyze.run.scheduler import single_threaded_tasks
     from analyze.scorers.registry import STUDY_SCORERS, get_scorers
 
     torch.set_num_threads(1)

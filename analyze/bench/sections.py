@@ -2,12 +2,12 @@
 
 Each entry of :data:`SECTIONS` is one benchmark (a name, a help line, a function that returns
 a Markdown report); add a section by appending to that list. ``--section NAME`` runs one.
-Sections: ``pixel_metrics`` (:mod:`analyze.bench_pixels`: the exact metrics against scikit-learn
-and ood_metrics), ``study`` (:mod:`analyze.bench_study`: ``analyze score`` on 1024x2048 caches
+Sections: ``pixel_metrics`` (:mod:`analyze.bench.pixels`: the exact metrics against scikit-learn
+and ood_metrics), ``study`` (:mod:`analyze.bench.study`: ``analyze score`` on 1024x2048 caches
 of both kinds against a library-kernel reference, and the whole study projected),
-``eomt_temperature_grid`` (:mod:`analyze.bench_eomt`), ``fit_nll_memory``
-(:mod:`analyze.bench_fit`). ``--worker`` runs one measurement of ``pixel_metrics`` in a fresh
-process (:func:`analyze.bench_pixels.worker`).
+``eomt_temperature_grid`` (:mod:`analyze.bench.eomt`), ``fit_nll_memory``
+(:mod:`analyze.bench.fit`). ``--worker`` runs one measurement of ``pixel_metrics`` in a fresh
+process (:func:`analyze.bench.pixels.worker`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Callable
 
 import click
 
-from analyze import bench_pixels
-from analyze.bench_pixels import DEFAULT_PIXELS, run_pixel_metrics
+from analyze.bench import pixels as bench_pixels
+from analyze.bench.pixels import DEFAULT_PIXELS, run_pixel_metrics
 
 
 @dataclass(frozen=True)
@@ -39,22 +39,22 @@ SECTIONS: list[Section] = [
     Section(
         "study",
         "`analyze score` on 1024x2048 caches of both kinds vs a library-kernel reference; the whole study projected",
-        lambda pixels, seed: __import__("analyze.bench_study", fromlist=["x"]).run_study(pixels, seed),
+        lambda pixels, seed: __import__("analyze.bench.study", fromlist=["x"]).run_study(pixels, seed),
     ),
     Section(
         "eomt_temperature_grid",
         "EoMT scoring of a full T grid against a single T",
-        lambda pixels, seed: __import__("analyze.bench_eomt", fromlist=["x"]).run_eomt_temperature_grid(pixels, seed),
+        lambda pixels, seed: __import__("analyze.bench.eomt", fromlist=["x"]).run_eomt_temperature_grid(pixels, seed),
     ),
     Section(
         "eomt_every_scorer",
         "EoMT T grid with every scorer vs the same grid with the study's five (goal <= 1.3x)",
-        lambda pixels, seed: __import__("analyze.bench_scorers", fromlist=["x"]).run_eomt_every_scorer(pixels, seed),
+        lambda pixels, seed: __import__("analyze.bench.scorers", fromlist=["x"]).run_eomt_every_scorer(pixels, seed),
     ),
     Section(
         "fit_nll_memory",
         "peak memory of `analyze temperature --fit nll` on 100 and 500 Cityscapes-val-shaped frames",
-        lambda pixels, seed: __import__("analyze.bench_fit", fromlist=["x"]).run_fit_nll_memory(pixels, seed),
+        lambda pixels, seed: __import__("analyze.bench.fit", fromlist=["x"]).run_fit_nll_memory(pixels, seed),
     ),
 ]
 

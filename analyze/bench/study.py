@@ -1,7 +1,7 @@
-"""Benchmark section ``study`` of :mod:`analyze.bench`: ``analyze score`` at real resolution and the
+"""Benchmark section ``study`` of :mod:`analyze.bench.sections`: ``analyze score`` at real resolution and the
 whole study projected (``python -m analyze.bench --section study``).
 
-Caches (:mod:`analyze.bench_caches`): 1024x2048 frames, ERFNet (20 channels at 512x1024) and
+Caches (:mod:`analyze.bench.caches`): 1024x2048 frames, ERFNet (20 channels at 512x1024) and
 EoMT (100 queries, 1024 crops, 2 per frame), 8 frames and the first of them alone, with
 anomaly labels, and Cityscapes-val-shaped semantic ones (the study's in-distribution set).
 
@@ -14,13 +14,13 @@ anomaly labels, and Cityscapes-val-shaped semantic ones (the study's in-distribu
    :data:`REPEATS` runs of the whole command in a process that ran it once before
    (:func:`worker`): the subtraction alone left a fresh interpreter's start-up (5 to 16 s
    on the shared machine) in the noise.
-2. Where a frame's time goes, and the reference (:mod:`analyze.bench_reference`), in this
+2. Where a frame's time goes, and the reference (:mod:`analyze.bench.reference`), in this
    process on one thread, on frame 1 (best of :data:`REPEATS`): reading the cache,
    composition and the scorers (five maps and the semantic map per temperature) each alone
    and fused as the tool runs them (the grid's figure counts the fused pass), the exact
    metric states (:class:`analyze.metrics.FramedExactState`: split, sort, the frame's AP),
    and the later steps (the frame's bootstrap histograms and component metrics from the
-   kept scores, :mod:`analyze.later_passes`); the same steps the recomposing path took
+   kept scores, :mod:`analyze.run.later_passes`); the same steps the recomposing path took
    (score_cache(recompose=True): composition and scorers again, the histograms by a binary
    search per pixel, the dense component step) for the overhead before.
 3. The study projected: per model, every dataset of the report (``data_manifest.yaml``: the
@@ -43,8 +43,8 @@ import time
 from pathlib import Path
 
 
-from analyze.bench_caches import build_cache
-from analyze.bench_reference import study_scorers
+from analyze.bench.caches import build_cache
+from analyze.bench.reference import study_scorers
 
 GRID = ["--scorers", "study", "--temps", "0.5,0.75,1.1"]  # "study": the reference's scorers the cache kind supports
 TEMPS = (0.5, 0.75, 1.0, 1.1)
@@ -72,7 +72,7 @@ def _load() -> str:
 def _per_frame(tmp: Path, name: str, args: list[str]) -> dict:
     """``analyze score`` on the 1-frame and the 8-frame cache ``name`` (:func:`worker`, a fresh
     process): seconds (best of :data:`REPEATS`) and seconds per frame."""
-    cmd = [sys.executable, "-m", "analyze.bench_study", str(tmp / f"{name}1.zarr"), str(tmp / f"{name}{N_FRAMES}.zarr"),
+    cmd = [sys.executable, "-m", "analyze.bench.study", str(tmp / f"{name}1.zarr"), str(tmp / f"{name}{N_FRAMES}.zarr"),
            str(tmp / "out" / f"{name}.parquet"), str(REPEATS), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if proc.returncode:
@@ -90,7 +90,7 @@ def worker(one: str, many: str, out: str, repeats: int, args: list[str]) -> dict
     in (many - one)."""
     from click.testing import CliRunner
 
-    from analyze.cli import main as cli
+    from analyze.cli.main import main as cli
 
     def run(cache: str) -> tuple[float, float]:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -119,11 +119,10 @@ def _study_frames() -> list[tuple[str, int, int, str]]:
 
 
 def _plan(frames: int, pixels: int, n_keys: int, positions: bool) -> str:
-    """The plan ``analyze score`` takes for a dataset at the default budget (:func:`analyze.driver.plan_passes`)."""
-    from analyze.driver import POSITION_BYTES, POSITIONS, SCORE_BYTES
+    """The plan ``analyze score`` takes for a dataset at the default budget (:func:`analyze.plan.passes.one_or_two`)."""
+    from analyze.plan.passes import POSITIONS, one_or_two
 
-    per_score = SCORE_BYTES + (POSITION_BYTES * POSITIONS if positions else 0)
-    return "one-pass" if frames * pixels * n_keys * per_score <= DEFAULT_BUDGET else "two-pass"
+    return one_or_two(frames * pixels, n_keys, "exact", DEFAULT_BUDGET, POSITIONS if positions else 0.0)
 
 
 def project(per_frame: dict, reference_s: dict) -> tuple[list[str], dict]:
@@ -163,7 +162,7 @@ def project(per_frame: dict, reference_s: dict) -> tuple[list[str], dict]:
 
 def run_study(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
     """The ``study`` section (``n_pixels`` is not used): see the module docstring."""
-    from analyze.bench_breakdown import breakdown
+    from analyze.bench.breakdown import breakdown
 
     load0 = _load()
     tmp = Path(tempfile.mkdtemp(prefix="bench_study_"))
@@ -213,7 +212,7 @@ def _report(per_frame: dict, parts: dict, load0: str, load1: str) -> tuple[str, 
             lines.append(f"| {MODEL[kind]} | {cfg} | {r['many_s']:.1f} | {r['one_s']:.1f} | {r['per_frame_s']:.2f} | "
                          f"{r['per_frame_cpu_s']:.2f} | {vs} |")
     lines += ["", f"Per frame on one thread (this process, frame 1, best of {REPEATS}), and the library-kernel reference "
-              "(`analyze.bench_reference`: the same maps, checked):", "",
+              "(`analyze.bench.reference`: the same maps, checked):", "",
               "| step | ERFNet (s) | EoMT (s) |", "|---|---:|---:|"]
     steps = list(parts["query"]["steps"])
     for step in steps:
@@ -240,5 +239,5 @@ def _report(per_frame: dict, parts: dict, load0: str, load1: str) -> tuple[str, 
     return "\n".join(lines), {"projection_min": data}
 
 
-if __name__ == "__main__":  # python -m analyze.bench_study ONE MANY OUT REPEATS ARG...: one worker's JSON
+if __name__ == "__main__":  # python -m analyze.bench.study ONE MANY OUT REPEATS ARG...: one worker's JSON
     print(json.dumps(worker(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:])))

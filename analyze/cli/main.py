@@ -1,7 +1,7 @@
 """`analyze`: score cached model outputs offline and turn results into tables and figures.
 
-Commands only wire arguments; the work is in analyze.driver, analyze.report,
-analyze.temperature, analyze.maps, analyze.export and analyze.inspect.
+Commands only wire arguments; the work is in analyze.run.driver, analyze.report,
+analyze.report.temperature, analyze.maps.write, analyze.export.submission and analyze.report.inspect.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import sys
 
 import click
 
-from analyze.cli_fit import fit
-from analyze.cli_options import check_writable, parse_name, parse_scorers, summary_table
-from analyze.cli_score import score
-from analyze.export import FORMATS
+from analyze.cli.fit import fit
+from analyze.cli.options import check_writable, parse_name, parse_scorers, summary_table
+from analyze.cli.score import score
+from analyze.export.submission import FORMATS
 from schemas.cache import open_cache, unlabelled_not_void
 from schemas.cli import comma_list_option
 from schemas.errors import DataError, ToolGroup
@@ -51,7 +51,7 @@ def inspect(cache, verify):
     Example:
       analyze inspect caches/erfnet/fs_static.zarr --verify
     """
-    from analyze import inspect as insp
+    from analyze.report import inspect as insp
 
     root, spec = open_cache(cache)
     for line in insp.summary(root, spec, cache):
@@ -118,7 +118,7 @@ def maps(caches, scorers, temp, temp_target, frames, out, id_stats):
       analyze maps --cache caches/eomt/road_anomaly.zarr --scorer msp,rba --frames 0001,0002 --out maps/
       analyze maps --cache caches/erfnet/road_anomaly.zarr --cache caches/eomt/road_anomaly.zarr --out maps/
     """
-    from analyze.maps import write_maps
+    from analyze.maps.write import write_maps
 
     from analyze.scorers import check_temperature
 
@@ -126,7 +126,7 @@ def maps(caches, scorers, temp, temp_target, frames, out, id_stats):
         check_temperature(temp)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--temp") from None
-    from analyze.id_stats import IdStats
+    from analyze.scorers.id_stats import IdStats
 
     try:
         paths = write_maps(list(caches), scorers, temp, frames.split(",") if frames else None, out, temp_target,
@@ -167,8 +167,8 @@ def export(cache, scorer, temp, temp_target, fmt, method, out, overwrite, make_z
       analyze export --cache caches/eomt/smiyc_anomaly_track.zarr --scorer msp --temp 1.1 \\
           --format smiyc --method EoMT_MSP_T1.1 --out submission/ --zip
     """
-    from analyze.export import ExportOptionError, export_maps
-    from analyze.id_stats import IdStats
+    from analyze.export.submission import ExportOptionError, export_maps
+    from analyze.scorers.id_stats import IdStats
     from analyze.scorers import check_temperature
 
     try:
@@ -223,7 +223,7 @@ def temperature(results, select_on, metric, fit, cache, max_pixels, seed, name):
     if select_on:
         if not results:
             raise click.BadParameter("--select-on needs --results", param_hint="--results")
-        from analyze.temperature import chosen_temperatures, select_temperature
+        from analyze.report.temperature import chosen_temperatures, select_temperature
 
         df = read_results(results)
         datasets = [d.strip() for d in select_on.split(",") if d.strip()]
@@ -239,7 +239,7 @@ def temperature(results, select_on, metric, fit, cache, max_pixels, seed, name):
     if fit:
         if not cache:
             raise click.BadParameter("--fit nll needs --cache", param_hint="--cache")
-        from analyze.temperature import fit_temperature_nll
+        from analyze.report.temperature import fit_temperature_nll
 
         res = fit_temperature_nll(cache, max_pixels=max_pixels, seed=seed, name=name)
         click.echo(f"T = {res['T']:.4f}  NLL {res['nll_before']:.4f} -> {res['nll_after']:.4f}  "

@@ -82,7 +82,7 @@ def check_writable(out) -> None:
 def summary_table(df) -> str:
     """Compact pivot: one row per (run, model, dataset, scorer, T) and whichever of target,
     protocol, frames and selection vary; metrics in percent. Two rows for one cell raise."""
-    from analyze.cells import one_row_each
+    from analyze.report.cells import one_row_each
     from schemas.results import normalise
 
     if df.empty:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from analyze.cli_options import (check_writable, parse_device, parse_name, parse_scorers, parse_storage_options, parse_temps,
+from analyze.cli.options import (check_writable, parse_device, parse_name, parse_scorers, parse_storage_options, parse_temps,
                                  summary_table)
 from analyze.scorers.registry import help_text
 from schemas.cache import open_cache
@@ -74,8 +74,8 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
     """
     import pandas as pd
 
-    from analyze.driver import Scheduler, score_cache
-    from analyze.scheduler import forks_workers
+    from analyze.run.driver import Scheduler, score_cache
+    from analyze.run.scheduler import forks_workers
     from schemas.results import cache_conflicts, read_results, save_results
 
     try:
@@ -194,10 +194,10 @@ def _open_caches(caches, storage_options, keep_going: bool, failures: dict) -> l
 def _read_stats(paths, specs, scorers, temps, temp_target) -> list:
     """The --id-stats files, checked before any work: each must fit the model and checkpoint of a
     cache scored (``specs``: (cache, spec) pairs), and where KL matching or SML will use one, it must not
-    come from the dataset scored and must cover every T (:meth:`analyze.id_stats.IdStats.class_stats`)."""
+    come from the dataset scored and must cover every T (:meth:`analyze.scorers.id_stats.IdStats.class_stats`)."""
     if not paths:
         return []
-    from analyze.id_stats import IdStats, check_files_used, match_stats
+    from analyze.scorers.id_stats import IdStats, check_files_used, match_stats
     from analyze.scorers.registry import parse_spec
 
     files = [IdStats.read(p) for p in paths]
@@ -213,7 +213,7 @@ def _read_stats(paths, specs, scorers, temps, temp_target) -> list:
 def _check_distinct_runs(specs, name) -> None:
     """Two caches whose rows would share keys (one run, model and dataset: two checkpoints
     under one --name, or a cache given twice) are refused before any work."""
-    from analyze.driver import run_name
+    from analyze.run.driver import run_name
 
     seen: dict[tuple, str] = {}
     for cache, spec in specs:

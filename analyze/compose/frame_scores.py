@@ -1,9 +1,9 @@
 """One frame of a cache -> every (scorer, T) anomaly map and the semantic map per T.
 
-The one scoring path of ``analyze score`` (:mod:`analyze.driver`), ``analyze maps`` and
-``analyze export`` (:func:`analyze.maps.frame_maps`): a frame's raw outputs are read from the
+The one scoring path of ``analyze score`` (:mod:`analyze.run.driver`), ``analyze maps`` and
+``analyze export`` (:func:`analyze.maps.write.frame_maps`): a frame's raw outputs are read from the
 cache (:func:`frame_inputs`), composed into per-pixel class scores or resized logits
-(:mod:`analyze.compose`), and every requested scorer is evaluated on them at every
+(:mod:`analyze.compose.queries`), and every requested scorer is evaluated on them at every
 temperature (:func:`analyze.scorers.score_many`). Anomaly maps are float64 (the scorers
 evaluate their formulas in float64), semantic maps uint8.
 """
@@ -15,7 +15,7 @@ from typing import Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from analyze.compose import (
+from analyze.compose.queries import (
     DEFAULT_TEMP_TARGET,
     DEFAULT_TILE_ROWS,
     ArrayLike,
@@ -26,9 +26,9 @@ from analyze.compose import (
     resize_scores,
     semantic_prediction,
 )
-from analyze.id_stats import match_stats
+from analyze.scorers.id_stats import match_stats
 from analyze.scorers import masks
-from analyze.resize import label_size_tiles
+from analyze.compose.resize import label_size_tiles
 from analyze.scorers.pixel import ClassStats, MapScorer, score_many
 from analyze.scorers.registry import SCORERS, Scorer, all_notes, check_supported, get_scorers, parse_spec
 from schemas import cache as C
@@ -40,7 +40,7 @@ def choose_scorers(cache, spec: C.CacheSpec, scorers: str, temps: Sequence[float
                    id_stats: Sequence = (), warn=lambda m: None, info=lambda m: None):
     """(scorers, {T: ClassStats} or None) for ``cache``: what the cache kind, its flipped pass and
     the statistics files allow (``all`` says what it leaves out); the statistics checked
-    (:meth:`analyze.id_stats.IdStats.class_stats`, StatsError). A scorer the cache cannot have
+    (:meth:`analyze.scorers.id_stats.IdStats.class_stats`, StatsError). A scorer the cache cannot have
     (another kind, a need not met) is a ValueError naming it and what it needs; ``warn`` and
     ``info`` are told what ``all`` leaves out and what the statistics lack."""
     fitted = match_stats(id_stats, spec, str(cache))
@@ -249,7 +249,7 @@ def _query_scores(composer: FrameComposer, size, scorers: Sequence[Scorer], temp
 def _pixel_scores(logits: torch.Tensor, size: tuple[int, int], void_channel: int | None, scorers: Sequence[Scorer],
                   temps: Sequence[float], stats, device, compiled) -> Iterator[TemperatureScores]:
     """ERFNet's fused pass: each row tile of the logits at label size
-    (:func:`analyze.resize.label_size_tiles`, the full resize sliced) is scored at every T while
+    (:func:`analyze.compose.resize.label_size_tiles`, the full resize sliced) is scored at every T while
     it is in cache (one :class:`MapScorer` per T), so no per-T copy of the logits exists; the
     semantic map comes from the first T's pass (the first maximum of ``z / T`` is that of ``z``)."""
     names = [s.name for s in scorers]

@@ -1,10 +1,10 @@
 """Model outputs -> per-pixel class scores or logits at label resolution, one frame at a time.
 
-The one composition path: :mod:`analyze.frame_scores` (and through it ``analyze score``,
+The one composition path: :mod:`analyze.compose.frame_scores` (and through it ``analyze score``,
 ``analyze maps`` and ``analyze export``) composes whole frames with :class:`FrameComposer`
 and :func:`pixel_logits_to_label_size`; the temperature fit evaluates the same chains at
 sampled pixels only (:meth:`FrameComposer.pixel_weights`, :func:`pixel_logits_at`), from
-the same taps, crop regions and crop counts (the resizing itself: :mod:`analyze.resize`). The
+the same taps, crop regions and crop counts (the resizing itself: :mod:`analyze.compose.resize`). The
 untiled, obviously correct composition is the tests' oracle (``tests/oracles.py``), as is the model's own semantic inference
 (:func:`extract.models.eomt.semantic_map`) tested against it.
 
@@ -58,8 +58,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analyze.resize import ArrayLike, f32 as _f32, linear_taps as _linear_taps
-from analyze.resize import pixel_logits_at, pixel_logits_to_label_size, resize_scores, semantic_prediction  # noqa: F401
+from analyze.compose.resize import ArrayLike, f32 as _f32, linear_taps as _linear_taps
+from analyze.compose.resize import pixel_logits_at, pixel_logits_to_label_size, resize_scores, semantic_prediction  # noqa: F401
 from analyze.scorers.masks import QueryChannel, max_channel, peaks
 from schemas.windows import FrameWindows
 

@@ -1,7 +1,7 @@
 """Bilinear resizing (``align_corners=False``, torch's semantics) of float32 maps, on any device:
 ERFNet's logits to label resolution (:func:`pixel_logits_to_label_size`, and at sampled pixels
 :func:`pixel_logits_at`), EoMT's class scores to the original size (:func:`resize_scores`),
-the 1-D taps that :class:`analyze.compose.FrameComposer` upsamples masks with
+the 1-D taps that :class:`analyze.compose.queries.FrameComposer` upsamples masks with
 (:func:`linear_taps`), and the semantic map (:func:`semantic_prediction`). A tensor stays on
 its device; semantic maps come back as uint8 numpy arrays on the CPU.
 """
@@ -76,7 +76,7 @@ def pixel_logits_to_label_size(
 def label_size_tiles(logits: ArrayLike, out_size: tuple[int, int], void_channel: int | None,
                      tile_rows: int = 16) -> Iterator[tuple[slice, torch.Tensor]]:
     """:func:`pixel_logits_to_label_size` in row tiles ``(rows, (K, R, W) float32)`` for ERFNet's
-    fused pass (:func:`analyze.frame_scores.iter_frame_scores`): the full resize, sliced.
+    fused pass (:func:`analyze.compose.frame_scores.iter_frame_scores`): the full resize, sliced.
 
     The one resize ``score``, ``fit``, ``maps`` and ``export`` share. Resizing each tile's few
     source rows with torch's kernel instead gave the full resize's bits only at some shapes

@@ -1,4 +1,4 @@
-"""The files of one export, frame by frame (:func:`analyze.export.export_maps` orchestrates):
+"""The files of one export, frame by frame (:func:`analyze.export.submission.export_maps` orchestrates):
 each frame's float64 map, the track's float16 transform fitted in one pass over every frame,
 and each frame written as an HDF5 file atomically. Imports no CLI code.
 """
@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analyze.f16_range import Float16Transform, LossCount, ScoreRange
+from analyze.metrics.f16_range import Float16Transform, LossCount, ScoreRange
 from schemas import cache as C
 from schemas.errors import DataError
 
@@ -49,7 +49,7 @@ def _python_value(a):
 
 @dataclass(frozen=True)
 class FrameMaps:
-    """The float64 map of one scorer at one T, frame by frame (:func:`analyze.maps.frame_maps`)."""
+    """The float64 map of one scorer at one T, frame by frame (:func:`analyze.maps.write.frame_maps`)."""
 
     root: Any
     spec: C.CacheSpec
@@ -61,7 +61,7 @@ class FrameMaps:
     cache: Any
 
     def __call__(self, i: int) -> np.ndarray:
-        from analyze.maps import frame_maps  # torch: imported when an export runs, not with the CLI
+        from analyze.maps.write import frame_maps  # torch: imported when an export runs, not with the CLI
 
         value = frame_maps(self.root, self.spec, i, self.chosen, self.t, self.temp_target, self.stats)[self.name]
         if not np.isfinite(value).all():

@@ -14,10 +14,10 @@ SegmentMeIfYouCan (``SegmentMeIfYouCan/road-anomaly-benchmark``), format ``smiyc
   Reading (``ChannelLoaderHDF5.read_file``, then ``np.squeeze``) expects the image's size
   (``metric_worker`` resizes narrower maps bilinearly): maps are written at the original size.
 
-The map is :func:`analyze.maps.frame_maps`, the one map computation: the float64 scores
+The map is :func:`analyze.maps.write.frame_maps`, the one map computation: the float64 scores
 ``analyze score`` and ``analyze maps`` use (higher = more anomalous), mapped by one affine
 transform fitted on the whole track, ``(score - center) * scale`` with the same constants for
-every frame (:class:`analyze.f16_range.Float16Transform`: the track's range onto float16's
+every frame (:class:`analyze.metrics.f16_range.Float16Transform`: the track's range onto float16's
 finest range, so the order of the pooled scores is kept as far as float16 allows), then cast
 to float16. The benchmark's ``PixBinaryClass`` bins each frame at its own percentiles and
 picks the component threshold on the map itself, so the transform changes no metric except
@@ -47,14 +47,14 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from analyze.export_frames import ExportError, FrameMaps, fit_transform, read_hdf5, write_frames
-from analyze.f16_range import LOSS_WARN, Float16Transform, LossCount
+from analyze.export.frames import ExportError, FrameMaps, fit_transform, read_hdf5, write_frames
+from analyze.metrics.f16_range import LOSS_WARN, Float16Transform, LossCount
 from schemas import cache as C
 from schemas import integrity
 from schemas.version import PACKAGE, tool_version
 
 if TYPE_CHECKING:
-    from analyze.id_stats import IdStats
+    from analyze.scorers.id_stats import IdStats
 
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # a folder name, and no "," (the benchmark splits lists on it)
 MATCH_ATTRS = ("scorer", "temperature", "temp_target", "cache_digest", "f16_transform")  # for a file to be reused
@@ -157,7 +157,7 @@ def export_maps(
         T in [0.1, 1000] at which the scorer is applied.
     temp_target
         EoMT caches: ``"query"`` (T on the query class logits) or ``"pixel"`` (on the
-        per-pixel class scores), as in :func:`analyze.driver.score_cache`.
+        per-pixel class scores), as in :func:`analyze.run.driver.score_cache`.
     fmt
         The submission format; ``"smiyc"`` (SegmentMeIfYouCan HDF5 files, float16).
     overwrite
@@ -172,7 +172,7 @@ def export_maps(
     warn
         Called with each warning line (default: :func:`print`).
     id_stats
-        :class:`analyze.id_stats.IdStats` for KL matching and SML, as in ``score_cache``.
+        :class:`analyze.scorers.id_stats.IdStats` for KL matching and SML, as in ``score_cache``.
 
     Returns
     -------
@@ -246,9 +246,9 @@ def export_maps(
 
 def _one_scorer(cache, spec: C.CacheSpec, scorer: str, temperature: float, temp_target: str,
                 id_stats: Sequence[IdStats], warn: Callable[[str], None]) -> tuple[Sequence[Any], Any]:
-    """(the one chosen scorer, its class statistics): :func:`analyze.frame_scores.choose_scorers`
+    """(the one chosen scorer, its class statistics): :func:`analyze.compose.frame_scores.choose_scorers`
     of ``scorer``, refused unless it names exactly one scorer."""
-    from analyze.frame_scores import choose_scorers
+    from analyze.compose.frame_scores import choose_scorers
 
     if scorer.strip().lower() == "all":
         raise ExportOptionError("--scorer", f"one scorer per export (a method), got {scorer!r}")

@@ -4,7 +4,7 @@ The panels are the seed paper's Figures 3-4: the input image next to one anomaly
 scorer (brighter = more anomalous) and the ground truth (anomaly white, void grey,
 in-distribution black). Each map is scaled to its own 1st-99th percentile **for display
 only** (the scorers' ranges differ by orders of magnitude); the ``.npy`` files keep the raw
-float64 scores exactly as :func:`analyze.frame_scores.iter_frame_scores` computes them for
+float64 scores exactly as :func:`analyze.compose.frame_scores.iter_frame_scores` computes them for
 ``analyze score``.
 """
 
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from analyze.frame_scores import choose_scorers, frame_inputs, iter_frame_scores
+from analyze.compose.frame_scores import choose_scorers, frame_inputs, iter_frame_scores
 from analyze.report.names import dataset_name, model_name, scorer_name, slug
 from schemas import cache as C
 from schemas import integrity
@@ -101,10 +101,10 @@ def frame_maps(root, spec: C.CacheSpec, i: int, scorers: Sequence, temperature: 
                temp_target: str = "query", stats=None) -> dict[str, np.ndarray]:
     """Anomaly maps of frame ``i``: scorer name -> float64 (H, W) at the original resolution.
 
-    The scores :func:`analyze.frame_scores.iter_frame_scores` gives ``analyze score`` (higher = more
+    The scores :func:`analyze.compose.frame_scores.iter_frame_scores` gives ``analyze score`` (higher = more
     anomalous, no rescaling), at one temperature; ``temp_target`` as there (EoMT only).
     The one map computation behind ``analyze maps`` and ``analyze export``. ``stats``:
-    ``{T: ClassStats}`` for KL matching and SML (:func:`analyze.frame_scores.choose_scorers`).
+    ``{T: ClassStats}`` for KL matching and SML (:func:`analyze.compose.frame_scores.choose_scorers`).
     """
     flip = any(s.needs_flip for s in scorers)
     (ts,) = iter_frame_scores(spec.kind, scorers=scorers, temperatures=(float(temperature),),
@@ -167,7 +167,7 @@ def write_maps(cache_path: str | os.PathLike | Sequence[str | os.PathLike], scor
     scores ``analyze score`` uses), ``<frame>_T<T>.png`` (image | ground truth | one map per
     scorer) and ``panel.png`` (one row per frame, same columns).
     ``scorers`` is ``'all'`` or a comma list (as ``analyze score``); ``temp_target`` as there
-    (EoMT only); ``id_stats``: :class:`analyze.id_stats.IdStats` files for KL matching and SML,
+    (EoMT only); ``id_stats``: :class:`analyze.scorers.id_stats.IdStats` files for KL matching and SML,
     each cache using the one fit on its checkpoint (``all`` leaves them out without one, and
     says so to ``info``). Several caches of one dataset (e.g. ERFNet and EoMT) put each cache's
     ``.npy`` files and frame panels in ``out_dir/<model>/`` and one ``panel.png`` in

@@ -3,7 +3,7 @@
 After ``SegmentMeIfYouCan/road-anomaly-benchmark`` (2023, commit 1c7804e),
 ``MetricSegment.get_thresh_p_from_curve`` and ``pixel_classification_curves.py``
 (``curves_from_cmats``): the threshold of the best pixel F1 on the pixel PR curve, the one
-:mod:`analyze.components` predicts with.
+:mod:`analyze.metrics.components` predicts with.
 """
 
 from __future__ import annotations

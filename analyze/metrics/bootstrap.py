@@ -4,7 +4,7 @@ Frames, not pixels, are resampled (pixels of one frame are not independent), and
 frames that contribute a labelled pixel (a frame whose labels are all void would only
 shrink the resamples). A resample is a multinomial weighting of those frames
 (:func:`resample_counts`, shared with the smiyc protocol's intervals in
-:mod:`analyze.smiyc_bootstrap`); each interval is the percentile interval of the
+:mod:`analyze.metrics.smiyc_bootstrap`); each interval is the percentile interval of the
 protocol's own estimator over the resamples (:func:`percentile_intervals`).
 
 For the exact protocol each frame contributes a histogram of its anomaly and

@@ -4,7 +4,7 @@ Follows ``SegmentMeIfYouCan/road-anomaly-benchmark`` (2023, commit 1c7804e),
 ``road_anomaly_benchmark/metrics/instance_segmentation.py``: ``default_instancer`` (per frame:
 threshold, components, size rules, region of interest), ``segment_metrics`` (per frame:
 sIoU per ground-truth component, PPV per predicted component) and ``MetricSegment.aggregate``
-(dataset: pooled means and F1 from summed counts); the pixel threshold (:mod:`analyze.best_f1`) comes from
+(dataset: pooled means and F1 from summed counts); the pixel threshold (:mod:`analyze.metrics.best_f1`) comes from
 ``MetricSegment.get_thresh_p_from_curve``, i.e. the best-F1 point of the pixel PR curve
 (``pixel_classification_curves.py``, ``curves_from_cmats``).
 
@@ -297,7 +297,7 @@ class ComponentState:
             raise ValueError(f"y_true may hold only 0, 1 and {VOID} (void); found {bad.tolist()}")
         if y_score.dtype.kind == "f" and np.isnan(y_score[roi]).any():
             raise ValueError("y_score contains NaN at non-void pixels")
-        thr = self.threshold
+        thr: float | np.floating = self.threshold
         if self.float16:  # the map the benchmark reads back, and its float16 comparison
             with np.errstate(over="ignore"):
                 y_score, thr = y_score.astype(np.float16), np.float16(thr)

@@ -26,7 +26,7 @@ the fewest distinct values on a fixed sample of the track's scores (every
 finite: the range ``2**15`` and ``max + 1 %`` (its ``eps``) stay below 65504.
 
 The cost: the track's min and max are needed before the first frame is mapped, i.e. one
-more pass over the frames (:mod:`analyze.export`, the ``ranges`` pass of ``analyze score
+more pass over the frames (:mod:`analyze.export.submission`, the ``ranges`` pass of ``analyze score
 --protocol smiyc``).
 
 :func:`distinct_lost` counts what the cast loses on one frame: its distinct float64 scores

@@ -17,7 +17,7 @@ only undrawn frames have repeats the previous point, which changes none of the t
 metrics). ``W @ I`` is a sparse product, evaluated for a block of resamples at a time
 (about :data:`BLOCK_BYTES` per curve array).
 
-The resample counts are those of the exact protocol (:func:`analyze.bootstrap.resample_counts`,
+The resample counts are those of the exact protocol (:func:`analyze.metrics.bootstrap.resample_counts`,
 same seed, same frames), and the interval is the same percentile interval.
 """
 
@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from analyze.bootstrap import percentile_intervals, resample_counts
+from analyze.metrics.bootstrap import percentile_intervals, resample_counts
 from analyze.metrics import TPR_LEVEL
 
 BLOCK_BYTES = 64 * 2**20
@@ -98,6 +98,6 @@ def smiyc_resample_metrics(frame_bins: Sequence[FrameBins], weights: np.ndarray)
 def smiyc_bootstrap_ci(frame_bins: Sequence[FrameBins], n_boot: int, seed: int,
                        level: float = 0.95) -> dict[str, tuple[float, float]]:
     """Percentile intervals of the SMIYC ``auprc``, ``auroc``, ``fpr95`` over ``n_boot`` frame
-    resamples (:func:`analyze.bootstrap.resample_counts` of the frames in ``frame_bins``)."""
+    resamples (:func:`analyze.metrics.bootstrap.resample_counts` of the frames in ``frame_bins``)."""
     w = resample_counts(len(frame_bins), n_boot, seed)
     return percentile_intervals(smiyc_resample_metrics(frame_bins, w), level)

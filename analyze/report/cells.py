@@ -7,7 +7,7 @@ The one deliberate merge is :func:`prefer_target`: at T = 1 the EoMT temperature
 ``query`` and ``pixel`` are the same computation, so their rows are merged there when
 their values agree (and refused when they do not).
 
-Used by :mod:`analyze.report` and :mod:`analyze.temperature`.
+Used by :mod:`analyze.report` and :mod:`analyze.report.temperature`.
 """
 
 from __future__ import annotations

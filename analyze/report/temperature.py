@@ -7,9 +7,9 @@
   Neural Networks", ICML 2017): the T minimising the negative log-likelihood of the
   in-distribution semantic labels (Cityscapes val), with the expected calibration error
   before and after. It evaluates the composition at sampled pixels only, from the same
-  primitives as whole frames (:mod:`analyze.compose`).
+  primitives as whole frames (:mod:`analyze.compose.queries`).
 
-(Bootstrap intervals of the metrics: :mod:`analyze.bootstrap`.)
+(Bootstrap intervals of the metrics: :mod:`analyze.metrics.bootstrap`.)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analyze.cells import checked, one_row_each, plain
+from analyze.report.cells import checked, one_row_each, plain
 from schemas.errors import DataError
 from schemas.results import SEMANTIC_SCORER
 
@@ -45,7 +45,7 @@ def chosen_temperatures(df: pd.DataFrame, select_on: Sequence[str], metric: str 
     at that T) and ``n_temperatures``. A T counts only where every ``select_on`` dataset has a
     finite value; groups with a single T, or where no T qualifies, are left out. Best =
     highest mean (lowest for fpr95/ece/nll); ties within 1e-12 go to the T closest to 1, then
-    to the smaller T. Raises ``analyze.cells.RowConflict`` when two rows would give one
+    to the smaller T. Raises ``analyze.report.cells.RowConflict`` when two rows would give one
     dataset's value at one T, or when the rows of one (run, model, dataset) come from two
     caches (a T chosen on a mixture of two models' outputs means nothing).
     """
@@ -183,7 +183,7 @@ class _Calibration:
     """The sampled pixels of a semantic cache, ready to give class probabilities at any T."""
 
     def __init__(self, cache_path, max_pixels: int, seed: int, storage_options=None):
-        from analyze.compose import FrameComposer, pixel_logits_at
+        from analyze.compose.queries import FrameComposer, pixel_logits_at
         from schemas import integrity
         from schemas.cache import CacheError, done_mask, open_cache, read_label, read_pixel_logits, read_query_outputs
 
@@ -268,8 +268,8 @@ def fit_temperature_nll(cache_path: str | os.PathLike, max_pixels: int = 200_000
     ``max_pixels`` non-ignored pixels (label != 255) are drawn uniformly without replacement,
     one frame at a time (:func:`sample_pixels`: memory does not grow with the number of
     frames; the same pixels for a seed), and serve every T. The composition is evaluated at
-    these pixels only (:func:`analyze.compose.pixel_logits_at`,
-    :meth:`analyze.compose.FrameComposer.pixel_weights`). T minimises the mean NLL over ``log T`` (scipy
+    these pixels only (:func:`analyze.compose.queries.pixel_logits_at`,
+    :meth:`analyze.compose.queries.FrameComposer.pixel_weights`). T minimises the mean NLL over ``log T`` (scipy
     ``minimize_scalar``, bounded, T in [0.05, 20]). ECE uses 15 equal-width confidence bins.
 
     Returns ``T``, ``nll_before`` / ``nll_after`` (nats per pixel), ``ece_before`` /

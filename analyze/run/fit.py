@@ -1,9 +1,9 @@
 """``analyze fit``: in-distribution statistics of a cache's scorer input, one Dask task per frame.
 
 Each task opens the cache itself, composes one frame exactly as ``analyze score`` does
-(:func:`analyze.frame_scores.iter_scorer_inputs`) at every temperature and returns an
-:class:`analyze.id_stats.IdStatsState`; the states are tree-merged in frame order
-(:func:`analyze.tasks.tree_reduce`), so the statistics do not depend on the scheduler.
+(:func:`analyze.compose.frame_scores.iter_scorer_inputs`) at every temperature and returns an
+:class:`analyze.scorers.id_stats.IdStatsState`; the states are tree-merged in frame order
+(:func:`analyze.run.tasks.tree_reduce`), so the statistics do not depend on the scheduler.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from analyze.frame_scores import frame_inputs, iter_scorer_inputs
-from analyze.frame_selection import scorable_frames
-from analyze.id_stats import IdStats, IdStatsState, StatsError
-from analyze.scheduler import Scheduler, SchedulerLike, single_threaded_tasks
+from analyze.compose.frame_scores import frame_inputs, iter_scorer_inputs
+from analyze.plan.frame_selection import scorable_frames
+from analyze.scorers.id_stats import IdStats, IdStatsState, StatsError
+from analyze.run.scheduler import Scheduler, SchedulerLike, single_threaded_tasks
 from analyze.scorers.temperatures import check_temperature
-from analyze.tasks import tree_reduce
+from analyze.run.tasks import tree_reduce
 from schemas import cache as C
 from schemas.errors import DataError
 from schemas.results import default_run, parse_run
@@ -69,7 +69,7 @@ def fit_id_stats(
     """In-distribution statistics of a cache's scorer input, as ``analyze fit`` computes them.
 
     KL matching and SML score a map against per-class statistics of the in-distribution
-    data (:class:`analyze.id_stats.IdStats`); fit them on a cache of in-distribution frames
+    data (:class:`analyze.scorers.id_stats.IdStats`); fit them on a cache of in-distribution frames
     (e.g. ``cityscapes_val``) of the same model and checkpoint as the caches scored.
 
     Parameters
@@ -79,10 +79,10 @@ def fit_id_stats(
     temperatures
         Temperatures in [0.1, 1000] (each one a set of statistics; scoring at a T needs it).
     temp_target
-        EoMT caches: ``"query"`` or ``"pixel"``, as in :func:`analyze.driver.score_cache`
+        EoMT caches: ``"query"`` or ``"pixel"``, as in :func:`analyze.run.driver.score_cache`
         (ERFNet statistics are of the ``logits``).
     scheduler
-        As in :func:`analyze.driver.score_cache`; the statistics do not depend on it.
+        As in :func:`analyze.run.driver.score_cache`; the statistics do not depend on it.
     storage_options
         fsspec options for a URL cache.
     allow_partial
@@ -97,7 +97,7 @@ def fit_id_stats(
 
     Returns
     -------
-    analyze.id_stats.IdStats
+    analyze.scorers.id_stats.IdStats
         The statistics; ``.write(path)`` saves them as ``analyze fit --out`` does, and
         ``score_cache(id_stats=[...])`` takes them as they are.
 

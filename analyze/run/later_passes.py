@@ -18,7 +18,7 @@ longer cost a pass of their own wherever an earlier pass kept what they read:
   frame's AP (the per-frame rows) too.
 
 The component metrics of the two-pass plan and of the ``smiyc`` protocol still compose the
-frames again in a pass of their own (:data:`analyze.tasks.PHASES` ``components``), as does
+frames again in a pass of their own (:data:`analyze.run.tasks.PHASES` ``components``), as does
 every later step when ``score_cache(..., recompose=True)`` (the former path; the same
 numbers, tested).
 """
@@ -32,8 +32,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from analyze import metrics as M
-from analyze.bootstrap import FrameHistograms
-from analyze.components import ComponentState, ground_truth
+from analyze.metrics.bootstrap import FrameHistograms
+from analyze.metrics.components import ComponentState, ground_truth
 from analyze.metrics.framed import split_ap, split_sorted
 from schemas import cache as C
 from schemas.manifest import VOID
@@ -44,7 +44,7 @@ Key = tuple[str, float]  # (scorer, temperature)
 @dataclass(frozen=True)
 class SecondPassInputs:
     """A key's input to the second pass: its distinct anomaly scores ``u`` (ascending), for the
-    intervals its bin ``edges`` (:func:`analyze.bootstrap.edges_from_counts`), and for the
+    intervals its bin ``edges`` (:func:`analyze.metrics.bootstrap.edges_from_counts`), and for the
     component metrics the fraction of in-distribution scores kept with their pixels
     (``positions``, :func:`analyze.metrics.framed.split_sorted`)."""
 
@@ -56,7 +56,7 @@ class SecondPassInputs:
 class SecondPassState:
     """The second pass of the two-pass ``exact`` protocol for one key: the in-distribution
     counts at ``u`` (:class:`analyze.metrics.NegativeCountState`), with ``edges`` the frame's
-    bootstrap histograms (:class:`analyze.bootstrap.FrameHistograms`) and with ``positions``
+    bootstrap histograms (:class:`analyze.metrics.bootstrap.FrameHistograms`) and with ``positions``
     the frame's component candidates (:meth:`analyze.metrics.FrameSplit.candidates`), all from
     one sort of the frame's scores; :meth:`add` returns the frame's AP. ``merge`` in frame order."""
 
@@ -102,7 +102,7 @@ def kept_components(cache: str, storage_options, frames: Mapping[Key, Sequence[M
     without its pixel lies above the threshold), which a pass that composes them again must add.
 
     Per frame its labels are read again and their ground-truth components found once
-    (:func:`analyze.components.ground_truth`), then each key's predicted pixels are the tails
+    (:func:`analyze.metrics.components.ground_truth`), then each key's predicted pixels are the tails
     of the frame's sorted scores (:meth:`analyze.metrics.FrameSplit.pixels_above`,
     :meth:`ComponentState.add_prediction`). Frames run on ``threads`` threads, merged in order.
     """

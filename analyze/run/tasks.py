@@ -1,7 +1,7 @@
 """The frame tasks of ``analyze score``: one Dask task per frame and pass, tree-merged.
 
 A task opens the cache itself (so it runs on any worker, local or remote), composes and scores
-one frame for every (scorer, T) (:func:`analyze.frame_scores.iter_frame_scores`) and updates one
+one frame for every (scorer, T) (:func:`analyze.compose.frame_scores.iter_frame_scores`) and updates one
 mergeable state per key. What a pass keeps is a :class:`Phase` of the registry :data:`PHASES`
 (the states of the protocol, the two passes of the memory-bounded exact protocol, the
 bootstrap histograms, the component metrics); a new kind of pass is one entry there. The
@@ -17,13 +17,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from analyze import metrics as M
-from analyze.bootstrap import FrameHistograms
-from analyze.components import ComponentState
-from analyze.f16_range import ScoreRange
-from analyze.frame_scores import frame_inputs, iter_frame_scores
-from analyze.frame_selection import ScoreError, contributes
-from analyze.later_passes import SecondPassState
-from analyze.scheduler import Scheduler, single_threaded_tasks
+from analyze.metrics.bootstrap import FrameHistograms
+from analyze.metrics.components import ComponentState
+from analyze.metrics.f16_range import ScoreRange
+from analyze.compose.frame_scores import frame_inputs, iter_frame_scores
+from analyze.plan.frame_selection import ScoreError, contributes
+from analyze.run.later_passes import SecondPassState
+from analyze.run.scheduler import Scheduler, single_threaded_tasks
 from analyze.scorers import get_scorers
 from schemas import cache as C
 from schemas.manifest import VOID
@@ -49,7 +49,7 @@ class ScoreJob:
     id_stats: Mapping[float, Any] | None = None  # T -> analyze.scorers.ClassStats (KL matching, SML)
     positions: float = 0.0  # fraction of in-distribution scores the one pass keeps with their pixels
     device: str = "cpu"  # where composition and scorers run (analyze score --device)
-    f16: Mapping[Key, Any] | None = None  # smiyc: each key's analyze.f16_range.Float16Transform, applied first
+    f16: Mapping[Key, Any] | None = None  # smiyc: each key's analyze.metrics.f16_range.Float16Transform, applied first
 
 
 @dataclass
@@ -112,11 +112,11 @@ PHASES: dict[str, Phase] = {
                        add=lambda st, s, y, i: st.add(s, y, i)),
     # recomposing passes: the exact intervals' per-frame histograms over each key's bin edges (aux)
     # and the component metrics (of the frames in aux[key] when aux is given), where no pass before
-    # kept what they read (analyze.driver)
+    # kept what they read (analyze.run.driver)
     "bootstrap": Phase("bootstrap histograms",
                        lambda job, key, aux, i: FrameHistograms(aux[key]) if key in aux else None),
     # the smiyc protocol's float16 fit: each key's score range over every frame, labelled or not,
-    # as analyze export fits it (analyze.f16_range)
+    # as analyze export fits it (analyze.metrics.f16_range)
     "ranges": Phase("score ranges (float16 fit)", lambda job, key, aux, i: ScoreRange(), every_frame=True),
     "components": Phase("component metrics",
                         lambda job, key, aux, i: ComponentState(job.component_track, job.threshold[key],
@@ -150,7 +150,7 @@ def frame_task(job: ScoreJob, i: int, phase: str, aux: Mapping[Key, np.ndarray] 
     :data:`PHASES`; ``aux`` is that pass's per-key input, e.g. the sorted distinct anomaly scores
     of the ``negatives`` pass or the bin edges of the ``bootstrap`` pass).
 
-    Runs with torch and BLAS on one thread (:func:`analyze.scheduler.single_threaded_tasks`).
+    Runs with torch and BLAS on one thread (:func:`analyze.run.scheduler.single_threaded_tasks`).
     """
     with single_threaded_tasks():
         return _frame_task(job, i, phase, aux)

@@ -1,7 +1,7 @@
 """In-distribution statistics of a scorer input: the mergeable state, the file, its refusals.
 
 KL matching and SML compare a pixel with statistics of in-distribution pixels, grouped by the
-class the model predicts there (``analyze fit``, :mod:`analyze.fit`). The *scorer input* at
+class the model predicts there (``analyze fit``, :mod:`analyze.run.fit`). The *scorer input* at
 a temperature T is what the scorers of ``x`` see (:mod:`analyze.scorers.pixel`): ``u = x / T``
 with ``x`` the ERFNet logits at label size (void channel dropped) or, for EoMT, the class
 scores ``s`` composed at T (target ``query``: ``u = s_T``) or at 1 (target ``pixel``:
