@@ -47,8 +47,7 @@ def _pooled(path, temps, target):
     root, spec = open_cache(path)
     us = {t: [] for t in temps}
     for i in range(spec.n_frames):
-        for t, x, ts in iter_scorer_inputs(spec.kind, temperatures=temps, temp_target=target,
-                                           **frame_inputs(root, spec, i)):
+        for t, x, ts in iter_scorer_inputs(frame_inputs(root, spec, i), temps, target):
             us[t].append((np.asarray(x, np.float64) / ts).reshape(x.shape[0], -1))
     out = {}
     for t, parts in us.items():

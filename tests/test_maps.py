@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analyze.compose.queries import FrameComposer, pixel_logits_to_label_size
+from analyze.compose.queries import FrameComposer
+from analyze.compose.resize import pixel_logits_to_label_size
 from analyze.maps.write import display_range, ground_truth_rgb, map_filename, write_maps
 from analyze.scorers import score
 from analyze.scorers.registry import get_scorers

@@ -41,10 +41,11 @@ def breakdown(cache: Path, temps: Sequence[float], repeats: int = 2) -> dict:
     from analyze.metrics.bootstrap import frame_histograms
     from analyze.metrics.best_f1 import best_f1_threshold
     from analyze.metrics.components import ComponentState, track_for_dataset
-    from analyze.compose.queries import FrameComposer, pixel_logits_to_label_size, resize_scores, semantic_prediction
+    from analyze.compose.queries import FrameComposer
+    from analyze.compose.resize import pixel_logits_to_label_size, resize_scores, semantic_prediction
     from analyze.plan.passes import POSITIONS
     from analyze.run.intervals import key_edges
-    from analyze.compose.frame_scores import frame_inputs, iter_frame_scores
+    from analyze.compose.frame_scores import Scoring, frame_inputs, iter_frame_scores
     from analyze.run.later_passes import framed_histograms, kept_components
     from analyze.run.scheduler import single_threaded_tasks
     from analyze.scorers import get_scorers, score_many
@@ -61,8 +62,8 @@ def breakdown(cache: Path, temps: Sequence[float], repeats: int = 2) -> dict:
 
         def compose():
             if spec.kind == "pixel":
-                return pixel_logits_to_label_size(inputs["logits"], size, spec.void_channel)
-            resized = FrameComposer(inputs["mask_logits"], inputs["class_logits"], inputs["geom"]).resized_scores(temps)
+                return pixel_logits_to_label_size(inputs.logits, size, spec.void_channel)
+            resized = FrameComposer(inputs.mask_logits, inputs.class_logits, inputs.geom).resized_scores(temps)
             return {t: resize_scores(resized[t], size) for t in temps}
 
         def score(x):
@@ -83,7 +84,7 @@ def breakdown(cache: Path, temps: Sequence[float], repeats: int = 2) -> dict:
 
         def fused():  # the tool's path: composition and scorers fused per row tile where the frame allows
             out = {}
-            for ts in iter_frame_scores(spec.kind, scorers=chosen, temperatures=temps, **inputs):
+            for ts in iter_frame_scores(inputs, Scoring(chosen, temps)):
                 out.update({(n, ts.temperature): m for n, m in ts.scores.items()})
             return out
 
@@ -121,8 +122,8 @@ def breakdown(cache: Path, temps: Sequence[float], repeats: int = 2) -> dict:
         for name, dtype in (("reference_f32", torch.float32), ("reference_f64", torch.float64)):
             def run(dtype=dtype):
                 if spec.kind == "pixel":
-                    return R.erfnet_frame(inputs["logits"], spec.void_channel, size, temps, dtype, keep_rows=64)
-                return R.eomt_frame(inputs["mask_logits"], inputs["class_logits"], temps, spec.crop_size, dtype,
+                    return R.erfnet_frame(inputs.logits, spec.void_channel, size, temps, dtype, keep_rows=64)
+                return R.eomt_frame(inputs.mask_logits, inputs.class_logits, temps, spec.crop_size, dtype,
                                     keep_rows=64)
 
             t, (clock, rows) = _best(run, repeats)

@@ -18,7 +18,7 @@ def run_eomt_temperature_grid(n_pixels: int, seed: int) -> tuple[str, dict, bool
     import torch
 
     from analyze.compose.queries import FrameComposer
-    from analyze.compose.frame_scores import iter_frame_scores
+    from analyze.compose.frame_scores import FrameInputs, Scoring, iter_frame_scores
     from analyze.scorers import STUDY_SCORERS, get_scorers, score_many
     from schemas.windows import frame_windows
 
@@ -32,8 +32,8 @@ def run_eomt_temperature_grid(n_pixels: int, seed: int) -> tuple[str, dict, bool
 
     def run(temps):
         t0 = time.perf_counter()
-        for _ in iter_frame_scores("query", scorers=scorers, temperatures=temps, mask_logits=mask_logits,
-                                   class_logits=class_logits, geom=geom):
+        frame = FrameInputs("query", mask_logits=mask_logits, class_logits=class_logits, geom=geom)
+        for _ in iter_frame_scores(frame, Scoring(scorers, temps)):
             pass
         return time.perf_counter() - t0
 

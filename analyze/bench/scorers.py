@@ -53,7 +53,7 @@ def run_eomt_every_scorer(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
     the wall time of an idle machine), which a shared machine disturbs less than wall time."""
     import torch
 
-    from analyze.compose.frame_scores import iter_frame_scores
+    from analyze.compose.frame_scores import FrameInputs, Scoring, iter_frame_scores
     from analyze.run.scheduler import single_threaded_tasks
     from analyze.scorers.registry import STUDY_SCORERS, get_scorers
 
@@ -71,8 +71,8 @@ def run_eomt_every_scorer(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
     def run(name):
         scorers, kw = sets[name]
         t0, c0 = time.perf_counter(), time.process_time()
-        for _ in iter_frame_scores("query", scorers=scorers, temperatures=GRID, mask_logits=masks,
-                                   class_logits=classes, geom=geom, **kw):
+        frame = FrameInputs("query", mask_logits=masks, class_logits=classes, geom=geom, flip=kw.get("flip"))
+        for _ in iter_frame_scores(frame, Scoring(scorers, GRID, stats=kw.get("stats"))):
             pass
         return time.perf_counter() - t0, time.process_time() - c0
 

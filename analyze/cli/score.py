@@ -56,9 +56,12 @@ from schemas.results import FRAMES, ResultsError
               callback=parse_device, help="Where composition and scorers run (torch); auto: CUDA if present. "
                                           "Metrics are computed on the CPU either way.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("--explain", is_flag=True,
+              help="Print each cache's plan (its passes over the frames, what each keeps, the memory it plans for) "
+                   "and exit without scoring or writing anything.")
 def score(caches, scorers, id_stats, temps, temp_target, protocol, out, scheduler, scheduler_file, workers,
           storage_options, allow_partial, keep_going, component_metrics, max_memory, bootstrap, seed, name, frame_rule,
-          device, no_progress):
+          device, no_progress, explain):
     """Apply every scorer at every temperature to cached outputs; write results.parquet.
 
     Each row is keyed by its run (--name, default from the cache's checkpoint), model,
@@ -71,12 +74,36 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
     Example:
       analyze score --cache caches/eomt/fs_static.zarr --cache caches/erfnet/fs_static.zarr \\
           --scorers all --temps 0.5,0.75,1.1 --id-stats stats_eomt.json --out results.parquet
+      analyze score --cache caches/eomt/fs_static.zarr --bootstrap 1000 --component-metrics --explain
     """
-    import pandas as pd
+    from analyze.plan.passes import PlanOptions
+    from analyze.run.driver import ScoreRequest
 
-    from analyze.run.driver import Scheduler, score_cache
+    opts, budget = _checked_options(storage_options, max_memory, device, scheduler)
+    if not explain:
+        _check_out(out)
+    failures: dict[str, str] = {}
+    specs = _open_caches(caches, opts or None, keep_going, failures)
+    stats = _read_stats(id_stats, specs, scorers, temps, temp_target)
+    _check_distinct_runs(specs, name)
+    request = ScoreRequest(scorers, temps, temp_target, frame_rule, name, opts or None, allow_partial, tuple(stats),
+                           device, PlanOptions(protocol, budget, component_metrics, bootstrap), seed=seed)
+    if explain:
+        return _explain([c for c in caches if str(c) not in failures], request)
+    results, total = _score_caches(caches, request, out, (scheduler, scheduler_file, workers, not no_progress),
+                                   keep_going, failures)
+    _report(results, total, out)
+    if failures:
+        for cache in caches:
+            if str(cache) in failures:
+                click.echo(f"error: {failures[str(cache)]}", err=True)
+        raise DataError(f"{len(failures)} of {len(caches)} cache(s) failed (listed above); "
+                        f"the rows of the others are in {out}")
+
+
+def _checked_options(storage_options, max_memory: str, device: str, scheduler) -> tuple[dict, int]:
+    """--storage-option as a dict and --max-memory in bytes; --device cuda refused with forked workers."""
     from analyze.run.scheduler import forks_workers
-    from schemas.results import cache_conflicts, read_results, save_results
 
     try:
         opts = parse_storage_options(storage_options)
@@ -87,27 +114,37 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
         raise click.BadParameter("--device cuda runs in the scheduler's threads; a CUDA context does not survive "
                                  "the fork of --scheduler processes: use threads, sync or a distributed cluster",
                                  param_hint="--device")
-    _check_out(out)
-    failures: dict[str, str] = {}
-    specs = _open_caches(caches, opts or None, keep_going, failures)
-    stats = _read_stats(id_stats, specs, scorers, temps, temp_target)
-    _check_distinct_runs(specs, name)
+    return opts, budget
+
+
+def _explain(caches, request) -> None:
+    """--explain: each cache's plan (:meth:`analyze.plan.passes.Plan.lines`); nothing is scored or written."""
+    from analyze.run.driver import plan_cache
+
+    for cache in caches:
+        plan = plan_cache(str(cache), request, warn=lambda m: click.echo(f"warning: {m}", err=True),
+                          info=lambda m: click.echo(f"note: {m}", err=True))
+        click.echo("\n".join(plan.lines()))
+    click.echo("(--explain: nothing was scored or written)")
+
+
+def _score_caches(caches, request, out, sched_args: tuple, keep_going: bool, failures: dict) -> tuple[list, int]:
+    """Score each cache in turn on one scheduler, writing its rows to ``out`` as soon as it is done:
+    (each cache's results, the rows in ``out``). A failure stops the command, or with ``keep_going``
+    is recorded in ``failures`` and the next cache is scored."""
+    from analyze.run.driver import Scheduler, score_request
+    from schemas.results import save_results
+
     results, total, written = [], 0, []
-    sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
+    sched = Scheduler(*sched_args[:3], progress=sched_args[3])
+    warn, note = (lambda m: click.echo(f"warning: {m}", err=True)), (lambda m: click.echo(f"note: {m}", err=True))
     try:
         for cache in caches:
             if str(cache) in failures:
                 continue
             click.echo(f"scoring {cache}", err=True)
             try:
-                r, f, c = score_cache(
-                    cache, scorers, temps, temp_target=temp_target, protocol=protocol, scheduler=sched,
-                    storage_options=opts or None,
-                    allow_partial=allow_partial, max_memory=budget, component_metrics=component_metrics,
-                    bootstrap=bootstrap, seed=seed, warn=lambda m: click.echo(f"warning: {m}", err=True),
-                    info=lambda m: click.echo(f"note: {m}", err=True), name=name, frames=frame_rule,
-                    id_stats=stats, device=device,
-                )
+                r, f, c = score_request(str(cache), request, sched, warn, note)
             except (DataError, OSError) as exc:
                 if not keep_going:
                     raise
@@ -115,7 +152,7 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                 click.echo(f"warning: {cache} failed (reason at the end); --keep-going: next cache", err=True)
                 continue
             # now: a later cache's failure loses nothing
-            total = len(save_results(out, r, f, c, note=lambda m: click.echo(f"note: {m}", err=True)))
+            total = len(save_results(out, r, f, c, note=note))
             results.append(r)
             written.append(str(cache))
             click.echo(f"wrote {len(r)} rows of {cache} to {out}", err=True)
@@ -123,19 +160,23 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
         _interrupted(caches, written, failures, out)
     finally:
         sched.close()
-    if results:
-        new = pd.concat(results, ignore_index=True)
-        click.echo(summary_table(new))
-        click.echo(f"wrote {len(new)} rows to {out} ({total} rows in total)")
-        for msg in cache_conflicts(read_results(out)):
-            click.echo(f"warning: {out}: {msg}; `analyze report` and `analyze temperature` refuse to combine them "
-                       "(score the other rows again, or this cache under another --name)", err=True)
-    if failures:
-        for cache in caches:
-            if str(cache) in failures:
-                click.echo(f"error: {failures[str(cache)]}", err=True)
-        raise DataError(f"{len(failures)} of {len(caches)} cache(s) failed (listed above); "
-                        f"the rows of the others are in {out}")
+    return results, total
+
+
+def _report(results: list, total: int, out) -> None:
+    """The summary table of the rows written, and the conflicts ``out`` now holds."""
+    import pandas as pd
+
+    from schemas.results import cache_conflicts, read_results
+
+    if not results:
+        return
+    new = pd.concat(results, ignore_index=True)
+    click.echo(summary_table(new))
+    click.echo(f"wrote {len(new)} rows to {out} ({total} rows in total)")
+    for msg in cache_conflicts(read_results(out)):
+        click.echo(f"warning: {out}: {msg}; `analyze report` and `analyze temperature` refuse to combine them "
+                   "(score the other rows again, or this cache under another --name)", err=True)
 
 
 def _parse_budget(max_memory: str) -> int:

@@ -10,7 +10,8 @@ evaluate their formulas in float64), semantic maps uint8.
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -18,22 +19,62 @@ import torch
 from analyze.compose.queries import (
     DEFAULT_TEMP_TARGET,
     DEFAULT_TILE_ROWS,
-    ArrayLike,
     FrameComposer,
     parse_temp_target,
     positive_temperature,
-    pixel_logits_to_label_size,
-    resize_scores,
-    semantic_prediction,
 )
+from analyze.compose.resize import label_size_tiles, pixel_logits_to_label_size, resize_scores, semantic_prediction
 from analyze.scorers.id_stats import match_stats
 from analyze.scorers import masks
-from analyze.compose.resize import label_size_tiles
 from analyze.scorers.pixel import ClassStats, MapScorer, score_many
 from analyze.scorers.registry import SCORERS, Scorer, all_notes, check_supported, get_scorers, parse_spec
 from schemas import cache as C
 from schemas.cache import parse_kind
 from schemas.windows import FrameWindows
+
+
+@dataclass(frozen=True)
+class FrameInputs:
+    """One frame's raw outputs as a cache holds them (:func:`frame_inputs`), the input of
+    :func:`iter_frame_scores`. ``kind='pixel'``: ``logits`` (C, h, w) (the valid part),
+    ``void_channel`` and ``out_size`` (the label size). ``kind='query'``: ``mask_logits``
+    (n_crops, Q, h, w), ``class_logits`` (n_crops, Q, K+1) and ``geom``; ``out_size`` defaults
+    to ``geom.original``. ``flip``: the same arrays of the flipped pass, when the cache has one."""
+
+    kind: str
+    out_size: tuple[int, int] | None = None
+    logits: Any = None
+    void_channel: int | None = None
+    mask_logits: Any = None
+    class_logits: Any = None
+    geom: FrameWindows | None = None
+    flip: Mapping[str, Any] | None = None
+
+    def arrays(self) -> dict[str, Any]:
+        """The model outputs of this pass by name (``logits``, or ``class_logits`` and ``mask_logits``)."""
+        named = dict(logits=self.logits, class_logits=self.class_logits, mask_logits=self.mask_logits)
+        return {k: v for k, v in named.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What :func:`iter_frame_scores` computes from a frame: the scorers at each temperature (on
+    ``temp_target``), with the in-distribution statistics ``stats`` (``{T: ClassStats}``: KL
+    matching, SML), in row tiles of ``tile_rows``, on ``device``; ``compiled``: on the CPU,
+    ``None`` takes the fast path (numpy's BLAS, the compiled scorers), ``False`` the torch
+    code a GPU runs."""
+
+    scorers: tuple[Scorer, ...] = ()
+    temperatures: tuple[float, ...] = (1.0,)
+    temp_target: str = DEFAULT_TEMP_TARGET
+    stats: Mapping[float, ClassStats] | None = None
+    tile_rows: int = DEFAULT_TILE_ROWS
+    device: str | torch.device = "cpu"
+    compiled: bool | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scorers", tuple(self.scorers))
+        object.__setattr__(self, "temperatures", tuple(self.temperatures))
 
 
 def choose_scorers(cache, spec: C.CacheSpec, scorers: str, temps: Sequence[float], temp_target: str,
@@ -81,24 +122,21 @@ def choose_scorers(cache, spec: C.CacheSpec, scorers: str, temps: Sequence[float
     return chosen, stats
 
 
-def frame_inputs(root, spec: C.CacheSpec, i: int, flip: bool = False) -> dict:
-    """The raw outputs of frame ``i`` as keyword arguments of :func:`iter_frame_scores` (without the
-    scorers and temperatures): ERFNet logits (valid part) and void channel, or EoMT class and mask
-    logits of the frame's crops and its window geometry; ``out_size`` is the frame's label size.
-    ``flip``: also the outputs of the flipped pass (``flip=``; the cache must have one,
+def frame_inputs(root, spec: C.CacheSpec, i: int, flip: bool = False) -> FrameInputs:
+    """The raw outputs of frame ``i``: ERFNet logits (valid part) and void channel, or EoMT class
+    and mask logits of the frame's crops and its window geometry; ``out_size`` is the frame's
+    label size. ``flip``: also the outputs of the flipped pass (the cache must have one,
     ``spec.hflip``). A chunk that does not decode raises :class:`schemas.cache.CacheError`
     naming the array and frame."""
     if spec.kind == "pixel":
-        out = dict(logits=C.read_pixel_logits(root, spec, i), void_channel=spec.void_channel, out_size=spec.sizes[i])
-        if flip:
-            out["flip"] = dict(logits=C.read_pixel_logits(root, spec, i, flip=True))
-        return out
+        mirrored = dict(logits=C.read_pixel_logits(root, spec, i, flip=True)) if flip else None
+        return FrameInputs("pixel", spec.sizes[i], logits=C.read_pixel_logits(root, spec, i),
+                           void_channel=spec.void_channel, flip=mirrored)
     class_logits, mask_logits = C.read_query_outputs(root, spec, i)
-    out = dict(class_logits=class_logits, mask_logits=mask_logits, geom=spec.windows(i), out_size=spec.sizes[i])
     if flip:
         fc, fm = C.read_query_outputs(root, spec, i, flip=True)
-        out["flip"] = dict(class_logits=fc, mask_logits=fm)
-    return out
+    return FrameInputs("query", spec.sizes[i], class_logits=class_logits, mask_logits=mask_logits, geom=spec.windows(i),
+                       flip=dict(class_logits=fc, mask_logits=fm) if flip else None)
 
 
 class TemperatureScores(NamedTuple):
@@ -129,83 +167,73 @@ def _split(maps: torch.Tensor, k: int, keys: Sequence[str], size) -> tuple[torch
     return s, {key: extra[c] for c, key in enumerate(keys)}
 
 
-def iter_frame_scores(
-    kind: str,
-    *,
-    scorers: Sequence[Scorer],
-    temperatures: Sequence[float] = (1.0,),
-    temp_target: str = DEFAULT_TEMP_TARGET,
-    out_size: tuple[int, int] | None = None,
-    logits: ArrayLike | None = None,
-    void_channel: int | None = None,
-    mask_logits: Sequence[ArrayLike] | ArrayLike | None = None,
-    class_logits: Sequence[ArrayLike] | ArrayLike | None = None,
-    geom: FrameWindows | None = None,
-    tile_rows: int = DEFAULT_TILE_ROWS,
-    stats: Mapping[float, ClassStats] | None = None,
-    flip: Mapping[str, ArrayLike] | None = None,
-    device: str | torch.device = "cpu",
-    compiled: bool | None = None,
-) -> Iterator[TemperatureScores]:
-    """Score one frame, yielding one :class:`TemperatureScores` per temperature.
+def iter_frame_scores(frame: FrameInputs, scoring: Scoring) -> Iterator[TemperatureScores]:
+    """Score one frame, yielding one :class:`TemperatureScores` per temperature of ``scoring``.
 
-    ``kind='pixel'``: needs ``logits`` (C, h, w) (the valid part), ``out_size`` (label size) and
-    ``void_channel``. ``kind='query'``: needs ``mask_logits`` (n_crops, Q, h, w),
-    ``class_logits`` (n_crops, Q, K+1) and ``geom``; ``out_size`` defaults to ``geom.original``.
-    Only one temperature's full-resolution maps are alive at a time, and the upsampled
-    masks are computed once for all temperatures and query channels (see
-    :class:`FrameComposer`). For ``temp_target='pixel'`` and for pixel models the same
-    semantic array is yielded for every ``T``.
-
-    ``stats``: ``{T: ClassStats}``, the in-distribution statistics of the scorer input at each
-    T (the scorers that need them: KL matching, SML). ``flip``: the outputs of the flipped
-    pass (``mask_logits``, ``class_logits``), for the flip-averaged scorers (``m2a_flip``: the
-    Mask2Anomaly map of the flipped pass, flipped back, averaged with that of this pass, as
-    the official ``anomaly_inference.py``). The mask scorers see T only through the query
-    softmax: with ``temp_target='pixel'`` they are yielded at T = 1 only.
-
-    ``device``: where composition and scorers run (torch; ``analyze score --device``); the maps
-    come back as numpy arrays on the CPU. ``compiled``: on the CPU, ``None`` takes the fast
-    path (numpy's BLAS, the compiled scorers), ``False`` the torch code a GPU runs.
+    Only one temperature's full-resolution maps are alive at a time, and the upsampled masks
+    are computed once for all temperatures and query channels (see :class:`FrameComposer`).
+    For ``temp_target='pixel'`` and for pixel models the same semantic array is yielded for
+    every ``T``. The flip-averaged scorers (``m2a_flip``: the Mask2Anomaly map of the flipped
+    pass, flipped back, averaged with that of this pass, as the official
+    ``anomaly_inference.py``) need ``frame.flip``. The mask scorers see T only through the
+    query softmax: with ``temp_target='pixel'`` they are yielded at T = 1 only. The maps come
+    back as numpy arrays on the CPU whatever ``scoring.device``.
     """
-    parse_kind(kind)
-    parse_temp_target(temp_target)
-    check_supported(scorers, kind)
-    temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
-    direct = [s for s in scorers if s.uses is None]
-    flipped = [s for s in scorers if s.uses is not None]
-    if flipped and flip is None:
+    parse_kind(frame.kind)
+    parse_temp_target(scoring.temp_target)
+    check_supported(scoring.scorers, frame.kind)
+    temps = tuple(dict.fromkeys(positive_temperature(t) for t in scoring.temperatures))
+    _check_needs(frame, scoring, temps)
+    direct = [s for s in scoring.scorers if s.uses is None]
+    on = dict(device=scoring.device, compiled=scoring.compiled)
+    if frame.kind == "pixel":
+        if frame.logits is None or frame.out_size is None:
+            raise ValueError("kind='pixel' needs logits and out_size")
+        yield from _pixel_scores(torch.as_tensor(frame.logits).to(scoring.device), tuple(frame.out_size),
+                                 frame.void_channel, direct, temps, scoring.stats, scoring.device, scoring.compiled)
+        return
+    if frame.mask_logits is None or frame.class_logits is None or frame.geom is None:
+        raise ValueError("kind='query' needs mask_logits, class_logits and geom")
+    size = frame.out_size or frame.geom.original
+    composer = FrameComposer(frame.mask_logits, frame.class_logits, frame.geom, tile_rows=scoring.tile_rows,
+                             channels=_channels(scoring.scorers), **on)
+    if len(direct) == len(scoring.scorers) and not frame.geom.portrait and tuple(size) == tuple(frame.geom.resized):
+        yield from _query_scores(composer, size, direct, temps, scoring.temp_target, scoring.stats, on)
+    else:
+        yield from _resized_query_scores(composer, frame, scoring, size, temps, on)
+
+
+def _check_needs(frame: FrameInputs, scoring: Scoring, temps: Sequence[float]) -> None:
+    """The flipped pass and the statistics that the scorers need, or a ValueError saying which is missing."""
+    flipped = [s for s in scoring.scorers if s.uses is not None]
+    if flipped and frame.flip is None:
         raise ValueError(f"scorer(s) {', '.join(s.name for s in flipped)} need the flipped pass (flip=)")
-    if any(s.needs_stats for s in scorers):
-        if stats is None:
+    if any(s.needs_stats for s in scoring.scorers):
+        if scoring.stats is None:
             raise ValueError("KL matching and SML need in-distribution statistics (stats=)")
-        lacking = [t for t in temps if t not in stats]
+        lacking = [t for t in temps if t not in scoring.stats]
         if lacking:
             raise ValueError(f"no in-distribution statistics at T = {', '.join(f'{t:g}' for t in lacking)}")
+
+
+def _resized_query_scores(composer: FrameComposer, frame: FrameInputs, scoring: Scoring, size, temps, on: dict
+                          ) -> Iterator[TemperatureScores]:
+    """EoMT's maps resized to the frame's size (portrait crops, a label size other than the
+    resized frame, or a flip-averaged scorer): each T's ``s`` and query channels whole, then
+    every scorer on them."""
+    direct = [s for s in scoring.scorers if s.uses is None]
+    flipped = [s for s in scoring.scorers if s.uses is not None]
+    stats = scoring.stats
+    k, keys = composer.num_classes, composer.channel_keys
 
     def score_all(x: torch.Tensor, t: float, key: float, channels=None, argmax_out=None, mask_scorers=True):
         names = [s.name for s in direct if mask_scorers or not s.needs_queries]
         return score_many(x, t, names, argmax_out=argmax_out, stats=None if stats is None else stats.get(key),
-                          channels=channels, device=device, compiled=compiled)
+                          channels=channels, **on)
 
-    if kind == "pixel":
-        if logits is None or out_size is None:
-            raise ValueError("kind='pixel' needs logits and out_size")
-        yield from _pixel_scores(torch.as_tensor(logits).to(device), tuple(out_size), void_channel, direct, temps,
-                                 stats, device, compiled)
-        return
-
-    if mask_logits is None or class_logits is None or geom is None:
-        raise ValueError("kind='query' needs mask_logits, class_logits and geom")
-    size = out_size or geom.original
-    on = dict(device=device, compiled=compiled)
-    composer = FrameComposer(mask_logits, class_logits, geom, tile_rows=tile_rows, channels=_channels(scorers), **on)
-    k, keys = composer.num_classes, composer.channel_keys
-    if not flipped and not geom.portrait and tuple(size) == tuple(geom.resized):
-        yield from _query_scores(composer, size, direct, temps, temp_target, stats, on)
-        return
-    mirror = _flip_scores(flipped, flip, geom, size, tile_rows, temps if temp_target == "query" else (1.0,), on)
-    if temp_target == "query":
+    query = scoring.temp_target == "query"
+    mirror = _flip_scores(flipped, frame.flip, frame.geom, size, scoring.tile_rows, temps if query else (1.0,), on)
+    if query:
         resized = composer.resized_maps(temps)
         for t in temps:
             s, channels = _split(resized.pop(t), k, keys, size)  # (K, H, W), (H, W) each
@@ -292,38 +320,32 @@ def _inner(scorer: Scorer) -> Scorer:
     return SCORERS[scorer.uses].with_params(**scorer.kwargs)
 
 
-def iter_scorer_inputs(
-    kind: str,
-    *,
-    temperatures: Sequence[float] = (1.0,),
-    temp_target: str = DEFAULT_TEMP_TARGET,
-    out_size: tuple[int, int] | None = None,
-    logits: ArrayLike | None = None,
-    void_channel: int | None = None,
-    mask_logits: Sequence[ArrayLike] | ArrayLike | None = None,
-    class_logits: Sequence[ArrayLike] | ArrayLike | None = None,
-    geom: FrameWindows | None = None,
-    tile_rows: int = DEFAULT_TILE_ROWS,
-) -> Iterator[tuple[float, torch.Tensor, float]]:
+def iter_scorer_inputs(frame: FrameInputs, temperatures: Sequence[float] = (1.0,),
+                       temp_target: str = DEFAULT_TEMP_TARGET, tile_rows: int = DEFAULT_TILE_ROWS
+                       ) -> Iterator[tuple[float, torch.Tensor, float]]:
     """``(T, x, t)`` per temperature: the scorers of :func:`iter_frame_scores` see ``x / t``
-    (:func:`analyze.scorers.pixel.score_many`); same arguments and the same composition.
-    ERFNet: the resized logits and ``t = T``; EoMT, target ``query``: ``s_T`` and ``t = 1``;
-    target ``pixel``: ``s_1`` and ``t = T``. (The in-distribution statistics of ``analyze fit``
-    describe exactly this input.)"""
-    parse_kind(kind)
+    (:func:`analyze.scorers.pixel.score_many`), composed by the same functions. ERFNet: the
+    logits at label size (the full resize that the fused pass slices into row tiles,
+    :func:`analyze.compose.resize.label_size_tiles`) and ``t = T``; EoMT, target ``query``:
+    ``s_T`` and ``t = 1``; target ``pixel``: ``s_1`` and ``t = T`` (the resized frame's maps of
+    :meth:`FrameComposer.resized_maps`, of which the fused pass's row blocks are the rows, then
+    the resize to the label size). ``tests/test_one_path.py`` holds the fused pass to these
+    inputs bit for bit at every shape. The in-distribution statistics of ``analyze fit``
+    describe exactly this input."""
+    parse_kind(frame.kind)
     parse_temp_target(temp_target)
     temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
-    if kind == "pixel":
-        if logits is None or out_size is None:
+    if frame.kind == "pixel":
+        if frame.logits is None or frame.out_size is None:
             raise ValueError("kind='pixel' needs logits and out_size")
-        z = pixel_logits_to_label_size(logits, out_size, void_channel)  # (K, H, W)
+        z = pixel_logits_to_label_size(frame.logits, frame.out_size, frame.void_channel)  # (K, H, W)
         for t in temps:
             yield t, z, t
         return
-    if mask_logits is None or class_logits is None or geom is None:
+    if frame.mask_logits is None or frame.class_logits is None or frame.geom is None:
         raise ValueError("kind='query' needs mask_logits, class_logits and geom")
-    size = out_size or geom.original
-    composer = FrameComposer(mask_logits, class_logits, geom, tile_rows=tile_rows)
+    size = frame.out_size or frame.geom.original
+    composer = FrameComposer(frame.mask_logits, frame.class_logits, frame.geom, tile_rows=tile_rows)
     if temp_target == "query":
         resized = composer.resized_scores(temps)
         for t in temps:
@@ -334,38 +356,13 @@ def iter_scorer_inputs(
             yield t, s, t
 
 
-def score_frame(
-    kind: str,
-    *,
-    scorers: Sequence[Scorer],
-    temperatures: Sequence[float] = (1.0,),
-    temp_target: str = DEFAULT_TEMP_TARGET,
-    out_size: tuple[int, int] | None = None,
-    logits: ArrayLike | None = None,
-    void_channel: int | None = None,
-    mask_logits: Sequence[ArrayLike] | ArrayLike | None = None,
-    class_logits: Sequence[ArrayLike] | ArrayLike | None = None,
-    geom: FrameWindows | None = None,
-    tile_rows: int = DEFAULT_TILE_ROWS,
-    stats: Mapping[float, ClassStats] | None = None,
-    flip: Mapping[str, ArrayLike] | None = None,
-    device: str | torch.device = "cpu",
-    compiled: bool | None = None,
-) -> FrameScores:
-    """All ``(scorer, T)`` maps and the semantic map per ``T`` of one frame.
-
-    Same arguments as :func:`iter_frame_scores` (which keeps only one temperature's maps
-    alive); returns ``FrameScores(scores, semantic)`` with ``scores[(name, T)]`` (H, W)
-    float64 and ``semantic[T]`` (H, W) uint8.
-    """
+def score_frame(frame: FrameInputs, scoring: Scoring) -> FrameScores:
+    """All ``(scorer, T)`` maps and the semantic map per ``T`` of one frame, as
+    :func:`iter_frame_scores` yields them (which keeps only one temperature's maps alive):
+    ``scores[(name, T)]`` (H, W) float64 and ``semantic[T]`` (H, W) uint8."""
     scores: dict[tuple[str, float], np.ndarray] = {}
     semantic: dict[float, np.ndarray] = {}
-    frames = iter_frame_scores(
-        kind, scorers=scorers, temperatures=temperatures, temp_target=temp_target, out_size=out_size,
-        logits=logits, void_channel=void_channel, mask_logits=mask_logits, class_logits=class_logits,
-        geom=geom, tile_rows=tile_rows, stats=stats, flip=flip, device=device, compiled=compiled,
-    )
-    for ts in frames:
+    for ts in iter_frame_scores(frame, scoring):
         semantic[ts.temperature] = ts.semantic
         for name, m in ts.scores.items():
             scores[(name, ts.temperature)] = m

@@ -2,8 +2,8 @@
 
 The one composition path: :mod:`analyze.compose.frame_scores` (and through it ``analyze score``,
 ``analyze maps`` and ``analyze export``) composes whole frames with :class:`FrameComposer`
-and :func:`pixel_logits_to_label_size`; the temperature fit evaluates the same chains at
-sampled pixels only (:meth:`FrameComposer.pixel_weights`, :func:`pixel_logits_at`), from
+and :func:`analyze.compose.resize.pixel_logits_to_label_size`; the temperature fit evaluates the same chains at
+sampled pixels only (:meth:`FrameComposer.pixel_weights`, :func:`analyze.compose.resize.pixel_logits_at`), from
 the same taps, crop regions and crop counts (the resizing itself: :mod:`analyze.compose.resize`). The
 untiled, obviously correct composition is the tests' oracle (``tests/oracles.py``), as is the model's own semantic inference
 (:func:`extract.models.eomt.semantic_map`) tested against it.
@@ -47,7 +47,7 @@ channel). The semantic map is the argmax over the remaining classes and does not
 on ``T``; for a pixel model both temperature targets mean ``z / T``.
 
 Tensors are torch float32 on the CPU; semantic maps are uint8 numpy arrays
-(:func:`semantic_prediction`). The scorers (:mod:`analyze.scorers`) take it from there.
+(:func:`analyze.compose.resize.semantic_prediction`). The scorers (:mod:`analyze.scorers`) take it from there.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from analyze.compose.resize import ArrayLike, f32 as _f32, linear_taps as _linear_taps
-from analyze.compose.resize import pixel_logits_at, pixel_logits_to_label_size, resize_scores, semantic_prediction  # noqa: F401
+from analyze.compose.resize import resize_scores
 from analyze.scorers.masks import QueryChannel, max_channel, peaks
 from schemas.windows import FrameWindows
 

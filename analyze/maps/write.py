@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from analyze.compose.frame_scores import choose_scorers, frame_inputs, iter_frame_scores
+from analyze.compose.frame_scores import Scoring, choose_scorers, frame_inputs, iter_frame_scores
 from analyze.report.names import dataset_name, model_name, scorer_name, slug
 from schemas import cache as C
 from schemas import integrity
@@ -107,8 +107,8 @@ def frame_maps(root, spec: C.CacheSpec, i: int, scorers: Sequence, temperature: 
     ``{T: ClassStats}`` for KL matching and SML (:func:`analyze.compose.frame_scores.choose_scorers`).
     """
     flip = any(s.needs_flip for s in scorers)
-    (ts,) = iter_frame_scores(spec.kind, scorers=scorers, temperatures=(float(temperature),),
-                              temp_target=temp_target, stats=stats, **frame_inputs(root, spec, i, flip=flip))
+    (ts,) = iter_frame_scores(frame_inputs(root, spec, i, flip=flip),
+                              Scoring(scorers, (float(temperature),), temp_target, stats))
     return {s.name: np.asarray(ts.scores[s.name]) for s in scorers}
 
 

@@ -183,7 +183,8 @@ class _Calibration:
     """The sampled pixels of a semantic cache, ready to give class probabilities at any T."""
 
     def __init__(self, cache_path, max_pixels: int, seed: int, storage_options=None):
-        from analyze.compose.queries import FrameComposer, pixel_logits_at
+        from analyze.compose.queries import FrameComposer
+        from analyze.compose.resize import pixel_logits_at
         from schemas import integrity
         from schemas.cache import CacheError, done_mask, open_cache, read_label, read_pixel_logits, read_query_outputs
 

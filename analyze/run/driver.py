@@ -90,12 +90,10 @@ def score_cache(
     protocol
         ``"exact"`` (scikit-learn AP/AUROC, ood-metrics FPR95) or ``"smiyc"`` (the
         SegmentMeIfYouCan benchmark's binned curves): :data:`analyze.metrics.PROTOCOLS`.
-    scheduler
-        ``"threads"``, ``"processes"``, ``"sync"``, a scheduler address, a ``distributed.Client``,
-        an :class:`analyze.run.scheduler.Scheduler`, or None: the active client, else Dask's
-        configured scheduler, else threads. A client made here is closed before returning;
-        the caller's torch and BLAS thread settings are left as they were.
-    storage_options
+    scheduler, storage_options
+        ``"threads"``, ``"processes"``, ``"sync"``, an address, a ``distributed.Client``, a
+        :class:`analyze.run.scheduler.Scheduler`, or None: the active client, else Dask's
+        configured scheduler, else threads (a client made here is closed before returning).
         fsspec options for a URL cache (e.g. ``{"anon": True}``).
     allow_partial
         Score the done frames of an unfinished cache, skipping done frames that lost chunks
@@ -111,8 +109,7 @@ def score_cache(
     curve_points, seed
         Points of each precision-recall and ROC curve; the seed of the bootstrap resampling.
     warn, info
-        Called with each warning line (default :func:`warnings.warn`) and with notes such as
-        the number of unlabelled frames skipped (default: dropped).
+        Told each warning line (default :func:`warnings.warn`) and each note (default: dropped).
     name
         The run of every row (default :func:`schemas.results.default_run` of the checkpoint).
     frames
@@ -127,10 +124,9 @@ def score_cache(
     Returns
     -------
     results, per_frame, curves
-        ``results``: one row per key of :data:`schemas.results.KEY`, with the columns and dtypes
-        of ``results.parquet`` as pandas reads it; :func:`schemas.results.save_results` writes
-        all three as ``analyze score`` does. ``per_frame``: each frame's AP and pixel counts
-        per scorer and T. ``curves``: precision-recall and ROC points per scorer and T.
+        One row per key of :data:`schemas.results.KEY` (the dtypes of ``results.parquet``); each
+        frame's AP and pixel counts per scorer and T; PR and ROC points per scorer and T.
+        :func:`schemas.results.save_results` writes all three as ``analyze score`` does.
 
     Raises
     ------
@@ -144,11 +140,10 @@ def score_cache(
         device, PlanOptions(protocol, max_memory, component_metrics, bootstrap, recompose), curve_points, seed)
     sched, made_here = Scheduler.resolve(scheduler)
     try:
-        results, per_frame, curves = score_request(str(cache), request, sched, warn or _warn, info or _ignore)
+        return score_request(str(cache), request, sched, warn or _warn, info or _ignore)
     finally:
         if made_here:
             sched.close()
-    return results_frame(results), per_frame, curves
 
 
 @dataclass(frozen=True)
@@ -166,7 +161,8 @@ def score_request(cache: str, request: ScoreRequest, sched: Scheduler, warn: Cal
                   info: Callable[[str], None]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Plan, execute and tabulate one cache (:func:`score_cache` without the scheduler's life)."""
     ready = prepare(cache, request, warn, info)
-    return rows(execute(ready.plan, sched, ready.job, ready.spec, ready.root, warn), ready.rows)
+    results, per_frame, curves = rows(execute(ready.plan, sched, ready.job, ready.spec, ready.root, warn), ready.rows)
+    return results_frame(results), per_frame, curves
 
 
 def plan_cache(cache: str, request: ScoreRequest, warn: Callable[[str], None] = lambda m: None,

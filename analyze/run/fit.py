@@ -43,28 +43,20 @@ def fit_frame_task(job: FitJob, i: int) -> IdStatsState:
             inputs = frame_inputs(root, spec, i)
         except C.CacheError as exc:
             raise StatsError(f"{job.cache}: {exc}") from None
-        for name in ("logits", "class_logits", "mask_logits"):
-            if name in inputs and not np.isfinite(inputs[name]).all():
+        for name, arr in inputs.arrays().items():
+            if not np.isfinite(arr).all():
                 raise StatsError(f"{job.cache}: frame {spec.frame_ids[i]} (index {i}) has NaN or Inf in cached "
                                  f"{name.replace('_', ' ')}")
         state = IdStatsState(frames=1)
-        for t, x, t_scorer in iter_scorer_inputs(spec.kind, temperatures=job.temperatures,
-                                                 temp_target=job.temp_target, **inputs):
+        for t, x, t_scorer in iter_scorer_inputs(inputs, job.temperatures, job.temp_target):
             state.update(t, x, t_scorer)
         return state
 
 
 def fit_id_stats(
-    cache: str | os.PathLike[str],
-    temperatures: Sequence[float] = (1.0,),
-    *,
-    temp_target: str = "query",
-    scheduler: SchedulerLike = None,
-    storage_options: Mapping[str, Any] | None = None,
-    allow_partial: bool = False,
-    warn: Callable[[str], None] | None = None,
-    info: Callable[[str], None] | None = None,
-    name: str | None = None,
+    cache: str | os.PathLike[str], temperatures: Sequence[float] = (1.0,), *, temp_target: str = "query",
+    scheduler: SchedulerLike = None, storage_options: Mapping[str, Any] | None = None, allow_partial: bool = False,
+    warn: Callable[[str], None] | None = None, info: Callable[[str], None] | None = None, name: str | None = None,
 ) -> IdStats:
     """In-distribution statistics of a cache's scorer input, as ``analyze fit`` computes them.
 

@@ -20,7 +20,7 @@ from analyze import metrics as M
 from analyze.metrics.bootstrap import FrameHistograms
 from analyze.metrics.components import ComponentState
 from analyze.metrics.f16_range import ScoreRange
-from analyze.compose.frame_scores import frame_inputs, iter_frame_scores
+from analyze.compose.frame_scores import FrameInputs, Scoring, frame_inputs, iter_frame_scores
 from analyze.plan.frame_selection import ScoreError, contributes
 from analyze.run.later_passes import SecondPassState
 from analyze.run.scheduler import Scheduler, single_threaded_tasks
@@ -136,12 +136,11 @@ def _check_finite(arr: np.ndarray, what: str, job: ScoreJob, spec: C.CacheSpec, 
         raise ScoreError(f"{job.cache}: frame {spec.frame_ids[i]} (index {i}) has {bad} in cached {what}")
 
 
-def _frame_inputs(root, spec: C.CacheSpec, i: int, job: ScoreJob, flip: bool) -> dict:
+def _frame_inputs(root, spec: C.CacheSpec, i: int, job: ScoreJob, flip: bool) -> FrameInputs:
     inputs = frame_inputs(root, spec, i, flip=flip)
-    for where, arrays in (("", inputs), (" of the flipped pass", inputs.get("flip", {}))):
-        for name in ("logits", "class_logits", "mask_logits"):
-            if name in arrays:
-                _check_finite(arrays[name], name.replace("_", " ") + where, job, spec, i)
+    for where, arrays in (("", inputs.arrays()), (" of the flipped pass", inputs.flip or {})):
+        for name, arr in arrays.items():
+            _check_finite(arr, name.replace("_", " ") + where, job, spec, i)
     return inputs
 
 
@@ -177,8 +176,8 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
         inputs = _frame_inputs(root, spec, i, job, flip=any(s.needs_flip for s in scorers))
     except C.CacheError as exc:
         raise ScoreError(f"{job.cache}: {exc}") from None
-    for ts in iter_frame_scores(spec.kind, scorers=scorers, temperatures=job.temperatures,
-                                temp_target=job.temp_target, stats=job.id_stats, device=job.device, **inputs):
+    scoring = Scoring(scorers, job.temperatures, job.temp_target, job.id_stats, device=job.device)
+    for ts in iter_frame_scores(inputs, scoring):
         t = ts.temperature
         if job.label_kind == "semantic":
             if phase.semantic:
