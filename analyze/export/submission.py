@@ -122,19 +122,9 @@ class ExportSummary:
 
 
 def export_maps(
-    cache: str | os.PathLike[str],
-    scorer: str,
-    out: str | os.PathLike[str],
-    method: str,
-    *,
-    temperature: float = 1.0,
-    temp_target: str = "query",
-    fmt: str = "smiyc",
-    overwrite: bool = False,
-    make_zip: bool = False,
-    progress: bool = True,
-    storage_options: Mapping[str, Any] | None = None,
-    warn: Callable[[str], None] = print,
+    cache: str | os.PathLike[str], scorer: str, out: str | os.PathLike[str], method: str, *, temperature: float = 1.0,
+    temp_target: str = "query", fmt: str = "smiyc", overwrite: bool = False, make_zip: bool = False,
+    progress: bool = True, storage_options: Mapping[str, Any] | None = None, warn: Callable[[str], None] = print,
     id_stats: Sequence[IdStats] = (),
 ) -> ExportSummary:
     """Write one scorer's map of every frame of a cache in a benchmark's submission format.
@@ -149,28 +139,20 @@ def export_maps(
         frame done.
     scorer
         One scorer spec (``"msp"``, ``"gen:gamma=0.2"``; :data:`analyze.scorers.SCORERS`).
-    out
-        Submission folder (made as needed).
-    method
-        The method's name: a folder of the submission (letters, digits, ``_ . + -``).
-    temperature
-        T in [0.1, 1000] at which the scorer is applied.
-    temp_target
-        EoMT caches: ``"query"`` (T on the query class logits) or ``"pixel"`` (on the
-        per-pixel class scores), as in :func:`analyze.run.driver.score_cache`.
-    fmt
-        The submission format; ``"smiyc"`` (SegmentMeIfYouCan HDF5 files, float16).
-    overwrite
-        Replace files made by another export instead of refusing them.
-    make_zip
-        Also pack ``out/anomaly_p/<method>/`` into ``out/<method>.zip`` (entries
-        ``<method>/<dataset>/<frame id>.hdf5``).
-    progress
-        Show a progress bar (tqdm).
-    storage_options
-        fsspec options for a URL cache.
-    warn
-        Called with each warning line (default: :func:`print`).
+    out, method
+        Submission folder (made as needed); the method's name, a folder of the submission
+        (letters, digits, ``_ . + -``).
+    temperature, temp_target
+        T in [0.1, 1000] at which the scorer is applied; EoMT caches: ``"query"`` (T on the
+        query class logits) or ``"pixel"`` (on the per-pixel class scores), as in
+        :func:`analyze.run.driver.score_cache`.
+    fmt, overwrite, make_zip
+        The submission format, ``"smiyc"`` (SegmentMeIfYouCan HDF5 files, float16); replace files
+        made by another export instead of refusing them; also pack ``out/anomaly_p/<method>/``
+        into ``out/<method>.zip`` (entries ``<method>/<dataset>/<frame id>.hdf5``).
+    progress, storage_options, warn
+        Show a progress bar (tqdm); fsspec options for a URL cache; called with each warning
+        line (default: :func:`print`).
     id_stats
         :class:`analyze.scorers.id_stats.IdStats` for KL matching and SML, as in ``score_cache``.
 
@@ -178,7 +160,6 @@ def export_maps(
     -------
     ExportSummary
         What was written where; ``.line()`` is the CLI's summary line.
-
     Raises
     ------
     ExportOptionError
@@ -186,7 +167,6 @@ def export_maps(
     ExportError
         The cache's or the folder's content (unfinished or damaged cache, a foreign file).
     """
-
     form = FORMATS.get(fmt)
     if form is None:
         raise ExportOptionError("--format", f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
@@ -195,53 +175,67 @@ def export_maps(
     chosen, stats = _one_scorer(cache, spec, scorer, float(temperature), temp_target, id_stats, warn)
     (sc,) = chosen
     bench = _benchmark_split(cache, root, spec, fmt, form.benchmark)
-    dataset = str(bench["dataset"])
-    t = float(temperature)
-    target = "logits" if spec.kind == "pixel" else temp_target
-    attrs = {"scorer": sc.name, "temperature": t, "temp_target": target, "cache_digest": C.cache_digest(spec),
-             "model": spec.provenance.model, "dataset": spec.provenance.dataset,
-             "values": "float16 anomaly scores, higher = more anomalous, one affine map per track (f16_transform)",
-             "f16_transform": Float16Transform.identity().attrs()["f16_transform"],
-             "tool": f"{PACKAGE} {tool_version()}"}
-    folder = form.folder(Path(out), method, dataset)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
-    for stale in folder.glob(f".*{form.suffix}.*.tmp"):  # left by an interrupted export
-        stale.unlink(missing_ok=True)
-
+    dataset, t = str(bench["dataset"]), float(temperature)
+    attrs = _file_attrs(spec, sc.name, t, temp_target)
+    folder = _output_folder(form, Path(out), method, dataset)
     paths = [folder / f"{fid}{form.suffix}" for fid in spec.frame_ids]
     # every existing file is checked before anything is written: a refusal leaves the folder as it was
     complete = [False] * spec.n_frames if overwrite else \
         [_complete(p, size, attrs, method) for p, size in zip(paths, spec.sizes)]
-    maps = FrameMaps(root, spec, chosen, t, temp_target, stats, sc.name, cache)
-    label = f"{dataset} {sc.name} T={t:g}"
+    maps, label = FrameMaps(root, spec, chosen, t, temp_target, stats, sc.name, cache), f"{dataset} {sc.name} T={t:g}"
     transform, plain = None, LossCount()
     if not all(complete):  # the track's range first: one pass over every frame
         transform, plain = fit_transform(maps, label, progress)
         attrs.update(transform.attrs())
         _check_transform([p for p, done in zip(paths, complete) if done], transform, method)
     written, loss = write_frames(maps, paths, complete, transform, attrs, label, progress)
-    skipped = sum(complete)
     if written and loss.fraction > LOSS_WARN:
         warn(f"{cache}: {sc.name} T={t:g}: float16 loses {loss.figure()} even after the track's affine map "
              f"(a plain cast: {plain.figure()}): ties the float64 scores did not have")
-    ids = set(spec.frame_ids)
-    foreign = sorted(p.name for p in folder.glob(f"*{form.suffix}") if p.name[: -len(form.suffix)] not in ids)
-    if foreign:
-        warn(f"{folder}: {len(foreign)} file(s) are not frames of {cache} (e.g. {', '.join(foreign[:3])})")
-    bench_count = bench.get("count")
-    if bench_count is not None and int(bench_count) != spec.n_frames:
-        warn(f"{cache}: {spec.n_frames} frames, the full {dataset} release has {bench_count}; "
-             "the benchmark expects every frame")
+    bench_count = _check_completeness(cache, spec, folder, form.suffix, dataset, bench.get("count"), warn)
+    target = attrs["temp_target"]
     what = f"{spec.provenance.model} {sc.name} T={t:g}" + (f" (T on the {target} target)" if spec.kind == "query" else "")
     summary = ExportSummary(form.benchmark, dataset, what, folder, spec.n_frames, int((~spec.labelled_mask).sum()),
-                            written, skipped, int(bench_count) if bench_count is not None else None,
-                            transform=transform, loss_plain=plain if written else None, loss=loss if written else None)
+                            written, sum(complete), bench_count, transform=transform,
+                            loss_plain=plain if written else None, loss=loss if written else None)
     if make_zip:
         summary.zip_path, summary.zipped = pack(Path(out), method, form)
     return summary
+
+
+def _file_attrs(spec: C.CacheSpec, scorer: str, t: float, temp_target: str) -> dict[str, Any]:
+    """The attributes every file of an export carries (a rerun compares them before skipping a file)."""
+    return {"scorer": scorer, "temperature": t, "temp_target": "logits" if spec.kind == "pixel" else temp_target,
+            "cache_digest": C.cache_digest(spec), "model": spec.provenance.model, "dataset": spec.provenance.dataset,
+            "values": "float16 anomaly scores, higher = more anomalous, one affine map per track (f16_transform)",
+            "f16_transform": Float16Transform.identity().attrs()["f16_transform"],
+            "tool": f"{PACKAGE} {tool_version()}"}
+
+
+def _output_folder(form, out: Path, method: str, dataset: str) -> Path:
+    """The export's folder, made as needed, without the temporary files an interrupted export left."""
+    folder = form.folder(out, method, dataset)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
+    for stale in folder.glob(f".*{form.suffix}.*.tmp"):  # left by an interrupted export
+        stale.unlink(missing_ok=True)
+    return folder
+
+
+def _check_completeness(cache, spec: C.CacheSpec, folder: Path, suffix: str, dataset: str, bench_count,
+                        warn: Callable[[str], None]) -> int | None:
+    """Warn of files that are not frames of the cache and of a cache short of the full release;
+    the release's frame count (None where the manifest has none)."""
+    ids = set(spec.frame_ids)
+    foreign = sorted(p.name for p in folder.glob(f"*{suffix}") if p.name[: -len(suffix)] not in ids)
+    if foreign:
+        warn(f"{folder}: {len(foreign)} file(s) are not frames of {cache} (e.g. {', '.join(foreign[:3])})")
+    if bench_count is not None and int(bench_count) != spec.n_frames:
+        warn(f"{cache}: {spec.n_frames} frames, the full {dataset} release has {bench_count}; "
+             "the benchmark expects every frame")
+    return int(bench_count) if bench_count is not None else None
 
 
 def _one_scorer(cache, spec: C.CacheSpec, scorer: str, temperature: float, temp_target: str,
