@@ -191,8 +191,20 @@ def _model_option(f):
                         help="erfnet: per-pixel logits; eomt: per-query class and mask logits.")(f)
 
 
+def _check_model(ctx, param, value):
+    """``--model`` names a model the registry resolves (checked as the option is parsed)."""
+    from extract.models import get_model_spec
+
+    if value is not None:
+        try:
+            get_model_spec(value)
+        except KeyError as exc:
+            raise click.BadParameter(exc.args[0]) from None
+    return value
+
+
 @main.command()
-@click.option("--model", required=True,
+@click.option("--model", required=True, callback=_check_model,
               help="erfnet (per-pixel logits), eomt or mask2former (per-query class and mask logits), "
                    "python:MODULE:FUNCTION (any pixel model, from a factory) or an installed plugin "
                    "(`extract models` lists them).")
@@ -242,17 +254,12 @@ def run(model, dataset, data_root, checkpoint, model_options, cache, device, dty
       extract run --model eomt --dataset fs_static --data-root Validation_Dataset/ \\
           --checkpoint pytorch_model.bin --device cuda --dtype bf16 --batch-size 4 --workers 8
     """
-    from extract.models import get_model_spec
     from extract.run import parse_shard, run_extraction
 
     try:
         parse_shard(shard)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from None
-    try:
-        get_model_spec(model)
-    except KeyError as exc:
-        raise click.BadParameter(exc.args[0], param_hint="--model") from None
     options = _parse_model_options(model_options)
     _spec_with_layout(dataset, layout)
     summary = run_extraction(

@@ -155,11 +155,17 @@ def test_every_mask_scorer_scores_a_mask2former_cache(cache, tmp_path):
 
 
 def test_detectron2_option_is_recorded_and_composed(m2f, cache, tmp_path):
-    res = _extract(m2f, m2f.dir / "data", tmp_path / "d2.zarr", "--model-option", "semantic_inference=detectron2")
+    res = _extract(m2f, m2f.dir / "data", tmp_path / "d2.zarr", "--model-option", "semantic_inference=detectron2",
+                   "--hflip", "--limit", "1")
     assert res.exit_code == 0, res.output
     root, spec = open_cache(tmp_path / "d2.zarr")
     _, spec_hf = open_cache(cache)
-    assert spec.semantic_inference == "detectron2"
+    assert spec.semantic_inference == "detectron2" and spec.hflip
+    frame = next(iter(DatasetReader(get_dataset_spec("road_anomaly"), m2f.dir / "data")))
+    cl, ml, _ = _outputs(m2f, np.ascontiguousarray(frame.image[:, ::-1]))  # the flipped pass: the mirrored image
+    stored_cl, stored_ml = read_query_outputs(root, spec, 0, flip=True)
+    np.testing.assert_allclose(stored_cl, cl.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(stored_ml, ml.numpy(), rtol=0, atol=2e-3)
     assert cache_digest(spec) != cache_digest(spec_hf)  # another inference, another cache identity
     inputs = frame_inputs(root, spec, 0)
     cl, ml = (torch.from_numpy(a.astype(np.float32)) for a in (inputs["class_logits"], inputs["mask_logits"]))
@@ -184,3 +190,29 @@ def test_a_folder_that_is_not_mask2former_is_one_line(m2f, tmp_path):
     res = _extract(SimpleNamespace(folder=tmp_path / "empty"), m2f.dir / "data", tmp_path / "x.zarr")
     assert res.exit_code == 1 and "cannot load Mask2Former" in res.output.strip().splitlines()[-1], res.output
     assert not (tmp_path / "x.zarr").exists()
+
+
+@pytest.mark.parametrize("inference, size", [("transformers", (40, 70)), ("detectron2", (70, 40)),
+                                             ("detectron2", (64, 128))])
+def test_sampled_pixels_and_the_fused_pass_follow_the_same_geometry(m2f, inference, size):
+    """The temperature fit's pixel weights and the fused row pass (a frame the size of the model input)
+    give the composition's numbers on Mask2Former geometries too."""
+    from analyze.compose import class_probs
+
+    image = np.random.default_rng(7).integers(0, 256, (*size, 3), dtype=np.uint8)
+    cl, ml, input_size = _outputs(m2f, image)
+    geom = inference_windows(inference, size, input_size)
+    composer = FrameComposer(ml, cl, geom, tile_rows=5)
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, size[0], 300), rng.integers(0, size[1], 300)
+    a = composer.pixel_weights(rows, cols)
+    for t in (0.5, 2.0):
+        want = composer.scores(t).numpy()[:, rows, cols].T
+        np.testing.assert_allclose(a @ class_probs(cl[0], t).numpy(), want, rtol=0, atol=2e-6)
+    fs = score_frame("query", scorers=get_scorers("maxlogit"), temperatures=(0.5, 1.0), class_logits=cl,
+                     mask_logits=ml, geom=geom)
+    for t in (0.5, 1.0):
+        s = composer.scores(t)
+        np.testing.assert_allclose(fs.scores[("maxlogit", t)], -s.max(0).values.numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(fs.semantic[t], semantic_prediction(s))
+    assert (geom.resized == size) == (size == (64, 128))  # the last case takes the fused row pass
