@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from extract.cli_models import check_model, models_command, parse_model_options
 from extract.datasets import check_dataset, get_dataset_spec, load_manifest
 from schemas.manifest import default_manifest
 from extract.demo import settings as demo_settings
@@ -37,6 +38,9 @@ def main():
       extract demo world --out demo_out/world && extract demo train --data demo_out/world --out demo_out/erfnet.pth
       extract demo train-eomt --data demo_out/world --out demo_out/eomt_demo.ckpt
     """
+
+
+main.add_command(models_command)
 
 
 @main.group()
@@ -159,52 +163,13 @@ def datasets_synth(dataset, out, n, size, seed, layout):
     click.echo(f"wrote {len(paths)} {dataset} frames in layout {lay.name} under {out / lay.folders[0]}")
 
 
-def _parse_model_options(pairs) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--model-option")
-        out[key.strip()] = value.strip()
-    return out
-
-
-@main.command("models")
-def models_list():
-    """List the models `extract run --model` takes by name, with where each comes from: the built-in
-    ones and the installed plugins (entry-point group anomaly_seg_cache.models); any pixel model
-    also runs as python:MODULE:FUNCTION.
-
-    \b
-    Example:
-      extract models
-    """
-    from extract.models import list_models
-
-    for name, source, description in list_models():
-        click.echo(f"{name:<16} {source:<28} {description}")
-    click.echo(f"{'python:M:F':<16} {'a factory':<28} any pixel model: FUNCTION(checkpoint) -> (module, declaration)")
-
-
 def _model_option(f):
     return click.option("--model", required=True, type=click.Choice(["erfnet", "eomt"]),
                         help="erfnet: per-pixel logits; eomt: per-query class and mask logits.")(f)
 
 
-def _check_model(ctx, param, value):
-    """``--model`` names a model the registry resolves (checked as the option is parsed)."""
-    from extract.models import get_model_spec
-
-    if value is not None:
-        try:
-            get_model_spec(value)
-        except KeyError as exc:
-            raise click.BadParameter(exc.args[0]) from None
-    return value
-
-
 @main.command()
-@click.option("--model", required=True, callback=_check_model,
+@click.option("--model", required=True, callback=check_model,
               help="erfnet (per-pixel logits), eomt or mask2former (per-query class and mask logits), "
                    "python:MODULE:FUNCTION (any pixel model, from a factory) or an installed plugin "
                    "(`extract models` lists them).")
@@ -260,7 +225,7 @@ def run(model, dataset, data_root, checkpoint, model_options, cache, device, dty
         parse_shard(shard)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from None
-    options = _parse_model_options(model_options)
+    options = parse_model_options(model_options)
     _spec_with_layout(dataset, layout)
     summary = run_extraction(
         model, dataset, data_root, checkpoint, cache=cache, device=device, dtype=dtype, batch_size=batch_size,

@@ -252,7 +252,8 @@ class CacheSpec:
         """(h, w) of the stored mask logits: every frame's masks padded to the largest (EoMT: square)."""
         if self.mask_sizes is not None:
             return max(h for h, _ in self.mask_sizes), max(w for _, w in self.mask_sizes)
-        return self.mask_hw(0) if self.n_frames else (required(self.mask_size, "mask_size"),) * 2
+        m = required(self.mask_size, "mask_size")
+        return m, m
 
     def crop_offsets(self) -> np.ndarray:
         """Crops of frame i are ``crop_offsets()[i]:crop_offsets()[i + 1]`` (F + 1 int32)."""
