@@ -216,3 +216,9 @@ def test_sampled_pixels_and_the_fused_pass_follow_the_same_geometry(m2f, inferen
         np.testing.assert_allclose(fs.scores[("maxlogit", t)], -s.max(0).values.numpy(), rtol=0, atol=1e-6)
         np.testing.assert_array_equal(fs.semantic[t], semantic_prediction(s))
     assert (geom.resized == size) == (size == (64, 128))  # the last case takes the fused row pass
+
+
+def test_a_missing_folder_is_not_taken_for_a_hub_id(m2f, tmp_path):
+    for missing in (tmp_path / "nothing", m2f.dir / "ckpt_typo"):  # absolute; and inside an existing folder
+        res = _extract(SimpleNamespace(folder=missing), m2f.dir / "data", tmp_path / "x.zarr")
+        assert res.exit_code == 1 and "not a save_pretrained folder" in res.output.strip().splitlines()[-1], res.output

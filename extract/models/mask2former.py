@@ -50,7 +50,8 @@ def identify_checkpoint(checkpoint: str | Path) -> CheckpointRef:
     path = Path(checkpoint)
     if path.is_dir():
         return identify_folder(path)
-    if path.exists() or not _HUB_ID.match(str(checkpoint)):
+    # a hub id is owner/name; a missing folder inside an existing one is a wrong path, not an id
+    if path.exists() or path.parent.exists() or not _HUB_ID.match(str(checkpoint)):
         raise FileNotFoundError(f"{checkpoint}: not a save_pretrained folder of Mask2Former (nor a hub id)")
     _transformers()
     from huggingface_hub import snapshot_download
