@@ -7,7 +7,7 @@ PYVER  := $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}{sys.ve
 LOCK   ?= lock-py$(PYVER).txt
 # The lock pins these: the releases pip takes from the local disk on the development machine.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
-LOCK_EXTRAS := --extra dev --extra bench --extra docs
+LOCK_EXTRAS := --extra dev --extra bench --extra docs --extra hf
 # Results must not depend on the number of BLAS/OpenMP threads of the machine.
 export OMP_NUM_THREADS ?= 2
 export PYTHONUNBUFFERED := 1
@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 ifeq ($(LOCK),newest)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[dev,bench,docs]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench,docs,hf]'
 	touch $@
 else
 $(VENV)/.installed: pyproject.toml $(LOCK)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from PIL import Image
 from extract.adapters import ADAPTERS, Adapter
 from extract.datasets import DatasetCopy, DatasetError, DatasetReader, get_dataset_spec, image_size, read_frame
 from extract.models import get_model_spec, load_model
-from extract.provenance import device_name, file_sha256, versions
+from extract.provenance import device_name, versions
 from extract.resume import open_or_create
 from extract.writer import FrameWriter, HostCopier, default_writer_threads
 from schemas import cache as C
@@ -153,6 +153,7 @@ def run_extraction(
     include_excluded: bool = False,
     skip_unexpected: bool = False,
     hflip: bool = False,
+    model_options: Mapping[str, str] | None = None,
 ) -> RunSummary:
     """Run ``model`` over ``dataset`` and store its raw outputs in a cache (see module doc).
 
@@ -165,6 +166,7 @@ def run_extraction(
     ``hflip``: also run the model on each horizontally mirrored image and store those outputs
     beside the normal ones (``<array>_hflip``; the cache's ``hflip`` attribute), for the
     flip-averaged scorers; a cache is made with or without it, never changed afterwards.
+    ``model_options``: ``--model-option KEY=VALUE`` of models that take them (:func:`extract.models.load_model`).
     """
     t_start = time.perf_counter()
     try:
@@ -187,19 +189,17 @@ def run_extraction(
         log(note)
     refs = reader.refs  # the cache covers every frame; --limit only bounds what this run extracts
     n_run = min(limit, len(refs)) if limit else len(refs)
-    ckpt = Path(checkpoint)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: checkpoint not found")
-    net, cfg = load_model(model, ckpt, dev)
+    ckpt = mspec.identify(checkpoint)  # the file (a folder for Mask2Former) and its digest
+    net, cfg = load_model(model, ckpt.path, dev, model_options)
     cfg = dict(cfg)
     if input_height is not None and mspec.kind == "pixel":
         cfg["input_height"] = int(input_height)
-    adapter = ADAPTERS[mspec.kind]
+    adapter = mspec.adapter or ADAPTERS[mspec.kind]
     sizes = tuple(image_size(r.image_path) for r in refs)
     prov = C.Provenance(
         model=model,
         model_config={k: v for k, v in cfg.items() if isinstance(v, (int, float, str, bool, list, type(None)))},
-        checkpoint_sha256=file_sha256(ckpt),
+        checkpoint_sha256=ckpt.sha256,
         checkpoint_file=ckpt.name,
         dataset=dataset,
         manifest_digest=reader.copy.digest(),

@@ -19,6 +19,12 @@ Mask model (EoMT), following the official semantic inference (``tue-mps/eomt``,
 3. the crops are summed into the resized frame and divided by the per-pixel crop count;
 4. ``s`` (K, Hr, Wr) is bilinearly resized (``align_corners=False``) to the original size.
 
+Mask2Former caches compose the same way with one crop per frame that covers the whole "resized"
+frame (:mod:`schemas.inference`, chosen by the cache's ``semantic_inference``): transformers'
+``post_process_semantic_segmentation`` upsamples the masks to a fixed 384 x 384 (the crop), detectron2's
+``sem_seg_postprocess`` to the model input's size (a non-square crop, ``FrameWindows.tile``); step 3
+is then the identity. ``CacheSpec.windows`` is the one dispatch: nothing below depends on the model.
+
 Resizing is linear and the scorers are not, so the order is: ``s`` on the resized frame ->
 resize ``s`` -> scorer (the official code likewise resizes ``s`` before its argmax).
 
@@ -105,7 +111,7 @@ def _crop_region(geom: FrameWindows, j: int, r0: int, r1: int) -> tuple[slice, s
     """Rows ``r0:r1`` of crop ``j`` as (row, column) slices of the resized frame."""
     w = geom.windows[j]
     if geom.portrait:
-        return slice(w.start + r0, w.start + r1), slice(0, geom.crop)
+        return slice(w.start + r0, w.start + r1), slice(0, geom.tile[1])
     return slice(r0, r1), slice(w.start, w.end)
 
 
@@ -186,7 +192,7 @@ class FrameComposer:
         self._numpy = self.device.type == "cpu" if compiled is None else bool(compiled)
         if self._numpy and self.device.type != "cpu":
             raise ValueError("the compiled composition runs on the CPU only")
-        self._row_taps = tuple(t.to(self.device) for t in _linear_taps(h, geom.crop))
+        self._row_taps = tuple(t.to(self.device) for t in _linear_taps(h, geom.tile[0]))
         self._kept: list[list[tuple[int, int, torch.Tensor]]] | None = (
             [[] for _ in range(geom.n_crops)] if keep_masks else None
         )
@@ -204,13 +210,13 @@ class FrameComposer:
         if self._kept is not None and self._kept[j]:
             yield from self._kept[j]
             return
-        crop = self.geom.crop
+        rows, crop = self.geom.tile  # (crop, crop) for EoMT's windows
         kept = []
         m = torch.as_tensor(self._mask_logits[j]).to(self.device).to(torch.float32)  # (Q, h, w)
         q, _, w = m.shape
         i0, i1, a0, a1 = self._row_taps
-        for r0 in range(0, crop, self._tile_rows):
-            r1 = min(r0 + self._tile_rows, crop)
+        for r0 in range(0, rows, self._tile_rows):
+            r1 = min(r0 + self._tile_rows, rows)
             lo, hi = int(i0[r0]), int(i1[r1 - 1]) + 1  # source rows this tile reads
             # columns first, on the few source rows needed (1-D linear = torch's bilinear width pass)
             cols = F.interpolate(m[:, lo:hi].reshape(1, q * (hi - lo), w), size=crop, mode="linear",
@@ -346,10 +352,10 @@ class FrameComposer:
         m_all = [np.asarray(_f32(m)) for m in self._mask_logits]
         h, w = m_all[0].shape[1:]
         ty = [t.cpu().numpy() for t in self._row_taps]
-        tx = [t.numpy() for t in _linear_taps(w, geom.crop)]
+        tx = [t.numpy() for t in _linear_taps(w, geom.tile[1])]
         for j in range(geom.n_crops):
             m = m_all[j]  # (Q, h, w)
-            region_rows, region_cols = _crop_region(geom, j, 0, geom.crop)
+            region_rows, region_cols = _crop_region(geom, j, 0, geom.tile[0])
             for k in range(4):  # one resized point per pixel at a time: no repeated pixel in `p`
                 inside = ((pr[k] >= region_rows.start) & (pr[k] < region_rows.stop)
                           & (pc[k] >= region_cols.start) & (pc[k] < region_cols.stop))

@@ -23,7 +23,10 @@ def summary(root: zarr.Group, spec: CacheSpec, path: str) -> list[str]:
         f"sizes      {sorted(set(spec.sizes))[:4]}{' ...' if len(set(spec.sizes)) > 4 else ''}",
         f"classes    K={spec.n_classes}" + (f", void channel {spec.void_channel}" if spec.void_channel is not None else ""),
     ]
-    if spec.kind == "query":
+    if spec.kind == "query" and spec.semantic_inference is not None:  # Mask2Former: one crop per frame
+        lines.append(f"inference  {spec.semantic_inference}, {spec.n_queries} queries, masks up to "
+                     f"{spec.mask_shape[0]}x{spec.mask_shape[1]}")
+    elif spec.kind == "query":
         lines.append(f"windows    crop {spec.crop_size}, {spec.n_crops} crops, {spec.n_queries} queries, masks {spec.mask_size}^2")
     if spec.hflip:
         lines.append("flip pass  stored (extract run --hflip): the flip-averaged scorers can be scored")
