@@ -33,6 +33,7 @@ from analyze.frame_scores import choose_scorers
 from analyze.id_stats import IdStats
 from analyze.intervals import bootstrap_intervals, key_edges
 from analyze.scorers.pixel import SCORE_DTYPE
+from analyze.scorers.plugins import with_records
 from analyze.scorers.temperatures import check_temperature
 from analyze.later_passes import SecondPassInputs, framed_histograms, kept_components
 from analyze.tasks import ScoreJob, run_phase
@@ -324,7 +325,7 @@ def _score_cache(
     if want_comp:
         rows += _component_rows(sched, job, result, base, target, spec, kept, warn)
     frame_rows = pd.DataFrame([{**base, "temp_target": target, **r} for r in result.rows])
-    return pd.DataFrame(rows), frame_rows, pd.DataFrame(curve_rows)
+    return with_records(pd.DataFrame(rows)), frame_rows, pd.DataFrame(curve_rows)  # plugins: their record
 
 
 def run_name(spec: C.CacheSpec, name: str | None = None) -> str:
