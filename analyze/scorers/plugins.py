@@ -37,8 +37,9 @@ class PluginMaps:
         self.temperature = temperature
         self.shape = tuple(shape)
         self.stats = stats
-        self.maps = {n: np.empty(self.shape, np.float64) for n, s in self.scorers.items() if s.plugin.pixelwise}
-        self._whole = [n for n, s in self.scorers.items() if not s.plugin.pixelwise]
+        pixelwise = {n for n, s in scorers.items() if s.plugin is not None and s.plugin.pixelwise}
+        self.maps = {n: np.empty(self.shape, np.float64) for n in pixelwise}
+        self._whole = [n for n in self.scorers if n not in pixelwise]
         self._x: np.ndarray | None = None
 
     def add(self, x, rows: slice, cols: slice) -> None:
@@ -55,10 +56,12 @@ class PluginMaps:
 
     def finish(self) -> dict[str, np.ndarray]:
         """``{name: (H, W) float64}``; the whole-frame plugins are called here."""
-        if self._whole and self._x is None:
+        x = self._x
+        if self._whole and x is None:
             raise ValueError("no tile of x was added")
         for n in self._whole:
-            self.maps[n] = self._call(n, self._x, self.shape)
+            assert x is not None
+            self.maps[n] = self._call(n, x, self.shape)
         self._x = None
         return self.maps
 
