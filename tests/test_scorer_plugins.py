@@ -305,6 +305,8 @@ def test_the_docs_example_runs_as_printed(tmp_path, monkeypatch):
     assert set(rows.scorer) == {"maxlogit", "my_scores.py:maxlogit", "my_scores.py:margin:k=3"}
     assert len(list((tmp_path / "maps").glob("*my_scores.py_maxlogit_T1.npy"))) == 3
     assert "Top-k margin" in outputs[-1] and "parameters k=3" in outputs[-1]
+    tables = "".join(f.read_text() for f in (tmp_path / "report").rglob("*.md"))
+    assert "Top-k margin (k=3)" in tables and "MaxLogit" in tables
 
 
 SML_RAW = '''

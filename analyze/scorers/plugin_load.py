@@ -110,6 +110,14 @@ def installed() -> dict[str, md.EntryPoint]:
     return {ep.name.lower(): ep for ep in md.entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def help_line(builtin) -> str:
+    """The plugin part of the ``--scorers`` help: the syntax and the installed plugins' names
+    (those not shadowed by a name in ``builtin``)."""
+    names = ", ".join(f"{n} ({ep.value})" for n, ep in sorted(installed().items()) if n not in builtin)
+    return ("Your own scorer: module:function or path/to/file.py:function, parameters as above (see `analyze "
+            f"scorers`); installed plugins: {names or 'none'}; 'all' is the built-ins only.")
+
+
 def find(name: str) -> Plugin | None:
     """The plugin ``name`` refers to (a reference or an installed entry-point name), loaded and
     its declaration checked; None when ``name`` is neither. Raises :class:`PluginError`.

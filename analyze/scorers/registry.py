@@ -368,7 +368,7 @@ def scorer_display(name: str) -> str:
         s = get_scorer(name)
     except ValueError:
         return name
-    extra = name.partition(":")[2]
+    extra = _split_head(name)[1]
     return f"{s.display} ({extra.replace(',', ', ')})" if extra else s.display
 
 
@@ -377,7 +377,7 @@ def scorer_order(names: Iterable[str]) -> list[str]:
     rank = {b: i for i, b in enumerate(SCORERS)}
 
     def key(n: str):
-        base = n.partition(":")[0]
+        base = _split_head(n)[0]
         return (rank.get(base, len(rank)), n != base, n)
 
     return sorted(set(names), key=key)
@@ -394,14 +394,7 @@ def help_text() -> str:
         parts.append(s.base + params + (f" ({', '.join(filter(None, [kinds.strip()] + extra))})" if extra or kinds else ""))
     return ("'all' (default: every scorer the cache and the options allow, saying which are left out) or a comma "
             "list of: " + "; ".join(parts) + ". Parameters: gen:gamma=0.2,m=10 (a key=value item continues the "
-            "scorer before it). " + plugin_help())
-
-
-def plugin_help() -> str:
-    """The plugin part of the ``--scorers`` help: the syntax and the installed plugins' names."""
-    names = ", ".join(f"{n} ({ep.value})" for n, ep in sorted(plugin_load.installed().items()) if n not in SCORERS)
-    return ("Your own scorer: module:function or path/to/file.py:function, parameters as above (see `analyze "
-            f"scorers`); installed plugins: {names or 'none'}; 'all' is the built-ins only.")
+            "scorer before it). " + plugin_load.help_line(SCORERS))
 
 
 def catalogue() -> list[str]:
