@@ -371,7 +371,7 @@ def side_table_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 def save_results(path: str | os.PathLike, results: pd.DataFrame, per_frame: pd.DataFrame | None = None,
                  curves: pd.DataFrame | None = None, note: Callable[[str], None] = lambda message: None
                  ) -> pd.DataFrame:
-    """Write what :func:`analyze.driver.score_cache` returns, merged as ``analyze score`` merges.
+    """Write what :func:`analyze.run.driver.score_cache` returns, merged as ``analyze score`` merges.
 
     Parameters
     ----------

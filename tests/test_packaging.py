@@ -15,7 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
+from analyze.cli.main import main as analyze_main
 from extract.cli import main as extract_main
 from schemas import manifest
 from schemas.results import read_results

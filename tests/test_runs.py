@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
+from analyze.cli.main import main as analyze_main
 from extract.cli import main as extract_main
 from schemas.results import read_results, write_results
 from tests.factories import signal_pixel_cache

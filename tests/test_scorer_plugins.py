@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from analyze.cli import main as analyze_main
-from analyze.driver import score_cache
+from analyze.run.driver import score_cache
 from analyze.scorers import plugin_load
 from schemas.plugin_rows import PLUGIN_COLUMNS
 from schemas.results import COLUMNS, read_results, results_frame
@@ -325,7 +325,7 @@ sml_raw.anomaly_scorer = {"needs_stats": True, "pixelwise": True}
 
 @pytest.mark.parametrize("kind", ["p", "q"])
 def test_a_plugin_that_needs_id_stats_gets_those_of_its_temperature(tmp_path, kind):
-    from analyze.fit import fit_id_stats
+    from analyze.run.fit import fit_id_stats
 
     rng = np.random.default_rng(11)
     make = pixel_cache if kind == "p" else query_cache

@@ -21,7 +21,7 @@ Tables (pandas DataFrames, then Markdown / LaTeX text)
 
 Both take ``ci=True`` for cells such as ``"61.39 [59.1, 63.0]"`` (value and the bootstrap
 interval of the ``ci_low``/``ci_high`` columns). Only rows with an empty ``selected_on`` are
-used: rows made by :func:`analyze.temperature.select_temperature` are a different table.
+used: rows made by :func:`analyze.report.temperature.select_temperature` are a different table.
 
 Figures (:mod:`analyze.report.figures`): the paper's Figures 5-6 (a metric against T), PR and
 ROC curves per dataset, scorers compared per dataset.

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analyze.cells import at_t, one_row_each, prefer_target, series_labels
+from analyze.report.cells import at_t, one_row_each, prefer_target, series_labels
 from analyze.report.names import (METRIC_NAMES, TABLE_METRICS, TARGET_NOTES, dataset_name, dataset_order,
                                   default_miou_dataset, model_name, scorer_name)
 from analyze.report.text import UNDEFINED

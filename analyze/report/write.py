@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from analyze.cells import RowConflict
+from analyze.report.cells import RowConflict
 from analyze.report.figures import plot_curves, plot_scorer_bars, plot_vs_temperature
 from analyze.report.names import METRIC_NAMES, TABLE_METRICS, default_miou_dataset, model_name, scorer_name, slug
 from analyze.report.rows import anomaly_protocols, anomaly_rows, has_ci, temperature_grids
@@ -33,7 +33,7 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, pr
     results cannot make it); Table 2 and the T figures need a temperature grid and the
     curves need ``results_curves.parquet``: what is missing is skipped with a note (``warn``,
     default: the module logger) and listed in ``report.md``. Two rows for one number, or rows
-    of one run from two caches, are an error (:class:`analyze.cells.RowConflict`), never a
+    of one run from two caches, are an error (:class:`analyze.report.cells.RowConflict`), never a
     skipped figure. Returns the paths written.
     """
     warn = warn or log.warning

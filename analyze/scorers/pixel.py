@@ -2,7 +2,7 @@
 
 Every scorer maps "logits" ``x`` of shape ``(K, H, W)`` (numpy array or CPU tensor) and a
 temperature ``T > 0`` to an ``(H, W)`` float64 map, computed on ``x / T`` in float64
-(:func:`score_many`). What ``x`` is depends on the model (see :mod:`analyze.compose`):
+(:func:`score_many`). What ``x`` is depends on the model (see :mod:`analyze.compose.queries`):
 
 * pixel model (ERFNet): the class logits ``z`` with the void channel already dropped, so the
   void channel never enters a softmax;
@@ -12,7 +12,7 @@ temperature ``T > 0`` to an ``(H, W)`` float64 map, computed on ``x / T`` in flo
   ``softmax(s)``, Energy ``-logsumexp(s)``, GEN, KL matching and SML likewise.
 
 The mask scorers (EAM, no-object, Mask2Anomaly) are evaluated in the same tiles from the query
-channels that :class:`analyze.compose.FrameComposer` composes beside ``s``
+channels that :class:`analyze.compose.queries.FrameComposer` composes beside ``s``
 (:mod:`analyze.scorers.masks`); SML's boundary suppression and smoothing run on the whole map
 afterwards (:mod:`analyze.scorers.sml`).
 
@@ -98,7 +98,7 @@ def row_tiles(shape: Sequence[int]) -> list[slice]:
 def _check_scorers(scorers: Mapping[str, Scorer], stats: ClassStats | None) -> None:
     for s in scorers.values():
         if s.uses is not None:
-            raise ValueError(f"scorer {s.name} averages two passes: evaluate it with analyze.frame_scores")
+            raise ValueError(f"scorer {s.name} averages two passes: evaluate it with analyze.compose.frame_scores")
         if s.needs_stats and stats is None:
             raise ValueError(f"scorer {s.name} needs in-distribution statistics (stats=)")
 
@@ -263,7 +263,7 @@ def score(name: str, x: ArrayLike, temperature: float = 1.0, stats: ClassStats |
         T: the scorer sees ``x / T``.
     stats
         The :class:`ClassStats` of this T for KL matching and SML
-        (:meth:`analyze.id_stats.IdStats.class_stats`); None for the other scorers.
+        (:meth:`analyze.scorers.id_stats.IdStats.class_stats`); None for the other scorers.
 
     Returns
     -------

@@ -79,7 +79,7 @@ class Scorer:
     ``name`` is the spec written in results rows (:func:`spec_name`); ``base`` the registry
     name. The scorers of ``x`` are evaluated by :func:`analyze.scorers.pixel.score_many` (one
     alone: :func:`analyze.scorers.pixel.score`), those of the query outputs by
-    :func:`analyze.frame_scores.iter_frame_scores`.
+    :func:`analyze.compose.frame_scores.iter_frame_scores`.
     """
 
     base: str
