@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
+from analyze.cli.main import main as analyze_main
 from analyze.run.driver import score_cache
 from analyze.scorers import plugin_load
 from schemas.plugin_rows import PLUGIN_COLUMNS
