@@ -19,12 +19,13 @@ from extract.datasets import DatasetReader, get_dataset_spec
 from extract.models import get_model_spec, list_models
 from schemas.cache import open_cache, read_pixel_logits
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "models-plugins.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _doc_blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", DOC.read_text(), flags=re.S)
+    section = DOC.read_text().split("\n## Your own model\n", 1)[1]
+    return re.findall(rf"```{lang}\n(.*?)```", section, flags=re.S)
 
 
 @pytest.fixture(scope="module")

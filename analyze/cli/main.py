@@ -13,6 +13,7 @@ import click
 from analyze.cli.fit import fit
 from analyze.cli.options import check_writable, parse_name, parse_scorers, summary_table
 from analyze.cli.score import score
+from analyze.cli.scorers import scorers
 from analyze.export.submission import FORMATS
 from schemas.cache import open_cache, unlabelled_not_void
 from schemas.cli import comma_list_option
@@ -37,6 +38,7 @@ def main():
       analyze maps --cache caches/eomt/road_anomaly.zarr --scorer msp,rba --out maps/
       analyze export --cache caches/eomt/smiyc_anomaly_track.zarr --scorer msp --method EoMT_MSP --out sub/ --zip
       analyze temperature --results results.parquet --select-on fs_static --metric auprc
+      analyze scorers
     """
 
 
@@ -252,6 +254,7 @@ def temperature(results, select_on, metric, fit, cache, max_pixels, seed, name):
 
 main.add_command(score)
 main.add_command(fit)
+main.add_command(scorers)
 
 
 if __name__ == "__main__":  # pragma: no cover

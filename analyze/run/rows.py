@@ -16,6 +16,7 @@ from analyze import metrics as M
 from analyze.metrics.common import told
 from analyze.run.execute import Execution
 from analyze.run.intervals import bootstrap_intervals
+from analyze.scorers.plugins import with_records
 from schemas import cache as C
 from schemas.results import SEMANTIC_SCORER
 
@@ -45,7 +46,7 @@ def rows(ex: Execution, settings: RowSettings) -> tuple[pd.DataFrame, pd.DataFra
     out += _miou_rows(ex, base, target)
     out += _component_rows(ex, base, target)
     frame_rows = pd.DataFrame([{**base, "temp_target": target, **r} for r in ex.result.rows])
-    return pd.DataFrame(out), frame_rows, pd.DataFrame(curve_rows)
+    return with_records(pd.DataFrame(out)), frame_rows, pd.DataFrame(curve_rows)  # plugins: their record
 
 
 def _key(base: dict, name: str, t: float, target: str) -> dict:
