@@ -13,6 +13,7 @@ import click
 from analyze.cli_fit import fit
 from analyze.cli_options import check_writable, parse_name, parse_scorers, summary_table
 from analyze.cli_score import score
+from analyze.compare.command import compare
 from analyze.export import FORMATS
 from schemas.cache import open_cache, unlabelled_not_void
 from schemas.cli import comma_list_option
@@ -252,6 +253,7 @@ def temperature(results, select_on, metric, fit, cache, max_pixels, seed, name):
 
 main.add_command(score)
 main.add_command(fit)
+main.add_command(compare)
 
 
 if __name__ == "__main__":  # pragma: no cover

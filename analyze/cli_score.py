@@ -76,6 +76,7 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
 
     from analyze.driver import Scheduler, score_cache
     from analyze.scheduler import forks_workers
+    from analyze.compare.framedata import write_frame_data
     from schemas.results import cache_conflicts, read_results, save_results
 
     try:
@@ -100,13 +101,14 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                 continue
             click.echo(f"scoring {cache}", err=True)
             try:
+                kept: list = []
                 r, f, c = score_cache(
                     cache, scorers, temps, temp_target=temp_target, protocol=protocol, scheduler=sched,
                     storage_options=opts or None,
                     allow_partial=allow_partial, max_memory=budget, component_metrics=component_metrics,
                     bootstrap=bootstrap, seed=seed, warn=lambda m: click.echo(f"warning: {m}", err=True),
                     info=lambda m: click.echo(f"note: {m}", err=True), name=name, frames=frame_rule,
-                    id_stats=stats, device=device,
+                    id_stats=stats, device=device, frame_data=kept,
                 )
             except (DataError, OSError) as exc:
                 if not keep_going:
@@ -116,6 +118,8 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                 continue
             # now: a later cache's failure loses nothing
             total = len(save_results(out, r, f, c, note=lambda m: click.echo(f"note: {m}", err=True)))
+            for rows in kept:  # the per-frame data of the intervals, for `analyze compare`
+                write_frame_data(out, rows)
             results.append(r)
             written.append(str(cache))
             click.echo(f"wrote {len(r)} rows of {cache} to {out}", err=True)

@@ -94,6 +94,7 @@ def score_cache(
     id_stats: Sequence[IdStats] = (),
     recompose: bool = False,
     device: str = "cpu",
+    frame_data: list | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Score one cache with every scorer at every temperature, as ``analyze score`` does.
 
@@ -154,6 +155,9 @@ def score_cache(
         an earlier pass kept (:mod:`analyze.later_passes`; the same numbers, slower).
     device
         ``"cpu"`` or ``"cuda"``: where composition and scorers run (metrics stay on the CPU).
+    frame_data
+        A list: with ``bootstrap``, the per-frame data the intervals resampled is appended to it
+        (one DataFrame, :func:`analyze.compare.framedata.frame_data_rows`), for ``analyze compare``.
 
     Returns
     -------
@@ -179,7 +183,8 @@ def score_cache(
             allow_partial=allow_partial, max_memory=max_memory, component_metrics=component_metrics,
             curve_points=curve_points, bootstrap=bootstrap, seed=seed,
             warn=warn if warn is not None else _warn, info=info if info is not None else _ignore, name=name,
-            frames=frames, id_stats=id_stats, recompose=recompose, device=device)
+            frames=frames, id_stats=id_stats, recompose=recompose, device=device,
+            frame_data=frame_data)
     finally:
         if made_here:
             sched.close()
@@ -215,6 +220,7 @@ def _score_cache(
     id_stats: Sequence[IdStats] = (),
     recompose: bool = False,
     device: str = "cpu",
+    frame_data: list | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Score one cache (see :func:`score_cache`); ``info`` is told how many unlabelled frames were
     skipped. Every row carries ``run`` (``name``, default :func:`schemas.results.default_run` of
@@ -298,6 +304,10 @@ def _score_cache(
     target = "logits" if spec.kind == "pixel" else temp_target
     cis = bootstrap_intervals(sched, job, result, bootstrap, seed, warn, histograms if not recompose else None
                      ) if bootstrap and chosen else {}
+    if frame_data is not None and cis:
+        from analyze.compare.framedata import kept_frame_data
+
+        frame_data.append(kept_frame_data(spec.frame_ids, job, result.states, histograms, base, target))
     rows, curve_rows = [], []
     for (name_, t), state in sorted(result.states.items()):
         with warnings.catch_warnings(record=True) as caught:
