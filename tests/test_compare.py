@@ -149,3 +149,33 @@ def test_holm_and_p_value():
     np.testing.assert_allclose(holm([0.5, 0.2]), [0.5, 0.4])
     got = paired_difference(np.array([0.1, 0.2, -0.1, 0.3]), np.zeros(4), 0.3, 0.1)
     assert got["difference"] == 0.3 - 0.1 and got["p_value"] == 0.5
+
+
+@pytest.mark.parametrize("use_holm", [False, True])
+def test_table1_marks_are_the_pairs_p_values(scored, use_holm):
+    """Table 1 marks a cell iff its paired p-value against its column's best (Holm-adjusted across
+    the column when asked) is at least alpha: the numbers `analyze compare` gives for those pairs."""
+    from analyze.compare.framedata import read_frame_data
+    from analyze.report import table1
+    from analyze.report.significance import mark_table
+
+    _, out = scored
+    res = read_results(out)
+    alpha = 0.05  # MaxLogit vs MaxEntropy: not significant here; MSP vs the best: significant
+    t = mark_table(table1(res), res, read_frame_data(out), alpha, use_holm, N_BOOT, SEED)
+    for j, (dataset, metric) in enumerate(t.attrs["cells"]):
+        if dataset is None:
+            continue
+        at1 = res[(res["temperature"] == 1) & (res["metric"] == metric)].set_index("scorer")["value"]
+        scorers = [s for _, _, s in t.attrs["keys"]]
+        best = (at1.idxmax() if metric != "fpr95" else at1.idxmin())
+        others = [s for s in scorers if s != best]
+        rows = _pairs(out, *[f"{s}" for s in others], best)
+        p = {s: rows[(rows["scorer_a"] == s) & (rows["scorer_b"] == best) & (rows["metric"] == metric)]["p_value"].item()
+             for s in others}
+        adjusted = dict(zip(others, holm([p[s] for s in others]))) if use_holm else p
+        for i, s in enumerate(scorers):
+            assert ((i, j) in t.attrs["marks"]) == (s != best and adjusted[s] >= alpha), (s, metric)
+            if s != best:
+                assert t.attrs["p_values"][(i, j)] == pytest.approx(adjusted[s])
+    assert "paired frame bootstrap" in t.attrs["caption"] and ("Holm" in t.attrs["caption"]) == use_holm
