@@ -99,6 +99,7 @@ def report(results, out, protocol, frame_rule, alpha, holm, n_boot, html, caches
     Example:
       analyze report --results results.parquet --out report/ --html --holm
     """
+    from analyze.browse.frames import frame_browser
     from analyze.report import write_report
     from analyze.report.write import Significance
 
@@ -106,7 +107,8 @@ def report(results, out, protocol, frame_rule, alpha, holm, n_boot, html, caches
         raise click.BadParameter("only the HTML page has a frame browser: add --html", param_hint="--cache")
     check_writable(f"{out}/x")
     paths = write_report(results, out, protocol=protocol, warn=lambda m: click.echo(f"note: {m}", err=True),
-                         frames=frame_rule, significance=Significance(alpha, holm, n_boot), html=html, caches=caches)
+                         frames=frame_rule, significance=Significance(alpha, holm, n_boot), html=html,
+                         frame_browser=frame_browser(caches) if caches else None)
     for p in paths:
         click.echo(str(p))
 

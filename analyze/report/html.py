@@ -5,7 +5,8 @@ the figures as ``data:image/png;base64`` URIs, the PR/ROC curves as inline SVG; 
 no request. Sections: notes, Table 1 and Table 2 (sortable, best in bold, the significance
 marks of :mod:`analyze.report.significance` with their p-value on hover), PR and ROC curves per
 dataset (the label of a curve shows on hover), the temperature small multiples, the
-per-dataset bars, and the frame browser (:mod:`analyze.report.browser`) when caches are given.
+per-dataset bars, and the frame browser (:mod:`analyze.browse.frames`, handed in by the caller)
+when caches are given.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import base64
 import html
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -141,17 +142,18 @@ def _table_section(rep, name: str) -> str:
 
 
 def write_html(rep, results_path, df: pd.DataFrame, frames_df: pd.DataFrame | None, protocol: str, frames: str,
-               caches: Sequence[str | os.PathLike] = ()) -> Path:
-    """Write ``index.html`` into ``rep.out`` (see the module docstring) and return its path."""
-    from analyze.report.browser import browser_html
-
+               frame_browser: Callable[[pd.DataFrame | None, str, str], str] | None = None) -> Path:
+    """Write ``index.html`` into ``rep.out`` (see the module docstring) and return its path;
+    ``frame_browser(frames_df, protocol, frames)`` gives the frame browser's HTML."""
+    browser = (frame_browser(frames_df, protocol, frames) if frame_browser is not None else
+               "<p>No frame browser: give the caches (<code>analyze report --html --cache ...</code>).</p>")
     body = {
         "table1": _table_section(rep, "Table 1"),
         "table2": _table_section(rep, "Table 2"),
         "curves": _curves_section(rep, df, protocol, frames),
         "temperature": _figures(rep, "temperature", "No temperature grid in the results."),
         "bars": _figures(rep, "bars", "No bars."),
-        "frames": browser_html(caches, frames_df, protocol, frames),
+        "frames": browser,
     }
     nav = "".join(f'<a href="#{k}">{t}</a>' for k, t in SECTIONS)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in rep.notes)

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import pandas as pd
 
@@ -86,11 +86,12 @@ class Report:
 def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, protocol: str | None = None,
                  warn: Callable[[str], None] | None = None, frames: str | None = None,
                  significance: Significance = Significance(), html: bool = False,
-                 caches: Sequence[str | os.PathLike] = ()) -> list[Path]:
+                 frame_browser: Callable[[pd.DataFrame | None, str, str], str] | None = None) -> list[Path]:
     """Write Tables 1-2 (``.md``, ``.tex``, and ``*_ci`` variants when intervals exist), the
     figures (PNG, one per figure kind and dataset) and ``report.md`` (everything in one page,
     with notes) into ``out_dir``; with ``html`` also ``index.html`` (one self-contained page,
-    with a frame browser of ``caches``).
+    :mod:`analyze.report.html`), whose frame browser is ``frame_browser(per-frame table, protocol,
+    frames)`` (e.g. :func:`analyze.browse.frames.frame_browser` of some caches).
 
     ``protocol=None`` uses ``exact`` when present, else the only protocol present;
     ``frames=None`` uses ``all`` when present. Table 1 is required (``ResultsError`` when the
@@ -128,7 +129,7 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, pr
     if html:
         from analyze.report.html import write_html
 
-        rep.written.append(write_html(rep, results_path, df, frames_df, protocol, frames, caches))
+        rep.written.append(write_html(rep, results_path, df, frames_df, protocol, frames, frame_browser))
     return rep.written
 
 

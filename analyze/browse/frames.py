@@ -1,4 +1,4 @@
-"""The HTML report's frame browser: per dataset, model and scorer, the frames sorted by their
+"""The HTML report's frame browser (``analyze report --html --cache``): per dataset, model and scorer, the frames sorted by their
 AP (worst first), each with its image, ground truth and anomaly map.
 
 The order comes from the per-frame table ``analyze score`` writes (``results_frames.parquet``,
@@ -15,7 +15,7 @@ import base64
 import html
 import io
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -106,3 +106,9 @@ def browser_html(caches: Sequence[str | os.PathLike], frames_df: pd.DataFrame | 
             "anomalous, scaled to its 1st-99th percentile for display).</p>"
             f'<label>Dataset, model, scorer: <select id="frame-group">{options}</select></label>'
             f'<div class="browser">{"".join(blocks)}</div>')
+
+
+def frame_browser(caches: Sequence[str | os.PathLike], per_group: int = PER_GROUP
+                  ) -> Callable[[pd.DataFrame | None, str, str], str]:
+    """The ``frame_browser`` argument of :func:`analyze.report.write_report` for ``caches``."""
+    return lambda frames_df, protocol, frames: browser_html(caches, frames_df, protocol, frames, per_group)
