@@ -25,6 +25,7 @@ import pandas as pd
 
 from analyze import metrics as M
 from analyze.best_f1 import best_f1_threshold
+from analyze.compare.framedata import kept_frame_data
 from analyze.components import ComponentState, track_for_dataset
 from analyze.smiyc_f16 import f16_transforms, warn_f16_loss
 from analyze.frame_selection import ScoreError, pooled_frames, scorable_frames
@@ -156,8 +157,7 @@ def score_cache(
     device
         ``"cpu"`` or ``"cuda"``: where composition and scorers run (metrics stay on the CPU).
     frame_data
-        A list: with ``bootstrap``, the per-frame data the intervals resampled is appended to it
-        (one DataFrame, :func:`analyze.compare.framedata.frame_data_rows`), for ``analyze compare``.
+        A list: with ``bootstrap``, what the intervals resampled is appended (:mod:`analyze.compare.framedata`).
 
     Returns
     -------
@@ -304,9 +304,7 @@ def _score_cache(
     target = "logits" if spec.kind == "pixel" else temp_target
     cis = bootstrap_intervals(sched, job, result, bootstrap, seed, warn, histograms if not recompose else None
                      ) if bootstrap and chosen else {}
-    if frame_data is not None and cis:
-        from analyze.compare.framedata import kept_frame_data
-
+    if frame_data is not None and cis:  # for analyze compare
         frame_data.append(kept_frame_data(spec.frame_ids, job, result.states, histograms, base, target))
     rows, curve_rows = [], []
     for (name_, t), state in sorted(result.states.items()):

@@ -93,7 +93,10 @@ def curves_svg(curves: pd.DataFrame, dataset: str, labels: dict, size: int = 330
         lines = [_polyline(r[xs], r[ys], size, pad, _style(r["model"], r["scorer"], j)["color"],
                            "6,3" if r["model"] == "erfnet" else "", labels.get((r["model"], r["run"], r["scorer"]), ""))
                  for j, (_, r) in enumerate(c.iterrows())]
-        axes = (f'<rect x="{pad}" y="{pad}" width="{w}" height="{w}" fill="none" stroke="#999"/>'
+        ticks = "".join(f'<text x="{pad + w * v:.0f}" y="{size - pad + 13}" text-anchor="middle">{v:g}</text>'
+                        f'<text x="{pad - 4}" y="{pad + w * (1 - v) + 4:.0f}" text-anchor="end">{v:g}</text>'
+                        for v in (0, 0.5, 1))
+        axes = (ticks + f'<rect x="{pad}" y="{pad}" width="{w}" height="{w}" fill="none" stroke="#999"/>'
                 f'<text x="{size / 2}" y="{size - 6}" text-anchor="middle">{xl}</text>'
                 f'<text x="10" y="{size / 2}" transform="rotate(-90 10 {size / 2})" text-anchor="middle">{yl}</text>'
                 f'<text x="{size / 2}" y="20" text-anchor="middle">{kind}</text>')

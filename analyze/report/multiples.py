@@ -48,6 +48,17 @@ def grid_panels(df: pd.DataFrame, model: str, run: str, target: str, scorers: Se
     return panels, flat
 
 
+def _span(values: np.ndarray, min_span: float = 2.0) -> tuple[float, float]:
+    """A y range (%) around the finite ``values``, at least ``min_span`` points wide (a difference of
+    hundredths of a point must not fill the panel), within [0, 100]."""
+    v = values[np.isfinite(values)]
+    if not v.size:
+        return 0.0, 100.0
+    mid, half = (v.max() + v.min()) / 2, max(min_span, 1.15 * float(np.ptp(v))) / 2
+    lo, hi = max(0.0, mid - half), min(100.0, mid + half)
+    return (lo, max(hi, lo + min_span)) if hi - lo < min_span else (lo, hi)
+
+
 def plot_temperature_multiples(panels: dict[str, pd.DataFrame], flat: Sequence[str], out_png: str | os.PathLike,
                                title: str, dataset: str, target: str,
                                miou: Sequence[tuple[float, float]] = ()) -> Path:
@@ -60,33 +71,40 @@ def plot_temperature_multiples(panels: dict[str, pd.DataFrame], flat: Sequence[s
     cols = min(4, n)
     nrows = math.ceil(n / cols)
     fig = _figure(2.6 * cols + 0.6, 2.2 * nrows + 0.9)
-    axes = np.atleast_1d(fig.subplots(nrows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
+    axes = np.atleast_1d(fig.subplots(nrows, cols, sharex=True, squeeze=False)).ravel()
+    handles: dict[str, object] = {}  # one legend entry per metric
     for ax, (s, rows) in zip(axes, panels.items()):
         rd = rows[rows["dataset"] == dataset]
-        for metric, style in zip(TABLE_METRICS, ("-", "--")):
+        # each metric on its own axis fitted to its values (AuPRC left, FPR95 right): a shared
+        # 0-100 axis would flatten the few points that T moves them
+        for a, metric, style, colour in ((ax, "auprc", "-", "C0"), (ax.twinx(), "fpr95", "--", "C3")):
             r = rd[rd["metric"] == metric].sort_values("temperature")
-            ax.plot(r["temperature"].astype(float), 100 * r["value"].astype(float), style, marker="o", markersize=3,
-                    color="C0" if metric == "auprc" else "C3", label=METRIC_NAMES[metric])
+            (handles[metric],) = a.plot(r["temperature"].astype(float), 100 * r["value"].astype(float), style,
+                                        marker="o", markersize=3, color=colour, label=f"{METRIC_NAMES[metric]} (%)")
+            a.tick_params(axis="y", labelsize=7, colors=colour)
+            a.set_ylim(*_span(100 * r["value"].to_numpy(float)))
         ax.axvline(1.0, color="0.5", linestyle=":", linewidth=1)
         ax.set_title(scorer_name(s), fontsize=9)
+        ax.set_xlabel("T", fontsize=8, labelpad=1)
         ax.grid(True, alpha=0.3)
     if miou:
         ax = axes[len(panels)]
         t, v = zip(*sorted(miou))
         ax.plot(t, 100 * np.asarray(v, float), "-", marker="s", markersize=3, color="C2")
         ax.axvline(1.0, color="0.5", linestyle=":", linewidth=1)
-        ax.set_title(f"{METRIC_NAMES['miou']} ({dataset_name(default_miou_dataset())})", fontsize=9)
+        ax.set_title(f"{METRIC_NAMES['miou']} (%, {dataset_name(default_miou_dataset())})", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_ylim(*_span(100 * np.asarray(v, float)))
+        ax.set_xlabel("T", fontsize=8, labelpad=1)
         ax.grid(True, alpha=0.3)
     for ax in axes[n:]:
         ax.set_visible(False)
     temps = sorted(set(pd.concat(panels.values())["temperature"].astype(float)))
     if max(temps) / min(temps) > 4:
         axes[0].set_xscale("log")
-    fig.supxlabel("temperature T", fontsize=9)
-    fig.supylabel("%", fontsize=9)
-    axes[0].legend(fontsize=7, loc="best")
+    fig.legend(handles=list(handles.values()), loc="outside lower center", ncols=2, fontsize=8)
     note = f"not shown (the same at every T): {', '.join(scorer_name(s) for s in flat)}" if flat else ""
-    fig.suptitle(f"{title} on {dataset_name(dataset)}: AuPRC ↑ and FPR95 ↓ vs T "
+    fig.suptitle(f"{title} on {dataset_name(dataset)}: AuPRC ↑ (left axis) and FPR95 ↓ (right axis) vs T "
                  f"({TARGET_NOTES.get(target, 'target ' + target)})" + (f"\n{note}" if note else ""), fontsize=9)
     return _save(fig, out_png)
 

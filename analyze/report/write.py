@@ -21,7 +21,7 @@ from analyze.cells import RowConflict
 from analyze.report.figures import plot_curves
 from analyze.report.multiples import (grid_panels, miou_series, plot_dataset_bars, plot_temperature_multiples,
                                      prevalence)
-from analyze.report.names import dataset_order, default_miou_dataset, model_name, slug
+from analyze.report.names import dataset_order, default_miou_dataset, model_name, scorer_name, slug
 from analyze.report.rows import anomaly_protocols, anomaly_rows, has_ci, ordered, temperature_grids
 from analyze.report.tables import table1, table2
 from analyze.report.text import to_latex, to_markdown
@@ -211,8 +211,8 @@ def _temperature_section(rep: Report, df: pd.DataFrame, t1: pd.DataFrame, protoc
         temps = sorted({float(t) for p in panels.values() for t in p["temperature"]})
         miou = miou_series(df, m, r, tt, temps, protocol)
         if flat:
-            rep.note(f"{label}: T changes neither metric of {', '.join(flat)} on any dataset; left out of its "
-                     "temperature figures")
+            rep.note(f"{label}: T changes neither metric of {', '.join(scorer_name(s) for s in flat)} on any "
+                     "dataset; left out of its temperature figures")
         for d in ordered(rows["dataset"], dataset_order()):
             name = (f"temperature_{slug(m)}" + (f"_{slug(r)}" if m in multi_run else "")
                     + (f"_{slug(tt)}" if multi_target else "") + f"_{slug(d)}")
