@@ -179,3 +179,23 @@ def test_table1_marks_are_the_pairs_p_values(scored, use_holm):
             if s != best:
                 assert t.attrs["p_values"][(i, j)] == pytest.approx(adjusted[s])
     assert "paired frame bootstrap" in t.attrs["caption"] and ("Holm" in t.attrs["caption"]) == use_holm
+
+
+def test_all_compares_within_each_dataset(tmp_path):
+    out = tmp_path / "r.parquet"
+    for name, dataset in (("a.zarr", "road_anomaly"), ("b.zarr", "fs_static")):
+        signal_pixel_cache(tmp_path / name, 5, (16, 24), seed=8, dataset=dataset)
+        _run(["score", "--cache", str(tmp_path / name), "--scorers", "msp,maxlogit", "--bootstrap", "20",
+              "--out", str(out), "--no-progress", "--scheduler", "sync"])
+    res = _run(["compare", "--results", str(out), "--all", "--bootstrap", "50"])
+    assert res.output.count("\n") == 1 + 2 * 3  # header, one pair per dataset, three metrics each
+    refused = _run(["compare", "--results", str(out), "--cell", "msp,dataset=fs_static",
+                    "--cell", "msp,dataset=road_anomaly"], code=1)
+    assert "not scored on the same frames (dataset fs_static vs road_anomaly)" in refused.output
+
+
+def test_bench_section_runs_on_a_small_case():
+    from analyze.bench_compare import run_compare_every_pair
+
+    md, data, ok = run_compare_every_pair(20_000, 0, n_frames=4)
+    assert ok and data["pairs"] == 48 * 47 // 2 and data["cells"] == 48 and "goal <= 2x" in md

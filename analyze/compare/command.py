@@ -55,12 +55,20 @@ def pair_table(rows: pd.DataFrame) -> str:
     def side(r, s):
         return f"{r[f'model_{s}']}/{r[f'scorer_{s}']} T={float(r[f'temperature_{s}']):g}"
 
-    lines = [f"{'metric':<7} {'A':<28} {'B':<28} {'A %':>7} {'B %':>7} {'A-B':>7} {'interval':>17} {'p':>6}"]
+    def p_text(r) -> str:  # no resample crossed 0: p is below the resolution 2 / R
+        return f"<{2 / r['n_resamples']:.2g}" if r["p_value"] == 0 else f"{r['p_value']:.3f}"
+
+    level = f"{100 * rows['level'].iloc[0]:g}% interval" if len(rows) else "interval"
+    lines = [f"{'metric':<7} {'A':<28} {'B':<28} {'A %':>7} {'B %':>7} {'A-B':>7} {level:>17} {'p':>7}"]
     for _, r in rows.iterrows():
         lines.append(f"{r['metric']:<7} {side(r, 'a'):<28} {side(r, 'b'):<28} {100 * r['value_a']:7.2f} "
                      f"{100 * r['value_b']:7.2f} {100 * r['difference']:+7.2f} "
-                     f"[{100 * r['ci_low']:+6.2f}, {100 * r['ci_high']:+6.2f}] {r['p_value']:6.3f}")
+                     f"[{100 * r['ci_low']:+6.2f}, {100 * r['ci_high']:+6.2f}] {p_text(r):>7}")
     return "\n".join(lines)
+
+
+def _group(cell: tuple) -> tuple:
+    return tuple(cell[SIDE_KEY.index(k)] for k in ("dataset", "protocol", "frames"))
 
 
 @click.command()
@@ -69,7 +77,8 @@ def pair_table(rows: pd.DataFrame) -> str:
 @click.option("--cell", "cells", multiple=True, metavar="SPEC",
               help="A cell: SCORER[,t=T][,model=M][,run=R][,dataset=D][,target=TT][,protocol=P][,frames=F]; "
                    "T defaults to 1. Give two or more, or --all.")
-@click.option("--all", "every", is_flag=True, help="Every cell with per-frame data (of --dataset).")
+@click.option("--all", "every", is_flag=True, help="Every pair of cells with per-frame data on one dataset, "
+                                                   "protocol and frame rule (of --dataset).")
 @click.option("--dataset", default=None, help="Only cells of this dataset (with --all, or to disambiguate).")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(1, 100000), default=1000, show_default=True,
               help="Paired frame resamples.")
@@ -107,7 +116,10 @@ def compare(results, cells, every, dataset, n_boot, seed, level, out):
     if len(chosen) < 2:
         raise ResultsError(f"{results}: {len(chosen)} cell(s) with per-frame data; score with "
                            "`analyze score --bootstrap N` to keep it, then compare")
-    rows = compare_pairs(all_pairs(chosen), kept, n_boot, seed, level)
+    # --all: every pair within each (dataset, protocol, frame rule); given cells: every pair of them
+    groups = [chosen] if specs else [[c for c in chosen if _group(c) == g] for g in dict.fromkeys(map(_group, chosen))]
+    rows = pd.concat([compare_pairs(all_pairs(g), kept, n_boot, seed, level) for g in groups if len(g) > 1],
+                     ignore_index=True)
     click.echo(pair_table(rows))
     if out is not None:
         rows.to_parquet(out, index=False)
