@@ -5,7 +5,8 @@ a Markdown report); add a section by appending to that list. ``--section NAME`` 
 Sections: ``pixel_metrics`` (:mod:`analyze.bench.pixels`: the exact metrics against scikit-learn
 and ood_metrics), ``study`` (:mod:`analyze.bench.study`: ``analyze score`` on 1024x2048 caches
 of both kinds against a library-kernel reference, and the whole study projected),
-``eomt_temperature_grid`` (:mod:`analyze.bench.eomt`), ``fit_nll_memory``
+``eomt_temperature_grid`` (:mod:`analyze.bench.eomt`), ``compare_every_pair``
+(:mod:`analyze.bench.compare`), ``fit_nll_memory``
 (:mod:`analyze.bench.fit`). ``--worker`` runs one measurement of ``pixel_metrics`` in a fresh
 process (:func:`analyze.bench.pixels.worker`).
 """
@@ -50,6 +51,11 @@ SECTIONS: list[Section] = [
         "eomt_every_scorer",
         "EoMT T grid with every scorer vs the same grid with the study's five (goal <= 1.3x)",
         lambda pixels, seed: __import__("analyze.bench.scorers", fromlist=["x"]).run_eomt_every_scorer(pixels, seed),
+    ),
+    Section(
+        "compare_every_pair",
+        "`analyze compare` of every pair of 12 scorers x 4 T vs their `--bootstrap 1000` intervals (goal <= 2x)",
+        lambda pixels, seed: __import__("analyze.bench.compare", fromlist=["x"]).run_compare_every_pair(pixels, seed),
     ),
     Section(
         "fit_nll_memory",

@@ -13,6 +13,7 @@ import click
 from analyze.cli.fit import fit
 from analyze.cli.options import check_writable, parse_name, parse_scorers, summary_table
 from analyze.cli.score import score
+from analyze.cli.compare import compare
 from analyze.cli.scorers import scorers
 from analyze.export.submission import FORMATS
 from schemas.cache import open_cache, unlabelled_not_void
@@ -78,22 +79,38 @@ def inspect(cache, verify):
               help="Which protocol's rows to report (default: exact when present).")
 @click.option("--frames", "frame_rule", type=click.Choice(FRAMES), default=None,
               help="Which frames rule's rows to report (default: all when present).")
-def report(results, out, protocol, frame_rule):
+@click.option("--alpha", type=click.FloatRange(0, 1, max_open=True), default=0.05, show_default=True,
+              help="Mark cells not significantly different from their column's best at this level (paired frame "
+                   "bootstrap, needs `analyze score --bootstrap`); 0: no marks.")
+@click.option("--holm", is_flag=True, help="Holm-correct the p-values across each column's comparisons.")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(1, 100000), default=1000, show_default=True,
+              help="Paired resamples behind the marks.")
+@click.option("--html", is_flag=True, help="Also write index.html: one self-contained page to browse.")
+@click.option("--cache", "caches", multiple=True, help="With --html: caches whose frames the page's frame browser "
+                                                        "shows (image, ground truth, map; worst AP first).")
+def report(results, out, protocol, frame_rule, alpha, holm, n_boot, html, caches):
     """Tables 1-2 of the seed paper (Markdown, LaTeX) and figures (PNG) from results.parquet.
 
     One table row or figure line per (model, run, scorer), labelled by the run name where a
     model has several runs. Two rows for one number, or rows of one run and dataset from two
     caches, are an error naming them.
 
+    With --html, also one self-contained index.html (sortable tables, curves, frames).
+
     \b
     Example:
-      analyze report --results results.parquet --out report/
+      analyze report --results results.parquet --out report/ --html --holm
     """
+    from analyze.browse.frames import frame_browser
     from analyze.report import write_report
+    from analyze.report.write import Significance
 
+    if caches and not html:
+        raise click.BadParameter("only the HTML page has a frame browser: add --html", param_hint="--cache")
     check_writable(f"{out}/x")
     paths = write_report(results, out, protocol=protocol, warn=lambda m: click.echo(f"note: {m}", err=True),
-                         frames=frame_rule)
+                         frames=frame_rule, significance=Significance(alpha, holm, n_boot), html=html,
+                         frame_browser=frame_browser(caches) if caches else None)
     for p in paths:
         click.echo(str(p))
 
@@ -255,6 +272,7 @@ def temperature(results, select_on, metric, fit, cache, max_pixels, seed, name):
 main.add_command(score)
 main.add_command(fit)
 main.add_command(scorers)
+main.add_command(compare)
 
 
 if __name__ == "__main__":  # pragma: no cover

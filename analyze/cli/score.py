@@ -132,6 +132,7 @@ def _score_caches(caches, request, out, sched_args: tuple, keep_going: bool, fai
     """Score each cache in turn on one scheduler, writing its rows to ``out`` as soon as it is done:
     (each cache's results, the rows in ``out``). A failure stops the command, or with ``keep_going``
     is recorded in ``failures`` and the next cache is scored."""
+    from analyze.compare.framedata import write_frame_data
     from analyze.run.driver import Scheduler, score_request
     from schemas.results import save_results
 
@@ -144,7 +145,8 @@ def _score_caches(caches, request, out, sched_args: tuple, keep_going: bool, fai
                 continue
             click.echo(f"scoring {cache}", err=True)
             try:
-                r, f, c = score_request(str(cache), request, sched, warn, note)
+                kept: list = []  # what the intervals resampled, for `analyze compare`
+                r, f, c = score_request(str(cache), request, sched, warn, note, frame_data=kept)
             except (DataError, OSError) as exc:
                 if not keep_going:
                     raise
@@ -153,6 +155,8 @@ def _score_caches(caches, request, out, sched_args: tuple, keep_going: bool, fai
                 continue
             # now: a later cache's failure loses nothing
             total = len(save_results(out, r, f, c, note=note))
+            for rows in kept:  # the per-frame data of the intervals, for `analyze compare`
+                write_frame_data(out, rows)
             results.append(r)
             written.append(str(cache))
             click.echo(f"wrote {len(r)} rows of {cache} to {out}", err=True)

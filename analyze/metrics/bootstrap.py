@@ -187,9 +187,17 @@ def bootstrap_ci(pos_hist: np.ndarray, neg_hist: np.ndarray, n_boot: int, seed: 
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     w = resample_counts(pos.shape[0], n_boot, seed)  # (n_boot, F)
-    tp = np.cumsum(w @ pos, axis=1)  # (n_boot, B)
-    fp = np.cumsum(w @ neg, axis=1)
-    return percentile_intervals(_metrics_from_cumulative(tp, fp), level)
+    return percentile_intervals(resample_metrics(pos, neg, w), level)
+
+
+def resample_metrics(pos_hist: np.ndarray, neg_hist: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """The binned ``auprc``, ``auroc``, ``fpr95`` of each resample: row r of ``weights`` (R, F)
+    pools frame f ``weights[r, f]`` times (:func:`resample_counts`); ``pos_hist``/``neg_hist`` (F, B)
+    as in :func:`bootstrap_ci`. Each metric is an array (R,)."""
+    w = np.atleast_2d(np.asarray(weights, np.float64))
+    tp = np.cumsum(w @ np.asarray(pos_hist, np.float64), axis=1)  # (R, B)
+    fp = np.cumsum(w @ np.asarray(neg_hist, np.float64), axis=1)
+    return _metrics_from_cumulative(tp, fp)
 
 
 def edges_from_counts(thresholds: np.ndarray, tp: np.ndarray, n_bins: int = 2048) -> np.ndarray:

@@ -71,7 +71,7 @@ def score_cache(
     max_memory: int = DEFAULT_MAX_MEMORY, component_metrics: bool = False, curve_points: int = 200,
     bootstrap: int = 0, seed: int = 0, warn: Callable[[str], None] | None = None,
     info: Callable[[str], None] | None = None, name: str | None = None, frames: str = "all",
-    id_stats: Sequence[IdStats] = (), recompose: bool = False, device: str = "cpu",
+    id_stats: Sequence[IdStats] = (), recompose: bool = False, device: str = "cpu", frame_data: list | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Score one cache with every scorer at every temperature, as ``analyze score`` does.
 
@@ -100,26 +100,26 @@ def score_cache(
         (with a warning), instead of refusing the cache.
     max_memory, component_metrics, bootstrap, recompose
         The plan's options (:class:`analyze.plan.passes.PlanOptions`): the bytes the exact
-        protocol may keep before it takes two passes (the numbers are identical either way);
+        protocol may keep before two passes (the numbers are identical either way);
         the SMIYC component metrics (``siou``, ``ppv``, ``mean_f1``) at each key's best-F1
         threshold; frame-bootstrap resamples for ``ci_low`` / ``ci_high`` (0: NaN); and
         whether the intervals and component metrics compose frames again instead of reading
         what an earlier pass kept (the same numbers, slower). ``analyze score --explain``
         prints the passes they give.
     curve_points, seed
-        Points of each precision-recall and ROC curve; the seed of the bootstrap resampling.
+        Points of each PR and ROC curve; the seed of the bootstrap resampling.
     warn, info
         Told each warning line (default :func:`warnings.warn`) and each note (default: dropped).
-    name
+    name, frames
         The run of every row (default :func:`schemas.results.default_run` of the checkpoint).
-    frames
         ``"all"`` pools every scorable frame, ``"with-anomaly"`` only frames with an anomaly
         pixel (:data:`schemas.results.FRAMES`).
     id_stats
         :class:`analyze.scorers.id_stats.IdStats` (:func:`analyze.run.fit.fit_id_stats` or
         ``IdStats.read``); the one fit on the cache's model and checkpoint serves KL matching and SML.
-    device
-        ``"cpu"`` or ``"cuda"``: where composition and scorers run (metrics stay on the CPU).
+    device, frame_data
+        ``"cpu"`` or ``"cuda"``: where composition and scorers run (metrics stay on the CPU). A
+        list: with ``bootstrap``, what the intervals resampled is appended (``analyze compare``).
 
     Returns
     -------
@@ -140,7 +140,7 @@ def score_cache(
         device, PlanOptions(protocol, max_memory, component_metrics, bootstrap, recompose), curve_points, seed)
     sched, made_here = Scheduler.resolve(scheduler)
     try:
-        return score_request(str(cache), request, sched, warn or _warn, info or _ignore)
+        return score_request(str(cache), request, sched, warn or _warn, info or _ignore, frame_data)
     finally:
         if made_here:
             sched.close()
@@ -158,10 +158,12 @@ class Prepared:
 
 
 def score_request(cache: str, request: ScoreRequest, sched: Scheduler, warn: Callable[[str], None],
-                  info: Callable[[str], None]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                  info: Callable[[str], None], frame_data: list | None = None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Plan, execute and tabulate one cache (:func:`score_cache` without the scheduler's life)."""
     ready = prepare(cache, request, warn, info)
-    results, per_frame, curves = rows(execute(ready.plan, sched, ready.job, ready.spec, ready.root, warn), ready.rows)
+    ex = execute(ready.plan, sched, ready.job, ready.spec, ready.root, warn)
+    results, per_frame, curves = rows(ex, ready.rows, frame_data)
     return results_frame(results), per_frame, curves
 
 

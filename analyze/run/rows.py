@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analyze import metrics as M
+from analyze.compare.framedata import kept_frame_data
 from analyze.metrics.common import told
 from analyze.run.execute import Execution
 from analyze.run.intervals import bootstrap_intervals
@@ -33,15 +34,19 @@ class RowSettings:
     seed: int = 0
 
 
-def rows(ex: Execution, settings: RowSettings) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def rows(ex: Execution, settings: RowSettings, frame_data: list | None = None
+         ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """``(results, per_frame, curves)`` of one executed plan, as :func:`analyze.run.driver.score_cache`
-    returns them (before :func:`schemas.results.results_frame` sets the dtypes)."""
+    returns them (before :func:`schemas.results.results_frame` sets the dtypes); with intervals,
+    what they resampled is appended to ``frame_data`` (:func:`analyze.compare.framedata.kept_frame_data`)."""
     prov = ex.spec.provenance
     base = dict(run=settings.run, model=prov.model, dataset=prov.dataset, protocol=ex.plan.options.protocol,
                 frames=settings.frame_rule, cache_digest=C.cache_digest(ex.spec), n_frames=len(ex.pooled))
     cis = (bootstrap_intervals(ex.job, ex.result.states, settings.bootstrap, settings.seed, ex.warn, ex.histograms)
            if settings.bootstrap and ex.plan.keys else {})
     target = settings.temp_target
+    if frame_data is not None and cis:  # for analyze compare
+        frame_data.append(kept_frame_data(ex.spec.frame_ids, ex.job, ex.result.states, ex.histograms, base, target))
     out, curve_rows = _pixel_rows(ex, base, target, cis, settings.curve_points)
     out += _miou_rows(ex, base, target)
     out += _component_rows(ex, base, target)
