@@ -132,9 +132,12 @@ def prevalence(frames_df: pd.DataFrame | None, dataset: str) -> float | None:
 
 
 def _limits(values: np.ndarray, chance: float | None) -> tuple[float, float]:
-    """A y range (%) holding the values and the chance level, with a margin, within [0, 100]."""
+    """A y range (%) holding the values and the chance level, with a margin, within [0, 100]; the
+    whole range when there is nothing to fit (every value undefined, no chance level)."""
     v = values[np.isfinite(values)]
     pts = np.concatenate([v, [] if chance is None else [100 * chance]])
+    if not pts.size:
+        return 0.0, 100.0
     lo, hi = float(pts.min()), float(pts.max())
     pad = max(2.0, 0.12 * (hi - lo))
     return max(0.0, lo - pad), min(100.0, hi + pad)
