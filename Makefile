@@ -7,7 +7,7 @@ PYVER  := $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}{sys.ve
 LOCK   ?= lock-py$(PYVER).txt
 # The lock pins these: the releases pip takes from the local disk on the development machine.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
-LOCK_EXTRAS := --extra dev --extra bench --extra docs
+LOCK_EXTRAS := --extra dev --extra bench --extra docs --extra hf
 # Results must not depend on the number of BLAS/OpenMP threads of the machine.
 export OMP_NUM_THREADS ?= 2
 export PYTHONUNBUFFERED := 1
@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 ifeq ($(LOCK),newest)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[dev,bench,docs]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench,docs,hf]'
 	touch $@
 else
 $(VENV)/.installed: pyproject.toml $(LOCK)
@@ -99,12 +99,14 @@ demo: install
 	    --cache $(D_C)/eomt/road_anomaly.zarr --cache $(D_C)/eomt/cityscapes_val.zarr \
 	    --id-stats $(D_STATS)/erfnet.json --id-stats $(D_STATS)/eomt.json \
 	    --scorers all --temps $(D_TEMPS) $(DEMO_SCORE_ARGS) --out $(DEMO)/results.parquet
-	$(BIN)/analyze report --results $(DEMO)/results.parquet --out $(DEMO)/report
+	$(BIN)/analyze report --results $(DEMO)/results.parquet --out $(DEMO)/report --html \
+	    --cache $(D_C)/erfnet/road_anomaly.zarr --cache $(D_C)/eomt/road_anomaly.zarr
 	$(BIN)/analyze maps --cache $(D_C)/erfnet/road_anomaly.zarr --cache $(D_C)/eomt/road_anomaly.zarr \
 	    --id-stats $(D_STATS)/erfnet.json --id-stats $(D_STATS)/eomt.json --scorer all --out $(DEMO)/maps
 	@echo; cat $(DEMO)/report/table1.md; echo
 	@$(BIN)/extract demo summary --results $(DEMO)/results.parquet
-	@echo "figures: $(DEMO)/report/*.png (temperature_miou_eomt_query.png: query T moves EoMT's mIoU)"
+	@echo "figures: $(DEMO)/report/*.png (temperature_eomt_query_*.png: query T also moves EoMT's mIoU)"
+	@echo "the whole report in one page (tables, curves, frames): $(abspath $(DEMO)/report/index.html)"
 	@echo "anomaly maps of both models: $(DEMO)/maps/panel.png"
 
 $(D_W)/.done:

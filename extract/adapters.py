@@ -9,27 +9,13 @@ configuration gives, and which preprocessing the cache records.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import torch
 
+from extract.models.adapter import Adapter
 from extract.models.eomt import window_image
 from extract.models.erfnet import erfnet_input_size, preprocess_erfnet
 from schemas import cache as C
-
-@dataclass(frozen=True)
-class Adapter:
-    """How frames of one output kind are prepared, batched, run and written."""
-
-    prepare: Callable  # (image uint8 HWC, model config) -> np.ndarray model input
-    forward: Callable  # (model, batch tensor) -> tuple of output tensors (batch-major)
-    split: Callable  # (outputs, items) -> list of per-item output tuples
-    write: Callable  # (root, spec, i, host arrays, flip=False) -> None (flip: the flipped pass's arrays)
-    spec_fields: Callable  # (model config, sizes) -> dict of CacheSpec fields
-    stack: Callable  # (prepared inputs of frames of one shape) -> np.ndarray batch
-    preprocessing: Callable  # (model config) -> dict recorded in the cache's provenance
 
 
 def _pixel_prepare(image: np.ndarray, cfg: dict) -> np.ndarray:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from extract.cli_models import check_model, models_command, parse_model_options
 from extract.datasets.reader import check_dataset
 from schemas.manifest import default_manifest, get_dataset_spec, load_manifest
 from extract.demo import settings as demo_settings
@@ -37,6 +38,9 @@ def main():
       extract demo world --out demo_out/world && extract demo train --data demo_out/world --out demo_out/erfnet.pth
       extract demo train-eomt --data demo_out/world --out demo_out/eomt_demo.ckpt
     """
+
+
+main.add_command(models_command)
 
 
 @main.group()
@@ -165,12 +169,19 @@ def _model_option(f):
 
 
 @main.command()
-@_model_option
+@click.option("--model", required=True, callback=check_model,
+              help="erfnet (per-pixel logits), eomt or mask2former (per-query class and mask logits), "
+                   "python:MODULE:FUNCTION (any pixel model, from a factory) or an installed plugin "
+                   "(`extract models` lists them).")
 @_dataset_option
 @click.option("--data-root", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder that holds the dataset folder.")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Checkpoint as released by the authors (erfnet_pretrained.pth, EoMT pytorch_model.bin).")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="Checkpoint as released by the authors (erfnet_pretrained.pth, EoMT pytorch_model.bin; "
+                   "Mask2Former: a save_pretrained folder or a hub id; a factory: the file it reads).")
+@click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
+              help="A setting of the model (repeatable): mask2former semantic_inference=transformers|detectron2; "
+                   "a factory's declaration fields (input_height, void_channel, mean=a/b/c, ...).")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Output cache (default caches/<model>/<dataset>.zarr).")
 @click.option("--device", default="auto", show_default=True,
@@ -185,7 +196,7 @@ def _model_option(f):
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Only the first N frames (in id order); a later run with a larger or no --limit continues the cache.")
 @click.option("--input-height", type=click.IntRange(8), default=None,
-              help="ERFNet: short side of the model input (default 512, as trained).")
+              help="ERFNet and factory pixel models: short side of the model input (ERFNet default 512, as trained).")
 @click.option("--compression", type=click.Choice(list(COMPRESSION)), default=DEFAULT_COMPRESSION,
               show_default=True, help="Chunk codec (Blosc + byte shuffle; crc32c always): zstd3 smallest, "
                                       "lz4 ~6x faster to write; a new cache only.")
@@ -195,8 +206,9 @@ def _model_option(f):
 @click.option("--overwrite", is_flag=True, help="Delete an existing cache at --cache and start over.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_copy_options
-def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size, workers, writer_threads, shard,
-        limit, input_height, compression, hflip, overwrite, no_progress, layout, include_excluded, skip_unexpected):
+def run(model, dataset, data_root, checkpoint, model_options, cache, device, dtype, batch_size, workers, writer_threads,
+        shard, limit, input_height, compression, hflip, overwrite, no_progress, layout, include_excluded,
+        skip_unexpected):
     """Run a model once over a dataset and store its raw outputs in a Zarr cache.
 
     Resumable: rerunning the same command skips frames already done. Several jobs can
@@ -213,12 +225,14 @@ def run(model, dataset, data_root, checkpoint, cache, device, dtype, batch_size,
         parse_shard(shard)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from None
+    options = parse_model_options(model_options)
     _spec_with_layout(dataset, layout)
     summary = run_extraction(
         model, dataset, data_root, checkpoint, cache=cache, device=device, dtype=dtype, batch_size=batch_size,
         workers=workers, writer_threads=writer_threads, shard=shard, limit=limit, overwrite=overwrite,
         input_height=input_height, compression=compression, progress=not no_progress, log=lambda m: click.echo(m, err=True),
         layout=layout, include_excluded=include_excluded, skip_unexpected=skip_unexpected, hflip=hflip,
+        model_options=options,
     )
     click.echo(summary.line())
     if summary.interrupted:

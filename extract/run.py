@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from extract.adapters import ADAPTERS, Adapter
 from extract.datasets.layouts import DatasetCopy
 from extract.datasets.reader import DatasetReader, image_size, read_frame
 from extract.models import get_model_spec, load_model
-from extract.writer.provenance import device_name, file_sha256, versions
+from extract.writer.provenance import device_name, versions
 from extract.writer.resume import open_or_create
 from extract.writer.frames import FrameWriter, HostCopier, default_writer_threads
 from schemas import cache as C
@@ -155,6 +155,7 @@ def run_extraction(
     include_excluded: bool = False,
     skip_unexpected: bool = False,
     hflip: bool = False,
+    model_options: Mapping[str, str] | None = None,
 ) -> RunSummary:
     """Run ``model`` over ``dataset`` and store its raw outputs in a cache (see module doc).
 
@@ -167,20 +168,22 @@ def run_extraction(
     ``hflip``: also run the model on each horizontally mirrored image and store those outputs
     beside the normal ones (``<array>_hflip``; the cache's ``hflip`` attribute), for the
     flip-averaged scorers; a cache is made with or without it, never changed afterwards.
+    ``model_options``: ``--model-option KEY=VALUE`` of models that take them (:func:`extract.models.load_model`).
     """
     t_start = time.perf_counter()
     shard_i, shard_n, mspec, dev = _check_options(model, device, dtype, shard, log)
     reader = _open_dataset(dataset, data_root, layout, include_excluded, skip_unexpected, log)
     # the cache covers every frame; --limit only bounds what this run extracts
     n_run = min(limit, len(reader.refs)) if limit else len(reader.refs)
-    ckpt, net, cfg = _load_checkpoint(model, checkpoint, mspec.kind, dev, input_height)
-    spec = _cache_spec(model, dataset, mspec.kind, reader, ckpt, cfg, dev, dtype, hflip)
+    ckpt, net, cfg = _load_checkpoint(model, mspec, checkpoint, dev, input_height, model_options)
+    adapter = mspec.adapter or ADAPTERS[mspec.kind]
+    spec = _cache_spec(model, dataset, mspec.kind, adapter, reader, ckpt, cfg, dev, dtype, hflip)
     cache_path = Path(cache) if cache else default_cache_path(model, dataset)
     # keep the stored provenance (creation time) for every write
     root, spec = open_or_create(cache_path, spec, overwrite, compression)
     mine = [i for i in range(n_run) if i % shard_n == shard_i]
     todo, notes = _frames_to_do(root, spec, cache_path, mine, n_run, limit, log)
-    target = _Target(net, ADAPTERS[mspec.kind], cfg, dev, DTYPES[dtype], reader.copy, reader.refs, root, spec)
+    target = _Target(net, adapter, cfg, dev, DTYPES[dtype], reader.copy, reader.refs, root, spec)
     writer, interrupted, failure = _extract_frames(target, todo, batch_size, workers, writer_threads, progress,
                                                    f"{model}/{dataset}")
     if writer.error is not None:  # consolidating would write to the failing store again; it is optional
@@ -224,28 +227,27 @@ def _open_dataset(dataset: str, data_root, layout: str | None, include_excluded:
     return reader
 
 
-def _load_checkpoint(model: str, checkpoint, kind: str, dev: torch.device, input_height: int | None):
-    """``(checkpoint path, network on dev, model config)``; ``input_height`` overrides a pixel model's."""
-    ckpt = Path(checkpoint)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: checkpoint not found")
-    net, cfg = load_model(model, ckpt, dev)
+def _load_checkpoint(model: str, mspec, checkpoint, dev: torch.device, input_height: int | None,
+                     model_options: Mapping[str, str] | None):
+    """``(checkpoint identity, network on dev, model config)``; ``input_height`` overrides a pixel model's."""
+    ckpt = mspec.identify(checkpoint)  # the file (a folder for Mask2Former) and its digest
+    net, cfg = load_model(model, ckpt.path, dev, model_options)
     cfg = dict(cfg)
-    if input_height is not None and kind == "pixel":
+    if input_height is not None and mspec.kind == "pixel":
         cfg["input_height"] = int(input_height)
     return ckpt, net, cfg
 
 
-def _cache_spec(model: str, dataset: str, kind: str, reader: DatasetReader, ckpt: Path, cfg: dict,
+def _cache_spec(model: str, dataset: str, kind: str, adapter: Adapter, reader: DatasetReader, ckpt, cfg: dict,
                 dev: torch.device, dtype: str, hflip: bool) -> C.CacheSpec:
     """The cache the model makes of the whole dataset (every frame, whatever ``--limit``), with
     its provenance: model, checkpoint, dataset copy, preprocessing, versions, device, time."""
-    dspec, refs, adapter = reader.spec, reader.refs, ADAPTERS[kind]
+    dspec, refs = reader.spec, reader.refs
     sizes = tuple(image_size(r.image_path) for r in refs)
     prov = C.Provenance(
         model=model,
         model_config={k: v for k, v in cfg.items() if isinstance(v, (int, float, str, bool, list, type(None)))},
-        checkpoint_sha256=file_sha256(ckpt),
+        checkpoint_sha256=ckpt.sha256,
         checkpoint_file=ckpt.name,
         dataset=dataset,
         manifest_digest=reader.copy.digest(),

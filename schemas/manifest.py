@@ -38,7 +38,7 @@ UNMAPPED = ("error", "void")
 #: the report's mIoU column (one dataset, kind semantic)
 ROLES = ("anomaly", "in_distribution")
 #: ``component_track`` values: the SMIYC track whose small-component rules apply
-#: (:data:`analyze.components.TRACKS` has the rules of each)
+#: (:data:`analyze.metrics.components.TRACKS` has the rules of each)
 COMPONENT_TRACKS = ("anomaly", "obstacle")
 #: ``frames`` values: labelled = images with a label only; all = unlabelled images too.
 FRAME_SELECTIONS = ("labelled", "all")

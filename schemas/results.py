@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from schemas.errors import DataError
 from schemas.files import publish
+from schemas.plugin_rows import PLUGIN_COLUMNS, changed_plugin_rows
 from schemas.version import tool_version
 
 RESULTS_SCHEMA_VERSION = 2
@@ -67,6 +68,7 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("cache_digest", _cat, nullable=False),
         pa.field("selected_on", _cat, nullable=False),
     ]
+    + [pa.field(c, _cat, nullable=False) for c in PLUGIN_COLUMNS]  # a scorer plugin's record (schemas.plugin_rows)
 )
 COLUMNS = tuple(RESULTS_SCHEMA.names)
 _STRING_COLS = [f.name for f in RESULTS_SCHEMA if pa.types.is_dictionary(f.type)]
@@ -105,7 +107,8 @@ def _metadata() -> dict[bytes, bytes]:
 def normalise(df: pd.DataFrame) -> pd.DataFrame:
     """Fill optional columns, order columns, and check values (raises ResultsError)."""
     df = df.copy()
-    defaults = {"ci_low": float("nan"), "ci_high": float("nan"), "selected_on": "", "temp_target": "none"}
+    defaults = {"ci_low": float("nan"), "ci_high": float("nan"), "selected_on": "", "temp_target": "none",
+                **dict.fromkeys(PLUGIN_COLUMNS, "")}
     for col, default in defaults.items():
         if col not in df:
             df[col] = default
@@ -114,7 +117,7 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
         raise ResultsError(f"results rows lack columns {missing}")
     df = df[list(COLUMNS)]
     for col, default in defaults.items():
-        if col in ("selected_on", "temp_target"):
+        if isinstance(default, str):
             df[col] = df[col].fillna(default)
     for c in _STRING_COLS:
         df[c] = df[c].astype(str)
@@ -215,10 +218,13 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     except (pa.ArrowInvalid, OSError) as exc:
         raise ResultsError(f"{path}: not a parquet file ({exc})") from None
     check_version(path, table.schema.metadata)
-    missing = [c for c in COLUMNS if c not in table.column_names]
+    missing = [c for c in COLUMNS if c not in table.column_names and c not in PLUGIN_COLUMNS]
     if missing:
         raise ResultsError(f"{path}: missing columns {missing}")
     df = table.to_pandas()
+    for c in PLUGIN_COLUMNS:  # files written before plugins: every row a built-in's
+        if c not in df:
+            df[c] = ""
     for c in _STRING_COLS:
         df[c] = df[c].astype(str)
     return df
@@ -311,6 +317,12 @@ def write_results(df: pd.DataFrame, path: str | os.PathLike, replace: bool = Tru
                 note(f"{path}: removed {int(stale.sum())} row(s) of `analyze temperature --select-on` of run(s) {runs}: "
                      "their run was scored again; run `analyze temperature --select-on` again for new ones")
                 old = old[~stale]
+            changed = changed_plugin_rows(old, new)
+            if changed.any():
+                note(f"{path}: removed {int(changed.sum())} row(s) of scorer plugin(s) "
+                     f"{', '.join(sorted(set(old.loc[changed, 'scorer'])))} scored from an earlier version of "
+                     "their source (scorer_digest): a changed plugin is a new scorer")
+                old = old[~changed]
         merged = merge_rows(old, df)
         atomic_write_table(to_table(merged), path)
     return merged
@@ -359,7 +371,7 @@ def side_table_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 def save_results(path: str | os.PathLike, results: pd.DataFrame, per_frame: pd.DataFrame | None = None,
                  curves: pd.DataFrame | None = None, note: Callable[[str], None] = lambda message: None
                  ) -> pd.DataFrame:
-    """Write what :func:`analyze.driver.score_cache` returns, merged as ``analyze score`` merges.
+    """Write what :func:`analyze.run.driver.score_cache` returns, merged as ``analyze score`` merges.
 
     Parameters
     ----------

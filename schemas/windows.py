@@ -41,6 +41,14 @@ class FrameWindows:
     resized: tuple[int, int]
     crop: int
     windows: tuple[Window, ...]
+    # (height, width) every crop's masks are upsampled to, when not (crop, crop): a single
+    # non-square window that covers the whole resized frame (Mask2Former: schemas.inference)
+    tile_hw: tuple[int, int] | None = None
+
+    @property
+    def tile(self) -> tuple[int, int]:
+        """(height, width) of one crop of the resized frame, the size its masks are upsampled to."""
+        return self.tile_hw if self.tile_hw is not None else (self.crop, self.crop)
 
     @property
     def portrait(self) -> bool:

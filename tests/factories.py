@@ -126,3 +126,20 @@ def sigint_default() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def mask2former_checkpoint(folder, num_labels=19, num_queries=6, shortest_edge=64, longest_edge=128, seed=0):
+    """A random-weight, tiny Mask2Former (Swin backbone, one block per stage) and its image processor,
+    written with ``save_pretrained`` into ``folder`` (what ``extract run --model mask2former`` reads)."""
+    import torch
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor, SwinConfig
+
+    backbone = SwinConfig(embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
+                          out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = Mask2FormerConfig(backbone_config=backbone, num_labels=num_labels, num_queries=num_queries, hidden_dim=32,
+                               mask_feature_size=32, feature_size=32, encoder_feedforward_dim=32, encoder_layers=1,
+                               decoder_layers=2, num_attention_heads=2, dim_feedforward=32)
+    torch.manual_seed(seed)
+    Mask2FormerForUniversalSegmentation(config).eval().save_pretrained(folder)
+    Mask2FormerImageProcessor(size={"shortest_edge": shortest_edge, "longest_edge": longest_edge}).save_pretrained(folder)
+    return folder

@@ -4,7 +4,7 @@ The EoMT composition untiled, one whole crop at a time, as the official semantic
 writes it (``tue-mps/eomt``, ``training/lightning_module.py``: ``to_per_pixel_logits_semantic``,
 ``revert_window_logits_semantic``): every crop's masks upsampled at once, one einsum per crop,
 the crops summed into the resized frame and divided by the per-pixel count, one resize to the
-original size. :class:`analyze.compose.FrameComposer` (tiled, all temperatures at once, and
+original size. :class:`analyze.compose.queries.FrameComposer` (tiled, all temperatures at once, and
 evaluated at sampled pixels by its ``pixel_weights``) and the model's own
 :func:`extract.models.eomt.semantic_map` are both held to it.
 """
@@ -61,11 +61,11 @@ def compose_frame(mask_logits, class_logits, geom: FrameWindows, temperature: fl
 
 
 def dense_frame_components(pred_mask, gt_mask, roi_mask, rules):
-    """``analyze.components.frame_components`` as it was before its sparse form: every step on the
+    """``analyze.metrics.components.frame_components`` as it was before its sparse form: every step on the
     whole frame (labelling, size rules, per-pixel component ids over the region of interest)."""
     from scipy import ndimage
 
-    from analyze.components import FrameComponents, get_track
+    from analyze.metrics.components import FrameComponents, get_track
 
     rules = get_track(rules)
     s = np.ones((3, 3), bool)

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
-from analyze.driver import score_cache
-from analyze.export import export_maps
-from analyze.fit import fit_id_stats
+from analyze.cli.main import main as analyze_main
+from analyze.run.driver import score_cache
+from analyze.export.submission import export_maps
+from analyze.run.fit import fit_id_stats
 from analyze.metrics import pixel_metrics
 from analyze.scorers import score
 from extract.models import load_model

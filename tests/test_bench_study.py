@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from analyze import bench_reference as R
-from analyze import bench_study as S
-from analyze.bench_caches import build_cache
-from analyze.frame_scores import frame_inputs, score_frame
+from analyze.bench import reference as R
+from analyze.bench import study as S
+from analyze.bench.caches import build_cache
+from analyze.compose.frame_scores import Scoring, frame_inputs, score_frame
 from analyze.scorers import get_scorers
 from schemas import cache as C
 
@@ -21,15 +21,15 @@ TEMPS = (0.5, 1.0, 1.1)
 def test_reference_maps_are_the_tools(tmp_path, kind):
     root, spec = build_cache(tmp_path / "c.zarr", kind, 1, scale=16)
     inputs = frame_inputs(root, spec, 0)
-    tool = score_frame(kind, scorers=get_scorers(",".join(R.study_scorers(kind))), temperatures=TEMPS, **inputs).scores
+    tool = score_frame(inputs, Scoring(get_scorers(",".join(R.study_scorers(kind))), TEMPS)).scores
     # float64 scorers agree to rounding on ERFNet; on EoMT the tool's class-score product (composed
     # beside the mask scorers' query channels) sums in another order than numpy's GEMM: float32 rounding of s
     for dtype, tol in ((torch.float64, 1e-12 if kind == "pixel" else 1e-6), (torch.float32, 1e-5)):
         if kind == "query":
-            clock, kept = R.eomt_frame(inputs["mask_logits"], inputs["class_logits"], TEMPS, spec.crop_size, dtype,
+            clock, kept = R.eomt_frame(inputs.mask_logits, inputs.class_logits, TEMPS, spec.crop_size, dtype,
                                        keep_rows=spec.crop_size)
         else:
-            clock, kept = R.erfnet_frame(inputs["logits"], spec.void_channel, spec.sizes[0], TEMPS, dtype,
+            clock, kept = R.erfnet_frame(inputs.logits, spec.void_channel, spec.sizes[0], TEMPS, dtype,
                                          keep_rows=spec.sizes[0][0])
         assert set(clock) and all(v >= 0 for v in clock.values())
         names = {n for maps in kept.values() for n in maps} - {"semantic"}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
+from analyze.cli.main import main as analyze_main
 from schemas.cache import cache_digest
 from tests.factories import pixel_cache, provenance, query_cache
 

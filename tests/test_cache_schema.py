@@ -183,3 +183,58 @@ def test_unlabelled_frames_must_have_void_labels(tmp_path):
     assert unlabelled_not_void(root, spec) == []
     root["labels"][0, 1, 1] = 0  # what a faulty writer would leave
     assert unlabelled_not_void(root, spec) == ["a"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=sizes, inference=st.sampled_from(["transformers", "detectron2"]))
+def test_semantic_inference_round_trip(sizes, inference):
+    """A query cache of a model other than EoMT (Mask2Former) records its inference and sizes;
+    its geometry is one crop per frame, of the inference's size."""
+    inputs = tuple((-(-h // 32) * 32, -(-w // 32) * 32) for h, w in sizes)
+    masks = tuple((h // 4, w // 4) for h, w in inputs)
+    spec = CacheSpec(kind="query", label_kind="anomaly", frame_ids=tuple(f"id{i}" for i in range(len(sizes))),
+                     sizes=tuple(sizes), provenance=provenance(), n_classes=19, n_queries=10,
+                     mask_size=max(max(m) for m in masks), semantic_inference=inference, input_sizes=inputs,
+                     mask_sizes=masks)
+    d = json.loads(json.dumps(spec.to_dict()))
+    validate_attrs(d)
+    assert CacheSpec.from_dict(d) == spec and "crop_size" in d and d["crop_size"] is None
+    assert spec.n_crops == len(sizes) and spec.mask_shape == (max(m[0] for m in masks), max(m[1] for m in masks))
+    for i, size in enumerate(sizes):
+        geom = spec.windows(i)
+        assert geom.original == size and geom.n_crops == 1 and spec.mask_hw(i) == masks[i]
+        assert geom.tile == geom.resized == ((384, 384) if inference == "transformers" else inputs[i])
+
+
+@pytest.mark.parametrize("over, message", [
+    (dict(semantic_inference="eomt"), "semantic inference must be one of"),
+    (dict(mask_sizes=None), "needs one of mask_sizes per frame"),
+    (dict(input_sizes=((64, 64),)), "needs one of input_sizes per frame"),
+    (dict(mask_size=8), "mask_size must be at least"),
+    (dict(semantic_inference=None, crop_size=64), "belong to a cache with a semantic_inference"),
+    (dict(kind="pixel", n_channels=20, logit_sizes=((8, 8),) * 2), "belongs to a query cache"),
+])
+def test_semantic_inference_is_checked(over, message):
+    base = dict(kind="query", label_kind="anomaly", frame_ids=("a", "b"), sizes=((40, 70),) * 2,
+                provenance=provenance(), n_classes=19, n_queries=10, mask_size=32, semantic_inference="transformers",
+                input_sizes=((64, 128),) * 2, mask_sizes=((16, 32),) * 2)
+    with pytest.raises(CacheError, match=message):
+        CacheSpec(**{**base, **over})
+
+
+def test_masks_of_several_sizes_are_stored_top_left(tmp_path):
+    from schemas.cache import write_frame_query
+
+    spec = CacheSpec(kind="query", label_kind="anomaly", frame_ids=("a", "b"), sizes=((40, 70), (70, 40)),
+                     provenance=provenance(), n_classes=3, n_queries=2, mask_size=32, semantic_inference="detectron2",
+                     input_sizes=((64, 128), (128, 64)), mask_sizes=((16, 32), (32, 16)))
+    root = create_cache(tmp_path / "c.zarr", spec)
+    assert root["mask_logits"].shape == (2, 2, 32, 32)
+    rng = np.random.default_rng(0)
+    written = [rng.normal(size=(1, 2, *spec.mask_hw(i))).astype(np.float16) for i in range(2)]
+    for i, m in enumerate(written):
+        write_frame_query(root, spec, i, rng.normal(size=(1, 2, 4)).astype(np.float32), m)
+    for i, m in enumerate(written):
+        np.testing.assert_array_equal(read_query_outputs(root, spec, i)[1], m)
+    with pytest.raises(CacheError, match="mask_logits shape"):
+        write_frame_query(root, spec, 0, np.zeros((1, 2, 4), np.float32), np.zeros((1, 2, 32, 32), np.float16))

@@ -4,7 +4,7 @@ the tool is tested for are refused with the reason."""
 
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
+from analyze.cli.main import main as analyze_main
 from extract.cli import main as extract_main
 from schemas.results import read_results
 from tests.factories import signal_pixel_cache

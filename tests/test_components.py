@@ -1,4 +1,4 @@
-"""analyze.components: hand-built frames with answers worked out by hand, and a slow oracle.
+"""analyze.metrics.components: hand-built frames with answers worked out by hand, and a slow oracle.
 
 The oracle transcribes the SMIYC definitions (``instance_segmentation.py``: threshold with
 ``>``, void removed before labelling, 8-connected components, small predictions dropped and
@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from analyze.best_f1 import best_f1_threshold_from_counts
-from analyze.components import (
+from analyze.metrics.best_f1 import best_f1_threshold_from_counts
+from analyze.metrics.components import (
     TAUS,
     TRACKS,
     ComponentState,

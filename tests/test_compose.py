@@ -10,15 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analyze.compose import (
-    FrameComposer,
-    class_probs,
-    pixel_logits_at,
-    pixel_logits_to_label_size,
-    resize_scores,
-    semantic_prediction,
-)
-from analyze.frame_scores import score_frame
+from analyze.compose.queries import FrameComposer, class_probs
+from analyze.compose.resize import pixel_logits_at, pixel_logits_to_label_size, resize_scores, semantic_prediction
+from analyze.compose.frame_scores import FrameInputs, Scoring, score_frame
 from analyze.scorers import SCORERS, get_scorers, score
 from schemas.windows import frame_windows
 from tests.oracles import compose_frame
@@ -191,7 +185,8 @@ def test_scores_are_taken_after_resizing_s():
     h, w, crop, resized, portrait, starts = CASES["overlap"]
     g = frame_windows(h, w, crop)
     masks, classes = make_outputs(2, (16, 16), seed=5)
-    fs = score_frame("query", mask_logits=masks, class_logits=classes, geom=g, scorers=get_scorers("all", "query", ()))
+    fs = score_frame(FrameInputs("query", mask_logits=masks, class_logits=classes, geom=g),
+                     Scoring(get_scorers("all", "query", ())))
     s = oracle_s(masks, classes, crop, resized, portrait, starts, (h, w))
     s_resized = FrameComposer(masks, classes, g).resized_scores()[1.0]
     for name, scorer in X_SCORERS.items():
@@ -209,9 +204,9 @@ def test_temperature_targets():
     masks, classes = make_outputs(2, (16, 16), seed=6)
     temps = (0.5, 1.0, 1.5)
     scorers = get_scorers("all", "query", ())
-    kw = dict(mask_logits=masks, class_logits=classes, geom=g, scorers=scorers, temperatures=temps)
-    query = score_frame("query", temp_target="query", **kw)
-    pixel = score_frame("query", temp_target="pixel", **kw)
+    frame = FrameInputs("query", mask_logits=masks, class_logits=classes, geom=g)
+    query = score_frame(frame, Scoring(scorers, temps, "query"))
+    pixel = score_frame(frame, Scoring(scorers, temps, "pixel"))
     assert query.scores.keys() == {(s.name, t) for s in scorers for t in temps}
     # the mask scorers see T only through the query softmax: with the pixel target, T = 1 only
     assert pixel.scores.keys() == {(s.name, t) for s in scorers for t in temps if t == 1.0 or not s.needs_queries}
@@ -235,8 +230,7 @@ def test_pixel_logits_resized_before_scoring_without_void():
     want = bilinear(z.astype(np.float32)[[0, 1, 3, 4]], (9, 17))
     assert got.dtype == torch.float32 and tuple(got.shape) == (4, 9, 17)
     np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-5)
-    fs = score_frame("pixel", logits=z, void_channel=2, out_size=(9, 17), scorers=get_scorers("msp,energy"),
-                     temperatures=(0.5, 1.0))
+    fs = score_frame(FrameInputs("pixel", (9, 17), logits=z, void_channel=2), Scoring(get_scorers("msp,energy"), (0.5, 1.0)))
     for t in (0.5, 1.0):
         want_msp = score("msp", want.astype(np.float32), t)
         np.testing.assert_allclose(fs.scores[("msp", t)], want_msp, atol=1e-5)
@@ -262,7 +256,7 @@ def test_inputs_are_checked():
     with pytest.raises(ValueError, match="temperature"):
         FrameComposer(masks, classes, g).resized_scores((0.0,))
     with pytest.raises(ValueError, match="temp_target"):
-        score_frame("query", mask_logits=masks, class_logits=classes, geom=g, scorers=get_scorers("msp"),
-                    temp_target="logits")
+        score_frame(FrameInputs("query", mask_logits=masks, class_logits=classes, geom=g),
+                    Scoring(get_scorers("msp"), temp_target="logits"))
     with pytest.raises(ValueError, match="needs"):
-        score_frame("query", scorers=get_scorers("msp"))
+        score_frame(FrameInputs("query"), Scoring(get_scorers("msp")))

@@ -405,7 +405,8 @@ def test_make_demo_shortened_has_both_models(tmp_path):
     rows = {tuple(c.strip() for c in line.split("|")[1:3]) for line in table.splitlines() if line.startswith("|")}
     assert {("EoMT", "RbA"), ("ERFNet", "MSP")} <= rows and table.strip() in res.stdout
     assert res.stdout.count("x chance") == 2 and "road_anomaly: chance level" in res.stdout
-    assert (out / "report" / "temperature_miou_eomt_query.png").is_file()
+    assert (out / "report" / "temperature_eomt_query_road_anomaly.png").is_file()  # with its mIoU panel
+    assert f"{(out / 'report' / 'index.html').resolve()}" in res.stdout and (out / "report" / "index.html").is_file()
     assert (out / "maps" / "panel.png").is_file() and (out / "maps" / "eomt" / "demo_anomaly_000_rba_T1.npy").is_file()
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyze.bench_scorers import synthetic_stats
-from analyze.frame_scores import frame_inputs, score_frame
+from analyze.bench.scorers import synthetic_stats
+from analyze.compose.frame_scores import Scoring, frame_inputs, score_frame
 from analyze.scorers.registry import get_scorers
 from schemas.cache import open_cache
 from tests.factories import pixel_cache, query_cache
@@ -33,7 +33,7 @@ def _frames(path, kind, **kw):
     stats = synthetic_stats(0, TEMPS, spec.n_classes)
     for i in range(spec.n_frames):
         inputs = frame_inputs(root, spec, i, flip=spec.hflip)
-        yield score_frame(kind, scorers=every, temperatures=TEMPS, stats=stats, **inputs, **kw)
+        yield score_frame(inputs, Scoring(every, TEMPS, stats=stats, **kw))
 
 
 @pytest.mark.parametrize("kind,temp_target", [("pixel", "query"), ("query", "query"), ("query", "pixel")])
@@ -51,7 +51,7 @@ def test_the_device_code_on_the_cpu_equals_the_fast_path(caches, kind, temp_targ
 
 
 def test_the_compiled_path_is_refused_off_the_cpu():
-    from analyze.compose import FrameComposer
+    from analyze.compose.queries import FrameComposer
     from schemas.windows import frame_windows
 
     geom = frame_windows(32, 32, 32)
@@ -72,7 +72,7 @@ def _shape_sweep():
 def test_label_size_tiles_are_the_full_resize_at_every_shape():
     """ERFNet's fused pass scores row tiles of the one resize that fit, maps and export use:
     the same bits at every shape, every tile height (a sweep of 252 shapes)."""
-    from analyze.resize import label_size_tiles, pixel_logits_to_label_size
+    from analyze.compose.resize import label_size_tiles, pixel_logits_to_label_size
 
     rng = np.random.default_rng(0)
     for h, w, h_out, w_out in _shape_sweep():
@@ -88,7 +88,7 @@ def test_label_size_tiles_are_the_full_resize_at_every_shape():
 def test_label_size_tiles_are_the_full_resize(f, h, w, w_out):
     """ERFNet's fused pass resizes row tiles: the same bits as the full resize, float16 and
     float32 logits."""
-    from analyze.resize import label_size_tiles, pixel_logits_to_label_size
+    from analyze.compose.resize import label_size_tiles, pixel_logits_to_label_size
 
     rng = np.random.default_rng(h * w + f)
     for dtype in (np.float16, np.float32):
@@ -103,7 +103,7 @@ def test_label_size_tiles_are_the_full_resize(f, h, w, w_out):
 def test_fused_erfnet_pass_equals_resize_then_score(caches):
     """Every scorer at every T of the fused pass against the full resize scored T by T (the path
     before the fusion): the same bits, the same semantic map."""
-    from analyze.compose import pixel_logits_to_label_size, semantic_prediction
+    from analyze.compose.resize import pixel_logits_to_label_size, semantic_prediction
     from analyze.scorers.pixel import score_many
 
     root, spec = open_cache(caches / "p.zarr")
@@ -111,8 +111,8 @@ def test_fused_erfnet_pass_equals_resize_then_score(caches):
     stats = synthetic_stats(0, TEMPS, spec.n_classes)
     for i in range(spec.n_frames):
         inputs = frame_inputs(root, spec, i)
-        got = score_frame("pixel", scorers=every, temperatures=TEMPS, stats=stats, **inputs)
-        z = pixel_logits_to_label_size(inputs["logits"], spec.sizes[i], spec.void_channel)
+        got = score_frame(inputs, Scoring(every, TEMPS, stats=stats))
+        z = pixel_logits_to_label_size(inputs.logits, spec.sizes[i], spec.void_channel)
         for t in TEMPS:
             want = score_many(z, t, [s.name for s in every], stats=stats[t])
             for s in every:
@@ -125,8 +125,9 @@ def test_fused_eomt_pass_equals_compose_then_score(tmp_path, monkeypatch, temp_t
     """Frames whose crops lie side by side at the original size are scored block by block as the
     composition makes them: every scorer (the flip average aside) at every T and the semantic
     maps equal the full composition scored T by T (the path before the fusion), bit for bit."""
-    from analyze.compose import FrameComposer, semantic_prediction
-    from analyze.frame_scores import _channels
+    from analyze.compose.queries import FrameComposer
+    from analyze.compose.resize import semantic_prediction
+    from analyze.compose.frame_scores import _channels
     from analyze.scorers.pixel import score_many
 
     rng = np.random.default_rng(9)
@@ -141,9 +142,9 @@ def test_fused_eomt_pass_equals_compose_then_score(tmp_path, monkeypatch, temp_t
     for i in range(spec.n_frames):
         inputs = frame_inputs(root, spec, i)
         monkeypatch.setattr(FrameComposer, "resized_maps", None)  # the fused pass composes no full map
-        got = score_frame("query", scorers=every, temperatures=TEMPS, stats=stats, temp_target=temp_target, **inputs)
+        got = score_frame(inputs, Scoring(every, TEMPS, temp_target, stats))
         monkeypatch.setattr(FrameComposer, "resized_maps", full)
-        comp = FrameComposer(inputs["mask_logits"], inputs["class_logits"], inputs["geom"], channels=_channels(every))
+        comp = FrameComposer(inputs.mask_logits, inputs.class_logits, inputs.geom, channels=_channels(every))
         k, keys = comp.num_classes, comp.channel_keys
         maps = comp.resized_maps(TEMPS if temp_target == "query" else (1.0,))
         for t in TEMPS:
@@ -164,7 +165,7 @@ def test_fused_eomt_pass_equals_compose_then_score(tmp_path, monkeypatch, temp_t
 def _score_cli(cache, out, *extra):
     from click.testing import CliRunner
 
-    from analyze.cli import main as analyze_main
+    from analyze.cli.main import main as analyze_main
 
     return CliRunner().invoke(analyze_main, ["score", "--cache", str(cache), "--temps", "0.5,1.1", "--out", str(out),
                                              "--no-progress", "--scheduler", "sync", *extra])
@@ -187,16 +188,16 @@ def test_device_option_reaches_the_frame_tasks(tmp_path, monkeypatch):
     import pandas as pd
     import torch
 
-    import analyze.tasks as tasks
+    import analyze.run.tasks as tasks
     from tests.factories import signal_pixel_cache
 
     signal_pixel_cache(tmp_path / "p.zarr", 3, seed=2)
     seen = []
     inner = tasks.iter_frame_scores
 
-    def spy(*args, **kw):
-        seen.append(kw["device"])
-        return inner(*args, **kw)
+    def spy(frame, scoring):
+        seen.append(scoring.device)
+        return inner(frame, scoring)
 
     monkeypatch.setattr(tasks, "iter_frame_scores", spy)
     tables = []
@@ -221,7 +222,7 @@ def test_device_cuda_with_the_processes_scheduler_is_refused(tmp_path, monkeypat
     signal_pixel_cache(tmp_path / "p.zarr", 2)
     from click.testing import CliRunner
 
-    from analyze.cli import main as analyze_main
+    from analyze.cli.main import main as analyze_main
 
     res = CliRunner().invoke(analyze_main, ["score", "--cache", str(tmp_path / "p.zarr"), "--out", str(tmp_path / "r.parquet"),
                                             "--device", "cuda", "--scheduler", "processes"])

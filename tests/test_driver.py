@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from analyze.frame_scores import score_frame
-from analyze.driver import Scheduler, ScoreError, score_cache
+from analyze.compose.frame_scores import FrameInputs, Scoring, score_frame
+from analyze.run.driver import Scheduler, ScoreError, score_cache
 from analyze.scorers import get_scorers
 from schemas.cache import open_cache, read_label, read_pixel_logits, read_query_outputs
 from tests.factories import pixel_cache, query_cache
@@ -40,13 +40,13 @@ def _oracle(path, scorer, t, temp_target="query"):
     root, spec = open_cache(path)
     ys, ts = [], []
     for i in range(spec.n_frames):
-        kw = dict(out_size=spec.sizes[i])
         if spec.kind == "pixel":
-            kw |= dict(logits=read_pixel_logits(root, spec, i), void_channel=spec.void_channel)
+            frame = FrameInputs("pixel", spec.sizes[i], logits=read_pixel_logits(root, spec, i),
+                                void_channel=spec.void_channel)
         else:
             cl, ml = read_query_outputs(root, spec, i)
-            kw |= dict(class_logits=cl, mask_logits=ml, geom=spec.windows(i))
-        fs = score_frame(spec.kind, scorers=get_scorers(scorer), temperatures=(t,), temp_target=temp_target, **kw)
+            frame = FrameInputs("query", spec.sizes[i], class_logits=cl, mask_logits=ml, geom=spec.windows(i))
+        fs = score_frame(frame, Scoring(get_scorers(scorer), (t,), temp_target))
         lab = read_label(root, spec, i)
         keep = lab != 255
         ys.append(fs.scores[(scorer, t)][keep])
@@ -124,8 +124,8 @@ def test_pixel_cache_miou_against_direct_confusion(tmp_path):
     root, spec = open_cache(path)
     conf = np.zeros((19, 19), np.int64)
     for i in range(spec.n_frames):
-        fs = score_frame("pixel", scorers=(), out_size=spec.sizes[i], logits=read_pixel_logits(root, spec, i),
-                         void_channel=19)
+        fs = score_frame(FrameInputs("pixel", spec.sizes[i], logits=read_pixel_logits(root, spec, i), void_channel=19),
+                         Scoring())
         pred, lab = fs.semantic[1.0], read_label(root, spec, i)
         keep = lab != 255
         np.add.at(conf, (lab[keep], pred[keep]), 1)

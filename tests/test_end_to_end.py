@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from analyze.cli import main as analyze_main
+from analyze.cli.main import main as analyze_main
 from extract.cli import main as extract_main
 from schemas.results import read_results
 

@@ -15,7 +15,7 @@ import torch
 import zarr
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
+from analyze.cli.main import main as analyze_main
 from extract.cli import main as extract_main
 from schemas.results import read_results
 from tests.factories import pixel_cache, query_cache
@@ -124,7 +124,7 @@ def test_option_errors_exit_2(tmp_path, anomaly_data, checkpoints, device, dtype
 
 
 def test_unexpected_error_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch):
-    import analyze.inspect
+    import analyze.report.inspect
 
     cache = tmp_path / "c.zarr"
     pixel_cache(cache, [(8, 8)], np.random.default_rng(0))
@@ -132,7 +132,7 @@ def test_unexpected_error_is_one_line_and_debug_shows_the_traceback(tmp_path, mo
     def broken(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(analyze.inspect, "summary", broken)
+    monkeypatch.setattr(analyze.report.inspect, "summary", broken)
     res = _analyze("inspect", cache)
     _one_line_error(res, "unexpected RuntimeError: boom; second line", "analyze --debug inspect")
     res = _analyze("--debug", "inspect", cache)

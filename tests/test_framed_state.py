@@ -118,7 +118,7 @@ def test_compiled_indexed_sort_equals_stable_argsort():
 
 
 def test_sorted_histograms_equal_frame_histograms():
-    from analyze.bootstrap import FrameHistograms, edges_from_counts, frame_histograms, sorted_histogram
+    from analyze.metrics.bootstrap import FrameHistograms, edges_from_counts, frame_histograms, sorted_histogram
 
     rng = np.random.default_rng(12)
     for trial in range(100):

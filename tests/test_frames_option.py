@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from analyze.cli import main as analyze_main
+from analyze.cli.main import main as analyze_main
 from analyze.scorers import score
 from schemas.cache import open_cache, read_label, read_pixel_logits
 from schemas.results import read_results

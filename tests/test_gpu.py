@@ -94,16 +94,16 @@ def test_eomt_cuda_cache_matches_the_cpu_model(tmp_path, anomaly_data, checkpoin
 
 
 def _score_frames(path, **kw):
-    from analyze.bench_scorers import synthetic_stats
-    from analyze.frame_scores import frame_inputs, score_frame
+    from analyze.bench.scorers import synthetic_stats
+    from analyze.compose.frame_scores import Scoring, frame_inputs, score_frame
     from analyze.scorers.registry import get_scorers
 
     root, spec = open_cache(path)
     temps = (0.5, 0.75, 1.0, 1.1)
     every = get_scorers("all", spec.kind, ("id_stats", "flip") if spec.hflip else ("id_stats",))
     stats = synthetic_stats(0, temps, spec.n_classes)
-    return [score_frame(spec.kind, scorers=every, temperatures=temps, stats=stats,
-                        **frame_inputs(root, spec, i, flip=spec.hflip), **kw) for i in range(spec.n_frames)]
+    return [score_frame(frame_inputs(root, spec, i, flip=spec.hflip), Scoring(every, temps, stats=stats, **kw))
+            for i in range(spec.n_frames)]
 
 
 @pytest.mark.parametrize("kind", ["pixel", "query"])
@@ -132,7 +132,7 @@ def test_analyze_score_device_cuda_metrics_agree_with_cpu(tmp_path):
     import pandas as pd
     from click.testing import CliRunner
 
-    from analyze.cli import main as analyze_main
+    from analyze.cli.main import main as analyze_main
     from tests.factories import signal_pixel_cache
 
     cache = tmp_path / "p.zarr"

@@ -9,7 +9,7 @@ import torch
 import zarr
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
+from analyze.cli.main import main as analyze_main
 from extract.cli import main as extract_main
 from extract.datasets.reader import DatasetReader
 from extract.models import load_model

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
-from analyze.fit import fit_id_stats
-from analyze.frame_scores import frame_inputs, iter_scorer_inputs
-from analyze.id_stats import IdStats, StatsError
+from analyze.cli.main import main as analyze_main
+from analyze.run.fit import fit_id_stats
+from analyze.compose.frame_scores import frame_inputs, iter_scorer_inputs
+from analyze.scorers.id_stats import IdStats, StatsError
 from schemas.cache import open_cache
 from schemas.results import read_results
 from tests.factories import pixel_cache, query_cache
@@ -47,8 +47,7 @@ def _pooled(path, temps, target):
     root, spec = open_cache(path)
     us = {t: [] for t in temps}
     for i in range(spec.n_frames):
-        for t, x, ts in iter_scorer_inputs(spec.kind, temperatures=temps, temp_target=target,
-                                           **frame_inputs(root, spec, i)):
+        for t, x, ts in iter_scorer_inputs(frame_inputs(root, spec, i), temps, target):
             us[t].append((np.asarray(x, np.float64) / ts).reshape(x.shape[0], -1))
     out = {}
     for t, parts in us.items():
@@ -218,8 +217,8 @@ def test_fit_refusals_and_notes(caches, tmp_path):
 
 
 def test_maps_with_parameters_and_statistics(caches, fitted, tmp_path):
-    from analyze.frame_scores import choose_scorers
-    from analyze.maps import frame_maps, map_filename
+    from analyze.compose.frame_scores import choose_scorers
+    from analyze.maps.write import frame_maps, map_filename
 
     out = tmp_path / "maps"
     res = _an("maps", "--cache", caches / "q_ra.zarr", "--scorer", "gen:gamma=0.2,kl,m2a", "--temp", "0.5",

@@ -8,8 +8,8 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
-from analyze.driver import Scheduler, ScoreError, score_cache
+from analyze.cli.main import main as analyze_main
+from analyze.run.driver import Scheduler, ScoreError, score_cache
 from extract.cli import main as extract_main
 from schemas import integrity
 from schemas.cache import open_cache, thumbnail_size, write_frame_common

@@ -1,4 +1,4 @@
-"""Bootstrap intervals and component metrics read what an earlier pass kept (analyze.later_passes)
+"""Bootstrap intervals and component metrics read what an earlier pass kept (analyze.run.later_passes)
 instead of composing every frame again: the same rows, bit for bit, as the recomposing passes
 (`score_cache(..., recompose=True)`), for both cache kinds, both protocols and both exact plans,
 with fewer passes over the frames."""
@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyze import driver, intervals, smiyc_f16, tasks
-from analyze.bench_caches import build_cache
-from analyze.driver import score_cache
+from analyze.plan import passes
+from analyze.plan.passes import POSITIONS, PlanOptions, plan_for, second_pass_positions
+from analyze.run import execute, intervals, smiyc_f16, tasks
+from analyze.bench.caches import build_cache
+from analyze.run.driver import score_cache
 from analyze.scorers import get_scorers
 from schemas import cache as C
 
@@ -48,9 +50,9 @@ def _passes(monkeypatch) -> list[tuple[str, int]]:
         seen.append((phase, len(job.frames)))
         return real(sched, job, phase, aux)
 
-    monkeypatch.setattr(driver, "run_phase", record)
-    monkeypatch.setattr(intervals, "run_phase", record)  # the bootstrap pass (analyze.intervals)
-    monkeypatch.setattr(smiyc_f16, "run_phase", record)  # the float16 ranges pass (analyze.smiyc_f16)
+    monkeypatch.setattr(execute, "run_phase", record)
+    monkeypatch.setattr(intervals, "run_phase", record)  # the bootstrap pass (analyze.run.intervals)
+    monkeypatch.setattr(smiyc_f16, "run_phase", record)  # the float16 ranges pass (analyze.run.smiyc_f16)
     return seen
 
 
@@ -63,7 +65,7 @@ def test_later_passes_equal_the_recomposing_passes_bit_for_bit(tmp_path, monkeyp
                                                                frames, positions):
     cache = _cache(tmp_path, kind)
     if positions:
-        monkeypatch.setattr(driver, "POSITIONS", positions)
+        monkeypatch.setattr(passes, "POSITIONS", positions)
     opts = dict(protocol=protocol, scheduler="sync", bootstrap=40, seed=2, component_metrics=True,
                 max_memory=max_memory, frames=frames, warn=lambda m: None)
     seen = _passes(monkeypatch)
@@ -80,7 +82,7 @@ def test_later_passes_equal_the_recomposing_passes_bit_for_bit(tmp_path, monkeyp
     assert len(new[1]) == len(old[1]) > 0  # per-frame rows
     n = 4 if frames == "all" else 3  # frame 2 is all void; frame 1 has no anomaly
     first = [("one-pass", 5)] if max_memory == 2**30 else [("positives", 5), ("negatives", n)]
-    if protocol == "smiyc":  # the float16 fit first: every frame's score range (analyze.f16_range)
+    if protocol == "smiyc":  # the float16 fit first: every frame's score range (analyze.metrics.f16_range)
         first = [("ranges", 5)] + first
     assert seen == first + ([("bootstrap", n)] if protocol == "exact" else []) + [("components", n)]
     # the intervals never compose the frames again; the component metrics only the frames where the
@@ -98,14 +100,19 @@ def test_component_positions_count_in_the_memory_plan(tmp_path):
     _, spec = build_cache(tmp_path / "c.zarr", "pixel", 2, scale=16)
     pixels = 2 * 64 * 128
     budget = pixels * 3 * 8  # three keys of float64 scores fit ...
-    assert driver.plan_passes(spec, 3, "exact", budget) == "one-pass"
-    assert driver.plan_passes(spec, 3, "exact", budget, positions=True) == "two-pass"  # ... not with their pixels
-    assert driver.plan_passes(spec, 3, "exact", budget * 3 // 2, positions=True) == "one-pass"
+    keys = [("msp", 1.0), ("msp", 2.0), ("energy", 1.0)]
+
+    def mode(max_memory, component_metrics=False):
+        return plan_for(spec, "c.zarr", keys, (1.0,), (0, 1), PlanOptions("exact", max_memory, component_metrics)).mode
+
+    assert mode(budget) == "one-pass"
+    assert mode(budget, component_metrics=True) == "two-pass"  # ... not with their pixels
+    assert mode(budget * 3 // 2, component_metrics=True) == "one-pass"
 
 
 def test_second_pass_keeps_what_the_budget_holds():
-    full = driver.POSITIONS
-    assert driver.second_pass_positions(20, 1000, 10**6, 2**40) == full  # plenty of room: the default share
-    assert driver.second_pass_positions(20, 1000, 10**6, 20 * 20 * 1000) == 0.0  # the anomaly scores fill it
-    share = driver.second_pass_positions(2, 100, 10**6, 2 * (20 * 100 + 12 * 1000))
+    full = POSITIONS
+    assert second_pass_positions(20, 1000, 10**6, 2**40) == full  # plenty of room: the default share
+    assert second_pass_positions(20, 1000, 10**6, 20 * 20 * 1000) == 0.0  # the anomaly scores fill it
+    share = second_pass_positions(2, 100, 10**6, 2 * (20 * 100 + 12 * 1000))
     assert share == pytest.approx(1000 / 10**6)  # room for 1000 in-distribution scores per key

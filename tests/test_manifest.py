@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from analyze.components import TRACKS, track_for_dataset
+from analyze.metrics.components import TRACKS, track_for_dataset
 from analyze.report import dataset_name
 from schemas.manifest import (COMPONENT_TRACKS, DatasetError, in_distribution_dataset, load_manifest,
                               report_order)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analyze.compose import FrameComposer, pixel_logits_to_label_size
-from analyze.maps import display_range, ground_truth_rgb, map_filename, write_maps
+from analyze.compose.queries import FrameComposer
+from analyze.compose.resize import pixel_logits_to_label_size
+from analyze.maps.write import display_range, ground_truth_rgb, map_filename, write_maps
 from analyze.scorers import score
 from analyze.scorers.registry import get_scorers
 from schemas.cache import CacheError, open_cache, read_pixel_logits, read_query_outputs
@@ -67,7 +68,7 @@ def test_one_panel_for_two_models(tmp_path):
     with a row per frame and model; RbA is an empty cell on the ERFNet rows."""
     from click.testing import CliRunner
 
-    from analyze.cli import main
+    from analyze.cli.main import main
 
     rng = np.random.default_rng(2)
     sizes = [(30, 50), (40, 40), (32, 48)]

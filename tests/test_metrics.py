@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from analyze import metrics as M
-from analyze.best_f1 import best_f1_threshold
+from analyze.metrics.best_f1 import best_f1_threshold
 from analyze.metrics import counts as MC
 from analyze.metrics import exact as ME
 from analyze.metrics import float_keys as FK
@@ -461,7 +461,7 @@ def test_lean_metric_forms_equal_the_full_arrays_bit_for_bit(monkeypatch):
 
 
 def test_distinct_benchmark_scores_are_distinct_and_exact():
-    from analyze.bench_pixels import synthetic_frames
+    from analyze.bench.pixels import synthetic_frames
 
     frames = list(synthetic_frames(300_000, seed=2, distinct=True))
     values = np.concatenate([s.ravel() for s, _ in frames])
@@ -480,7 +480,7 @@ def test_bench_cold_worker_gives_the_in_process_numbers():
     import sys
     from pathlib import Path
 
-    from analyze.bench_pixels import synthetic_frames
+    from analyze.bench.pixels import synthetic_frames
 
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root))

@@ -299,10 +299,10 @@ def test_pickle_with_code_is_not_executed(tmp_path):
 
 def test_registry():
     kinds = {name: spec.kind for name, spec in MODELS.items()}
-    assert kinds == {"erfnet": "pixel", "eomt": "query"}
+    assert kinds == {"erfnet": "pixel", "eomt": "query", "mask2former": "query"}
     assert get_model_spec("eomt").loader is load_eomt
-    with pytest.raises(KeyError, match="unknown model 'mask2former'; valid names: eomt, erfnet"):
-        load_model("mask2former", "x.ckpt")
+    with pytest.raises(KeyError, match="unknown model 'maskformer'; valid names: eomt, erfnet, mask2former, or python:"):
+        load_model("maskformer", "x.ckpt")
 
 
 # ----------------------------------------------------------------------------- windows

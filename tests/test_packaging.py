@@ -15,7 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
+from analyze.cli.main import main as analyze_main
 from extract.cli import main as extract_main
 from schemas import manifest
 from schemas.results import read_results
@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _cli(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """A CLI in a fresh interpreter (the manifest must not be read while the module loads)."""
-    code = f"import sys; from {module}.cli import main; sys.exit(main(prog_name='{module}'))"
+    entry = {"extract": "extract.cli", "analyze": "analyze.cli.main"}[module]  # the console scripts' modules
+    code = f"import sys; from {entry} import main; sys.exit(main(prog_name='{module}'))"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO,
                           env={**os.environ, **(env or {})}, timeout=120)
 

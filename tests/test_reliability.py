@@ -14,7 +14,7 @@ import zarr
 from click.testing import CliRunner
 from PIL import Image
 
-from analyze.cli import main as analyze_main
+from analyze.cli.main import main as analyze_main
 from extract.cli import main as extract_main
 from extract.datasets.reader import DatasetReader
 from schemas.manifest import get_dataset_spec

@@ -186,11 +186,12 @@ def test_write_report_everything(results, tmp_path):
     out = tmp_path / "report"
     paths = R.write_report(results, out)
     names = {p.name for p in paths}
-    assert {"table1.md", "table1.tex", "table2.md", "table2.tex", "report.md", "scorers_auprc.png",
-            "scorers_fpr95.png", "temperature_auprc_eomt_msp.png", "temperature_fpr95_eomt_msp.png",
-            "temperature_miou_eomt.png", "curves_smiyc_ra21.png"} <= names
-    assert not any(n.startswith("temperature_miou_erfnet") for n in names)  # T never changes ERFNet's map
-    assert "EoMT mIoU vs T" in (out / "report.md").read_text()
+    # one figure per (figure kind, dataset)
+    assert {"table1.md", "table1.tex", "table2.md", "table2.tex", "report.md", "curves_smiyc_ra21.png"} <= names
+    assert {f"scorers_{d}.png" for d in DATASETS} | {f"temperature_eomt_{d}.png" for d in DATASETS} <= names
+    assert len([n for n in names if n.endswith(".png")]) == 2 * len(DATASETS) + 1
+    assert not any(n.startswith("temperature_erfnet") for n in names)  # no ERFNet grid
+    assert "EoMT smiyc_ra21: metrics vs T (and mIoU)" in (out / "report.md").read_text()  # query T moves the mIoU
     assert not any("ci" in n for n in names)
     for p in paths:
         assert p.is_file()
@@ -253,6 +254,6 @@ def test_table1_and_figures_include_every_scored_scorer(tmp_path):
     md = (tmp_path / "out" / "table1.md").read_text()
     assert "GEN (gamma=0.2, m=10)" in md and "No-object" in md and "SML (raw)" in md
     bars = [p for p in paths if p.name.startswith("scorers_")]
-    assert len(bars) == 2
+    assert len(bars) == len(DATASETS)
     for p in bars:
         _check_png(p)

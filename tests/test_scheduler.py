@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from analyze.cli import main as analyze_main
-from analyze.driver import Scheduler, score_cache
+from analyze.cli.main import main as analyze_main
+from analyze.run.driver import Scheduler, score_cache
 from tests.factories import pixel_cache, query_cache
 
 SIZES = [(30, 50), (20, 40), (25, 25)]
@@ -91,7 +91,7 @@ def test_caller_thread_settings_are_left_as_they_were(cache, scheduler):
 
 def test_tasks_run_on_one_thread(tmp_path):
     """Inside a frame task torch and BLAS use one thread (Dask provides the parallelism)."""
-    from analyze.scheduler import single_threaded_tasks
+    from analyze.run.scheduler import single_threaded_tasks
 
     torch.set_num_threads(2)
     try:
@@ -112,7 +112,7 @@ def test_progress_bars_label_each_pass(tmp_path):
                                             "--component-metrics", "--scheduler", "sync"])
     assert res.exit_code == 0, res.output
     err = res.stderr
-    # the intervals read the second pass's histograms (analyze.later_passes); with no memory for the
+    # the intervals read the second pass's histograms (analyze.run.later_passes); with no memory for the
     # pixels of the highest scores either, the component metrics compose the frames again: a pass
     # known only after the first one counted the anomaly pixels
     for i, n, label in ((1, 2, "anomaly-pixel scores"), (2, 3, "in-distribution counts"), (3, 3, "component metrics")):
@@ -130,7 +130,7 @@ def test_no_frame_task_outlives_a_failed_pass(tmp_path):
     pool), and the caller's BLAS limit holds afterwards."""
     import threading
 
-    from analyze import scheduler
+    from analyze.run import scheduler
 
     root, _ = pixel_cache(tmp_path / "c.zarr", [(8, 8)] * 6, np.random.default_rng(0))
     logits = root["logits"][1]

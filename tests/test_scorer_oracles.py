@@ -9,11 +9,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
-from analyze.compose import FrameComposer, pixel_logits_to_label_size, resize_scores
-from analyze.frame_scores import _channels, choose_scorers, frame_inputs
-from analyze.id_stats import IdStats
-from analyze.maps import frame_maps
+from analyze.cli.main import main as analyze_main
+from analyze.compose.queries import FrameComposer
+from analyze.compose.resize import pixel_logits_to_label_size, resize_scores
+from analyze.compose.frame_scores import _channels, choose_scorers, frame_inputs
+from analyze.scorers.id_stats import IdStats
+from analyze.maps.write import frame_maps
 from analyze.scorers.pixel import score_many
 from analyze.scorers.registry import get_scorers
 from schemas.cache import open_cache
@@ -74,9 +75,9 @@ def test_scorers_of_x_equal_their_official_formulas(world, case, t):
     for i in range(spec.n_frames):
         inputs = frame_inputs(root, spec, i)
         if spec.kind == "pixel":
-            x, ts = pixel_logits_to_label_size(inputs["logits"], spec.sizes[i], spec.void_channel).numpy(), t
+            x, ts = pixel_logits_to_label_size(inputs.logits, spec.sizes[i], spec.void_channel).numpy(), t
         else:
-            comp = FrameComposer(inputs["mask_logits"], inputs["class_logits"], inputs["geom"])
+            comp = FrameComposer(inputs.mask_logits, inputs.class_logits, inputs.geom)
             x = comp.scores(t if target == "query" else 1.0, spec.sizes[i]).numpy()
             ts = 1.0 if target == "query" else t
         got = score_many(x, ts, names, stats=class_stats)
@@ -105,11 +106,11 @@ def test_mask_scorers_equal_their_official_formulas_composed_like_s(world, t):
     kept_somewhere = False
     for i in range(spec.n_frames):
         inputs = frame_inputs(root, spec, i, flip=True)
-        geom = inputs["geom"]
+        geom = inputs.geom
         got = frame_maps(root, spec, i, chosen, t, "query")
-        q = O.compose_quantities(inputs["mask_logits"], inputs["class_logits"], geom, t)
-        qf = O.compose_quantities(inputs["flip"]["mask_logits"], inputs["flip"]["class_logits"], geom, t)
-        q2 = O.compose_quantities(inputs["mask_logits"], inputs["class_logits"], geom, t, conf=0.5, first=0, last=18)
+        q = O.compose_quantities(inputs.mask_logits, inputs.class_logits, geom, t)
+        qf = O.compose_quantities(inputs.flip["mask_logits"], inputs.flip["class_logits"], geom, t)
+        q2 = O.compose_quantities(inputs.mask_logits, inputs.class_logits, geom, t, conf=0.5, first=0, last=18)
         want = O.mask_scores(q)
         want["m2a_flip"] = (want["m2a"] + O.mask_scores(qf)["m2a"][:, ::-1]) / 2
         want["m2a:conf=0.5,first=0,last=18"] = O.mask_scores(q2)["m2a"]
@@ -131,13 +132,13 @@ def test_query_channels_are_composed_like_s(world):
     scorers = get_scorers("eam,noobject,m2a", "query")
     for i in range(spec.n_frames):
         inp = frame_inputs(root, spec, i)
-        comp = FrameComposer(inp["mask_logits"], inp["class_logits"], inp["geom"], tile_rows=5,
+        comp = FrameComposer(inp.mask_logits, inp.class_logits, inp.geom, tile_rows=5,
                              channels=_channels(scorers))
         assert comp.channel_keys == ("eam", "noobject", "m2a/kept", "m2a/gate")
         maps = comp.resized_maps((0.5, 1.0))
         for t in (0.5, 1.0):
             got = resize_scores(maps[t], spec.sizes[i]).numpy()
-            want = O.compose_quantities(inp["mask_logits"], inp["class_logits"], inp["geom"], t)
+            want = O.compose_quantities(inp.mask_logits, inp.class_logits, inp.geom, t)
             np.testing.assert_allclose(got, want, atol=2e-6)
 
 

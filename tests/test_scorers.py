@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from analyze.frame_scores import score_frame
+from analyze.compose.frame_scores import FrameInputs, Scoring, score_frame
 import analyze.scorers.pixel as scorers_mod
 from analyze.scorers import (SCORERS, STUDY_SCORERS, ClassStats, all_notes, check_supported, first_argmax, get_scorers,
                              parse_spec, parse_temperatures, score, score_many, scorer_display, scorer_order)
@@ -123,11 +123,11 @@ def test_msp_keeps_resolution_for_confident_pixels():
 def test_void_channel_never_enters_a_score():
     rng = np.random.default_rng(1)
     z = rng.standard_normal((5, 6, 8)).astype(np.float32)  # channel 4 = void
-    kw = dict(scorers=get_scorers("all", "pixel", ()), temperatures=(0.5, 1.0), out_size=(9, 13), void_channel=4)
-    a = score_frame("pixel", logits=z, **kw)
+    scoring = Scoring(get_scorers("all", "pixel", ()), (0.5, 1.0))
+    a = score_frame(FrameInputs("pixel", (9, 13), logits=z, void_channel=4), scoring)
     z2 = z.copy()
     z2[4] = 1e3  # a void channel this strong would dominate every softmax
-    b = score_frame("pixel", logits=z2, **kw)
+    b = score_frame(FrameInputs("pixel", (9, 13), logits=z2, void_channel=4), scoring)
     assert a.scores.keys() == b.scores.keys()
     for key in a.scores:
         np.testing.assert_array_equal(a.scores[key], b.scores[key])
@@ -253,8 +253,7 @@ def test_rba_refused_for_pixel_models():
     with pytest.raises(ValueError, match="rba"):
         check_supported([SCORERS["rba"]], "pixel")
     with pytest.raises(ValueError, match="rba"):
-        score_frame("pixel", logits=np.zeros((3, 2, 2), np.float32), out_size=(2, 2), void_channel=None,
-                    scorers=[SCORERS["rba"]])
+        score_frame(FrameInputs("pixel", (2, 2), logits=np.zeros((3, 2, 2), np.float32)), Scoring([SCORERS["rba"]]))
     with pytest.raises(ValueError, match="kind"):
         get_scorers("msp", "mask")
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from analyze.cli import main as analyze_main
+from analyze.cli.main import main as analyze_main
 from extract.cli import main as extract_main
 from schemas.results import read_results, write_results, write_side_table
 from tests.factories import pixel_cache, sigint_default, signal_pixel_cache
@@ -38,7 +38,7 @@ def _row(**over):
 
 @pytest.mark.parametrize("umask", [0o002, 0o022])
 def test_written_files_honour_the_umask(tmp_path, umask):
-    from analyze.fit import fit_id_stats
+    from analyze.run.fit import fit_id_stats
 
     pixel_cache(tmp_path / "city.zarr", [(8, 12)], np.random.default_rng(0), dataset="cityscapes_val",
                 label_kind="semantic")
@@ -101,12 +101,13 @@ def test_rescoring_a_run_removes_its_stale_temperature_selection(tmp_path):
 
 
 def test_planner_counts_only_the_frames_it_scores(tmp_path):
-    from analyze.driver import SCORE_BYTES, plan_passes
+    from analyze.plan.passes import SCORE_BYTES, PlanOptions, plan_for
 
     _, spec = pixel_cache(tmp_path / "c.zarr", [(10, 10), (100, 100), (10, 10)], np.random.default_rng(0))
     budget = 2 * 10 * 10 * SCORE_BYTES  # the two small frames' scores of one key
-    assert plan_passes(spec, 1, "exact", budget, frames=[0, 2]) == "one-pass"
-    assert plan_passes(spec, 1, "exact", budget, frames=[0, 1, 2]) == "two-pass"
+    options = PlanOptions("exact", budget)
+    assert plan_for(spec, "c.zarr", [("msp", 1.0)], (1.0,), [0, 2], options).mode == "one-pass"
+    assert plan_for(spec, "c.zarr", [("msp", 1.0)], (1.0,), [0, 1, 2], options).mode == "two-pass"
 
 
 def test_a_readme_given_as_checkpoint_gets_our_message(tmp_path, anomaly_data):

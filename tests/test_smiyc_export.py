@@ -14,7 +14,7 @@ import zarr
 from click.testing import CliRunner
 from PIL import Image
 
-from analyze.cli import main as analyze_main
+from analyze.cli.main import main as analyze_main
 from analyze.metrics import pixel_metrics
 from extract.cli import main as extract_main
 from extract.datasets.synth import write_synth_dataset

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from analyze.best_f1 import best_f1_threshold
-from analyze.cli import main as analyze_main
-from analyze.components import TAUS, ComponentState
-from analyze.f16_range import HALF_WIDTH, SAMPLE, Float16Transform, ScoreRange
-from analyze.maps import frame_maps
+from analyze.metrics.best_f1 import best_f1_threshold
+from analyze.cli.main import main as analyze_main
+from analyze.metrics.components import TAUS, ComponentState
+from analyze.metrics.f16_range import HALF_WIDTH, SAMPLE, Float16Transform, ScoreRange
+from analyze.maps.write import frame_maps
 from analyze.metrics import SmiycState, pixel_metrics
 from analyze.scorers.registry import get_scorers
 from schemas.cache import CacheSpec, create_cache, mark_done, open_cache, read_label, thumbnail_size

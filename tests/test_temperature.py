@@ -10,10 +10,10 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from analyze.compose import FrameComposer
+from analyze.compose.queries import FrameComposer
 from analyze.metrics import pixel_metrics
-from analyze.bootstrap import _metrics_from_cumulative, bootstrap_ci, frame_histograms, resample_counts
-from analyze.temperature import (chosen_temperatures, expected_calibration_error, fit_temperature_nll,
+from analyze.metrics.bootstrap import _metrics_from_cumulative, bootstrap_ci, frame_histograms, resample_counts
+from analyze.report.temperature import (chosen_temperatures, expected_calibration_error, fit_temperature_nll,
                                  pixel_keys, sample_pixels, select_temperature)
 from schemas.cache import CacheSpec, create_cache, mark_done, read_query_outputs, thumbnail_size
 from schemas.cache import write_frame_common, write_frame_pixel
@@ -251,7 +251,7 @@ def decreasing_edges(lo: float, hi: float, n_bins: int = 2048) -> np.ndarray:
 
 def binned_metrics(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict[str, float]:
     """AuPRC, AUROC, FPR95 of pooled histograms ((B,) or (F, B) summed over frames): the estimator
-    of :func:`analyze.bootstrap.bootstrap_ci` on the full sample."""
+    of :func:`analyze.metrics.bootstrap.bootstrap_ci` on the full sample."""
     pos = np.atleast_2d(np.asarray(pos_hist, np.float64)).sum(axis=0)
     neg = np.atleast_2d(np.asarray(neg_hist, np.float64)).sum(axis=0)
     m = _metrics_from_cumulative(np.cumsum(pos)[None], np.cumsum(neg)[None])

@@ -27,12 +27,12 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from analyze.cli import main as analyze_main
-from analyze.compose import FrameComposer
+from analyze.cli.main import main as analyze_main
+from analyze.compose.queries import FrameComposer
 from schemas.cache import open_cache, read_label, read_pixel_logits, read_query_outputs
 from schemas.results import read_results
-from analyze.frame_scores import _channels
-from analyze.id_stats import IdStats
+from analyze.compose.frame_scores import _channels
+from analyze.scorers.id_stats import IdStats
 from analyze.scorers.pixel import score_many
 from analyze.scorers.registry import get_scorers
 from tests import scorer_oracles as O

@@ -39,6 +39,17 @@ class UndefinedMetricWarning(RuntimeWarning):
     """A metric is undefined on this data (no anomaly pixel, no negative pixel) and is NaN."""
 
 
+def told(compute, where: str, tell):
+    """``compute()``, with each warning it raises told to ``tell`` as one line prefixed by ``where``
+    (e.g. ``"cache.zarr: msp T=1"``) instead of going to :mod:`warnings`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = compute()
+    for w in caught:
+        tell(f"{where}: {w.message}")
+    return value
+
+
 def check_same_type(a, b) -> None:
     """``TypeError`` unless two states are of one class (``merge`` of two protocols means nothing)."""
     if type(a) is not type(b):

@@ -7,9 +7,9 @@ sorted, under the frame's index (and, with ``positions``, the flat pixel index o
 anomaly score and of the highest in-distribution ones). Sorting a frame once serves three
 readers: the frame's own AP (returned by :meth:`FramedExactState.add`), the pooled counts (a
 walk through each frame's sorted scores, no sort at ``compute``) and the bootstrap's per-frame
-histograms (a binary search per bin edge, :mod:`analyze.bootstrap`); the positions give the
+histograms (a binary search per bin edge, :mod:`analyze.metrics.bootstrap`); the positions give the
 component metrics the pixels above any threshold down to the highest score kept without its
-pixel (:meth:`FrameSplit.pixels_above`; :mod:`analyze.later_passes`). Memory: 8 bytes per
+pixel (:meth:`FrameSplit.pixels_above`; :mod:`analyze.run.later_passes`). Memory: 8 bytes per
 score (float64), plus 4 per score kept with its pixel.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyze.f16_range import n_distinct
+from analyze.metrics.f16_range import n_distinct
 from analyze.metrics.common import VOID, TPR_LEVEL, check_same_type, split_frame, warn_no_negative, warn_no_positive
 from analyze.metrics.float_keys import f16_table
 
@@ -86,7 +86,7 @@ class SmiycState:
       ``np.quantile`` of the float16 scores as in the benchmark.
 
     ``analyze score --protocol smiyc`` feeds it each (scorer, T)'s scores mapped by the track's
-    affine transform (:mod:`analyze.f16_range`), as ``analyze export`` writes them. ``distinct``
+    affine transform (:mod:`analyze.metrics.f16_range`), as ``analyze export`` writes them. ``distinct``
     and ``lost`` count, summed over frames, the distinct non-void scores given and those that
     share a float16 value with another (what float16 flattens).
 
@@ -149,7 +149,7 @@ class SmiycState:
     def frame_bins(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per frame that had a non-void pixel, in update/merge order: (bin lower edges
         increasing, anomaly counts, in-distribution counts) of its own percentile bins
-        (what :mod:`analyze.smiyc_bootstrap` resamples)."""
+        (what :mod:`analyze.metrics.smiyc_bootstrap` resamples)."""
         return list(self._frames)
 
     def merge(self, other: "SmiycState") -> "SmiycState":

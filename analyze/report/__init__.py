@@ -21,18 +21,24 @@ Tables (pandas DataFrames, then Markdown / LaTeX text)
 
 Both take ``ci=True`` for cells such as ``"61.39 [59.1, 63.0]"`` (value and the bootstrap
 interval of the ``ci_low``/``ci_high`` columns). Only rows with an empty ``selected_on`` are
-used: rows made by :func:`analyze.temperature.select_temperature` are a different table.
+used: rows made by :func:`analyze.report.temperature.select_temperature` are a different table.
 
-Figures (:mod:`analyze.report.figures`): the paper's Figures 5-6 (a metric against T), PR and
-ROC curves per dataset, scorers compared per dataset.
+Figures: :mod:`analyze.report.multiples` (what the report draws, one file per figure kind and
+dataset: temperature small multiples, scorers compared on a fitted axis with the chance level)
+and :mod:`analyze.report.figures` (PR and ROC curves per dataset; the paper's Figures 5-6 and
+the older bar chart stay available to the API).
 
 :func:`write_report` writes all of them, skipping (with a note) what the results cannot
-support, and a ``report.md`` that shows every table and figure with those notes.
+support, and a ``report.md`` that shows every table and figure with those notes; the tables
+mark the cells not significantly different from each column's best
+(:mod:`analyze.report.significance`), and ``html=True`` adds one self-contained ``index.html``
+(:mod:`analyze.report.html`).
 
 Modules: :mod:`~analyze.report.names` (vocabulary), :mod:`~analyze.report.rows` (which rows a
 number comes from), :mod:`~analyze.report.tables` (Tables 1-2 as DataFrames),
 :mod:`~analyze.report.text` (Markdown and LaTeX), :mod:`~analyze.report.figures`,
-:mod:`~analyze.report.write` (the whole report).
+:mod:`~analyze.report.multiples`, :mod:`~analyze.report.significance`, :mod:`~analyze.report.html`
+(with :mod:`~analyze.report.html_assets`), :mod:`~analyze.report.write` (the whole report).
 """
 
 from __future__ import annotations

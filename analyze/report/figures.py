@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analyze.cells import at_t, checked, choose_frames, prefer_target, series_labels
+from analyze.report.cells import at_t, checked, choose_frames, prefer_target, series_labels
 from analyze.report.names import (HIGHER_IS_BETTER, METRIC_NAMES, SCORERS, TABLE_METRICS, TARGET_NOTES, dataset_name,
                                   dataset_order, default_miou_dataset, model_name, scorer_name, slug)
 from analyze.report.rows import anomaly_rows, grid_rows, miou_row, ordered, runs_of, table_keys

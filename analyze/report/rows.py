@@ -1,7 +1,7 @@
 """Which results rows a table or figure of the report shows.
 
 Anomaly-metric rows of one protocol and one frames rule, checked to come from one cache per
-(run, model, dataset) (:mod:`analyze.cells`); their (model, run, scorer) keys in Table 1's
+(run, model, dataset) (:mod:`analyze.report.cells`); their (model, run, scorer) keys in Table 1's
 order; the mIoU row of a model at a temperature; the temperature grids of Table 2 and the
 T figures.
 """
@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analyze.cells import T_ATOL, at_t, checked, choose_frames, one_row_each, plain, prefer_target, target_rank
+from analyze.report.cells import T_ATOL, at_t, checked, choose_frames, one_row_each, plain, prefer_target, target_rank
 from analyze.report.names import MODELS, TABLE_METRICS, default_miou_dataset, model_name, scorer_name, scorers_in_order
 from schemas.results import SEMANTIC_SCORER, ResultsError
 

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analyze.cells import at_t, one_row_each, prefer_target, series_labels
+from analyze.report.cells import at_t, one_row_each, prefer_target, series_labels
 from analyze.report.names import (METRIC_NAMES, TABLE_METRICS, TARGET_NOTES, dataset_name, dataset_order,
                                   default_miou_dataset, model_name, scorer_name)
 from analyze.report.text import UNDEFINED
@@ -95,6 +95,8 @@ def table1(df: pd.DataFrame, protocol: str = "exact", temperature: float = 1.0, 
         + (" Brackets: bootstrap confidence interval." if ci else "")
     )
     table.attrs["keys"] = keys
+    table.attrs["cells"] = [(None, "miou")] + [(d, m) for d in datasets for m in TABLE_METRICS]
+    table.attrs.update(protocol=protocol, frames=rule, row_cells=[(m, r, s, float(temperature), None) for m, r, s in keys])
     table.attrs["no_bold"] = [table.columns[0]]  # one mIoU per model, repeated: bold would mark a model
     return table
 
@@ -136,4 +138,6 @@ def table2(df: pd.DataFrame, model: str = "eomt", scorer: str = "msp", protocol:
         f"{TARGET_NOTES.get(target, 'target ' + target)}), in %. T = 1 is the baseline. "
         f"↑ higher is better, ↓ lower is better." + (" Brackets: bootstrap confidence interval." if ci else "")
     )
+    table.attrs["cells"] = [(None, "miou")] + [(d, m) for d in datasets for m in TABLE_METRICS]
+    table.attrs.update(protocol=protocol, frames=rule, row_cells=[(model, r, scorer, t, target) for r, t in keys])
     return table

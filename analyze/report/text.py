@@ -15,6 +15,9 @@ import pandas as pd
 
 from analyze.report.names import HIGHER_IS_BETTER, METRIC_NAMES, metric_label
 
+MARK = "†"  # not significantly different from the column's best (analyze.report.significance)
+MARK_TEX = r"$^\dagger$"
+
 
 MISSING_MD = "–"  # not computed: no row in the results
 MISSING_TEX = "--"
@@ -76,8 +79,10 @@ def to_markdown(table: pd.DataFrame, caption: str | None = None, bold_best: bool
     best = _best(table) if bold_best else {}
     index = [[_fmt_index(i).replace("|", "\\|") for i in (idx if isinstance(idx, tuple) else (idx,))]
              for idx in table.index]
-    cells = [[f"**{_fmt(v, MISSING_MD)}**" if _is_best(v, best.get(col)) else _fmt(v, MISSING_MD)
-              for col, v in row.items()] for _, row in table.iterrows()]
+    marks = table.attrs.get("marks", set())
+    cells = [[(f"**{_fmt(v, MISSING_MD)}**" if _is_best(v, best.get(col)) else _fmt(v, MISSING_MD))
+              + (MARK if (i, j) in marks else "") for j, (col, v) in enumerate(row.items())]
+             for i, (_, row) in enumerate(table.iterrows())]
     headers = [n or "" for n in table.index.names]
     headers += [" / ".join(p for p in _header(c, "unicode") if p).replace("|", "\\|") for c in table.columns]
     shown = pd.DataFrame([i + c for i, c in zip(index, cells)])
@@ -134,7 +139,8 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
         "\\midrule",
     ]
     prev = None
-    for idx, row in table.iterrows():
+    marks = table.attrs.get("marks", set())
+    for i, (idx, row) in enumerate(table.iterrows()):
         idx = idx if isinstance(idx, tuple) else (idx,)
         first = _fmt_index(idx[0])
         if n_idx > 1 and prev is not None and first != prev:
@@ -142,17 +148,18 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
         cells = [_tex(first) if (n_idx == 1 or first != prev) else ""]
         cells += [_tex(_fmt_index(i)) for i in idx[1:]]
         prev = first
-        for col, v in row.items():
+        for j, (col, v) in enumerate(row.items()):
             text = _tex(_fmt(v, MISSING_TEX)) if isinstance(v, str) else _fmt(v, MISSING_TEX)
             if _is_best(v, best.get(col)):
                 text = f"\\textbf{{{text}}}"
-            cells.append(text)
+            cells.append(text + (MARK_TEX if (i, j) in marks else ""))
         lines.append(" & ".join(cells) + r" \\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     if _has_undefined(table):
         lines.append(f"\\par{{\\footnotesize {_tex(UNDEFINED_NOTE.format(missing=MISSING_TEX))}}}")
     if caption:
-        cap = _tex(caption).replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
+        cap = (_tex(caption).replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
+           .replace(MARK, MARK_TEX))
         lines.append(f"\\caption{{{cap}}}")
     if label:
         lines.append(f"\\label{{{label}}}")

@@ -3,7 +3,7 @@
 Each needs, besides the class scores ``s``, per-query quantities carried by the masks:
 ``sum_q w_q sigmoid(m_q)`` (a *sum* channel) or ``max_q w_q sigmoid(m_q)`` (a *max*
 channel), with per-query weights ``w_q`` taken from ``p_q = softmax(c_q / T)`` over the K + 1
-classes (:class:`QueryChannel`). :class:`analyze.compose.FrameComposer` computes them from the
+classes (:class:`QueryChannel`). :class:`analyze.compose.queries.FrameComposer` computes them from the
 same per-crop mask sigmoids as ``s``, for every temperature: a sum channel is one more row
 of the class-score product, a max channel a reduction over the few queries with ``w_q > 0``.
 They are then composed exactly like ``s`` (crop overlaps averaged, bilinear resize to the

@@ -2,7 +2,7 @@
 
 Every scorer maps "logits" ``x`` of shape ``(K, H, W)`` (numpy array or CPU tensor) and a
 temperature ``T > 0`` to an ``(H, W)`` float64 map, computed on ``x / T`` in float64
-(:func:`score_many`). What ``x`` is depends on the model (see :mod:`analyze.compose`):
+(:func:`score_many`). What ``x`` is depends on the model (see :mod:`analyze.compose.queries`):
 
 * pixel model (ERFNet): the class logits ``z`` with the void channel already dropped, so the
   void channel never enters a softmax;
@@ -12,7 +12,7 @@ temperature ``T > 0`` to an ``(H, W)`` float64 map, computed on ``x / T`` in flo
   ``softmax(s)``, Energy ``-logsumexp(s)``, GEN, KL matching and SML likewise.
 
 The mask scorers (EAM, no-object, Mask2Anomaly) are evaluated in the same tiles from the query
-channels that :class:`analyze.compose.FrameComposer` composes beside ``s``
+channels that :class:`analyze.compose.queries.FrameComposer` composes beside ``s``
 (:mod:`analyze.scorers.masks`); SML's boundary suppression and smoothing run on the whole map
 afterwards (:mod:`analyze.scorers.sml`).
 
@@ -42,6 +42,7 @@ import torch
 
 from analyze.scorers import masks, sml
 from analyze.scorers.compiled import CHUNK_PIXELS, CompiledTile
+from analyze.scorers.plugins import PluginMaps
 from analyze.scorers.registry import Scorer, get_scorer
 from analyze.scorers.tile_math import SCORE_DTYPE, first_argmax, score_tile
 
@@ -97,7 +98,7 @@ def row_tiles(shape: Sequence[int]) -> list[slice]:
 def _check_scorers(scorers: Mapping[str, Scorer], stats: ClassStats | None) -> None:
     for s in scorers.values():
         if s.uses is not None:
-            raise ValueError(f"scorer {s.name} averages two passes: evaluate it with analyze.frame_scores")
+            raise ValueError(f"scorer {s.name} averages two passes: evaluate it with analyze.compose.frame_scores")
         if s.needs_stats and stats is None:
             raise ValueError(f"scorer {s.name} needs in-distribution statistics (stats=)")
 
@@ -129,14 +130,17 @@ class MapScorer:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         self.scorers = {n: get_scorer(n) for n in dict.fromkeys(names)}
         _check_scorers(self.scorers, stats)
+        self.plugins = PluginMaps(self.scorers, float(temperature), shape, stats)  # users' functions
+        builtin = {n: s for n, s in self.scorers.items() if s.plugin is None}
         self.temperature = float(temperature)
         self.stats = stats
         self.device = torch.device(device)
         self.compiled = self.device.type == "cpu" if compiled is None else bool(compiled)
         if self.compiled and self.device.type != "cpu":
             raise ValueError("the compiled scorers run on the CPU only")
-        self.maps = {n: torch.empty(shape, dtype=SCORE_DTYPE, device=self.device) for n in self.scorers}
-        needs_sem = semantic or any(s.base == "sml" for s in self.scorers.values())
+        self.builtin = builtin
+        self.maps = {n: torch.empty(shape, dtype=SCORE_DTYPE, device=self.device) for n in builtin}
+        needs_sem = semantic or any(s.base == "sml" for s in builtin.values())
         self.sem = torch.empty(shape, dtype=torch.uint8, device=self.device) if needs_sem else None
         self._semantic = semantic
         self._tiles: dict[int, CompiledTile] = {}
@@ -149,6 +153,7 @@ class MapScorer:
         k = x.shape[0]
         if self.stats is not None and self.stats.mean.shape[0] != k:
             raise ValueError(f"statistics of {self.stats.mean.shape[0]} classes for scores of {k} classes")
+        self.plugins.add(x, rows, cols)
         if self.compiled:
             x = torch.as_tensor(x)
             if x.dtype not in (torch.float32, torch.float64):  # float16, bfloat16: exact in float32
@@ -160,7 +165,7 @@ class MapScorer:
             tile /= self.temperature
         out = {n: m[rows, cols] for n, m in self.maps.items()}
         ch = {key: torch.as_tensor(c).to(self.device) for key, c in (channels or {}).items()}
-        score_tile(tile, self.temperature, self.scorers, out, None if self.sem is None else self.sem[rows, cols],
+        score_tile(tile, self.temperature, self.builtin, out, None if self.sem is None else self.sem[rows, cols],
                    self.stats, ch)
 
     def _add_compiled(self, x: np.ndarray, rows: slice, cols: slice, channels: Mapping[str, ArrayLike]) -> None:
@@ -168,7 +173,7 @@ class MapScorer:
         step = max(1, CHUNK_PIXELS // w)  # whole rows per chunk
         tile = self._tiles.get(step * w)
         if tile is None:
-            tile = self._tiles[step * w] = CompiledTile(self.scorers, self.temperature, self.stats, k, step * w)
+            tile = self._tiles[step * w] = CompiledTile(self.builtin, self.temperature, self.stats, k, step * w)
         ch = {key: c if isinstance(c, np.ndarray) else c.numpy() for key, c in channels.items()}
         maps = {n: m[rows, cols].numpy() for n, m in self.maps.items()}
         sem = None if self.sem is None else self.sem[rows, cols].numpy()
@@ -186,13 +191,15 @@ class MapScorer:
     def finish(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """``({name: (H, W) float64}, semantic (H, W) uint8 or None)``, SML smoothed, on the CPU."""
         out = {}
-        for n, s in self.scorers.items():
+        for n, s in self.builtin.items():
             m = self.maps[n]
             if s.base == "sml":
                 kw = s.kwargs
                 m = sml.suppress_and_smooth(m, self._semantic_map(), kw["width"], kw["iterations"], kw["dilation"],
                                             kw["border"])
             out[n] = m.cpu().numpy()
+        out.update(self.plugins.finish())
+        out = {n: out[n] for n in self.scorers}  # in the order asked for
         return out, (self._semantic_map().cpu().numpy() if self._semantic else None)
 
     def _semantic_map(self) -> torch.Tensor:
@@ -256,7 +263,7 @@ def score(name: str, x: ArrayLike, temperature: float = 1.0, stats: ClassStats |
         T: the scorer sees ``x / T``.
     stats
         The :class:`ClassStats` of this T for KL matching and SML
-        (:meth:`analyze.id_stats.IdStats.class_stats`); None for the other scorers.
+        (:meth:`analyze.scorers.id_stats.IdStats.class_stats`); None for the other scorers.
 
     Returns
     -------

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
+from analyze.scorers import plugin_load
+
 #: what a scorer may need: the per-pixel scores x (ERFNet logits, EoMT class scores), the
 #: per-query outputs of a mask model, in-distribution statistics, a flipped second pass
 NEEDS = {
@@ -77,7 +79,7 @@ class Scorer:
     ``name`` is the spec written in results rows (:func:`spec_name`); ``base`` the registry
     name. The scorers of ``x`` are evaluated by :func:`analyze.scorers.pixel.score_many` (one
     alone: :func:`analyze.scorers.pixel.score`), those of the query outputs by
-    :func:`analyze.frame_scores.iter_frame_scores`.
+    :func:`analyze.compose.frame_scores.iter_frame_scores`.
     """
 
     base: str
@@ -91,6 +93,7 @@ class Scorer:
     params: tuple[tuple[str, Any], ...] = ()
     check_params: Callable[[dict], str | None] = field(default=lambda p: None, compare=False, repr=False)
     uses: str | None = None  # the scorer whose query channels and formula this one averages (m2a_flip: m2a)
+    plugin: plugin_load.Plugin | None = None  # a user's function (analyze.scorers.plugins), None for the built-ins
 
     @property
     def name(self) -> str:
@@ -219,8 +222,30 @@ SCORERS: dict[str, Scorer] = {s.base: s.with_params() for s in _ALL}
 STUDY_SCORERS = ("msp", "maxlogit", "maxentropy", "energy", "rba")  # the seed study's five
 
 
-def _parse_params(base: str, items: Sequence[str]) -> dict[str, Any]:
-    scorer = SCORERS[base]
+def plugin_scorer(p: plugin_load.Plugin) -> Scorer:
+    """The :class:`Scorer` of a loaded plugin (:mod:`analyze.scorers.plugin_load`), default parameters."""
+    version = f" {p.version}" if p.version else ""
+    return Scorer(p.name, p.display, p.formula, f"plugin `{p.target}`{version}",
+                  ("scores", "id_stats") if p.needs_stats else ("scores",), p.kinds, "input",
+                  tuple(Param(n, type(d), d, doc) for n, d, doc in p.params), plugin=p).with_params()
+
+
+def _split_head(head: str) -> tuple[str, str]:
+    """``name[:k=v]`` -> (name, 'k=v' or ''); a plugin's name holds ``:`` itself (``mod:fn:k=v``)."""
+    name, sep, last = head.rpartition(":")
+    return (name, last) if sep and "=" in last else (head, "")
+
+
+def _lookup(name: str) -> Scorer | None:
+    """A built-in (case-insensitive) or a plugin (:func:`analyze.scorers.plugin_load.find`) by name."""
+    if name.lower() in SCORERS:
+        return SCORERS[name.lower()]
+    found = plugin_load.find(name)
+    return None if found is None else plugin_scorer(found)
+
+
+def _parse_params(scorer: Scorer, items: Sequence[str]) -> dict[str, Any]:
+    base = scorer.base
     specs = {p.name: p for p in scorer.param_specs}
     out: dict[str, Any] = {}
     for item in items:
@@ -235,15 +260,26 @@ def _parse_params(base: str, items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-@lru_cache(maxsize=256)
 def parse_spec(spec: str) -> tuple[Scorer, ...]:
-    """The scorers of a comma list such as ``'msp,gen:gamma=0.2,m=10,kl'`` (or ``'all'``).
+    """The scorers of a comma list such as ``'msp,gen:gamma=0.2,m=10,kl'`` (or ``'all'``, the built-ins).
+
+    A name that is not a built-in is a plugin (:mod:`analyze.scorers.plugin_load`): an installed
+    one's entry-point name, ``module:function`` or ``file.py:function``, parameters after a
+    further ``:`` (``mypkg.scores:fn:alpha=0.5``); loading it may raise
+    :class:`analyze.scorers.plugin_load.PluginError` (a ``ValueError``).
 
     An item ``name`` or ``name:key=value`` starts a scorer; an item ``key=value`` (no ``:``)
     continues the parameters of the scorer before it, so a scorer's parameters are separated
-    by commas like the scorers (scorer names never hold ``=``). Names are case-insensitive;
-    duplicates (same name and parameter values) are dropped; order follows ``spec``.
+    by commas like the scorers (scorer names never hold ``=``). Names are case-insensitive
+    (a plugin's module and function are not); duplicates (same name and parameter values) are
+    dropped; order follows ``spec``.
     """
+    return _parse_spec(spec, plugin_load.spec_files(spec))
+
+
+@lru_cache(maxsize=256)
+def _parse_spec(spec: str, files: tuple) -> tuple[Scorer, ...]:
+    """:func:`parse_spec`, cached; ``files``: the state of the plugin files ``spec`` names."""
     groups: list[list[str]] = []
     for raw in spec.split(","):
         item = raw.strip()
@@ -255,16 +291,17 @@ def parse_spec(spec: str) -> tuple[Scorer, ...]:
             groups.append([item])
     out: list[Scorer] = []
     for head, *rest in groups:
-        name, _, first = head.partition(":")
-        name = name.strip().lower()
-        if name == "all":
+        name, first = _split_head(head)
+        name = name.strip()
+        if name.lower() == "all":
             if len(groups) > 1 or first or rest:
                 raise ValueError(f"'all' cannot be combined with other scorers (got {spec!r})")
             return tuple(SCORERS.values())
-        if name not in SCORERS:
-            raise ValueError(f"unknown scorer {name!r}; valid: {', '.join(SCORERS)} (or 'all')")
-        params = _parse_params(name, ([first] if first else []) + rest)
-        scorer = SCORERS[name].with_params(**params)
+        found = _lookup(name)
+        if found is None:
+            raise ValueError(f"unknown scorer {name!r}; valid: {', '.join(SCORERS)} (or 'all'), an installed "
+                             "plugin (`analyze scorers`) or a module:function")
+        scorer = found.with_params(**_parse_params(found, ([first] if first else []) + rest))
         if scorer not in out:
             out.append(scorer)
     return tuple(out)
@@ -331,7 +368,7 @@ def scorer_display(name: str) -> str:
         s = get_scorer(name)
     except ValueError:
         return name
-    extra = name.partition(":")[2]
+    extra = _split_head(name)[1]
     return f"{s.display} ({extra.replace(',', ', ')})" if extra else s.display
 
 
@@ -340,7 +377,7 @@ def scorer_order(names: Iterable[str]) -> list[str]:
     rank = {b: i for i, b in enumerate(SCORERS)}
 
     def key(n: str):
-        base = n.partition(":")[0]
+        base = _split_head(n)[0]
         return (rank.get(base, len(rank)), n != base, n)
 
     return sorted(set(names), key=key)
@@ -357,7 +394,7 @@ def help_text() -> str:
         parts.append(s.base + params + (f" ({', '.join(filter(None, [kinds.strip()] + extra))})" if extra or kinds else ""))
     return ("'all' (default: every scorer the cache and the options allow, saying which are left out) or a comma "
             "list of: " + "; ".join(parts) + ". Parameters: gen:gamma=0.2,m=10 (a key=value item continues the "
-            "scorer before it).")
+            "scorer before it). " + plugin_load.help_line(SCORERS))
 
 
 def catalogue() -> list[str]:

@@ -4,7 +4,7 @@
 Cutting a frame into crops (:func:`window_image`, also the extractor's input), composing the
 crops' query outputs into per-pixel class scores (:func:`semantic_map`) and both together
 (:func:`predict_semantic`). The analysis composes cached outputs with
-:class:`analyze.compose.FrameComposer`; both are tested against one untiled oracle
+:class:`analyze.compose.queries.FrameComposer`; both are tested against one untiled oracle
 (``tests/oracles.py``), so they cannot drift apart.
 """
 

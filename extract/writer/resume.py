@@ -24,7 +24,8 @@ def _identity_mismatch(old: C.CacheSpec, new: C.CacheSpec) -> list[str]:
     for k in a:
         if a[k] != b[k]:
             diffs.append(k)
-    for k in ("kind", "frame_ids", "sizes", "n_classes", "crop_size", "n_queries", "mask_size", "logit_sizes", "hflip"):
+    for k in ("kind", "frame_ids", "sizes", "n_classes", "crop_size", "n_queries", "mask_size", "logit_sizes", "hflip",
+              "semantic_inference", "input_sizes", "mask_sizes"):
         if getattr(old, k) != getattr(new, k):
             diffs.append(k)
     if not np.array_equal(old.labelled_mask, new.labelled_mask):  # a cache without the record: all labelled

@@ -74,8 +74,13 @@ def write_frame_query(root: zarr.Group, spec: CacheSpec, i: int, class_logits: n
     a, b = (int(v) for v in spec.crop_offsets()[i : i + 2])
     if class_logits.shape != (b - a, spec.n_queries, spec.n_classes + 1):
         raise CacheError(f"frame {spec.frame_ids[i]}: class_logits shape {class_logits.shape} unexpected")
-    if mask_logits.shape != (b - a, spec.n_queries, spec.mask_size, spec.mask_size):
-        raise CacheError(f"frame {spec.frame_ids[i]}: mask_logits shape {mask_logits.shape} unexpected")
+    if mask_logits.shape != (b - a, spec.n_queries, *spec.mask_hw(i)):
+        raise CacheError(f"frame {spec.frame_ids[i]}: mask_logits shape {mask_logits.shape} unexpected "
+                         f"(expected {(b - a, spec.n_queries, *spec.mask_hw(i))})")
+    if spec.mask_hw(i) != spec.mask_shape:  # masks of several sizes (Mask2Former): top-left of the stored shape
+        padded = np.zeros((b - a, required(spec.n_queries, "n_queries"), *spec.mask_shape), dtype=np.float16)
+        padded[:, :, : mask_logits.shape[2], : mask_logits.shape[3]] = mask_logits
+        mask_logits = padded
     cls_name, mask_name = _array("class_logits", flip, spec), _array("mask_logits", flip, spec)
     for j in range(b - a):
         write_chunk(array(root, cls_name), a + j, class_logits[j])
@@ -122,5 +127,7 @@ def read_query_outputs(root: zarr.Group, spec: CacheSpec, i: int, flip: bool = F
     """(class logits, mask logits) of the crops of frame ``i`` (``flip``: of the flipped pass, whose
     crops are the windows of the mirrored image)."""
     a, b = (int(v) for v in spec.crop_offsets()[i : i + 2])
+    h, w = spec.mask_hw(i)
+    masks = (slice(a, b),) if (h, w) == spec.mask_shape else (slice(a, b), slice(None), slice(0, h), slice(0, w))
     return (_read(root, spec, _array("class_logits", flip, spec), i, slice(a, b)),
-            _read(root, spec, _array("mask_logits", flip, spec), i, slice(a, b)))
+            _read(root, spec, _array("mask_logits", flip, spec), i, masks))

@@ -19,6 +19,7 @@ import numpy as np
 
 from schemas.errors import DataError
 from schemas.manifest import LABEL_KINDS
+from schemas.inference import inference_windows, parse_inference
 from schemas.windows import FrameWindows, frame_windows
 
 SCHEMA_VERSION = 1
@@ -163,6 +164,12 @@ class CacheSpec:
     labelled: tuple[bool, ...] | None = None  # per frame; None (absent in older caches): all labelled
     # a flipped second pass is stored beside the outputs (``extract run --hflip``); absent = False
     hflip: bool = False
+    # query caches of a model other than EoMT (Mask2Former): the semantic inference that composes
+    # them (schemas.inference), each frame's model input size (H, W) and its mask logits' (h, w);
+    # absent (None): EoMT's windows of crop_size and square masks of mask_size
+    semantic_inference: str | None = None
+    input_sizes: tuple[tuple[int, int], ...] | None = None
+    mask_sizes: tuple[tuple[int, int], ...] | None = None
 
     def __post_init__(self):
         try:
@@ -181,8 +188,26 @@ class CacheSpec:
             if self.n_channels is None or self.logit_sizes is None or len(self.logit_sizes) != len(self.sizes):
                 raise CacheError("pixel cache needs n_channels and one logit size per frame")
         else:
-            if not (self.crop_size and self.n_queries and self.mask_size):
-                raise CacheError("query cache needs crop_size, n_queries and mask_size")
+            if not (self.n_queries and self.mask_size and (self.crop_size or self.semantic_inference)):
+                raise CacheError("query cache needs crop_size (or a semantic_inference), n_queries and mask_size")
+        self._check_inference()
+
+    def _check_inference(self) -> None:
+        if self.semantic_inference is None:
+            if self.input_sizes is not None or self.mask_sizes is not None:
+                raise CacheError("input_sizes and mask_sizes belong to a cache with a semantic_inference")
+            return
+        try:
+            parse_inference(self.semantic_inference)
+        except ValueError as exc:
+            raise CacheError(str(exc)) from None
+        if self.kind != "query":
+            raise CacheError("semantic_inference belongs to a query cache")
+        for name, sizes in (("input_sizes", self.input_sizes), ("mask_sizes", self.mask_sizes)):
+            if sizes is None or len(sizes) != len(self.sizes):
+                raise CacheError(f"a cache with semantic_inference needs one of {name} per frame")
+        if max(max(hw) for hw in self.mask_sizes or ((0, 0),)) > (self.mask_size or 0):
+            raise CacheError("mask_size must be at least the largest side of mask_sizes")
 
     @property
     def n_frames(self) -> int:
@@ -211,7 +236,24 @@ class CacheSpec:
 
     def windows(self, i: int) -> FrameWindows:
         h, w = self.sizes[i]
+        if self.semantic_inference is not None:
+            return inference_windows(self.semantic_inference, (h, w), required(self.input_sizes, "input_sizes")[i])
         return frame_windows(h, w, required(self.crop_size, "crop_size"))
+
+    def mask_hw(self, i: int) -> tuple[int, int]:
+        """(h, w) of the mask logits of frame ``i``'s crops."""
+        if self.mask_sizes is not None:
+            return self.mask_sizes[i]
+        m = required(self.mask_size, "mask_size")
+        return m, m
+
+    @property
+    def mask_shape(self) -> tuple[int, int]:
+        """(h, w) of the stored mask logits: every frame's masks padded to the largest (EoMT: square)."""
+        if self.mask_sizes is not None:
+            return max(h for h, _ in self.mask_sizes), max(w for _, w in self.mask_sizes)
+        m = required(self.mask_size, "mask_size")
+        return m, m
 
     def crop_offsets(self) -> np.ndarray:
         """Crops of frame i are ``crop_offsets()[i]:crop_offsets()[i + 1]`` (F + 1 int32)."""
@@ -240,6 +282,12 @@ class CacheSpec:
             del d["labelled"]  # the format of caches written before the attribute existed
         else:
             d["labelled"] = [bool(v) for v in self.labelled]
+        if self.semantic_inference is None:  # EoMT caches keep the format they always had
+            for k in ("semantic_inference", "input_sizes", "mask_sizes"):
+                del d[k]
+        else:
+            d["input_sizes"] = [list(s) for s in self.input_sizes or ()]
+            d["mask_sizes"] = [list(s) for s in self.mask_sizes or ()]
         return d
 
     @classmethod
@@ -254,6 +302,9 @@ class CacheSpec:
             d["logit_sizes"] = tuple(tuple(int(v) for v in s) for s in d["logit_sizes"])
         if d.get("labelled") is not None:
             d["labelled"] = tuple(bool(v) for v in d["labelled"])
+        for k in ("input_sizes", "mask_sizes"):
+            if d.get(k) is not None:
+                d[k] = tuple(tuple(int(v) for v in s) for s in d[k])
         return cls(provenance=prov, **d)
 
 
@@ -292,7 +343,17 @@ def output_settings(spec: CacheSpec) -> dict[str, Any]:
     return {"dtype": spec.provenance.dtype, "hflip": bool(spec.hflip), "sizes": [list(s) for s in spec.sizes],
             "logit_sizes": None if spec.logit_sizes is None else [list(s) for s in spec.logit_sizes],
             "crop_size": spec.crop_size, "n_queries": spec.n_queries, "mask_size": spec.mask_size,
-            "n_channels": spec.n_channels, "labelled": [bool(v) for v in spec.labelled_mask]}
+            "n_channels": spec.n_channels, "labelled": [bool(v) for v in spec.labelled_mask]
+            } | _inference_settings(spec)
+
+
+def _inference_settings(spec: CacheSpec) -> dict[str, Any]:
+    """The semantic inference and its sizes; nothing for EoMT and pixel caches (whose digests stay)."""
+    if spec.semantic_inference is None:
+        return {}
+    return {"semantic_inference": spec.semantic_inference,
+            "input_sizes": [list(s) for s in spec.input_sizes or ()],
+            "mask_sizes": [list(s) for s in spec.mask_sizes or ()]}
 
 
 def cache_digest(spec: CacheSpec) -> str:

@@ -45,10 +45,10 @@ def _shape_and_chunks(spec: CacheSpec, a: ArraySpec) -> tuple[tuple[int, ...], t
         h, w = spec.logit_shape
         shapes |= {"logits": (F, required(spec.n_channels, "n_channels"), h, w), "logit_sizes": (F, 2)}
     else:
-        C, Q, m = spec.n_crops, required(spec.n_queries, "n_queries"), required(spec.mask_size, "mask_size")
+        C, Q = spec.n_crops, required(spec.n_queries, "n_queries")
         shapes |= {
             "class_logits": (C, Q, spec.n_classes + 1),
-            "mask_logits": (C, Q, m, m),
+            "mask_logits": (C, Q, *spec.mask_shape),
             "crop_frame": (C,),
             "crop_start": (C,),
             "crop_end": (C,),

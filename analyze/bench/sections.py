@@ -1,0 +1,107 @@
+"""Benchmarks: ``python -m analyze.bench [--pixels 50_000_000] [--out bench_out]``.
+
+Each entry of :data:`SECTIONS` is one benchmark (a name, a help line, a function that returns
+a Markdown report); add a section by appending to that list. ``--section NAME`` runs one.
+Sections: ``pixel_metrics`` (:mod:`analyze.bench.pixels`: the exact metrics against scikit-learn
+and ood_metrics), ``study`` (:mod:`analyze.bench.study`: ``analyze score`` on 1024x2048 caches
+of both kinds against a library-kernel reference, and the whole study projected),
+``eomt_temperature_grid`` (:mod:`analyze.bench.eomt`), ``compare_every_pair``
+(:mod:`analyze.bench.compare`), ``fit_nll_memory``
+(:mod:`analyze.bench.fit`). ``--worker`` runs one measurement of ``pixel_metrics`` in a fresh
+process (:func:`analyze.bench.pixels.worker`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from analyze.bench import pixels as bench_pixels
+from analyze.bench.pixels import DEFAULT_PIXELS, run_pixel_metrics
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    help: str
+    run: Callable[[int, int], tuple[str, dict, bool]]  # (pixels, seed) -> (markdown, data, ok)
+
+
+SECTIONS: list[Section] = [
+    Section(
+        "pixel_metrics",
+        "exact pooled AuPRC/AUROC/FPR95 vs concatenate + scikit-learn + ood_metrics",
+        run_pixel_metrics,
+    ),
+    Section(
+        "study",
+        "`analyze score` on 1024x2048 caches of both kinds vs a library-kernel reference; the whole study projected",
+        lambda pixels, seed: __import__("analyze.bench.study", fromlist=["x"]).run_study(pixels, seed),
+    ),
+    Section(
+        "eomt_temperature_grid",
+        "EoMT scoring of a full T grid against a single T",
+        lambda pixels, seed: __import__("analyze.bench.eomt", fromlist=["x"]).run_eomt_temperature_grid(pixels, seed),
+    ),
+    Section(
+        "eomt_every_scorer",
+        "EoMT T grid with every scorer vs the same grid with the study's five (goal <= 1.3x)",
+        lambda pixels, seed: __import__("analyze.bench.scorers", fromlist=["x"]).run_eomt_every_scorer(pixels, seed),
+    ),
+    Section(
+        "compare_every_pair",
+        "`analyze compare` of every pair of 12 scorers x 4 T vs their `--bootstrap 1000` intervals (goal <= 2x)",
+        lambda pixels, seed: __import__("analyze.bench.compare", fromlist=["x"]).run_compare_every_pair(pixels, seed),
+    ),
+    Section(
+        "fit_nll_memory",
+        "peak memory of `analyze temperature --fit nll` on 100 and 500 Cityscapes-val-shaped frames",
+        lambda pixels, seed: __import__("analyze.bench.fit", fromlist=["x"]).run_fit_nll_memory(pixels, seed),
+    ),
+]
+
+
+@click.command()
+@click.option("--pixels", default=DEFAULT_PIXELS, show_default=True, type=int, help="pixels in the synthetic data")
+@click.option(
+    "--out", "out_dir", default="bench_out", show_default=True, type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option(
+    "--section", "sections", multiple=True, type=click.Choice([s.name for s in SECTIONS]), help="run only these"
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--worker", default=None, hidden=True)
+@click.option("--distinct", is_flag=True, hidden=True, help="worker: all-distinct scores")
+@click.option("--dtype", default="float32", hidden=True, type=click.Choice(["float32", "float64"]),
+              help="worker: the scores' type")
+def main(pixels: int, out_dir: Path, sections: tuple[str, ...], seed: int, worker: str | None, distinct: bool,
+         dtype: str) -> None:
+    """Run the benchmarks and write bench.md and bench.json under --out.
+
+    Example: python -m analyze.bench --pixels 20_000_000 --out bench_out
+    """
+    if worker is not None:
+        click.echo(json.dumps(bench_pixels.worker(worker, pixels, seed, distinct, dtype)))
+        return
+    chosen = [s for s in SECTIONS if not sections or s.name in sections]
+    reports, data, all_ok = [], {}, True
+    for section in chosen:
+        click.echo(f"running {section.name}: {section.help} ...", err=True)
+        md, d, ok = section.run(pixels, seed)
+        reports.append(md)
+        data[section.name] = d
+        all_ok &= ok
+        click.echo(md)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.md").write_text("\n".join(reports))
+    (out_dir / "bench.json").write_text(json.dumps(data, indent=2))
+    if not all_ok:
+        raise click.ClickException("a benchmark's results disagree with its reference")
+
+
+if __name__ == "__main__":
+    main()

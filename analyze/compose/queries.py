@@ -1,0 +1,372 @@
+"""Model outputs -> per-pixel class scores or logits at label resolution, one frame at a time.
+
+The one composition path: :mod:`analyze.compose.frame_scores` (and through it ``analyze score``,
+``analyze maps`` and ``analyze export``) composes whole frames with :class:`FrameComposer`
+and :func:`analyze.compose.resize.pixel_logits_to_label_size`; the temperature fit evaluates the same chains at
+sampled pixels only (:meth:`FrameComposer.pixel_weights`, :func:`analyze.compose.resize.pixel_logits_at`), from
+the same taps, crop regions and crop counts (the resizing itself: :mod:`analyze.compose.resize`). The
+untiled, obviously correct composition is the tests' oracle (``tests/oracles.py``), as is the model's own semantic inference
+(:func:`extract.models.eomt.semantic_map`) tested against it.
+
+Mask model (EoMT), following the official semantic inference (``tue-mps/eomt``,
+``training/lightning_module.py``: ``to_per_pixel_logits_semantic``,
+``revert_window_logits_semantic``; ``training/mask_classification_semantic.py``):
+
+1. per crop, the mask logits ``m_q`` (Q, h, w) are bilinearly upsampled (``align_corners=False``,
+   ``torch.nn.functional.interpolate`` semantics) to the crop size and passed through a sigmoid;
+2. per crop, ``s_k(x) = sum_q softmax(c_q / T)_k * sigmoid(m_q(x))`` for ``k < K``: the
+   no-object class is dropped *after* the softmax over ``K + 1``;
+3. the crops are summed into the resized frame and divided by the per-pixel crop count;
+4. ``s`` (K, Hr, Wr) is bilinearly resized (``align_corners=False``) to the original size.
+
+Mask2Former caches compose the same way with one crop per frame that covers the whole "resized"
+frame (:mod:`schemas.inference`, chosen by the cache's ``semantic_inference``): transformers'
+``post_process_semantic_segmentation`` upsamples the masks to a fixed 384 x 384 (the crop), detectron2's
+``sem_seg_postprocess`` to the model input's size (a non-square crop, ``FrameWindows.tile``); step 3
+is then the identity. ``CacheSpec.windows`` is the one dispatch: nothing below depends on the model.
+
+Resizing is linear and the scorers are not, so the order is: ``s`` on the resized frame ->
+resize ``s`` -> scorer (the official code likewise resizes ``s`` before its argmax).
+
+Temperature on a mask model has two targets (REFERENCE.md section 4):
+
+* ``'query'`` (default): ``T`` divides the query class logits ``c_q`` before their softmax.
+  This changes ``s`` and hence the semantic map (mIoU); the scorer then sees ``s`` at T = 1.
+* ``'pixel'``: ``s`` is computed at T = 1 and the scorer's input is ``s / T``; the
+  semantic map does not depend on ``T``.
+
+Both targets coincide at ``T = 1``. Everything is float32; mask logits stored as float16
+are upcast before the upsampling.
+
+Memory: a 1024 crop with 100 queries has 400 MB of upsampled masks. :class:`FrameComposer`
+never holds them: it upsamples one tile of crop rows at a time (``tile_rows``), applies the
+sigmoid once, and multiplies the tile by the class probabilities of *every* requested
+temperature in one matrix product, accumulating into one float32 ``(K, Hr, Wr)`` map per
+temperature (19 x 1024 x 2048 x 4 B = 160 MB). The resize to the original size, which needs
+neighbouring rows, runs on the complete map, so tiling does not change the result beyond
+float32 rounding of the summation (verified against the untiled oracle to 1e-6).
+
+Pixel model (ERFNet): the logits (C, h, w) at model resolution are bilinearly resized
+(``align_corners=False``) to the label size *before* scoring; the void channel is dropped
+before any softmax (dropping it before the resize is identical: the resize acts per
+channel). The semantic map is the argmax over the remaining classes and does not depend
+on ``T``; for a pixel model both temperature targets mean ``z / T``.
+
+Tensors are torch float32 on the CPU; semantic maps are uint8 numpy arrays
+(:func:`analyze.compose.resize.semantic_prediction`). The scorers (:mod:`analyze.scorers`) take it from there.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from analyze.compose.resize import ArrayLike, f32 as _f32, linear_taps as _linear_taps
+from analyze.compose.resize import resize_scores
+from analyze.scorers.masks import QueryChannel, max_channel, peaks
+from schemas.windows import FrameWindows
+
+TEMP_TARGETS = ("query", "pixel")
+DEFAULT_TEMP_TARGET = "query"
+DEFAULT_TILE_ROWS = 64
+
+
+def positive_temperature(t: float) -> float:
+    """``t`` as a float when it is finite and > 0 (any such T composes; the CLIs' narrower range
+    is :func:`analyze.scorers.check_temperature`)."""
+    t = float(t)
+    if not t > 0 or t == float("inf"):
+        raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
+    return t
+
+
+def parse_temp_target(target: str) -> str:
+    if target not in TEMP_TARGETS:
+        raise ValueError(f"temp_target must be one of {', '.join(TEMP_TARGETS)}; got {target!r}")
+    return target
+
+
+# ---------------------------------------------------------------------------------------
+# EoMT building blocks
+
+
+def class_probs(class_logits: ArrayLike, temperature: float = 1.0) -> torch.Tensor:
+    """``softmax(c / T)`` over the K + 1 classes with the last (no-object) dropped: (Q, K+1) -> (Q, K)."""
+    c = _f32(class_logits)  # (Q, K+1)
+    t = positive_temperature(temperature)
+    return torch.softmax(c if t == 1.0 else c / t, dim=-1)[:, :-1]  # (Q, K)
+
+
+def _full_probs(class_logits: ArrayLike, temperature: float) -> np.ndarray:
+    """``softmax(c / T)`` over all K + 1 classes, no-object last: (Q, K+1) float32 numpy."""
+    c = _f32(class_logits)
+    t = positive_temperature(temperature)
+    return torch.softmax(c if t == 1.0 else c / t, dim=-1).numpy()
+
+
+def _crop_region(geom: FrameWindows, j: int, r0: int, r1: int) -> tuple[slice, slice]:
+    """Rows ``r0:r1`` of crop ``j`` as (row, column) slices of the resized frame."""
+    w = geom.windows[j]
+    if geom.portrait:
+        return slice(w.start + r0, w.start + r1), slice(0, geom.tile[1])
+    return slice(r0, r1), slice(w.start, w.end)
+
+
+def _crop_counts(geom: FrameWindows) -> torch.Tensor:
+    """How many crops cover each pixel of the resized frame, shaped to broadcast on (K, Hr, Wr)."""
+    long_side = max(geom.resized)
+    counts = torch.zeros(long_side, dtype=torch.float32)
+    for w in geom.windows:
+        counts[w.start : w.end] += 1
+    if (counts == 0).any():
+        raise ValueError(f"windows {geom.windows} do not cover the resized frame {geom.resized}")
+    return counts[:, None] if geom.portrait else counts[None, :]
+
+
+def _check_geometry(geom: FrameWindows) -> None:
+    if min(geom.resized) != geom.crop:
+        raise ValueError(f"resized frame {geom.resized}: short side is not the crop size {geom.crop}")
+
+
+# ---------------------------------------------------------------------------------------
+# EoMT: tiled, all temperatures in one pass
+
+
+class FrameComposer:
+    """Per-pixel class scores ``s`` of one EoMT frame for any set of temperatures.
+
+    Holds the frame's raw outputs (mask logits (n_crops, Q, h, w), float16 or float32, and
+    class logits (n_crops, Q, K+1)) and its window geometry. :meth:`resized_scores` walks every
+    crop in tiles of ``tile_rows`` crop rows: each tile is upsampled and passed through the
+    sigmoid *once* and then serves all requested temperatures in one matrix product. With
+    ``keep_masks=True`` the sigmoid tiles are also kept (Q x crop^2 floats per crop) so that
+    later calls with other temperatures skip the upsampling; by default memory stays at one
+    tile plus one (K, Hr, Wr) accumulator per temperature.
+
+    ``channels`` (:class:`analyze.scorers.masks.QueryChannel`) are per-query quantities the mask
+    scorers need, ``sum_q w_q sigmoid(m_q)`` or ``max_q w_q sigmoid(m_q)`` with weights from the
+    class probabilities at each T: the sum channels are the rows of a second matrix product
+    of the same sigmoid tile (one row per channel and T), a max channel a reduction over the
+    queries with ``w_q > 0`` of that tile. :meth:`resized_maps` stacks them after the K class rows (in the order of
+    :attr:`channel_keys`), so they are composed exactly like ``s``.
+
+    ``device``: where the masks are upsampled and the maps accumulated (torch; ``analyze score
+    --device``). On the CPU the class-score products are numpy's (OpenBLAS, faster here);
+    ``compiled=False`` takes torch's there too: the code a GPU runs, tested on the CPU.
+    """
+
+    def __init__(
+        self,
+        mask_logits: Sequence[ArrayLike] | ArrayLike,
+        class_logits: Sequence[ArrayLike] | ArrayLike,
+        geom: FrameWindows,
+        *,
+        tile_rows: int = DEFAULT_TILE_ROWS,
+        keep_masks: bool = False,
+        channels: Sequence[QueryChannel] = (),
+        device: str | torch.device = "cpu",
+        compiled: bool | None = None,
+    ):
+        _check_geometry(geom)
+        if len(mask_logits) != geom.n_crops or len(class_logits) != geom.n_crops:
+            raise ValueError(
+                f"geometry has {geom.n_crops} crops; got {len(mask_logits)} mask and "
+                f"{len(class_logits)} class-logit crops"
+            )
+        if tile_rows < 1:
+            raise ValueError(f"tile_rows must be >= 1, got {tile_rows}")
+        q, h, w = tuple(mask_logits[0].shape)
+        if tuple(class_logits[0].shape[:1]) != (q,) or len(class_logits[0].shape) != 2:
+            raise ValueError(f"class logits {tuple(class_logits[0].shape)} do not match {q} queries")
+        self.geom = geom
+        self.num_queries = q
+        self.num_classes = int(class_logits[0].shape[1]) - 1  # K
+        self._mask_logits = mask_logits
+        self._class_logits = class_logits
+        self._tile_rows = int(tile_rows)
+        self.device = torch.device(device)
+        # the CPU's fast path multiplies with numpy's BLAS; elsewhere (or compiled=False) torch's
+        self._numpy = self.device.type == "cpu" if compiled is None else bool(compiled)
+        if self._numpy and self.device.type != "cpu":
+            raise ValueError("the compiled composition runs on the CPU only")
+        self._row_taps = tuple(t.to(self.device) for t in _linear_taps(h, geom.tile[0]))
+        self._kept: list[list[tuple[int, int, torch.Tensor]]] | None = (
+            [[] for _ in range(geom.n_crops)] if keep_masks else None
+        )
+        unique = list({c.key: c for c in channels}.values())
+        self._sum = [c for c in unique if c.reduce == "sum"]
+        self._max = [c for c in unique if c.reduce == "max"]
+        if len(self._sum) + len(self._max) != len(unique):
+            raise ValueError(f"channel reductions must be 'sum' or 'max'; got {sorted({c.reduce for c in unique})}")
+        #: the order of the channels after the K class rows of :meth:`resized_maps`
+        self.channel_keys: tuple[str, ...] = tuple(c.key for c in self._sum + self._max)
+        self._n_maps = self.num_classes + len(self.channel_keys)
+
+    def _mask_tiles(self, j: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(r0, r1, sigmoid(upsampled masks)[:, r0:r1, :])`` (Q, r1 - r0, crop) for crop ``j``."""
+        if self._kept is not None and self._kept[j]:
+            yield from self._kept[j]
+            return
+        rows, crop = self.geom.tile  # (crop, crop) for EoMT's windows
+        kept = []
+        m = torch.as_tensor(self._mask_logits[j]).to(self.device).to(torch.float32)  # (Q, h, w)
+        q, _, w = m.shape
+        i0, i1, a0, a1 = self._row_taps
+        for r0 in range(0, rows, self._tile_rows):
+            r1 = min(r0 + self._tile_rows, rows)
+            lo, hi = int(i0[r0]), int(i1[r1 - 1]) + 1  # source rows this tile reads
+            # columns first, on the few source rows needed (1-D linear = torch's bilinear width pass)
+            cols = F.interpolate(m[:, lo:hi].reshape(1, q * (hi - lo), w), size=crop, mode="linear",
+                                 align_corners=False).view(q, hi - lo, crop)  # (Q, hi-lo, crop)
+            # then rows: a1 * bottom + a0 * top, in place (the kernel's order; allocation dominates)
+            tile = cols.index_select(1, i1[r0:r1] - lo).mul_(a1[r0:r1, None])  # (Q, R, crop)
+            tile.addcmul_(cols.index_select(1, i0[r0:r1] - lo), a0[r0:r1, None]).sigmoid_()
+            if self._kept is not None:
+                kept.append((r0, r1, tile))
+            yield r0, r1, tile
+        if self._kept is not None:
+            self._kept[j] = kept  # only once the crop is complete
+
+    def resized_maps(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
+        """``{T: maps}`` on the resized frame, (K + C, Hr, Wr) each: ``s_T`` (``T`` divides the class
+        logits), then the C channels of :attr:`channel_keys` at that T.
+
+        Masks are upsampled once per call whatever the number of temperatures and channels.
+        """
+        temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
+        sums = {t: torch.zeros((self._n_maps, *self.geom.resized), dtype=torch.float32, device=self.device)
+                for t in temps}
+        for j in range(self.geom.n_crops):
+            prepared = self._products(j, temps)
+            for r0, r1, tile in self._mask_tiles(j):
+                rows, cols = _crop_region(self.geom, j, r0, r1)
+                self._add_tile(prepared, tile, [sums[t][:, rows, cols] for t in temps])
+        counts = _crop_counts(self.geom).to(self.device)
+        for t in temps:
+            sums[t].div_(counts)
+        return sums
+
+    def row_blocks(self, temperatures: Sequence[float] = (1.0,)) -> Iterator[tuple[slice, dict[float, torch.Tensor]]]:
+        """:meth:`resized_maps` in blocks of complete rows, ``(rows, {T: (K + C, R, Wr)})``, each yielded
+        as soon as every crop has added its tile (EoMT's fused pass: the scorers take a block
+        while it is in cache, and no full-size map exists). The same tiles, products and
+        additions in the same order, so the same bits. Landscape frames only (side-by-side
+        crops share their rows)."""
+        if self.geom.portrait:
+            raise ValueError("row_blocks needs side-by-side (landscape) crops")
+        temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
+        prepared = [self._products(j, temps) for j in range(self.geom.n_crops)]
+        counts = _crop_counts(self.geom).to(self.device)
+        width = self.geom.resized[1]
+        for tiles in zip(*(self._mask_tiles(j) for j in range(self.geom.n_crops))):
+            r0, r1 = tiles[0][:2]
+            block = {t: torch.zeros((self._n_maps, r1 - r0, width), dtype=torch.float32, device=self.device)
+                     for t in temps}
+            for j, (_, _, tile) in enumerate(tiles):
+                cols = _crop_region(self.geom, j, r0, r1)[1]
+                self._add_tile(prepared[j], tile, [block[t][:, :, cols] for t in temps])
+            for t in temps:
+                block[t].div_(counts)
+            yield slice(r0, r1), block
+
+    def _products(self, j: int, temps: Sequence[float]) -> tuple:
+        """Crop ``j``'s matrices, one set per T: class probabilities (K, Q), sum-channel weights
+        (C, Q) and the max channels' queries.
+
+        Each T gets products of its own: a BLAS product rounds a row by where it falls in the
+        matrix, so stacking the temperatures would make ``s_T``'s last bits depend on which
+        other temperatures were asked for (and on the BLAS build's blocking). The channels
+        likewise stay out of the class product, so no scorer depends on another's presence."""
+        k = self.num_classes
+        full = [_full_probs(self._class_logits[j], t) for t in temps]  # (Q, K+1) each
+        probs = [np.ascontiguousarray(p[:, :k].T) for p in full]  # (K, Q) per T
+        weights = [np.stack([c.weights(p) for c in self._sum]) for p in full] if self._sum else None  # (C, Q) per T
+        if not self._numpy:  # the same float32 matrices, multiplied by torch on the device
+            probs = [torch.from_numpy(p).to(self.device) for p in probs]
+            weights = None if weights is None else [torch.from_numpy(w).to(self.device) for w in weights]
+        crop_peaks = [peaks([c.weights(p) for c in self._max]) for p in full]  # per T: (queries, weights, same as)
+        return probs, weights, crop_peaks
+
+    def _add_tile(self, prepared: tuple, tile: torch.Tensor, targets: Sequence[torch.Tensor]) -> None:
+        """Add one sigmoid tile (Q, R, crop) times each T's matrices to that T's target view (K + C, R, crop)."""
+        probs, weights, crop_peaks = prepared
+        k, q, n_sum = self.num_classes, self.num_queries, len(self._sum)
+        r = tile.shape[1]
+        flat = tile.reshape(q, -1).numpy() if self._numpy else tile.reshape(q, -1)
+        for i, target in enumerate(targets):
+            # numpy's matmul (OpenBLAS): 2x torch's (MKL) for this skinny product on AMD CPUs
+            target[:k] += torch.as_tensor(probs[i] @ flat).view(k, r, -1)
+            if weights is not None:
+                target[k : k + n_sum] += torch.as_tensor(weights[i] @ flat).view(n_sum, r, -1)
+            done: list[torch.Tensor | None] = []
+            for c, (idx, w, same) in enumerate(crop_peaks[i]):
+                peak = done[same] if same is not None else max_channel(tile, idx, w)  # (R, crop) or None
+                done.append(peak)
+                if peak is not None:
+                    target[k + n_sum + c] += peak
+
+    def resized_scores(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
+        """``{T: s_T}`` on the resized frame, (K, Hr, Wr) each; ``T`` divides the class logits."""
+        return {t: m[: self.num_classes] for t, m in self.resized_maps(temperatures).items()}
+
+    def scores(self, temperature: float = 1.0, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """``s`` (K, H, W) at ``out_size`` (default: original size) for one temperature."""
+        t = positive_temperature(temperature)
+        return resize_scores(self.resized_scores((t,))[t], out_size or self.geom.original)
+
+    def pixel_weights(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Linear weights ``A`` (n, n_crops * Q), float64, with ``s_T[:, rows, cols].T = A @ P_T``
+        at ``n`` pixels of the original frame.
+
+        ``P_T`` stacks :func:`class_probs` ``(c_j, T)`` of every crop ``j`` (n_crops * Q, K). ``s``
+        is linear in the class probabilities, so :meth:`scores` at a few pixels is the same chain
+        evaluated there: the bilinear taps of the resize to the original size
+        (:func:`_linear_taps`) pick four points of the resized frame; each point takes, from
+        every crop whose region covers it (:func:`_crop_region`), the sigmoid of that crop's
+        bilinearly upsampled masks (the taps of :meth:`_mask_tiles`), divided by the point's
+        crop count (:func:`_crop_counts`). Every T is then a small matrix product instead of a
+        full composition (the temperature fit evaluates many T at sampled pixels).
+        """
+        geom = self.geom
+        rows, cols = np.asarray(rows), np.asarray(cols)
+        (h_out, w_out), (h_res, w_res) = geom.original, geom.resized
+
+        def taps(n_in: int, n_out: int, idx: np.ndarray) -> tuple[np.ndarray, ...]:
+            if n_in == n_out:  # resize_scores leaves the map as it is
+                return idx, idx, np.ones(idx.size, np.float32), np.zeros(idx.size, np.float32)
+            return tuple(t.numpy()[idx] for t in _linear_taps(n_in, n_out))
+
+        ry0, ry1, wy0, wy1 = taps(h_res, h_out, rows)
+        rx0, rx1, wx0, wx1 = taps(w_res, w_out, cols)
+        # the four resized-frame points of each pixel and their weights: (4, n)
+        pr = np.stack([ry0, ry0, ry1, ry1])
+        pc = np.stack([rx0, rx1, rx0, rx1])
+        pw = np.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1]).astype(np.float64)
+        along = _crop_counts(geom).numpy().astype(np.float64).ravel()  # crops per position of the long side
+        count = along[pr if geom.portrait else pc]  # (4, n)
+        q = self.num_queries
+        out = np.zeros((rows.size, geom.n_crops * q), np.float64)
+        m_all = [np.asarray(_f32(m)) for m in self._mask_logits]
+        h, w = m_all[0].shape[1:]
+        ty = [t.cpu().numpy() for t in self._row_taps]
+        tx = [t.numpy() for t in _linear_taps(w, geom.tile[1])]
+        for j in range(geom.n_crops):
+            m = m_all[j]  # (Q, h, w)
+            region_rows, region_cols = _crop_region(geom, j, 0, geom.tile[0])
+            for k in range(4):  # one resized point per pixel at a time: no repeated pixel in `p`
+                inside = ((pr[k] >= region_rows.start) & (pr[k] < region_rows.stop)
+                          & (pc[k] >= region_cols.start) & (pc[k] < region_cols.stop))
+                p = np.flatnonzero(inside)
+                if not p.size:
+                    continue
+                y0, y1, ay0, ay1 = (t[pr[k, p] - region_rows.start] for t in ty)
+                x0, x1, ax0, ax1 = (t[pc[k, p] - region_cols.start] for t in tx)
+                # torch's order: the width pass on both source rows, then the height pass
+                top = m[:, y0, x0] * ax0 + m[:, y0, x1] * ax1  # (Q, M)
+                bot = m[:, y1, x0] * ax0 + m[:, y1, x1] * ax1
+                val = 1.0 / (1.0 + np.exp(-(bot * ay1 + top * ay0)))  # (Q, M): sigmoid of the upsampled mask
+                out[p, j * q : (j + 1) * q] += (val * (pw[k, p] / count[k, p])).T  # (M, Q)
+        return out

@@ -1,0 +1,207 @@
+"""The passes ``analyze score`` makes over a cache's frames, and why: the scoring plan as data.
+
+:func:`plan_for` is a pure function of the cache's spec, the keys chosen (scorer x T), the
+frames scored and the options (:class:`PlanOptions`). It returns a :class:`Plan`: the passes
+in the order they run, each a :class:`Pass` that says which keys it scores, what each key
+keeps and the memory it plans for. :mod:`analyze.run.execute` runs the list and
+:mod:`analyze.run.rows` turns the merged states into rows; ``analyze score --explain`` prints
+:meth:`Plan.lines` without reading a frame.
+
+The rules (the numbers are identical whichever plan runs):
+
+* ``exact`` keeps every non-void score of every key (float64) when that fits ``max_memory``:
+  one pass. Otherwise two: the anomaly pixels' scores, then the in-distribution counts
+  between them (:class:`analyze.metrics.PositiveState`, :class:`analyze.metrics.NegativeCountState`).
+* ``smiyc`` bins each frame (one pass), after a pass that fits each key's float16 transform
+  on every done frame, labelled or not (the ``ranges`` pass, as ``analyze export`` fits it).
+* ``--component-metrics`` (exact): the scoring pass also keeps the pixels of the highest
+  :data:`POSITIONS` of the in-distribution scores, so the component step reads them; only the
+  frames where they do not reach a key's best-F1 threshold are composed again (a pass that
+  runs when needed). Without room for them, or with ``recompose``, or under ``smiyc``, a
+  component pass composes every pooled frame.
+* ``--bootstrap`` (exact): the per-frame histograms come from the kept scores; ``recompose``
+  makes them in a pass of their own. ``smiyc`` resamples its per-frame bins: no pass.
+* A semantic cache (mIoU) has no keys: one pass of confusion matrices.
+
+Imports nothing of Dask, torch or the composition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from schemas import cache as C
+
+Key = tuple[str, float]  # (scorer, temperature)
+
+DEFAULT_MAX_MEMORY = 4 * 2**30
+SCORE_BYTES = 8  # a kept score: float64 (analyze.scorers.pixel.SCORE_DTYPE)
+POSITION_BYTES = 4  # the pixel of a kept score (uint32), when the component metrics read them
+POSITIONS = 1 / 8  # the highest in-distribution scores kept with their pixels (analyze.run.later_passes)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """The options of ``analyze score`` that shape the passes (:func:`analyze.run.driver.score_cache`)."""
+
+    protocol: str = "exact"
+    max_memory: int = DEFAULT_MAX_MEMORY
+    component_metrics: bool = False
+    bootstrap: int = 0
+    recompose: bool = False
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One pass over frames: a phase of :data:`analyze.run.tasks.PHASES` and why it runs."""
+
+    phase: str  # the key of analyze.run.tasks.PHASES it runs
+    why: str  # what the pass is for
+    frames: str  # which frames it composes
+    keeps: str  # what each key keeps
+    memory: int  # bytes planned for what it keeps (0: nothing that grows with the pixels)
+    when: str = ""  # "" runs always; else the condition it runs under (known once earlier passes ran)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The passes of one cache, in order, and what they share."""
+
+    cache: str
+    mode: str  # "one-pass" or "two-pass": how the exact protocol keeps its scores
+    keys: tuple[Key, ...]  # every (scorer, T) scored; empty for a semantic cache
+    semantic_temps: tuple[float, ...]  # the T of the mIoU rows
+    frames: tuple[int, ...]  # the frames scored (labelled, done, complete)
+    pixels: int  # their pixels
+    positions: float  # the fraction of in-distribution scores the scoring pass keeps with pixels
+    options: PlanOptions = field(default_factory=PlanOptions)
+    passes: tuple[Pass, ...] = ()
+
+    @property
+    def certain(self) -> int:
+        """The passes that run whatever the data (the progress bars' ``pass i/n``)."""
+        return sum(not p.when for p in self.passes)
+
+    def has(self, phase: str) -> bool:
+        return any(p.phase == phase for p in self.passes)
+
+    def lines(self) -> list[str]:
+        """The plan as ``analyze score --explain`` prints it."""
+        o = self.options
+        what = (f"{len(self.keys)} keys ({_scorers(self.keys)} x T {_temps(sorted({t for _, t in self.keys}))})"
+                if self.keys else f"mIoU at T {_temps(self.semantic_temps)}")
+        out = [f"{self.cache}: {what}; {len(self.frames)} frames scored, {self.pixels:,} pixels; "
+               f"protocol {o.protocol}; memory budget {_bytes(o.max_memory)}"]
+        for i, p in enumerate(self.passes, 1):
+            cond = f" [only {p.when}]" if p.when else ""
+            mem = f"; plans {_bytes(p.memory)}" if p.memory else ""
+            out.append(f"  pass {i} {p.phase}: {p.why}{cond}")
+            out.append(f"      composes {p.frames}; keeps {p.keeps}{mem}")
+        return out
+
+
+def plan_for(spec: C.CacheSpec, cache: str, keys: Sequence[Key], semantic_temps: Sequence[float],
+             frames: Sequence[int], options: PlanOptions) -> Plan:
+    """The :class:`Plan` of one cache: its spec, the keys chosen (none for a semantic cache), the
+    T of its mIoU rows, the frames scored, and the options. Pure: reads no frame."""
+    keys = tuple(keys)
+    exact = options.protocol == "exact"
+    want_comp = bool(options.component_metrics and keys)
+    positions = POSITIONS if want_comp and exact and not options.recompose else 0.0
+    pixels = sum(spec.sizes[i][0] * spec.sizes[i][1] for i in frames)
+    mode = one_or_two(pixels, len(keys), options.protocol, options.max_memory, positions) if keys else "one-pass"
+    plan = Plan(cache, mode, keys, tuple(semantic_temps), tuple(frames), pixels,
+                positions if mode == "one-pass" else 0.0, options)
+    passes = _float16(plan) + _scoring(plan, positions) + _bootstrap(plan) + _components(plan, positions)
+    return Plan(**{**plan.__dict__, "passes": passes})
+
+
+def one_or_two(pixels: int, n_keys: int, protocol: str, max_memory: int, positions: float = 0.0) -> str:
+    """``one-pass`` when every score of every key fits ``max_memory`` (float64, 8 B each, and 4 B
+    for the pixel of the fraction ``positions`` of them), else ``two-pass``; ``smiyc`` bins as
+    it goes (always one pass). Unlabelled and not-done frames are never scored: no room."""
+    if protocol != "exact":
+        return "one-pass"
+    per_score = SCORE_BYTES + POSITION_BYTES * positions
+    return "one-pass" if pixels * max(1, n_keys) * per_score <= max_memory else "two-pass"
+
+
+def second_pass_positions(n_keys: int, n_pos: int, n_neg: int, max_memory: int) -> float:
+    """The fraction of in-distribution scores the second pass keeps with their pixels for the
+    component metrics: :data:`POSITIONS`, less when ``max_memory`` holds fewer. Per key, the
+    first pass's anomaly scores (8 B each) and what the second keeps: every anomaly score
+    again with its pixel and the kept in-distribution ones (12 B each)."""
+    per = SCORE_BYTES + POSITION_BYTES
+    room = max_memory / max(1, n_keys) - (SCORE_BYTES + per) * n_pos
+    return max(0.0, min(POSITIONS, room / (per * max(1, n_neg))))
+
+
+def _float16(plan: Plan) -> tuple[Pass, ...]:
+    if plan.options.protocol != "smiyc" or not plan.keys:
+        return ()
+    return (Pass("ranges", "fit each key's float16 transform on its score range, as analyze export does",
+                 "every done frame, labelled or not", "its lowest and highest score", 0),)
+
+
+def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
+    n = len(plan.keys)
+    if not plan.keys:
+        return (Pass("one-pass", "the semantic map at each T into a confusion matrix", "every frame scored",
+                     "a confusion matrix per T", 0),)
+    if plan.options.protocol != "exact":
+        return (Pass("one-pass", f"{plan.options.protocol} states: each frame's scores binned", "every frame scored",
+                     "each frame's bins per key", 0),)
+    if plan.mode == "one-pass":
+        kept = "every non-void score (float64)" + (f", the pixels of the top {positions:.3g} in-distribution ones"
+                                                    if plan.positions else "")
+        per = SCORE_BYTES + POSITION_BYTES * plan.positions
+        return (Pass("one-pass", "every key's scores, each frame sorted (exact metrics, per-frame AP)",
+                     "every frame scored", kept, int(plan.pixels * n * per)),)
+    return (Pass("positives", f"every score would exceed the budget ({_bytes(plan.pixels * n * SCORE_BYTES)}): "
+                 "the anomaly pixels' scores first", "every frame scored", "the anomaly pixels' scores (float64)",
+                 int(plan.pixels * n * SCORE_BYTES)),
+            Pass("negatives", "the in-distribution counts between consecutive anomaly scores, each frame's AP"
+                 + (", the bootstrap histograms" if plan.options.bootstrap and not plan.options.recompose else ""),
+                 "the pooled frames", "integer counts per key" + (
+                     "; the pixels of the top in-distribution scores, as the budget allows" if positions else ""),
+                 plan.options.max_memory if positions else 0))
+
+
+def _bootstrap(plan: Plan) -> tuple[Pass, ...]:
+    o = plan.options
+    if not (o.bootstrap and plan.keys and o.protocol == "exact" and o.recompose):
+        return ()
+    return (Pass("bootstrap", f"per-frame histograms for {o.bootstrap} frame-bootstrap resamples (recompose)",
+                 "the pooled frames", "each frame's histogram per key", 0),)
+
+
+def _components(plan: Plan, positions: float) -> tuple[Pass, ...]:
+    if not (plan.options.component_metrics and plan.keys):
+        return ()
+    why = "SMIYC component metrics at each key's best-F1 pixel threshold"
+    keeps = "component counts per key"
+    if not positions:
+        reason = ("recompose" if plan.options.recompose else f"the {plan.options.protocol} protocol keeps no pixels")
+        return (Pass("components", f"{why} ({reason})", "the pooled frames", keeps, 0),)
+    when = "for the frames whose kept pixels do not reach a key's threshold"
+    if plan.mode == "two-pass":
+        when += " (all of them when the budget leaves no room for pixels)"
+    return (Pass("components", f"{why}, from the kept pixels; this pass composes what they miss",
+                 "those frames", keeps, 0, when=when),)
+
+
+def _scorers(keys: Sequence[Key]) -> str:
+    names = list(dict.fromkeys(n for n, _ in keys))
+    return ", ".join(names) if len(names) <= 6 else f"{len(names)} scorers"
+
+
+def _temps(temps: Sequence[float]) -> str:
+    return ",".join(f"{t:g}" for t in temps)
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"

@@ -1,0 +1,137 @@
+"""What the bootstrap intervals and the component metrics of ``analyze score`` read instead of
+composing every frame again.
+
+Both need something that only the pooled scores decide (the bins at the quantiles of the
+anomaly scores, the best-F1 threshold), so they come after the pass that pools them. They no
+longer cost a pass of their own wherever an earlier pass kept what they read:
+
+* one pass (``exact``, every score fits the memory budget): the pass's
+  :class:`analyze.metrics.FramedExactState` holds each frame's scores, sorted, with their
+  pixels when the component metrics are asked for. The intervals' per-frame histograms are
+  then a binary search per bin edge in each frame's sorted scores (:func:`framed_histograms`),
+  and the component metrics read the pixels above each key's threshold from the tail of each
+  frame's sorted scores, with the frame's labels read again from the cache
+  (:func:`framed_components`);
+* two passes (``exact`` beyond the budget): the bins depend on the anomaly scores only, known
+  after the first pass, so the second pass (:class:`SecondPassState`) histograms each frame
+  beside counting its in-distribution scores, from the same sorted scores, and gives the
+  frame's AP (the per-frame rows) too.
+
+The component metrics of the two-pass plan and of the ``smiyc`` protocol still compose the
+frames again in a pass of their own (:data:`analyze.run.tasks.PHASES` ``components``), as does
+every later step when ``score_cache(..., recompose=True)`` (the former path; the same
+numbers, tested).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from analyze import metrics as M
+from analyze.metrics.bootstrap import FrameHistograms
+from analyze.metrics.components import ComponentState, ground_truth
+from analyze.metrics.framed import split_ap, split_sorted
+from schemas import cache as C
+from schemas.manifest import VOID
+
+Key = tuple[str, float]  # (scorer, temperature)
+
+
+@dataclass(frozen=True)
+class SecondPassInputs:
+    """A key's input to the second pass: its distinct anomaly scores ``u`` (ascending), for the
+    intervals its bin ``edges`` (:func:`analyze.metrics.bootstrap.edges_from_counts`), and for the
+    component metrics the fraction of in-distribution scores kept with their pixels
+    (``positions``, :func:`analyze.metrics.framed.split_sorted`)."""
+
+    u: np.ndarray
+    edges: np.ndarray | None = None
+    positions: float = 0.0
+
+
+class SecondPassState:
+    """The second pass of the two-pass ``exact`` protocol for one key: the in-distribution
+    counts at ``u`` (:class:`analyze.metrics.NegativeCountState`), with ``edges`` the frame's
+    bootstrap histograms (:class:`analyze.metrics.bootstrap.FrameHistograms`) and with ``positions``
+    the frame's component candidates (:meth:`analyze.metrics.FrameSplit.candidates`), all from
+    one sort of the frame's scores; :meth:`add` returns the frame's AP. ``merge`` in frame order."""
+
+    def __init__(self, inputs: SecondPassInputs) -> None:
+        self.positions = inputs.positions
+        self.counts = M.NegativeCountState(inputs.u)
+        self.histograms = None if inputs.edges is None else FrameHistograms(inputs.edges)
+        self.frames: list[M.FrameSplit] = []  # component candidates
+
+    def add(self, y_score, y_true, frame: int | None = None) -> float:
+        split = split_sorted(y_score, y_true, frame, self.positions)
+        self.counts.add_sorted(split.neg, split.pos.size)
+        if self.histograms is not None:
+            self.histograms.add_sorted(split.pos, split.neg)
+        if self.positions:
+            self.frames.append(split.candidates())
+        return split_ap(split)
+
+    def merge(self, other: "SecondPassState") -> "SecondPassState":
+        out = object.__new__(SecondPassState)
+        out.positions = min(self.positions, other.positions)
+        out.counts = self.counts.merge(other.counts)
+        out.histograms = None if self.histograms is None else self.histograms.merge(other.histograms)
+        out.frames = self.frames + other.frames
+        return out
+
+
+def framed_histograms(state: M.FramedExactState, edges: np.ndarray) -> FrameHistograms:
+    """The bootstrap pass's :class:`FrameHistograms` of one key, from the one pass's state (its
+    frames in order)."""
+    out = FrameHistograms(edges)
+    for split in state.frames:
+        out.add_sorted(split.pos, split.neg)
+    return out
+
+
+def kept_components(cache: str, storage_options, frames: Mapping[Key, Sequence[M.FrameSplit]],
+                    thresholds: Mapping[Key, float], track: str, threads: int = 1
+                    ) -> tuple[dict[Key, ComponentState], dict[Key, list[int]]]:
+    """Each key's :class:`ComponentState` over the frames whose pixels above its threshold were kept
+    (``frames[key]``: the key's :class:`analyze.metrics.FrameSplit` per frame, kept with
+    positions), and the frames where they were not (the highest in-distribution score kept
+    without its pixel lies above the threshold), which a pass that composes them again must add.
+
+    Per frame its labels are read again and their ground-truth components found once
+    (:func:`analyze.metrics.components.ground_truth`), then each key's predicted pixels are the tails
+    of the frame's sorted scores (:meth:`analyze.metrics.FrameSplit.pixels_above`,
+    :meth:`ComponentState.add_prediction`). Frames run on ``threads`` threads, merged in order.
+    """
+    keys = list(frames)
+    if not keys:
+        return {}, {}
+    order = [s.frame for s in frames[keys[0]]]
+    for k in keys:
+        if [s.frame for s in frames[k]] != order:
+            raise ValueError(f"{cache}: {k[0]} T={k[1]}: the first pass kept other frames")
+    root, spec = C.open_cache(cache, mode="r", storage_options=storage_options, validate=False)
+
+    def frame(j: int) -> dict[Key, ComponentState | None]:
+        picked = {k: frames[k][j].pixels_above(thresholds[k]) for k in keys}
+        if all(p is None for p in picked.values()):
+            return dict.fromkeys(keys)
+        label = C.read_label(root, spec, order[j])
+        gt = ground_truth(label == 1, label != VOID, track)
+        return {k: None if p is None else ComponentState(track, thresholds[k]).add_prediction(p, gt)
+                for k, p in picked.items()}
+
+    if threads > 1 and len(order) > 1:
+        with ThreadPoolExecutor(threads, thread_name_prefix="components") as pool:
+            per_frame = list(pool.map(frame, range(len(order))))
+    else:
+        per_frame = [frame(j) for j in range(len(order))]
+    states, missing = {}, {}
+    for k in keys:
+        done = [f[k] for f in per_frame if f[k] is not None]
+        states[k] = M.merge_states(done) if done else ComponentState(track, thresholds[k])
+        missing[k] = [i for i, f in zip(order, per_frame) if f[k] is None]
+    return states, missing

@@ -1,0 +1,133 @@
+"""The scoring plan as data (analyze/plan/passes.py): the passes each case needs and why, what they
+keep and the memory they plan for; the executor runs exactly the certain passes the plan lists
+(recorded at run_phase), and `analyze score --explain` prints the plan without scoring or writing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from analyze.cli.main import main as analyze_main
+from analyze.plan.passes import POSITION_BYTES, POSITIONS, SCORE_BYTES, PlanOptions
+from analyze.run import execute, intervals, smiyc_f16, tasks
+from analyze.run.driver import ScoreRequest, plan_cache, score_cache
+from tests.factories import pixel_cache, query_cache
+
+SIZES = [(16, 24), (16, 24), (20, 30)]
+PIXELS = sum(h * w for h, w in SIZES)
+TEMPS = (0.5, 1.0)
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("plan")
+    rng = np.random.default_rng(4)
+    pixel_cache(tmp / "p.zarr", SIZES, rng)
+    query_cache(tmp / "q.zarr", SIZES, rng)
+    pixel_cache(tmp / "sem.zarr", SIZES, rng, label_kind="semantic", dataset="cityscapes_val")
+    root, _ = pixel_cache(tmp / "partial.zarr", SIZES, rng)
+    root["done"][1] = False
+    return tmp
+
+
+def _plan(cache, scorers="msp,energy", **options):
+    req = {k: options.pop(k) for k in ("allow_partial",) if k in options}
+    return plan_cache(str(cache), ScoreRequest(scorers, TEMPS, plan=PlanOptions(**options), **req))
+
+
+def _phases(plan):
+    return [(p.phase, bool(p.when)) for p in plan.passes]
+
+
+def test_one_pass_keeps_every_score_when_the_budget_holds_them(caches):
+    plan = _plan(caches / "p.zarr")
+    assert plan.mode == "one-pass" and _phases(plan) == [("one-pass", False)]
+    assert plan.keys == (("msp", 0.5), ("msp", 1.0), ("energy", 0.5), ("energy", 1.0))
+    assert plan.pixels == PIXELS and plan.frames == (0, 1, 2) and plan.certain == 1
+    assert plan.passes[0].memory == PIXELS * 4 * SCORE_BYTES and plan.positions == 0.0
+
+
+def test_two_passes_when_the_scores_exceed_the_budget(caches):
+    budget = PIXELS * 4 * SCORE_BYTES - 1  # one byte short of every score of the four keys
+    plan = _plan(caches / "p.zarr", max_memory=budget)
+    assert plan.mode == "two-pass" and _phases(plan) == [("positives", False), ("negatives", False)]
+    assert "exceed the budget" in plan.passes[0].why and plan.certain == 2
+
+
+@pytest.mark.parametrize("budget_factor,mode,positions", [(100.0, "one-pass", POSITIONS), (1.05, "two-pass", 0.0)])
+def test_component_metrics_keep_pixels_in_the_pass_that_has_room(caches, budget_factor, mode, positions):
+    """Pixels of the top in-distribution scores ride with the scores where the budget holds them
+    (the component pass then runs only for frames they miss); the budget counts them."""
+    budget = int(PIXELS * 4 * SCORE_BYTES * budget_factor)
+    plan = _plan(caches / "q.zarr", component_metrics=True, max_memory=budget)
+    assert plan.mode == mode and plan.positions == positions
+    assert plan.passes[-1].phase == "components" and plan.passes[-1].when  # runs only when needed
+    assert plan.certain == len(plan.passes) - 1
+    if mode == "one-pass":
+        assert plan.passes[0].memory == int(PIXELS * 4 * (SCORE_BYTES + POSITION_BYTES * POSITIONS))
+
+
+@pytest.mark.parametrize("why,options", [("recompose", dict(recompose=True)), ("smiyc", dict(protocol="smiyc"))])
+def test_component_metrics_without_kept_pixels_compose_every_pooled_frame(caches, why, options):
+    plan = _plan(caches / "p.zarr", component_metrics=True, **options)
+    comp = plan.passes[-1]
+    assert comp.phase == "components" and not comp.when and why in comp.why and plan.positions == 0.0
+
+
+@pytest.mark.parametrize("protocol,recompose,phases", [
+    ("exact", False, [("one-pass", False)]),  # the histograms come from the kept, sorted scores
+    ("exact", True, [("one-pass", False), ("bootstrap", False)]),  # a pass of their own
+    ("smiyc", False, [("ranges", False), ("one-pass", False)]),  # its own per-frame bins: no pass
+])
+def test_bootstrap_passes_by_protocol(caches, protocol, recompose, phases):
+    plan = _plan(caches / "p.zarr", protocol=protocol, bootstrap=50, recompose=recompose)
+    assert _phases(plan) == phases
+
+
+def test_semantic_cache_plans_one_confusion_pass(caches):
+    plan = _plan(caches / "sem.zarr", component_metrics=True, bootstrap=10, protocol="smiyc")
+    assert plan.keys == () and plan.semantic_temps == (1.0,)  # ERFNet's argmax does not move with T
+    assert _phases(plan) == [("one-pass", False)] and "confusion" in plan.passes[0].keeps
+
+
+def test_partial_cache_plans_the_done_frames_only(caches):
+    plan = _plan(caches / "partial.zarr", allow_partial=True)
+    assert plan.frames == (0, 2) and plan.pixels == PIXELS - 16 * 24
+
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(max_memory=2_000), dict(component_metrics=True, bootstrap=20),
+    dict(component_metrics=True, bootstrap=20, max_memory=2_000), dict(protocol="smiyc", bootstrap=20),
+    dict(component_metrics=True, bootstrap=20, recompose=True)])
+def test_the_executor_runs_the_plan(caches, monkeypatch, options):
+    """Every certain pass of the plan runs, in order, and nothing else but its conditional ones."""
+    seen = []
+    real = tasks.run_phase
+
+    def record(sched, job, phase, aux=None):
+        seen.append(phase)
+        return real(sched, job, phase, aux)
+
+    for module in (execute, intervals, smiyc_f16):
+        monkeypatch.setattr(module, "run_phase", record)
+    plan = _plan(caches / "q.zarr", **options)
+    score_cache(str(caches / "q.zarr"), "msp,energy", TEMPS, scheduler="sync", warn=lambda m: None,
+                **{k: v for k, v in options.items()})
+    certain = [p.phase for p in plan.passes if not p.when]
+    optional = {p.phase for p in plan.passes if p.when}
+    assert [s for s in seen if s not in optional] == certain
+    assert set(seen) <= set(certain) | optional
+
+
+def test_explain_prints_the_plan_and_writes_nothing(caches, tmp_path):
+    out = tmp_path / "results.parquet"
+    res = CliRunner().invoke(analyze_main, [
+        "score", "--cache", str(caches / "q.zarr"), "--cache", str(caches / "sem.zarr"), "--scorers", "msp",
+        "--temps", "0.5", "--component-metrics", "--bootstrap", "100", "--max-memory", "2KiB", "--explain",
+        "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "pass 1 positives" in res.output and "pass 2 negatives" in res.output
+    assert "pass 3 components" in res.output and "[only for the frames" in res.output
+    assert "mIoU at T" in res.output and "nothing was scored or written" in res.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []
