@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("extract", "analyze", "schemas")
@@ -39,7 +38,6 @@ def test_long_functions_counts_from_def_to_the_last_line():
                      "inner": MAX_LINES + 1}
 
 
-@pytest.mark.xfail(strict=False, reason="issue 26 in progress")
 def test_no_function_is_longer_than_80_lines():
     found = []
     for package in PACKAGES:

@@ -8,6 +8,8 @@ matching a checkpoint surfaces as a :class:`CheckpointError` with a one-line mes
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +24,15 @@ _ERFNET_MARKER = "encoder.initial_block.conv.weight"
 _EOMT_MARKERS = ("encoder.backbone.patch_embed.proj.weight", "q.weight")
 
 KIND_LABELS = {"erfnet": "ERFNet", "eomt": "EoMT"}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file (a checkpoint's identity, recorded in every cache), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class CheckpointError(DataError, ValueError):

@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from extract.models.adapter import Adapter
-from extract.writer.provenance import file_sha256
+from extract.models.checkpoint import file_sha256
 
 #: ``loader(checkpoint, device, **model_options) -> (model in eval mode, config dict)``
 Loader = Callable[..., tuple[nn.Module, dict]]

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 
 import numpy as np
 import torch
 
 from schemas.version import tool_version
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file (the checkpoint's identity), read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:
