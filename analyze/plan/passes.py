@@ -12,6 +12,9 @@ The rules (the numbers are identical whichever plan runs):
 * ``exact`` keeps every non-void score of every key (float64) when that fits ``max_memory``:
   one pass. Otherwise two: the anomaly pixels' scores, then the in-distribution counts
   between them (:class:`analyze.metrics.PositiveState`, :class:`analyze.metrics.NegativeCountState`).
+  The first composes only the rows that hold an anomaly pixel (the fused pass's row blocks,
+  widened by SML's smoothing where SML is scored: :func:`analyze.compose.frame_scores.compose_rows`),
+  so no frame is composed twice in whole.
 * ``smiyc`` bins each frame (one pass), after a pass that fits each key's float16 transform
   on every done frame, labelled or not (the ``ranges`` pass, as ``analyze export`` fits it).
 * ``--component-metrics`` (exact): the scoring pass also keeps the pixels of the highest
@@ -159,13 +162,22 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
         return (Pass("one-pass", "every key's scores, each frame sorted (exact metrics, per-frame AP)",
                      "every frame scored", kept, int(plan.pixels * n * per)),)
     return (Pass("positives", f"every score would exceed the budget ({_bytes(plan.pixels * n * SCORE_BYTES)}): "
-                 "the anomaly pixels' scores first", "every frame scored", "the anomaly pixels' scores (float64)",
+                 "the anomaly pixels' scores first", positive_rows(plan.keys), "the anomaly pixels' scores (float64)",
                  int(plan.pixels * n * SCORE_BYTES)),
             Pass("negatives", "the in-distribution counts between consecutive anomaly scores, each frame's AP"
                  + (", the bootstrap histograms" if plan.options.bootstrap and not plan.options.recompose else ""),
                  "the pooled frames", "integer counts per key" + (
                      "; the pixels of the top in-distribution scores, as the budget allows" if positions else ""),
                  plan.options.max_memory if positions else 0))
+
+
+def positive_rows(keys: Sequence[Key]) -> str:
+    """What the ``positives`` pass composes (:func:`analyze.compose.frame_scores.compose_rows`)."""
+    smoothed = any(name.split(":")[0] == "sml" for name, _ in keys)
+    return ("the row blocks of every frame scored that hold an anomaly pixel"
+            + (" or lie within SML's smoothing reach of one" if smoothed else "")
+            + " (whole frames off the fused pass: flip-averaged scorers, portrait or resized frames, "
+            "whole-frame plugins)")
 
 
 def _bootstrap(plan: Plan) -> tuple[Pass, ...]:
