@@ -1,6 +1,6 @@
-"""The two-pass exact plan's first pass composes only the rows of the anomaly pixels (issue 27,
-goal 1): the rows it reads score as in the whole frame, bit for bit (SML's smoothing widens them
-by its reach), the rows it leaves out are not composed, and the two-pass rows equal the
+"""The two-pass exact plan's first pass composes only what the anomaly pixels need (issue 27,
+goal 1): the pixels it reads score as in the whole frame, bit for bit (SML's smoothing widens
+them by its reach), the rest is not composed, and the two-pass rows equal the
 one-pass rows exactly on both cache kinds, with and without SML, with and without the
 bootstrap intervals and the component metrics."""
 
@@ -13,7 +13,7 @@ import pytest
 from analyze.bench.caches import build_cache
 from analyze.bench.reference import study_scorers
 from analyze.compose import frame_scores as FS
-from analyze.compose.frame_scores import Scoring, compose_rows, frame_inputs, score_frame
+from analyze.compose.frame_scores import Scoring, compose_mask, frame_inputs, score_frame
 from analyze.run import tasks
 from analyze.run.driver import score_cache
 from analyze.run.fit import fit_id_stats
@@ -51,39 +51,48 @@ def _scoring(cache: str, kind: str, stats, with_sml: bool) -> Scoring:
     return Scoring(get_scorers(_scorers(kind, with_sml), kind, {"id_stats"}), TEMPS, stats=st)
 
 
-def test_compose_rows_widens_by_the_reach_of_sml():
-    rows = np.zeros(200, bool)
-    rows[[50, 120]] = True
+def test_compose_mask_widens_by_the_reach_of_sml():
+    pixels = np.zeros((200, 300), bool)
+    pixels[50, 100] = pixels[120, 250] = True
     plain = get_scorers("msp,energy", "pixel")
-    assert compose_rows(None, plain) is None and (compose_rows(rows, plain) == rows).all()
+    assert compose_mask(None, plain) is None and (compose_mask(pixels, plain) == pixels).all()
     far = sml.reach()  # the defaults: 3 x 6 (Gaussian) + 4 iterations + radius 3 + 1 (boundaries)
     assert far == 26
-    wide = compose_rows(rows, get_scorers("msp,sml", "pixel"))
-    assert np.flatnonzero(wide).tolist() == list(range(50 - far, 50 + far + 1)) + list(range(120 - far, 120 + far + 1))
-    narrow = compose_rows(rows, get_scorers("sml:width=0,iterations=0,dilation=2", "pixel"))
-    assert np.flatnonzero(narrow).tolist() == list(range(44, 57)) + list(range(114, 127))
+
+    def square(r, c, d):
+        y, x = np.ogrid[:200, :300]
+        return (np.abs(y - r) <= d) & (np.abs(x - c) <= d)
+
+    wide = compose_mask(pixels, get_scorers("msp,sml", "pixel"))
+    assert (wide == (square(50, 100, far) | square(120, 250, far))).all()
+    narrow = compose_mask(pixels, get_scorers("sml:width=0,iterations=0,dilation=2", "pixel"))
+    assert (narrow == (square(50, 100, 6) | square(120, 250, 6))).all()
 
 
 @pytest.mark.parametrize("kind", ["pixel", "query"])
 @pytest.mark.parametrize("with_sml", [False, True])
-def test_rows_read_score_as_in_the_whole_frame_and_the_rest_is_not_composed(caches, kind, with_sml):
-    """A band of rows: the maps there equal the whole frame's bit for bit; far from it they are 0
-    (nothing was composed there, where every real score differs from 0)."""
+def test_pixels_read_score_as_in_the_whole_frame_and_the_rest_is_not_composed(caches, monkeypatch, kind, with_sml):
+    """A patch of pixels in the left crop: the maps there equal the whole frame's bit for bit; far
+    from it they are 0, and EoMT composes only the left crop's tiles that cover the patch."""
     cache, stats = caches[kind]
     frame, _ = _frame(cache, 0)
     scoring = _scoring(cache, kind, stats, with_sml)
     whole = score_frame(frame, scoring)
-    h = frame.out_size[0]
-    rows = np.zeros(h, bool)
-    rows[150:155] = True  # within the third of EoMT's four blocks, ERFNet's tiles 9
-    parts = {t: ts.scores for t, ts in ((ts.temperature, ts) for ts in FS.iter_frame_scores(frame, scoring, rows))}
+    added = []
+    real = FS.FrameComposer._add_tile
+    monkeypatch.setattr(FS.FrameComposer, "_add_tile", lambda self, *a: added.append(1) or real(self, *a))
+    pixels = np.zeros(frame.out_size, bool)  # (256, 512): EoMT's crops are its halves, its blocks 64 rows
+    pixels[150:155, 100:120] = True
+    parts = {ts.temperature: ts.scores for ts in FS.iter_frame_scores(frame, scoring, pixels)}
     for (name, t), full in whole.scores.items():
         part = parts[t][name]
-        assert np.array_equal(part[rows], full[rows]), (name, t)
-        # the first block was not composed: 0 there (SML's smoothing spreads 26 rows into it)
-        assert (full[:32] != 0).all() and (part[:32] == 0).all()
-    if with_sml:  # SML's reach needs rows 124 to 180 of the 256: EoMT composes blocks 1 and 2, ERFNet 7 to 11
-        assert (compose_rows(rows, scoring.scorers) == (np.abs(np.arange(h) - 152) <= 28)).all()
+        assert np.array_equal(part[pixels], full[pixels]), (name, t)
+        # nothing composed in the first block, nor scored right of the patch (SML's smoothing reaches 26 pixels)
+        for far in (part[:32], part[:, 200:]):
+            assert (far == 0).all()
+        assert (full[:32] != 0).all()
+    if kind == "query":  # of 4 blocks x 2 crops: the left crop's block 2 (and block 1 within SML's reach)
+        assert len(added) == (2 if with_sml else 1)
 
 
 @pytest.mark.parametrize("kind", ["pixel", "query"])
@@ -94,9 +103,9 @@ def test_two_pass_rows_equal_one_pass_rows_exactly(caches, monkeypatch, kind, wi
     asked: list = []  # the rows each frame task of each pass asked for
     real = tasks.iter_frame_scores
 
-    def record(frame, scoring, rows=None):
-        asked.append(None if rows is None else rows.mean())
-        return real(frame, scoring, rows)
+    def record(frame, scoring, pixels=None):
+        asked.append(None if pixels is None else pixels.any(axis=1).mean())
+        return real(frame, scoring, pixels)
 
     monkeypatch.setattr(tasks, "iter_frame_scores", record)
     opts = dict(scheduler="sync", warn=lambda m: None, id_stats=[stats] if with_sml else [],

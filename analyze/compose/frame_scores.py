@@ -167,16 +167,17 @@ def _split(maps: torch.Tensor, k: int, keys: Sequence[str], size) -> tuple[torch
     return s, {key: extra[c] for c, key in enumerate(keys)}
 
 
-def iter_frame_scores(frame: FrameInputs, scoring: Scoring, rows: np.ndarray | None = None
+def iter_frame_scores(frame: FrameInputs, scoring: Scoring, pixels: np.ndarray | None = None
                       ) -> Iterator[TemperatureScores]:
     """Score one frame, yielding one :class:`TemperatureScores` per temperature of ``scoring``.
 
-    ``rows`` ((H,) bool, label size): the rows whose scores a pass reads (the anomaly pixels'
-    rows of the two-pass protocol's first pass); None: every row. The fused passes then compose
-    and score only the row blocks (EoMT, :meth:`FrameComposer.row_blocks`) and tiles (ERFNet)
-    within :func:`compose_rows` of them, with the same bits there; the other rows are not
-    composed: they score 0 (before SML's smoothing; class 0 in the semantic map). The other
-    paths compose the frame whole.
+    ``pixels`` ((H, W) bool, label size): the pixels whose scores a pass reads (the anomaly
+    pixels, for the two-pass protocol's first pass); None: every pixel. The fused passes then
+    compose and score only what :func:`compose_mask` needs for them (EoMT: the crops' tiles of
+    :meth:`FrameComposer.row_blocks` that cover one; ERFNet: the full resize), each row block or
+    tile scored over the columns that hold one, with the same bits there. The other pixels hold no
+    score a pass reads: 0 where nothing was composed (class 0 in the semantic map), else
+    partial sums. The other paths compose the frame whole.
 
     Only one temperature's full-resolution maps are alive at a time, and the upsampled masks
     are computed once for all temperatures and query channels (see :class:`FrameComposer`).
@@ -198,7 +199,7 @@ def iter_frame_scores(frame: FrameInputs, scoring: Scoring, rows: np.ndarray | N
         if frame.logits is None or frame.out_size is None:
             raise ValueError("kind='pixel' needs logits and out_size")
         yield from _pixel_scores(torch.as_tensor(frame.logits).to(scoring.device), tuple(frame.out_size),
-                                 frame.void_channel, direct, temps, scoring.stats, on, compose_rows(rows, direct))
+                                 frame.void_channel, direct, temps, scoring.stats, on, compose_mask(pixels, direct))
         return
     if frame.mask_logits is None or frame.class_logits is None or frame.geom is None:
         raise ValueError("kind='query' needs mask_logits, class_logits and geom")
@@ -207,26 +208,28 @@ def iter_frame_scores(frame: FrameInputs, scoring: Scoring, rows: np.ndarray | N
                              channels=_channels(scoring.scorers), **on)
     if len(direct) == len(scoring.scorers) and not frame.geom.portrait and tuple(size) == tuple(frame.geom.resized):
         yield from _query_scores(composer, size, direct, temps, scoring.temp_target, scoring.stats, on,
-                                 compose_rows(rows, direct))
+                                 compose_mask(pixels, direct))
     else:
         yield from _resized_query_scores(composer, frame, scoring, size, temps, on)
 
 
-def compose_rows(rows: np.ndarray | None, scorers: Sequence[Scorer]) -> np.ndarray | None:
-    """The rows to compose so that ``rows`` ((H,) bool) score as in the whole frame: ``rows``
-    widened by the reach of SML's smoothing (:func:`analyze.scorers.sml.reach`, the largest
-    of the SML scorers), whose score depends on its neighbours'; None (the whole frame) for
-    ``rows`` None or a plugin that reads the whole frame. Every other scorer is pixelwise."""
-    if rows is None or any(s.plugin is not None and not s.plugin.pixelwise for s in scorers):
+def compose_mask(pixels: np.ndarray | None, scorers: Sequence[Scorer]) -> np.ndarray | None:
+    """The pixels to compose so that ``pixels`` ((H, W) bool) score as in the whole frame:
+    ``pixels`` widened by the reach of SML's smoothing (:func:`analyze.scorers.sml.reach`, the
+    largest of the SML scorers, in rows and columns), whose score depends on its neighbours';
+    None (the whole frame) for ``pixels`` None or a plugin that reads the whole frame. Every
+    other scorer is pixelwise."""
+    if pixels is None or any(s.plugin is not None and not s.plugin.pixelwise for s in scorers):
         return None
-    rows = np.asarray(rows, bool)
+    out = np.asarray(pixels, bool)
     far = max((sml.reach(s.kwargs["width"], s.kwargs["iterations"], s.kwargs["dilation"])
                for s in scorers if s.base == "sml"), default=0)
-    if not far:
-        return rows
-    ends = np.concatenate([[0], np.cumsum(rows)])  # ends[i]: wanted rows before row i
-    i = np.arange(rows.size)
-    return ends[np.minimum(i + far + 1, rows.size)] - ends[np.maximum(i - far, 0)] > 0  # a wanted row within far
+    for axis in (0, 1) if far else ():
+        n = out.shape[axis]
+        ends = np.concatenate([np.zeros_like(out.take([0], axis), np.int64), np.cumsum(out, axis)], axis)
+        i = np.arange(n)  # a wanted pixel within far along the axis: ends[i + far + 1] - ends[i - far] > 0
+        out = ends.take(np.minimum(i + far + 1, n), axis) - ends.take(np.maximum(i - far, 0), axis) > 0
+    return out
 
 
 def _check_needs(frame: FrameInputs, scoring: Scoring, temps: Sequence[float]) -> None:
@@ -275,13 +278,14 @@ def _resized_query_scores(composer: FrameComposer, frame: FrameInputs, scoring: 
 
 
 def _query_scores(composer: FrameComposer, size, scorers: Sequence[Scorer], temps: Sequence[float], temp_target: str,
-                  stats, on: dict, rows: np.ndarray | None = None) -> Iterator[TemperatureScores]:
+                  stats, on: dict, pixels: np.ndarray | None = None) -> Iterator[TemperatureScores]:
     """EoMT's fused pass (side-by-side crops, no resize to the original size, no flipped pass):
     each block of complete rows of every T's class scores and query channels
     (:meth:`FrameComposer.row_blocks`) is scored as it is made (one :class:`MapScorer` per T), so
     no full-size ``s`` exists; the semantic map comes from the same pass (target ``query``: per
-    T, the first maximum of ``s_T``; ``pixel``: of ``s_1 / T``, that of ``s_1``). ``rows``: the
-    blocks to compose (:func:`compose_rows`); the others are blank."""
+    T, the first maximum of ``s_T``; ``pixel``: of ``s_1 / T``, that of ``s_1``). ``pixels``:
+    what to compose (:func:`compose_mask`): a block is scored over the columns that hold one;
+    the rest is blank."""
     k, keys = composer.num_classes, composer.channel_keys
     query = temp_target == "query"
 
@@ -290,13 +294,15 @@ def _query_scores(composer: FrameComposer, size, scorers: Sequence[Scorer], temp
 
     maps = {t: MapScorer(names(t), 1.0 if query else t, size, stats=None if stats is None else stats.get(t),
                          semantic=query or i == 0, **on) for i, t in enumerate(temps)}
-    for at, block in composer.row_blocks(temps if query else (1.0,), rows):
+    for at, block in composer.row_blocks(temps if query else (1.0,), pixels):
+        cols = None if block is None else _read_cols(pixels, at)
         for t, m in maps.items():
-            if block is None:  # no row of it is read
+            if cols is None:  # no pixel of it is read
                 m.blank(at)
                 continue
-            b = block[t if query else 1.0]  # (K + C, R, W)
-            m.add(b[:k], at, slice(None), {key: b[k + c] for c, key in enumerate(keys)})
+            b = block[t if query else 1.0][:, :, cols]  # (K + C, R, Wc)
+            m.add(b[:k], at, cols, {key: b[k + c] for c, key in enumerate(keys)})
+            _blank_sides(m, at, cols)
     first = None
     for t in temps:
         scores, sem = maps.pop(t).finish()
@@ -304,25 +310,45 @@ def _query_scores(composer: FrameComposer, size, scorers: Sequence[Scorer], temp
         yield TemperatureScores(t, first, scores)
 
 
+def _read_cols(pixels: np.ndarray | None, rows: slice) -> slice | None:
+    """The columns to score in ``rows``: from the first to the last that holds a pixel to compose
+    (every column when ``pixels`` is None); None when no pixel of these rows is."""
+    if pixels is None:
+        return slice(None)
+    at = np.flatnonzero(pixels[rows].any(axis=0))
+    return slice(int(at[0]), int(at[-1]) + 1) if at.size else None
+
+
+def _blank_sides(m: MapScorer, rows: slice, cols: slice) -> None:
+    """Blank the columns of ``rows`` left and right of ``cols`` (:meth:`MapScorer.blank`)."""
+    if cols.start:
+        m.blank(rows, slice(None, cols.start))
+    if cols.stop is not None:
+        m.blank(rows, slice(cols.stop, None))
+
+
 def _pixel_scores(logits: torch.Tensor, size: tuple[int, int], void_channel: int | None, scorers: Sequence[Scorer],
-                  temps: Sequence[float], stats, on: dict, rows: np.ndarray | None = None
+                  temps: Sequence[float], stats, on: dict, pixels: np.ndarray | None = None
                   ) -> Iterator[TemperatureScores]:
     """ERFNet's fused pass: each row tile of the logits at label size
     (:func:`analyze.compose.resize.label_size_tiles`, the full resize sliced) is scored at every T while
     it is in cache (one :class:`MapScorer` per T), so no per-T copy of the logits exists; the
     semantic map comes from the first T's pass (the first maximum of ``z / T`` is that of ``z``).
-    ``rows``: the tiles to score (:func:`compose_rows`); the others are blank."""
+    ``pixels``: what to compose (:func:`compose_mask`): a tile is scored over the columns that
+    hold one, the rest is blank."""
     names = [s.name for s in scorers]
     maps = {t: MapScorer(names, t, size, stats=None if stats is None else stats.get(t), semantic=i == 0, **on)
             for i, t in enumerate(temps)}
     for at, tile in label_size_tiles(logits, size, void_channel):
         if tile.shape[0] > 255:
             raise ValueError(f"{tile.shape[0]} classes do not fit uint8 with 255 reserved for void")
+        cols = _read_cols(pixels, at)
         for m in maps.values():
-            if rows is None or rows[at].any():
-                m.add(tile, at)
-            else:  # no row of it is read
+            if cols is None:  # no pixel of it is read
                 m.blank(at)
+                continue
+            m.add(tile if cols == slice(None) else tile[:, :, cols], at, cols)
+            _blank_sides(m, at, cols)
     sem = None
     for t in temps:
         scores, first = maps.pop(t).finish()

@@ -256,33 +256,36 @@ class FrameComposer:
             sums[t].div_(counts)
         return sums
 
-    def row_blocks(self, temperatures: Sequence[float] = (1.0,), rows: np.ndarray | None = None
+    def row_blocks(self, temperatures: Sequence[float] = (1.0,), pixels: np.ndarray | None = None
                    ) -> Iterator[tuple[slice, dict[float, torch.Tensor] | None]]:
         """:meth:`resized_maps` in blocks of complete rows, ``(rows, {T: (K + C, R, Wr)})``, each yielded
         as soon as every crop has added its tile (EoMT's fused pass: the scorers take a block
         while it is in cache, and no full-size map exists). The same tiles, products and
         additions in the same order, so the same bits. Landscape frames only (side-by-side
-        crops share their rows). ``rows`` ((Hr,) bool): only the blocks holding a wanted row
-        are composed; the others are yielded as ``(rows, None)`` (a pass that reads a few
-        rows, e.g. those of the anomaly pixels)."""
+        crops share their rows). ``pixels`` ((Hr, Wr) bool): a pass that reads a few pixels
+        (e.g. the anomaly pixels): each crop adds only its tiles that cover a wanted pixel, so
+        a block's wanted pixels are exact and its other pixels partial sums; the blocks without
+        a wanted pixel are yielded as ``(rows, None)``."""
         if self.geom.portrait:
             raise ValueError("row_blocks needs side-by-side (landscape) crops")
-        if rows is not None and len(rows) != self.geom.resized[0]:
-            raise ValueError(f"rows has {len(rows)} entries for {self.geom.resized[0]} rows")
+        if pixels is not None and tuple(pixels.shape) != tuple(self.geom.resized):
+            raise ValueError(f"pixels {tuple(pixels.shape)} for a resized frame of {tuple(self.geom.resized)}")
         temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
         prepared = [self._products(j, temps) for j in range(self.geom.n_crops)]
         counts = _crop_counts(self.geom).to(self.device)
         width = self.geom.resized[1]
-        for tiles in zip(*(self._mask_tiles(j, rows) for j in range(self.geom.n_crops))):
+        wanted = [None if pixels is None else pixels[:, _crop_region(self.geom, j, 0, 1)[1]].any(axis=1)
+                  for j in range(self.geom.n_crops)]  # per crop: its rows that cover a wanted pixel
+        for tiles in zip(*(self._mask_tiles(j, wanted[j]) for j in range(self.geom.n_crops))):
             r0, r1 = tiles[0][:2]
-            if tiles[0][2] is None:
+            if all(tile is None for _, _, tile in tiles):
                 yield slice(r0, r1), None
                 continue
             block = {t: torch.zeros((self._n_maps, r1 - r0, width), dtype=torch.float32, device=self.device)
                      for t in temps}
             for j, (_, _, tile) in enumerate(tiles):
                 cols = _crop_region(self.geom, j, r0, r1)[1]
-                if tile is not None:  # every crop's, the first's being made
+                if tile is not None:  # every crop's but those that cover no wanted pixel
                     self._add_tile(prepared[j], tile, [block[t][:, :, cols] for t in temps])
             for t in temps:
                 block[t].div_(counts)
