@@ -13,7 +13,8 @@ import pytest
 from analyze.bench.caches import build_cache
 from analyze.bench.reference import study_scorers
 from analyze.compose import frame_scores as FS
-from analyze.compose.frame_scores import Scoring, compose_mask, frame_inputs, score_frame
+from analyze.compose.frame_scores import Scoring, frame_inputs, score_frame
+from analyze.compose.partial import compose_mask
 from analyze.run import tasks
 from analyze.run.driver import score_cache
 from analyze.run.fit import fit_id_stats

@@ -23,9 +23,10 @@ from analyze.compose.queries import (
     parse_temp_target,
     positive_temperature,
 )
+from analyze.compose.partial import blank_sides, compose_mask, read_cols
 from analyze.compose.resize import label_size_tiles, pixel_logits_to_label_size, resize_scores, semantic_prediction
 from analyze.scorers.id_stats import match_stats
-from analyze.scorers import masks, sml
+from analyze.scorers import masks
 from analyze.scorers.pixel import ClassStats, MapScorer, score_many
 from analyze.scorers.registry import SCORERS, Scorer, all_notes, check_supported, get_scorers, parse_spec
 from schemas import cache as C
@@ -213,25 +214,6 @@ def iter_frame_scores(frame: FrameInputs, scoring: Scoring, pixels: np.ndarray |
         yield from _resized_query_scores(composer, frame, scoring, size, temps, on)
 
 
-def compose_mask(pixels: np.ndarray | None, scorers: Sequence[Scorer]) -> np.ndarray | None:
-    """The pixels to compose so that ``pixels`` ((H, W) bool) score as in the whole frame:
-    ``pixels`` widened by the reach of SML's smoothing (:func:`analyze.scorers.sml.reach`, the
-    largest of the SML scorers, in rows and columns), whose score depends on its neighbours';
-    None (the whole frame) for ``pixels`` None or a plugin that reads the whole frame. Every
-    other scorer is pixelwise."""
-    if pixels is None or any(s.plugin is not None and not s.plugin.pixelwise for s in scorers):
-        return None
-    out = np.asarray(pixels, bool)
-    far = max((sml.reach(s.kwargs["width"], s.kwargs["iterations"], s.kwargs["dilation"])
-               for s in scorers if s.base == "sml"), default=0)
-    for axis in (0, 1) if far else ():
-        n = out.shape[axis]
-        ends = np.concatenate([np.zeros_like(out.take([0], axis), np.int64), np.cumsum(out, axis)], axis)
-        i = np.arange(n)  # a wanted pixel within far along the axis: ends[i + far + 1] - ends[i - far] > 0
-        out = ends.take(np.minimum(i + far + 1, n), axis) - ends.take(np.maximum(i - far, 0), axis) > 0
-    return out
-
-
 def _check_needs(frame: FrameInputs, scoring: Scoring, temps: Sequence[float]) -> None:
     """The flipped pass and the statistics that the scorers need, or a ValueError saying which is missing."""
     flipped = [s for s in scoring.scorers if s.uses is not None]
@@ -295,36 +277,19 @@ def _query_scores(composer: FrameComposer, size, scorers: Sequence[Scorer], temp
     maps = {t: MapScorer(names(t), 1.0 if query else t, size, stats=None if stats is None else stats.get(t),
                          semantic=query or i == 0, **on) for i, t in enumerate(temps)}
     for at, block in composer.row_blocks(temps if query else (1.0,), pixels):
-        cols = None if block is None else _read_cols(pixels, at)
+        cols = None if block is None else read_cols(pixels, at)
         for t, m in maps.items():
             if cols is None:  # no pixel of it is read
                 m.blank(at)
                 continue
             b = block[t if query else 1.0][:, :, cols]  # (K + C, R, Wc)
             m.add(b[:k], at, cols, {key: b[k + c] for c, key in enumerate(keys)})
-            _blank_sides(m, at, cols)
+            blank_sides(m, at, cols)
     first = None
     for t in temps:
         scores, sem = maps.pop(t).finish()
         first = sem if first is None or query else first
         yield TemperatureScores(t, first, scores)
-
-
-def _read_cols(pixels: np.ndarray | None, rows: slice) -> slice | None:
-    """The columns to score in ``rows``: from the first to the last that holds a pixel to compose
-    (every column when ``pixels`` is None); None when no pixel of these rows is."""
-    if pixels is None:
-        return slice(None)
-    at = np.flatnonzero(pixels[rows].any(axis=0))
-    return slice(int(at[0]), int(at[-1]) + 1) if at.size else None
-
-
-def _blank_sides(m: MapScorer, rows: slice, cols: slice) -> None:
-    """Blank the columns of ``rows`` left and right of ``cols`` (:meth:`MapScorer.blank`)."""
-    if cols.start:
-        m.blank(rows, slice(None, cols.start))
-    if cols.stop is not None:
-        m.blank(rows, slice(cols.stop, None))
 
 
 def _pixel_scores(logits: torch.Tensor, size: tuple[int, int], void_channel: int | None, scorers: Sequence[Scorer],
@@ -342,13 +307,13 @@ def _pixel_scores(logits: torch.Tensor, size: tuple[int, int], void_channel: int
     for at, tile in label_size_tiles(logits, size, void_channel):
         if tile.shape[0] > 255:
             raise ValueError(f"{tile.shape[0]} classes do not fit uint8 with 255 reserved for void")
-        cols = _read_cols(pixels, at)
+        cols = read_cols(pixels, at)
         for m in maps.values():
             if cols is None:  # no pixel of it is read
                 m.blank(at)
                 continue
             m.add(tile if cols == slice(None) else tile[:, :, cols], at, cols)
-            _blank_sides(m, at, cols)
+            blank_sides(m, at, cols)
     sem = None
     for t in temps:
         scores, first = maps.pop(t).finish()

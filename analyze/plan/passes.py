@@ -14,7 +14,7 @@ The rules (the numbers are identical whichever plan runs):
   between them (:class:`analyze.metrics.PositiveState`, :class:`analyze.metrics.NegativeCountState`).
   The first composes only what the anomaly pixels need (EoMT: each crop's row tiles that
   cover one; ERFNet: the resize, then the scorers on the row tiles that hold one; widened by
-  SML's smoothing where SML is scored: :func:`analyze.compose.frame_scores.compose_mask`), so
+  SML's smoothing where SML is scored: :func:`analyze.compose.partial.compose_mask`), so
   no frame is composed twice in whole.
 * ``smiyc`` bins each frame (one pass), after a pass that fits each key's float16 transform
   on every done frame, labelled or not (the ``ranges`` pass, as ``analyze export`` fits it).
@@ -173,7 +173,7 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
 
 
 def positive_rows(keys: Sequence[Key]) -> str:
-    """What the ``positives`` pass composes (:func:`analyze.compose.frame_scores.compose_mask`)."""
+    """What the ``positives`` pass composes (:func:`analyze.compose.partial.compose_mask`)."""
     smoothed = any(name.split(":")[0] == "sml" for name, _ in keys)
     return ("the row tiles of each crop (EoMT) or of the frame (ERFNet) that hold an anomaly pixel"
             + (" or lie within SML's smoothing reach of one" if smoothed else "") + ", in every frame scored"
