@@ -195,9 +195,9 @@ def test_device_option_reaches_the_frame_tasks(tmp_path, monkeypatch):
     seen = []
     inner = tasks.iter_frame_scores
 
-    def spy(frame, scoring):
+    def spy(frame, scoring, pixels=None):
         seen.append(scoring.device)
-        return inner(frame, scoring)
+        return inner(frame, scoring, pixels)
 
     monkeypatch.setattr(tasks, "iter_frame_scores", spy)
     tables = []

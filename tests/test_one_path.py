@@ -131,8 +131,8 @@ def test_the_recorder_sees_a_difference(monkeypatch):
     frame = FrameInputs("query", geom.resized, mask_logits=masks, class_logits=classes, geom=geom)
     real = FS.FrameComposer.row_blocks
 
-    def off_by_one_ulp(self, temperatures=(1.0,)):
-        for rows, block in real(self, temperatures):
+    def off_by_one_ulp(self, temperatures=(1.0,), pixels=None):
+        for rows, block in real(self, temperatures, pixels):
             yield rows, {t: torch.nextafter(b, torch.full_like(b, np.inf)) for t, b in block.items()}
 
     monkeypatch.setattr(FS.FrameComposer, "row_blocks", off_by_one_ulp)

@@ -4,7 +4,8 @@ Each entry of :data:`SECTIONS` is one benchmark (a name, a help line, a function
 a Markdown report); add a section by appending to that list. ``--section NAME`` runs one.
 Sections: ``pixel_metrics`` (:mod:`analyze.bench.pixels`: the exact metrics against scikit-learn
 and ood_metrics), ``study`` (:mod:`analyze.bench.study`: ``analyze score`` on 1024x2048 caches
-of both kinds against a library-kernel reference, and the whole study projected),
+of both kinds against a library-kernel reference, and the whole study projected), ``two_pass``
+(the same module: the two-pass plan against the one-pass plan per frame),
 ``eomt_temperature_grid`` (:mod:`analyze.bench.eomt`), ``compare_every_pair``
 (:mod:`analyze.bench.compare`), ``fit_nll_memory``
 (:mod:`analyze.bench.fit`). ``--worker`` runs one measurement of ``pixel_metrics`` in a fresh
@@ -41,6 +42,11 @@ SECTIONS: list[Section] = [
         "study",
         "`analyze score` on 1024x2048 caches of both kinds vs a library-kernel reference; the whole study projected",
         lambda pixels, seed: __import__("analyze.bench.study", fromlist=["x"]).run_study(pixels, seed),
+    ),
+    Section(
+        "two_pass",
+        "`analyze score` two-pass plan vs one-pass plan per frame, both models (goal <= 1.15x)",
+        lambda pixels, seed: __import__("analyze.bench.study", fromlist=["x"]).run_two_pass(pixels, seed),
     ),
     Section(
         "eomt_temperature_grid",

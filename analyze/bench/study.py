@@ -239,5 +239,30 @@ def _report(per_frame: dict, parts: dict, load0: str, load1: str) -> tuple[str, 
     return "\n".join(lines), {"projection_min": data}
 
 
+def run_two_pass(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
+    """The ``two_pass`` section (``n_pixels`` is not used): step 1's ``grid`` and ``two-pass grid``
+    alone, per model: the two-pass plan's seconds per frame against the one-pass plan's in the
+    same run (issue 27's goal: at most 1.15x)."""
+    load0 = _load()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_two_pass_"))
+    (tmp / "out").mkdir()
+    for kind in MODEL:
+        for n in (N_FRAMES, 1):
+            build_cache(tmp / f"{kind}{n}.zarr", kind, n, seed=seed, scale=SCALE)
+    lines = [f"## two_pass: `analyze score {' '.join(GRID)}`, one pass against two (`--max-memory {TWO_PASS_BUDGET}`)",
+             "", "| cache | one pass: s / frame (CPU s) | two passes: s / frame (CPU s) | ratio (wall) | ratio (CPU) |",
+             "|---|---:|---:|---:|---:|"]
+    data: dict = {}
+    for kind in MODEL:
+        print(f"two_pass: {MODEL[kind]} ...", file=sys.stderr, flush=True)
+        one, two = (_per_frame(tmp, kind, command_args(kind, CONFIGS[c])) for c in ("grid", "two-pass grid"))
+        wall, cpu = two["per_frame_s"] / one["per_frame_s"], two["per_frame_cpu_s"] / one["per_frame_cpu_s"]
+        data[MODEL[kind]] = {"one_pass": one, "two_pass": two, "ratio_wall": wall, "ratio_cpu": cpu}
+        lines.append(f"| {MODEL[kind]} | {one['per_frame_s']:.2f} ({one['per_frame_cpu_s']:.2f}) | {two['per_frame_s']:.2f} "
+                     f"({two['per_frame_cpu_s']:.2f}) | {wall:.2f}x | {cpu:.2f}x |")
+    lines += ["", f"Load average before: {load0}, after: {_load()}.", ""]
+    return "\n".join(lines), {**data, "load": [load0, _load()]}, True
+
+
 if __name__ == "__main__":  # python -m analyze.bench.study ONE MANY OUT REPEATS ARG...: one worker's JSON
     print(json.dumps(worker(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:])))

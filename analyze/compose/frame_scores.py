@@ -23,6 +23,7 @@ from analyze.compose.queries import (
     parse_temp_target,
     positive_temperature,
 )
+from analyze.compose.partial import blank_sides, compose_mask, read_cols
 from analyze.compose.resize import label_size_tiles, pixel_logits_to_label_size, resize_scores, semantic_prediction
 from analyze.scorers.id_stats import match_stats
 from analyze.scorers import masks
@@ -167,8 +168,17 @@ def _split(maps: torch.Tensor, k: int, keys: Sequence[str], size) -> tuple[torch
     return s, {key: extra[c] for c, key in enumerate(keys)}
 
 
-def iter_frame_scores(frame: FrameInputs, scoring: Scoring) -> Iterator[TemperatureScores]:
+def iter_frame_scores(frame: FrameInputs, scoring: Scoring, pixels: np.ndarray | None = None
+                      ) -> Iterator[TemperatureScores]:
     """Score one frame, yielding one :class:`TemperatureScores` per temperature of ``scoring``.
+
+    ``pixels`` ((H, W) bool, label size): the pixels whose scores a pass reads (the anomaly
+    pixels, for the two-pass protocol's first pass); None: every pixel. The fused passes then
+    compose and score only what :func:`compose_mask` needs for them (EoMT: the crops' tiles of
+    :meth:`FrameComposer.row_blocks` that cover one; ERFNet: the full resize), each row block or
+    tile scored over the columns that hold one, with the same bits there. The other pixels hold no
+    score a pass reads: 0 where nothing was composed (class 0 in the semantic map), else
+    partial sums. The other paths compose the frame whole.
 
     Only one temperature's full-resolution maps are alive at a time, and the upsampled masks
     are computed once for all temperatures and query channels (see :class:`FrameComposer`).
@@ -190,7 +200,7 @@ def iter_frame_scores(frame: FrameInputs, scoring: Scoring) -> Iterator[Temperat
         if frame.logits is None or frame.out_size is None:
             raise ValueError("kind='pixel' needs logits and out_size")
         yield from _pixel_scores(torch.as_tensor(frame.logits).to(scoring.device), tuple(frame.out_size),
-                                 frame.void_channel, direct, temps, scoring.stats, scoring.device, scoring.compiled)
+                                 frame.void_channel, direct, temps, scoring.stats, on, compose_mask(pixels, direct))
         return
     if frame.mask_logits is None or frame.class_logits is None or frame.geom is None:
         raise ValueError("kind='query' needs mask_logits, class_logits and geom")
@@ -198,7 +208,8 @@ def iter_frame_scores(frame: FrameInputs, scoring: Scoring) -> Iterator[Temperat
     composer = FrameComposer(frame.mask_logits, frame.class_logits, frame.geom, tile_rows=scoring.tile_rows,
                              channels=_channels(scoring.scorers), **on)
     if len(direct) == len(scoring.scorers) and not frame.geom.portrait and tuple(size) == tuple(frame.geom.resized):
-        yield from _query_scores(composer, size, direct, temps, scoring.temp_target, scoring.stats, on)
+        yield from _query_scores(composer, size, direct, temps, scoring.temp_target, scoring.stats, on,
+                                 compose_mask(pixels, direct))
     else:
         yield from _resized_query_scores(composer, frame, scoring, size, temps, on)
 
@@ -249,12 +260,14 @@ def _resized_query_scores(composer: FrameComposer, frame: FrameInputs, scoring: 
 
 
 def _query_scores(composer: FrameComposer, size, scorers: Sequence[Scorer], temps: Sequence[float], temp_target: str,
-                  stats, on: dict) -> Iterator[TemperatureScores]:
+                  stats, on: dict, pixels: np.ndarray | None = None) -> Iterator[TemperatureScores]:
     """EoMT's fused pass (side-by-side crops, no resize to the original size, no flipped pass):
     each block of complete rows of every T's class scores and query channels
     (:meth:`FrameComposer.row_blocks`) is scored as it is made (one :class:`MapScorer` per T), so
     no full-size ``s`` exists; the semantic map comes from the same pass (target ``query``: per
-    T, the first maximum of ``s_T``; ``pixel``: of ``s_1 / T``, that of ``s_1``)."""
+    T, the first maximum of ``s_T``; ``pixel``: of ``s_1 / T``, that of ``s_1``). ``pixels``:
+    what to compose (:func:`compose_mask`): a block is scored over the columns that hold one;
+    the rest is blank."""
     k, keys = composer.num_classes, composer.channel_keys
     query = temp_target == "query"
 
@@ -263,10 +276,15 @@ def _query_scores(composer: FrameComposer, size, scorers: Sequence[Scorer], temp
 
     maps = {t: MapScorer(names(t), 1.0 if query else t, size, stats=None if stats is None else stats.get(t),
                          semantic=query or i == 0, **on) for i, t in enumerate(temps)}
-    for rows, block in composer.row_blocks(temps if query else (1.0,)):
+    for at, block in composer.row_blocks(temps if query else (1.0,), pixels):
+        cols = None if block is None else read_cols(pixels, at)
         for t, m in maps.items():
-            b = block[t if query else 1.0]  # (K + C, R, W)
-            m.add(b[:k], rows, slice(None), {key: b[k + c] for c, key in enumerate(keys)})
+            if cols is None:  # no pixel of it is read
+                m.blank(at)
+                continue
+            b = block[t if query else 1.0][:, :, cols]  # (K + C, R, Wc)
+            m.add(b[:k], at, cols, {key: b[k + c] for c, key in enumerate(keys)})
+            blank_sides(m, at, cols)
     first = None
     for t in temps:
         scores, sem = maps.pop(t).finish()
@@ -275,19 +293,27 @@ def _query_scores(composer: FrameComposer, size, scorers: Sequence[Scorer], temp
 
 
 def _pixel_scores(logits: torch.Tensor, size: tuple[int, int], void_channel: int | None, scorers: Sequence[Scorer],
-                  temps: Sequence[float], stats, device, compiled) -> Iterator[TemperatureScores]:
+                  temps: Sequence[float], stats, on: dict, pixels: np.ndarray | None = None
+                  ) -> Iterator[TemperatureScores]:
     """ERFNet's fused pass: each row tile of the logits at label size
     (:func:`analyze.compose.resize.label_size_tiles`, the full resize sliced) is scored at every T while
     it is in cache (one :class:`MapScorer` per T), so no per-T copy of the logits exists; the
-    semantic map comes from the first T's pass (the first maximum of ``z / T`` is that of ``z``)."""
+    semantic map comes from the first T's pass (the first maximum of ``z / T`` is that of ``z``).
+    ``pixels``: what to compose (:func:`compose_mask`): a tile is scored over the columns that
+    hold one, the rest is blank."""
     names = [s.name for s in scorers]
-    maps = {t: MapScorer(names, t, size, stats=None if stats is None else stats.get(t), semantic=i == 0,
-                         device=device, compiled=compiled) for i, t in enumerate(temps)}
-    for rows, tile in label_size_tiles(logits, size, void_channel):
+    maps = {t: MapScorer(names, t, size, stats=None if stats is None else stats.get(t), semantic=i == 0, **on)
+            for i, t in enumerate(temps)}
+    for at, tile in label_size_tiles(logits, size, void_channel):
         if tile.shape[0] > 255:
             raise ValueError(f"{tile.shape[0]} classes do not fit uint8 with 255 reserved for void")
+        cols = read_cols(pixels, at)
         for m in maps.values():
-            m.add(tile, rows)
+            if cols is None:  # no pixel of it is read
+                m.blank(at)
+                continue
+            m.add(tile if cols == slice(None) else tile[:, :, cols], at, cols)
+            blank_sides(m, at, cols)
     sem = None
     for t in temps:
         scores, first = maps.pop(t).finish()

@@ -205,18 +205,24 @@ class FrameComposer:
         self.channel_keys: tuple[str, ...] = tuple(c.key for c in self._sum + self._max)
         self._n_maps = self.num_classes + len(self.channel_keys)
 
-    def _mask_tiles(self, j: int) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """``(r0, r1, sigmoid(upsampled masks)[:, r0:r1, :])`` (Q, r1 - r0, crop) for crop ``j``."""
+    def _mask_tiles(self, j: int, wanted: np.ndarray | None = None
+                    ) -> Iterator[tuple[int, int, torch.Tensor | None]]:
+        """``(r0, r1, sigmoid(upsampled masks)[:, r0:r1, :])`` (Q, r1 - r0, crop) for crop ``j``;
+        ``wanted`` ((crop rows,) bool): the tiles without a wanted row are ``None``, not made
+        (each tile is made from the mask logits alone: skipping one changes no other's bits)."""
         if self._kept is not None and self._kept[j]:
             yield from self._kept[j]
             return
         rows, crop = self.geom.tile  # (crop, crop) for EoMT's windows
-        kept = []
+        kept: list | None = [] if wanted is None else None  # keep_masks keeps whole crops only
         m = torch.as_tensor(self._mask_logits[j]).to(self.device).to(torch.float32)  # (Q, h, w)
         q, _, w = m.shape
         i0, i1, a0, a1 = self._row_taps
         for r0 in range(0, rows, self._tile_rows):
             r1 = min(r0 + self._tile_rows, rows)
+            if wanted is not None and not wanted[r0:r1].any():
+                yield r0, r1, None
+                continue
             lo, hi = int(i0[r0]), int(i1[r1 - 1]) + 1  # source rows this tile reads
             # columns first, on the few source rows needed (1-D linear = torch's bilinear width pass)
             cols = F.interpolate(m[:, lo:hi].reshape(1, q * (hi - lo), w), size=crop, mode="linear",
@@ -224,10 +230,10 @@ class FrameComposer:
             # then rows: a1 * bottom + a0 * top, in place (the kernel's order; allocation dominates)
             tile = cols.index_select(1, i1[r0:r1] - lo).mul_(a1[r0:r1, None])  # (Q, R, crop)
             tile.addcmul_(cols.index_select(1, i0[r0:r1] - lo), a0[r0:r1, None]).sigmoid_()
-            if self._kept is not None:
+            if self._kept is not None and kept is not None:
                 kept.append((r0, r1, tile))
             yield r0, r1, tile
-        if self._kept is not None:
+        if self._kept is not None and kept is not None:
             self._kept[j] = kept  # only once the crop is complete
 
     def resized_maps(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
@@ -243,31 +249,44 @@ class FrameComposer:
             prepared = self._products(j, temps)
             for r0, r1, tile in self._mask_tiles(j):
                 rows, cols = _crop_region(self.geom, j, r0, r1)
-                self._add_tile(prepared, tile, [sums[t][:, rows, cols] for t in temps])
+                if tile is not None:  # every tile: no rows were left out
+                    self._add_tile(prepared, tile, [sums[t][:, rows, cols] for t in temps])
         counts = _crop_counts(self.geom).to(self.device)
         for t in temps:
             sums[t].div_(counts)
         return sums
 
-    def row_blocks(self, temperatures: Sequence[float] = (1.0,)) -> Iterator[tuple[slice, dict[float, torch.Tensor]]]:
+    def row_blocks(self, temperatures: Sequence[float] = (1.0,), pixels: np.ndarray | None = None
+                   ) -> Iterator[tuple[slice, dict[float, torch.Tensor] | None]]:
         """:meth:`resized_maps` in blocks of complete rows, ``(rows, {T: (K + C, R, Wr)})``, each yielded
         as soon as every crop has added its tile (EoMT's fused pass: the scorers take a block
         while it is in cache, and no full-size map exists). The same tiles, products and
         additions in the same order, so the same bits. Landscape frames only (side-by-side
-        crops share their rows)."""
+        crops share their rows). ``pixels`` ((Hr, Wr) bool): a pass that reads a few pixels
+        (e.g. the anomaly pixels): each crop adds only its tiles that cover a wanted pixel, so
+        a block's wanted pixels are exact and its other pixels partial sums; the blocks without
+        a wanted pixel are yielded as ``(rows, None)``."""
         if self.geom.portrait:
             raise ValueError("row_blocks needs side-by-side (landscape) crops")
+        if pixels is not None and tuple(pixels.shape) != tuple(self.geom.resized):
+            raise ValueError(f"pixels {tuple(pixels.shape)} for a resized frame of {tuple(self.geom.resized)}")
         temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
         prepared = [self._products(j, temps) for j in range(self.geom.n_crops)]
         counts = _crop_counts(self.geom).to(self.device)
         width = self.geom.resized[1]
-        for tiles in zip(*(self._mask_tiles(j) for j in range(self.geom.n_crops))):
+        wanted = [None if pixels is None else pixels[:, _crop_region(self.geom, j, 0, 1)[1]].any(axis=1)
+                  for j in range(self.geom.n_crops)]  # per crop: its rows that cover a wanted pixel
+        for tiles in zip(*(self._mask_tiles(j, wanted[j]) for j in range(self.geom.n_crops))):
             r0, r1 = tiles[0][:2]
+            if all(tile is None for _, _, tile in tiles):
+                yield slice(r0, r1), None
+                continue
             block = {t: torch.zeros((self._n_maps, r1 - r0, width), dtype=torch.float32, device=self.device)
                      for t in temps}
             for j, (_, _, tile) in enumerate(tiles):
                 cols = _crop_region(self.geom, j, r0, r1)[1]
-                self._add_tile(prepared[j], tile, [block[t][:, :, cols] for t in temps])
+                if tile is not None:  # every crop's but those that cover no wanted pixel
+                    self._add_tile(prepared[j], tile, [block[t][:, :, cols] for t in temps])
             for t in temps:
                 block[t].div_(counts)
             yield slice(r0, r1), block

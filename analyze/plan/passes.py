@@ -12,6 +12,10 @@ The rules (the numbers are identical whichever plan runs):
 * ``exact`` keeps every non-void score of every key (float64) when that fits ``max_memory``:
   one pass. Otherwise two: the anomaly pixels' scores, then the in-distribution counts
   between them (:class:`analyze.metrics.PositiveState`, :class:`analyze.metrics.NegativeCountState`).
+  The first composes only what the anomaly pixels need (EoMT: each crop's row tiles that
+  cover one; ERFNet: the resize, then the scorers on the row tiles that hold one; widened by
+  SML's smoothing where SML is scored: :func:`analyze.compose.partial.compose_mask`), so
+  no frame is composed twice in whole.
 * ``smiyc`` bins each frame (one pass), after a pass that fits each key's float16 transform
   on every done frame, labelled or not (the ``ranges`` pass, as ``analyze export`` fits it).
 * ``--component-metrics`` (exact): the scoring pass also keeps the pixels of the highest
@@ -77,6 +81,7 @@ class Plan:
     positions: float  # the fraction of in-distribution scores the scoring pass keeps with pixels
     options: PlanOptions = field(default_factory=PlanOptions)
     passes: tuple[Pass, ...] = ()
+    kind: str = "query"  # the cache's kind (schemas.cache.KINDS): what the passes compose of a frame
 
     @property
     def certain(self) -> int:
@@ -112,7 +117,7 @@ def plan_for(spec: C.CacheSpec, cache: str, keys: Sequence[Key], semantic_temps:
     pixels = sum(spec.sizes[i][0] * spec.sizes[i][1] for i in frames)
     mode = one_or_two(pixels, len(keys), options.protocol, options.max_memory, positions) if keys else "one-pass"
     plan = Plan(cache, mode, keys, tuple(semantic_temps), tuple(frames), pixels,
-                positions if mode == "one-pass" else 0.0, options)
+                positions if mode == "one-pass" else 0.0, options, kind=spec.kind)
     passes = _float16(plan) + _scoring(plan, positions) + _bootstrap(plan) + _components(plan, positions)
     return Plan(**{**plan.__dict__, "passes": passes})
 
@@ -159,13 +164,25 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
         return (Pass("one-pass", "every key's scores, each frame sorted (exact metrics, per-frame AP)",
                      "every frame scored", kept, int(plan.pixels * n * per)),)
     return (Pass("positives", f"every score would exceed the budget ({_bytes(plan.pixels * n * SCORE_BYTES)}): "
-                 "the anomaly pixels' scores first", "every frame scored", "the anomaly pixels' scores (float64)",
+                 "the anomaly pixels' scores first", positive_rows(plan.keys, plan.kind),
+                 "the anomaly pixels' scores (float64)",
                  int(plan.pixels * n * SCORE_BYTES)),
             Pass("negatives", "the in-distribution counts between consecutive anomaly scores, each frame's AP"
                  + (", the bootstrap histograms" if plan.options.bootstrap and not plan.options.recompose else ""),
                  "the pooled frames", "integer counts per key" + (
                      "; the pixels of the top in-distribution scores, as the budget allows" if positions else ""),
                  plan.options.max_memory if positions else 0))
+
+
+def positive_rows(keys: Sequence[Key], kind: str) -> str:
+    """What the ``positives`` pass composes for a cache of ``kind`` (:func:`analyze.compose.partial.compose_mask`)."""
+    smoothed = " or lie within SML's smoothing reach of one" if any(n.split(":")[0] == "sml" for n, _ in keys) else ""
+    if kind == "pixel":
+        return (f"each frame scored resized, its scorers on the row tiles that hold an anomaly pixel{smoothed} "
+                "(whole frames with a whole-frame plugin)")
+    return (f"the row tiles of each crop that hold an anomaly pixel{smoothed}, in every frame scored (whole frames "
+            "off the fused pass: flip-averaged scorers, portrait frames, a label size other than the resized "
+            "frame's, whole-frame plugins)")
 
 
 def _bootstrap(plan: Plan) -> tuple[Pass, ...]:

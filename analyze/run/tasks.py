@@ -99,6 +99,7 @@ class Phase:
     rows: bool = False  # per-frame drill-down rows: ``add`` returns the frame's AP
     add: Callable[[Any, np.ndarray, np.ndarray, int], Any] = _update  # (state, score, label, frame) -> AP or None
     every_frame: bool = False  # also the frames that pool nothing (unlabelled, no anomaly pixel)
+    anomaly_pixels: bool = False  # its states read the anomaly pixels only: compose just what they need
 
 
 PHASES: dict[str, Phase] = {
@@ -107,7 +108,8 @@ PHASES: dict[str, Phase] = {
                       else _update_with_ap(st, s, y, i)),
     # the memory-bounded exact protocol: anomaly scores, then in-distribution counts at them
     # (aux: SecondPassInputs), with the frame's AP and, for the intervals, its histograms
-    "positives": Phase("anomaly-pixel scores", lambda job, key, aux, i: M.PositiveState(), semantic=True),
+    "positives": Phase("anomaly-pixel scores", lambda job, key, aux, i: M.PositiveState(), semantic=True,
+                       anomaly_pixels=True),
     "negatives": Phase("in-distribution counts", lambda job, key, aux, i: SecondPassState(aux[key]), rows=True,
                        add=lambda st, s, y, i: st.add(s, y, i)),
     # recomposing passes: the exact intervals' per-frame histograms over each key's bin edges (aux)
@@ -177,7 +179,8 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
     except C.CacheError as exc:
         raise ScoreError(f"{job.cache}: {exc}") from None
     scoring = Scoring(scorers, job.temperatures, job.temp_target, job.id_stats, device=job.device)
-    for ts in iter_frame_scores(inputs, scoring):
+    read = label == 1 if phase.anomaly_pixels and job.label_kind == "anomaly" else None  # (H, W)
+    for ts in iter_frame_scores(inputs, scoring, read):
         t = ts.temperature
         if job.label_kind == "semantic":
             if phase.semantic:

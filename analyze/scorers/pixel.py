@@ -188,6 +188,15 @@ class MapScorer:
             if sem is not None:
                 sem[r0:r1] = arg.reshape(r1 - r0, w)
 
+    def blank(self, rows: slice, cols: slice = slice(None)) -> None:
+        """Pixels that are not scored (a pass that reads others only): 0 in every map, class 0 in
+        the semantic map, so that every map is defined everywhere."""
+        for m in self.maps.values():
+            m[rows, cols] = 0
+        if self.sem is not None:
+            self.sem[rows, cols] = 0
+        self.plugins.blank(rows, cols)
+
     def finish(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """``({name: (H, W) float64}, semantic (H, W) uint8 or None)``, SML smoothed, on the CPU."""
         out = {}

@@ -54,6 +54,19 @@ class PluginMaps:
                 self._x = np.empty((tile.shape[0], *self.shape), np.float64)  # (K, H, W)
             self._x[:, rows, cols] = tile
 
+    def blank(self, rows: slice, cols: slice = slice(None)) -> None:
+        """Rows not scored (:meth:`analyze.scorers.pixel.MapScorer.blank`): 0 in the pixelwise maps.
+        A whole-frame plugin reads every row (:attr:`pixelwise`): its frame is composed whole."""
+        if self._whole:
+            raise ValueError(f"plugin(s) {', '.join(self._whole)} read the whole frame: every row must be scored")
+        for m in self.maps.values():
+            m[rows, cols] = 0
+
+    @property
+    def pixelwise(self) -> bool:
+        """Whether every plugin scores each pixel from that pixel alone (rows may be left out)."""
+        return not self._whole
+
     def finish(self) -> dict[str, np.ndarray]:
         """``{name: (H, W) float64}``; the whole-frame plugins are called here."""
         x = self._x

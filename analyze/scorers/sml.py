@@ -119,6 +119,17 @@ def dilated_smoothing(x: torch.Tensor, dilation: int) -> torch.Tensor:
     return out
 
 
+def reach(width: int = 4, iterations: int = 4, dilation: int = 6) -> int:
+    """How far (in rows or columns) :func:`suppress_and_smooth` reads: a pixel's smoothed score
+    depends on the score and the prediction within this distance only (the image border
+    aside, where both pad). The Gaussian reads ``3 * dilation`` away; each suppression
+    iteration one more (its 3x3 mean, over the boundary mask there); the boundary mask of
+    radius ``rho`` reads the boundaries ``rho`` away, and a boundary the prediction one further."""
+    radii = [0 if width == 0 or i == iterations - 1 else width - (width // iterations) * i - 1
+             for i in range(iterations)]
+    return 3 * dilation + (iterations + max(radii) + 1 if iterations else 0)
+
+
 def suppress_and_smooth(score: torch.Tensor, prediction: torch.Tensor, width: int = 4, iterations: int = 4,
                         dilation: int = 6, border: str = "pinned") -> torch.Tensor:
     """SML's boundary suppression (``width``, ``iterations``, ``border``) then dilated smoothing
