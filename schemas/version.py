@@ -8,7 +8,7 @@ format, or a default that changes numbers, changes, and record the change in CHA
 from __future__ import annotations
 
 PACKAGE = "anomaly-seg-cache"
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def tool_version() -> str:
