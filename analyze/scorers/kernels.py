@@ -192,3 +192,34 @@ def standardized(top, arg, mean, std, out):
     """SML raw: ``-((top - mean[arg]) / std[arg])``."""
     for i in range(top.size):
         out[i] = -((top[i] - mean[arg[i]]) / std[arg[i]])
+
+
+@nb.njit(nogil=True, cache=True)
+def suppress_step(old, boundary, new):
+    """One iteration of SML's boundary suppression (:func:`analyze.scorers.sml.suppress_and_smooth`,
+    its torch twin): ``new = old`` except at ``boundary`` pixels whose 3x3 neighbourhood (rows and
+    columns clamped at the border, as ``ReplicationPad2d(1)``) holds a non-boundary pixel: the sum
+    of ``old * keep`` over it divided by the count of ``keep`` (``keep`` = not boundary, 0 / 1),
+    each 3x3 sum taken as the torch code takes it: ``(left + centre) + right`` per row, then
+    ``(up + middle) + down``. ``old``, ``new`` (H, W) float64, ``boundary`` (H, W) bool."""
+    h, w = old.shape
+    for y in range(h):
+        for x in range(w):
+            if not boundary[y, x]:
+                new[y, x] = old[y, x]
+                continue
+            total = 0.0
+            count = 0.0
+            for dy in range(-1, 2):
+                yy = min(max(y + dy, 0), h - 1)
+                row_v = 0.0
+                row_c = 0.0
+                for dx in range(-1, 2):
+                    xx = min(max(x + dx, 0), w - 1)
+                    keep = 0.0 if boundary[yy, xx] else 1.0
+                    v = old[yy, xx] * keep
+                    row_v = v if dx == -1 else row_v + v
+                    row_c = keep if dx == -1 else row_c + keep
+                total = row_v if dy == -1 else total + row_v
+                count = row_c if dy == -1 else count + row_c
+            new[y, x] = total / count if count > 0 else old[y, x]
