@@ -145,10 +145,18 @@ def kl_matching(p, ent, log_d, d_zero, has_zero, out, dots):
     for a in range(ka):
         for i in range(n):
             dots[i] = log_d[a, 0] * p[0, i]
-        for j in range(1, k):
+        j = 1
+        while j + 3 < k:  # four classes per sweep over the pixels, each added in turn: the same order
+            w0, w1, w2, w3 = log_d[a, j], log_d[a, j + 1], log_d[a, j + 2], log_d[a, j + 3]
+            p0, p1, p2, p3 = p[j], p[j + 1], p[j + 2], p[j + 3]
+            for i in range(n):
+                dots[i] = (((dots[i] + w0 * p0[i]) + w1 * p1[i]) + w2 * p2[i]) + w3 * p3[i]
+            j += 4
+        while j < k:
             w = log_d[a, j]
             for i in range(n):
                 dots[i] = dots[i] + w * p[j, i]
+            j += 1
         if has_zero:
             for j in range(k):
                 if d_zero[a, j]:
