@@ -76,6 +76,17 @@ def test_compiled_scorers_take_every_float_dtype_as_the_reference(dtype):
     np.testing.assert_array_equal(sem_c, sem_r)
 
 
+@pytest.mark.parametrize("k", [3, 4, 5, 6, 8])
+def test_kl_matching_at_every_remainder_of_its_four_class_sweeps(k):
+    """KL matching's loop adds four classes per sweep over the pixels and the rest one by one:
+    every count of classes left over (and none swept four at a time) gives the reference's bits."""
+    rng = np.random.default_rng(k)
+    x = _logits(k, 6, 9, rng) if k >= 8 else (rng.normal(size=(k, 6, 9)) * 4).astype(np.float32)
+    got, ref, _, _ = _both(x, 0.75, ["kl", "maxentropy"], _stats(k, rng, zeros=k >= 8), None)
+    np.testing.assert_array_equal(got["kl"], ref["kl"])
+    assert np.isfinite(got["kl"]).any()
+
+
 def test_chunks_and_tiles_that_cut_rows_change_no_bit(monkeypatch):
     rng = np.random.default_rng(5)
     k, h, w = 19, 41, 53

@@ -1,9 +1,10 @@
 """Benchmark: the EoMT temperature grid with every scorer against the same grid with the study's
 five (``python -m analyze.bench --section eomt_every_scorer``, a section of :mod:`analyze.bench.sections`).
 
-Goal (issue 15): at most 1.3x. The mask scorers reuse the per-crop mask sigmoids that ``s``
-needs (EAM and no-object are two more rows of the class-score product, Mask2Anomaly a max
-over its few kept queries), and every scorer of ``x`` runs in the same float64 tiles.
+Goal (issue 27): at most 1.5x (issue 15 asked 1.3x, withdrawn: GEN's and KL's arithmetic
+does not fit it exactly). The mask scorers reuse the per-crop mask sigmoids that ``s`` needs
+(EAM and no-object are two more rows of the class-score product, Mask2Anomaly a max over its
+few kept queries), and every scorer of ``x`` runs in the same float64 tiles.
 """
 
 from __future__ import annotations
@@ -95,6 +96,6 @@ def run_eomt_every_scorer(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
     ]
     lines += [f"| {name} | {n_scorers[name]} | {cpu[name]:.2f} | {wall[name]:.2f} | {ratio[name]:.2f} |"
               for name in sets]
-    lines += ["", "Goal: every scorer (with statistics, without a flip pass) <= 1.3x the study's five; the flip pass "
+    lines += ["", "Goal: every scorer (with statistics, without a flip pass) <= 1.5x (issue 27) the study's five; the flip pass "
               "composes a second frame, so m2a_flip adds about one composition.", ""]
     return "\n".join(lines), {"cpu_s": cpu, "wall_s": wall, "ratio": ratio}, True

@@ -55,7 +55,7 @@ SECTIONS: list[Section] = [
     ),
     Section(
         "eomt_every_scorer",
-        "EoMT T grid with every scorer vs the same grid with the study's five (goal <= 1.3x)",
+        "EoMT T grid with every scorer vs the same grid with the study's five (goal <= 1.5x)",
         lambda pixels, seed: __import__("analyze.bench.scorers", fromlist=["x"]).run_eomt_every_scorer(pixels, seed),
     ),
     Section(

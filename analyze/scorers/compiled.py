@@ -120,9 +120,12 @@ class CompiledTile:
             K.negated_sum(t, out[by["rba"][0]])
             for name in by["rba"][1:]:
                 out[name][:] = out[by["rba"][0]]
-        for name in by.get("sml_raw", []) + by.get("sml", []):  # sml: smoothed over the whole map afterwards
+        sml = by.get("sml_raw", []) + by.get("sml", [])  # sml: smoothed over the whole map afterwards
+        if sml:
             mean, std = self._class_stats()[:2]
-            K.standardized(top, arg, mean, std, out[name])
+            K.standardized(top, arg, mean, std, out[sml[0]])
+            for name in sml[1:]:
+                out[name][:] = out[sml[0]]
         for b in bases & {"eam", "noobject", "m2a"}:
             for name in by[b]:
                 masks.score_chunk(sc[name], top, channels, out[name])

@@ -37,8 +37,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from analyze.scorers import kernels as K
 
 def _shift_reduce(x: torch.Tensor, offsets, fill, reduce) -> torch.Tensor:
     """``reduce`` over ``x`` (H, W) shifted by each (dy, dx) of ``offsets`` (|dy|, |dx| <= 1),
@@ -142,10 +145,27 @@ def suppress_and_smooth(score: torch.Tensor, prediction: torch.Tensor, width: in
             radius = 0 if width == 0 or i == iterations - 1 else width - step * i - 1
             while len(expanded) <= radius:
                 expanded.append(_shift_reduce(expanded[-1].to(torch.uint8), _CROSS, 0, torch.maximum).bool())
-            boundary = expanded[radius]
-            keep = (~boundary).to(out.dtype)  # the non-boundary mask, 0 / 1
-            total = _box3(out * keep)
-            count = _box3(keep)
-            # boundary pixels with a non-boundary neighbour take the mean of those neighbours
-            out = torch.where(boundary & (count > 0), total.div_(count), out)
+            out = _suppress(out, expanded[radius])
     return dilated_smoothing(out, dilation)
+
+
+def _suppress(out: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
+    """One suppression iteration (:func:`suppress_reference`). A float64 CPU map goes through the
+    compiled loop :func:`analyze.scorers.kernels.suppress_step`, which forms the means at the
+    boundary pixels only (the reference forms them everywhere and keeps those): the same
+    operations in the same order, so the same bits (tested)."""
+    if out.device.type == "cpu" and out.dtype == torch.float64:
+        new = np.empty(tuple(out.shape), np.float64)
+        K.suppress_step(np.ascontiguousarray(out.numpy()), np.ascontiguousarray(boundary.numpy()), new)
+        return torch.from_numpy(new)
+    return suppress_reference(out, boundary)
+
+
+def suppress_reference(out: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
+    """One suppression iteration in torch (any device): ``boundary`` pixels with a non-boundary
+    pixel in their 3x3 neighbourhood take the mean of those neighbours' values in ``out``; the
+    others keep theirs."""
+    keep = (~boundary).to(out.dtype)  # the non-boundary mask, 0 / 1
+    total = _box3(out * keep)
+    count = _box3(keep)
+    return torch.where(boundary & (count > 0), total.div_(count), out)
