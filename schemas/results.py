@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from schemas.errors import DataError
 from schemas.files import publish
 from schemas.plugin_rows import PLUGIN_COLUMNS, changed_plugin_rows
+from schemas.selections import stale_selections
 from schemas.version import tool_version
 
 RESULTS_SCHEMA_VERSION = 2
@@ -279,23 +280,6 @@ def merge_rows(old: pd.DataFrame | None, new: pd.DataFrame, key=KEY) -> pd.DataF
     return pd.concat([kept, new], ignore_index=True)
 
 
-def stale_selections(old: pd.DataFrame, new: pd.DataFrame) -> pd.Series:
-    """Bool per row of ``old``: a row of ``analyze temperature --select-on`` (``selected_on`` set)
-    that ``new`` makes stale, because ``new`` scores again (plain rows) its run and model on the
-    dataset it reports or on one of the datasets its T was chosen on."""
-    plain = new[new["selected_on"] == ""]
-    if plain.empty or old.empty:
-        return pd.Series(False, index=old.index)
-    scored = set(zip(plain["run"], plain["model"], plain["dataset"]))
-
-    def stale(row) -> bool:
-        datasets = [row["dataset"], *str(row["selected_on"]).split(",")]
-        return any((row["run"], row["model"], d) in scored for d in datasets)
-
-    selected = old["selected_on"] != ""
-    return selected & old.apply(stale, axis=1) if selected.any() else selected
-
-
 def write_results(df: pd.DataFrame, path: str | os.PathLike, replace: bool = True,
                   note=lambda message: None) -> pd.DataFrame:
     """Atomically write results, replacing existing rows with the same key; returns the table.
@@ -360,12 +344,17 @@ def write_side_table(df: pd.DataFrame, path: str | os.PathLike, key=SIDE_KEY) ->
         atomic_write_table(table, path)
 
 
-def side_table_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """The per-frame and curve tables beside results file ``path``: ``<stem>_frames.parquet``
-    and ``<stem>_curves.parquet`` (``stem``: ``path`` less a ``.parquet`` suffix)."""
+def side_table_path(path: str | os.PathLike, kind: str) -> Path:
+    """The side table ``kind`` beside results file ``path``: ``<stem>_<kind>.parquet`` (``stem``:
+    ``path`` less a ``.parquet`` suffix)."""
     text = os.fspath(path)
     stem = text[: -len(".parquet")] if text.endswith(".parquet") else text
-    return Path(f"{stem}_frames.parquet"), Path(f"{stem}_curves.parquet")
+    return Path(f"{stem}_{kind}.parquet")
+
+
+def side_table_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The per-frame and curve tables beside results file ``path`` (:func:`side_table_path`)."""
+    return side_table_path(path, "frames"), side_table_path(path, "curves")
 
 
 def save_results(path: str | os.PathLike, results: pd.DataFrame, per_frame: pd.DataFrame | None = None,

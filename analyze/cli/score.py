@@ -8,7 +8,7 @@ import click
 
 from analyze.cli.options import (check_writable, parse_device, parse_name, parse_scorers, parse_storage_options, parse_temps,
                                  summary_table)
-from analyze.scorers.registry import help_text
+from analyze.scorers.catalogue import help_text
 from schemas.cache import open_cache
 from schemas.cli import StrictCommand, comma_list_option
 from schemas.errors import DataError, one_line, os_error_line

@@ -25,15 +25,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from schemas.results import SIDE_KEY, ResultsError, check_side_table, side_table_paths, write_side_table
+from schemas.results import SIDE_KEY, ResultsError, check_side_table, side_table_path, write_side_table
 
 COLUMNS = SIDE_KEY + ("cache_digest", "frame_ids", "offsets", "bins", "pos", "neg")
 
 
 def frame_data_path(results_path: str | os.PathLike) -> Path:
     """``<stem>_bootstrap.parquet`` beside ``results_path`` (named as the other side tables)."""
-    frames = side_table_paths(results_path)[0]
-    return frames.with_name(frames.name[: -len("_frames.parquet")] + "_bootstrap.parquet")
+    return side_table_path(results_path, "bootstrap")
 
 
 def exact_row(hist) -> dict:

@@ -30,15 +30,14 @@ from analyze.scorers.registry import (  # noqa: F401
     Param,
     Scorer,
     all_notes,
-    catalogue,
     check_supported,
     get_scorer,
     get_scorers,
-    help_text,
     parse_spec,
     scorer_display,
     scorer_order,
 )
+from analyze.scorers.catalogue import catalogue, help_text  # noqa: F401
 from analyze.scorers.temperatures import T_RANGE, check_temperature, parse_temperatures  # noqa: F401
 
 if TYPE_CHECKING:  # what type checkers and editors see of the names loaded on first use below

@@ -5,7 +5,7 @@ follows, what it needs (:data:`NEEDS`: the per-pixel scores ``x``, the query out
 model, in-distribution statistics from ``analyze fit``, the flipped pass of ``extract run
 --hflip``), which cache kinds it supports, its parameters with their defaults, and how the
 temperature enters (:data:`T_ENTRIES`). The command-line help, the ``all`` expansion and its
-notes, the refusals, the report's names and the catalogue of docs/scorers.md all come from
+notes, the refusals, the report's names and the catalogue of docs/scorers.md (:mod:`analyze.scorers.catalogue`) all come from
 :data:`SCORERS` (the accepted temperatures: :mod:`analyze.scorers.temperatures`); the math is in :mod:`analyze.scorers.pixel` (scorers of ``x``),
 :mod:`analyze.scorers.masks` (scorers of the query outputs) and :mod:`analyze.scorers.sml`.
 
@@ -68,7 +68,8 @@ class Param:
         return number
 
 
-def _fmt(v) -> str:
+def fmt_value(v) -> str:
+    """A parameter value as a spec and the docs write it (floats in %g)."""
     return format(v, "g") if isinstance(v, float) else str(v)
 
 
@@ -143,7 +144,7 @@ def spec_name(base: str, params: Iterable[tuple[str, Any]], specs: Sequence[Para
     """``base`` alone when every parameter has its default, else ``base:k=v,...`` (non-defaults,
     declaration order)."""
     values = dict(params)
-    extra = [f"{p.name}={_fmt(values[p.name])}" for p in specs if p.name in values and values[p.name] != p.default]
+    extra = [f"{p.name}={fmt_value(values[p.name])}" for p in specs if p.name in values and values[p.name] != p.default]
     return f"{base}:{','.join(extra)}" if extra else base
 
 
@@ -381,31 +382,3 @@ def scorer_order(names: Iterable[str]) -> list[str]:
         return (rank.get(base, len(rank)), n != base, n)
 
     return sorted(set(names), key=key)
-
-
-def help_text() -> str:
-    """The ``--scorers`` help: every scorer with what it needs beyond x, and the parameter syntax."""
-    parts = []
-    for s in SCORERS.values():
-        extra = [NEEDS[n].split(" (")[0] for n in s.needs if n in ("id_stats", "flip")]
-        kinds = "" if len(s.kinds) == 2 else " EoMT only"
-        shown = [f"{p.name}={'all' if p.default is None else _fmt(p.default)}" for p in s.param_specs]
-        params = f" [{', '.join(shown)}]" if shown else ""
-        parts.append(s.base + params + (f" ({', '.join(filter(None, [kinds.strip()] + extra))})" if extra or kinds else ""))
-    return ("'all' (default: every scorer the cache and the options allow, saying which are left out) or a comma "
-            "list of: " + "; ".join(parts) + ". Parameters: gen:gamma=0.2,m=10 (a key=value item continues the "
-            "scorer before it). " + plugin_load.help_line(SCORERS))
-
-
-def catalogue() -> list[str]:
-    """The scorer catalogue as Markdown table lines (a test holds docs/scorers.md to it)."""
-    lines = ["| scorer | formula (higher = more anomalous) | follows | needs | T enters | parameters |",
-             "|---|---|---|---|---|---|"]
-    for s in SCORERS.values():
-        needs = ", ".join(NEEDS[n] for n in s.needs)
-        if s.kinds == ("query",):
-            needs += "; EoMT only"
-        params = ", ".join(f"`{p.name}` {_fmt(p.default) if p.default is not None else '(all)'}" for p in s.param_specs)
-        lines.append(f"| `{s.base}` | `{s.formula}` | {s.source} | {needs} | {T_ENTRIES[s.temperature]} | "
-                     f"{params or '-'} |")
-    return lines
