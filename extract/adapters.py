@@ -12,10 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from extract.models.adapter import Adapter
+from extract.models.adapter import Adapter, split_single, write_pixel, write_query
 from extract.models.eomt import window_image
 from extract.models.erfnet import erfnet_input_size, preprocess_erfnet
-from schemas import cache as C
 
 
 def _pixel_prepare(image: np.ndarray, cfg: dict) -> np.ndarray:
@@ -33,15 +32,6 @@ def _pixel_preprocessing(cfg: dict) -> dict:
 
 def _pixel_forward(model, x: torch.Tensor):
     return (model(x).to(torch.float16),)  # (B, C, h, w)
-
-
-def _pixel_split(outputs, items):
-    (logits,) = outputs
-    return [(logits[j],) for j in range(len(items))]
-
-
-def _pixel_write(root, spec, i, arrays, flip=False):
-    C.write_frame_pixel(root, spec, i, arrays[0], flip=flip)
 
 
 def _pixel_fields(cfg: dict, sizes) -> dict:
@@ -79,10 +69,6 @@ def _query_split(outputs, items):
     return out
 
 
-def _query_write(root, spec, i, arrays, flip=False):
-    C.write_frame_query(root, spec, i, arrays[0], arrays[1], flip=flip)
-
-
 def _query_fields(cfg: dict, sizes) -> dict:
     return dict(n_classes=cfg["num_classes"], crop_size=cfg["crop"], n_queries=cfg["num_q"],
                 mask_size=cfg["mask_size"])
@@ -90,8 +76,8 @@ def _query_fields(cfg: dict, sizes) -> dict:
 
 #: cache kind -> adapter: the one registry the extraction loop consults (no branch on the kind)
 ADAPTERS: dict[str, Adapter] = {
-    "pixel": Adapter(_pixel_prepare, _pixel_forward, _pixel_split, _pixel_write, _pixel_fields, _pixel_stack,
+    "pixel": Adapter(_pixel_prepare, _pixel_forward, split_single, write_pixel, _pixel_fields, _pixel_stack,
                      _pixel_preprocessing),
-    "query": Adapter(_query_prepare, _query_forward, _query_split, _query_write, _query_fields, _query_stack,
+    "query": Adapter(_query_prepare, _query_forward, _query_split, write_query, _query_fields, _query_stack,
                      _query_preprocessing),
 }

@@ -143,3 +143,25 @@ def mask2former_checkpoint(folder, num_labels=19, num_queries=6, shortest_edge=6
     Mask2FormerForUniversalSegmentation(config).eval().save_pretrained(folder)
     Mask2FormerImageProcessor(size={"shortest_edge": shortest_edge, "longest_edge": longest_edge}).save_pretrained(folder)
     return folder
+
+
+def run_analyze(args, code: int = 0):
+    """``analyze ARGS`` in-process (click's runner), asserting its exit code; the result."""
+    from click.testing import CliRunner
+
+    from analyze.cli.main import main
+
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    assert res.exit_code == code, res.output
+    return res
+
+
+def scored_signal_cache(tmp, n_frames: int, size, seed: int, scorers, temps: str, bootstrap: int):
+    """A :func:`signal_pixel_cache` at ``tmp/c.zarr`` scored with ``--bootstrap`` into
+    ``tmp/results.parquet`` (sync scheduler, no progress): ``(cache, results path)``."""
+    cache, out = tmp / "c.zarr", tmp / "results.parquet"
+    signal_pixel_cache(cache, n_frames, size, seed=seed)
+    run_analyze(["score", "--cache", cache, "--scorers", ",".join(scorers), "--temps", temps, "--bootstrap",
+                 bootstrap, "--out", out, "--no-progress", "--scheduler", "sync"])
+    return cache, out
+

@@ -11,33 +11,22 @@ frames are refused with one line.
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from analyze.cli.main import main as analyze_main
 from analyze.compare.framedata import frame_data_path
 from analyze.compare.paired import holm, paired_difference
 from analyze.scorers import score
 from schemas.cache import open_cache, read_label, read_pixel_logits
 from schemas.results import read_results
-from tests.factories import signal_pixel_cache
+from tests.factories import run_analyze, scored_signal_cache, signal_pixel_cache
 
 N_BOOT, SEED = 200, 3
-
-
-def _run(args, code=0):
-    res = CliRunner().invoke(analyze_main, args)
-    assert res.exit_code == code, res.output
-    return res
 
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compare")
-    signal_pixel_cache(tmp / "c.zarr", 12, (16, 24), seed=5)
-    out = tmp / "r.parquet"
-    _run(["score", "--cache", str(tmp / "c.zarr"), "--scorers", "maxlogit,msp,maxentropy", "--temps", "1,2",
-          "--bootstrap", "50", "--out", str(out), "--no-progress", "--scheduler", "sync"])
+    _, out = scored_signal_cache(tmp, 12, (16, 24), 5, ("maxlogit", "msp", "maxentropy"), "1,2", 50)
     return tmp, out
 
 
@@ -46,7 +35,7 @@ def _pairs(out, *cells, extra=()):
     args = ["compare", "--results", str(out), "--bootstrap", str(N_BOOT), "--seed", str(SEED), "--out", str(dest)]
     for c in cells:
         args += ["--cell", c]
-    _run([*args, *extra])
+    run_analyze([*args, *extra])
     return pd.read_parquet(dest)
 
 
@@ -116,9 +105,9 @@ def test_other_frames_are_refused(scored, tmp_path):
     signal_pixel_cache(tmp_path / "d.zarr", 10, (16, 24), seed=6, checkpoint_sha256="b" * 64)
     mixed = tmp_path / "r.parquet"
     for cache, name in ((tmp / "c.zarr", "one"), (tmp_path / "d.zarr", "two")):
-        _run(["score", "--cache", str(cache), "--scorers", "msp", "--bootstrap", "20", "--out", str(mixed),
+        run_analyze(["score", "--cache", str(cache), "--scorers", "msp", "--bootstrap", "20", "--out", str(mixed),
               "--name", name, "--no-progress", "--scheduler", "sync"])
-    res = _run(["compare", "--results", str(mixed), "--cell", "msp,run=one", "--cell", "msp,run=two"], code=1)
+    res = run_analyze(["compare", "--results", str(mixed), "--cell", "msp,run=one", "--cell", "msp,run=two"], code=1)
     assert "not scored on the same frames (12 vs 10 pooled frames" in res.output
     assert len(res.output.strip().splitlines()) == 1
 
@@ -126,16 +115,16 @@ def test_other_frames_are_refused(scored, tmp_path):
 def test_without_kept_data_says_how(tmp_path):
     signal_pixel_cache(tmp_path / "c.zarr", 4, (16, 24), seed=1)
     out = tmp_path / "r.parquet"
-    _run(["score", "--cache", str(tmp_path / "c.zarr"), "--scorers", "msp,maxlogit", "--out", str(out),
+    run_analyze(["score", "--cache", str(tmp_path / "c.zarr"), "--scorers", "msp,maxlogit", "--out", str(out),
           "--no-progress", "--scheduler", "sync"])
-    res = _run(["compare", "--results", str(out), "--cell", "msp", "--cell", "maxlogit"], code=1)
+    res = run_analyze(["compare", "--results", str(out), "--cell", "msp", "--cell", "maxlogit"], code=1)
     assert "--bootstrap N" in res.output
 
 
 def test_smiyc_cell_against_itself_and_another(tmp_path):
     signal_pixel_cache(tmp_path / "c.zarr", 8, (16, 24), seed=2)
     out = tmp_path / "r.parquet"
-    _run(["score", "--cache", str(tmp_path / "c.zarr"), "--scorers", "msp,maxlogit", "--protocol", "smiyc",
+    run_analyze(["score", "--cache", str(tmp_path / "c.zarr"), "--scorers", "msp,maxlogit", "--protocol", "smiyc",
           "--bootstrap", "20", "--out", str(out), "--no-progress", "--scheduler", "sync"])
     rows = _pairs(out, "msp", "msp", "maxlogit")
     self_rows = rows[rows["scorer_b"] == rows["scorer_a"]]
@@ -185,11 +174,11 @@ def test_all_compares_within_each_dataset(tmp_path):
     out = tmp_path / "r.parquet"
     for name, dataset in (("a.zarr", "road_anomaly"), ("b.zarr", "fs_static")):
         signal_pixel_cache(tmp_path / name, 5, (16, 24), seed=8, dataset=dataset)
-        _run(["score", "--cache", str(tmp_path / name), "--scorers", "msp,maxlogit", "--bootstrap", "20",
+        run_analyze(["score", "--cache", str(tmp_path / name), "--scorers", "msp,maxlogit", "--bootstrap", "20",
               "--out", str(out), "--no-progress", "--scheduler", "sync"])
-    res = _run(["compare", "--results", str(out), "--all", "--bootstrap", "50"])
+    res = run_analyze(["compare", "--results", str(out), "--all", "--bootstrap", "50"])
     assert res.output.count("\n") == 1 + 2 * 3  # header, one pair per dataset, three metrics each
-    refused = _run(["compare", "--results", str(out), "--cell", "msp,dataset=fs_static",
+    refused = run_analyze(["compare", "--results", str(out), "--cell", "msp,dataset=fs_static",
                     "--cell", "msp,dataset=road_anomaly"], code=1)
     assert "not scored on the same frames (dataset fs_static vs road_anomaly)" in refused.output
 

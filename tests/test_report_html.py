@@ -13,29 +13,18 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from analyze.cli.main import main as analyze_main
-from tests.factories import signal_pixel_cache
+from tests.factories import run_analyze, scored_signal_cache
 
 SCORERS = ("msp", "maxlogit", "energy")
-
-
-def _run(args):
-    res = CliRunner().invoke(analyze_main, args)
-    assert res.exit_code == 0, res.output
-    return res
 
 
 @pytest.fixture(scope="module")
 def page_path(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("html")
-    signal_pixel_cache(tmp / "c.zarr", 8, (24, 32), seed=4)
-    out = tmp / "results.parquet"
-    _run(["score", "--cache", str(tmp / "c.zarr"), "--scorers", ",".join(SCORERS), "--temps", "0.5,1,2",
-          "--bootstrap", "100", "--out", str(out), "--no-progress", "--scheduler", "sync"])
-    _run(["report", "--results", str(out), "--out", str(tmp / "report"), "--html", "--holm", "--bootstrap", "200",
+    _, out = scored_signal_cache(tmp, 8, (24, 32), 4, SCORERS, "0.5,1,2", 100)
+    run_analyze(["report", "--results", str(out), "--out", str(tmp / "report"), "--html", "--holm", "--bootstrap", "200",
           "--cache", str(tmp / "c.zarr")])
     return tmp / "report" / "index.html"
 

@@ -14,6 +14,7 @@ process (:func:`analyze.bench.pixels.worker`).
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,15 @@ class Section:
     run: Callable[[int, int], tuple[str, dict, bool]]  # (pixels, seed) -> (markdown, data, ok)
 
 
+def _lazy(module: str, function: str) -> Callable[[int, int], tuple[str, dict, bool]]:
+    """``module.function(pixels, seed)``, imported when the section runs (a section's imports, torch
+    and the caches among them, load only for the sections asked for)."""
+    def run(pixels: int, seed: int) -> tuple[str, dict, bool]:
+        return getattr(importlib.import_module(module), function)(pixels, seed)
+
+    return run
+
+
 SECTIONS: list[Section] = [
     Section(
         "pixel_metrics",
@@ -41,32 +51,32 @@ SECTIONS: list[Section] = [
     Section(
         "study",
         "`analyze score` on 1024x2048 caches of both kinds vs a library-kernel reference; the whole study projected",
-        lambda pixels, seed: __import__("analyze.bench.study", fromlist=["x"]).run_study(pixels, seed),
+        _lazy("analyze.bench.study", "run_study"),
     ),
     Section(
         "two_pass",
         "`analyze score` two-pass plan vs one-pass plan per frame, both models (goal <= 1.15x)",
-        lambda pixels, seed: __import__("analyze.bench.study", fromlist=["x"]).run_two_pass(pixels, seed),
+        _lazy("analyze.bench.study", "run_two_pass"),
     ),
     Section(
         "eomt_temperature_grid",
         "EoMT scoring of a full T grid against a single T",
-        lambda pixels, seed: __import__("analyze.bench.eomt", fromlist=["x"]).run_eomt_temperature_grid(pixels, seed),
+        _lazy("analyze.bench.eomt", "run_eomt_temperature_grid"),
     ),
     Section(
         "eomt_every_scorer",
         "EoMT T grid with every scorer vs the same grid with the study's five (goal <= 1.5x)",
-        lambda pixels, seed: __import__("analyze.bench.scorers", fromlist=["x"]).run_eomt_every_scorer(pixels, seed),
+        _lazy("analyze.bench.scorers", "run_eomt_every_scorer"),
     ),
     Section(
         "compare_every_pair",
         "`analyze compare` of every pair of 12 scorers x 4 T vs their `--bootstrap 1000` intervals (goal <= 2x)",
-        lambda pixels, seed: __import__("analyze.bench.compare", fromlist=["x"]).run_compare_every_pair(pixels, seed),
+        _lazy("analyze.bench.compare", "run_compare_every_pair"),
     ),
     Section(
         "fit_nll_memory",
         "peak memory of `analyze temperature --fit nll` on 100 and 500 Cityscapes-val-shaped frames",
-        lambda pixels, seed: __import__("analyze.bench.fit", fromlist=["x"]).run_fit_nll_memory(pixels, seed),
+        _lazy("analyze.bench.fit", "run_fit_nll_memory"),
     ),
 ]
 

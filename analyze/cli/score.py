@@ -90,8 +90,10 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                            device, PlanOptions(protocol, budget, component_metrics, bootstrap), seed=seed)
     if explain:
         return _explain([c for c in caches if str(c) not in failures], request)
-    results, total = _score_caches(caches, request, out, (scheduler, scheduler_file, workers, not no_progress),
-                                   keep_going, failures)
+    from analyze.run.scheduler import Scheduler
+
+    sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
+    results, total = _score_caches(caches, request, out, sched, keep_going, failures)
     _report(results, total, out)
     if failures:
         for cache in caches:
@@ -128,16 +130,15 @@ def _explain(caches, request) -> None:
     click.echo("(--explain: nothing was scored or written)")
 
 
-def _score_caches(caches, request, out, sched_args: tuple, keep_going: bool, failures: dict) -> tuple[list, int]:
-    """Score each cache in turn on one scheduler, writing its rows to ``out`` as soon as it is done:
+def _score_caches(caches, request, out, sched, keep_going: bool, failures: dict) -> tuple[list, int]:
+    """Score each cache in turn on ``sched`` (closed at the end), writing its rows to ``out`` as soon as it is done:
     (each cache's results, the rows in ``out``). A failure stops the command, or with ``keep_going``
     is recorded in ``failures`` and the next cache is scored."""
     from analyze.compare.framedata import write_frame_data
-    from analyze.run.driver import Scheduler, score_request
+    from analyze.run.driver import score_request
     from schemas.results import save_results
 
     results, total, written = [], 0, []
-    sched = Scheduler(*sched_args[:3], progress=sched_args[3])
     warn, note = (lambda m: click.echo(f"warning: {m}", err=True)), (lambda m: click.echo(f"note: {m}", err=True))
     try:
         for cache in caches:

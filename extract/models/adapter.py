@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from schemas import cache as C
+
 
 @dataclass(frozen=True)
 class Adapter:
@@ -25,3 +27,19 @@ class Adapter:
     spec_fields: Callable  # (model config, sizes) -> dict of CacheSpec fields
     stack: Callable  # (prepared inputs of frames of one shape) -> np.ndarray batch
     preprocessing: Callable  # (model config) -> dict recorded in the cache's provenance
+
+
+def split_single(outputs, items) -> list[tuple]:
+    """A one-output batch (B, ...) split per frame: ``[(outputs[0][j],) ...]`` (pixel logits)."""
+    (logits,) = outputs
+    return [(logits[j],) for j in range(len(items))]
+
+
+def write_pixel(root, spec, i, arrays, flip=False) -> None:
+    """Write a frame's pixel logits (``arrays[0]``)."""
+    C.write_frame_pixel(root, spec, i, arrays[0], flip=flip)
+
+
+def write_query(root, spec, i, arrays, flip=False) -> None:
+    """Write a frame's class and mask logits (``arrays[0]``, ``arrays[1]``)."""
+    C.write_frame_query(root, spec, i, arrays[0], arrays[1], flip=flip)

@@ -26,10 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from extract.models.adapter import Adapter
+from extract.models.adapter import Adapter, write_query
 from extract.models.checkpoint import CheckpointError
 from extract.models.spec import CheckpointRef, ModelSpec, identify_folder
-from schemas import cache as C
 from schemas.errors import OptionError
 from schemas.inference import SEMANTIC_INFERENCES
 
@@ -136,10 +135,6 @@ def _split(outputs, items):
     return [(class_logits[j : j + 1], mask_logits[j : j + 1]) for j in range(len(items))]  # one crop per frame
 
 
-def _write(root, spec, i, arrays, flip=False):
-    C.write_frame_query(root, spec, i, arrays[0], arrays[1], flip=flip)
-
-
 def _fields(cfg: dict, sizes) -> dict:
     inputs = input_sizes(sizes, cfg)
     s = cfg["mask_stride"]
@@ -155,7 +150,7 @@ def _preprocessing(cfg: dict) -> dict:
             "semantic_inference": cfg["semantic_inference"]}
 
 
-MASK2FORMER_ADAPTER = Adapter(_prepare, _forward, _split, _write, _fields, np.stack, _preprocessing)
+MASK2FORMER_ADAPTER = Adapter(_prepare, _forward, _split, write_query, _fields, np.stack, _preprocessing)
 
 MASK2FORMER = ModelSpec(
     "mask2former", "query", load_mask2former,

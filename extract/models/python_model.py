@@ -29,10 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from extract.models.adapter import Adapter
+from extract.models.adapter import Adapter, split_single, write_pixel
 from extract.models.erfnet import erfnet_input_size, preprocess_erfnet
 from extract.models.spec import ModelSpec
-from schemas import cache as C
 from schemas.errors import OptionError
 
 PREFIX = "python:"
@@ -191,15 +190,6 @@ def _forward(model, x: torch.Tensor):
     return (out.to(torch.float16),)  # (B, C, h', w')
 
 
-def _split(outputs, items):
-    (logits,) = outputs
-    return [(logits[j],) for j in range(len(items))]
-
-
-def _write(root, spec, i, arrays, flip=False):
-    C.write_frame_pixel(root, spec, i, arrays[0], flip=flip)
-
-
 def _fields(cfg: dict, sizes) -> dict:
     s = cfg["output_stride"]
     logit_sizes = tuple(tuple(math.ceil(v / s) for v in input_size(h, w, cfg)) for h, w in sizes)
@@ -214,7 +204,7 @@ def _preprocessing(cfg: dict) -> dict:
 
 
 #: the adapter of every factory model (pixel cache kind, preprocessing of the declaration)
-FACTORY_ADAPTER = Adapter(_prepare, _forward, _split, _write, _fields, np.stack, _preprocessing)
+FACTORY_ADAPTER = Adapter(_prepare, _forward, split_single, write_pixel, _fields, np.stack, _preprocessing)
 
 
 def factory_spec(name: str) -> ModelSpec:
