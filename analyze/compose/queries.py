@@ -66,7 +66,8 @@ import torch.nn.functional as F
 
 from analyze.compose.resize import ArrayLike, f32 as _f32, linear_taps as _linear_taps
 from analyze.compose.resize import resize_scores
-from analyze.scorers.masks import QueryChannel, max_channel, peaks
+from analyze.compose.products import CropProducts
+from analyze.scorers.masks import QueryChannel
 from schemas.windows import FrameWindows
 
 TEMP_TARGETS = ("query", "pixel")
@@ -218,6 +219,10 @@ class FrameComposer:
         m = torch.as_tensor(self._mask_logits[j]).to(self.device).to(torch.float32)  # (Q, h, w)
         q, _, w = m.shape
         i0, i1, a0, a1 = self._row_taps
+        # two tiles' memory, reused by every tile of the crop unless tiles are kept (fresh pages
+        # cost more than the copies): each tile is a contiguous prefix, as a fresh one would be
+        size = q * min(self._tile_rows, rows) * crop
+        bufs = None if self._kept is not None else [torch.empty(size, device=self.device) for _ in range(2)]
         for r0 in range(0, rows, self._tile_rows):
             r1 = min(r0 + self._tile_rows, rows)
             if wanted is not None and not wanted[r0:r1].any():
@@ -227,9 +232,10 @@ class FrameComposer:
             # columns first, on the few source rows needed (1-D linear = torch's bilinear width pass)
             cols = F.interpolate(m[:, lo:hi].reshape(1, q * (hi - lo), w), size=crop, mode="linear",
                                  align_corners=False).view(q, hi - lo, crop)  # (Q, hi-lo, crop)
-            # then rows: a1 * bottom + a0 * top, in place (the kernel's order; allocation dominates)
-            tile = cols.index_select(1, i1[r0:r1] - lo).mul_(a1[r0:r1, None])  # (Q, R, crop)
-            tile.addcmul_(cols.index_select(1, i0[r0:r1] - lo), a0[r0:r1, None]).sigmoid_()
+            # then rows: a1 * bottom + a0 * top, in place (the kernel's order)
+            top, tile = (None, None) if bufs is None else (b[: q * (r1 - r0) * crop].view(q, r1 - r0, crop) for b in bufs)
+            tile = torch.index_select(cols, 1, i1[r0:r1] - lo, out=tile).mul_(a1[r0:r1, None])  # (Q, R, crop)
+            tile.addcmul_(torch.index_select(cols, 1, i0[r0:r1] - lo, out=top), a0[r0:r1, None]).sigmoid_()
             if self._kept is not None and kept is not None:
                 kept.append((r0, r1, tile))
             yield r0, r1, tile
@@ -291,41 +297,16 @@ class FrameComposer:
                 block[t].div_(counts)
             yield slice(r0, r1), block
 
-    def _products(self, j: int, temps: Sequence[float]) -> tuple:
-        """Crop ``j``'s matrices, one set per T: class probabilities (K, Q), sum-channel weights
-        (C, Q) and the max channels' queries.
-
-        Each T gets products of its own: a BLAS product rounds a row by where it falls in the
-        matrix, so stacking the temperatures would make ``s_T``'s last bits depend on which
-        other temperatures were asked for (and on the BLAS build's blocking). The channels
-        likewise stay out of the class product, so no scorer depends on another's presence."""
-        k = self.num_classes
+    def _products(self, j: int, temps: Sequence[float]) -> CropProducts:
+        """Crop ``j``'s matrices, one set per T (:class:`analyze.compose.products.CropProducts`):
+        each T's products are its own, so no ``s_T`` depends on which other temperatures or
+        channels were asked for."""
         full = [_full_probs(self._class_logits[j], t) for t in temps]  # (Q, K+1) each
-        probs = [np.ascontiguousarray(p[:, :k].T) for p in full]  # (K, Q) per T
-        weights = [np.stack([c.weights(p) for c in self._sum]) for p in full] if self._sum else None  # (C, Q) per T
-        if not self._numpy:  # the same float32 matrices, multiplied by torch on the device
-            probs = [torch.from_numpy(p).to(self.device) for p in probs]
-            weights = None if weights is None else [torch.from_numpy(w).to(self.device) for w in weights]
-        crop_peaks = [peaks([c.weights(p) for c in self._max]) for p in full]  # per T: (queries, weights, same as)
-        return probs, weights, crop_peaks
+        return CropProducts(full, self.num_classes, self._sum, self._max, self._numpy, self.device)
 
-    def _add_tile(self, prepared: tuple, tile: torch.Tensor, targets: Sequence[torch.Tensor]) -> None:
+    def _add_tile(self, prepared: CropProducts, tile: torch.Tensor, targets: Sequence[torch.Tensor]) -> None:
         """Add one sigmoid tile (Q, R, crop) times each T's matrices to that T's target view (K + C, R, crop)."""
-        probs, weights, crop_peaks = prepared
-        k, q, n_sum = self.num_classes, self.num_queries, len(self._sum)
-        r = tile.shape[1]
-        flat = tile.reshape(q, -1).numpy() if self._numpy else tile.reshape(q, -1)
-        for i, target in enumerate(targets):
-            # numpy's matmul (OpenBLAS): 2x torch's (MKL) for this skinny product on AMD CPUs
-            target[:k] += torch.as_tensor(probs[i] @ flat).view(k, r, -1)
-            if weights is not None:
-                target[k : k + n_sum] += torch.as_tensor(weights[i] @ flat).view(n_sum, r, -1)
-            done: list[torch.Tensor | None] = []
-            for c, (idx, w, same) in enumerate(crop_peaks[i]):
-                peak = done[same] if same is not None else max_channel(tile, idx, w)  # (R, crop) or None
-                done.append(peak)
-                if peak is not None:
-                    target[k + n_sum + c] += peak
+        prepared.add(tile, targets)
 
     def resized_scores(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
         """``{T: s_T}`` on the resized frame, (K, Hr, Wr) each; ``T`` divides the class logits."""

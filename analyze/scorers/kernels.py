@@ -51,6 +51,30 @@ def prepare(x, inv_t, divide, t, d, top, arg):
 
 
 @nb.njit(nogil=True, cache=True)
+def first_argmax(x, inv_t, divide, top, arg):
+    """``arg`` of :func:`prepare` alone (the semantic map of a pass that scores nothing): the first
+    maximal class of ``x / T`` per pixel (float64; ``divide`` False: ``x``), K - 1 where any is NaN.
+    ``top`` (P,) float64 is scratch."""
+    k, n = x.shape
+    nan = np.zeros(n, np.bool_)
+    for i in range(n):
+        v = np.float64(x[0, i]) / inv_t if divide else np.float64(x[0, i])
+        top[i] = v
+        arg[i] = 0
+        nan[i] = v != v
+    for c in range(1, k):
+        for i in range(n):
+            v = np.float64(x[c, i]) / inv_t if divide else np.float64(x[c, i])
+            up = v > top[i]
+            top[i] = v if up else top[i]
+            arg[i] = c if up else arg[i]
+            nan[i] = nan[i] or v != v
+    for i in range(n):
+        if nan[i]:
+            arg[i] = k - 1
+
+
+@nb.njit(nogil=True, cache=True)
 def others_sum(e, arg, r):
     """``e[arg] = 0`` per pixel, then ``r = sum_k e_k`` in class order (the non-maximal exps)."""
     for i in range(e.shape[1]):

@@ -40,7 +40,7 @@ from typing import Mapping, Sequence, Union
 import numpy as np
 import torch
 
-from analyze.scorers import masks, sml
+from analyze.scorers import kernels, masks, sml
 from analyze.scorers.compiled import CHUNK_PIXELS, CompiledTile
 from analyze.scorers.plugins import PluginMaps
 from analyze.scorers.registry import Scorer, get_scorer
@@ -170,6 +170,12 @@ class MapScorer:
 
     def _add_compiled(self, x: np.ndarray, rows: slice, cols: slice, channels: Mapping[str, ArrayLike]) -> None:
         k, r, w = x.shape
+        if not self.builtin and self.sem is not None:  # the semantic map alone: one loop over the tile
+            arg = np.empty(r * w, np.int64)
+            kernels.first_argmax(np.ascontiguousarray(x).reshape(k, -1), self.temperature, self.temperature != 1.0,
+                         np.empty(r * w, np.float64), arg)
+            self.sem[rows, cols].numpy()[:] = arg.reshape(r, w)
+            return
         step = max(1, CHUNK_PIXELS // w)  # whole rows per chunk
         tile = self._tiles.get(step * w)
         if tile is None:

@@ -1,0 +1,110 @@
+"""EoMT's class-score products of one crop: every T's matrices times each sigmoid tile.
+
+A crop's tile of upsampled, sigmoided masks (Q, R, crop) serves every temperature: at each T
+the class probabilities (K, Q) times the tile give that T's ``s`` rows, the sum channels'
+weights (C, Q) their channel rows, and each max channel is a reduction over its queries
+(:func:`analyze.scorers.masks.max_channel`). A result is defined by one BLAS product per T and
+matrix (:class:`CropProducts`), so that ``s_T`` has the same bits whichever other temperatures
+and channels were asked for.
+
+One product of all the matrices stacked (``(n_T * (K + C), Q) @ (Q, R * crop)``) takes about
+half the time of the separate products on OpenBLAS (a 19-row product uses its kernels poorly),
+but a BLAS is not bound to round a row the same whatever rows surround it: OpenBLAS does round
+a column by where it falls among the columns. :func:`stacking_exact` therefore checks, once per
+process for each shape and BLAS thread count, that this BLAS gives every row block of a stacked
+product exactly the bits of that block's own product, on random inputs of the same shapes and
+layout (a GEMM's order of operations depends on the shapes, the layout and the threads, never on
+the values); the stacked product is used only where it does. ``tests/test_products.py`` holds
+both to the separate products bit for bit.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from analyze.scorers.masks import QueryChannel, max_channel, peaks
+
+_checked: dict[tuple, bool] = {}
+_lock = threading.Lock()
+_blas = None
+
+
+def blas_threads() -> int:
+    """The number of threads numpy's BLAS runs on now (threadpoolctl; 1 where it has none)."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController().select(user_api="blas")
+    return max((c.get_num_threads() for c in _blas.lib_controllers), default=1)
+
+
+def stacking_exact(rows: Sequence[int], inner: int, columns: int) -> bool:
+    """Whether ``np.concatenate(parts) @ b`` gives each part's rows exactly the bits of
+    ``part @ b`` here (parts of ``rows`` rows each, float32, C order, ``inner`` columns;
+    ``b`` (inner, columns)), on the BLAS threads of now: checked once per shape and thread count."""
+    key = (tuple(int(r) for r in rows), int(inner), int(columns), blas_threads())
+    with _lock:
+        known = _checked.get(key)
+    if known is not None:
+        return known
+    rng = np.random.default_rng(list(key[0]) + list(key[1:]))
+    parts = [rng.random((r, inner), dtype=np.float32) for r in key[0]]
+    b = rng.random((inner, columns), dtype=np.float32)
+    stacked = np.concatenate(parts) @ b
+    starts = np.cumsum([0, *key[0]])
+    same = all(np.array_equal(stacked[s : s + p.shape[0]], p @ b) for s, p in zip(starts, parts))
+    with _lock:
+        _checked[key] = same
+    return same
+
+
+class CropProducts:
+    """One crop's matrices at each T (from the softmax over the K + 1 classes of its class logits
+    at that T, no-object last): the class probabilities (K, Q), the sum channels' weights (C, Q)
+    and the max channels' queries; :meth:`add` adds their products with a tile to each T's target.
+
+    ``numpy``: multiply with numpy's BLAS (the CPU's fast path, where stacking may apply);
+    else with torch on ``device``. ``stack=False``: never stack (the definition, for tests)."""
+
+    def __init__(self, full_probs: Sequence[np.ndarray], num_classes: int, sums: Sequence[QueryChannel],
+                 maxes: Sequence[QueryChannel], numpy: bool, device: torch.device | str = "cpu",
+                 stack: bool = True) -> None:
+        k = num_classes
+        probs = [np.ascontiguousarray(p[:, :k].T) for p in full_probs]  # (K, Q) per T
+        weights = [np.stack([c.weights(p) for c in sums]) for p in full_probs] if sums else None  # (C, Q) per T
+        self.num_classes, self.n_sum = k, len(sums)
+        self.peaks = [peaks([c.weights(p) for c in maxes]) for p in full_probs]  # per T: (queries, weights, same as)
+        self.numpy = numpy
+        parts = [m for i in range(len(probs)) for m in ([probs[i]] + ([weights[i]] if weights else []))]
+        self.parts = parts if numpy else [torch.from_numpy(m).to(device) for m in parts]
+        self.stacked = np.concatenate(parts) if stack and numpy and len(parts) > 1 else None
+
+    def _products(self, flat) -> list:
+        """Each matrix times ``flat`` (Q, N): stacked in one product where that gives the same bits."""
+        if self.stacked is not None and stacking_exact([p.shape[0] for p in self.parts], flat.shape[0], flat.shape[1]):
+            out = self.stacked @ flat
+            starts = np.cumsum([0] + [p.shape[0] for p in self.parts])
+            return [out[s:e] for s, e in zip(starts[:-1], starts[1:])]
+        return [p @ flat for p in self.parts]
+
+    def add(self, tile: torch.Tensor, targets: Sequence[torch.Tensor]) -> None:
+        """Add one sigmoid tile (Q, R, crop) times each T's matrices to that T's target view (K + C, R, crop)."""
+        k, n_sum = self.num_classes, self.n_sum
+        q, r = tile.shape[0], tile.shape[1]
+        flat = tile.reshape(q, -1).numpy() if self.numpy else tile.reshape(q, -1)
+        products = iter(self._products(flat))
+        for i, target in enumerate(targets):
+            target[:k] += torch.as_tensor(next(products)).view(k, r, -1)
+            if n_sum:
+                target[k : k + n_sum] += torch.as_tensor(next(products)).view(n_sum, r, -1)
+            done: list[torch.Tensor | None] = []
+            for c, (idx, w, same) in enumerate(self.peaks[i]):
+                peak = done[same] if same is not None else max_channel(tile, idx, w)  # (R, crop) or None
+                done.append(peak)
+                if peak is not None:
+                    target[k + n_sum + c] += peak

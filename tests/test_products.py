@@ -1,0 +1,92 @@
+"""EoMT's class-score products (analyze.compose.products): every T's matrices stacked into one
+BLAS product give each T exactly the bits of its own product, and the semantic map of a pass
+that scores nothing is the first maximal class the scorers' pass gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from analyze.compose import products as P
+from analyze.compose.queries import _full_probs
+from analyze.scorers import SCORERS, kernels
+from analyze.scorers.masks import channels_for
+from analyze.scorers.pixel import MapScorer
+
+
+def _targets(n_temps: int, rows: int, r: int, crop: int) -> list[torch.Tensor]:
+    return [torch.zeros((rows, r, crop), dtype=torch.float32) for _ in range(n_temps)]
+
+
+@pytest.mark.parametrize("temps", [(1.0,), (0.5, 0.75, 1.0, 1.1), (0.75, 2.0)])
+@pytest.mark.parametrize("with_channels", [False, True])
+@pytest.mark.parametrize("r", [7, 64])
+def test_stacked_products_equal_separate_ones(temps, with_channels, r):
+    rng = np.random.default_rng([len(temps), with_channels, r])
+    q, k, crop = 50, 19, 96
+    class_logits = (rng.normal(size=(q, k + 1)) * 2).astype(np.float32)
+    tile = torch.from_numpy(rng.random((q, r, crop), dtype=np.float32))
+    chans = [c for n in ("eam", "noobject", "m2a") for c in channels_for(SCORERS[n])] if with_channels else []
+    sums = [c for c in chans if c.reduce == "sum"]
+    maxes = [c for c in chans if c.reduce == "max"]
+    full = [_full_probs(class_logits, t) for t in temps]
+    rows = k + len(chans)
+    stacked, separate = _targets(len(temps), rows, r, crop), _targets(len(temps), rows, r, crop)
+    P.CropProducts(full, k, sums, maxes, numpy=True).add(tile, stacked)
+    P.CropProducts(full, k, sums, maxes, numpy=True, stack=False).add(tile, separate)
+    for a, b in zip(stacked, separate):
+        assert torch.equal(a, b)
+    # and each T alone: no T's bits depend on which others were asked for
+    for i in range(len(temps)):
+        alone = _targets(1, rows, r, crop)
+        P.CropProducts([full[i]], k, sums, maxes, numpy=True).add(tile, alone)
+        assert torch.equal(alone[0], stacked[i])
+
+
+def test_stacking_exact_is_checked_once_per_shape():
+    P._checked.clear()
+    first = P.stacking_exact((19, 19, 2), 100, 333)
+    assert isinstance(first, bool)
+    assert list(P._checked) == [((19, 19, 2), 100, 333, P.blas_threads())]
+    assert P.stacking_exact((19, 19, 2), 100, 333) is first
+    P._checked[((3,), 4, 5, P.blas_threads())] = False  # a BLAS that rounds a stacked row otherwise
+    products = P.CropProducts([np.full((4, 4), 0.25, np.float32)], 3, [], [], numpy=True)
+    products.stacked = np.ones((3, 4), np.float32) * 7  # would show if it were used
+    out = _targets(1, 3, 1, 5)
+    products.add(torch.ones((4, 1, 5)), out)
+    assert torch.equal(out[0], torch.full((3, 1, 5), 1.0))  # the separate product: 4 x 0.25 x 1
+
+
+def _prepare_arg(x: np.ndarray, t: float) -> np.ndarray:
+    k, n = x.shape
+    arg = np.empty(n, np.int64)
+    kernels.prepare(x, t, t != 1.0, np.empty((k, n)), np.empty((k, n)), np.empty(n), arg)
+    return arg
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_first_argmax_is_the_scorers_argmax(seed):
+    """Ties, -0, NaN: the lean kernel's class is the one the scorers' pass gives."""
+    rng = np.random.default_rng(seed)
+    k, n = int(rng.integers(1, 25)), int(rng.integers(1, 500))
+    x = rng.integers(-3, 4, size=(k, n)).astype(np.float32) * rng.choice([1, 0.5, 1e-30], size=(k, n)).astype(np.float32)
+    x[rng.random((k, n)) < 0.05] = -0.0
+    if seed % 2:
+        x[rng.random((k, n)) < 0.03] = np.nan
+    for t in (1.0, 0.75, 1.1):
+        arg = np.empty(n, np.int64)
+        kernels.first_argmax(x, t, t != 1.0, np.empty(n), arg)
+        np.testing.assert_array_equal(arg, _prepare_arg(x, t))
+
+
+def test_semantic_only_map_scorer_equals_the_scorers_pass():
+    rng = np.random.default_rng(3)
+    x = rng.integers(-2, 3, size=(19, 40, 70)).astype(np.float32) * np.float32(0.37)  # many ties
+    for t in (1.0, 0.75):
+        alone = MapScorer([], t, (40, 70), semantic=True)
+        scored = MapScorer(["msp", "maxlogit"], t, (40, 70), semantic=True)
+        for rows in (slice(0, 13), slice(13, 40)):
+            alone.add(x[:, rows], rows)
+            scored.add(x[:, rows], rows)
+        np.testing.assert_array_equal(alone.finish()[1], scored.finish()[1])
