@@ -260,3 +260,20 @@ def test_inputs_are_checked():
                     Scoring(get_scorers("msp"), temp_target="logits"))
     with pytest.raises(ValueError, match="needs"):
         score_frame(FrameInputs("query"), Scoring(get_scorers("msp")))
+
+
+@pytest.mark.parametrize("tile_rows", [1, 5, 64, 1000])
+@pytest.mark.parametrize("mask_hw", [(16, 16), (13, 11), (64, 64)])
+def test_mask_tiles_are_torch_bilinear_then_sigmoid_bit_for_bit(tile_rows, mask_hw):
+    """The tiles (the width pass, then each source row broadcast over the output rows it serves)
+    are exactly ``sigmoid(interpolate(m, bilinear))`` of the whole crop, torch's official op;
+    each tile read before the next is made (tiles share memory)."""
+    from tests.oracles import upsampled_mask_probs
+
+    g = frame_windows(100, 250, 96)
+    masks, classes = make_outputs(g.n_crops, mask_hw, seed=4)
+    masks = [m * 4 for m in masks]  # logits far from 0: the sigmoid's rounding shows
+    fc = FrameComposer(masks, classes, g, tile_rows=tile_rows)
+    for j in range(g.n_crops):
+        got = torch.cat([t.clone() for _, _, t in fc._mask_tiles(j)], dim=1)
+        assert torch.equal(got, upsampled_mask_probs(masks[j], g.crop))

@@ -127,6 +127,14 @@ def _crop_counts(geom: FrameWindows) -> torch.Tensor:
     return counts[:, None] if geom.portrait else counts[None, :]
 
 
+def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(start, stop, value)`` of each run of equal values of ``idx`` (1-D ints)."""
+    cut = np.flatnonzero(np.diff(idx)) + 1
+    starts = np.concatenate([[0], cut])
+    stops = np.concatenate([cut, [idx.size]])
+    return [(int(a), int(b), int(idx[a])) for a, b in zip(starts, stops)]
+
+
 def _check_geometry(geom: FrameWindows) -> None:
     if min(geom.resized) != geom.crop:
         raise ValueError(f"resized frame {geom.resized}: short side is not the crop size {geom.crop}")
@@ -210,7 +218,8 @@ class FrameComposer:
                     ) -> Iterator[tuple[int, int, torch.Tensor | None]]:
         """``(r0, r1, sigmoid(upsampled masks)[:, r0:r1, :])`` (Q, r1 - r0, crop) for crop ``j``;
         ``wanted`` ((crop rows,) bool): the tiles without a wanted row are ``None``, not made
-        (each tile is made from the mask logits alone: skipping one changes no other's bits)."""
+        (each tile is made from the mask logits alone: skipping one changes no other's bits).
+        Tiles share memory: each is valid until the next is asked for (``keep_masks``: kept)."""
         if self._kept is not None and self._kept[j]:
             yield from self._kept[j]
             return
@@ -219,10 +228,11 @@ class FrameComposer:
         m = torch.as_tensor(self._mask_logits[j]).to(self.device).to(torch.float32)  # (Q, h, w)
         q, _, w = m.shape
         i0, i1, a0, a1 = self._row_taps
-        # two tiles' memory, reused by every tile of the crop unless tiles are kept (fresh pages
-        # cost more than the copies): each tile is a contiguous prefix, as a fresh one would be
+        # one tile's memory, reused by every tile of the crop unless tiles are kept (fresh pages
+        # cost more than the arithmetic): each tile is a contiguous prefix, as a fresh one would be
         size = q * min(self._tile_rows, rows) * crop
-        bufs = None if self._kept is not None else [torch.empty(size, device=self.device) for _ in range(2)]
+        bufs = None if self._kept is not None else [torch.empty(size, device=self.device)]
+        i0n, i1n = i0.cpu().numpy(), i1.cpu().numpy()
         for r0 in range(0, rows, self._tile_rows):
             r1 = min(r0 + self._tile_rows, rows)
             if wanted is not None and not wanted[r0:r1].any():
@@ -232,10 +242,15 @@ class FrameComposer:
             # columns first, on the few source rows needed (1-D linear = torch's bilinear width pass)
             cols = F.interpolate(m[:, lo:hi].reshape(1, q * (hi - lo), w), size=crop, mode="linear",
                                  align_corners=False).view(q, hi - lo, crop)  # (Q, hi-lo, crop)
-            # then rows: a1 * bottom + a0 * top, in place (the kernel's order)
-            top, tile = (None, None) if bufs is None else (b[: q * (r1 - r0) * crop].view(q, r1 - r0, crop) for b in bufs)
-            tile = torch.index_select(cols, 1, i1[r0:r1] - lo, out=tile).mul_(a1[r0:r1, None])  # (Q, R, crop)
-            tile.addcmul_(torch.index_select(cols, 1, i0[r0:r1] - lo, out=top), a0[r0:r1, None]).sigmoid_()
+            # then rows: a1 * bottom + a0 * top (the kernel's order), each source row broadcast
+            # over the output rows it serves (no gathered copy; the same products and sums)
+            tile = torch.empty((q, r1 - r0, crop), device=self.device) if bufs is None else (
+                bufs[0][: q * (r1 - r0) * crop].view(q, r1 - r0, crop))
+            for a, b, src in _runs(i1n[r0:r1]):
+                torch.mul(cols[:, src - lo : src - lo + 1], a1[r0 + a : r0 + b, None], out=tile[:, a:b])
+            for a, b, src in _runs(i0n[r0:r1]):
+                tile[:, a:b].addcmul_(cols[:, src - lo : src - lo + 1], a0[r0 + a : r0 + b, None])
+            tile.sigmoid_()
             if self._kept is not None and kept is not None:
                 kept.append((r0, r1, tile))
             yield r0, r1, tile
