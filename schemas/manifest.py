@@ -25,12 +25,12 @@ import numpy as np
 import yaml
 
 from schemas.errors import DataError
+from schemas.labels import VOID  # canonical label of void / ignored pixels, in every label kind
 
 #: the environment variable that points the tools at another manifest file
 MANIFEST_ENV = "ANOMSEG_MANIFEST"
 MANIFEST_NAME = "data_manifest.yaml"
 SCHEMA_VERSION = 2
-VOID = 255  # canonical label of void / ignored pixels, in every label kind
 #: ``kind`` values: what the canonical labels are (caches record it as ``label_kind``)
 LABEL_KINDS = ("anomaly", "semantic")
 UNMAPPED = ("error", "void")

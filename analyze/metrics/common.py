@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 from schemas.machine import usable_cpus
-from schemas.manifest import VOID  # labels: 0 in-distribution, 1 anomaly, VOID ignored
+from schemas.labels import VOID  # labels: 0 in-distribution, 1 anomaly, VOID ignored
 
 TPR_LEVEL = 0.95
 MAX_THREADS = 8

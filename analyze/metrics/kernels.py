@@ -15,7 +15,7 @@ import numba as nb
 import numpy as np
 
 from analyze.metrics.float_keys import Q_SHIFT  # float32 mantissa bits below float16 precision
-from schemas.manifest import VOID
+from schemas.labels import VOID
 
 
 @nb.njit(nogil=True, cache=True)
