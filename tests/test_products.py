@@ -10,7 +10,7 @@ import torch
 
 from analyze.compose import products as P
 from analyze.compose.queries import _full_probs
-from analyze.scorers import SCORERS, kernels
+from analyze.scorers import SCORERS, get_scorers, kernels
 from analyze.scorers.masks import channels_for
 from analyze.scorers.pixel import MapScorer
 
@@ -90,3 +90,36 @@ def test_semantic_only_map_scorer_equals_the_scorers_pass():
             alone.add(x[:, rows], rows)
             scored.add(x[:, rows], rows)
         np.testing.assert_array_equal(alone.finish()[1], scored.finish()[1])
+
+
+# (original H, W, crop): overlapping, side by side, four crops (tests/test_compose.py CASES)
+GEOMETRIES = [(45, 80, 64), (50, 100, 64), (40, 150, 32)]
+
+
+@pytest.mark.parametrize("hw_crop", GEOMETRIES)
+@pytest.mark.parametrize("temp_target", ["query", "pixel"])
+@pytest.mark.parametrize("tile_rows", [5, 64])
+def test_semantic_only_pass_equals_the_fused_passes_semantic_maps(hw_crop, temp_target, tile_rows):
+    """A semantic cache's pass (no scorer: analyze.compose.semantic) gives the semantic maps of the
+    fused pass that scores (the blocks of row_blocks, the scorers' argmax), bit for bit, also
+    where crops overlap and with classes tied."""
+    from analyze.compose.frame_scores import FrameInputs, Scoring, iter_frame_scores
+    from schemas.windows import frame_windows
+
+    h, w, crop = hw_crop
+    g = frame_windows(h, w, crop)
+    rng = np.random.default_rng([h, w, tile_rows])
+    q, k = 9, 5
+    masks = (rng.standard_normal((g.n_crops, q, 13, 11)) * 3).astype(np.float16)
+    classes = (rng.standard_normal((g.n_crops, q, k + 1)) * 2).astype(np.float32)
+    classes[:, :, 1] = classes[:, :, 0]  # classes 0 and 1 tie everywhere: the first maximum is taken
+    frame = FrameInputs(kind="query", mask_logits=masks, class_logits=classes, geom=g, out_size=g.resized)
+    temps = (0.5, 1.0, 1.1)
+    alone = list(iter_frame_scores(frame, Scoring((), temps, temp_target, tile_rows=tile_rows)))
+    scored = list(iter_frame_scores(frame, Scoring(tuple(get_scorers("msp", "query")), temps, temp_target,
+                                                   tile_rows=tile_rows)))
+    assert [a.temperature for a in alone] == list(temps)
+    for a, b in zip(alone, scored):
+        assert a.scores == {}
+        np.testing.assert_array_equal(a.semantic, b.semantic)
+    assert len({a.semantic.tobytes() for a in alone}) == (len(temps) if temp_target == "query" else 1)

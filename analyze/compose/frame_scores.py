@@ -24,6 +24,7 @@ from analyze.compose.queries import (
     positive_temperature,
 )
 from analyze.compose.partial import blank_sides, compose_mask, read_cols
+from analyze.compose.semantic import semantic_maps
 from analyze.compose.resize import label_size_tiles, pixel_logits_to_label_size, resize_scores, semantic_prediction
 from analyze.scorers.id_stats import match_stats
 from analyze.scorers import masks
@@ -207,7 +208,10 @@ def iter_frame_scores(frame: FrameInputs, scoring: Scoring, pixels: np.ndarray |
     size = frame.out_size or frame.geom.original
     composer = FrameComposer(frame.mask_logits, frame.class_logits, frame.geom, tile_rows=scoring.tile_rows,
                              channels=_channels(scoring.scorers), **on)
-    if len(direct) == len(scoring.scorers) and not frame.geom.portrait and tuple(size) == tuple(frame.geom.resized):
+    fused = not frame.geom.portrait and tuple(size) == tuple(frame.geom.resized)
+    if fused and not scoring.scorers and pixels is None and composer.numpy_products:  # a semantic cache's pass
+        yield from (TemperatureScores(t, sem, {}) for t, sem in semantic_maps(composer, temps, scoring.temp_target))
+    elif fused and len(direct) == len(scoring.scorers):
         yield from _query_scores(composer, size, direct, temps, scoring.temp_target, scoring.stats, on,
                                  compose_mask(pixels, direct))
     else:

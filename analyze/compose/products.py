@@ -92,6 +92,13 @@ class CropProducts:
             return [out[s:e] for s, e in zip(starts[:-1], starts[1:])]
         return [p @ flat for p in self.parts]
 
+    def class_products(self, tile: torch.Tensor) -> list[np.ndarray]:
+        """Each T's class rows times the tile (Q, R, crop): (K, R * crop) per T, the bits :meth:`add` adds."""
+        if not self.numpy:
+            raise ValueError("class_products multiplies with numpy's BLAS (numpy=True)")
+        products = self._products(tile.reshape(tile.shape[0], -1).numpy())
+        return products[:: 2 if self.n_sum else 1]
+
     def add(self, tile: torch.Tensor, targets: Sequence[torch.Tensor]) -> None:
         """Add one sigmoid tile (Q, R, crop) times each T's matrices to that T's target view (K + C, R, crop)."""
         k, n_sum = self.num_classes, self.n_sum

@@ -214,6 +214,11 @@ class FrameComposer:
         self.channel_keys: tuple[str, ...] = tuple(c.key for c in self._sum + self._max)
         self._n_maps = self.num_classes + len(self.channel_keys)
 
+    @property
+    def numpy_products(self) -> bool:
+        """Whether the class-score products are numpy's (the CPU's compiled path)."""
+        return self._numpy
+
     def _mask_tiles(self, j: int, wanted: np.ndarray | None = None
                     ) -> Iterator[tuple[int, int, torch.Tensor | None]]:
         """``(r0, r1, sigmoid(upsampled masks)[:, r0:r1, :])`` (Q, r1 - r0, crop) for crop ``j``;

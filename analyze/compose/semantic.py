@@ -1,0 +1,79 @@
+"""The semantic maps alone of an EoMT frame: what a semantic cache's pass (mIoU) reads.
+
+The same mask tiles, class-score products and sums as :meth:`FrameComposer.row_blocks`, and the
+same bits wherever they are read, without its (K + C, R, W) blocks: a column that one crop
+covers holds that crop's product as it is (``(0 + x) / 1 == x``), so its class comes from the
+product itself; the columns where crops overlap are summed from zero in crop order and divided
+by their crop count, as ``row_blocks`` does. The class is the first maximal one of ``x / T``
+(:func:`analyze.scorers.kernels.first_argmax`, the argmax of the scorers' pass). Landscape
+frames, on the CPU (numpy's products). ``tests/test_products.py`` holds the maps to the fused
+pass's semantic maps.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from analyze.compose.queries import FrameComposer, _crop_counts, _crop_region
+from analyze.scorers.kernels import first_argmax
+
+
+def _classes(x: np.ndarray, temperature: float) -> np.ndarray:
+    """The first maximal class of ``x / T`` per column of ``x`` (K, N), int64."""
+    arg = np.empty(x.shape[1], np.int64)
+    first_argmax(np.ascontiguousarray(x), temperature, temperature != 1.0, np.empty(x.shape[1], np.float64), arg)
+    return arg
+
+
+def semantic_rows(composer: FrameComposer, temperatures: Sequence[float], argmax_temperature: float = 1.0
+                  ) -> Iterator[tuple[slice, dict[float, np.ndarray]]]:
+    """``(rows, {T: (R, Wr) uint8})`` per block of complete rows of the resized frame: the first
+    maximal class of ``s_T / argmax_temperature`` (target ``query``: ``s_T`` itself; ``pixel``:
+    ``s_1`` at the first T)."""
+    geom, k = composer.geom, composer.num_classes
+    if geom.portrait:
+        raise ValueError("semantic_rows needs side-by-side (landscape) crops")
+    temps = tuple(dict.fromkeys(float(t) for t in temperatures))
+    counts = _crop_counts(geom)[0]  # (Wr,) float32
+    regions = [_crop_region(geom, j, 0, 1)[1] for j in range(geom.n_crops)]
+    shared = np.flatnonzero(counts.numpy() > 1)  # the columns where crops overlap
+    prepared = [composer._products(j, temps) for j in range(geom.n_crops)]
+    for tiles in zip(*(composer._mask_tiles(j) for j in range(geom.n_crops))):
+        r0, r1 = tiles[0][:2]
+        rows = r1 - r0
+        sem = {t: np.empty((rows, geom.resized[1]), np.uint8) for t in temps}
+        over = {t: torch.zeros((k, rows, shared.size)) for t in temps}
+        for j, (_, _, tile) in enumerate(tiles):
+            cols = np.arange(regions[j].start, regions[j].stop)
+            own = counts[cols].numpy() == 1
+            at = np.searchsorted(shared, cols[~own])  # this crop's overlap columns among `shared`
+            for t, x in zip(temps, prepared[j].class_products(tile)):
+                x = x.reshape(k, rows, -1)
+                mine = x if own.all() else x[:, :, own]
+                sem[t][:, cols[own]] = _classes(mine.reshape(k, -1), argmax_temperature).reshape(rows, -1)
+                if at.size:
+                    over[t][:, :, at] += torch.from_numpy(x[:, :, ~own])
+        for t in temps:
+            if shared.size:
+                s = over[t].div_(counts[shared])
+                sem[t][:, shared] = _classes(s.numpy().reshape(k, -1), argmax_temperature).reshape(rows, -1)
+        yield slice(r0, r1), sem
+
+
+def semantic_maps(composer: FrameComposer, temperatures: Sequence[float], temp_target: str
+                  ) -> Iterator[tuple[float, np.ndarray]]:
+    """``(T, (Hr, Wr) uint8)`` per temperature, as the fused pass yields its semantic maps: target
+    ``query``: the first maximal class of ``s_T``; ``pixel``: of ``s_1 / T`` at the first T (that
+    of ``s_1``), the same array for every T."""
+    temps = tuple(dict.fromkeys(float(t) for t in temperatures))
+    query = temp_target == "query"
+    composed = temps if query else (1.0,)
+    maps = {t: np.empty(composer.geom.resized, np.uint8) for t in composed}
+    for at, sem in semantic_rows(composer, composed, 1.0 if query else temps[0]):
+        for t in composed:
+            maps[t][at] = sem[t]
+    for t in temps:
+        yield t, maps[t if query else 1.0]
