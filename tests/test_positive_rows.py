@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analyze import metrics as M
 from analyze.bench.caches import build_cache
 from analyze.bench.reference import study_scorers
 from analyze.compose import frame_scores as FS
@@ -92,8 +93,12 @@ def test_pixels_read_score_as_in_the_whole_frame_and_the_rest_is_not_composed(ca
         for far in (part[:32], part[:, 200:]):
             assert (far == 0).all()
         assert (full[:32] != 0).all()
-    if kind == "query":  # of 4 blocks x 2 crops: the left crop's block 2 (and block 1 within SML's reach)
-        assert len(added) == (2 if with_sml else 1)
+    if kind == "query":  # of the left crop's tiles, those that cover rows 150-154 (SML: 26 more either side)
+        comp = FS.FrameComposer(frame.mask_logits, frame.class_logits, frame.geom)
+        step = comp.few_pixels_tile_rows(comp._products(0, tuple(scoring.temperatures)))
+        assert step in (16, 64)  # FINER_TILE_ROWS where its products are exact on this BLAS, else the 64 of the tiles
+        first, last = (124, 180) if with_sml else (150, 154)
+        assert len(added) == last // step - first // step + 1
 
 
 @pytest.mark.parametrize("kind", ["pixel", "query"])
@@ -119,3 +124,36 @@ def test_two_pass_rows_equal_one_pass_rows_exactly(caches, monkeypatch, kind, wi
     for a, b in zip(one, two):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert len(one[0]) and len(one[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int32])
+def test_positive_state_reads_the_same_scores_from_labels_read_once(dtype):
+    """The positives pass reads each frame's labels once for every key (M.anomaly_pixels): the
+    state holds the same anomaly scores, in the same order, and the same counts as update()."""
+    rng = np.random.default_rng(5)
+    a, b = M.PositiveState(), M.PositiveState()
+    for _ in range(3):
+        label = rng.choice(np.array([0, 1, 255], np.uint8), size=(30, 40), p=[0.7, 0.1, 0.2])
+        score = (rng.standard_normal((30, 40)) * 10).astype(dtype)
+        a.update(score, label)
+        b.update_at(score, M.anomaly_pixels(label))
+    assert (a.n_pos, a.n_neg) == (b.n_pos, b.n_neg) and a.n_pos > 0
+    assert len(a._pos) == len(b._pos)
+    for x, y in zip(a._pos, b._pos):
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a.distinct(), b.distinct())
+
+
+def test_labels_read_once_reject_what_update_rejects():
+    label = np.zeros((4, 5), np.uint8)
+    label[0, 0] = 7
+    with pytest.raises(ValueError, match="may hold only 0, 1 and 255"):
+        M.anomaly_pixels(label)
+    label[0, 0] = 1
+    score = np.zeros((4, 5))
+    score[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        M.PositiveState().update_at(score, M.anomaly_pixels(label))
+    with pytest.raises(ValueError, match="shape"):
+        M.PositiveState().update_at(np.zeros((5, 4)), M.anomaly_pixels(label))

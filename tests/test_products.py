@@ -123,3 +123,24 @@ def test_semantic_only_pass_equals_the_fused_passes_semantic_maps(hw_crop, temp_
         assert a.scores == {}
         np.testing.assert_array_equal(a.semantic, b.semantic)
     assert len({a.semantic.tobytes() for a in alone}) == (len(temps) if temp_target == "query" else 1)
+
+
+def test_a_few_pixels_pass_takes_finer_tiles_only_where_they_are_exact():
+    """The positives pass composes FINER_TILE_ROWS-row tiles where their products give the
+    composer's tiles' bits (tests/test_positive_rows.py holds the maps to the whole frame's);
+    where this BLAS would round them otherwise, the composer's own tiles."""
+    from analyze.compose.queries import FINER_TILE_ROWS, FrameComposer
+    from schemas.windows import frame_windows
+
+    g = frame_windows(64, 128, 64)
+    rng = np.random.default_rng(0)
+    masks = rng.standard_normal((g.n_crops, 6, 16, 16)).astype(np.float16)
+    classes = rng.standard_normal((g.n_crops, 6, 4)).astype(np.float32)
+    comp = FrameComposer(masks, classes, g, tile_rows=32)
+    products = comp._products(0, (0.5, 1.0))
+    exact = P.blocks_exact((3, 3), 6, 32 * 64, FINER_TILE_ROWS * 64, True)
+    assert comp.few_pixels_tile_rows(products) == (FINER_TILE_ROWS if exact else 32)
+    P._checked[("blocks", (3, 3), 6, 32 * 64, FINER_TILE_ROWS * 64, True, P.blas_threads())] = False
+    assert comp.few_pixels_tile_rows(products) == 32
+    assert FrameComposer(masks, classes, g, tile_rows=24).few_pixels_tile_rows(products) == 24  # 24 % 16 != 0
+    P._checked.clear()

@@ -63,6 +63,40 @@ def stacking_exact(rows: Sequence[int], inner: int, columns: int) -> bool:
     return same
 
 
+def multiply(parts: Sequence, stacked: np.ndarray | None, flat) -> list:
+    """Each matrix of ``parts`` times ``flat`` (Q, N): in one product of ``stacked`` (the parts
+    stacked; None: never) where that gives each part's bits (:func:`stacking_exact`)."""
+    if stacked is not None and stacking_exact([p.shape[0] for p in parts], flat.shape[0], flat.shape[1]):
+        out = stacked @ flat
+        starts = np.cumsum([0] + [p.shape[0] for p in parts])
+        return [out[s:e] for s, e in zip(starts[:-1], starts[1:])]
+    return [p @ flat for p in parts]
+
+
+def blocks_exact(rows: Sequence[int], inner: int, columns: int, block: int, stack: bool) -> bool:
+    """Whether :func:`multiply` over each ``block``-column block of a ``columns``-column operand (at
+    multiples of ``block``; the last may be shorter) gives every column the bits of
+    :func:`multiply` over the whole operand: a pass may then compose finer tiles than the one
+    that defines the maps (checked once per shape and BLAS thread count, as :func:`stacking_exact`)."""
+    key = ("blocks", tuple(int(r) for r in rows), int(inner), int(columns), int(block), bool(stack), blas_threads())
+    with _lock:
+        known = _checked.get(key)
+    if known is not None:
+        return known
+    rng = np.random.default_rng([len(rows), inner, columns, block])
+    parts = [rng.random((r, inner), dtype=np.float32) for r in rows]
+    stacked = np.concatenate(parts) if stack and len(parts) > 1 else None
+    b = rng.random((inner, columns), dtype=np.float32)
+    whole = multiply(parts, stacked, b)
+    same = True
+    for start in range(0, columns, block):
+        sub = multiply(parts, stacked, np.ascontiguousarray(b[:, start : start + block]))
+        same = same and all(np.array_equal(w[:, start : start + block], x) for w, x in zip(whole, sub))
+    with _lock:
+        _checked[key] = same
+    return same
+
+
 class CropProducts:
     """One crop's matrices at each T (from the softmax over the K + 1 classes of its class logits
     at that T, no-object last): the class probabilities (K, Q), the sum channels' weights (C, Q)
@@ -85,12 +119,16 @@ class CropProducts:
         self.stacked = np.concatenate(parts) if stack and numpy and len(parts) > 1 else None
 
     def _products(self, flat) -> list:
-        """Each matrix times ``flat`` (Q, N): stacked in one product where that gives the same bits."""
-        if self.stacked is not None and stacking_exact([p.shape[0] for p in self.parts], flat.shape[0], flat.shape[1]):
-            out = self.stacked @ flat
-            starts = np.cumsum([0] + [p.shape[0] for p in self.parts])
-            return [out[s:e] for s, e in zip(starts[:-1], starts[1:])]
-        return [p @ flat for p in self.parts]
+        return multiply(self.parts, self.stacked, flat)
+
+    def finer_rows_exact(self, tile_rows: int, crop: int, finer: int, crop_rows: int) -> bool:
+        """Whether tiles of ``finer`` rows give every pixel the bits of tiles of ``tile_rows`` rows
+        (of a crop of ``crop_rows`` x ``crop``), on these matrices' shapes: see :func:`blocks_exact`."""
+        heights = {min(tile_rows, crop_rows)} | ({crop_rows % tile_rows} - {0})
+        rows = tuple(p.shape[0] for p in self.parts)
+        q = self.parts[0].shape[1]
+        return (self.numpy and tile_rows % finer == 0
+                and all(blocks_exact(rows, q, h * crop, finer * crop, self.stacked is not None) for h in heights))
 
     def class_products(self, tile: torch.Tensor) -> list[np.ndarray]:
         """Each T's class rows times the tile (Q, R, crop): (K, R * crop) per T, the bits :meth:`add` adds."""

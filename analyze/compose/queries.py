@@ -66,6 +66,7 @@ import torch.nn.functional as F
 
 from analyze.compose.resize import ArrayLike, f32 as _f32, linear_taps as _linear_taps
 from analyze.compose.resize import resize_scores
+from analyze.compose.crops import check_geometry, crop_counts, crop_region, row_runs
 from analyze.compose.products import CropProducts
 from analyze.scorers.masks import QueryChannel
 from schemas.windows import FrameWindows
@@ -73,6 +74,7 @@ from schemas.windows import FrameWindows
 TEMP_TARGETS = ("query", "pixel")
 DEFAULT_TEMP_TARGET = "query"
 DEFAULT_TILE_ROWS = 64
+FINER_TILE_ROWS = 16  # a pass that reads a few pixels composes tiles this tall where exact (row_blocks)
 
 
 def positive_temperature(t: float) -> float:
@@ -106,38 +108,6 @@ def _full_probs(class_logits: ArrayLike, temperature: float) -> np.ndarray:
     c = _f32(class_logits)
     t = positive_temperature(temperature)
     return torch.softmax(c if t == 1.0 else c / t, dim=-1).numpy()
-
-
-def _crop_region(geom: FrameWindows, j: int, r0: int, r1: int) -> tuple[slice, slice]:
-    """Rows ``r0:r1`` of crop ``j`` as (row, column) slices of the resized frame."""
-    w = geom.windows[j]
-    if geom.portrait:
-        return slice(w.start + r0, w.start + r1), slice(0, geom.tile[1])
-    return slice(r0, r1), slice(w.start, w.end)
-
-
-def _crop_counts(geom: FrameWindows) -> torch.Tensor:
-    """How many crops cover each pixel of the resized frame, shaped to broadcast on (K, Hr, Wr)."""
-    long_side = max(geom.resized)
-    counts = torch.zeros(long_side, dtype=torch.float32)
-    for w in geom.windows:
-        counts[w.start : w.end] += 1
-    if (counts == 0).any():
-        raise ValueError(f"windows {geom.windows} do not cover the resized frame {geom.resized}")
-    return counts[:, None] if geom.portrait else counts[None, :]
-
-
-def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
-    """``(start, stop, value)`` of each run of equal values of ``idx`` (1-D ints)."""
-    cut = np.flatnonzero(np.diff(idx)) + 1
-    starts = np.concatenate([[0], cut])
-    stops = np.concatenate([cut, [idx.size]])
-    return [(int(a), int(b), int(idx[a])) for a, b in zip(starts, stops)]
-
-
-def _check_geometry(geom: FrameWindows) -> None:
-    if min(geom.resized) != geom.crop:
-        raise ValueError(f"resized frame {geom.resized}: short side is not the crop size {geom.crop}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,7 +149,7 @@ class FrameComposer:
         device: str | torch.device = "cpu",
         compiled: bool | None = None,
     ):
-        _check_geometry(geom)
+        check_geometry(geom)
         if len(mask_logits) != geom.n_crops or len(class_logits) != geom.n_crops:
             raise ValueError(
                 f"geometry has {geom.n_crops} crops; got {len(mask_logits)} mask and "
@@ -219,12 +189,13 @@ class FrameComposer:
         """Whether the class-score products are numpy's (the CPU's compiled path)."""
         return self._numpy
 
-    def _mask_tiles(self, j: int, wanted: np.ndarray | None = None
+    def _mask_tiles(self, j: int, wanted: np.ndarray | None = None, tile_rows: int | None = None
                     ) -> Iterator[tuple[int, int, torch.Tensor | None]]:
         """``(r0, r1, sigmoid(upsampled masks)[:, r0:r1, :])`` (Q, r1 - r0, crop) for crop ``j``;
         ``wanted`` ((crop rows,) bool): the tiles without a wanted row are ``None``, not made
         (each tile is made from the mask logits alone: skipping one changes no other's bits).
-        Tiles share memory: each is valid until the next is asked for (``keep_masks``: kept)."""
+        Tiles share memory: each is valid until the next is asked for (``keep_masks``: kept).
+        ``tile_rows``: other than the composer's (each row's values do not depend on it)."""
         if self._kept is not None and self._kept[j]:
             yield from self._kept[j]
             return
@@ -235,11 +206,12 @@ class FrameComposer:
         i0, i1, a0, a1 = self._row_taps
         # one tile's memory, reused by every tile of the crop unless tiles are kept (fresh pages
         # cost more than the arithmetic): each tile is a contiguous prefix, as a fresh one would be
-        size = q * min(self._tile_rows, rows) * crop
+        step = tile_rows or self._tile_rows
+        size = q * min(step, rows) * crop
         bufs = None if self._kept is not None else [torch.empty(size, device=self.device)]
         i0n, i1n = i0.cpu().numpy(), i1.cpu().numpy()
-        for r0 in range(0, rows, self._tile_rows):
-            r1 = min(r0 + self._tile_rows, rows)
+        for r0 in range(0, rows, step):
+            r1 = min(r0 + step, rows)
             if wanted is not None and not wanted[r0:r1].any():
                 yield r0, r1, None
                 continue
@@ -251,9 +223,9 @@ class FrameComposer:
             # over the output rows it serves (no gathered copy; the same products and sums)
             tile = torch.empty((q, r1 - r0, crop), device=self.device) if bufs is None else (
                 bufs[0][: q * (r1 - r0) * crop].view(q, r1 - r0, crop))
-            for a, b, src in _runs(i1n[r0:r1]):
+            for a, b, src in row_runs(i1n[r0:r1]):
                 torch.mul(cols[:, src - lo : src - lo + 1], a1[r0 + a : r0 + b, None], out=tile[:, a:b])
-            for a, b, src in _runs(i0n[r0:r1]):
+            for a, b, src in row_runs(i0n[r0:r1]):
                 tile[:, a:b].addcmul_(cols[:, src - lo : src - lo + 1], a0[r0 + a : r0 + b, None])
             tile.sigmoid_()
             if self._kept is not None and kept is not None:
@@ -274,10 +246,10 @@ class FrameComposer:
         for j in range(self.geom.n_crops):
             prepared = self._products(j, temps)
             for r0, r1, tile in self._mask_tiles(j):
-                rows, cols = _crop_region(self.geom, j, r0, r1)
+                rows, cols = crop_region(self.geom, j, r0, r1)
                 if tile is not None:  # every tile: no rows were left out
                     self._add_tile(prepared, tile, [sums[t][:, rows, cols] for t in temps])
-        counts = _crop_counts(self.geom).to(self.device)
+        counts = crop_counts(self.geom).to(self.device)
         for t in temps:
             sums[t].div_(counts)
         return sums
@@ -291,18 +263,21 @@ class FrameComposer:
         crops share their rows). ``pixels`` ((Hr, Wr) bool): a pass that reads a few pixels
         (e.g. the anomaly pixels): each crop adds only its tiles that cover a wanted pixel, so
         a block's wanted pixels are exact and its other pixels partial sums; the blocks without
-        a wanted pixel are yielded as ``(rows, None)``."""
+        a wanted pixel are yielded as ``(rows, None)``. Such a pass takes tiles of
+        :data:`FINER_TILE_ROWS` rows where they give the wanted pixels the bits of the
+        composer's tiles (:meth:`CropProducts.finer_rows_exact`): fewer rows left to compose."""
         if self.geom.portrait:
             raise ValueError("row_blocks needs side-by-side (landscape) crops")
         if pixels is not None and tuple(pixels.shape) != tuple(self.geom.resized):
             raise ValueError(f"pixels {tuple(pixels.shape)} for a resized frame of {tuple(self.geom.resized)}")
         temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
         prepared = [self._products(j, temps) for j in range(self.geom.n_crops)]
-        counts = _crop_counts(self.geom).to(self.device)
+        counts = crop_counts(self.geom).to(self.device)
         width = self.geom.resized[1]
-        wanted = [None if pixels is None else pixels[:, _crop_region(self.geom, j, 0, 1)[1]].any(axis=1)
+        wanted = [None if pixels is None else pixels[:, crop_region(self.geom, j, 0, 1)[1]].any(axis=1)
                   for j in range(self.geom.n_crops)]  # per crop: its rows that cover a wanted pixel
-        for tiles in zip(*(self._mask_tiles(j, wanted[j]) for j in range(self.geom.n_crops))):
+        step = None if pixels is None else self.few_pixels_tile_rows(prepared[0])
+        for tiles in zip(*(self._mask_tiles(j, wanted[j], step) for j in range(self.geom.n_crops))):
             r0, r1 = tiles[0][:2]
             if all(tile is None for _, _, tile in tiles):
                 yield slice(r0, r1), None
@@ -310,12 +285,21 @@ class FrameComposer:
             block = {t: torch.zeros((self._n_maps, r1 - r0, width), dtype=torch.float32, device=self.device)
                      for t in temps}
             for j, (_, _, tile) in enumerate(tiles):
-                cols = _crop_region(self.geom, j, r0, r1)[1]
+                cols = crop_region(self.geom, j, r0, r1)[1]
                 if tile is not None:  # every crop's but those that cover no wanted pixel
                     self._add_tile(prepared[j], tile, [block[t][:, :, cols] for t in temps])
             for t in temps:
                 block[t].div_(counts)
             yield slice(r0, r1), block
+
+    def few_pixels_tile_rows(self, products: CropProducts) -> int:
+        """The tile height of a pass that reads a few pixels (:meth:`row_blocks` with ``pixels``):
+        :data:`FINER_TILE_ROWS` where that gives every pixel the bits of the composer's tiles
+        for these matrices (:meth:`CropProducts.finer_rows_exact`), else the composer's."""
+        rows, crop = self.geom.tile
+        if products.finer_rows_exact(self._tile_rows, crop, FINER_TILE_ROWS, rows):
+            return FINER_TILE_ROWS
+        return self._tile_rows
 
     def _products(self, j: int, temps: Sequence[float]) -> CropProducts:
         """Crop ``j``'s matrices, one set per T (:class:`analyze.compose.products.CropProducts`):
@@ -345,9 +329,9 @@ class FrameComposer:
         is linear in the class probabilities, so :meth:`scores` at a few pixels is the same chain
         evaluated there: the bilinear taps of the resize to the original size
         (:func:`_linear_taps`) pick four points of the resized frame; each point takes, from
-        every crop whose region covers it (:func:`_crop_region`), the sigmoid of that crop's
+        every crop whose region covers it (:func:`crop_region`), the sigmoid of that crop's
         bilinearly upsampled masks (the taps of :meth:`_mask_tiles`), divided by the point's
-        crop count (:func:`_crop_counts`). Every T is then a small matrix product instead of a
+        crop count (:func:`crop_counts`). Every T is then a small matrix product instead of a
         full composition (the temperature fit evaluates many T at sampled pixels).
         """
         geom = self.geom
@@ -365,7 +349,7 @@ class FrameComposer:
         pr = np.stack([ry0, ry0, ry1, ry1])
         pc = np.stack([rx0, rx1, rx0, rx1])
         pw = np.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1]).astype(np.float64)
-        along = _crop_counts(geom).numpy().astype(np.float64).ravel()  # crops per position of the long side
+        along = crop_counts(geom).numpy().astype(np.float64).ravel()  # crops per position of the long side
         count = along[pr if geom.portrait else pc]  # (4, n)
         q = self.num_queries
         out = np.zeros((rows.size, geom.n_crops * q), np.float64)
@@ -375,7 +359,7 @@ class FrameComposer:
         tx = [t.numpy() for t in _linear_taps(w, geom.tile[1])]
         for j in range(geom.n_crops):
             m = m_all[j]  # (Q, h, w)
-            region_rows, region_cols = _crop_region(geom, j, 0, geom.tile[0])
+            region_rows, region_cols = crop_region(geom, j, 0, geom.tile[0])
             for k in range(4):  # one resized point per pixel at a time: no repeated pixel in `p`
                 inside = ((pr[k] >= region_rows.start) & (pr[k] < region_rows.stop)
                           & (pc[k] >= region_cols.start) & (pc[k] < region_cols.stop))

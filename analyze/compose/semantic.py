@@ -17,7 +17,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from analyze.compose.queries import FrameComposer, _crop_counts, _crop_region
+from analyze.compose.crops import crop_counts, crop_region
+from analyze.compose.queries import FrameComposer
 from analyze.scorers.kernels import first_argmax
 
 
@@ -37,8 +38,8 @@ def semantic_rows(composer: FrameComposer, temperatures: Sequence[float], argmax
     if geom.portrait:
         raise ValueError("semantic_rows needs side-by-side (landscape) crops")
     temps = tuple(dict.fromkeys(float(t) for t in temperatures))
-    counts = _crop_counts(geom)[0]  # (Wr,) float32
-    regions = [_crop_region(geom, j, 0, 1)[1] for j in range(geom.n_crops)]
+    counts = crop_counts(geom)[0]  # (Wr,) float32
+    regions = [crop_region(geom, j, 0, 1)[1] for j in range(geom.n_crops)]
     shared = np.flatnonzero(counts.numpy() > 1)  # the columns where crops overlap
     prepared = [composer._products(j, temps) for j in range(geom.n_crops)]
     for tiles in zip(*(composer._mask_tiles(j) for j in range(geom.n_crops))):

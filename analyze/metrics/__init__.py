@@ -64,11 +64,11 @@ from analyze.metrics.exact import ExactState
 from analyze.metrics.framed import FramedExactState, FrameSplit
 from analyze.metrics.protocols import PROTOCOLS, frame_ap, merge_states, new_state, pixel_metrics
 from analyze.metrics.smiyc import SmiycState
-from analyze.metrics.two_pass import CountedState, NegativeCountState, PositiveState
+from analyze.metrics.two_pass import AnomalyPixels, CountedState, NegativeCountState, PositiveState, anomaly_pixels
 
 __all__ = [
-    "MAX_THREADS", "PROTOCOLS", "TPR_LEVEL", "VOID", "ConfusionState", "CountedState", "ExactState",
-    "FramedExactState", "FrameSplit",
+    "MAX_THREADS", "PROTOCOLS", "TPR_LEVEL", "VOID", "AnomalyPixels", "ConfusionState", "CountedState", "ExactState",
+    "FramedExactState", "FrameSplit", "anomaly_pixels",
     "NegativeCountState", "PositiveState", "SmiycState", "UndefinedMetricWarning", "curves", "frame_ap",
     "merge_states", "new_state", "num_threads", "pixel_metrics",
 ]

@@ -71,6 +71,21 @@ def warn_no_positive(n_neg: int) -> None:
     )
 
 
+def check_labels(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(anomaly mask, in-distribution mask, their counts) of flat labels ``t``; ValueError on
+    labels other than 0, 1 and :data:`VOID`."""
+    pos_mask = t == 1
+    neg_mask = t == 0
+    n_pos = int(np.count_nonzero(pos_mask))
+    n_neg = int(np.count_nonzero(neg_mask))
+    if n_pos + n_neg != t.size:
+        n_void = int(np.count_nonzero(t == VOID))
+        if n_pos + n_neg + n_void != t.size:
+            bad = np.unique(t[~(pos_mask | neg_mask | (t == VOID))])[:10]
+            raise ValueError(f"y_true may hold only 0, 1 and {VOID} (void); found {bad.tolist()}")
+    return pos_mask, neg_mask, n_pos, n_neg
+
+
 def split_frame(y_score, y_true, check_nan: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(positive scores, negative scores) of one frame: 1-D copies in the input float dtype.
 
@@ -85,15 +100,7 @@ def split_frame(y_score, y_true, check_nan: bool = True) -> tuple[np.ndarray, np
         y_score = y_score.astype(np.float64)
     s = y_score.ravel()
     t = y_true.ravel()
-    pos_mask = t == 1
-    neg_mask = t == 0
-    n_pos = int(np.count_nonzero(pos_mask))
-    n_neg = int(np.count_nonzero(neg_mask))
-    if n_pos + n_neg != t.size:
-        n_void = int(np.count_nonzero(t == VOID))
-        if n_pos + n_neg + n_void != t.size:
-            bad = np.unique(t[~(pos_mask | neg_mask | (t == VOID))])[:10]
-            raise ValueError(f"y_true may hold only 0, 1 and {VOID} (void); found {bad.tolist()}")
+    pos_mask, neg_mask, n_pos, n_neg = check_labels(t)
     pos = s[pos_mask] if n_pos < t.size else s.copy()
     neg = s[neg_mask] if n_neg < t.size else s.copy()
     if np.isnan(pos).any() or (check_nan and np.isnan(neg).any()):

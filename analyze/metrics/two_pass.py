@@ -8,12 +8,31 @@ anomaly scores plus a few int64 arrays of their distinct count, instead of every
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from analyze.metrics import ranks
-from analyze.metrics.common import check_same_type, split_frame
+from analyze.metrics.common import check_labels, check_same_type, split_frame
 from analyze.metrics.counts import Counts, counts_from, exact_curve, exact_metrics
 from analyze.metrics.exact import rank_histograms, split_exact, split_exact_fast
+
+
+class AnomalyPixels(NamedTuple):
+    """One frame's labels as the first pass reads them (:meth:`PositiveState.update_at`), made once
+    per frame for every key: where its anomaly pixels are (flat, in raster order), how many
+    in-distribution pixels it has, and its shape."""
+
+    where: np.ndarray
+    n_neg: int
+    shape: tuple[int, ...]
+
+
+def anomaly_pixels(y_true) -> AnomalyPixels:
+    """:class:`AnomalyPixels` of a label map; ValueError on labels other than 0, 1 and void."""
+    t = np.asarray(y_true)
+    pos_mask, _, _, n_neg = check_labels(t.ravel())
+    return AnomalyPixels(np.flatnonzero(pos_mask), n_neg, t.shape)
 
 
 class PositiveState:
@@ -42,6 +61,24 @@ class PositiveState:
         pos, _, _, n_neg = split
         self.n_pos += pos.size
         self.n_neg += n_neg
+        if pos.size:
+            self._pos.append(pos)
+        return self
+
+    def update_at(self, y_score, pixels: AnomalyPixels) -> "PositiveState":
+        """:meth:`update` with the frame's labels read once (:func:`anomaly_pixels`): the scores at
+        its anomaly pixels alone are read, the same values in the same order. NaN is looked for
+        there only: the second pass reads every other score."""
+        s = np.asarray(y_score)
+        if s.shape != tuple(pixels.shape):
+            raise ValueError(f"y_score shape {s.shape} != y_true shape {tuple(pixels.shape)}")
+        pos = s.ravel()[pixels.where]
+        if pos.dtype.kind != "f":
+            pos = pos.astype(np.float64)
+        if np.isnan(pos).any():
+            raise ValueError("y_score contains NaN at non-void pixels")
+        self.n_pos += pos.size
+        self.n_neg += pixels.n_neg
         if pos.size:
             self._pos.append(pos)
         return self

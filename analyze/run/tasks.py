@@ -100,6 +100,7 @@ class Phase:
     add: Callable[[Any, np.ndarray, np.ndarray, int], Any] = _update  # (state, score, label, frame) -> AP or None
     every_frame: bool = False  # also the frames that pool nothing (unlabelled, no anomaly pixel)
     anomaly_pixels: bool = False  # its states read the anomaly pixels only: compose just what they need
+    labels: Callable[[np.ndarray], Any] | None = None  # the frame's labels as ``add`` reads them (once per frame)
 
 
 PHASES: dict[str, Phase] = {
@@ -109,7 +110,7 @@ PHASES: dict[str, Phase] = {
     # the memory-bounded exact protocol: anomaly scores, then in-distribution counts at them
     # (aux: SecondPassInputs), with the frame's AP and, for the intervals, its histograms
     "positives": Phase("anomaly-pixel scores", lambda job, key, aux, i: M.PositiveState(), semantic=True,
-                       anomaly_pixels=True),
+                       add=lambda st, s, px, i: st.update_at(s, px), anomaly_pixels=True, labels=M.anomaly_pixels),
     "negatives": Phase("in-distribution counts", lambda job, key, aux, i: SecondPassState(aux[key]), rows=True,
                        add=lambda st, s, y, i: st.add(s, y, i)),
     # recomposing passes: the exact intervals' per-frame histograms over each key's bin edges (aux)
@@ -180,6 +181,7 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
         raise ScoreError(f"{job.cache}: {exc}") from None
     scoring = Scoring(scorers, job.temperatures, job.temp_target, job.id_stats, device=job.device)
     read = label == 1 if phase.anomaly_pixels and job.label_kind == "anomaly" else None  # (H, W)
+    digested = phase.labels(label) if phase.labels is not None and job.label_kind == "anomaly" else label
     for ts in iter_frame_scores(inputs, scoring, read):
         t = ts.temperature
         if job.label_kind == "semantic":
@@ -193,7 +195,7 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
                 continue
             if job.f16 is not None:  # the map analyze export writes, before its float16 cast
                 score = job.f16[key].mapped(score)
-            ap = phase.add(state, score, label, i)
+            ap = phase.add(state, score, digested, i)
             out.states[key] = state
             if phase.rows:  # the AP of this frame alone, as the row's protocol defines it
                 out.rows.append({"frame": spec.frame_ids[i], "scorer": name, "temperature": t, "ap": ap,

@@ -139,9 +139,10 @@ class MapScorer:
         if self.compiled and self.device.type != "cpu":
             raise ValueError("the compiled scorers run on the CPU only")
         self.builtin = builtin
-        self.maps = {n: torch.empty(shape, dtype=SCORE_DTYPE, device=self.device) for n in builtin}
+        self.maps = {n: _zeros(shape, SCORE_DTYPE, self.device) for n in builtin}
         needs_sem = semantic or any(s.base == "sml" for s in builtin.values())
-        self.sem = torch.empty(shape, dtype=torch.uint8, device=self.device) if needs_sem else None
+        self.sem = _zeros(shape, torch.uint8, self.device) if needs_sem else None
+        self._written = np.zeros(shape[0], bool)  # rows that add() wrote (blank() has to clear)
         self._semantic = semantic
         self._tiles: dict[int, CompiledTile] = {}
 
@@ -150,6 +151,7 @@ class MapScorer:
         """Score the tile ``x`` (K, R, Wc) of ``x`` (not yet divided by T) that lies at
         ``[rows, cols]`` of the maps; ``channels``: its query channels (R, Wc) each."""
         _check_channels(self.scorers, channels)
+        self._written[rows] = True
         k = x.shape[0]
         if self.stats is not None and self.stats.mean.shape[0] != k:
             raise ValueError(f"statistics of {self.stats.mean.shape[0]} classes for scores of {k} classes")
@@ -196,11 +198,14 @@ class MapScorer:
 
     def blank(self, rows: slice, cols: slice = slice(None)) -> None:
         """Pixels that are not scored (a pass that reads others only): 0 in every map, class 0 in
-        the semantic map, so that every map is defined everywhere."""
-        for m in self.maps.values():
-            m[rows, cols] = 0
-        if self.sem is not None:
-            self.sem[rows, cols] = 0
+        the semantic map, so that every map is defined everywhere. The maps start zeroed (on the
+        CPU in pages the system zeroes when first touched), so only rows :meth:`add` wrote are
+        cleared: a pass that reads a few pixels writes no other memory."""
+        if self._written[rows].any():
+            for m in self.maps.values():
+                m[rows, cols] = 0
+            if self.sem is not None:
+                self.sem[rows, cols] = 0
         self.plugins.blank(rows, cols)
 
     def finish(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -222,6 +227,14 @@ class MapScorer:
         if self.sem is None:
             raise ValueError("no semantic map: made with semantic=False and no SML scorer")
         return self.sem
+
+
+def _zeros(shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A zeroed map: on the CPU numpy's (calloc: the pages are zeroed when first touched, so rows
+    never written cost nothing), elsewhere torch's."""
+    if device.type == "cpu":
+        return torch.from_numpy(np.zeros(shape, torch.empty(0, dtype=dtype).numpy().dtype))
+    return torch.zeros(shape, dtype=dtype, device=device)
 
 
 def score_many(x: ArrayLike, temperature: float, names: Sequence[str], argmax_out: np.ndarray | None = None, *,
