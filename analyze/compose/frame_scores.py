@@ -279,7 +279,7 @@ def _query_scores(composer: FrameComposer, size, scorers: Sequence[Scorer], temp
         return [s.name for s in scorers if query or t == 1.0 or not s.needs_queries]
 
     maps = {t: MapScorer(names(t), 1.0 if query else t, size, stats=None if stats is None else stats.get(t),
-                         semantic=query or i == 0, **on) for i, t in enumerate(temps)}
+                         semantic=query or i == 0, sparse=pixels is not None, **on) for i, t in enumerate(temps)}
     for at, block in composer.row_blocks(temps if query else (1.0,), pixels):
         cols = None if block is None else read_cols(pixels, at)
         for t, m in maps.items():
@@ -306,8 +306,8 @@ def _pixel_scores(logits: torch.Tensor, size: tuple[int, int], void_channel: int
     ``pixels``: what to compose (:func:`compose_mask`): a tile is scored over the columns that
     hold one, the rest is blank."""
     names = [s.name for s in scorers]
-    maps = {t: MapScorer(names, t, size, stats=None if stats is None else stats.get(t), semantic=i == 0, **on)
-            for i, t in enumerate(temps)}
+    maps = {t: MapScorer(names, t, size, stats=None if stats is None else stats.get(t), semantic=i == 0,
+                         sparse=pixels is not None, **on) for i, t in enumerate(temps)}
     for at, tile in label_size_tiles(logits, size, void_channel):
         if tile.shape[0] > 255:
             raise ValueError(f"{tile.shape[0]} classes do not fit uint8 with 255 reserved for void")

@@ -120,12 +120,13 @@ class MapScorer:
     :class:`analyze.scorers.compiled.CompiledTile` score them (``compiled=False``: the torch
     reference, :func:`analyze.scorers.tile_math.score_tile`, the same bits); elsewhere the torch
     reference. ``semantic``: also the first maximal class of ``x`` (the semantic map, uint8).
+    ``sparse``: most rows will be :meth:`blank` (a pass that reads a few pixels).
     :meth:`finish` applies SML's smoothing to the whole maps and returns them as numpy arrays.
     """
 
     def __init__(self, names: Sequence[str], temperature: float, shape: tuple[int, int], *,
                  stats: ClassStats | None = None, semantic: bool = False, device: str | torch.device = "cpu",
-                 compiled: bool | None = None):
+                 compiled: bool | None = None, sparse: bool = False):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         self.scorers = {n: get_scorer(n) for n in dict.fromkeys(names)}
@@ -139,10 +140,12 @@ class MapScorer:
         if self.compiled and self.device.type != "cpu":
             raise ValueError("the compiled scorers run on the CPU only")
         self.builtin = builtin
-        self.maps = {n: _zeros(shape, SCORE_DTYPE, self.device) for n in builtin}
+        new = _zeros if sparse else (lambda shape, dtype, device: torch.empty(shape, dtype=dtype, device=device))
+        self.maps = {n: new(shape, SCORE_DTYPE, self.device) for n in builtin}
         needs_sem = semantic or any(s.base == "sml" for s in builtin.values())
-        self.sem = _zeros(shape, torch.uint8, self.device) if needs_sem else None
-        self._written = np.zeros(shape[0], bool)  # rows that add() wrote (blank() has to clear)
+        self.sem = new(shape, torch.uint8, self.device) if needs_sem else None
+        # rows blank() has to clear: sparse maps start zeroed, so only those add() wrote
+        self._dirty = np.zeros(shape[0], bool) if sparse else np.ones(shape[0], bool)
         self._semantic = semantic
         self._tiles: dict[int, CompiledTile] = {}
 
@@ -151,7 +154,7 @@ class MapScorer:
         """Score the tile ``x`` (K, R, Wc) of ``x`` (not yet divided by T) that lies at
         ``[rows, cols]`` of the maps; ``channels``: its query channels (R, Wc) each."""
         _check_channels(self.scorers, channels)
-        self._written[rows] = True
+        self._dirty[rows] = True
         k = x.shape[0]
         if self.stats is not None and self.stats.mean.shape[0] != k:
             raise ValueError(f"statistics of {self.stats.mean.shape[0]} classes for scores of {k} classes")
@@ -198,10 +201,10 @@ class MapScorer:
 
     def blank(self, rows: slice, cols: slice = slice(None)) -> None:
         """Pixels that are not scored (a pass that reads others only): 0 in every map, class 0 in
-        the semantic map, so that every map is defined everywhere. The maps start zeroed (on the
-        CPU in pages the system zeroes when first touched), so only rows :meth:`add` wrote are
-        cleared: a pass that reads a few pixels writes no other memory."""
-        if self._written[rows].any():
+        the semantic map, so that every map is defined everywhere. ``sparse`` maps start zeroed
+        (on the CPU in pages the system zeroes when first touched), so only rows :meth:`add`
+        wrote are cleared: a pass that reads a few pixels writes no other memory."""
+        if self._dirty[rows].any():
             for m in self.maps.values():
                 m[rows, cols] = 0
             if self.sem is not None:
