@@ -201,7 +201,7 @@ class FrameComposer:
             return
         rows, crop = self.geom.tile  # (crop, crop) for EoMT's windows
         kept: list | None = [] if wanted is None else None  # keep_masks keeps whole crops only
-        m = torch.as_tensor(self._mask_logits[j]).to(self.device).to(torch.float32)  # (Q, h, w)
+        m = torch.as_tensor(self._mask_logits[j]).to(self.device)  # (Q, h, w), float32 by tile (exact)
         q, _, w = m.shape
         i0, i1, a0, a1 = self._row_taps
         # one tile's memory, reused by every tile of the crop unless tiles are kept (fresh pages
@@ -217,7 +217,7 @@ class FrameComposer:
                 continue
             lo, hi = int(i0[r0]), int(i1[r1 - 1]) + 1  # source rows this tile reads
             # columns first, on the few source rows needed (1-D linear = torch's bilinear width pass)
-            cols = F.interpolate(m[:, lo:hi].reshape(1, q * (hi - lo), w), size=crop, mode="linear",
+            cols = F.interpolate(m[:, lo:hi].to(torch.float32).reshape(1, q * (hi - lo), w), size=crop, mode="linear",
                                  align_corners=False).view(q, hi - lo, crop)  # (Q, hi-lo, crop)
             # then rows: a1 * bottom + a0 * top (the kernel's order), each source row broadcast
             # over the output rows it serves (no gathered copy; the same products and sums)
