@@ -77,7 +77,8 @@ def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0
     scores as float64 (exact for float16/32), radix sort of each class. ``positions`` > 0:
     the pixel of every anomaly score and of the highest ``ceil(positions * n)`` of the ``n``
     in-distribution scores (and of every score equal to the lowest of them), found by one
-    more pass over the map and sorted with their scores. Labels other than 0, 1 and 255 and
+    more pass over the map and sorted with their scores (``positions >= 1``: every pixel, one
+    indexed sort of each class). Labels other than 0, 1 and 255 and
     NaN scores at non-void pixels raise ValueError, as in :meth:`ExactState.update`."""
     s, t = np.asarray(y_score), np.asarray(y_true)
     if s.shape != t.shape or t.dtype != np.uint8 or s.dtype.kind != "f":
@@ -90,13 +91,18 @@ def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0
         split_frame(s, t)  # names the labels
     if n_nan:
         raise ValueError("y_score contains NaN at non-void pixels")
-    neg = K.gather(s, t, 0, n_neg)
-    K.sort_f64(neg, np.empty_like(neg))
     if positions <= 0:
+        neg = K.gather(s, t, 0, n_neg)
+        K.sort_f64(neg, np.empty_like(neg))
         pos = K.gather(s, t, 1, n_pos)
         K.sort_f64(pos, np.empty_like(pos))
         return FrameSplit(frame, pos, neg)
     pos, pos_index = _sorted_indexed(*K.gather_indexed(s, t, 1, n_pos))
+    if positions >= 1:  # every pixel: one indexed sort (the same sorted scores as the sort above)
+        neg, neg_index = _sorted_indexed(*K.gather_indexed(s, t, 0, n_neg))
+        return FrameSplit(frame, pos, neg, pos_index, neg_index, -np.inf)
+    neg = K.gather(s, t, 0, n_neg)
+    K.sort_f64(neg, np.empty_like(neg))
     k = min(n_neg, math.ceil(positions * n_neg))
     start = int(np.searchsorted(neg, neg[n_neg - k], side="left")) if k else n_neg  # ties of the lowest kept, too
     low = neg[start] if start < n_neg else np.inf
