@@ -106,7 +106,7 @@ def framed_histograms(state: M.FramedExactState, edges: np.ndarray) -> FrameHist
     return out
 
 
-Picked = Callable[[int, Key, np.ndarray], "np.ndarray | None"]  # (j, key, labels) -> predicted pixels or None
+Picked = Callable[[int, Key, np.ndarray], "np.ndarray | None"]  # (j, key, labels) -> prediction mask or None
 
 
 def kept_components(cache: str, storage_options, frames: Mapping[Key, Sequence[M.FrameSplit]],
@@ -127,8 +127,16 @@ def kept_components(cache: str, storage_options, frames: Mapping[Key, Sequence[M
     for k in keys:
         if [s.frame for s in frames[k]] != order:
             raise ValueError(f"{cache}: {k[0]} T={k[1]}: the first pass kept other frames")
-    per_frame = components_per_frame(cache, storage_options, order, keys, thresholds, track,
-                                     lambda j, k, label: frames[k][j].pixels_above(thresholds[k]), threads)
+
+    def predicted(j: int, key: Key, label: np.ndarray) -> np.ndarray | None:
+        index = frames[key][j].pixels_above(thresholds[key])
+        if index is None:
+            return None
+        pred = np.zeros(label.shape, bool)
+        pred.ravel()[index] = True
+        return pred
+
+    per_frame = components_per_frame(cache, storage_options, order, keys, thresholds, track, predicted, threads)
     missing = {k: [i for i, f in zip(order, per_frame) if f[k] is None] for k in keys}
     return merged_in_order(per_frame, keys, thresholds, track), missing
 
@@ -144,7 +152,7 @@ def spilled_components(cache: str, storage_options, spill: Spill, frames: Sequen
         score = read_map(spill.prefix(key), frames[j])
         if score.shape != label.shape:
             raise ValueError(f"{cache}: frame {frames[j]}'s spilled map is {score.shape}, its labels {label.shape}")
-        return np.flatnonzero((score > thresholds[key]) & (label != VOID))
+        return (score > thresholds[key]) & (label != VOID)
 
     per_frame = components_per_frame(cache, storage_options, frames, keys, thresholds, track, predicted, threads)
     return merged_in_order(per_frame, keys, thresholds, track)
@@ -154,10 +162,10 @@ def components_per_frame(cache: str, storage_options, order: Sequence[int], keys
                          thresholds: Mapping[Key, float], track: str, predicted: Picked, threads: int = 1
                          ) -> list[dict[Key, ComponentState | None]]:
     """Per frame of ``order`` (on ``threads`` threads, in order): its labels read again, and for
-    each key the :class:`ComponentState` of the pixels ``predicted(j, key, labels)`` gives (flat
-    indices of non-void pixels above the key's threshold), None where it gives None. The
-    ground-truth components are found once per frame (:func:`analyze.metrics.components.ground_truth`,
-    :meth:`ComponentState.add_prediction`)."""
+    each key the :class:`ComponentState` of the prediction ``predicted(j, key, labels)`` gives
+    ((H, W) bool: the non-void pixels above the key's threshold), None where it gives None.
+    The ground-truth components are found once per frame (:func:`analyze.metrics.components.ground_truth`,
+    :meth:`ComponentState.add_mask`)."""
     root, spec = C.open_cache(cache, mode="r", storage_options=storage_options, validate=False)
 
     def frame(j: int) -> dict[Key, ComponentState | None]:
@@ -171,7 +179,7 @@ def components_per_frame(cache: str, storage_options, order: Sequence[int], keys
                 continue
             if gt is None:
                 gt = ground_truth(label == 1, label != VOID, track)
-            out[k] = ComponentState(track, thresholds[k]).add_prediction(picked, gt)
+            out[k] = ComponentState(track, thresholds[k]).add_mask(picked, gt)
         return out
 
     if threads > 1 and len(order) > 1:
