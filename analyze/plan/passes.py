@@ -228,7 +228,7 @@ def _components(plan: Plan, positions: float) -> tuple[Pass, ...]:
                      "for pixels)"),)
     if plan.positions >= 1:
         return (Pass("components", f"{why}, from the kept pixels (every pixel is kept: composes nothing)",
-                     "no frame", keeps, 0, when="never: every in-distribution score is kept with its pixel"),)
+                     "no frame", keeps, 0, when="for frames whose kept pixels miss a key's threshold: none, every pixel is kept"),)
     return (Pass("components", f"{why}, from the kept pixels; this pass composes what they miss",
                  "those frames", keeps, 0, when=when),)
 
