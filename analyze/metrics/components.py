@@ -213,16 +213,19 @@ def prediction_components(pred: np.ndarray, gt: GroundTruth, rules: str | TrackR
         cols = np.flatnonzero(pred[rows[0]:rows[-1] + 1].any(axis=0))
         box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
         p_lab, n_p = _label(pred[box])
-    drop_p = np.bincount(p_lab.ravel(), minlength=n_p + 1) < rules.min_pred_size  # sizes on the whole frame
+    drop_p = np.bincount(p_lab[pred[box]], minlength=n_p + 1) < rules.min_pred_size  # sizes on the whole frame
     drop_p[0] = True
-    kept = gt.roi[box] & ~drop_p[p_lab]  # predicted pixels of a kept component, in the region of interest
+    in_roi = pred[box] & gt.roi[box]  # predicted pixels in the region of interest
     g_size = gt.g_size
-    p_size = np.bincount(p_lab[kept], minlength=n_p + 1)  # pixels of each component in the roi (index 0 unused)
+    p_size = np.bincount(p_lab[in_roi], minlength=n_p + 1)  # pixels of each component in the roi
+    p_size[drop_p] = 0  # dropped components count nowhere (index 0 unused)
 
-    # overlap |G_i ∩ P_j| for every touching pair (sparse)
+    # overlap |G_i ∩ P_j| for every touching pair (sparse), kept components only
     g_lab = gt.g_lab[box]
-    both = kept & (g_lab > 0)
+    both = in_roi & (g_lab > 0)
     keys, overlap = np.unique(g_lab[both].astype(np.int64) * (n_p + 1) + p_lab[both], return_counts=True)
+    kept = ~drop_p[keys % (n_p + 1)]
+    keys, overlap = keys[kept], overlap[kept]
     pair_g, pair_p = np.divmod(keys, n_p + 1)
     g_hit = np.zeros(gt.n_g + 1, np.int64)  # |G_i ∩ all predictions|
     p_hit = np.zeros(n_p + 1, np.int64)  # |P_j ∩ A|
