@@ -14,6 +14,10 @@ section takes them (:func:`per_frame`: (8 frames - 1 frame) / 7, best of
 :data:`analyze.bench.study.REPEATS` runs of the whole command in a warm process), the grid
 and the grid + later steps of one case run one after the other; the ratio of CPU seconds
 per frame is the figure (issue 27's goal: at most 1.5x on every kind of data).
+
+Before and after a change, alternately on the same caches (each case in each checkout, one
+after the other): ``python -m analyze.bench.later CACHES OUT.json CHECKOUT...`` (:func:`compare`;
+the caches are built in the folder ``CACHES`` when missing).
 """
 
 from __future__ import annotations
@@ -56,17 +60,27 @@ def build(tmp: Path, seed: int) -> None:
 
 def measure(tmp: Path, tree: Path = TREE) -> dict:
     """model -> data -> plan -> {"grid", "later"}: :func:`per_frame` of each, and their ratios."""
-    out: dict = {}
+    return compare(tmp, [tree])[str(tree)]
+
+
+def compare(tmp: Path, trees: list[Path], out: Path | None = None) -> dict:
+    """:func:`measure` for each checkout of ``trees``, case by case (each case in every checkout in
+    turn, so slow drifts of the shared machine's load fall on all alike); written to ``out``
+    after each case when given. tree -> model -> data -> plan -> figures."""
+    res: dict = {}
     for kind in MODEL:
         for data in DATA:
             for plan, budget in PLANS.items():
-                print(f"later_passes: {MODEL[kind]} {data} {plan} ...", file=sys.stderr, flush=True)
-                grid = per_frame(tmp, f"{kind}_{data}", command_args(kind, GRID + budget), tree)
-                later = per_frame(tmp, f"{kind}_{data}", command_args(kind, GRID + LATER + budget), tree)
-                out.setdefault(MODEL[kind], {}).setdefault(data, {})[plan] = {
-                    "grid": grid, "later": later, "ratio_wall": later["per_frame_s"] / grid["per_frame_s"],
-                    "ratio_cpu": later["per_frame_cpu_s"] / grid["per_frame_cpu_s"]}
-    return out
+                for tree in trees:
+                    print(f"later_passes: {tree} {MODEL[kind]} {data} {plan} ...", file=sys.stderr, flush=True)
+                    grid = per_frame(tmp, f"{kind}_{data}", command_args(kind, GRID + budget), tree)
+                    later = per_frame(tmp, f"{kind}_{data}", command_args(kind, GRID + LATER + budget), tree)
+                    res.setdefault(str(tree), {}).setdefault(MODEL[kind], {}).setdefault(data, {})[plan] = {
+                        "grid": grid, "later": later, "ratio_wall": later["per_frame_s"] / grid["per_frame_s"],
+                        "ratio_cpu": later["per_frame_cpu_s"] / grid["per_frame_cpu_s"]}
+                    if out is not None:
+                        out.write_text(json.dumps(res, indent=1))
+    return res
 
 
 def report(data: dict, load0: str, load1: str) -> str:
@@ -94,3 +108,12 @@ def run_later_passes(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
     data = measure(tmp)
     load1 = _load()
     return report(data, load0, load1), {**data, "load": [load0, load1]}, True
+
+
+if __name__ == "__main__":  # python -m analyze.bench.later CACHES OUT.json CHECKOUT...: see the module docstring
+    caches, trees = Path(sys.argv[1]), [Path(t).resolve() for t in sys.argv[3:]]
+    (caches / "out").mkdir(parents=True, exist_ok=True)
+    if not (caches / f"query_uninformative{N_FRAMES}.zarr").exists():
+        build(caches, 0)
+    for tree, data in compare(caches, trees, Path(sys.argv[2])).items():
+        print(report(data, _load(), _load()).replace("## later_passes", f"## later_passes ({tree})"))
