@@ -73,3 +73,28 @@ def test_benchmark_caches_have_the_shapes_of_the_study(tmp_path):
     root, spec = build_cache(tmp_path / "p.zarr", "pixel", 1, label_kind="semantic")
     assert spec.logit_sizes[0] == (512, 1024) and spec.n_channels == 20
     assert spec.provenance.dataset == "cityscapes_val" and C.read_label(root, spec, 0).shape == (1024, 2048)
+
+
+def test_later_passes_report_gives_each_case_its_ratio():
+    from analyze.bench import later as L
+
+    def r(cpu):
+        return {"per_frame_s": cpu / 2, "per_frame_cpu_s": cpu}
+
+    data = {"EoMT": {d: {p: {"grid": r(4.0), "later": r(6.0 if d == "uninformative" else 4.4),
+                             "ratio_cpu": 1.5 if d == "uninformative" else 1.1, "ratio_wall": 1.0}
+                         for p in L.PLANS} for d in L.DATA}}
+    lines = [x for x in L.report(data, "1", "2").splitlines() if x.startswith("| EoMT")]
+    assert len(lines) == len(L.DATA) * len(L.PLANS)
+    assert "| EoMT | uninformative | two passes | 2.00 (4.00) | 3.00 (6.00) | **1.50x** (1.00x) |" in lines
+
+
+def test_uninformative_cache_differs_only_in_the_anomalies_logits(tmp_path):
+    a_root, spec = build_cache(tmp_path / "a.zarr", "pixel", 1, scale=16)
+    b_root, _ = build_cache(tmp_path / "b.zarr", "pixel", 1, scale=16, informative=False)
+    label = C.read_label(a_root, spec, 0)
+    np.testing.assert_array_equal(label, C.read_label(b_root, spec, 0))
+    za, zb = C.read_pixel_logits(a_root, spec, 0), C.read_pixel_logits(b_root, spec, 0)
+    anomaly = label[::2, ::2] == 1
+    assert anomaly.any() and np.array_equal(za[:, ~anomaly], zb[:, ~anomaly])
+    assert not np.array_equal(za[:, anomaly], zb[:, anomaly])

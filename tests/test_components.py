@@ -28,9 +28,13 @@ from analyze.metrics.components import (
     f1_per_tau,
     frame_components,
     get_track,
+    ground_truth,
+    predicted_components,
+    prediction_components,
     track_for_dataset,
 )
 from analyze.metrics import UndefinedMetricWarning
+from tests.oracles import dense_frame_components
 
 def component_stats(pred_mask, gt_mask, roi_mask, rules):
     """``(siou_per_gt, ppv_per_pred)`` of one frame (:func:`frame_components`)."""
@@ -428,3 +432,21 @@ def test_against_oracle(seed):
         f1s.append(2 * tp / (2 * tp + fn + fp) if 2 * tp + fn + fp else float("nan"))
     if all_siou or all_ppv:
         assert m["mean_f1"] == pytest.approx(float(np.mean(f1s)), abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_prediction_on_its_bounding_box_equals_the_whole_frame(seed):
+    """The prediction's bounding box alone (as a mask or as flat indices) gives the numbers of every
+    step on the whole frame, bit for bit: from nothing predicted to every pixel."""
+    rng = np.random.default_rng(seed)
+    rules = TrackRules("r", int(rng.integers(0, 6)), int(rng.integers(0, 6)))
+    shape = tuple(int(x) for x in rng.integers(4, 24, size=2))
+    score, label = random_frame(rng, shape)
+    gt = ground_truth(label == 1, label != 255, rules)
+    for thr in (-1.0, 0.3, 0.6, float(score.max()), float(rng.uniform(-0.3, 1.5))):
+        pred = (score > thr) & (label != 255)
+        want = dense_frame_components(score > thr, label == 1, label != 255, rules)
+        for got in (prediction_components(pred, gt, rules), predicted_components(np.flatnonzero(pred), gt, rules)):
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)

@@ -55,17 +55,24 @@ def test_two_passes_when_the_scores_exceed_the_budget(caches):
     assert "exceed the budget" in plan.passes[0].why and plan.certain == 2
 
 
-@pytest.mark.parametrize("budget_factor,mode,positions", [(100.0, "one-pass", POSITIONS), (1.05, "two-pass", 0.0)])
+@pytest.mark.parametrize("budget_factor,mode,positions", [
+    (100.0, "one-pass", 1.0), (1.25, "one-pass", 0.5), (1.0 + 0.5 * POSITIONS, "one-pass", POSITIONS),
+    (1.05, "two-pass", 0.0)])
 def test_component_metrics_keep_pixels_in_the_pass_that_has_room(caches, budget_factor, mode, positions):
-    """Pixels of the top in-distribution scores ride with the scores where the budget holds them
-    (the component pass then runs only for frames they miss); the budget counts them."""
+    """Pixels of as many of the top in-distribution scores as the budget holds ride with the scores
+    (at least POSITIONS of them, up to all: the component pass then runs only for frames they
+    miss, never when all are kept); the budget counts them. Two passes spill to disk instead."""
     budget = int(PIXELS * 4 * SCORE_BYTES * budget_factor)
     plan = _plan(caches / "q.zarr", component_metrics=True, max_memory=budget)
-    assert plan.mode == mode and plan.positions == positions
+    assert plan.mode == mode and plan.positions == pytest.approx(positions, rel=1e-6)
     assert plan.passes[-1].phase == "components" and plan.passes[-1].when  # runs only when needed
     assert plan.certain == len(plan.passes) - 1
     if mode == "one-pass":
-        assert plan.passes[0].memory == int(PIXELS * 4 * (SCORE_BYTES + POSITION_BYTES * POSITIONS))
+        assert plan.passes[0].memory == int(PIXELS * 4 * (SCORE_BYTES + POSITION_BYTES * plan.positions))
+        assert plan.passes[0].memory <= budget and plan.passes[-1].when.endswith("every pixel is kept") == (positions == 1.0)
+    else:
+        assert plan.passes[1].disk == PIXELS * 4 * SCORE_BYTES and "spill" in plan.passes[1].keeps
+        assert "without room on disk" in plan.passes[-1].when
 
 
 @pytest.mark.parametrize("why,options", [("recompose", dict(recompose=True)), ("smiyc", dict(protocol="smiyc"))])
@@ -128,6 +135,7 @@ def test_explain_prints_the_plan_and_writes_nothing(caches, tmp_path):
         "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "pass 1 positives" in res.output and "pass 2 negatives" in res.output
-    assert "pass 3 components" in res.output and "[only for the frames" in res.output
+    assert "pass 3 components" in res.output and "[only without room on disk for the spill" in res.output
+    assert "spills up to" in res.output and "to local disk" in res.output
     assert "mIoU at T" in res.output and "nothing was scored or written" in res.output
     assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -6,7 +6,9 @@ and EoMT-L-shaped query caches (1024 crops, 2 per frame, 100 queries, 19 classes
 float16 mask logits at 256x256). Anomaly caches have a void band at the top (~8 %) and a few
 elliptic anomaly objects (~2 % of the pixels) whose logits are flatter (ERFNet) or whose
 masks are all off (EoMT), so the scorers find them, the best-F1 threshold predicts blobs and
-the component metrics see components of realistic sizes; semantic caches (Cityscapes val's
+the component metrics see components of realistic sizes. ``informative=False`` leaves the
+objects' logits like the rest's, as a random-weight model scores them: the scorers do not
+find them and the best-F1 threshold sits low (most pixels predicted); semantic caches (Cityscapes val's
 shape) have class labels instead. Spatially smooth logits (a coarse field repeated, plus
 noise) keep the cache cheap to make and the content image-like; the numbers mean nothing.
 """
@@ -66,12 +68,14 @@ def _smooth(rng: np.random.Generator, channels: int, shape: tuple[int, int], cel
 
 
 def build_cache(path: str | Path, kind: str, n_frames: int, label_kind: str = "anomaly", seed: int = 0,
-                scale: int = 1, dataset: str | None = None):
+                scale: int = 1, dataset: str | None = None, informative: bool = True):
     """Write an ``n_frames`` cache of ``kind`` (``pixel`` ERFNet, ``query`` EoMT) at ``path``; every
     frame done. ``label_kind``: ``anomaly`` or ``semantic`` (dataset: :func:`_dataset`);
     ``dataset`` names another. Frame ``i`` depends only on ``(seed, i)``,
     so a 1-frame cache holds the first frame of the 8-frame one. ``scale`` divides every size
-    (frame, logits, crop, mask; ``16``: 64x128 frames for tests), and the query count too."""
+    (frame, logits, crop, mask; ``16``: 64x128 frames for tests), and the query count too.
+    ``informative=False``: the anomaly objects' logits have the same statistics as the rest
+    (the labels and every random draw stay those of the informative cache)."""
     from schemas.cache import CacheSpec, create_cache, mark_done, thumbnail_size
     from schemas.cache import write_frame_common, write_frame_pixel, write_frame_query
 
@@ -102,13 +106,14 @@ def build_cache(path: str | Path, kind: str, n_frames: int, label_kind: str = "a
             label[: frame[0] // 10] = 255
         if kind == "pixel":
             z = _smooth(rng, ERFNET_LOGITS[0], logit_size, max(2, 32 // scale), 3.0)
-            z[:, label[::2, ::2] == 1] *= 0.3  # anomalies: flatter logits (label at half resolution)
+            if informative:
+                z[:, label[::2, ::2] == 1] *= 0.3  # anomalies: flatter logits (label at half resolution)
             write_frame_pixel(root, spec, i, z.astype(np.float16))
         else:
             n_crops = spec.windows(i).n_crops
             masks = np.stack([_smooth(rng, queries, (m, m), max(2, 16 // scale), 3.0) for _ in range(n_crops)])
             off = label.reshape(m, frame[0] // m, n_crops * m, frame[1] // (n_crops * m)).max(axis=(1, 3)) == 1
-            for c in range(n_crops):  # anomalies: every mask off there
+            for c in range(n_crops if informative else 0):  # anomalies: every mask off there
                 masks[c][:, off[:, c * m : (c + 1) * m]] = -4.0
             cl = (rng.normal(size=(n_crops, queries, EOMT["classes"] + 1)) * 2).astype(np.float32)
             write_frame_query(root, spec, i, cl, masks.astype(np.float16))

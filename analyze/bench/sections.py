@@ -5,7 +5,9 @@ a Markdown report); add a section by appending to that list. ``--section NAME`` 
 Sections: ``pixel_metrics`` (:mod:`analyze.bench.pixels`: the exact metrics against scikit-learn
 and ood_metrics), ``study`` (:mod:`analyze.bench.study`: ``analyze score`` on 1024x2048 caches
 of both kinds against a library-kernel reference, and the whole study projected), ``two_pass``
-(the same module: the two-pass plan against the one-pass plan per frame),
+(the same module: the two-pass plan against the one-pass plan per frame), ``later_passes``
+(:mod:`analyze.bench.later`: the intervals and component metrics against the grid, on
+informative and uninformative scores),
 ``eomt_temperature_grid`` (:mod:`analyze.bench.eomt`), ``compare_every_pair``
 (:mod:`analyze.bench.compare`), ``fit_nll_memory``
 (:mod:`analyze.bench.fit`). ``--worker`` runs one measurement of ``pixel_metrics`` in a fresh
@@ -57,6 +59,11 @@ SECTIONS: list[Section] = [
         "two_pass",
         "`analyze score` two-pass plan vs one-pass plan per frame, both models (goal <= 1.15x)",
         _lazy("analyze.bench.study", "run_two_pass"),
+    ),
+    Section(
+        "later_passes",
+        "`analyze score` grid vs grid + intervals + components, informative and uninformative scores (goal <= 1.5x)",
+        _lazy("analyze.bench.later", "run_later_passes"),
     ),
     Section(
         "eomt_temperature_grid",

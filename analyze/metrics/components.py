@@ -189,35 +189,43 @@ def frame_components(pred_mask: np.ndarray, gt_mask: np.ndarray, roi_mask: np.nd
     gt = ground_truth(gt_mask, roi_mask, rules)
     if pred_mask.shape != gt.roi.shape:
         raise ValueError(f"masks must be 2-D of one shape; got {pred_mask.shape}, {gt.roi.shape}")
-    return predicted_components(np.flatnonzero(pred_mask & gt.roi_mask), gt, rules)
+    return prediction_components(pred_mask & gt.roi_mask, gt, rules)
 
 
 def predicted_components(pred_index: np.ndarray, gt: GroundTruth, rules: str | TrackRules) -> FrameComponents:
-    """:func:`frame_components` of the prediction whose non-void pixels are ``pred_index`` (flat
-    indices) on the frame ``gt`` (:func:`ground_truth`): one labelling of the prediction, then
-    work on the predicted pixels only."""
-    rules = get_track(rules)
-    pred_index = np.asarray(pred_index, np.int64)
-    rows, cols = np.divmod(pred_index, gt.roi.shape[1])
-    lab, n_p = np.empty(0, np.int64), 0  # the component of each predicted pixel
-    if pred_index.size:
-        rows, cols = rows - rows.min(), cols - cols.min()
-        pred = np.zeros((int(rows.max()) + 1, int(cols.max()) + 1), bool)  # the prediction's bounding box:
-        pred[rows, cols] = True  # the same components, numbered in the same (raster) order
-        p_lab, n_p = _label(pred)
-        lab = p_lab[rows, cols].astype(np.int64)
-    drop_p = np.bincount(lab, minlength=n_p + 1) < rules.min_pred_size  # sizes on the whole frame
-    drop_p[0] = True
-    in_roi = gt.roi.ravel()[pred_index]
-    p = lab[in_roi]
-    p[drop_p[p]] = 0
-    g = gt.g_lab.ravel()[pred_index[in_roi]].astype(np.int64)
-    g_size = gt.g_size
-    p_size = np.bincount(p, minlength=n_p + 1)  # pixels of each component in the roi (index 0 unused)
+    """:func:`prediction_components` of the prediction whose non-void pixels are ``pred_index``
+    (flat indices) on the frame ``gt`` (:func:`ground_truth`)."""
+    pred = np.zeros(gt.roi.shape, bool)
+    pred.ravel()[np.asarray(pred_index, np.int64)] = True
+    return prediction_components(pred, gt, rules)
 
-    # overlap |G_i ∩ P_j| for every touching pair (sparse)
-    both = (g > 0) & (p > 0)
-    keys, overlap = np.unique(g[both] * (n_p + 1) + p[both], return_counts=True)
+
+def prediction_components(pred: np.ndarray, gt: GroundTruth, rules: str | TrackRules) -> FrameComponents:
+    """:func:`frame_components` of the prediction ``pred`` ((H, W) bool, non-void pixels only) on
+    the frame ``gt`` (:func:`ground_truth`): the prediction's bounding box labelled once (the
+    same components, numbered in the same raster order as on the whole frame), then every
+    step on that box only, so a small prediction costs a small box."""
+    rules = get_track(rules)
+    rows = np.flatnonzero(pred.any(axis=1))
+    box: tuple[slice, slice] = (slice(0, 0), slice(0, 0))
+    p_lab, n_p = np.zeros((0, 0), np.int32), 0  # the component of each pixel of the box
+    if rows.size:
+        cols = np.flatnonzero(pred[rows[0]:rows[-1] + 1].any(axis=0))
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        p_lab, n_p = _label(pred[box])
+    drop_p = np.bincount(p_lab[pred[box]], minlength=n_p + 1) < rules.min_pred_size  # sizes on the whole frame
+    drop_p[0] = True
+    in_roi = pred[box] & gt.roi[box]  # predicted pixels in the region of interest
+    g_size = gt.g_size
+    p_size = np.bincount(p_lab[in_roi], minlength=n_p + 1)  # pixels of each component in the roi
+    p_size[drop_p] = 0  # dropped components count nowhere (index 0 unused)
+
+    # overlap |G_i ∩ P_j| for every touching pair (sparse), kept components only
+    g_lab = gt.g_lab[box]
+    both = in_roi & (g_lab > 0)
+    keys, overlap = np.unique(g_lab[both].astype(np.int64) * (n_p + 1) + p_lab[both], return_counts=True)
+    kept = ~drop_p[keys % (n_p + 1)]
+    keys, overlap = keys[kept], overlap[kept]
     pair_g, pair_p = np.divmod(keys, n_p + 1)
     g_hit = np.zeros(gt.n_g + 1, np.int64)  # |G_i ∩ all predictions|
     p_hit = np.zeros(n_p + 1, np.int64)  # |P_j ∩ A|
@@ -309,6 +317,11 @@ class ComponentState:
         non-void pixels above the threshold (``> threshold``, ``>=`` when ``inclusive``): the same
         as :meth:`update` on the frame's map (:func:`predicted_components`)."""
         return self._add(predicted_components(pred_index, gt, self.rules))
+
+    def add_mask(self, pred: np.ndarray, gt: GroundTruth) -> "ComponentState":
+        """:meth:`add_prediction` of the prediction as a mask ((H, W) bool, non-void pixels above
+        the threshold; :func:`prediction_components`)."""
+        return self._add(prediction_components(pred, gt, self.rules))
 
     def _add(self, fc: FrameComponents) -> "ComponentState":
         self.n_frames += 1

@@ -16,6 +16,7 @@ score (float64), plus 4 per score kept with its pixel.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -77,7 +78,8 @@ def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0
     scores as float64 (exact for float16/32), radix sort of each class. ``positions`` > 0:
     the pixel of every anomaly score and of the highest ``ceil(positions * n)`` of the ``n``
     in-distribution scores (and of every score equal to the lowest of them), found by one
-    more pass over the map and sorted with their scores. Labels other than 0, 1 and 255 and
+    more pass over the map and sorted with their scores (``positions >= 1``: every pixel, one
+    indexed sort of each class). Labels other than 0, 1 and 255 and
     NaN scores at non-void pixels raise ValueError, as in :meth:`ExactState.update`."""
     s, t = np.asarray(y_score), np.asarray(y_true)
     if s.shape != t.shape or t.dtype != np.uint8 or s.dtype.kind != "f":
@@ -90,13 +92,18 @@ def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0
         split_frame(s, t)  # names the labels
     if n_nan:
         raise ValueError("y_score contains NaN at non-void pixels")
-    neg = K.gather(s, t, 0, n_neg)
-    K.sort_f64(neg, np.empty_like(neg))
     if positions <= 0:
+        neg = K.gather(s, t, 0, n_neg)
+        K.sort_f64(neg, _scratch(neg))
         pos = K.gather(s, t, 1, n_pos)
-        K.sort_f64(pos, np.empty_like(pos))
+        K.sort_f64(pos, _scratch(pos))
         return FrameSplit(frame, pos, neg)
     pos, pos_index = _sorted_indexed(*K.gather_indexed(s, t, 1, n_pos))
+    if positions >= 1:  # every pixel: one indexed sort (the same sorted scores as the sort above)
+        neg, neg_index = _sorted_indexed(*K.gather_indexed(s, t, 0, n_neg))
+        return FrameSplit(frame, pos, neg, pos_index, neg_index, -np.inf)
+    neg = K.gather(s, t, 0, n_neg)
+    K.sort_f64(neg, _scratch(neg))
     k = min(n_neg, math.ceil(positions * n_neg))
     start = int(np.searchsorted(neg, neg[n_neg - k], side="left")) if k else n_neg  # ties of the lowest kept, too
     low = neg[start] if start < n_neg else np.inf
@@ -105,8 +112,22 @@ def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0
     return FrameSplit(frame, pos, neg, pos_index, neg_index, cut)
 
 
+_SCRATCH = threading.local()  # this thread's sort scratch buffers (a fresh one per sort costs page faults)
+
+
+def _scratch(x: np.ndarray, which: int = 0) -> np.ndarray:
+    """A scratch array like ``x`` (its size and dtype) for a sort on this thread: a buffer kept per
+    thread and grown as needed, so each frame's sorts do not fault in new memory."""
+    bufs = _SCRATCH.__dict__.setdefault("bufs", {})
+    key = (which, x.dtype.str)
+    buf = bufs.get(key)
+    if buf is None or buf.size < x.size:
+        buf = bufs[key] = np.empty(x.size, x.dtype)
+    return buf[: x.size]
+
+
 def _sorted_indexed(x: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    K.sort_f64_indexed(x, idx, np.empty_like(x), np.empty_like(idx))
+    K.sort_f64_indexed(x, idx, _scratch(x), _scratch(idx, 1))
     return x, idx
 
 

@@ -18,11 +18,16 @@ The rules (the numbers are identical whichever plan runs):
   no frame is composed twice in whole.
 * ``smiyc`` bins each frame (one pass), after a pass that fits each key's float16 transform
   on every done frame, labelled or not (the ``ranges`` pass, as ``analyze export`` fits it).
-* ``--component-metrics`` (exact): the scoring pass also keeps the pixels of the highest
-  :data:`POSITIONS` of the in-distribution scores, so the component step reads them; only the
-  frames where they do not reach a key's best-F1 threshold are composed again (a pass that
-  runs when needed). Without room for them, or with ``recompose``, or under ``smiyc``, a
-  component pass composes every pooled frame.
+* ``--component-metrics`` (exact): one pass keeps the pixels of as many of the highest
+  in-distribution scores as the budget holds beside every score, at least :data:`POSITIONS`
+  of them and up to all (:func:`one_pass_positions`), so the component step reads them; only
+  the frames where they do not reach a key's best-F1 threshold are composed again (a pass
+  that runs when needed; never when every pixel is kept). Two passes: the second spills each
+  frame's scores to local disk (:mod:`analyze.run.spill`) and the component step reads them
+  back, composing nothing; where the disk has no room (checked before the pass), it keeps the
+  pixels of the highest in-distribution scores the budget holds instead and a pass composes
+  the frames they miss. With ``recompose``, or under ``smiyc``, a component pass composes
+  every pooled frame.
 * ``--bootstrap`` (exact): the per-frame histograms come from the kept scores; ``recompose``
   makes them in a pass of their own. ``smiyc`` resamples its per-frame bins: no pass.
 * A semantic cache (mIoU) has no keys: one pass of confusion matrices.
@@ -42,7 +47,7 @@ Key = tuple[str, float]  # (scorer, temperature)
 DEFAULT_MAX_MEMORY = 4 * 2**30
 SCORE_BYTES = 8  # a kept score: float64 (analyze.scorers.pixel.SCORE_DTYPE)
 POSITION_BYTES = 4  # the pixel of a kept score (uint32), when the component metrics read them
-POSITIONS = 1 / 8  # the highest in-distribution scores kept with their pixels (analyze.run.later_passes)
+POSITIONS = 1 / 8  # the fewest of the highest in-distribution scores kept with their pixels (analyze.run.later_passes)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class Pass:
     keeps: str  # what each key keeps
     memory: int  # bytes planned for what it keeps (0: nothing that grows with the pixels)
     when: str = ""  # "" runs always; else the condition it runs under (known once earlier passes ran)
+    disk: int = 0  # bytes it spills to local disk for a later pass (analyze.run.spill), where the disk has room
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,8 @@ class Plan:
                f"protocol {o.protocol}; memory budget {_bytes(o.max_memory)}"]
         for i, p in enumerate(self.passes, 1):
             cond = f" [only {p.when}]" if p.when else ""
-            mem = f"; plans {_bytes(p.memory)}" if p.memory else ""
+            mem = (f"; plans {_bytes(p.memory)}" if p.memory else "") + (
+                f"; spills up to {_bytes(p.disk)} to local disk" if p.disk else "")
             out.append(f"  pass {i} {p.phase}: {p.why}{cond}")
             out.append(f"      composes {p.frames}; keeps {p.keeps}{mem}")
         return out
@@ -116,8 +123,8 @@ def plan_for(spec: C.CacheSpec, cache: str, keys: Sequence[Key], semantic_temps:
     positions = POSITIONS if want_comp and exact and not options.recompose else 0.0
     pixels = sum(spec.sizes[i][0] * spec.sizes[i][1] for i in frames)
     mode = one_or_two(pixels, len(keys), options.protocol, options.max_memory, positions) if keys else "one-pass"
-    plan = Plan(cache, mode, keys, tuple(semantic_temps), tuple(frames), pixels,
-                positions if mode == "one-pass" else 0.0, options, kind=spec.kind)
+    kept = one_pass_positions(pixels, len(keys), options.max_memory) if positions and mode == "one-pass" else 0.0
+    plan = Plan(cache, mode, keys, tuple(semantic_temps), tuple(frames), pixels, kept, options, kind=spec.kind)
     passes = _float16(plan) + _scoring(plan, positions) + _bootstrap(plan) + _components(plan, positions)
     return Plan(**{**plan.__dict__, "passes": passes})
 
@@ -130,6 +137,15 @@ def one_or_two(pixels: int, n_keys: int, protocol: str, max_memory: int, positio
         return "one-pass"
     per_score = SCORE_BYTES + POSITION_BYTES * positions
     return "one-pass" if pixels * max(1, n_keys) * per_score <= max_memory else "two-pass"
+
+
+def one_pass_positions(pixels: int, n_keys: int, max_memory: int) -> float:
+    """The fraction of in-distribution scores one pass keeps with their pixels for the component
+    metrics: as many as ``max_memory`` holds beside every score (8 B, and 4 B for a pixel), up to
+    all of them (1.0: the component step then never composes a frame), and at least
+    :data:`POSITIONS` (:func:`one_or_two` plans one pass only when those fit)."""
+    room = max_memory / max(1, pixels * max(1, n_keys)) - SCORE_BYTES
+    return max(POSITIONS, min(1.0, room / POSITION_BYTES))
 
 
 def second_pass_positions(n_keys: int, n_pos: int, n_neg: int, max_memory: int) -> float:
@@ -158,8 +174,9 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
         return (Pass("one-pass", f"{plan.options.protocol} states: each frame's scores binned", "every frame scored",
                      "each frame's bins per key", 0),)
     if plan.mode == "one-pass":
-        kept = "every non-void score (float64)" + (f", the pixels of the top {positions:.3g} in-distribution ones"
-                                                    if plan.positions else "")
+        kept = "every non-void score (float64)" + (
+            "" if not plan.positions else ", the pixel of each" if plan.positions >= 1
+            else f", the pixels of the top {plan.positions:.3g} in-distribution ones (and of every anomaly one)")
         per = SCORE_BYTES + POSITION_BYTES * plan.positions
         return (Pass("one-pass", "every key's scores, each frame sorted (exact metrics, per-frame AP)",
                      "every frame scored", kept, int(plan.pixels * n * per)),)
@@ -170,8 +187,10 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
             Pass("negatives", "the in-distribution counts between consecutive anomaly scores, each frame's AP"
                  + (", the bootstrap histograms" if plan.options.bootstrap and not plan.options.recompose else ""),
                  "the pooled frames", "integer counts per key" + (
-                     "; the pixels of the top in-distribution scores, as the budget allows" if positions else ""),
-                 plan.options.max_memory if positions else 0))
+                     "; spills each frame's scores to local disk for the component step (where the disk has room; "
+                     "else keeps the pixels of the top in-distribution scores, as the budget allows)"
+                     if positions else ""),
+                 plan.options.max_memory if positions else 0, disk=int(plan.pixels * n * SCORE_BYTES) if positions else 0))
 
 
 def positive_rows(keys: Sequence[Key], kind: str) -> str:
@@ -203,7 +222,13 @@ def _components(plan: Plan, positions: float) -> tuple[Pass, ...]:
         return (Pass("components", f"{why} ({reason})", "the pooled frames", keeps, 0),)
     when = "for the frames whose kept pixels do not reach a key's threshold"
     if plan.mode == "two-pass":
-        when += " (all of them when the budget leaves no room for pixels)"
+        return (Pass("components", f"{why}, from the spilled scores (composes nothing); without room on disk for "
+                     "the spill, from the kept pixels, and this pass composes what they miss", "those frames", keeps, 0,
+                     when=f"without room on disk for the spill, {when} (all of them when the budget leaves no room "
+                     "for pixels)"),)
+    if plan.positions >= 1:
+        return (Pass("components", f"{why}, from the kept pixels (every pixel is kept: composes nothing)",
+                     "no frame", keeps, 0, when="for frames whose kept pixels miss a key's threshold: none, every pixel is kept"),)
     return (Pass("components", f"{why}, from the kept pixels; this pass composes what they miss",
                  "those frames", keeps, 0, when=when),)
 

@@ -25,6 +25,7 @@ from analyze.plan.passes import DEFAULT_MAX_MEMORY, Plan, PlanOptions, plan_for
 from analyze.run.execute import execute
 from analyze.run.rows import RowSettings, rows
 from analyze.run.scheduler import LOCAL_SCHEDULERS, Scheduler, SchedulerLike
+from analyze.run.spill import SpillPolicy
 from analyze.run.tasks import ScoreJob
 from analyze.scorers.id_stats import IdStats
 from analyze.scorers.temperatures import check_temperature
@@ -50,6 +51,7 @@ class ScoreRequest:
     plan: PlanOptions = PlanOptions()
     curve_points: int = 200
     seed: int = 0
+    spill: SpillPolicy = SpillPolicy()  # where the two-pass plan spills for the component metrics
 
     def __post_init__(self) -> None:
         if self.plan.protocol not in M.PROTOCOLS:
@@ -67,7 +69,7 @@ class ScoreRequest:
 def score_cache(
     cache: str | os.PathLike[str], scorers: str = "all", temperatures: Sequence[float] = (1.0,), *,
     temp_target: str = "query", protocol: str = "exact", scheduler: SchedulerLike = None,
-    storage_options: Mapping[str, Any] | None = None, allow_partial: bool = False,
+    storage_options: Mapping[str, Any] | None = None, allow_partial: bool = False, spill: SpillPolicy = SpillPolicy(),
     max_memory: int = DEFAULT_MAX_MEMORY, component_metrics: bool = False, curve_points: int = 200,
     bootstrap: int = 0, seed: int = 0, warn: Callable[[str], None] | None = None,
     info: Callable[[str], None] | None = None, name: str | None = None, frames: str = "all",
@@ -98,14 +100,14 @@ def score_cache(
     allow_partial
         Score the done frames of an unfinished cache, skipping done frames that lost chunks
         (with a warning), instead of refusing the cache.
-    max_memory, component_metrics, bootstrap, recompose
+    max_memory, component_metrics, bootstrap, recompose, spill
         The plan's options (:class:`analyze.plan.passes.PlanOptions`): the bytes the exact
         protocol may keep before two passes (the numbers are identical either way);
         the SMIYC component metrics (``siou``, ``ppv``, ``mean_f1``) at each key's best-F1
         threshold; frame-bootstrap resamples for ``ci_low`` / ``ci_high`` (0: NaN); and
         whether the intervals and component metrics compose frames again instead of reading
-        what an earlier pass kept (the same numbers, slower). ``analyze score --explain``
-        prints the passes they give.
+        what an earlier pass kept (the same numbers, slower); ``spill``: where two passes spill
+        scores for it (:class:`analyze.run.spill.SpillPolicy`). ``--explain`` prints the passes.
     curve_points, seed
         Points of each PR and ROC curve; the seed of the bootstrap resampling.
     warn, info
@@ -137,7 +139,7 @@ def score_cache(
     """
     request = ScoreRequest(
         scorers, tuple(temperatures), temp_target, frames, name, storage_options, allow_partial, tuple(id_stats),
-        device, PlanOptions(protocol, max_memory, component_metrics, bootstrap, recompose), curve_points, seed)
+        device, PlanOptions(protocol, max_memory, component_metrics, bootstrap, recompose), curve_points, seed, spill)
     sched, made_here = Scheduler.resolve(scheduler)
     try:
         return score_request(str(cache), request, sched, warn or _warn, info or _ignore, frame_data)
@@ -162,7 +164,7 @@ def score_request(cache: str, request: ScoreRequest, sched: Scheduler, warn: Cal
                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Plan, execute and tabulate one cache (:func:`score_cache` without the scheduler's life)."""
     ready = prepare(cache, request, warn, info)
-    ex = execute(ready.plan, sched, ready.job, ready.spec, ready.root, warn)
+    ex = execute(ready.plan, sched, ready.job, ready.spec, ready.root, warn, request.spill)
     results, per_frame, curves = rows(ex, ready.rows, frame_data)
     return results_frame(results), per_frame, curves
 

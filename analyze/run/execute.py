@@ -19,8 +19,9 @@ from analyze.metrics.components import ComponentState, track_for_dataset
 from analyze.plan.frame_selection import ScoreError, pooled_frames
 from analyze.plan.passes import Key, Pass, Plan, second_pass_positions
 from analyze.run.intervals import bootstrap_histograms, key_edges
-from analyze.run.later_passes import SecondPassInputs, framed_histograms, kept_components
+from analyze.run.later_passes import SecondPassInputs, framed_histograms, kept_components, spilled_components
 from analyze.run.scheduler import Scheduler
+from analyze.run.spill import Spill, SpillPolicy
 from analyze.run.smiyc_f16 import f16_transforms, warn_f16_loss
 from analyze.run.tasks import FrameResult, ScoreJob, run_phase
 from schemas import cache as C
@@ -41,15 +42,22 @@ class Execution:
     histograms: dict = field(default_factory=dict)  # key -> FrameHistograms (exact intervals)
     kept: dict = field(default_factory=dict)  # key -> each frame's FrameSplit kept with pixels
     components: dict = field(default_factory=dict)  # key -> ComponentState
+    spill_policy: SpillPolicy = SpillPolicy()  # where the second pass may spill (analyze.run.spill)
+    spill: Spill | None = None  # the second pass's spilled maps, until the component step read them
 
 
-def execute(plan: Plan, sched: Scheduler, job: ScoreJob, spec: C.CacheSpec, root, warn: Callable[[str], None]
-            ) -> Execution:
-    """Run every pass of ``plan`` in order; the progress bars count its certain passes."""
-    run = Execution(plan, sched, spec, root, job, warn)
+def execute(plan: Plan, sched: Scheduler, job: ScoreJob, spec: C.CacheSpec, root, warn: Callable[[str], None],
+            spill: SpillPolicy = SpillPolicy()) -> Execution:
+    """Run every pass of ``plan`` in order; the progress bars count its certain passes. A spill
+    folder the passes made is removed at the end, also when a pass fails."""
+    run = Execution(plan, sched, spec, root, job, warn, spill_policy=spill)
     sched.start_passes(plan.certain)
-    for p in plan.passes:
-        STEPS[p.phase](run, p)
+    try:
+        for p in plan.passes:
+            STEPS[p.phase](run, p)
+    finally:
+        if run.spill is not None:
+            run.spill.close()
     return run
 
 
@@ -83,15 +91,29 @@ def _negatives(run: Execution, p: Pass) -> None:
     some = next(iter(states.values()), None)
     share = 0.0
     if run.plan.has("components") and not o.recompose and some is not None:
-        share = second_pass_positions(len(run.plan.keys), some.n_pos, some.n_neg, o.max_memory)
-        if not share:
+        run.spill = _open_spill(run, p)
+        share = 0.0 if run.spill else second_pass_positions(len(run.plan.keys), some.n_pos, some.n_neg, o.max_memory)
+        if not run.spill and not share:
             run.sched.more_passes()  # no room for pixels: the component metrics compose every frame again
-    aux = {k: SecondPassInputs(s.distinct(), edges.get(k), share) for k, s in states.items()}
+    aux = {k: SecondPassInputs(s.distinct(), edges.get(k), share, run.spill.prefix(k) if run.spill else None)
+           for k, s in states.items()}
     second = run_phase(run.sched, run.job, "negatives", aux=aux)
     run.result.states = {k: s.with_negatives(second.states[k].counts) for k, s in states.items()}
     run.result.rows = second.rows  # each frame's AP, from its sorted scores in this pass
     run.histograms = {k: second.states[k].histograms for k in edges}
     run.kept = {k: st.frames for k, st in second.states.items()} if share else {}
+
+
+def _open_spill(run: Execution, p: Pass) -> Spill | None:
+    """The second pass's spill folder (:mod:`analyze.run.spill`): on a local scheduler, where the
+    disk has room for ``p.disk`` bytes; else None (the kept pixels and a recomposing pass)."""
+    if run.sched.client is not None:  # a distributed worker's disk is not ours
+        return None
+    spill = run.spill_policy.open(p.disk, run.plan.keys)
+    if spill is None:
+        run.warn(f"{run.job.cache}: no room on local disk for the component metrics' spill ({p.disk:,} bytes and "
+                 f"{run.spill_policy.reserve:,} to spare): they compose the frames their kept pixels miss again")
+    return spill
 
 
 def _bootstrap(run: Execution, p: Pass) -> None:
@@ -109,7 +131,12 @@ def _components(run: Execution, p: Pass) -> None:
     track = track_for_dataset(run.spec.provenance.dataset)
     missing: dict[Key, set[int]] | None = None  # None: every frame of every key
     states: dict[Key, ComponentState] = {}
-    if run.kept:
+    if run.spill is not None:  # the second pass's maps: nothing to compose
+        states = spilled_components(cache, job.storage_options, run.spill, job.frames, thresholds, track,
+                                    M.num_threads())
+        run.spill.close()
+        run.spill, missing = None, {}
+    elif run.kept:
         states, lost = kept_components(cache, job.storage_options, run.kept, thresholds, track, M.num_threads())
         missing = {k: set(f) for k, f in lost.items() if f}
     if missing is None or missing:

@@ -15,19 +15,22 @@ longer cost a pass of their own wherever an earlier pass kept what they read:
 * two passes (``exact`` beyond the budget): the bins depend on the anomaly scores only, known
   after the first pass, so the second pass (:class:`SecondPassState`) histograms each frame
   beside counting its in-distribution scores, from the same sorted scores, and gives the
-  frame's AP (the per-frame rows) too.
+  frame's AP (the per-frame rows) too. For the component metrics it spills each frame's maps
+  to local disk (:mod:`analyze.run.spill`), which :func:`spilled_components` thresholds;
+  without room on disk it keeps the pixels of the highest in-distribution scores instead, as
+  the one pass does.
 
-The component metrics of the two-pass plan and of the ``smiyc`` protocol still compose the
-frames again in a pass of their own (:data:`analyze.run.tasks.PHASES` ``components``), as does
-every later step when ``score_cache(..., recompose=True)`` (the former path; the same
-numbers, tested).
+The component metrics of the ``smiyc`` protocol, and those of the frames where the kept
+pixels do not reach a key's threshold, still compose the frames again in a pass of their own
+(:data:`analyze.run.tasks.PHASES` ``components``), as does every later step when
+``score_cache(..., recompose=True)`` (the former path; the same numbers, tested).
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -35,6 +38,7 @@ from analyze import metrics as M
 from analyze.metrics.bootstrap import FrameHistograms
 from analyze.metrics.components import ComponentState, ground_truth
 from analyze.metrics.framed import split_ap, split_sorted
+from analyze.run.spill import Spill, read_map, write_map
 from schemas import cache as C
 from schemas.manifest import VOID
 
@@ -46,11 +50,13 @@ class SecondPassInputs:
     """A key's input to the second pass: its distinct anomaly scores ``u`` (ascending), for the
     intervals its bin ``edges`` (:func:`analyze.metrics.bootstrap.edges_from_counts`), and for the
     component metrics the fraction of in-distribution scores kept with their pixels
-    (``positions``, :func:`analyze.metrics.framed.split_sorted`)."""
+    (``positions``, :func:`analyze.metrics.framed.split_sorted`) or where its maps are spilled
+    (``spill``, a file prefix of :class:`analyze.run.spill.Spill`)."""
 
     u: np.ndarray
     edges: np.ndarray | None = None
     positions: float = 0.0
+    spill: str | None = None
 
 
 class SecondPassState:
@@ -58,15 +64,21 @@ class SecondPassState:
     counts at ``u`` (:class:`analyze.metrics.NegativeCountState`), with ``edges`` the frame's
     bootstrap histograms (:class:`analyze.metrics.bootstrap.FrameHistograms`) and with ``positions``
     the frame's component candidates (:meth:`analyze.metrics.FrameSplit.candidates`), all from
-    one sort of the frame's scores; :meth:`add` returns the frame's AP. ``merge`` in frame order."""
+    one sort of the frame's scores, and with ``spill`` the frame's map written to disk
+    (:func:`analyze.run.spill.write_map`); :meth:`add` returns the frame's AP. ``merge`` in frame order."""
 
     def __init__(self, inputs: SecondPassInputs) -> None:
         self.positions = inputs.positions
+        self.spill = inputs.spill
         self.counts = M.NegativeCountState(inputs.u)
         self.histograms = None if inputs.edges is None else FrameHistograms(inputs.edges)
         self.frames: list[M.FrameSplit] = []  # component candidates
 
     def add(self, y_score, y_true, frame: int | None = None) -> float:
+        if self.spill is not None:
+            if frame is None:
+                raise ValueError("a spilled frame needs its index")
+            write_map(self.spill, frame, y_score)
         split = split_sorted(y_score, y_true, frame, self.positions)
         self.counts.add_sorted(split.neg, split.pos.size)
         if self.histograms is not None:
@@ -78,6 +90,7 @@ class SecondPassState:
     def merge(self, other: "SecondPassState") -> "SecondPassState":
         out = object.__new__(SecondPassState)
         out.positions = min(self.positions, other.positions)
+        out.spill = self.spill
         out.counts = self.counts.merge(other.counts)
         out.histograms = None if self.histograms is None else self.histograms.merge(other.histograms)
         out.frames = self.frames + other.frames
@@ -93,6 +106,9 @@ def framed_histograms(state: M.FramedExactState, edges: np.ndarray) -> FrameHist
     return out
 
 
+Picked = Callable[[int, Key, np.ndarray], "np.ndarray | None"]  # (j, key, labels) -> prediction mask or None
+
+
 def kept_components(cache: str, storage_options, frames: Mapping[Key, Sequence[M.FrameSplit]],
                     thresholds: Mapping[Key, float], track: str, threads: int = 1
                     ) -> tuple[dict[Key, ComponentState], dict[Key, list[int]]]:
@@ -101,10 +117,8 @@ def kept_components(cache: str, storage_options, frames: Mapping[Key, Sequence[M
     positions), and the frames where they were not (the highest in-distribution score kept
     without its pixel lies above the threshold), which a pass that composes them again must add.
 
-    Per frame its labels are read again and their ground-truth components found once
-    (:func:`analyze.metrics.components.ground_truth`), then each key's predicted pixels are the tails
-    of the frame's sorted scores (:meth:`analyze.metrics.FrameSplit.pixels_above`,
-    :meth:`ComponentState.add_prediction`). Frames run on ``threads`` threads, merged in order.
+    Each key's predicted pixels are the tails of the frame's sorted scores
+    (:meth:`analyze.metrics.FrameSplit.pixels_above`), added by :func:`components_per_frame`.
     """
     keys = list(frames)
     if not keys:
@@ -113,25 +127,72 @@ def kept_components(cache: str, storage_options, frames: Mapping[Key, Sequence[M
     for k in keys:
         if [s.frame for s in frames[k]] != order:
             raise ValueError(f"{cache}: {k[0]} T={k[1]}: the first pass kept other frames")
+
+    def predicted(j: int, key: Key, label: np.ndarray) -> np.ndarray | None:
+        index = frames[key][j].pixels_above(thresholds[key])
+        if index is None:
+            return None
+        pred = np.zeros(label.shape, bool)
+        pred.ravel()[index] = True
+        return pred
+
+    per_frame = components_per_frame(cache, storage_options, order, keys, thresholds, track, predicted, threads)
+    missing = {k: [i for i, f in zip(order, per_frame) if f[k] is None] for k in keys}
+    return merged_in_order(per_frame, keys, thresholds, track), missing
+
+
+def spilled_components(cache: str, storage_options, spill: Spill, frames: Sequence[int],
+                       thresholds: Mapping[Key, float], track: str, threads: int = 1) -> dict[Key, ComponentState]:
+    """Each key's :class:`ComponentState` over ``frames`` (in order) from the maps the second pass
+    spilled (:mod:`analyze.run.spill`): each key's prediction is the frame's non-void pixels
+    scoring ``> threshold``, :meth:`ComponentState.update`'s rule (a NaN threshold predicts nothing)."""
+    keys = list(thresholds)
+
+    def predicted(j: int, key: Key, label: np.ndarray) -> np.ndarray:
+        score = read_map(spill.prefix(key), frames[j])
+        if score.shape != label.shape:
+            raise ValueError(f"{cache}: frame {frames[j]}'s spilled map is {score.shape}, its labels {label.shape}")
+        return (score > thresholds[key]) & (label != VOID)
+
+    per_frame = components_per_frame(cache, storage_options, frames, keys, thresholds, track, predicted, threads)
+    return merged_in_order(per_frame, keys, thresholds, track)
+
+
+def components_per_frame(cache: str, storage_options, order: Sequence[int], keys: Sequence[Key],
+                         thresholds: Mapping[Key, float], track: str, predicted: Picked, threads: int = 1
+                         ) -> list[dict[Key, ComponentState | None]]:
+    """Per frame of ``order`` (on ``threads`` threads, in order): its labels read again, and for
+    each key the :class:`ComponentState` of the prediction ``predicted(j, key, labels)`` gives
+    ((H, W) bool: the non-void pixels above the key's threshold), None where it gives None.
+    The ground-truth components are found once per frame (:func:`analyze.metrics.components.ground_truth`,
+    :meth:`ComponentState.add_mask`)."""
     root, spec = C.open_cache(cache, mode="r", storage_options=storage_options, validate=False)
 
     def frame(j: int) -> dict[Key, ComponentState | None]:
-        picked = {k: frames[k][j].pixels_above(thresholds[k]) for k in keys}
-        if all(p is None for p in picked.values()):
-            return dict.fromkeys(keys)
         label = C.read_label(root, spec, order[j])
-        gt = ground_truth(label == 1, label != VOID, track)
-        return {k: None if p is None else ComponentState(track, thresholds[k]).add_prediction(p, gt)
-                for k, p in picked.items()}
+        gt = None
+        out: dict[Key, ComponentState | None] = {}
+        for k in keys:
+            picked = predicted(j, k, label)
+            if picked is None:
+                out[k] = None
+                continue
+            if gt is None:
+                gt = ground_truth(label == 1, label != VOID, track)
+            out[k] = ComponentState(track, thresholds[k]).add_mask(picked, gt)
+        return out
 
     if threads > 1 and len(order) > 1:
         with ThreadPoolExecutor(threads, thread_name_prefix="components") as pool:
-            per_frame = list(pool.map(frame, range(len(order))))
-    else:
-        per_frame = [frame(j) for j in range(len(order))]
-    states, missing = {}, {}
+            return list(pool.map(frame, range(len(order))))
+    return [frame(j) for j in range(len(order))]
+
+
+def merged_in_order(per_frame: Sequence[Mapping[Key, ComponentState | None]], keys: Sequence[Key],
+                    thresholds: Mapping[Key, float], track: str) -> dict[Key, ComponentState]:
+    """Each key's states of :func:`components_per_frame` merged in frame order (an empty state where none)."""
+    states = {}
     for k in keys:
         done = [f[k] for f in per_frame if f[k] is not None]
         states[k] = M.merge_states(done) if done else ComponentState(track, thresholds[k])
-        missing[k] = [i for i, f in zip(order, per_frame) if f[k] is None]
-    return states, missing
+    return states
