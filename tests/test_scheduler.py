@@ -11,6 +11,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from analyze.cli.main import main as analyze_main
 from analyze.run.driver import Scheduler, score_cache
+from analyze.run.spill import SpillPolicy
 from tests.factories import pixel_cache, query_cache
 
 SIZES = [(30, 50), (20, 40), (25, 25)]
@@ -104,7 +105,7 @@ def test_tasks_run_on_one_thread(tmp_path):
         torch.set_num_threads(1)
 
 
-def test_progress_bars_label_each_pass(tmp_path):
+def test_progress_bars_label_each_pass(tmp_path, capsys):
     cache = tmp_path / "c.zarr"
     pixel_cache(cache, [(16, 24)] * 4, np.random.default_rng(0))
     res = CliRunner().invoke(analyze_main, ["score", "--cache", str(cache), "--scorers", "msp", "--out",
@@ -113,12 +114,20 @@ def test_progress_bars_label_each_pass(tmp_path):
     assert res.exit_code == 0, res.output
     err = res.stderr
     # the intervals read the second pass's histograms (analyze.run.later_passes); with no memory for the
-    # pixels of the highest scores either, the component metrics compose the frames again: a pass
-    # known only after the first one counted the anomaly pixels
-    for i, n, label in ((1, 2, "anomaly-pixel scores"), (2, 3, "in-distribution counts"), (3, 3, "component metrics")):
+    # pixels of the highest scores, the second pass spills its scores for the component metrics
+    # (analyze.run.spill): two passes
+    for i, n, label in ((1, 2, "anomaly-pixel scores"), (2, 2, "in-distribution counts")):
         assert f"pass {i}/{n} {label}: 100%" in err, err
         assert f"pass {i}/{n} {label}: 100%|██████████| 4/4 frames" in err
-    assert "frames/s]" in err
+    assert "frames/s]" in err and "component metrics" not in err
+    # without room on disk either, the component metrics compose the frames again: a pass known
+    # only after the first one counted the anomaly pixels
+    score_cache(str(cache), "msp", max_memory=0, bootstrap=20, component_metrics=True,
+                scheduler=Scheduler("sync", progress=True), spill=SpillPolicy(free=lambda folder: 0),
+                warn=lambda message: None)
+    err = capsys.readouterr().err
+    for i, n, label in ((1, 2, "anomaly-pixel scores"), (2, 3, "in-distribution counts"), (3, 3, "component metrics")):
+        assert f"pass {i}/{n} {label}: 100%|██████████| 4/4 frames" in err, err
     quiet = CliRunner().invoke(analyze_main, ["score", "--cache", str(cache), "--scorers", "msp", "--out",
                                               str(tmp_path / "r.parquet"), "--no-progress"])
     assert "pass 1/1" not in quiet.output
