@@ -76,10 +76,19 @@ def demo_train(data, out, steps, height, batch_size, loss, seed, threads, progre
     """
     from extract.demo.train_erfnet import train_erfnet
 
-    train_root = data / "train" if (data / "train").is_dir() else data
-    stats = train_erfnet(train_root, out, steps=steps, height=height, batch_size=batch_size, loss=loss, seed=seed,
+    stats = train_erfnet(_train_root(data), out, steps=steps, height=height, batch_size=batch_size, loss=loss, seed=seed,
                          threads=threads, log=lambda m: click.echo(m, err=True), log_seconds=progress_every,
                          log_label="erfnet")
+    _echo_checkpoint(out, stats)
+
+
+def _train_root(data: Path) -> Path:
+    """The world's train/ split, or ``data`` itself when it has none."""
+    return data / "train" if (data / "train").is_dir() else data
+
+
+def _echo_checkpoint(out: Path, stats: dict) -> None:
+    """One line: the checkpoint written and its training's final figures."""
     click.echo(f"checkpoint {out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in stats.items() if not isinstance(v, dict)))
 
@@ -112,12 +121,10 @@ def demo_train_eomt(data, out, steps, batch_size, lr, queries, seed, threads, pr
     """
     from extract.demo.train_eomt import train_eomt
 
-    train_root = data / "train" if (data / "train").is_dir() else data
-    stats = train_eomt(train_root, out, steps=steps, batch_size=batch_size, lr=lr, num_q=queries, seed=seed,
+    stats = train_eomt(_train_root(data), out, steps=steps, batch_size=batch_size, lr=lr, num_q=queries, seed=seed,
                        threads=threads, log=lambda m: click.echo(m, err=True), log_seconds=progress_every,
                        log_label="eomt")
-    click.echo(f"checkpoint {out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                               for k, v in stats.items() if not isinstance(v, dict)))
+    _echo_checkpoint(out, stats)
 
 
 @demo.command("summary")

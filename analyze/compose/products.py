@@ -43,24 +43,32 @@ def blas_threads() -> int:
     return max((c.get_num_threads() for c in _blas.lib_controllers), default=1)
 
 
+def _once(key: tuple, check) -> bool:
+    """``check()``'s answer for ``key``, computed once per process (threads may ask at once)."""
+    with _lock:
+        known = _checked.get(key)
+    if known is None:
+        known = bool(check())
+        with _lock:
+            _checked[key] = known
+    return known
+
+
 def stacking_exact(rows: Sequence[int], inner: int, columns: int) -> bool:
     """Whether ``np.concatenate(parts) @ b`` gives each part's rows exactly the bits of
     ``part @ b`` here (parts of ``rows`` rows each, float32, C order, ``inner`` columns;
     ``b`` (inner, columns)), on the BLAS threads of now: checked once per shape and thread count."""
     key = (tuple(int(r) for r in rows), int(inner), int(columns), blas_threads())
-    with _lock:
-        known = _checked.get(key)
-    if known is not None:
-        return known
-    rng = np.random.default_rng(list(key[0]) + list(key[1:]))
-    parts = [rng.random((r, inner), dtype=np.float32) for r in key[0]]
-    b = rng.random((inner, columns), dtype=np.float32)
-    stacked = np.concatenate(parts) @ b
-    starts = np.cumsum([0, *key[0]])
-    same = all(np.array_equal(stacked[s : s + p.shape[0]], p @ b) for s, p in zip(starts, parts))
-    with _lock:
-        _checked[key] = same
-    return same
+
+    def check() -> bool:
+        rng = np.random.default_rng(list(key[0]) + list(key[1:]))
+        parts = [rng.random((r, inner), dtype=np.float32) for r in key[0]]
+        b = rng.random((inner, columns), dtype=np.float32)
+        stacked = np.concatenate(parts) @ b
+        starts = np.cumsum([0, *key[0]])
+        return all(np.array_equal(stacked[s : s + p.shape[0]], p @ b) for s, p in zip(starts, parts))
+
+    return _once(key, check)
 
 
 def multiply(parts: Sequence, stacked: np.ndarray | None, flat) -> list:
@@ -79,22 +87,18 @@ def blocks_exact(rows: Sequence[int], inner: int, columns: int, block: int, stac
     :func:`multiply` over the whole operand: a pass may then compose finer tiles than the one
     that defines the maps (checked once per shape and BLAS thread count, as :func:`stacking_exact`)."""
     key = ("blocks", tuple(int(r) for r in rows), int(inner), int(columns), int(block), bool(stack), blas_threads())
-    with _lock:
-        known = _checked.get(key)
-    if known is not None:
-        return known
-    rng = np.random.default_rng([len(rows), inner, columns, block])
-    parts = [rng.random((r, inner), dtype=np.float32) for r in rows]
-    stacked = np.concatenate(parts) if stack and len(parts) > 1 else None
-    b = rng.random((inner, columns), dtype=np.float32)
-    whole = multiply(parts, stacked, b)
-    same = True
-    for start in range(0, columns, block):
-        sub = multiply(parts, stacked, np.ascontiguousarray(b[:, start : start + block]))
-        same = same and all(np.array_equal(w[:, start : start + block], x) for w, x in zip(whole, sub))
-    with _lock:
-        _checked[key] = same
-    return same
+
+    def check() -> bool:
+        rng = np.random.default_rng([len(rows), inner, columns, block])
+        parts = [rng.random((r, inner), dtype=np.float32) for r in rows]
+        stacked = np.concatenate(parts) if stack and len(parts) > 1 else None
+        b = rng.random((inner, columns), dtype=np.float32)
+        whole = multiply(parts, stacked, b)
+        return all(np.array_equal(w[:, start : start + block], x)
+                   for start in range(0, columns, block)
+                   for w, x in zip(whole, multiply(parts, stacked, np.ascontiguousarray(b[:, start : start + block]))))
+
+    return _once(key, check)
 
 
 class CropProducts:

@@ -19,14 +19,7 @@ import torch
 
 from analyze.compose.crops import crop_counts, crop_region
 from analyze.compose.queries import FrameComposer
-from analyze.scorers.kernels import first_argmax
-
-
-def _classes(x: np.ndarray, temperature: float) -> np.ndarray:
-    """The first maximal class of ``x / T`` per column of ``x`` (K, N), int64."""
-    arg = np.empty(x.shape[1], np.int64)
-    first_argmax(np.ascontiguousarray(x), temperature, temperature != 1.0, np.empty(x.shape[1], np.float64), arg)
-    return arg
+from analyze.scorers.kernels import first_classes
 
 
 def semantic_rows(composer: FrameComposer, temperatures: Sequence[float], argmax_temperature: float = 1.0
@@ -54,13 +47,13 @@ def semantic_rows(composer: FrameComposer, temperatures: Sequence[float], argmax
             for t, x in zip(temps, prepared[j].class_products(tile)):
                 x = x.reshape(k, rows, -1)
                 mine = x if own.all() else x[:, :, own]
-                sem[t][:, cols[own]] = _classes(mine.reshape(k, -1), argmax_temperature).reshape(rows, -1)
+                sem[t][:, cols[own]] = first_classes(mine.reshape(k, -1), argmax_temperature).reshape(rows, -1)
                 if at.size:
                     over[t][:, :, at] += torch.from_numpy(x[:, :, ~own])
         for t in temps:
             if shared.size:
                 s = over[t].div_(counts[shared])
-                sem[t][:, shared] = _classes(s.numpy().reshape(k, -1), argmax_temperature).reshape(rows, -1)
+                sem[t][:, shared] = first_classes(s.numpy().reshape(k, -1), argmax_temperature).reshape(rows, -1)
         yield slice(r0, r1), sem
 
 

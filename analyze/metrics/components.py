@@ -216,7 +216,6 @@ def prediction_components(pred: np.ndarray, gt: GroundTruth, rules: str | TrackR
     drop_p = np.bincount(p_lab[pred[box]], minlength=n_p + 1) < rules.min_pred_size  # sizes on the whole frame
     drop_p[0] = True
     in_roi = pred[box] & gt.roi[box]  # predicted pixels in the region of interest
-    g_size = gt.g_size
     p_size = np.bincount(p_lab[in_roi], minlength=n_p + 1)  # pixels of each component in the roi
     p_size[drop_p] = 0  # dropped components count nowhere (index 0 unused)
 
@@ -232,18 +231,15 @@ def prediction_components(pred: np.ndarray, gt: GroundTruth, rules: str | TrackR
     np.add.at(g_hit, pair_g, overlap)
     np.add.at(p_hit, pair_p, overlap)
     # |G_i| + |P(S_i) minus A|: each touching P_j adds its pixels off the ground truth
-    g_union = g_size.copy()
+    g_union = gt.g_size.copy()
     p_union = p_size.copy()
     np.add.at(g_union, pair_g, (p_size - p_hit)[pair_p])
-    np.add.at(p_union, pair_p, (g_size - g_hit)[pair_g])
+    np.add.at(p_union, pair_p, (gt.g_size - g_hit)[pair_g])
 
-    gi = np.flatnonzero(g_size[1:]) + 1
+    gi = np.flatnonzero(gt.g_size[1:]) + 1
     pj = np.flatnonzero(p_size[1:]) + 1
-    return FrameComponents(
-        siou_gt=g_hit[gi] / g_union[gi],
-        ppv_pred=p_hit[pj] / p_size[pj],
-        siou_pred=p_hit[pj] / p_union[pj],
-    )
+    return FrameComponents(siou_gt=g_hit[gi] / g_union[gi], ppv_pred=p_hit[pj] / p_size[pj],
+                           siou_pred=p_hit[pj] / p_union[pj])
 
 
 def f1_per_tau(siou_gt: np.ndarray, ppv_pred: np.ndarray, taus=TAUS) -> dict:

@@ -74,6 +74,13 @@ def first_argmax(x, inv_t, divide, top, arg):
             arg[i] = k - 1
 
 
+def first_classes(x: np.ndarray, temperature: float) -> np.ndarray:
+    """:func:`first_argmax` of ``x`` (K, N) at ``temperature`` (1: no division), int64 (N,)."""
+    arg = np.empty(x.shape[1], np.int64)
+    first_argmax(np.ascontiguousarray(x), temperature, temperature != 1.0, np.empty(x.shape[1], np.float64), arg)
+    return arg
+
+
 @nb.njit(nogil=True, cache=True)
 def others_sum(e, arg, r):
     """``e[arg] = 0`` per pixel, then ``r = sum_k e_k`` in class order (the non-maximal exps)."""

@@ -176,10 +176,7 @@ class MapScorer:
     def _add_compiled(self, x: np.ndarray, rows: slice, cols: slice, channels: Mapping[str, ArrayLike]) -> None:
         k, r, w = x.shape
         if not self.builtin and self.sem is not None:  # the semantic map alone: one loop over the tile
-            arg = np.empty(r * w, np.int64)
-            kernels.first_argmax(np.ascontiguousarray(x).reshape(k, -1), self.temperature, self.temperature != 1.0,
-                         np.empty(r * w, np.float64), arg)
-            self.sem[rows, cols].numpy()[:] = arg.reshape(r, w)
+            self.sem[rows, cols].numpy()[:] = kernels.first_classes(x.reshape(k, -1), self.temperature).reshape(r, w)
             return
         step = max(1, CHUNK_PIXELS // w)  # whole rows per chunk
         tile = self._tiles.get(step * w)
