@@ -510,6 +510,56 @@ def test_two_pass_equals_one_pass():
         first.with_negatives(M.NegativeCountState(u).update(*frames[0]))
 
 
+def test_negative_counts_are_compact_and_equal_searchsorted():
+    """The second pass's per-frame counts: int32 (4 bytes per anomaly score), no tie array where
+    no negative equals an anomaly score, and #neg < u / <= u as np.searchsorted of all the
+    negatives gives them, merged in any order."""
+    rng = np.random.default_rng(3)
+    u = np.unique(rng.random(500))
+    for levels in (None, 64):  # continuous scores (no ties), then scores on a grid shared with u
+        negs = [rng.random(n) for n in (1000, 0, 2500)]
+        if levels:
+            u = np.unique(np.round(u * levels) / levels)
+            negs = [np.round(x * levels) / levels for x in negs]
+        states = [M.NegativeCountState(u).add_sorted(np.sort(x), 3) for x in negs]
+        for st, x in zip(states, negs):
+            assert st.n_neg == x.size and st.n_pos == 3
+            if x.size:
+                assert st.hist.dtype == np.int32 and st.hist.nbytes == 4 * (u.size + 1)
+                assert (st.ties is None) == (levels is None)
+        merged = M.merge_states([states[i] for i in rng.permutation(3)])
+        everything = np.sort(np.concatenate(negs))
+        np.testing.assert_array_equal(merged.below, np.searchsorted(everything, u, side="left"))
+        np.testing.assert_array_equal(merged.below_eq, np.searchsorted(everything, u, side="right"))
+        assert merged.below.dtype == merged.below_eq.dtype == np.int64
+
+
+def test_merged_negative_counts_widen_to_int64_past_two_to_the_31():
+    u = np.array([0.25, 0.5, 0.75])
+    a = M.NegativeCountState(u).add_sorted(np.array([0.1, 0.5, 0.9]), 0)
+    b = M.NegativeCountState(u).add_sorted(np.array([0.6]), 0)
+    b.n_neg = 2**31 - 1  # as if b had counted that many negatives: the sum no longer fits int32
+    out = a.merge(b)
+    assert out.hist.dtype == np.int64 and out.n_neg == 2**31 + 2
+    np.testing.assert_array_equal(out.hist, [1, 1, 1, 1])  # slot j: u_{j-1} < x <= u_j
+    assert a.merge(M.NegativeCountState(u).add_sorted(np.array([0.6]), 0)).hist.dtype == np.int32
+
+
+def test_positive_state_sorts_its_scores_once_and_then_takes_no_frames():
+    rng = np.random.default_rng(4)
+    frames = [(rng.random((6, 7)), rng.choice(np.array([0, 1], np.uint8), size=(6, 7))) for _ in range(3)]
+    state = M.merge_states([M.PositiveState().update(s, y) for s, y in frames])
+    u, count = state.distinct_counts()
+    want_u, want_count = np.unique(np.concatenate([s[y == 1] for s, y in frames]), return_counts=True)
+    np.testing.assert_array_equal(u, want_u)
+    np.testing.assert_array_equal(count, want_count)
+    assert count.dtype == np.int32 and state.distinct_counts()[0] is u
+    with pytest.raises(ValueError, match="no more frames"):
+        state.update(*frames[0])
+    with pytest.raises(ValueError, match="no more frames"):
+        state.merge(M.PositiveState())
+
+
 def test_best_f1_threshold_exact_is_the_best_pixel_threshold():
     frames = make_frames(12, levels=6)
     state = M.merge_states([M.ExactState().update(s, y) for s, y in frames])

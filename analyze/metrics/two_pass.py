@@ -3,7 +3,7 @@
 The first pass keeps only the anomaly scores (:class:`PositiveState`); the second counts, per
 frame, the in-distribution scores below and at every distinct anomaly score
 (:class:`NegativeCountState`); :class:`CountedState` holds the joined counts. Memory: the
-anomaly scores plus a few int64 arrays of their distinct count, instead of every score.
+anomaly scores plus a few integer arrays of their distinct count, instead of every score.
 """
 
 from __future__ import annotations
@@ -42,18 +42,24 @@ class PositiveState:
     positive scores (and counts the negatives); :meth:`distinct` gives the sorted distinct
     positive scores ``u`` for the second pass, :class:`NegativeCountState`, which counts per
     frame the negatives below and at every ``u_k``; :meth:`with_negatives` joins the two into
-    a :class:`CountedState`. Memory: the positives plus two int64 arrays of ``len(u)`` per
-    state, instead of every negative score.
+    a :class:`CountedState`. Memory: the positives plus an int32 array of ``len(u)`` per
+    state (two where negatives equal anomaly scores), instead of every negative score.
     """
 
     protocol = "exact"
 
     def __init__(self) -> None:
         self._pos: list[np.ndarray] = []
+        self._distinct: tuple[np.ndarray, np.ndarray] | None = None  # once asked: (u, multiplicity)
         self.n_pos = 0
         self.n_neg = 0
 
+    def _open(self) -> None:
+        if self._distinct is not None:
+            raise ValueError("this PositiveState has given its distinct scores: it takes no more frames")
+
     def update(self, y_score, y_true) -> "PositiveState":
+        self._open()
         split = split_exact_fast(y_score, y_true, histogram=False, negatives=False)  # one compiled pass
         if split is None:
             pos, neg = split_frame(y_score, y_true, check_nan=False)
@@ -85,6 +91,8 @@ class PositiveState:
 
     def merge(self, other: "PositiveState") -> "PositiveState":
         check_same_type(self, other)
+        self._open()
+        other._open()
         out = type(self)()
         out._pos = self._pos + other._pos
         out.n_pos = self.n_pos + other.n_pos
@@ -92,9 +100,16 @@ class PositiveState:
         return out
 
     def distinct_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        """(u, multiplicity): the distinct anomaly scores, ascending, and how often each occurs."""
-        pos = np.concatenate(self._pos) if self._pos else np.empty(0)
-        return ranks.distinct_counts(pos)
+        """(u, multiplicity): the distinct anomaly scores, ascending, and how often each occurs
+        (int32 while there are fewer than 2**31 anomaly scores). Formed once: they replace the
+        scores kept (the second pass, the intervals' bins and :meth:`with_negatives` read the
+        same arrays, sorted once), so the state takes no more frames afterwards."""
+        if self._distinct is None:
+            pos = np.concatenate(self._pos) if len(self._pos) != 1 else self._pos[0]  # a lone array: the state's own
+            self._pos = []
+            u, count = ranks.distinct_counts(pos)
+            self._distinct = u, count.astype(_count_dtype(self.n_pos))
+        return self._distinct
 
     def distinct(self) -> np.ndarray:
         """The distinct anomaly scores, ascending."""
@@ -111,15 +126,21 @@ class PositiveState:
 class NegativeCountState:
     """Second pass of the memory-bounded ``exact`` protocol (see :class:`PositiveState`).
 
-    ``below[k]`` / ``below_eq[k]``: negatives scoring ``< u_k`` / ``<= u_k`` (int64, summed by
-    ``merge``). Per frame the negatives are sorted (or histogrammed when they are
-    float16-valued) and ``u`` is searched in them: ``O(n log n + len(u) log n)``.
+    Per frame the negatives are sorted (or histogrammed when they are float16-valued) and ``u``
+    is searched in them: ``O(n log n + len(u) log n)``. The state keeps what a frame adds, not
+    its running sums: ``hist[j]``, the negatives with exactly ``j`` values of ``u`` below them
+    (``len(u) + 1`` entries), and ``ties[k]``, those equal to ``u_k`` (None while there is
+    none), in int32 while the state's negatives number fewer than 2**31 (int64 beyond), so a
+    frame result waiting for its merge holds 4 bytes per anomaly score, not the 16 of two
+    int64 running sums. :attr:`below` / :attr:`below_eq` (#negatives ``< u_k`` / ``<= u_k``)
+    are formed once, from the merged state. ``merge`` adds integers: any merge order gives
+    the same counts.
     """
 
     def __init__(self, u: np.ndarray) -> None:
         self.u = np.asarray(u)
-        self.below = np.zeros(self.u.size, np.int64)
-        self.below_eq = np.zeros(self.u.size, np.int64)
+        self.hist: np.ndarray | None = None  # None: no negative yet
+        self.ties: np.ndarray | None = None  # None: no negative equals an anomaly score
         self.n_pos = 0
         self.n_neg = 0
 
@@ -130,33 +151,66 @@ class NegativeCountState:
             ranks.sort_in_place(neg)  # the split's own copy
             return self.add_sorted(neg, pos.size)
         self.n_pos += pos.size
-        self.n_neg += n_neg
         if q is not None:
-            b, be = rank_histograms([q], self.u)
-            self.below = self.below + b
-            self.below_eq = self.below_eq + be
+            below, below_eq = rank_histograms([q], self.u)
+            hist = np.diff(below_eq, prepend=0, append=n_neg)  # the cumulative counts, per slot again
+            self._add(hist, below_eq - below, n_neg)
+        else:
+            self.n_neg += n_neg
         return self
 
     def add_sorted(self, neg: np.ndarray, n_pos: int) -> "NegativeCountState":
         """Add a frame given as its sorted in-distribution scores and its count of anomaly pixels."""
         self.n_pos += n_pos
-        self.n_neg += neg.size
-        if neg.size:
-            b, be = ranks.rank_sorted(neg, self.u)
-            self.below = self.below + b
-            self.below_eq = self.below_eq + be
+        if not neg.size:
+            return self
+        dtype = _count_dtype(neg.size)
+        hist, ties = np.zeros(self.u.size + 1, dtype), np.zeros(self.u.size, dtype)
+        ranks.rank_counts(neg, self.u, hist, ties)
+        self._add(hist, ties, neg.size)
         return self
+
+    def _add(self, hist: np.ndarray, ties: np.ndarray, n_neg: int) -> None:
+        dtype = _count_dtype(n_neg)
+        hist, ties = hist.astype(dtype, copy=False), ties.astype(dtype, copy=False)
+        self.hist, self.ties = _summed(self.hist, hist, self.ties, ties if ties.any() else None, self.n_neg + n_neg)
+        self.n_neg += n_neg
 
     def merge(self, other: "NegativeCountState") -> "NegativeCountState":
         check_same_type(self, other)
         if not np.array_equal(self.u, other.u):
             raise ValueError("cannot merge negative counts taken at different thresholds")
         out = type(self)(self.u)
-        out.below = self.below + other.below
-        out.below_eq = self.below_eq + other.below_eq
-        out.n_pos = self.n_pos + other.n_pos
-        out.n_neg = self.n_neg + other.n_neg
+        out.n_pos, out.n_neg = self.n_pos + other.n_pos, self.n_neg + other.n_neg
+        out.hist, out.ties = _summed(self.hist, other.hist, self.ties, other.ties, out.n_neg)
         return out
+
+    @property
+    def below_eq(self) -> np.ndarray:
+        """#negatives ``<= u_k`` (int64)."""
+        if self.hist is None:
+            return np.zeros(self.u.size, np.int64)
+        return np.cumsum(self.hist[:-1], dtype=np.int64)
+
+    @property
+    def below(self) -> np.ndarray:
+        """#negatives ``< u_k`` (int64)."""
+        below_eq = self.below_eq
+        return below_eq if self.ties is None else below_eq - self.ties
+
+
+def _count_dtype(n: int) -> type:
+    """The integer type of counts that never exceed ``n``."""
+    return np.int32 if n < 2**31 else np.int64
+
+
+def _summed(a, b, ta, tb, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(a + b, ta + tb), each None where both are, in :func:`_count_dtype` of ``n``."""
+    def add(x, y):
+        if x is None or y is None:
+            return y if x is None else x
+        return np.add(x, y, dtype=_count_dtype(n))
+    return add(a, b), add(ta, tb)
 
 
 class CountedState:

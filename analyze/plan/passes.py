@@ -72,6 +72,7 @@ class Pass:
     memory: int  # bytes planned for what it keeps (0: nothing that grows with the pixels)
     when: str = ""  # "" runs always; else the condition it runs under (known once earlier passes ran)
     disk: int = 0  # bytes it spills to local disk for a later pass (analyze.run.spill), where the disk has room
+    bound: bool = False  # ``memory`` is a bound the data decides within (e.g. the anomaly pixels' share)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class Plan:
                f"protocol {o.protocol}; memory budget {_bytes(o.max_memory)}"]
         for i, p in enumerate(self.passes, 1):
             cond = f" [only {p.when}]" if p.when else ""
-            mem = (f"; plans {_bytes(p.memory)}" if p.memory else "") + (
+            mem = (f"; plans {'at most ' if p.bound else ''}{_bytes(p.memory)}" if p.memory else "") + (
                 f"; spills up to {_bytes(p.disk)} to local disk" if p.disk else "")
             out.append(f"  pass {i} {p.phase}: {p.why}{cond}")
             out.append(f"      composes {p.frames}; keeps {p.keeps}{mem}")
@@ -183,10 +184,11 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
     return (Pass("positives", f"every score would exceed the budget ({_bytes(plan.pixels * n * SCORE_BYTES)}): "
                  "the anomaly pixels' scores first", positive_rows(plan.keys, plan.kind),
                  "the anomaly pixels' scores (float64)",
-                 int(plan.pixels * n * SCORE_BYTES)),
+                 int(plan.pixels * n * SCORE_BYTES), bound=True),
             Pass("negatives", "the in-distribution counts between consecutive anomaly scores, each frame's AP"
                  + (", the bootstrap histograms" if plan.options.bootstrap and not plan.options.recompose else ""),
-                 "the pooled frames", "integer counts per key" + (
+                 "the pooled frames", "integer counts per key (4 bytes per distinct anomaly score in each frame "
+                 "result until it is merged)" + (
                      "; spills each frame's scores to local disk for the component step (where the disk has room; "
                      "else keeps the pixels of the top in-distribution scores, as the budget allows)"
                      if positions else ""),

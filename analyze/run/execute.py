@@ -97,8 +97,11 @@ def _negatives(run: Execution, p: Pass) -> None:
             run.sched.more_passes()  # no room for pixels: the component metrics compose every frame again
     aux = {k: SecondPassInputs(s.distinct(), edges.get(k), share, run.spill.prefix(k) if run.spill else None)
            for k, s in states.items()}
-    second = run_phase(run.sched, run.job, "negatives", aux=aux)
-    run.result.states = {k: s.with_negatives(second.states[k].counts) for k, s in states.items()}
+    second = run_phase(run.sched, run.job, "negatives", aux=aux)  # aux's u: the states' own arrays, not copies
+    run.result.states = {}
+    for k in list(states):  # one key at a time, each key's pass states dropped as its counts are made
+        run.result.states[k] = states.pop(k).with_negatives(second.states[k].counts)
+        second.states[k].counts = None
     run.result.rows = second.rows  # each frame's AP, from its sorted scores in this pass
     run.histograms = {k: second.states[k].histograms for k in edges}
     run.kept = {k: st.frames for k, st in second.states.items()} if share else {}
