@@ -212,3 +212,33 @@ def test_second_pass_keeps_what_the_budget_holds():
     assert second_pass_positions(20, 1000, 10**6, 20 * 20 * 1000) == 0.0  # the anomaly scores fill it
     share = second_pass_positions(2, 100, 10**6, 2 * (20 * 100 + 12 * 1000))
     assert share == pytest.approx(1000 / 10**6)  # room for 1000 in-distribution scores per key
+
+
+def test_max_spill_below_the_maps_spills_nothing_and_gives_the_same_rows(tmp_path, monkeypatch):
+    """--max-spill caps the disk two passes fill: below the maps' size the plan keeps the top pixels
+    instead (no folder is made, whatever the disk's room) and the component pass composes the frames
+    they miss; the rows are those of the spilled run."""
+    cache = _cache(tmp_path, "query", informative=False)
+    needed = PIXELS * 2 * len(TEMPS) * 8
+    where = tmp_path / "spill"
+    where.mkdir()
+    roomy = SpillPolicy(folder=str(where), free=lambda f: 10**15)
+    opts = dict(scheduler="sync", component_metrics=True, max_memory=2**22, warn=lambda m: None, spill=roomy)
+    for cap, spilled in ((needed - 1, False), (0, False), (needed, True), (None, True)):
+        plan = plan_for(*_spec_of(cache), [(n, t) for n in ("msp", "energy") for t in TEMPS], (1.0,), range(5),
+                        PlanOptions("exact", 2**22, True, max_spill=cap))
+        second = next(p for p in plan.passes if p.phase == "negatives")
+        assert second.disk == (needed if spilled else 0)
+        assert ("exceeds --max-spill" in second.keeps) != spilled
+    seen = _passes(monkeypatch)
+    made = []
+    real_open = SpillPolicy.open
+    monkeypatch.setattr(SpillPolicy, "open", lambda self, n, keys: made.append(n) or real_open(self, n, keys))
+    capped = score_cache(cache, "msp,energy", TEMPS, max_spill=needed - 1, **opts)
+    assert made == [] and [p for p, _ in seen][:2] == ["positives", "negatives"] and seen[-1][0] == "components"
+    seen[:] = []
+    spilled = score_cache(cache, "msp,energy", TEMPS, max_spill=needed, **opts)
+    assert made == [needed] and [p for p, _ in seen] == ["positives", "negatives"]  # the spill served
+    for a, b in zip(capped, spilled):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert list(where.iterdir()) == []

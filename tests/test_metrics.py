@@ -522,11 +522,11 @@ def test_negative_counts_are_compact_and_equal_searchsorted():
             u = np.unique(np.round(u * levels) / levels)
             negs = [np.round(x * levels) / levels for x in negs]
         states = [M.NegativeCountState(u).add_sorted(np.sort(x), 3) for x in negs]
-        for st, x in zip(states, negs):
-            assert st.n_neg == x.size and st.n_pos == 3
+        for state, x in zip(states, negs):
+            assert state.n_neg == x.size and state.n_pos == 3
             if x.size:
-                assert st.hist.dtype == np.int32 and st.hist.nbytes == 4 * (u.size + 1)
-                assert (st.ties is None) == (levels is None)
+                assert state.hist.dtype == np.int32 and state.hist.nbytes == 4 * (u.size + 1)
+                assert (state.ties is None) == (levels is None)
         merged = M.merge_states([states[i] for i in rng.permutation(3)])
         everything = np.sort(np.concatenate(negs))
         np.testing.assert_array_equal(merged.below, np.searchsorted(everything, u, side="left"))

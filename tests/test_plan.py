@@ -139,3 +139,18 @@ def test_explain_prints_the_plan_and_writes_nothing(caches, tmp_path):
     assert "spills up to" in res.output and "to local disk" in res.output
     assert "mIoU at T" in res.output and "nothing was scored or written" in res.output
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["lots", "-1GiB"])
+def test_bad_max_spill_is_a_one_line_usage_error(caches, value):
+    res = CliRunner().invoke(analyze_main, ["score", "--cache", str(caches / "q.zarr"), "--max-spill", value, "--explain"])
+    assert res.exit_code == 2 and "--max-spill" in res.output and value in res.output
+
+
+def test_max_spill_zero_shows_in_the_plan(caches):
+    res = CliRunner().invoke(analyze_main, [
+        "score", "--cache", str(caches / "q.zarr"), "--scorers", "msp", "--component-metrics", "--max-memory", "2KiB",
+        "--max-spill", "0", "--explain"])
+    assert res.exit_code == 0, res.output
+    assert "exceeds --max-spill" in res.output and "spills up to" not in res.output
+    assert "from the kept pixels (no spill: --max-spill)" in res.output

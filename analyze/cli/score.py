@@ -44,6 +44,12 @@ from schemas.results import FRAMES, ResultsError
 @click.option("--component-metrics", is_flag=True, help="Also compute SMIYC component-level sIoU, PPV, mean F1.")
 @click.option("--max-memory", default="4GiB", show_default=True,
               help="Memory budget of the exact protocol before it switches to two passes (e.g. 512MiB, 8GiB).")
+@click.option("--max-spill", default="none", show_default=True,
+              help="Disk the two-pass plan may fill with each frame's scores for --component-metrics (e.g. 20GiB); "
+                   "0: none (the frames its kept pixels miss are composed again); none: as much as the disk has free "
+                   "(--explain shows the size).")
+@click.option("--spill-dir", default=None, type=click.Path(file_okay=False, exists=True, writable=True),
+              help="Folder of that spill (default: the temporary folder, TMPDIR); removed when read or on error.")
 @click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(0),
               help="Frame-bootstrap resamples for ci_low/ci_high (e.g. 1000); 0 = none.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap resampling.")
@@ -60,8 +66,8 @@ from schemas.results import FRAMES, ResultsError
               help="Print each cache's plan (its passes over the frames, what each keeps, the memory it plans for) "
                    "and exit without scoring or writing anything.")
 def score(caches, scorers, id_stats, temps, temp_target, protocol, out, scheduler, scheduler_file, workers,
-          storage_options, allow_partial, keep_going, component_metrics, max_memory, bootstrap, seed, name, frame_rule,
-          device, no_progress, explain):
+          storage_options, allow_partial, keep_going, component_metrics, max_memory, max_spill, spill_dir, bootstrap,
+          seed, name, frame_rule, device, no_progress, explain):
     """Apply every scorer at every temperature to cached outputs; write results.parquet.
 
     Each row is keyed by its run (--name, default from the cache's checkpoint), model,
@@ -78,8 +84,10 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
     """
     from analyze.plan.passes import PlanOptions
     from analyze.run.driver import ScoreRequest
+    from analyze.run.spill import SpillPolicy
 
     opts, budget = _checked_options(storage_options, max_memory, device, scheduler)
+    cap = None if max_spill.strip().lower() == "none" else _parse_budget(max_spill, "--max-spill")
     if not explain:
         _check_out(out)
     failures: dict[str, str] = {}
@@ -87,7 +95,8 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
     stats = _read_stats(id_stats, specs, scorers, temps, temp_target)
     _check_distinct_runs(specs, name)
     request = ScoreRequest(scorers, temps, temp_target, frame_rule, name, opts or None, allow_partial, tuple(stats),
-                           device, PlanOptions(protocol, budget, component_metrics, bootstrap), seed=seed)
+                           device, PlanOptions(protocol, budget, component_metrics, bootstrap, max_spill=cap), seed=seed,
+                           spill=SpillPolicy(folder=spill_dir))
     if explain:
         return _explain([c for c in caches if str(c) not in failures], request)
     from analyze.run.scheduler import Scheduler
@@ -184,16 +193,16 @@ def _report(results: list, total: int, out) -> None:
                    "(score the other rows again, or this cache under another --name)", err=True)
 
 
-def _parse_budget(max_memory: str) -> int:
-    """``--max-memory`` in bytes (a usage error for anything that is not a finite size)."""
+def _parse_budget(size: str, option: str = "--max-memory") -> int:
+    """``--max-memory`` (or ``option``) in bytes (a usage error for anything that is not a finite size)."""
     from dask.utils import parse_bytes
 
     try:
-        budget = parse_bytes(max_memory)
+        budget = parse_bytes(size)
     except (ValueError, OverflowError):  # "1e999" overflows int()
         budget = -1
     if budget < 0:
-        raise click.BadParameter(f"expected a size like 512MiB or 8GiB, got {max_memory!r}", param_hint="--max-memory")
+        raise click.BadParameter(f"expected a size like 512MiB or 8GiB, got {size!r}", param_hint=option)
     return budget
 
 

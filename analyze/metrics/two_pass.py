@@ -165,7 +165,8 @@ class NegativeCountState:
         if not neg.size:
             return self
         dtype = _count_dtype(neg.size)
-        hist, ties = np.zeros(self.u.size + 1, dtype), np.zeros(self.u.size, dtype)
+        hist: np.ndarray = np.zeros(self.u.size + 1, dtype)
+        ties: np.ndarray = np.zeros(self.u.size, dtype)
         ranks.rank_counts(neg, self.u, hist, ties)
         self._add(hist, ties, neg.size)
         return self
@@ -199,7 +200,7 @@ class NegativeCountState:
         return below_eq if self.ties is None else below_eq - self.ties
 
 
-def _count_dtype(n: int) -> type:
+def _count_dtype(n: int) -> type[np.signedinteger]:
     """The integer type of counts that never exceed ``n``."""
     return np.int32 if n < 2**31 else np.int64
 

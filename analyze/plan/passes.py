@@ -59,6 +59,7 @@ class PlanOptions:
     component_metrics: bool = False
     bootstrap: int = 0
     recompose: bool = False
+    max_spill: int | None = None  # bytes the two-pass plan may spill to local disk (None: no cap; 0: none)
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
         per = SCORE_BYTES + POSITION_BYTES * plan.positions
         return (Pass("one-pass", "every key's scores, each frame sorted (exact metrics, per-frame AP)",
                      "every frame scored", kept, int(plan.pixels * n * per)),)
+    disk = int(plan.pixels * n * SCORE_BYTES) if positions and spills(plan) else 0
     return (Pass("positives", f"every score would exceed the budget ({_bytes(plan.pixels * n * SCORE_BYTES)}): "
                  "the anomaly pixels' scores first", positive_rows(plan.keys, plan.kind),
                  "the anomaly pixels' scores (float64)",
@@ -190,9 +192,18 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
                  "the pooled frames", "integer counts per key (4 bytes per distinct anomaly score in each frame "
                  "result until it is merged)" + (
                      "; spills each frame's scores to local disk for the component step (where the disk has room; "
-                     "else keeps the pixels of the top in-distribution scores, as the budget allows)"
-                     if positions else ""),
-                 plan.options.max_memory if positions else 0, disk=int(plan.pixels * n * SCORE_BYTES) if positions else 0))
+                     "else keeps the pixels of the top in-distribution scores, as the budget allows)" if disk else
+                     f"; keeps the pixels of the top in-distribution scores, as the budget allows (the spill, "
+                     f"{_bytes(plan.pixels * n * SCORE_BYTES)}, exceeds --max-spill)" if positions else ""),
+                 plan.options.max_memory if positions else 0, disk=disk))
+
+
+def spills(plan: Plan) -> bool:
+    """Whether the two-pass plan's second pass may spill every map for the component metrics:
+    ``max_spill`` (None: no cap) holds them (``pixels x keys x 8`` bytes). The disk's room is
+    checked when the pass runs (:meth:`analyze.run.spill.SpillPolicy.open`)."""
+    cap = plan.options.max_spill
+    return cap is None or plan.pixels * len(plan.keys) * SCORE_BYTES <= cap
 
 
 def positive_rows(keys: Sequence[Key], kind: str) -> str:
@@ -223,6 +234,10 @@ def _components(plan: Plan, positions: float) -> tuple[Pass, ...]:
         reason = ("recompose" if plan.options.recompose else f"the {plan.options.protocol} protocol keeps no pixels")
         return (Pass("components", f"{why} ({reason})", "the pooled frames", keeps, 0),)
     when = "for the frames whose kept pixels do not reach a key's threshold"
+    if plan.mode == "two-pass" and not spills(plan):
+        return (Pass("components", f"{why}, from the kept pixels (no spill: --max-spill); this pass composes what "
+                     "they miss", "those frames", keeps, 0, when=f"{when} (all of them when the budget leaves no room "
+                     "for pixels)"),)
     if plan.mode == "two-pass":
         return (Pass("components", f"{why}, from the spilled scores (composes nothing); without room on disk for "
                      "the spill, from the kept pixels, and this pass composes what they miss", "those frames", keeps, 0,

@@ -71,7 +71,7 @@ def score_cache(
     temp_target: str = "query", protocol: str = "exact", scheduler: SchedulerLike = None,
     storage_options: Mapping[str, Any] | None = None, allow_partial: bool = False, spill: SpillPolicy = SpillPolicy(),
     max_memory: int = DEFAULT_MAX_MEMORY, component_metrics: bool = False, curve_points: int = 200,
-    bootstrap: int = 0, seed: int = 0, warn: Callable[[str], None] | None = None,
+    bootstrap: int = 0, max_spill: int | None = None, seed: int = 0, warn: Callable[[str], None] | None = None,
     info: Callable[[str], None] | None = None, name: str | None = None, frames: str = "all",
     id_stats: Sequence[IdStats] = (), recompose: bool = False, device: str = "cpu", frame_data: list | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -100,14 +100,15 @@ def score_cache(
     allow_partial
         Score the done frames of an unfinished cache, skipping done frames that lost chunks
         (with a warning), instead of refusing the cache.
-    max_memory, component_metrics, bootstrap, recompose, spill
+    max_memory, component_metrics, bootstrap, recompose, max_spill, spill
         The plan's options (:class:`analyze.plan.passes.PlanOptions`): the bytes the exact
         protocol may keep before two passes (the numbers are identical either way);
         the SMIYC component metrics (``siou``, ``ppv``, ``mean_f1``) at each key's best-F1
         threshold; frame-bootstrap resamples for ``ci_low`` / ``ci_high`` (0: NaN); and
         whether the intervals and component metrics compose frames again instead of reading
-        what an earlier pass kept (the same numbers, slower); ``spill``: where two passes spill
-        scores for it (:class:`analyze.run.spill.SpillPolicy`). ``--explain`` prints the passes.
+        what an earlier pass kept (the same numbers, slower); the bytes two passes may spill
+        to local disk for the component metrics (None: as the disk allows; 0: none, the frames
+        the kept pixels miss are composed again) and ``spill``, where (:class:`analyze.run.spill.SpillPolicy`). ``--explain`` prints the passes.
     curve_points, seed
         Points of each PR and ROC curve; the seed of the bootstrap resampling.
     warn, info
@@ -139,7 +140,8 @@ def score_cache(
     """
     request = ScoreRequest(
         scorers, tuple(temperatures), temp_target, frames, name, storage_options, allow_partial, tuple(id_stats),
-        device, PlanOptions(protocol, max_memory, component_metrics, bootstrap, recompose), curve_points, seed, spill)
+        device, PlanOptions(protocol, max_memory, component_metrics, bootstrap, recompose, max_spill), curve_points, seed,
+        spill)
     sched, made_here = Scheduler.resolve(scheduler)
     try:
         return score_request(str(cache), request, sched, warn or _warn, info or _ignore, frame_data)

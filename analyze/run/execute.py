@@ -91,7 +91,7 @@ def _negatives(run: Execution, p: Pass) -> None:
     some = next(iter(states.values()), None)
     share = 0.0
     if run.plan.has("components") and not o.recompose and some is not None:
-        run.spill = _open_spill(run, p)
+        run.spill = _open_spill(run, p) if p.disk else None  # no disk planned: over --max-spill
         share = 0.0 if run.spill else second_pass_positions(len(run.plan.keys), some.n_pos, some.n_neg, o.max_memory)
         if not run.spill and not share:
             run.sched.more_passes()  # no room for pixels: the component metrics compose every frame again
