@@ -251,3 +251,19 @@ def test_interrupted_score_never_leaves_a_partial_parquet(tmp_path, delay):
         df = read_results(out)
         assert len(df) == 1 + 5 * 5 * 3  # T = 1 is always scored; msp, maxlogit, maxentropy, energy, gen; 3 metrics
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_all_finite_is_numpys_isfinite(dtype):
+    from analyze.run.tasks import all_finite
+
+    info = np.finfo(dtype)
+    special = np.array([0.0, -0.0, info.tiny, info.smallest_subnormal, info.max, -info.max, 1.5], dtype)
+    assert all_finite(special.reshape(7, 1)) and all_finite(special[::2])
+    for bad in (np.inf, -np.inf, np.nan, -np.nan):
+        arr = np.repeat(special, 3)
+        arr[5] = bad
+        assert not all_finite(arr) and not np.isfinite(arr).all()
+    if dtype == np.float16:  # every bit pattern: the exponent check is numpy's isfinite
+        every = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+        assert [all_finite(every[i:i + 1]) for i in range(0, 2**16, 97)] == list(np.isfinite(every[::97]))

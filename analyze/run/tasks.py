@@ -133,8 +133,16 @@ def _open(job: ScoreJob):
     return C.open_cache(job.cache, mode="r", storage_options=job.storage_options, validate=False)
 
 
+def all_finite(arr: np.ndarray) -> bool:
+    """``np.isfinite(arr).all()``; float16 (what caches hold) by its exponent bits, 4-5x faster
+    than numpy's float16 ``isfinite`` (50-70 ms of a 1024x2048 frame's cached logits)."""
+    if arr.dtype == np.float16:
+        return not np.any(np.bitwise_and(arr.view(np.uint16), 0x7C00) == 0x7C00)  # exponent all ones: inf, NaN
+    return bool(np.isfinite(arr).all())
+
+
 def _check_finite(arr: np.ndarray, what: str, job: ScoreJob, spec: C.CacheSpec, i: int) -> None:
-    if not np.isfinite(arr).all():
+    if not all_finite(arr):
         bad = "NaN" if np.isnan(arr).any() else "Inf"
         raise ScoreError(f"{job.cache}: frame {spec.frame_ids[i]} (index {i}) has {bad} in cached {what}")
 
