@@ -58,6 +58,7 @@ Tensors are torch float32 on the CPU; semantic maps are uint8 numpy arrays
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -66,6 +67,7 @@ import torch.nn.functional as F
 
 from analyze.compose.resize import ArrayLike, f32 as _f32, linear_taps as _linear_taps
 from analyze.compose.resize import resize_scores
+from analyze.compose.buffers import leased
 from analyze.compose.crops import check_geometry, crop_counts, crop_region, row_runs
 from analyze.compose.products import CropProducts
 from analyze.scorers.masks import QueryChannel
@@ -200,15 +202,27 @@ class FrameComposer:
             yield from self._kept[j]
             return
         rows, crop = self.geom.tile  # (crop, crop) for EoMT's windows
-        kept: list | None = [] if wanted is None else None  # keep_masks keeps whole crops only
         m = torch.as_tensor(self._mask_logits[j]).to(self.device)  # (Q, h, w), float32 by tile (exact)
+        step = tile_rows or self._tile_rows
+        if self._kept is not None:  # keep_masks: new tiles, kept once the crop is complete (whole crops only)
+            kept: list | None = [] if wanted is None else None
+            yield from self._crop_tiles(m, step, wanted, None, kept)
+            if kept is not None:
+                self._kept[j] = kept
+            return
+        # one tile's memory, reused by every tile of the crop (fresh pages cost more than the
+        # arithmetic) and by this thread's next frames: each tile is a contiguous prefix, as a fresh one would be
+        with leased(f"mask tiles {j}", (m.shape[0] * min(step, rows) * crop,), torch.float32, self.device) as buf:
+            yield from self._crop_tiles(m, step, wanted, buf, None)
+
+    def _crop_tiles(self, m: torch.Tensor, step: int, wanted: np.ndarray | None, buf: torch.Tensor | None,
+                    kept: list | None) -> Iterator[tuple[int, int, torch.Tensor | None]]:
+        """The tiles of :meth:`_mask_tiles` from one crop's mask logits ``m`` (Q, h, w): written into
+        ``buf`` (one tile's memory, a contiguous prefix per tile), or into new tensors (``None``),
+        appended to ``kept`` when it is a list."""
+        rows, crop = self.geom.tile
         q, _, w = m.shape
         i0, i1, a0, a1 = self._row_taps
-        # one tile's memory, reused by every tile of the crop unless tiles are kept (fresh pages
-        # cost more than the arithmetic): each tile is a contiguous prefix, as a fresh one would be
-        step = tile_rows or self._tile_rows
-        size = q * min(step, rows) * crop
-        bufs = None if self._kept is not None else [torch.empty(size, device=self.device)]
         i0n, i1n = i0.cpu().numpy(), i1.cpu().numpy()
         for r0 in range(0, rows, step):
             r1 = min(r0 + step, rows)
@@ -221,18 +235,16 @@ class FrameComposer:
                                  align_corners=False).view(q, hi - lo, crop)  # (Q, hi-lo, crop)
             # then rows: a1 * bottom + a0 * top (the kernel's order), each source row broadcast
             # over the output rows it serves (no gathered copy; the same products and sums)
-            tile = torch.empty((q, r1 - r0, crop), device=self.device) if bufs is None else (
-                bufs[0][: q * (r1 - r0) * crop].view(q, r1 - r0, crop))
+            tile = torch.empty((q, r1 - r0, crop), device=self.device) if buf is None else (
+                buf[: q * (r1 - r0) * crop].view(q, r1 - r0, crop))
             for a, b, src in row_runs(i1n[r0:r1]):
                 torch.mul(cols[:, src - lo : src - lo + 1], a1[r0 + a : r0 + b, None], out=tile[:, a:b])
             for a, b, src in row_runs(i0n[r0:r1]):
                 tile[:, a:b].addcmul_(cols[:, src - lo : src - lo + 1], a0[r0 + a : r0 + b, None])
             tile.sigmoid_()
-            if self._kept is not None and kept is not None:
+            if kept is not None:
                 kept.append((r0, r1, tile))
             yield r0, r1, tile
-        if self._kept is not None and kept is not None:
-            self._kept[j] = kept  # only once the crop is complete
 
     def resized_maps(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
         """``{T: maps}`` on the resized frame, (K + C, Hr, Wr) each: ``s_T`` (``T`` divides the class
@@ -277,12 +289,23 @@ class FrameComposer:
         wanted = [None if pixels is None else pixels[:, crop_region(self.geom, j, 0, 1)[1]].any(axis=1)
                   for j in range(self.geom.n_crops)]  # per crop: its rows that cover a wanted pixel
         step = None if pixels is None else self.few_pixels_tile_rows(prepared[0])
+        most = self._n_maps * min(step or self._tile_rows, self.geom.tile[0]) * width  # a block's values at most
+        with ExitStack() as stack:  # each T's block: this thread's memory, zeroed for each block
+            bufs = {t: stack.enter_context(leased(f"row block {i}", (most,), torch.float32, self.device))
+                    for i, t in enumerate(temps)}
+            yield from self._blocks(prepared, temps, wanted, step, counts, bufs)
+
+    def _blocks(self, prepared: list[CropProducts], temps: tuple[float, ...], wanted: list, step: int | None,
+                counts: torch.Tensor, bufs: dict[float, torch.Tensor]
+                ) -> Iterator[tuple[slice, dict[float, torch.Tensor] | None]]:
+        """The blocks of :meth:`row_blocks`, each T's summed into a zeroed prefix of ``bufs[T]``."""
+        width = self.geom.resized[1]
         for tiles in zip(*(self._mask_tiles(j, wanted[j], step) for j in range(self.geom.n_crops))):
             r0, r1 = tiles[0][:2]
             if all(tile is None for _, _, tile in tiles):
                 yield slice(r0, r1), None
                 continue
-            block = {t: torch.zeros((self._n_maps, r1 - r0, width), dtype=torch.float32, device=self.device)
+            block = {t: bufs[t][: self._n_maps * (r1 - r0) * width].view(self._n_maps, r1 - r0, width).zero_()
                      for t in temps}
             for j, (_, _, tile) in enumerate(tiles):
                 cols = crop_region(self.geom, j, r0, r1)[1]

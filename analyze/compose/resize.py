@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from analyze.compose.buffers import leased
 from analyze.scorers.pixel import first_argmax, row_tiles
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -22,11 +23,15 @@ def f32(x: ArrayLike) -> torch.Tensor:
     return torch.as_tensor(x).to(dtype=torch.float32)
 
 
-def bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(C, h, w) -> (C, H, W), bilinear, ``align_corners=False``."""
+def bilinear(x: torch.Tensor, size: tuple[int, int], out: torch.Tensor | None = None) -> torch.Tensor:
+    """(C, h, w) -> (C, H, W), bilinear, ``align_corners=False`` (``F.interpolate``'s kernel; ``out``:
+    written into that (C, H, W) tensor instead of a new one)."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x  # the kernel's weights are exactly (1, 0) here: identity
-    return F.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+    if out is None:
+        return F.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+    # interpolate's own call, given a size (no scale factors), with an output (tests/test_resize_buffers.py)
+    return torch._C._nn.upsample_bilinear2d(x[None], [int(v) for v in size], False, None, None, out=out[None])[0]
 
 
 def resize_scores(s: ArrayLike, out_size: tuple[int, int]) -> torch.Tensor:
@@ -49,17 +54,21 @@ def linear_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torc
     return i0, i1, 1 - w1, w1
 
 
+def _class_channels(z: torch.Tensor, void_channel: int | None) -> list[int]:
+    """The channels of ERFNet logits ``z`` (C, h, w) that are classes: all but ``void_channel``."""
+    if z.ndim != 3:
+        raise ValueError(f"pixel logits must be (C, h, w), got shape {tuple(z.shape)}")
+    c = z.shape[0]
+    if void_channel is not None and not 0 <= void_channel < c:
+        raise ValueError(f"void_channel {void_channel} out of range for {c} channels")
+    return [i for i in range(c) if i != void_channel]
+
+
 def _classes(logits: ArrayLike, void_channel: int | None) -> torch.Tensor:
     """ERFNet logits (C, h, w) without the void channel (any dtype, on their device)."""
     z = torch.as_tensor(logits)
-    if z.ndim != 3:
-        raise ValueError(f"pixel logits must be (C, h, w), got shape {tuple(z.shape)}")
-    if void_channel is not None:
-        c = z.shape[0]
-        if not 0 <= void_channel < c:
-            raise ValueError(f"void_channel {void_channel} out of range for {c} channels")
-        z = z[[i for i in range(c) if i != void_channel]]
-    return z
+    keep = _class_channels(z, void_channel)
+    return z if len(keep) == z.shape[0] else z[keep]
 
 
 def pixel_logits_to_label_size(
@@ -82,11 +91,19 @@ def label_size_tiles(logits: ArrayLike, out_size: tuple[int, int], void_channel:
     source rows with torch's kernel instead gave the full resize's bits only at some shapes
     (torch's vectorised loops round by the input's size: 28 of 1,080 small shapes differed in the
     last bit, at height factors 2 and 4 too), and the full-size logits cost about 160 MB at
-    1024x2048, well within a frame task's memory.
+    1024x2048, well within a frame task's memory: this thread's buffers, reused from frame to
+    frame (:func:`analyze.compose.buffers.leased`), valid until the generator is done.
     """
-    full = bilinear(_classes(logits, void_channel).to(torch.float32), tuple(out_size))
-    for r0 in range(0, int(out_size[0]), tile_rows):
-        yield slice(r0, min(r0 + tile_rows, int(out_size[0]))), full[:, r0 : r0 + tile_rows]
+    z = torch.as_tensor(logits)
+    keep = _class_channels(z, void_channel)
+    size = (int(out_size[0]), int(out_size[1]))
+    with leased("logits", (len(keep), *z.shape[1:]), torch.float32, z.device) as src, \
+            leased("resized", (len(keep), *size), torch.float32, z.device) as out:
+        for i, c in enumerate(keep):  # the class channels as float32, into this thread's buffer
+            src[i].copy_(z[c])
+        full = bilinear(src, size, out=out)
+        for r0 in range(0, size[0], tile_rows):
+            yield slice(r0, min(r0 + tile_rows, size[0])), full[:, r0 : r0 + tile_rows]
 
 
 def pixel_logits_at(logits: ArrayLike, out_size: tuple[int, int], void_channel: int | None,
