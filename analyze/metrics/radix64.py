@@ -1,0 +1,275 @@
+"""The float64 sorts behind the exact pixel metrics (numba): a radix sort on the top bits of
+the keys, then insertion within equal prefixes.
+
+Every frame's score maps are split into anomaly and in-distribution scores and each class is
+sorted (:mod:`analyze.metrics.framed`, :mod:`analyze.metrics.ranks`): a large share of a
+frame's cost. The sort orders :func:`_f64_key`, the float64 bit pattern as an unsigned integer
+in value order (``-0.0`` just below ``+0.0``), and returns the same bit patterns as a stable
+sort of the keys: ``x[np.argsort(keys, kind="stable")]``, bit for bit.
+
+The order of work (``n`` keys; at 2 M scores about 2x faster than the byte-wise LSD radix
+sort this replaces, which needed a scatter pass per key byte that was not constant, seven for
+uniform scores; docs/speed.md, Pixel metrics):
+
+1. One pass finds the lowest and highest key and the bits in which any two keys differ. The
+   sort works on ``key - lowest``: scores of one range (a few binades, one sign) differ only
+   in their lowest ~55 bits, and float32 or float16 values widened to float64 share their
+   zero low mantissa bits, which no pass looks at.
+2. One pass counts four digits of ``b`` bits (9, 8 with the index; 512 counts, whose write
+   streams stay in the L1 cache), the top four below the highest differing bit, or as many
+   as cover every differing bit.
+3. Three or four stable scatter passes (least significant digit first) between the array and
+   the scratch buffer order the keys by that 27- or 36-bit prefix: three when the most
+   frequent top digit leaves under a quarter of a key per prefix value, else four.
+4. One pass moves the keys back into the array and sorts each run of equal prefixes by
+   insertion (no key moves out of its run: a run of ``r`` keys costs ``r`` plus its
+   inversions). A run of more than :data:`_SMALL` keys (scores crowded at one value: MSP
+   near 1, ties) is left in order and sorted the same way on its own afterwards (steps 2-4
+   on its bits; an explicit stack, no recursion); a run of equal keys is done.
+5. One pass adds the lowest key back and maps the keys back to float64 bit patterns.
+
+When the prefix covers every differing bit (float32 values in float64 of one sign, ties of
+few values) the scatter passes alone sort. The scatter passes and the insertion never move a
+key past an equal one, so the sort is stable: the indexed sort moves a uint32 companion with
+each key, in the order of ``np.argsort(keys, kind="stable")``.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_U64_LOW = np.uint64(0x7FFFFFFFFFFFFFFF)
+_U64_SIGN = np.uint64(0x8000000000000000)
+_U64_ONE = np.uint64(1)
+_U64_63 = np.uint64(63)
+
+_DIGIT = 9  # most bits of one scatter pass (512 output streams; 2048 thrash the L1 cache)
+_DIGIT_INDEXED = 8  # the same with a uint32 companion: two output streams a digit value
+_PASSES = 4  # scatter passes on the top bits (4 digits counted); 3 where they suffice
+_SMALL = 32  # a group of equal prefixes this small is finished by insertion sort
+
+
+@nb.njit(cache=True)
+def _f64_key(b):
+    """float64 bit pattern -> uint64 key in value order (NaN-free; ``-0.0`` just below ``+0.0``):
+    the sign bit set for non-negative values, every bit flipped for negative ones (every
+    operand uint64, so numba never mixes in a signed type)."""
+    return b ^ (((b >> _U64_63) * _U64_LOW) | _U64_SIGN)
+
+
+@nb.njit(cache=True)
+def _f64_unkey(k):
+    """The inverse of :func:`_f64_key`."""
+    return k ^ ((((k >> _U64_63) ^ _U64_ONE) * _U64_LOW) | _U64_SIGN)
+
+
+@nb.njit(cache=True)
+def _key_range(a):
+    """(lowest key, spread) of the bit patterns ``a``: the keys less the lowest differ in the
+    bits ``spread`` (up to the highest bit of the largest, down to the lowest bit in which
+    any two keys differ)."""
+    k_min = ~np.uint64(0)
+    k_max = np.uint64(0)
+    k_or = np.uint64(0)
+    k_and = ~k_or
+    for i in range(a.size):
+        k = _f64_key(a[i])
+        k_min = min(k_min, k)
+        k_max = max(k_max, k)
+        k_or |= k
+        k_and &= k
+    span = k_max - k_min
+    high = span
+    for sh in (1, 2, 4, 8, 16, 32):  # every bit up to the highest of span
+        high |= high >> np.uint64(sh)
+    differ = k_or ^ k_and
+    lowest = differ & (~differ + _U64_ONE)
+    return k_min, high & ~(lowest - _U64_ONE) if span else np.uint64(0)
+
+
+@nb.njit(cache=True)
+def _spread(src, lo, hi):
+    """The bits that differ between the keys of ``src[lo:hi]`` (their OR XOR their AND)."""
+    all_or = np.uint64(0)
+    all_and = ~all_or
+    for i in range(lo, hi):
+        all_or |= src[i]
+        all_and &= src[i]
+    return all_or ^ all_and
+
+
+@nb.njit(cache=True)
+def _plan(m, spread, most):
+    """(base, b, passes, exact) for ``m`` keys that differ in the bits ``spread``: LSD passes by
+    ``b``-bit digits from bit ``base`` up; ``exact`` when they cover every differing bit,
+    else :data:`_PASSES` digits end at the highest differing bit."""
+    top = 0
+    while top < 63 and spread >> np.uint64(top + 1):
+        top += 1
+    low = 0
+    while not (spread >> np.uint64(low)) & _U64_ONE:
+        low += 1
+    b = 3  # fewer bits for fewer keys: zeroing and summing the counts costs 2 ** b
+    while b < most and (1 << (b + 2)) < m:
+        b += 1
+    span = top + 1 - low
+    if span <= _PASSES * b:
+        passes = (span + b - 1) // b
+        return low, (span + passes - 1) // passes, passes, True
+    return top + 1 - _PASSES * b, b, _PASSES, False
+
+
+@nb.njit(cache=True)
+def _counts(src, lo, hi, raw, k_min, base, b, count):
+    """``count[p, d]``: keys of ``src[lo:hi]`` (``key - k_min`` of bit patterns when ``raw``) whose
+    digit ``p`` (the ``b`` bits from ``base + p * b``) is ``d``; four digits in one pass."""
+    mask = np.uint64((1 << b) - 1)
+    sh0, sh1 = np.uint64(base), np.uint64(min(base + b, 63))
+    sh2, sh3 = np.uint64(min(base + 2 * b, 63)), np.uint64(min(base + 3 * b, 63))
+    c0, c1, c2, c3 = count[0], count[1], count[2], count[3]
+    count[:, :1 << b] = 0
+    for i in range(lo, hi):
+        k = _f64_key(src[i]) - k_min if raw else src[i]
+        c0[(k >> sh0) & mask] += 1
+        c1[(k >> sh1) & mask] += 1
+        c2[(k >> sh2) & mask] += 1
+        c3[(k >> sh3) & mask] += 1
+
+
+@nb.njit(cache=True)
+def _scatter(src, dst, isrc, idst, lo, hi, raw, k_min, shift, b, row):
+    """One stable LSD pass: the keys of ``src[lo:hi]`` (and ``isrc``) to ``dst`` by the digit at
+    ``shift``; ``row`` holds each digit value's count and is used up."""
+    t = lo
+    for d in range(1 << b):
+        c = row[d]
+        row[d] = t
+        t += c
+    mask = np.uint64((1 << b) - 1)
+    sh = np.uint64(shift)
+    for i in range(lo, hi):
+        k = _f64_key(src[i]) - k_min if raw else src[i]
+        d = (k >> sh) & mask
+        j = row[d]
+        dst[j] = k
+        if idst is not None:
+            idst[j] = isrc[i]
+        row[d] = j + 1
+
+
+@nb.njit(cache=True)
+def _insert(src, a, isrc, ia, lo, hi, shift, st_lo, st_hi, top):
+    """Moves the keys of ``src[lo:hi]`` (ordered by ``key >> shift``, their prefix; shift 64: one
+    prefix) to ``a`` and sorts each group of equal prefixes by insertion; a group of more
+    than :data:`_SMALL` keys keeps its order and is pushed on the stack ``st_lo``/``st_hi``
+    (``top`` entries) to be sorted on its own. Returns the new ``top``."""
+    sh = np.uint64(min(shift, 63))
+    start = lo  # first key of the current group
+    prev = np.uint64(0)
+    for i in range(lo, hi):
+        k = src[i]
+        if ia is not None:
+            c = isrc[i]
+        pref = k >> sh if shift < 64 else np.uint64(0)
+        if pref != prev or i == lo:
+            if i - start > _SMALL:
+                st_lo[top], st_hi[top] = start, i
+                top += 1
+            start, prev = i, pref
+        j = i
+        if i - start < _SMALL:  # a long group keeps its order; it is sorted later
+            while j > start and a[j - 1] > k:  # strictly greater: equal keys keep their order
+                a[j] = a[j - 1]
+                if ia is not None:
+                    ia[j] = ia[j - 1]
+                j -= 1
+        a[j] = k
+        if ia is not None:
+            ia[j] = c
+    if hi - start > _SMALL:
+        st_lo[top], st_hi[top] = start, hi
+        top += 1
+    return top
+
+
+@nb.njit(cache=True)
+def _sort_range(a, s, ia, is_, lo, hi, raw, k_min, spread, digit, count, st_lo, st_hi, top):
+    """Steps 2-4 of the module docstring on the keys of ``a[lo:hi]``, which differ in the bits
+    ``spread`` (bit patterns when ``raw``, keys less ``k_min`` afterwards): LSD passes of
+    digits of at most ``digit`` bits between ``a`` and ``s``, then insertion within runs of
+    equal prefixes into ``a``; runs too long for insertion are pushed on the stack. Returns
+    the new ``top``. Three passes when the keys of the most frequent top digit value, spread
+    evenly over the two digits below, leave under a quarter of a key per prefix value."""
+    base, b, passes, exact = _plan(hi - lo, spread, digit)
+    _counts(a, lo, hi, raw, k_min, base, b, count)
+    first = 0
+    if not exact and count[passes - 1, :1 << b].max() * 4 < 1 << (2 * b):
+        first = 1
+    src, dst, isrc, idst = a, s, ia, is_
+    for p in range(first, passes):
+        _scatter(src, dst, isrc, idst, lo, hi, raw and p == first, k_min, base + p * b, b, count[p])
+        src, dst, isrc, idst = dst, src, idst, isrc
+    if not exact:
+        return _insert(src, a, isrc, ia, lo, hi, base + first * b, st_lo, st_hi, top)
+    if (passes - first) % 2:
+        a[lo:hi] = s[lo:hi]
+        if ia is not None:
+            ia[lo:hi] = is_[lo:hi]
+    return top
+
+
+@nb.njit(cache=True)
+def _radix_sort(a, s, ia, is_, digit):
+    """The sort of the module docstring: ``a`` (float64 bit patterns, uint64) sorted in place,
+    ``s`` scratch; ``ia`` / ``is_`` the uint32 companions and their scratch, or None;
+    digits of at most ``digit`` bits."""
+    n = a.size
+    if n < 2:
+        return
+    k_min, spread = _key_range(a)
+    if spread == 0:
+        return  # one bit pattern
+    count = np.empty((_PASSES, 1 << digit), np.int64)
+    cap = n // (_SMALL + 1) + 1  # stacked groups are disjoint and hold more than _SMALL keys each
+    st_lo = np.empty(cap, np.int64)
+    st_hi = np.empty(cap, np.int64)
+    if n > _SMALL:
+        top = _sort_range(a, s, ia, is_, 0, n, True, k_min, spread, digit, count, st_lo, st_hi, 0)
+    else:
+        for i in range(n):
+            a[i] = _f64_key(a[i]) - k_min
+        top = _insert(a, a, ia, ia, 0, n, 64, st_lo, st_hi, 0)
+    while top:
+        top -= 1
+        lo, hi = st_lo[top], st_hi[top]
+        spread = _spread(a, lo, hi)
+        if spread:
+            top = _sort_range(a, s, ia, is_, lo, hi, False, k_min, spread, digit, count, st_lo, st_hi, top)
+    for i in range(n):
+        a[i] = _f64_unkey(a[i] + k_min)
+
+
+@nb.njit(nogil=True, cache=True)
+def sort_f64(x: np.ndarray, scratch: np.ndarray) -> None:
+    """Sorts the NaN-free float64 array ``x`` in place, ascending (``x.sort()``); ``scratch``:
+    float64, at least ``x.size`` long, overwritten. Among equal values ``-0.0`` comes before
+    ``+0.0``; the radix sort of the module docstring."""
+    a = x.view(np.uint64)
+    s = scratch.view(np.uint64)
+    if s.size < a.size:
+        raise ValueError("sort_f64: scratch is shorter than the array")
+    _radix_sort(a, s, None, None, _DIGIT)
+
+
+@nb.njit(nogil=True, cache=True)
+def sort_f64_indexed(x: np.ndarray, idx: np.ndarray, scratch: np.ndarray, scratch_idx: np.ndarray) -> None:
+    """:func:`sort_f64` that moves ``idx`` (uint32, same length) with the scores: afterwards
+    ``idx[i]`` is the original companion of the ``i``-th smallest score (a stable sort, so
+    among equal bit patterns ``idx`` keeps its order). Scratch arrays as long as ``x``."""
+    a = x.view(np.uint64)
+    s = scratch.view(np.uint64)
+    n = a.size
+    if s.size < n or idx.size != n or scratch_idx.size < n:
+        raise ValueError("sort_f64_indexed: idx must match x and the scratch arrays be as long")
+    _radix_sort(a, s, idx, scratch_idx, _DIGIT_INDEXED)
