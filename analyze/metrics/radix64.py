@@ -7,20 +7,21 @@ frame's cost. The sort orders :func:`_f64_key`, the float64 bit pattern as an un
 in value order (``-0.0`` just below ``+0.0``), and returns the same bit patterns as a stable
 sort of the keys: ``x[np.argsort(keys, kind="stable")]``, bit for bit.
 
-The order of work (``n`` keys; at 2 M scores about 2x faster than the byte-wise LSD radix
-sort this replaces, which needed a scatter pass per key byte that was not constant, seven for
+The order of work (``n`` keys; at 2 M scores 1.2-1.7x faster than the byte-wise LSD radix
+sort this replaced, which took a scatter pass per key byte that was not constant, seven for
 uniform scores; docs/speed.md, Pixel metrics):
 
-1. One pass finds the lowest and highest key and the bits in which any two keys differ. The
-   sort works on ``key - lowest``: scores of one range (a few binades, one sign) differ only
+1. One pass finds the lowest and the highest key and the bits in which any two keys differ.
+   The sort orders ``key - lowest``: scores of one range (a few binades, one sign) differ only
    in their lowest ~55 bits, and float32 or float16 values widened to float64 share their
    zero low mantissa bits, which no pass looks at.
-2. One pass counts four digits of ``b`` bits (9, 8 with the index; 512 counts, whose write
-   streams stay in the L1 cache), the top four below the highest differing bit, or as many
-   as cover every differing bit.
-3. Three or four stable scatter passes (least significant digit first) between the array and
-   the scratch buffer order the keys by that 27- or 36-bit prefix: three when the most
-   frequent top digit leaves under a quarter of a key per prefix value, else four.
+2. One pass counts the top three digits of ``b`` bits (9, 8 with the index: 512 or 256 write
+   streams a scatter pass, which stay in the L1 cache) below the highest differing bit, or
+   the digits that cover every differing bit.
+3. Three stable scatter passes (least significant digit first) between the array and the
+   scratch buffer order the keys by that 27-bit prefix; where the most frequent top digit
+   value leaves a quarter key or more per prefix value (crowded scores), a fourth digit
+   below is counted and scattered first (36 bits).
 4. One pass moves the keys back into the array and sorts each run of equal prefixes by
    insertion (no key moves out of its run: a run of ``r`` keys costs ``r`` plus its
    inversions). A run of more than :data:`_SMALL` keys (scores crowded at one value: MSP
@@ -28,10 +29,10 @@ uniform scores; docs/speed.md, Pixel metrics):
    on its bits; an explicit stack, no recursion); a run of equal keys is done.
 5. One pass adds the lowest key back and maps the keys back to float64 bit patterns.
 
-When the prefix covers every differing bit (float32 values in float64 of one sign, ties of
-few values) the scatter passes alone sort. The scatter passes and the insertion never move a
-key past an equal one, so the sort is stable: the indexed sort moves a uint32 companion with
-each key, in the order of ``np.argsort(keys, kind="stable")``.
+When the digits cover every differing bit (float32 values of one sign widened to float64,
+ties among few values) the scatter passes alone sort. The scatter passes and the insertion
+never move a key past an equal one, so the sort is stable: the indexed sort moves a uint32
+companion with each key, in the order of ``np.argsort(keys, kind="stable")``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ _U64_63 = np.uint64(63)
 
 _DIGIT = 9  # most bits of one scatter pass (512 output streams; 2048 thrash the L1 cache)
 _DIGIT_INDEXED = 8  # the same with a uint32 companion: two output streams a digit value
-_PASSES = 4  # scatter passes on the top bits (4 digits counted); 3 where they suffice
+_PASSES = 4  # most scatter passes on the top bits; 3 where they leave keys spread thin
 _SMALL = 32  # a group of equal prefixes this small is finished by insertion sort
 
 
@@ -115,26 +116,29 @@ def _plan(m, spread, most):
         b += 1
     span = top + 1 - low
     if span <= _PASSES * b:
-        passes = (span + b - 1) // b
+        passes = (span + b) // (b + 1)  # one bit wider, where that saves a pass
         return low, (span + passes - 1) // passes, passes, True
     return top + 1 - _PASSES * b, b, _PASSES, False
 
 
 @nb.njit(cache=True)
-def _counts(src, lo, hi, raw, k_min, base, b, count):
-    """``count[p, d]``: keys of ``src[lo:hi]`` (``key - k_min`` of bit patterns when ``raw``) whose
-    digit ``p`` (the ``b`` bits from ``base + p * b``) is ``d``; four digits in one pass."""
+def _counts(src, lo, hi, raw, k_min, base, b, first, last, count):
+    """``count[p, d]`` for ``first <= p < last`` (at most three): keys of ``src[lo:hi]`` (``key -
+    k_min`` of bit patterns when ``raw``) whose digit ``p``, the ``b`` bits from ``base + p * b``,
+    is ``d``; the digits counted in one pass."""
     mask = np.uint64((1 << b) - 1)
-    sh0, sh1 = np.uint64(base), np.uint64(min(base + b, 63))
-    sh2, sh3 = np.uint64(min(base + 2 * b, 63)), np.uint64(min(base + 3 * b, 63))
-    c0, c1, c2, c3 = count[0], count[1], count[2], count[3]
-    count[:, :1 << b] = 0
+    sh0 = np.uint64(base + first * b)
+    sh1, sh2 = np.uint64(min(base + (first + 1) * b, 63)), np.uint64(min(base + (first + 2) * b, 63))
+    c0, c1, c2 = count[first], count[min(first + 1, _PASSES - 1)], count[min(first + 2, _PASSES - 1)]
+    count[first:last, :1 << b] = 0
+    nd = last - first
     for i in range(lo, hi):
         k = _f64_key(src[i]) - k_min if raw else src[i]
         c0[(k >> sh0) & mask] += 1
-        c1[(k >> sh1) & mask] += 1
-        c2[(k >> sh2) & mask] += 1
-        c3[(k >> sh3) & mask] += 1
+        if nd > 1:
+            c1[(k >> sh1) & mask] += 1
+        if nd > 2:
+            c2[(k >> sh2) & mask] += 1
 
 
 @nb.njit(cache=True)
@@ -161,24 +165,25 @@ def _scatter(src, dst, isrc, idst, lo, hi, raw, k_min, shift, b, row):
 @nb.njit(cache=True)
 def _insert(src, a, isrc, ia, lo, hi, shift, st_lo, st_hi, top):
     """Moves the keys of ``src[lo:hi]`` (ordered by ``key >> shift``, their prefix; shift 64: one
-    prefix) to ``a`` and sorts each group of equal prefixes by insertion; a group of more
-    than :data:`_SMALL` keys keeps its order and is pushed on the stack ``st_lo``/``st_hi``
+    prefix) to ``a`` and sorts each run of equal prefixes by insertion; a run of more than
+    :data:`_SMALL` keys keeps its order and is pushed on the stack ``st_lo``/``st_hi``
     (``top`` entries) to be sorted on its own. Returns the new ``top``."""
     sh = np.uint64(min(shift, 63))
-    start = lo  # first key of the current group
-    prev = np.uint64(0)
+    keep = np.uint64(0) if shift >= 64 else ~np.uint64(0)  # prefix bits: none for one run
+    start = lo  # first key of the current run
+    prev = (src[lo] >> sh) & keep
     for i in range(lo, hi):
         k = src[i]
         if ia is not None:
             c = isrc[i]
-        pref = k >> sh if shift < 64 else np.uint64(0)
-        if pref != prev or i == lo:
+        pref = (k >> sh) & keep
+        if pref != prev:
             if i - start > _SMALL:
                 st_lo[top], st_hi[top] = start, i
                 top += 1
             start, prev = i, pref
         j = i
-        if i - start < _SMALL:  # a long group keeps its order; it is sorted later
+        if i - start < _SMALL:  # a long run keeps its order; it is sorted later
             while j > start and a[j - 1] > k:  # strictly greater: equal keys keep their order
                 a[j] = a[j - 1]
                 if ia is not None:
@@ -200,12 +205,19 @@ def _sort_range(a, s, ia, is_, lo, hi, raw, k_min, spread, digit, count, st_lo, 
     digits of at most ``digit`` bits between ``a`` and ``s``, then insertion within runs of
     equal prefixes into ``a``; runs too long for insertion are pushed on the stack. Returns
     the new ``top``. Three passes when the keys of the most frequent top digit value, spread
-    evenly over the two digits below, leave under a quarter of a key per prefix value."""
+    evenly over the two digits below, leave under a quarter of a key per prefix value; the
+    lowest digit is counted only when it is needed."""
     base, b, passes, exact = _plan(hi - lo, spread, digit)
-    _counts(a, lo, hi, raw, k_min, base, b, count)
     first = 0
-    if not exact and count[passes - 1, :1 << b].max() * 4 < 1 << (2 * b):
+    if exact:
+        for p in range(0, passes, 3):
+            _counts(a, lo, hi, raw, k_min, base, b, p, min(p + 3, passes), count)
+    else:  # the top three digits, then the lowest where the top ones leave keys crowded
+        _counts(a, lo, hi, raw, k_min, base, b, 1, passes, count)
         first = 1
+        if count[passes - 1, :1 << b].max() * 4 >= 1 << (2 * b):
+            _counts(a, lo, hi, raw, k_min, base, b, 0, 1, count)
+            first = 0
     src, dst, isrc, idst = a, s, ia, is_
     for p in range(first, passes):
         _scatter(src, dst, isrc, idst, lo, hi, raw and p == first, k_min, base + p * b, b, count[p])
@@ -230,7 +242,7 @@ def _radix_sort(a, s, ia, is_, digit):
     k_min, spread = _key_range(a)
     if spread == 0:
         return  # one bit pattern
-    count = np.empty((_PASSES, 1 << digit), np.int64)
+    count = np.empty((_PASSES, 2 << digit), np.int64)  # digits of up to digit + 1 bits (_plan)
     cap = n // (_SMALL + 1) + 1  # stacked groups are disjoint and hold more than _SMALL keys each
     st_lo = np.empty(cap, np.int64)
     st_hi = np.empty(cap, np.int64)
