@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analyze.bench.sorting import score_distributions
 from analyze.metrics.radix64 import sort_f64, sort_f64_indexed
 
 SIZES = (0, 1, 2, 17, 32, 33, 1000, 5000, 300_000)
@@ -36,27 +37,15 @@ def nested_clusters(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def distributions(n: int, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    u = rng.random(n)
-    sorted_u = np.sort(u)
-    return {
-        "uniform": u,
-        "msp": 1.0 - u**8 * 1e-3,  # crowded just below 1.0, some exactly 1.0
-        "logits": rng.normal(size=n) * 3.0,
-        "negative": -u * 5.0 - 1.0,
-        "mixed_signs": rng.normal(size=n) * 10.0 ** rng.integers(-30, 30, size=n),
-        "ties_f16": rng.normal(size=n).astype(np.float16).astype(np.float64),
+    """The benchmark's distributions (:func:`analyze.bench.sorting.score_distributions`) and
+    more that reach other branches."""
+    rng = np.random.default_rng([seed, 2])
+    return score_distributions(n, seed) | {
         "ties_f16_positive": np.abs(rng.normal(size=n)).astype(np.float16).astype(np.float64),
-        "all_equal": np.full(n, 0.75),
         "one_differs": np.where(np.arange(n) == n // 2, 0.25, 0.75),
         "signed_zeros": rng.choice(np.array([-0.0, 0.0]), size=n),
-        "zeros_and_ones": rng.choice(np.array([-0.0, 0.0, 1.0, -1.0]), size=n),
-        "infinities": np.where(u < 0.1, np.inf, np.where(u > 0.9, -np.inf, u)),
         "extremes": rng.choice(np.array([5e-324, -5e-324, 1.7e308, -1.7e308, np.inf, -np.inf, 0.0, -0.0, 1.0]), size=n),
-        "float32": rng.random(n, dtype=np.float32).astype(np.float64),
         "float32_signed": rng.normal(size=n).astype(np.float32).astype(np.float64),
-        "sorted": sorted_u,
-        "reversed": sorted_u[::-1].copy(),
         "nested_clusters": nested_clusters(rng, n),
     }
 
@@ -86,8 +75,8 @@ def test_indexed_sort_is_stable(n):
 def test_sorts_of_large_maps_equal_the_oracle():
     """Two 2 M maps, the size of a frame's class at 1024x2048 (the digit width and the choice of
     three or four passes depend on the size)."""
-    for name in ("uniform", "msp"):
-        x = distributions(2_000_000, seed=5)[name]
+    for name in ("uniform [0, 1)", "MSP-like 1 - u^8 / 1000"):
+        x = score_distributions(2_000_000, seed=5)[name]
         order = np.argsort(keys(x), kind="stable")
         y = x.copy()
         sort_f64(y, np.empty_like(y))
@@ -105,3 +94,12 @@ def test_sorts_refuse_short_scratch_and_mismatched_index():
         sort_f64_indexed(x, np.arange(9, dtype=np.uint32), np.empty(10), np.empty(10, np.uint32))
     with pytest.raises(ValueError, match="idx"):
         sort_f64_indexed(x, np.arange(10, dtype=np.uint32), np.empty(10), np.empty(9, np.uint32))
+
+
+def test_sort_frames_section_checks_its_rows_against_numpy():
+    from analyze.bench.sorting import run_sort_frames
+
+    md, data, ok = run_sort_frames(3000, 1)
+    assert ok and set(data) == set(score_distributions(10, 0))
+    assert all(row["ok"] and row["sort"] > 0 for row in data.values())
+    assert md.count("\n| ") == len(data) + 1  # the header row and one row per distribution
