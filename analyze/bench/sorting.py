@@ -71,7 +71,12 @@ def _reference(s: np.ndarray, t: np.ndarray, indexed: bool) -> tuple[np.ndarray,
     return out
 
 
-def _best(fns: dict[str, Callable[[], object]]) -> tuple[dict[str, float], dict[str, object]]:
+def _best(s: np.ndarray, t: np.ndarray) -> tuple[dict[str, float], dict[str, object]]:
+    """Best seconds of ``split_sorted`` and its reference, with and without pixels, alternating;
+    and the last result of each."""
+    fns: dict[str, Callable[[], object]] = {
+        "sort": lambda: split_sorted(s, t), "numpy": lambda: _reference(s, t, False),
+        "indexed": lambda: split_sorted(s, t, positions=1.0), "numpy_indexed": lambda: _reference(s, t, True)}
     best = {k: np.inf for k in fns}
     last: dict[str, object] = {}
     for _ in range(REPEATS):
@@ -98,9 +103,7 @@ def run_sort_frames(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
     split_sorted(np.random.default_rng(0).random(64), t[:64], positions=1.0)
     rows, data, all_ok = [], {}, True
     for name, s in score_distributions(n, seed).items():
-        best, last = _best({"sort": lambda: split_sorted(s, t), "numpy": lambda: _reference(s, t, False),
-                            "indexed": lambda: split_sorted(s, t, positions=1.0),
-                            "numpy_indexed": lambda: _reference(s, t, True)})
+        best, last = _best(s, t)
         ok = _same(last["sort"], last["numpy"], False) and _same(last["indexed"], last["numpy_indexed"], True)
         all_ok &= ok
         data[name] = {k: round(v * 1e3, 2) for k, v in best.items()} | {"ok": ok}

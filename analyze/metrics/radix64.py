@@ -3,18 +3,18 @@ the keys, then insertion within equal prefixes.
 
 Every frame's score maps are split into anomaly and in-distribution scores and each class is
 sorted (:mod:`analyze.metrics.framed`, :mod:`analyze.metrics.ranks`): a large share of a
-frame's cost. The sort orders :func:`_f64_key`, the float64 bit pattern as an unsigned integer
-in value order (``-0.0`` just below ``+0.0``), and returns the same bit patterns as a stable
-sort of the keys: ``x[np.argsort(keys, kind="stable")]``, bit for bit.
+frame's cost. The sort orders keys, unsigned integers in the value order of the float64 bit
+patterns (``-0.0`` just below ``+0.0``; :func:`_key`), and returns the same bit patterns as a
+stable sort of the keys, ``x[np.argsort(keys, kind="stable")]``, bit for bit.
 
 The order of work (``n`` keys; at 2 M scores 1.2-1.7x faster than the byte-wise LSD radix
 sort this replaced, which took a scatter pass per key byte that was not constant, seven for
 uniform scores; docs/speed.md, Pixel metrics):
 
-1. One pass finds the lowest and the highest key and the bits in which any two keys differ.
-   The sort orders ``key - lowest``: scores of one range (a few binades, one sign) differ only
-   in their lowest ~55 bits, and float32 or float16 values widened to float64 share their
-   zero low mantissa bits, which no pass looks at.
+1. One pass finds the lowest and the highest value and the lowest bit set in any magnitude.
+   The sort orders ``key - lowest key``: scores of one range (a few binades) differ only in
+   their lowest ~55 bits, and the keys of float32 or float16 values widened to float64 share
+   their zero low mantissa bits, whatever their signs (:func:`_key`), which no pass looks at.
 2. One pass counts the top three digits of ``b`` bits (9, 8 with the index: 512 or 256 write
    streams a scatter pass, which stay in the L1 cache) below the highest differing bit, or
    the digits that cover every differing bit.
@@ -29,8 +29,8 @@ uniform scores; docs/speed.md, Pixel metrics):
    on its bits; an explicit stack, no recursion); a run of equal keys is done.
 5. One pass adds the lowest key back and maps the keys back to float64 bit patterns.
 
-When the digits cover every differing bit (float32 values of one sign widened to float64,
-ties among few values) the scatter passes alone sort. The scatter passes and the insertion
+When the digits cover every differing bit (float32 values widened to float64, ties among
+float16 values) the scatter passes alone sort. The scatter passes and the insertion
 never move a key past an equal one, so the sort is stable: the indexed sort moves a uint32
 companion with each key, in the order of ``np.argsort(keys, kind="stable")``.
 """
@@ -42,7 +42,9 @@ import numpy as np
 
 _U64_LOW = np.uint64(0x7FFFFFFFFFFFFFFF)
 _U64_SIGN = np.uint64(0x8000000000000000)
+_U64_ZERO = np.uint64(0)
 _U64_ONE = np.uint64(1)
+_U64_62 = np.uint64(1 << 62)
 _U64_63 = np.uint64(63)
 
 _DIGIT = 9  # most bits of one scatter pass (512 output streams; 2048 thrash the L1 cache)
@@ -66,27 +68,42 @@ def _f64_unkey(k):
 
 
 @nb.njit(cache=True)
+def _key(b, unit):
+    """float64 bit pattern -> the key the sort orders: ``2**63 + |b|`` for non-negative values,
+    ``2**63 - unit - |b|`` for negative ones (``|b|`` the pattern without its sign bit). In
+    value order, ``-0.0`` just below ``+0.0``; where every ``|b|`` is a multiple of ``unit``
+    (scores of float32 or float16 precision), so is every key, whatever the signs."""
+    neg = _U64_ZERO - (b >> _U64_63)  # all ones for a negative value
+    return _U64_SIGN + ((b & _U64_LOW) ^ neg) - ((unit - _U64_ONE) & neg)  # ~m = -m - 1
+
+
+@nb.njit(cache=True)
+def _unkey(k, unit):
+    """The inverse of :func:`_key`."""
+    pos = _U64_ZERO - (k >> _U64_63)  # all ones for a non-negative value
+    return ((k ^ _U64_SIGN) & pos) | ((~k - (unit - _U64_ONE)) & ~pos)  # sign | (2**63 - unit - k)
+
+
+@nb.njit(cache=True)
 def _key_range(a):
-    """(lowest key, spread) of the bit patterns ``a``: the keys less the lowest differ in the
-    bits ``spread`` (up to the highest bit of the largest, down to the lowest bit in which
-    any two keys differ)."""
+    """(unit, lowest key, spread) of the bit patterns ``a``: ``unit`` the lowest bit set in any
+    ``|b|`` (:func:`_key`); the keys less the lowest differ in the bits ``spread`` (up to the
+    highest bit of the largest, down to ``unit``'s)."""
     k_min = ~np.uint64(0)
     k_max = np.uint64(0)
-    k_or = np.uint64(0)
-    k_and = ~k_or
+    mags = np.uint64(0)
     for i in range(a.size):
-        k = _f64_key(a[i])
+        k = _f64_key(a[i])  # the same order as _key's, which needs unit
         k_min = min(k_min, k)
         k_max = max(k_max, k)
-        k_or |= k
-        k_and &= k
-    span = k_max - k_min
-    high = span
+        mags |= a[i]
+    mags = (mags & _U64_LOW) | _U64_62  # ±0.0 alone: any unit will do
+    unit = mags & (~mags + _U64_ONE)
+    low, high = _key(_f64_unkey(k_min), unit), _key(_f64_unkey(k_max), unit)
+    span = high - low
     for sh in (1, 2, 4, 8, 16, 32):  # every bit up to the highest of span
-        high |= high >> np.uint64(sh)
-    differ = k_or ^ k_and
-    lowest = differ & (~differ + _U64_ONE)
-    return k_min, high & ~(lowest - _U64_ONE) if span else np.uint64(0)
+        span |= span >> np.uint64(sh)
+    return unit, low, span & ~(unit - _U64_ONE)
 
 
 @nb.njit(cache=True)
@@ -122,7 +139,7 @@ def _plan(m, spread, most):
 
 
 @nb.njit(cache=True)
-def _counts(src, lo, hi, raw, k_min, base, b, first, last, count):
+def _counts(src, lo, hi, raw, unit, k_min, base, b, first, last, count):
     """``count[p, d]`` for ``first <= p < last`` (at most three): keys of ``src[lo:hi]`` (``key -
     k_min`` of bit patterns when ``raw``) whose digit ``p``, the ``b`` bits from ``base + p * b``,
     is ``d``; the digits counted in one pass."""
@@ -133,7 +150,7 @@ def _counts(src, lo, hi, raw, k_min, base, b, first, last, count):
     count[first:last, :1 << b] = 0
     nd = last - first
     for i in range(lo, hi):
-        k = _f64_key(src[i]) - k_min if raw else src[i]
+        k = _key(src[i], unit) - k_min if raw else src[i]
         c0[(k >> sh0) & mask] += 1
         if nd > 1:
             c1[(k >> sh1) & mask] += 1
@@ -142,7 +159,7 @@ def _counts(src, lo, hi, raw, k_min, base, b, first, last, count):
 
 
 @nb.njit(cache=True)
-def _scatter(src, dst, isrc, idst, lo, hi, raw, k_min, shift, b, row):
+def _scatter(src, dst, isrc, idst, lo, hi, raw, unit, k_min, shift, b, row):
     """One stable LSD pass: the keys of ``src[lo:hi]`` (and ``isrc``) to ``dst`` by the digit at
     ``shift``; ``row`` holds each digit value's count and is used up."""
     t = lo
@@ -153,7 +170,7 @@ def _scatter(src, dst, isrc, idst, lo, hi, raw, k_min, shift, b, row):
     mask = np.uint64((1 << b) - 1)
     sh = np.uint64(shift)
     for i in range(lo, hi):
-        k = _f64_key(src[i]) - k_min if raw else src[i]
+        k = _key(src[i], unit) - k_min if raw else src[i]
         d = (k >> sh) & mask
         j = row[d]
         dst[j] = k
@@ -199,7 +216,7 @@ def _insert(src, a, isrc, ia, lo, hi, shift, st_lo, st_hi, top):
 
 
 @nb.njit(cache=True)
-def _sort_range(a, s, ia, is_, lo, hi, raw, k_min, spread, digit, count, st_lo, st_hi, top):
+def _sort_range(a, s, ia, is_, lo, hi, raw, unit, k_min, spread, digit, count, st_lo, st_hi, top):
     """Steps 2-4 of the module docstring on the keys of ``a[lo:hi]``, which differ in the bits
     ``spread`` (bit patterns when ``raw``, keys less ``k_min`` afterwards): LSD passes of
     digits of at most ``digit`` bits between ``a`` and ``s``, then insertion within runs of
@@ -211,16 +228,16 @@ def _sort_range(a, s, ia, is_, lo, hi, raw, k_min, spread, digit, count, st_lo, 
     first = 0
     if exact:
         for p in range(0, passes, 3):
-            _counts(a, lo, hi, raw, k_min, base, b, p, min(p + 3, passes), count)
+            _counts(a, lo, hi, raw, unit, k_min, base, b, p, min(p + 3, passes), count)
     else:  # the top three digits, then the lowest where the top ones leave keys crowded
-        _counts(a, lo, hi, raw, k_min, base, b, 1, passes, count)
+        _counts(a, lo, hi, raw, unit, k_min, base, b, 1, passes, count)
         first = 1
         if count[passes - 1, :1 << b].max() * 4 >= 1 << (2 * b):
-            _counts(a, lo, hi, raw, k_min, base, b, 0, 1, count)
+            _counts(a, lo, hi, raw, unit, k_min, base, b, 0, 1, count)
             first = 0
     src, dst, isrc, idst = a, s, ia, is_
     for p in range(first, passes):
-        _scatter(src, dst, isrc, idst, lo, hi, raw and p == first, k_min, base + p * b, b, count[p])
+        _scatter(src, dst, isrc, idst, lo, hi, raw and p == first, unit, k_min, base + p * b, b, count[p])
         src, dst, isrc, idst = dst, src, idst, isrc
     if not exact:
         return _insert(src, a, isrc, ia, lo, hi, base + first * b, st_lo, st_hi, top)
@@ -239,7 +256,7 @@ def _radix_sort(a, s, ia, is_, digit):
     n = a.size
     if n < 2:
         return
-    k_min, spread = _key_range(a)
+    unit, k_min, spread = _key_range(a)
     if spread == 0:
         return  # one bit pattern
     count = np.empty((_PASSES, 2 << digit), np.int64)  # digits of up to digit + 1 bits (_plan)
@@ -247,19 +264,19 @@ def _radix_sort(a, s, ia, is_, digit):
     st_lo = np.empty(cap, np.int64)
     st_hi = np.empty(cap, np.int64)
     if n > _SMALL:
-        top = _sort_range(a, s, ia, is_, 0, n, True, k_min, spread, digit, count, st_lo, st_hi, 0)
+        top = _sort_range(a, s, ia, is_, 0, n, True, unit, k_min, spread, digit, count, st_lo, st_hi, 0)
     else:
         for i in range(n):
-            a[i] = _f64_key(a[i]) - k_min
+            a[i] = _key(a[i], unit) - k_min
         top = _insert(a, a, ia, ia, 0, n, 64, st_lo, st_hi, 0)
     while top:
         top -= 1
         lo, hi = st_lo[top], st_hi[top]
         spread = _spread(a, lo, hi)
         if spread:
-            top = _sort_range(a, s, ia, is_, lo, hi, False, k_min, spread, digit, count, st_lo, st_hi, top)
+            top = _sort_range(a, s, ia, is_, lo, hi, False, unit, k_min, spread, digit, count, st_lo, st_hi, top)
     for i in range(n):
-        a[i] = _f64_unkey(a[i] + k_min)
+        a[i] = _unkey(a[i] + k_min, unit)
 
 
 @nb.njit(nogil=True, cache=True)
