@@ -7,9 +7,9 @@ frame's cost. The sort orders keys, unsigned integers in the value order of the 
 patterns (``-0.0`` just below ``+0.0``; :func:`_key`), and returns the same bit patterns as a
 stable sort of the keys, ``x[np.argsort(keys, kind="stable")]``, bit for bit.
 
-The order of work (``n`` keys; at 2 M scores 1.2-1.7x faster than the byte-wise LSD radix
-sort this replaced, which took a scatter pass per key byte that was not constant, seven for
-uniform scores; docs/speed.md, Pixel metrics):
+The order of work (at 2 M scores 1.1-1.6x faster than the byte-wise LSD radix sort this
+replaced, which took a scatter pass per key byte that was not constant, seven for uniform
+scores; docs/speed.md, "Sorting a frame's scores"):
 
 1. One pass finds the lowest and the highest value and the lowest bit set in any magnitude.
    The sort orders ``key - lowest key``: scores of one range (a few binades) differ only in
@@ -50,7 +50,7 @@ _U64_63 = np.uint64(63)
 _DIGIT = 9  # most bits of one scatter pass (512 output streams; 2048 thrash the L1 cache)
 _DIGIT_INDEXED = 8  # the same with a uint32 companion: two output streams a digit value
 _PASSES = 4  # most scatter passes on the top bits; 3 where they leave keys spread thin
-_SMALL = 32  # a group of equal prefixes this small is finished by insertion sort
+_SMALL = 32  # a run of equal prefixes this small is finished by insertion sort
 
 
 @nb.njit(cache=True)
@@ -97,7 +97,7 @@ def _key_range(a):
         k_min = min(k_min, k)
         k_max = max(k_max, k)
         mags |= a[i]
-    mags = (mags & _U64_LOW) | _U64_62  # ±0.0 alone: any unit will do
+    mags = (mags & _U64_LOW) | _U64_62  # -0.0 and +0.0 alone: any unit will do
     unit = mags & (~mags + _U64_ONE)
     low, high = _key(_f64_unkey(k_min), unit), _key(_f64_unkey(k_max), unit)
     span = high - low
