@@ -19,9 +19,9 @@ scores; docs/speed.md, "Sorting a frame's scores"):
    streams a scatter pass, which stay in the L1 cache) below the highest differing bit, or
    the digits that cover every differing bit.
 3. Three stable scatter passes (least significant digit first) between the array and the
-   scratch buffer order the keys by that 27-bit prefix; where the most frequent top digit
-   value leaves a quarter key or more per prefix value (crowded scores), a fourth digit
-   below is counted and scattered first (36 bits).
+   scratch buffer order the keys by that 27-bit prefix (24 with the index); where the most
+   frequent top digit value leaves a quarter key or more per prefix value (crowded scores),
+   a fourth digit below is counted and scattered first (36 bits; 32).
 4. One pass moves the keys back into the array and sorts each run of equal prefixes by
    insertion (no key moves out of its run: a run of ``r`` keys costs ``r`` plus its
    inversions). A run of more than :data:`_SMALL` keys (scores crowded at one value: MSP
