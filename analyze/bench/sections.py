@@ -3,7 +3,8 @@
 Each entry of :data:`SECTIONS` is one benchmark (a name, a help line, a function that returns
 a Markdown report); add a section by appending to that list. ``--section NAME`` runs one.
 Sections: ``pixel_metrics`` (:mod:`analyze.bench.pixels`: the exact metrics against scikit-learn
-and ood_metrics), ``study`` (:mod:`analyze.bench.study`: ``analyze score`` on 1024x2048 caches
+and ood_metrics), ``sort_frames`` (:mod:`analyze.bench.sorting`: a frame's split and sort against
+numpy), ``study`` (:mod:`analyze.bench.study`: ``analyze score`` on 1024x2048 caches
 of both kinds against a library-kernel reference, and the whole study projected), ``two_pass``
 (the same module: the two-pass plan against the one-pass plan per frame), ``later_passes``
 (:mod:`analyze.bench.later`: the intervals and component metrics against the grid, on
@@ -49,6 +50,11 @@ SECTIONS: list[Section] = [
         "pixel_metrics",
         "exact pooled AuPRC/AUROC/FPR95 vs concatenate + scikit-learn + ood_metrics",
         run_pixel_metrics,
+    ),
+    Section(
+        "sort_frames",
+        "a 1024x2048 float64 map's split and sort (`split_sorted`, the radix sorts) vs numpy, per score distribution",
+        _lazy("analyze.bench.sorting", "run_sort_frames"),
     ),
     Section(
         "study",

@@ -26,6 +26,7 @@ from analyze.metrics import ranks
 from analyze.metrics.common import split_frame
 from analyze.metrics.counts import counts_from, exact_metrics
 from analyze.metrics.exact import ExactState
+from analyze.metrics.radix64 import sort_f64, sort_f64_indexed
 
 
 class FrameSplit(NamedTuple):
@@ -75,7 +76,7 @@ def distinct_sorted(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0.0) -> FrameSplit:
     """The :class:`FrameSplit` of one frame: compiled split (:mod:`analyze.metrics.kernels`) of the
-    scores as float64 (exact for float16/32), radix sort of each class. ``positions`` > 0:
+    scores as float64 (exact for float16/32), radix sort of each class (:mod:`analyze.metrics.radix64`). ``positions`` > 0:
     the pixel of every anomaly score and of the highest ``ceil(positions * n)`` of the ``n``
     in-distribution scores (and of every score equal to the lowest of them), found by one
     more pass over the map and sorted with their scores (``positions >= 1``: every pixel, one
@@ -94,16 +95,16 @@ def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0
         raise ValueError("y_score contains NaN at non-void pixels")
     if positions <= 0:
         neg = K.gather(s, t, 0, n_neg)
-        K.sort_f64(neg, _scratch(neg))
+        sort_f64(neg, _scratch(neg))
         pos = K.gather(s, t, 1, n_pos)
-        K.sort_f64(pos, _scratch(pos))
+        sort_f64(pos, _scratch(pos))
         return FrameSplit(frame, pos, neg)
     pos, pos_index = _sorted_indexed(*K.gather_indexed(s, t, 1, n_pos))
     if positions >= 1:  # every pixel: one indexed sort (the same sorted scores as the sort above)
         neg, neg_index = _sorted_indexed(*K.gather_indexed(s, t, 0, n_neg))
         return FrameSplit(frame, pos, neg, pos_index, neg_index, -np.inf)
     neg = K.gather(s, t, 0, n_neg)
-    K.sort_f64(neg, _scratch(neg))
+    sort_f64(neg, _scratch(neg))
     k = min(n_neg, math.ceil(positions * n_neg))
     start = int(np.searchsorted(neg, neg[n_neg - k], side="left")) if k else n_neg  # ties of the lowest kept, too
     low = neg[start] if start < n_neg else np.inf
@@ -127,7 +128,7 @@ def _scratch(x: np.ndarray, which: int = 0) -> np.ndarray:
 
 
 def _sorted_indexed(x: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    K.sort_f64_indexed(x, idx, _scratch(x), _scratch(idx, 1))
+    sort_f64_indexed(x, idx, _scratch(x), _scratch(idx, 1))
     return x, idx
 
 

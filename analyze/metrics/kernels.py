@@ -3,8 +3,8 @@
 numba compiles each loop for the argument types on its first call and caches the machine
 code beside this file (``cache=True``); ``nogil=True`` lets the metric threads run them in
 parallel. Each function has a slow numpy twin (in :mod:`analyze.metrics.exact` and
-:mod:`analyze.metrics.ranks`; numpy's own sort for :func:`sort_f32` and :func:`sort_f64`), and the tests check that both
-give the same arrays. The first call in
+:mod:`analyze.metrics.ranks`; numpy's own sort for :func:`sort_f32`), and the tests check that both
+give the same arrays. The float64 sorts live in :mod:`analyze.metrics.radix64`. The first call in
 a process loads the cached code (~0.4 s, on top of ~0.2 s to import numba); the first call
 ever compiles it (seconds).
 """
@@ -189,130 +189,6 @@ def sort_f32(x: np.ndarray, scratch: np.ndarray) -> None:
         d = k >> 24
         a[off[3, d]] = _f32_unkey(k)
         off[3, d] += 1
-
-
-_U64_LOW = np.uint64(0x7FFFFFFFFFFFFFFF)
-_U64_SIGN = np.uint64(0x8000000000000000)
-_U64_ONE = np.uint64(1)
-_U64_63 = np.uint64(63)
-_U64_BYTE = np.uint64(255)
-
-
-@nb.njit(cache=True)
-def _f64_key(b):
-    """float64 bit pattern -> uint64 key in value order (:func:`_f32_key` on 64 bits; every
-    operand uint64, so numba never mixes in a signed type)."""
-    return b ^ (((b >> _U64_63) * _U64_LOW) | _U64_SIGN)
-
-
-@nb.njit(cache=True)
-def _f64_unkey(k):
-    """The inverse of :func:`_f64_key`."""
-    return k ^ ((((k >> _U64_63) ^ _U64_ONE) * _U64_LOW) | _U64_SIGN)
-
-
-@nb.njit(cache=True)
-def _f64_byte_offsets(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """(off, active, n_active) of the LSD radix sort of the float64 bit patterns ``a``: ``off[p, d]``
-    the first output position of byte value ``d`` in pass ``p`` (byte ``p`` of the key),
-    ``active[p]`` whether that byte differs between keys."""
-    n = a.size
-    off = np.zeros((8, 256), np.int64)
-    for i in range(n):
-        k = _f64_key(a[i])
-        off[0, k & _U64_BYTE] += 1
-        off[1, (k >> np.uint64(8)) & _U64_BYTE] += 1
-        off[2, (k >> np.uint64(16)) & _U64_BYTE] += 1
-        off[3, (k >> np.uint64(24)) & _U64_BYTE] += 1
-        off[4, (k >> np.uint64(32)) & _U64_BYTE] += 1
-        off[5, (k >> np.uint64(40)) & _U64_BYTE] += 1
-        off[6, (k >> np.uint64(48)) & _U64_BYTE] += 1
-        off[7, k >> np.uint64(56)] += 1
-    active = np.zeros(8, np.bool_)
-    for p in range(8):  # counts -> first output position of each byte value
-        t = 0
-        for d in range(256):
-            c = off[p, d]
-            if c > 0 and c < n:  # a byte that differs between keys
-                active[p] = True
-            off[p, d] = t
-            t += c
-    n_active = 0
-    for p in range(8):
-        n_active += active[p]
-    return off, active, n_active
-
-
-@nb.njit(nogil=True, cache=True)
-def sort_f64_indexed(x: np.ndarray, idx: np.ndarray, scratch: np.ndarray, scratch_idx: np.ndarray) -> None:
-    """:func:`sort_f64` that moves ``idx`` (uint32, same length) with the scores: afterwards
-    ``idx[i]`` is the original companion of the ``i``-th smallest score (a stable sort, so
-    among equal bit patterns ``idx`` keeps its order). Scratch arrays as long as ``x``."""
-    a = x.view(np.uint64)
-    s = scratch.view(np.uint64)
-    n = a.size
-    if s.size < n or idx.size != n or scratch_idx.size < n:
-        raise ValueError("sort_f64_indexed: idx must match x and the scratch arrays be as long")
-    off, active, n_active = _f64_byte_offsets(a)
-    if n_active == 0:
-        return
-    src, dst, isrc, idst = a, s, idx, scratch_idx
-    done = 0
-    for p in range(8):
-        if not active[p]:
-            continue
-        shift = np.uint64(8 * p)
-        first, last = done == 0, done == n_active - 1
-        row = off[p]
-        for i in range(n):
-            k = _f64_key(src[i]) if first else src[i]
-            d = (k >> shift) & _U64_BYTE
-            j = row[d]
-            dst[j] = _f64_unkey(k) if last else k
-            idst[j] = isrc[i]
-            row[d] = j + 1
-        src, dst, isrc, idst = dst, src, idst, isrc
-        done += 1
-    if n_active % 2:
-        a[:] = s[:n]
-        idx[:] = scratch_idx[:n]
-
-
-@nb.njit(nogil=True, cache=True)
-def sort_f64(x: np.ndarray, scratch: np.ndarray) -> None:
-    """Sorts the NaN-free float64 array ``x`` in place, ascending (``x.sort()``); ``scratch``:
-    float64, at least ``x.size`` long, overwritten.
-
-    LSD radix sort on :func:`_f64_key`, 8 bits a pass: one pass counts the eight bytes of
-    every key, then a stable scatter pass per byte that is not the same for every key (the
-    top bytes, sign and exponent, usually are: scores of one range skip them), ping-ponging
-    between ``x`` and ``scratch``. Among equal values ``-0.0`` comes before ``+0.0``.
-    """
-    a = x.view(np.uint64)
-    s = scratch.view(np.uint64)
-    n = a.size
-    if s.size < n:
-        raise ValueError("sort_f64: scratch is shorter than the array")
-    off, active, n_active = _f64_byte_offsets(a)
-    if n_active == 0:
-        return  # at most one distinct bit pattern: already sorted
-    src, dst = a, s
-    done = 0
-    for p in range(8):
-        if not active[p]:
-            continue
-        shift = np.uint64(8 * p)
-        first, last = done == 0, done == n_active - 1
-        row = off[p]
-        for i in range(n):
-            k = _f64_key(src[i]) if first else src[i]
-            d = (k >> shift) & _U64_BYTE
-            dst[row[d]] = _f64_unkey(k) if last else k
-            row[d] += 1
-        src, dst = dst, src
-        done += 1
-    if n_active % 2:  # the sorted values are in scratch
-        a[:] = s[:n]
 
 
 @nb.njit(nogil=True, cache=True)
