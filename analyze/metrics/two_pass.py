@@ -179,7 +179,7 @@ class NegativeCountState:
 
     def merge(self, other: "NegativeCountState") -> "NegativeCountState":
         check_same_type(self, other)
-        if not np.array_equal(self.u, other.u):
+        if self.u is not other.u and not np.array_equal(self.u, other.u):  # the same array: a local scheduler's
             raise ValueError("cannot merge negative counts taken at different thresholds")
         out = type(self)(self.u)
         out.n_pos, out.n_neg = self.n_pos + other.n_pos, self.n_neg + other.n_neg
