@@ -544,6 +544,9 @@ def test_merged_negative_counts_widen_to_int64_past_two_to_the_31():
     assert out.hist.dtype == np.int64 and out.n_neg == 2**31 + 2
     np.testing.assert_array_equal(out.hist, [1, 1, 1, 1])  # slot j: u_{j-1} < x <= u_j
     assert a.merge(M.NegativeCountState(u).add_sorted(np.array([0.6]), 0)).hist.dtype == np.int32
+    assert a.merge(M.NegativeCountState(u.copy())).n_neg == 3  # equal thresholds in another array
+    with pytest.raises(ValueError, match="different thresholds"):
+        a.merge(M.NegativeCountState(u + 0.01))
 
 
 def test_positive_state_sorts_its_scores_once_and_then_takes_no_frames():
