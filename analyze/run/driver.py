@@ -101,14 +101,12 @@ def score_cache(
         Score the done frames of an unfinished cache, skipping done frames that lost chunks
         (with a warning), instead of refusing the cache.
     max_memory, component_metrics, bootstrap, recompose, max_spill, spill
-        The plan's options (:class:`analyze.plan.passes.PlanOptions`): the bytes the exact
-        protocol may keep before two passes (the numbers are identical either way);
-        the SMIYC component metrics (``siou``, ``ppv``, ``mean_f1``) at each key's best-F1
-        threshold; frame-bootstrap resamples for ``ci_low`` / ``ci_high`` (0: NaN); and
-        whether the intervals and component metrics compose frames again instead of reading
-        what an earlier pass kept (the same numbers, slower); the bytes two passes may spill
-        to local disk for the component metrics (None: as the disk allows; 0: none, the frames
-        the kept pixels miss are composed again) and ``spill``, where (:class:`analyze.run.spill.SpillPolicy`). ``--explain`` prints the passes.
+        The plan's options (:class:`analyze.plan.passes.PlanOptions`): bytes the exact protocol may keep
+        before two passes (identical numbers either way); the SMIYC component metrics (``siou``, ``ppv``,
+        ``mean_f1``) at each key's best-F1 threshold; frame-bootstrap resamples for ``ci_low`` /
+        ``ci_high`` (0: NaN); whether later steps compose frames again instead of reading what an earlier
+        pass kept (same numbers, slower); bytes two passes may spill for the component metrics (None: as
+        the disk allows; 0: none) and where (:class:`analyze.run.spill.SpillPolicy`). See ``--explain``.
     curve_points, seed
         Points of each PR and ROC curve; the seed of the bootstrap resampling.
     warn, info
@@ -140,8 +138,8 @@ def score_cache(
     """
     request = ScoreRequest(
         scorers, tuple(temperatures), temp_target, frames, name, storage_options, allow_partial, tuple(id_stats),
-        device, PlanOptions(protocol, max_memory, component_metrics, bootstrap, recompose, max_spill), curve_points, seed,
-        spill)
+        device, PlanOptions(protocol, max_memory, component_metrics, bootstrap, recompose, max_spill), curve_points,
+        seed, spill)
     sched, made_here = Scheduler.resolve(scheduler)
     try:
         return score_request(str(cache), request, sched, warn or _warn, info or _ignore, frame_data)
