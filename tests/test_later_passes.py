@@ -237,8 +237,10 @@ def test_max_spill_below_the_maps_spills_nothing_and_gives_the_same_rows(tmp_pat
     capped = score_cache(cache, "msp,energy", TEMPS, max_spill=needed - 1, **opts)
     assert made == [] and [p for p, _ in seen][:2] == ["positives", "negatives"] and seen[-1][0] == "components"
     seen[:] = []
-    spilled = score_cache(cache, "msp,energy", TEMPS, max_spill=needed, **opts)
+    notes: list[str] = []
+    spilled = score_cache(cache, "msp,energy", TEMPS, max_spill=needed, info=notes.append, **opts)
     assert made == [needed] and [p for p, _ in seen] == ["positives", "negatives"]  # the spill served
+    assert any("spill takes up to" in m and str(where) in m and "--max-spill" in m for m in notes)
     for a, b in zip(capped, spilled):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert list(where.iterdir()) == []

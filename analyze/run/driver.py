@@ -164,7 +164,7 @@ def score_request(cache: str, request: ScoreRequest, sched: Scheduler, warn: Cal
                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Plan, execute and tabulate one cache (:func:`score_cache` without the scheduler's life)."""
     ready = prepare(cache, request, warn, info)
-    ex = execute(ready.plan, sched, ready.job, ready.spec, ready.root, warn, request.spill)
+    ex = execute(ready.plan, sched, ready.job, ready.spec, ready.root, warn, request.spill, info)
     results, per_frame, curves = rows(ex, ready.rows, frame_data)
     return results_frame(results), per_frame, curves
 

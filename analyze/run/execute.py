@@ -44,13 +44,14 @@ class Execution:
     components: dict = field(default_factory=dict)  # key -> ComponentState
     spill_policy: SpillPolicy = SpillPolicy()  # where the second pass may spill (analyze.run.spill)
     spill: Spill | None = None  # the second pass's spilled maps, until the component step read them
+    info: Callable[[str], None] = lambda m: None  # told what a pass puts where the user should know
 
 
 def execute(plan: Plan, sched: Scheduler, job: ScoreJob, spec: C.CacheSpec, root, warn: Callable[[str], None],
-            spill: SpillPolicy = SpillPolicy()) -> Execution:
+            spill: SpillPolicy = SpillPolicy(), info: Callable[[str], None] = lambda m: None) -> Execution:
     """Run every pass of ``plan`` in order; the progress bars count its certain passes. A spill
-    folder the passes made is removed at the end, also when a pass fails."""
-    run = Execution(plan, sched, spec, root, job, warn, spill_policy=spill)
+    folder the passes made is removed at the end, also when a pass fails (``info`` is told where it is)."""
+    run = Execution(plan, sched, spec, root, job, warn, spill_policy=spill, info=info)
     sched.start_passes(plan.certain)
     try:
         for p in plan.passes:
@@ -113,7 +114,10 @@ def _open_spill(run: Execution, p: Pass) -> Spill | None:
     if run.sched.client is not None:  # a distributed worker's disk is not ours
         return None
     spill = run.spill_policy.open(p.disk, run.plan.keys)
-    if spill is None:
+    if spill is not None:
+        run.info(f"{run.job.cache}: the component metrics' spill takes up to {p.disk / 2**30:.1f} GiB in {spill.folder} "
+                 "until they are computed (--max-spill caps it, --spill-dir moves it)")
+    else:
         run.warn(f"{run.job.cache}: no room on local disk for the component metrics' spill ({p.disk:,} bytes and "
                  f"{run.spill_policy.reserve:,} to spare): they compose the frames their kept pixels miss again")
     return spill
