@@ -119,7 +119,8 @@ def test_progress_bars_label_each_pass(tmp_path, capsys):
     for i, n, label in ((1, 2, "anomaly-pixel scores"), (2, 2, "in-distribution counts")):
         assert f"pass {i}/{n} {label}: 100%" in err, err
         assert f"pass {i}/{n} {label}: 100%|██████████| 4/4 frames" in err
-    assert "frames/s]" in err and "component metrics" not in err
+    assert "frames/s]" in err and "component metrics:" not in err  # no such pass (its bar's label)
+    assert "component metrics' spill takes up to" in err  # the note that says where the spill goes
     # without room on disk either, the component metrics compose the frames again: a pass known
     # only after the first one counted the anomaly pixels
     score_cache(str(cache), "msp", max_memory=0, bootstrap=20, component_metrics=True,
