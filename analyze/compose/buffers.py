@@ -15,6 +15,7 @@ the largest), and only on the CPU: other devices allocate as before.
 
 from __future__ import annotations
 
+import math
 import threading
 from contextlib import contextmanager
 from typing import Iterator, Sequence
@@ -29,9 +30,7 @@ def leased(role: str, shape: Sequence[int], dtype: torch.dtype, device: torch.de
            ) -> Iterator[torch.Tensor]:
     """A contiguous ``shape`` tensor of ``dtype`` (uninitialised) for the ``with`` block: this
     thread's buffer of ``role`` where it is free and on the CPU, else a new one."""
-    n = 1
-    for s in shape:
-        n *= int(s)
+    n = math.prod(int(s) for s in shape)
     kept = _KEPT.__dict__.setdefault("roles", {})
     buf, busy = kept.get(role, (None, False))
     if torch.device(device).type != "cpu" or busy:

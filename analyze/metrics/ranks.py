@@ -38,10 +38,11 @@ def rank_counts_numpy(neg: np.ndarray, u: np.ndarray, hist: np.ndarray, ties: np
     ties += np.bincount(slot[inside][u[slot[inside]] == neg[inside]], minlength=u.size)
 
 
-def below_counts(hist: np.ndarray, ties: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(#neg < u, #neg <= u) from the arrays of :func:`rank_counts` (reused as the output)."""
+def below_counts(hist: np.ndarray, ties: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(#neg < u, #neg <= u) from the int64 arrays of :func:`rank_counts` (reused as the output;
+    ``ties`` None: no negative equals a ``u_k``, and the two are one array)."""
     below_eq = np.cumsum(hist[:-1], out=hist[:-1])
-    return np.subtract(below_eq, ties, out=ties), below_eq
+    return (below_eq if ties is None else np.subtract(below_eq, ties, out=ties)), below_eq
 
 
 def rank_sorted(neg: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -118,9 +118,11 @@ class PositiveState:
     def with_negatives(self, negatives: "NegativeCountState") -> "CountedState":
         """The final state, from this pass and the negatives counted at :meth:`distinct`."""
         u, pos_count = self.distinct_counts()
-        if not np.array_equal(negatives.u, u) or negatives.n_pos != self.n_pos or negatives.n_neg != self.n_neg:
+        same_u = negatives.u is u or np.array_equal(negatives.u, u)
+        if not same_u or negatives.n_pos != self.n_pos or negatives.n_neg != self.n_neg:
             raise ValueError("the two passes saw different pixels (did the frames change between them?)")
-        return CountedState(counts_from(u, pos_count, negatives.below, negatives.below_eq, self.n_pos, self.n_neg))
+        below, below_eq = negatives.counts_below()
+        return CountedState(counts_from(u, pos_count, below, below_eq, self.n_pos, self.n_neg))
 
 
 class NegativeCountState:
@@ -174,8 +176,9 @@ class NegativeCountState:
     def _add(self, hist: np.ndarray, ties: np.ndarray, n_neg: int) -> None:
         dtype = _count_dtype(n_neg)
         hist, ties = hist.astype(dtype, copy=False), ties.astype(dtype, copy=False)
-        self.hist, self.ties = _summed(self.hist, hist, self.ties, ties if ties.any() else None, self.n_neg + n_neg)
         self.n_neg += n_neg
+        self.hist = _plus(self.hist, hist, self.n_neg)
+        self.ties = _plus(self.ties, ties if ties.any() else None, self.n_neg)
 
     def merge(self, other: "NegativeCountState") -> "NegativeCountState":
         check_same_type(self, other)
@@ -183,21 +186,26 @@ class NegativeCountState:
             raise ValueError("cannot merge negative counts taken at different thresholds")
         out = type(self)(self.u)
         out.n_pos, out.n_neg = self.n_pos + other.n_pos, self.n_neg + other.n_neg
-        out.hist, out.ties = _summed(self.hist, other.hist, self.ties, other.ties, out.n_neg)
+        out.hist, out.ties = _plus(self.hist, other.hist, out.n_neg), _plus(self.ties, other.ties, out.n_neg)
         return out
+
+    def counts_below(self) -> tuple[np.ndarray, np.ndarray]:
+        """(#negatives ``< u_k``, #negatives ``<= u_k``), int64, from the state's counts
+        (:func:`analyze.metrics.ranks.below_counts` on int64 copies)."""
+        if self.hist is None:
+            zero = np.zeros(self.u.size, np.int64)
+            return zero, zero
+        return ranks.below_counts(self.hist.astype(np.int64), None if self.ties is None else self.ties.astype(np.int64))
 
     @property
     def below_eq(self) -> np.ndarray:
         """#negatives ``<= u_k`` (int64)."""
-        if self.hist is None:
-            return np.zeros(self.u.size, np.int64)
-        return np.cumsum(self.hist[:-1], dtype=np.int64)
+        return self.counts_below()[1]
 
     @property
     def below(self) -> np.ndarray:
         """#negatives ``< u_k`` (int64)."""
-        below_eq = self.below_eq
-        return below_eq if self.ties is None else below_eq - self.ties
+        return self.counts_below()[0]
 
 
 def _count_dtype(n: int) -> type[np.signedinteger]:
@@ -205,13 +213,12 @@ def _count_dtype(n: int) -> type[np.signedinteger]:
     return np.int32 if n < 2**31 else np.int64
 
 
-def _summed(a, b, ta, tb, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(a + b, ta + tb), each None where both are, in :func:`_count_dtype` of ``n``."""
-    def add(x, y):
-        if x is None or y is None:
-            return y if x is None else x
-        return np.add(x, y, dtype=_count_dtype(n))
-    return add(a, b), add(ta, tb)
+def _plus(x: np.ndarray | None, y: np.ndarray | None, n: int) -> np.ndarray | None:
+    """``x + y`` in :func:`_count_dtype` of ``n`` (the sum's largest possible count); either one
+    as it is where the other is None."""
+    if x is None or y is None:
+        return y if x is None else x
+    return np.add(x, y, dtype=_count_dtype(n))
 
 
 class CountedState:

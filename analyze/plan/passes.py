@@ -182,11 +182,11 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
         per = SCORE_BYTES + POSITION_BYTES * plan.positions
         return (Pass("one-pass", "every key's scores, each frame sorted (exact metrics, per-frame AP)",
                      "every frame scored", kept, int(plan.pixels * n * per)),)
-    disk = int(plan.pixels * n * SCORE_BYTES) if positions and spills(plan) else 0
-    return (Pass("positives", f"every score would exceed the budget ({_bytes(plan.pixels * n * SCORE_BYTES)}): "
+    every = every_score_bytes(plan)
+    disk = every if positions and spills(plan) else 0
+    return (Pass("positives", f"every score would exceed the budget ({_bytes(every)}): "
                  "the anomaly pixels' scores first", positive_rows(plan.keys, plan.kind),
-                 "the anomaly pixels' scores (float64)",
-                 int(plan.pixels * n * SCORE_BYTES), bound=True),
+                 "the anomaly pixels' scores (float64)", every, bound=True),
             Pass("negatives", "the in-distribution counts between consecutive anomaly scores, each frame's AP"
                  + (", the bootstrap histograms" if plan.options.bootstrap and not plan.options.recompose else ""),
                  "the pooled frames", "integer counts per key (4 bytes per distinct anomaly score in each frame "
@@ -194,16 +194,21 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
                      "; spills each frame's scores to local disk for the component step (where the disk has room; "
                      "else keeps the pixels of the top in-distribution scores, as the budget allows)" if disk else
                      f"; keeps the pixels of the top in-distribution scores, as the budget allows (the spill, "
-                     f"{_bytes(plan.pixels * n * SCORE_BYTES)}, exceeds --max-spill)" if positions else ""),
+                     f"{_bytes(every)}, exceeds --max-spill)" if positions else ""),
                  plan.options.max_memory if positions else 0, disk=disk))
+
+
+def every_score_bytes(plan: Plan) -> int:
+    """Bytes of every score of every key (float64): what one pass keeps, what the spill writes."""
+    return int(plan.pixels * len(plan.keys) * SCORE_BYTES)
 
 
 def spills(plan: Plan) -> bool:
     """Whether the two-pass plan's second pass may spill every map for the component metrics:
-    ``max_spill`` (None: no cap) holds them (``pixels x keys x 8`` bytes). The disk's room is
+    ``max_spill`` (None: no cap) holds them (:func:`every_score_bytes`). The disk's room is
     checked when the pass runs (:meth:`analyze.run.spill.SpillPolicy.open`)."""
     cap = plan.options.max_spill
-    return cap is None or plan.pixels * len(plan.keys) * SCORE_BYTES <= cap
+    return cap is None or every_score_bytes(plan) <= cap
 
 
 def positive_rows(keys: Sequence[Key], kind: str) -> str:
