@@ -333,6 +333,32 @@ def test_compiled_split_equals_numpy_split():
             M.ExactState().update(nan, y)
 
 
+def test_frame_scans_equal_numpy_counts_and_short_mantissa_test():
+    """count_frame's counts and scan_frame64's ``low`` (some negative is not a float32 value with
+    float16 precision) against numpy, where the first negatives are short and a later one is not,
+    and at NaN, inf, float32 subnormals and values beyond float32."""
+    rng = np.random.default_rng(11)
+    short = rng.normal(size=400).astype(np.float16).astype(np.float64)
+    odd = [np.nan, np.inf, -np.inf, 2.0 ** -140, 1e300, 2.0 ** 500, 1 + 2.0 ** -20, 0.1, -0.0]
+    lows = set()
+    for trial in range(60):
+        p = [0.6, 0.2, 0.18, 0.02] if trial % 2 else [0.7, 0.2, 0.1, 0.0]
+        t = rng.choice(np.array([0, 1, 255, 3], np.uint8), size=400, p=p)
+        s = short.copy()
+        if trial % 3:
+            s[rng.integers(200, 400)] = odd[trial % len(odd)]  # one late odd value, maybe at a negative
+        neg, pos = t == 0, t == 1
+        f = s.astype(np.float32)
+        fine = (f.astype(np.float64) != s) | ((f.view(np.uint32) & ((1 << FK.Q_SHIFT) - 1)) != 0)
+        low = int((neg & fine).any())
+        lows.add(low)
+        expect = (int(pos.sum()), int(neg.sum()), int((~neg & ~pos & (t != 255)).sum()))
+        assert K.count_frame(s, t) == expect + (int((np.isnan(s) & (neg | pos)).sum()),)
+        assert K.count_frame(f, t) == expect + (int((np.isnan(f) & (neg | pos)).sum()),)
+        assert K.scan_frame64(s, t) == expect + (int((np.isnan(s) & (neg | pos)).sum()), low)
+    assert lows == {0, 1}
+
+
 @pytest.mark.parametrize("dn,du", [(np.float32, np.float32), (np.float32, np.float64), (np.float64, np.float64),
                                    (np.float64, np.float32)])
 def test_compiled_rank_equals_searchsorted(dn, du):

@@ -88,7 +88,7 @@ def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0
         t = t.astype(np.uint8)
     s = np.ascontiguousarray(s, np.float64).ravel()
     t = np.ascontiguousarray(t).ravel()
-    n_pos, n_neg, n_bad, n_nan, _ = K.scan_frame64(s, t)
+    n_pos, n_neg, n_bad, n_nan = K.count_frame(s, t)
     if n_bad:
         split_frame(s, t)  # names the labels
     if n_nan:

@@ -46,31 +46,42 @@ def scan_frame(s: np.ndarray, t: np.ndarray) -> tuple[int, int, int, int, int]:
 
 
 @nb.njit(nogil=True, cache=True)
-def scan_frame64(s: np.ndarray, t: np.ndarray) -> tuple[int, int, int, int, int]:
-    """:func:`scan_frame` for float64 scores: the same counts; ``low`` is nonzero when some
-    negative is not a float32 value with at most 10 significant mantissa bits (``float32(x) != x``,
-    or low mantissa bits of ``float32(x)`` set), i.e. when the negatives cannot be kept as a
-    histogram of float32 keys."""
+def count_frame(s: np.ndarray, t: np.ndarray) -> tuple[int, int, int, int]:
+    """``(n_pos, n_neg, n_bad, n_nan)`` of :func:`scan_frame` for scores of any float type, in one
+    branch-free (vectorisable) pass: what :func:`analyze.metrics.framed.split_sorted` needs."""
     n_pos = 0
     n_neg = 0
     n_bad = 0
     n_nan = 0
-    low = 0
-    f = np.empty(1, np.float32)
-    bits = f.view(np.uint32)
     for i in range(t.size):
         lab = t[i]
-        x = s[i]
         is_neg = lab == 0
         is_pos = lab == 1
         n_neg += is_neg
         n_pos += is_pos
-        n_nan += (x != x) & (is_neg | is_pos)
+        n_nan += (s[i] != s[i]) & (is_neg | is_pos)
         n_bad += (not is_neg) & (not is_pos) & (lab != VOID)
-        if is_neg and low == 0:
-            f[0] = x
-            low = 1 if f[0] != x or (bits[0] & np.uint32((1 << Q_SHIFT) - 1)) != 0 else 0
-    return n_pos, n_neg, n_bad, n_nan, int(low)
+    return n_pos, n_neg, n_bad, n_nan
+
+
+@nb.njit(nogil=True, cache=True)
+def scan_frame64(s: np.ndarray, t: np.ndarray) -> tuple[int, int, int, int, int]:
+    """:func:`scan_frame` for float64 scores: the same counts (:func:`count_frame`); ``low`` is
+    nonzero when some negative is not a float32 value with at most 10 significant mantissa bits
+    (``float32(x) != x``, or low mantissa bits of ``float32(x)`` set), i.e. when the negatives
+    cannot be kept as a histogram of float32 keys. The search for ``low`` ends at the first such
+    negative (usually the first negative of all)."""
+    n_pos, n_neg, n_bad, n_nan = count_frame(s, t)
+    low = 0
+    f = np.empty(1, np.float32)
+    bits = f.view(np.uint32)
+    for i in range(t.size):
+        if t[i] == 0:
+            f[0] = s[i]
+            if f[0] != s[i] or (bits[0] & np.uint32((1 << Q_SHIFT) - 1)) != 0:
+                low = 1
+                break
+    return n_pos, n_neg, n_bad, n_nan, low
 
 
 @nb.njit(nogil=True, cache=True)
