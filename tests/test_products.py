@@ -125,6 +125,40 @@ def test_semantic_only_pass_equals_the_fused_passes_semantic_maps(hw_crop, temp_
     assert len({a.semantic.tobytes() for a in alone}) == (len(temps) if temp_target == "query" else 1)
 
 
+@pytest.mark.parametrize("hw_crop", GEOMETRIES)
+@pytest.mark.parametrize("temp_target", ["query", "pixel"])
+@pytest.mark.parametrize("tile_rows", [5, 64])
+def test_semantic_pass_of_the_labelled_pixels_equals_the_whole_frames_there(hw_crop, temp_target, tile_rows):
+    """A semantic cache's pass composes only the row blocks that hold a labelled pixel (the rows
+    of Cityscapes' ego vehicle are void): the same classes at every labelled pixel as the whole
+    frame's pass, 0 in the blocks left out, for EoMT and ERFNet frames."""
+    from analyze.compose.frame_scores import FrameInputs, Scoring, iter_frame_scores
+    from schemas.windows import frame_windows
+
+    h, w, crop = hw_crop
+    g = frame_windows(h, w, crop)
+    rng = np.random.default_rng([h, w, tile_rows, 7])
+    masks = (rng.standard_normal((g.n_crops, 9, 13, 11)) * 3).astype(np.float16)
+    classes = (rng.standard_normal((g.n_crops, 9, 6)) * 2).astype(np.float32)
+    logits = (rng.standard_normal((6, h // 2, w // 2)) * 2).astype(np.float32)
+    read = rng.random(g.resized) < 0.5
+    read[: g.resized[0] // 3] = False  # void rows at the top and the bottom, void pixels between
+    read[-6:] = False
+    temps = (0.5, 1.0, 1.1)
+    frames = [FrameInputs(kind="query", mask_logits=masks, class_logits=classes, geom=g, out_size=g.resized),
+              FrameInputs(kind="pixel", logits=logits, out_size=g.resized, void_channel=5)]
+    for frame in frames:
+        scoring = Scoring((), temps, temp_target, tile_rows=tile_rows)
+        whole = list(iter_frame_scores(frame, scoring))
+        part = list(iter_frame_scores(frame, scoring, read))
+        assert [p.temperature for p in part] == list(temps)
+        for a, b in zip(whole, part):
+            np.testing.assert_array_equal(a.semantic[read], b.semantic[read])
+        if frame.kind == "query" and tile_rows == 5:  # the blocks of the first third's rows were not composed
+            first = part[0].semantic[: (g.resized[0] // 3) // 5 * 5]
+            assert not first.any() and whole[0].semantic[: first.shape[0]].any()
+
+
 def test_a_few_pixels_pass_takes_finer_tiles_only_where_they_are_exact():
     """The positives pass composes FINER_TILE_ROWS-row tiles where their products give the
     composer's tiles' bits (tests/test_positive_rows.py holds the maps to the whole frame's);

@@ -209,8 +209,9 @@ def iter_frame_scores(frame: FrameInputs, scoring: Scoring, pixels: np.ndarray |
     composer = FrameComposer(frame.mask_logits, frame.class_logits, frame.geom, tile_rows=scoring.tile_rows,
                              channels=_channels(scoring.scorers), **on)
     fused = not frame.geom.portrait and tuple(size) == tuple(frame.geom.resized)
-    if fused and not scoring.scorers and pixels is None and composer.numpy_products:  # a semantic cache's pass
-        yield from (TemperatureScores(t, sem, {}) for t, sem in semantic_maps(composer, temps, scoring.temp_target))
+    if fused and not scoring.scorers and composer.numpy_products:  # a semantic cache's pass
+        yield from (TemperatureScores(t, sem, {}) for t, sem in semantic_maps(composer, temps, scoring.temp_target,
+                                                                               pixels))
     elif fused and len(direct) == len(scoring.scorers):
         yield from _query_scores(composer, size, direct, temps, scoring.temp_target, scoring.stats, on,
                                  compose_mask(pixels, direct))

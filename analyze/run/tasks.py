@@ -188,7 +188,11 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
     except C.CacheError as exc:
         raise ScoreError(f"{job.cache}: {exc}") from None
     scoring = Scoring(scorers, job.temperatures, job.temp_target, job.id_stats, device=job.device)
-    read = label == 1 if phase.anomaly_pixels and job.label_kind == "anomaly" else None  # (H, W)
+    read = None  # (H, W): the pixels this pass reads, where they are not all
+    if phase.anomaly_pixels and job.label_kind == "anomaly":
+        read = label == 1
+    elif job.label_kind == "semantic" and not scorers:  # mIoU reads the labelled pixels only
+        read = label != VOID
     digested = phase.labels(label) if phase.labels is not None and job.label_kind == "anomaly" else label
     for ts in iter_frame_scores(inputs, scoring, read):
         t = ts.temperature
