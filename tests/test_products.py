@@ -159,6 +159,66 @@ def test_semantic_pass_of_the_labelled_pixels_equals_the_whole_frames_there(hw_c
             assert not first.any() and whole[0].semantic[: first.shape[0]].any()
 
 
+@pytest.mark.parametrize("held", [None, 0, 3, 7])
+def test_put_writes_what_adding_to_a_zeroed_target_gives(held):
+    """A crop's columns that no crop before it covers take ``0 + x`` unread (-0.0 becomes +0.0, NaN
+    and inf stay); the others add as before."""
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.standard_normal((2, 3, 7)).astype(np.float32))
+    x[0, 0, :4] = torch.tensor([-0.0, float("nan"), float("inf"), 0.0])
+    x[1, 2, 5:] = -0.0
+    target = torch.from_numpy(rng.standard_normal((2, 3, 9)).astype(np.float32))[:, :, 1:8]  # a strided view
+    want = target.clone()
+    if held is not None:
+        want[..., held:] = 0.0
+    want += x
+    P._put(target, x, held)
+    assert torch.equal(target.isnan(), want.isnan())
+    ok = ~want.isnan()
+    assert torch.equal(target[ok], want[ok])
+    assert torch.equal(torch.signbit(target[ok]), torch.signbit(want[ok]))
+
+
+@pytest.mark.parametrize("hw_crop", GEOMETRIES + [(16, 64, 16)])
+@pytest.mark.parametrize("tile_rows", [4, 64])
+def test_row_blocks_equal_the_whole_maps_with_query_channels(hw_crop, tile_rows):
+    """The fused pass's blocks (crops written where no crop before covers, added where one does,
+    divided only where several do) are the whole maps' values (zeroed, every crop added, divided
+    whole) bit for bit, with sum and max query channels, overlapping crops, and in a pass that
+    reads some pixels (a crop without a read pixel in a block adds nothing there)."""
+    from analyze.compose.buffers import leased
+    from analyze.compose.frame_scores import _channels
+    from analyze.compose.queries import FrameComposer
+    from schemas.windows import frame_windows
+
+    h, w, crop = hw_crop
+    g = frame_windows(h, w, crop)
+    rng = np.random.default_rng([h, w, crop, tile_rows])
+    masks = (rng.standard_normal((g.n_crops, 7, 9, 9)) * 4).astype(np.float16)
+    masks[:, 0] = -60  # a query whose sigmoid underflows to 0 everywhere
+    classes = (rng.standard_normal((g.n_crops, 7, 6)) * 3).astype(np.float32)
+    channels = _channels(get_scorers("eam,noobject,m2a", "query"))
+    comp = lambda: FrameComposer(masks, classes, g, tile_rows=tile_rows, channels=channels)  # noqa: E731
+    temps = (0.5, 1.0)
+    whole = comp().resized_maps(temps)
+    assert whole[1.0].shape[0] > 5  # the classes and the channels
+    read = np.zeros(g.resized, bool)
+    read[rng.integers(0, g.resized[0], 3), rng.integers(0, g.resized[1], 3)] = True
+    for pixels in (None, read):
+        for i in range(len(temps)):  # this thread's block buffers, as a frame before may leave them
+            with leased(f"row block {i}", (whole[1.0].numel(),), torch.float32) as buf:
+                buf.fill_(float("nan"))
+        seen = np.zeros(g.resized, bool)
+        for rows, block in comp().row_blocks(temps, pixels):
+            seen[rows] = block is not None
+            for t in temps if block is not None else ():
+                assert not block[t].isnan().any()  # unread pixels hold partial sums, not what was there
+                mine = np.ones(g.resized, bool) if pixels is None else pixels
+                at = mine[rows]
+                assert torch.equal(block[t][:, torch.from_numpy(at)], whole[t][:, rows][:, torch.from_numpy(at)])
+        assert seen[read].all() and (pixels is not None or seen.all())
+
+
 def test_a_few_pixels_pass_takes_finer_tiles_only_where_they_are_exact():
     """The positives pass composes FINER_TILE_ROWS-row tiles where their products give the
     composer's tiles' bits (tests/test_positive_rows.py holds the maps to the whole frame's);

@@ -31,6 +31,32 @@ def crop_counts(geom: FrameWindows) -> torch.Tensor:
     return counts[:, None] if geom.portrait else counts[None, :]
 
 
+def held_columns(geom: FrameWindows) -> list[int] | None:
+    """Per crop of a landscape frame, how many of its leading columns the crops before it cover
+    (they hold sums when it adds its own; its other columns are its alone so far); None where
+    that part of a crop is not a prefix of it (no such windows are made, but then the sums start
+    from zero, as :meth:`FrameComposer.resized_maps` always does)."""
+    covered = np.zeros(geom.resized[1], bool)
+    out = []
+    for j in range(geom.n_crops):
+        cols = crop_region(geom, j, 0, 1)[1]
+        mine = covered[cols]
+        held = int(mine.sum())
+        if not mine[:held].all():
+            return None
+        out.append(held)
+        covered[cols] = True
+    return out
+
+
+def shared_runs(counts: torch.Tensor) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of columns that more than one crop covers (``counts``:
+    :func:`crop_counts` of a landscape frame); the other columns' sums are divided by 1."""
+    more = np.concatenate([[False], counts.reshape(-1).cpu().numpy() > 1, [False]])
+    edges = np.flatnonzero(np.diff(more.astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
 def row_runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
     """``(start, stop, value)`` of each run of equal values of ``idx`` (1-D ints)."""
     cut = np.flatnonzero(np.diff(idx)) + 1

@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from analyze.compose.buffers import leased
 from analyze.scorers.masks import QueryChannel, max_channel, peaks
 
 _checked: dict[tuple, bool] = {}
@@ -71,14 +72,30 @@ def stacking_exact(rows: Sequence[int], inner: int, columns: int) -> bool:
     return _once(key, check)
 
 
-def multiply(parts: Sequence, stacked: np.ndarray | None, flat) -> list:
+def multiply(parts: Sequence, stacked: np.ndarray | None, flat, out: np.ndarray | None = None) -> list:
     """Each matrix of ``parts`` times ``flat`` (Q, N): in one product of ``stacked`` (the parts
-    stacked; None: never) where that gives each part's bits (:func:`stacking_exact`)."""
+    stacked; None: never) where that gives each part's bits (:func:`stacking_exact`). ``out``
+    (the parts' rows, N) float32 C-order: the products' memory (numpy arrays; the BLAS writes
+    there what it would return: the same bits), else new arrays."""
+    starts = np.cumsum([0] + [p.shape[0] for p in parts])
     if stacked is not None and stacking_exact([p.shape[0] for p in parts], flat.shape[0], flat.shape[1]):
-        out = stacked @ flat
-        starts = np.cumsum([0] + [p.shape[0] for p in parts])
-        return [out[s:e] for s, e in zip(starts[:-1], starts[1:])]
-    return [p @ flat for p in parts]
+        whole = stacked @ flat if out is None else np.matmul(stacked, flat, out=out)
+        return [whole[s:e] for s, e in zip(starts[:-1], starts[1:])]
+    if out is None:
+        return [p @ flat for p in parts]
+    return [np.matmul(p, flat, out=out[s:e]) for p, s, e in zip(parts, starts[:-1], starts[1:])]
+
+
+def _put(target: torch.Tensor, x: torch.Tensor, held: int | None) -> None:
+    """Add ``x`` to ``target`` (views of the same shape, columns last): where ``held`` says the
+    leading columns that hold sums (None: all of them); the other columns take ``x + 0`` (what
+    adding to a zeroed target gives, -0.0 made +0.0) without being read."""
+    if held is None:
+        target += x
+        return
+    if held:
+        target[..., :held] += x[..., :held]
+    torch.add(x[..., held:], 0.0, out=target[..., held:])
 
 
 def blocks_exact(rows: Sequence[int], inner: int, columns: int, block: int, stack: bool) -> bool:
@@ -122,8 +139,12 @@ class CropProducts:
         self.parts = parts if numpy else [torch.from_numpy(m).to(device) for m in parts]
         self.stacked = np.concatenate(parts) if stack and numpy and len(parts) > 1 else None
 
-    def _products(self, flat) -> list:
-        return multiply(self.parts, self.stacked, flat)
+    def _products(self, flat, out: np.ndarray | None = None) -> list:
+        return multiply(self.parts, self.stacked, flat, out)
+
+    def memory(self, n: int) -> tuple[int, int]:
+        """The shape of :meth:`class_products`'s ``out`` for tiles of ``n`` pixels (every matrix's rows)."""
+        return sum(int(p.shape[0]) for p in self.parts), n
 
     def finer_rows_exact(self, tile_rows: int, crop: int, finer: int, crop_rows: int) -> bool:
         """Whether tiles of ``finer`` rows give every pixel the bits of tiles of ``tile_rows`` rows
@@ -134,26 +155,36 @@ class CropProducts:
         return (self.numpy and tile_rows % finer == 0
                 and all(blocks_exact(rows, q, h * crop, finer * crop, self.stacked is not None) for h in heights))
 
-    def class_products(self, tile: torch.Tensor) -> list[np.ndarray]:
-        """Each T's class rows times the tile (Q, R, crop): (K, R * crop) per T, the bits :meth:`add` adds."""
+    def class_products(self, tile: torch.Tensor, out: np.ndarray | None = None) -> list[np.ndarray]:
+        """Each T's class rows times the tile (Q, R, crop): (K, R * crop) per T, the bits :meth:`add`
+        adds; ``out``: their memory (:meth:`memory`), valid until it is used again."""
         if not self.numpy:
             raise ValueError("class_products multiplies with numpy's BLAS (numpy=True)")
-        products = self._products(tile.reshape(tile.shape[0], -1).numpy())
+        products = self._products(tile.reshape(tile.shape[0], -1).numpy(), out)
         return products[:: 2 if self.n_sum else 1]
 
-    def add(self, tile: torch.Tensor, targets: Sequence[torch.Tensor]) -> None:
-        """Add one sigmoid tile (Q, R, crop) times each T's matrices to that T's target view (K + C, R, crop)."""
-        k, n_sum = self.num_classes, self.n_sum
-        q, r = tile.shape[0], tile.shape[1]
-        flat = tile.reshape(q, -1).numpy() if self.numpy else tile.reshape(q, -1)
-        products = iter(self._products(flat))
+    def add(self, tile: torch.Tensor, targets: Sequence[torch.Tensor], held: int | None = None) -> None:
+        """Add one sigmoid tile (Q, R, crop) times each T's matrices to that T's target view (K + C, R, crop).
+        ``held``: only the target's first ``held`` columns hold sums, the others are written
+        (:func:`_put`; None: every column is added to)."""
+        q = tile.shape[0]
+        if not self.numpy:
+            self._add_all(tile, iter(self._products(tile.reshape(q, -1))), targets, held)
+            return
+        with leased("class products", self.memory(tile[0].numel()), torch.float32) as out:
+            self._add_all(tile, iter(self._products(tile.reshape(q, -1).numpy(), out.numpy())), targets, held)
+
+    def _add_all(self, tile: torch.Tensor, products, targets: Sequence[torch.Tensor], held: int | None) -> None:
+        k, n_sum, r = self.num_classes, self.n_sum, tile.shape[1]
         for i, target in enumerate(targets):
-            target[:k] += torch.as_tensor(next(products)).view(k, r, -1)
+            _put(target[:k], torch.as_tensor(next(products)).view(k, r, -1), held)
             if n_sum:
-                target[k : k + n_sum] += torch.as_tensor(next(products)).view(n_sum, r, -1)
+                _put(target[k : k + n_sum], torch.as_tensor(next(products)).view(n_sum, r, -1), held)
             done: list[torch.Tensor | None] = []
             for c, (idx, w, same) in enumerate(self.peaks[i]):
                 peak = done[same] if same is not None else max_channel(tile, idx, w)  # (R, crop) or None
                 done.append(peak)
                 if peak is not None:
-                    target[k + n_sum + c] += peak
+                    _put(target[k + n_sum + c], peak, held)
+                elif held is not None:  # nothing added: the sums start from zero
+                    target[k + n_sum + c][..., held:].zero_()

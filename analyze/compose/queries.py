@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from analyze.compose.resize import ArrayLike, f32 as _f32, linear_taps as _linear_taps
 from analyze.compose.resize import resize_scores
 from analyze.compose.buffers import leased
-from analyze.compose.crops import check_geometry, crop_counts, crop_region, row_runs
+from analyze.compose.crops import check_geometry, crop_counts, crop_region, held_columns, row_runs, shared_runs
 from analyze.compose.products import CropProducts
 from analyze.scorers.masks import QueryChannel
 from schemas.windows import FrameWindows
@@ -298,21 +298,31 @@ class FrameComposer:
     def _blocks(self, prepared: list[CropProducts], temps: tuple[float, ...], wanted: list, step: int | None,
                 counts: torch.Tensor, bufs: dict[float, torch.Tensor]
                 ) -> Iterator[tuple[slice, dict[float, torch.Tensor] | None]]:
-        """The blocks of :meth:`row_blocks`, each T's summed into a zeroed prefix of ``bufs[T]``."""
+        """The blocks of :meth:`row_blocks` in prefixes of ``bufs[T]``: the bits of zeroing a block,
+        adding each crop and dividing by the counts, but each crop writes ``0 + x`` where no crop
+        before it adds (:func:`analyze.compose.products._put`) and only shared columns are divided."""
         width = self.geom.resized[1]
+        held = held_columns(self.geom)  # None: zero the block and add every crop
+        shared = [(0, width)] if held is None else shared_runs(counts)
         for tiles in zip(*(self._mask_tiles(j, wanted[j], step) for j in range(self.geom.n_crops))):
             r0, r1 = tiles[0][:2]
             if all(tile is None for _, _, tile in tiles):
                 yield slice(r0, r1), None
                 continue
-            block = {t: bufs[t][: self._n_maps * (r1 - r0) * width].view(self._n_maps, r1 - r0, width).zero_()
-                     for t in temps}
+            block = {t: bufs[t][: self._n_maps * (r1 - r0) * width].view(self._n_maps, r1 - r0, width) for t in temps}
             for j, (_, _, tile) in enumerate(tiles):
                 cols = crop_region(self.geom, j, r0, r1)[1]
+                targets = [block[t][:, :, cols] for t in temps]
+                for b in block.values() if held is None and j == 0 else ():
+                    b.zero_()
                 if tile is not None:  # every crop's but those that cover no wanted pixel
-                    self._add_tile(prepared[j], tile, [block[t][:, :, cols] for t in temps])
+                    self._add_tile(prepared[j], tile, targets, None if held is None else held[j])
+                elif held is not None:  # a crop that covers no wanted pixel adds nothing
+                    for target in targets:
+                        target[:, :, held[j] :].zero_()
             for t in temps:
-                block[t].div_(counts)
+                for a, b in shared:
+                    block[t][:, :, a:b].div_(counts[:, a:b])
             yield slice(r0, r1), block
 
     def few_pixels_tile_rows(self, products: CropProducts) -> int:
@@ -331,9 +341,10 @@ class FrameComposer:
         full = [_full_probs(self._class_logits[j], t) for t in temps]  # (Q, K+1) each
         return CropProducts(full, self.num_classes, self._sum, self._max, self._numpy, self.device)
 
-    def _add_tile(self, prepared: CropProducts, tile: torch.Tensor, targets: Sequence[torch.Tensor]) -> None:
-        """Add one sigmoid tile (Q, R, crop) times each T's matrices to that T's target view (K + C, R, crop)."""
-        prepared.add(tile, targets)
+    def _add_tile(self, prepared: CropProducts, tile: torch.Tensor, targets: Sequence[torch.Tensor],
+                  held: int | None = None) -> None:
+        """:meth:`CropProducts.add` (a seam for the tests)."""
+        prepared.add(tile, targets, held)
 
     def resized_scores(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
         """``{T: s_T}`` on the resized frame, (K, Hr, Wr) each; ``T`` divides the class logits."""

@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from analyze.compose.buffers import leased
 from analyze.compose.crops import crop_counts, crop_region
 from analyze.compose.queries import FrameComposer
 from analyze.scorers.kernels import first_classes
@@ -54,12 +55,13 @@ def semantic_rows(composer: FrameComposer, temperatures: Sequence[float], argmax
             cols = np.arange(regions[j].start, regions[j].stop)
             own = counts[cols].numpy() == 1
             at = np.searchsorted(shared, cols[~own])  # this crop's overlap columns among `shared`
-            for t, x in zip(temps, prepared[j].class_products(tile)):
-                x = x.reshape(k, rows, -1)
-                mine = x if own.all() else x[:, :, own]
-                sem[t][:, cols[own]] = first_classes(mine.reshape(k, -1), argmax_temperature).reshape(rows, -1)
-                if at.size:
-                    over[t][:, :, at] += torch.from_numpy(x[:, :, ~own])
+            with leased("class products", prepared[j].memory(tile[0].numel()), torch.float32) as out:
+                for t, x in zip(temps, prepared[j].class_products(tile, out.numpy())):
+                    x = x.reshape(k, rows, -1)
+                    mine = x if own.all() else x[:, :, own]
+                    sem[t][:, cols[own]] = first_classes(mine.reshape(k, -1), argmax_temperature).reshape(rows, -1)
+                    if at.size:
+                        over[t][:, :, at] += torch.from_numpy(x[:, :, ~own])
         for t in temps:
             if shared.size:
                 s = over[t].div_(counts[shared])
