@@ -1,10 +1,13 @@
 """The two-pass exact plan's first pass composes only what the anomaly pixels need (issue 27,
-goal 1): the pixels it reads score as in the whole frame, bit for bit (SML's smoothing widens
-them by its reach), the rest is not composed, and the two-pass rows equal the
-one-pass rows exactly on both cache kinds, with and without SML, with and without the
-bootstrap intervals and the component metrics."""
+goal 1), and every other pass only the labelled pixels (void is in no metric): the pixels a
+pass reads score as in the whole frame, bit for bit (SML's smoothing widens them by its
+reach), the rest is not composed, and the rows equal those of whole frames exactly, one pass
+or two, on both cache kinds, with and without SML, with and without the bootstrap intervals
+and the component metrics."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -116,13 +119,22 @@ def test_two_pass_rows_equal_one_pass_rows_exactly(caches, monkeypatch, kind, wi
     monkeypatch.setattr(tasks, "iter_frame_scores", record)
     opts = dict(scheduler="sync", warn=lambda m: None, id_stats=[stats] if with_sml else [],
                 **(dict(bootstrap=30, component_metrics=True, seed=1) if later else {}))
+    with monkeypatch.context() as m:  # every pass composes whole frames, void rows too (the reference)
+        for name, phase in tasks.PHASES.items():
+            m.setitem(tasks.PHASES, name, dataclasses.replace(phase, labelled_pixels=False))
+        whole = score_cache(cache, _scorers(kind, with_sml), TEMPS, **opts)
+    assert len(asked) >= 3 and all(a is None for a in asked)
+    asked[:] = []
     one = score_cache(cache, _scorers(kind, with_sml), TEMPS, **opts)
-    assert len(asked) >= 3 and all(a is None for a in asked)  # every pass composes whole frames
+    void_top = 1 - 0.08  # the rows below build_cache's void band
+    assert len(asked) >= 3 and all(a == pytest.approx(void_top, abs=0.01) for a in asked)  # the labelled rows
     asked[:] = []
     two = score_cache(cache, _scorers(kind, with_sml), TEMPS, max_memory=2**16, **opts)
-    assert len(asked) >= 6 and all(0 < f < 1 for f in asked[:3]) and asked[3:6] == [None] * 3  # positives, negatives
-    for a, b in zip(one, two):
+    assert len(asked) >= 6 and all(0 < f < 0.8 for f in asked[:3])  # positives: the anomaly pixels' rows
+    assert asked[3:6] == [pytest.approx(void_top, abs=0.01)] * 3  # negatives: the labelled rows
+    for a, b, c in zip(whole, one, two):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
+        pd.testing.assert_frame_equal(a, c, check_exact=True)
     assert len(one[0]) and len(one[1])
 
 

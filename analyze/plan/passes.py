@@ -31,6 +31,10 @@ The rules (the numbers are identical whichever plan runs):
 * ``--bootstrap`` (exact): the per-frame histograms come from the kept scores; ``recompose``
   makes them in a pass of their own. ``smiyc`` resamples its per-frame bins: no pass.
 * A semantic cache (mIoU) has no keys: one pass of confusion matrices.
+* Every pass whose states read no void pixel (all but ``ranges``; ``positives`` reads fewer)
+  composes only the row tiles that hold a labelled pixel (:class:`analyze.run.tasks.Phase`'s
+  ``labelled_pixels``): Fishyscapes' and SMIYC Obstacle's void outside the road, Cityscapes'
+  ego vehicle.
 
 Imports nothing of Dask, torch or the composition.
 """

@@ -100,11 +100,12 @@ class Phase:
     add: Callable[[Any, np.ndarray, np.ndarray, int], Any] = _update  # (state, score, label, frame) -> AP or None
     every_frame: bool = False  # also the frames that pool nothing (unlabelled, no anomaly pixel)
     anomaly_pixels: bool = False  # its states read the anomaly pixels only: compose just what they need
+    labelled_pixels: bool = False  # its states read no void pixel (every metric leaves void out): compose the rest
     labels: Callable[[np.ndarray], Any] | None = None  # the frame's labels as ``add`` reads them (once per frame)
 
 
 PHASES: dict[str, Phase] = {
-    "one-pass": Phase("scores and metric states", _first_state, semantic=True, rows=True,
+    "one-pass": Phase("scores and metric states", _first_state, semantic=True, rows=True, labelled_pixels=True,
                       add=lambda st, s, y, i: st.add(s, y, i) if isinstance(st, M.FramedExactState)
                       else _update_with_ap(st, s, y, i)),
     # the memory-bounded exact protocol: anomaly scores, then in-distribution counts at them
@@ -112,19 +113,20 @@ PHASES: dict[str, Phase] = {
     "positives": Phase("anomaly-pixel scores", lambda job, key, aux, i: M.PositiveState(), semantic=True,
                        add=lambda st, s, px, i: st.update_at(s, px), anomaly_pixels=True, labels=M.anomaly_pixels),
     "negatives": Phase("in-distribution counts", lambda job, key, aux, i: SecondPassState(aux[key]), rows=True,
-                       add=lambda st, s, y, i: st.add(s, y, i)),
+                       add=lambda st, s, y, i: st.add(s, y, i), labelled_pixels=True),
     # recomposing passes: the exact intervals' per-frame histograms over each key's bin edges (aux)
     # and the component metrics (of the frames in aux[key] when aux is given), where no pass before
     # kept what they read (analyze.run.driver)
     "bootstrap": Phase("bootstrap histograms",
-                       lambda job, key, aux, i: FrameHistograms(aux[key]) if key in aux else None),
+                       lambda job, key, aux, i: FrameHistograms(aux[key]) if key in aux else None, labelled_pixels=True),
     # the smiyc protocol's float16 fit: each key's score range over every frame, labelled or not,
     # as analyze export fits it (analyze.metrics.f16_range)
     "ranges": Phase("score ranges (float16 fit)", lambda job, key, aux, i: ScoreRange(), every_frame=True),
     "components": Phase("component metrics",
                         lambda job, key, aux, i: ComponentState(job.component_track, job.threshold[key],
                                                                 float16=job.protocol == "smiyc")
-                        if key in job.threshold and (aux is None or i in aux.get(key, ())) else None),
+                        if key in job.threshold and (aux is None or i in aux.get(key, ())) else None,
+                        labelled_pixels=True),  # a prediction is cut to the labelled pixels before its components
 }
 """Pass name -> :class:`Phase` (``aux`` is the pass's per-key input, e.g. the distinct anomaly scores)."""
 
@@ -191,7 +193,7 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
     read = None  # (H, W): the pixels this pass reads, where they are not all
     if phase.anomaly_pixels and job.label_kind == "anomaly":
         read = label == 1
-    elif job.label_kind == "semantic" and not scorers:  # mIoU reads the labelled pixels only
+    elif phase.labelled_pixels and not (label != VOID).all():  # void: in no metric (mIoU's neither)
         read = label != VOID
     digested = phase.labels(label) if phase.labels is not None and job.label_kind == "anomaly" else label
     for ts in iter_frame_scores(inputs, scoring, read):
