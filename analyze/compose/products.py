@@ -44,7 +44,7 @@ def blas_threads() -> int:
     return max((c.get_num_threads() for c in _blas.lib_controllers), default=1)
 
 
-def _once(key: tuple, check) -> bool:
+def checked_once(key: tuple, check) -> bool:
     """``check()``'s answer for ``key``, computed once per process (threads may ask at once)."""
     with _lock:
         known = _checked.get(key)
@@ -69,7 +69,7 @@ def stacking_exact(rows: Sequence[int], inner: int, columns: int) -> bool:
         starts = np.cumsum([0, *key[0]])
         return all(np.array_equal(stacked[s : s + p.shape[0]], p @ b) for s, p in zip(starts, parts))
 
-    return _once(key, check)
+    return checked_once(key, check)
 
 
 def multiply(parts: Sequence, stacked: np.ndarray | None, flat, out: np.ndarray | None = None) -> list:
@@ -115,7 +115,7 @@ def blocks_exact(rows: Sequence[int], inner: int, columns: int, block: int, stac
                    for start in range(0, columns, block)
                    for w, x in zip(whole, multiply(parts, stacked, np.ascontiguousarray(b[:, start : start + block]))))
 
-    return _once(key, check)
+    return checked_once(key, check)
 
 
 class CropProducts:

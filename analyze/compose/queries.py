@@ -68,8 +68,9 @@ import torch.nn.functional as F
 from analyze.compose.resize import ArrayLike, f32 as _f32, linear_taps as _linear_taps
 from analyze.compose.resize import resize_scores
 from analyze.compose.buffers import leased
-from analyze.compose.crops import check_geometry, crop_counts, crop_region, held_columns, row_runs, shared_runs
+from analyze.compose.crops import check_geometry, crop_counts, crop_region, held_columns, shared_runs
 from analyze.compose.products import CropProducts
+from analyze.compose.row_pass import compiled_exact, compiled_rows, torch_rows
 from analyze.scorers.masks import QueryChannel
 from schemas.windows import FrameWindows
 
@@ -222,8 +223,9 @@ class FrameComposer:
         appended to ``kept`` when it is a list."""
         rows, crop = self.geom.tile
         q, _, w = m.shape
-        i0, i1, a0, a1 = self._row_taps
-        i0n, i1n = i0.cpu().numpy(), i1.cpu().numpy()
+        i0, i1 = self._row_taps[:2]
+        one_pass = self.device.type == "cpu" and compiled_exact(q, crop, self._row_taps)  # the rows in one pass
+        taps = tuple(t.numpy() for t in self._row_taps) if one_pass else self._row_taps
         for r0 in range(0, rows, step):
             r1 = min(r0 + step, rows)
             if wanted is not None and not wanted[r0:r1].any():
@@ -233,14 +235,10 @@ class FrameComposer:
             # columns first, on the few source rows needed (1-D linear = torch's bilinear width pass)
             cols = F.interpolate(m[:, lo:hi].to(torch.float32).reshape(1, q * (hi - lo), w), size=crop, mode="linear",
                                  align_corners=False).view(q, hi - lo, crop)  # (Q, hi-lo, crop)
-            # then rows: a1 * bottom + a0 * top (the kernel's order), each source row broadcast
-            # over the output rows it serves (no gathered copy; the same products and sums)
+            # then rows: a1 * bottom + a0 * top with the kernel's rounding (analyze.compose.row_pass)
             tile = torch.empty((q, r1 - r0, crop), device=self.device) if buf is None else (
                 buf[: q * (r1 - r0) * crop].view(q, r1 - r0, crop))
-            for a, b, src in row_runs(i1n[r0:r1]):
-                torch.mul(cols[:, src - lo : src - lo + 1], a1[r0 + a : r0 + b, None], out=tile[:, a:b])
-            for a, b, src in row_runs(i0n[r0:r1]):
-                tile[:, a:b].addcmul_(cols[:, src - lo : src - lo + 1], a0[r0 + a : r0 + b, None])
+            (compiled_rows if one_pass else torch_rows)(cols, lo, taps, r0, tile)
             tile.sigmoid_()
             if kept is not None:
                 kept.append((r0, r1, tile))
