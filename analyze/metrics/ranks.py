@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from analyze.metrics import kernels as K
+from analyze.metrics.radix32 import sort_f32
 from analyze.metrics.radix64 import sort_f64
 
 _FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -53,7 +54,7 @@ def rank_sorted(neg: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 #: dtype -> the compiled radix sort of its scores: ``sort(a, scratch)`` in place
-_RADIX: dict[np.dtype, Callable[[np.ndarray, np.ndarray], None]] = {np.dtype(np.float32): K.sort_f32,
+_RADIX: dict[np.dtype, Callable[[np.ndarray, np.ndarray], None]] = {np.dtype(np.float32): sort_f32,
                                                                     np.dtype(np.float64): sort_f64}
 
 
@@ -65,7 +66,7 @@ def radix_sort(a: np.ndarray, scratch: np.ndarray) -> None:
 
 def sort_in_place(a: np.ndarray) -> None:
     """Sorts NaN-free scores in place: radix sort for float32 and float64
-    (:func:`analyze.metrics.kernels.sort_f32`, :func:`analyze.metrics.radix64.sort_f64`),
+    (:func:`analyze.metrics.radix32.sort_f32`, :func:`analyze.metrics.radix64.sort_f64`),
     numpy's sort for other types."""
     if a.dtype in _RADIX:
         radix_sort(a, np.empty_like(a))
