@@ -49,20 +49,20 @@ _SAMPLE = 16  # the sample: every 16th key
 _SMALL = 32  # this many scores or fewer: insertion sort
 
 
-@nb.njit(cache=True)
+@nb.njit(nogil=True, cache=True)
 def _f32_key(b):
     """float32 bit pattern -> uint32 key whose unsigned order is the float order (NaN-free; -0.0
     just below +0.0): the sign bit set for non-negative values, every bit flipped for negative ones."""
     return b ^ (((b >> _U32_31) * _U32_LOW) | _U32_SIGN)
 
 
-@nb.njit(cache=True)
+@nb.njit(nogil=True, cache=True)
 def _f32_unkey(k):
     """The inverse of :func:`_f32_key`."""
     return k ^ ((((k >> _U32_31) ^ _U32_ONE) * _U32_LOW) | _U32_SIGN)
 
 
-@nb.njit(cache=True)
+@nb.njit(nogil=True, cache=True)
 def _to_keys(a):
     """Replaces the bit patterns ``a`` by their keys (:func:`_f32_key`); returns (lowest key,
     highest key, lowest bit in which two keys differ)."""
@@ -84,21 +84,21 @@ def _to_keys(a):
     return k_min, k_max, low
 
 
-@nb.njit(cache=True)
+@nb.njit(nogil=True, cache=True)
 def _less(a, k_min):
     """``a -= k_min`` (keys)."""
     for i in range(a.size):
         a[i] -= k_min
 
 
-@nb.njit(cache=True)
+@nb.njit(nogil=True, cache=True)
 def _from_keys(src, a, k_min):
     """``a[i]``: the bit pattern of key ``src[i] + k_min`` (:func:`_f32_unkey`)."""
     for i in range(a.size):
         a[i] = _f32_unkey(src[i] + k_min)
 
 
-@nb.njit(cache=True)
+@nb.njit(nogil=True, cache=True)
 def _top_values(a, shift, b):
     """The values the ``b``-bit digit at ``shift`` takes in every :data:`_SAMPLE`-th key of ``a``."""
     seen = np.zeros(1 << b, np.uint8)
@@ -112,7 +112,7 @@ def _top_values(a, shift, b):
     return found
 
 
-@nb.njit(cache=True)
+@nb.njit(nogil=True, cache=True)
 def _plan(a, span, low, digits):
     """Fills ``digits`` (rows of shift and bits, least significant first) for the keys ``a``,
     which lie in ``[0, span]`` (step 2 of the module docstring); returns how many."""
@@ -135,17 +135,16 @@ def _plan(a, span, low, digits):
     return passes
 
 
-@nb.njit(cache=True)
+@nb.njit(nogil=True, cache=True)
 def _digit(digits, p):
     """(shift, mask) of digit ``p`` as uint32."""
     return np.uint32(digits[p, 0]), np.uint32((1 << digits[p, 1]) - 1)
 
 
-@nb.njit(cache=True)
+@nb.njit(nogil=True, cache=True)
 def _counts(a, digits, passes, count):
-    """``count[p, d]``: keys of ``a`` whose digit ``p`` is ``d``;
-    one loop a number of digits (an increment of a counter no digit needs would chain every
-    key through one memory cell)."""
+    """``count[p, d]``: keys of ``a`` whose digit ``p`` is ``d``. One loop for each number of
+    digits: a spare counter incremented for every key would chain all keys through one cell."""
     count[:passes] = 0
     last = passes - 1
     sh0, m0 = _digit(digits, 0)
@@ -177,7 +176,7 @@ def _counts(a, digits, passes, count):
             c0[(a[i] >> sh0) & m0] += 1
 
 
-@nb.njit(cache=True)
+@nb.njit(nogil=True, cache=True)
 def _scatter(src, dst, n, shift, b, row):
     """One stable LSD pass of the keys ``src[:n]`` into ``dst`` by the ``b``-bit digit at ``shift``;
     ``row`` holds each digit value's count and is used up."""
@@ -195,7 +194,7 @@ def _scatter(src, dst, n, shift, b, row):
         row[d] += 1
 
 
-@nb.njit(cache=True)
+@nb.njit(nogil=True, cache=True)
 def _insertion(a):
     """Sorts the bit patterns ``a`` in place by insertion on their keys (stable)."""
     for i in range(1, a.size):
