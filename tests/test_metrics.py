@@ -23,6 +23,7 @@ from analyze.metrics import exact as ME
 from analyze.metrics import float_keys as FK
 from analyze.metrics import kernels as K
 from analyze.metrics import ranks as R
+from analyze.metrics.radix32 import sort_f32
 from analyze.metrics.radix64 import sort_f64
 from analyze.metrics import smiyc as MS
 
@@ -270,6 +271,22 @@ def test_threads_never_change_the_numbers(protocol, monkeypatch):
         M.num_threads()
 
 
+def test_sort_groups_are_full_views_of_the_chunks_in_order():
+    rng = np.random.default_rng(3)
+    chunks = [rng.random(n).astype(dt) for n, dt in ((5, np.float32), (3, np.float32), (7, np.float64), (9, np.float32),
+                                                      (2, np.float32), (4, np.float64), (12, np.float32))]
+    groups = R.groups_of(chunks, 4)
+    for dtype, size in ((np.float32, 4), (np.float64, 2)):
+        mine = [g for g in groups if g[0].dtype == dtype]
+        assert all(p.dtype == dtype for g in mine for p in g)
+        sizes = [sum(p.size for p in g) for g in mine]
+        total = sum(c.size for c in chunks if c.dtype == dtype)
+        assert sizes == [size] * (total // size) + ([total % size] if total % size else [])  # full but the last
+        joined = np.concatenate([p for g in mine for p in g])
+        np.testing.assert_array_equal(joined, np.concatenate([c for c in chunks if c.dtype == dtype]))
+    assert all(any(p.base is c for c in chunks) for g in groups for p in g)  # views of the chunks, no copies
+
+
 def test_compute_keeps_its_counts_until_the_next_update(monkeypatch):
     frames = make_frames(4, n_frames=5, levels=10**6)
     state = M.merge_states([M.ExactState().update(s, y) for s, y in frames])
@@ -392,7 +409,7 @@ def test_compiled_sort_equals_numpy_sort():
             x[rng.integers(0, size, 10)] = special
             x[: size // 3] = np.round(x[: size // 3])  # ties
         y = x.copy()
-        K.sort_f32(y, np.empty(size + 3, np.float32))  # a scratch longer than needed is fine
+        sort_f32(y, np.empty(size + 3, np.float32))  # a scratch longer than needed is fine
         np.testing.assert_array_equal(y, np.sort(x))
         # the same bit patterns, only reordered (-0.0 and +0.0 kept apart)
         np.testing.assert_array_equal(np.sort(y.view(np.uint32)), np.sort(x.view(np.uint32)))

@@ -1,4 +1,5 @@
-"""The float64 radix sorts (:mod:`analyze.metrics.radix64`) against the stable argsort of the keys.
+"""The radix sorts (:mod:`analyze.metrics.radix64`, :mod:`analyze.metrics.radix32`) against the
+stable argsort of the keys.
 
 Oracle: the key maps a float64 bit pattern to an unsigned integer in value order (``-0.0``
 just below ``+0.0``); a sort returns ``x[np.argsort(key, kind="stable")]`` bit for bit (so
@@ -6,7 +7,9 @@ just below ``+0.0``); a sort returns ``x[np.argsort(key, kind="stable")]`` bit f
 The distributions reach every branch of the sort: arrays of at most 32 keys (insertion
 only), prefixes that cover every differing bit (float32 and float16 values, ties), three and
 four scatter passes (spread and crowded scores), runs of equal prefixes long enough to be
-sorted on their own (MSP near 1, nested clusters) and runs of equal keys.
+sorted on their own (MSP near 1, nested clusters) and runs of equal keys. The float32 sort is
+held to the same oracle on the same distributions in float32 and on more that reach its one-,
+two-, three- and four-pass plans and its skipped digits.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import numpy as np
 import pytest
 
 from analyze.bench.sorting import score_distributions
+from analyze.metrics import radix32
+from analyze.metrics.radix32 import sort_f32
 from analyze.metrics.radix64 import sort_f64, sort_f64_indexed
 
 SIZES = (0, 1, 2, 17, 32, 33, 1000, 5000, 300_000)
@@ -103,3 +108,53 @@ def test_sort_frames_section_checks_its_rows_against_numpy():
     assert ok and set(data) == set(score_distributions(10, 0))
     assert all(row["ok"] and row["sort"] > 0 for row in data.values())
     assert md.count("\n| ") == len(data) + 1  # the header row and one row per distribution
+
+
+def keys32(x: np.ndarray) -> np.ndarray:
+    """The uint32 keys of float32 scores in value order (as :func:`keys`)."""
+    return x.view(np.uint32) ^ np.where(np.signbit(x), np.uint32(2**32 - 1), np.uint32(2**31))
+
+
+def distributions32(n: int, seed: int) -> dict[str, np.ndarray]:
+    """The float64 distributions in float32, and more that reach the float32 sort's plans."""
+    rng = np.random.default_rng([seed, 3])
+    with np.errstate(over="ignore"):  # the extremes: float64's largest become infinities
+        out = {name: x.astype(np.float32) for name, x in distributions(n, seed).items()}
+    return out | {
+        "narrow: 300 ulps above 1": (1.0 + rng.integers(0, 300, size=n) * 2.0**-23).astype(np.float32),  # one pass
+        "16 bits differ": (1.0 + rng.integers(0, 1 << 16, size=n) * 2.0**-23).astype(np.float32),  # two passes
+        "middle digit constant": ((rng.integers(0, 512, size=n) | (rng.integers(0, 4, size=n) << 18)).astype(np.uint32)
+                                  + np.uint32(0x3F000000)).view(np.float32),
+        "spread over 70 binades, both signs": (rng.normal(size=n) * 2.0 ** rng.integers(-35, 35, size=n)).astype(np.float32),
+    }
+
+
+def passes32(x: np.ndarray) -> int:
+    """Scatter passes the float32 sort plans for ``x`` (steps 1-2 of :mod:`analyze.metrics.radix32`)."""
+    a = x.view(np.uint32).copy()
+    k_min, k_max, low = radix32._to_keys(a)
+    radix32._less(a, k_min)
+    return radix32._plan(a, k_max - k_min, low, np.empty((4, 2), np.int64))
+
+
+@pytest.mark.parametrize("n", SIZES + (2_000_000,))
+def test_sort_f32_equals_stable_argsort_of_the_keys(n):
+    for name, x in distributions32(n, seed=n).items():
+        y = x.copy()
+        sort_f32(y, np.empty(n + 3, np.float32))  # a scratch longer than needed is fine
+        want = x[np.argsort(keys32(x), kind="stable")]
+        np.testing.assert_array_equal(y.view(np.uint32), want.view(np.uint32), err_msg=name)
+        np.testing.assert_array_equal(y, np.sort(x), err_msg=name)
+
+
+def test_sort_f32_distributions_reach_every_plan():
+    plans = {name: passes32(x) for name, x in distributions32(300_000, seed=1).items() if np.ptp(keys32(x))}
+    assert plans["narrow: 300 ulps above 1"] == 1 and plans["16 bits differ"] == 2
+    assert plans["uniform [0, 1)"] == plans["normal logits (x3)"] == 3
+    assert plans["spread over 70 binades, both signs"] == 4  # the top digit's values are too many
+    assert plans["middle digit constant"] == 3  # digit 1 (bits 9-17) is 0 in every key: its pass is skipped
+
+
+def test_sort_f32_refuses_short_scratch():
+    with pytest.raises(ValueError, match="scratch"):
+        sort_f32(np.arange(10, dtype=np.float32), np.empty(9, np.float32))

@@ -48,8 +48,9 @@ Modules: :mod:`~analyze.metrics.common` (labels, warnings, one frame's split, th
 :mod:`~analyze.metrics.counts` (the exact numbers from TP/FP counts),
 :mod:`~analyze.metrics.exact` (:class:`ExactState`), :mod:`~analyze.metrics.framed` (the same
 numbers with each frame kept apart and sorted, for ``analyze score``), :mod:`~analyze.metrics.two_pass`,
-:mod:`~analyze.metrics.ranks` and :mod:`~analyze.metrics.kernels` (the sorting and ranking
-engine of the exact protocol, compiled with numba), :mod:`~analyze.metrics.smiyc`,
+:mod:`~analyze.metrics.ranks`, :mod:`~analyze.metrics.kernels`, :mod:`~analyze.metrics.radix32`
+and :mod:`~analyze.metrics.radix64` (the sorting and ranking engine of the exact protocol,
+compiled with numba), :mod:`~analyze.metrics.smiyc`,
 :mod:`~analyze.metrics.confusion`, :mod:`~analyze.metrics.curves`,
 :mod:`~analyze.metrics.protocols` (the registry and the functions over any state). The public
 API is importable from ``analyze.metrics``.

@@ -3,9 +3,10 @@
 numba compiles each loop for the argument types on its first call and caches the machine
 code beside this file (``cache=True``); ``nogil=True`` lets the metric threads run them in
 parallel. Each function has a slow numpy twin (in :mod:`analyze.metrics.exact` and
-:mod:`analyze.metrics.ranks`; numpy's own sort for :func:`sort_f32`), and the tests check that both
-give the same arrays. The float64 sorts live in :mod:`analyze.metrics.radix64`. The first call in
-a process loads the cached code (~0.4 s, on top of ~0.2 s to import numba); the first call
+:mod:`analyze.metrics.ranks`), and the tests check that both give the same arrays. The sorts
+live in :mod:`analyze.metrics.radix32` (float32) and :mod:`analyze.metrics.radix64` (float64).
+The first call in a process loads the cached code (~0.25 s for the first kernel, most of it
+numba's own set-up, then a few ms each, on top of ~0.15 s to import numba); the first call
 ever compiles it (seconds).
 """
 
@@ -138,68 +139,6 @@ def negative_key_histogram(s: np.ndarray, t: np.ndarray, n_bins: int) -> np.ndar
         if t[i] == 0:
             hist[bits[i] >> Q_SHIFT] += 1
     return hist
-
-
-@nb.njit(cache=True)
-def _f32_key(b):
-    """float32 bit pattern -> uint32 key whose unsigned order is the float order (NaN-free; -0.0
-    just below +0.0): the sign bit set for non-negative values, every bit flipped for negative ones."""
-    return np.uint32(b ^ (((b >> 31) * 0x7FFFFFFF) | 0x80000000))
-
-
-@nb.njit(cache=True)
-def _f32_unkey(k):
-    """The inverse of :func:`_f32_key`."""
-    return np.uint32(k ^ ((((k >> 31) ^ 1) * 0x7FFFFFFF) | 0x80000000))
-
-
-@nb.njit(nogil=True, cache=True)
-def sort_f32(x: np.ndarray, scratch: np.ndarray) -> None:
-    """Sorts the NaN-free float32 array ``x`` in place, ascending (``x.sort()``); ``scratch``:
-    float32, at least ``x.size`` long, overwritten.
-
-    LSD radix sort on :func:`_f32_key`: one pass counts the four bytes of every key, then four
-    stable scatter passes by byte (``x`` -> ``scratch`` -> ``x`` -> ``scratch`` -> ``x``),
-    ~5x faster than numpy's comparison sort. Among equal values ``-0.0`` comes before ``+0.0``.
-    """
-    a = x.view(np.uint32)
-    s = scratch.view(np.uint32)
-    n = a.size
-    if s.size < n:
-        raise ValueError("sort_f32: scratch is shorter than the array")
-    off = np.zeros((4, 256), np.int64)
-    for i in range(n):
-        k = _f32_key(a[i])
-        off[0, k & 255] += 1
-        off[1, (k >> 8) & 255] += 1
-        off[2, (k >> 16) & 255] += 1
-        off[3, k >> 24] += 1
-    for p in range(4):  # counts -> first output position of each byte value
-        t = 0
-        for d in range(256):
-            c = off[p, d]
-            off[p, d] = t
-            t += c
-    for i in range(n):
-        k = _f32_key(a[i])
-        d = k & 255
-        s[off[0, d]] = k
-        off[0, d] += 1
-    for i in range(n):
-        k = s[i]
-        d = (k >> 8) & 255
-        a[off[1, d]] = k
-        off[1, d] += 1
-    for i in range(n):
-        k = a[i]
-        d = (k >> 16) & 255
-        s[off[2, d]] = k
-        off[2, d] += 1
-    for i in range(n):
-        k = s[i]
-        d = k >> 24
-        a[off[3, d]] = _f32_unkey(k)
-        off[3, d] += 1
 
 
 @nb.njit(nogil=True, cache=True)
