@@ -275,5 +275,5 @@ def test_mask_tiles_are_torch_bilinear_then_sigmoid_bit_for_bit(tile_rows, mask_
     masks = [m * 4 for m in masks]  # logits far from 0: the sigmoid's rounding shows
     fc = FrameComposer(masks, classes, g, tile_rows=tile_rows)
     for j in range(g.n_crops):
-        got = torch.cat([t.clone() for _, _, t in fc._mask_tiles(j)], dim=1)
+        got = torch.cat([t.clone() for _, _, t in fc.mask_tiles(j)], dim=1)
         assert torch.equal(got, upsampled_mask_probs(masks[j], g.crop))

@@ -98,7 +98,7 @@ def test_pixels_read_score_as_in_the_whole_frame_and_the_rest_is_not_composed(ca
         assert (full[:32] != 0).all()
     if kind == "query":  # of the left crop's tiles, those that cover rows 150-154 (SML: 26 more either side)
         comp = FS.FrameComposer(frame.mask_logits, frame.class_logits, frame.geom)
-        step = comp.few_pixels_tile_rows(comp._products(0, tuple(scoring.temperatures)))
+        step = comp.few_pixels_tile_rows(comp.crop_products(0, tuple(scoring.temperatures)))
         assert step in (16, 64)  # FINER_TILE_ROWS where its products are exact on this BLAS, else the 64 of the tiles
         first, last = (124, 180) if with_sml else (150, 154)
         assert len(added) == last // step - first // step + 1

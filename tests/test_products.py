@@ -231,7 +231,7 @@ def test_a_few_pixels_pass_takes_finer_tiles_only_where_they_are_exact():
     masks = rng.standard_normal((g.n_crops, 6, 16, 16)).astype(np.float16)
     classes = rng.standard_normal((g.n_crops, 6, 4)).astype(np.float32)
     comp = FrameComposer(masks, classes, g, tile_rows=32)
-    products = comp._products(0, (0.5, 1.0))
+    products = comp.crop_products(0, (0.5, 1.0))
     exact = P.blocks_exact((3, 3), 6, 32 * 64, FINER_TILE_ROWS * 64, True)
     assert comp.few_pixels_tile_rows(products) == (FINER_TILE_ROWS if exact else 32)
     P._checked[("blocks", (3, 3), 6, 32 * 64, FINER_TILE_ROWS * 64, True, P.blas_threads())] = False

@@ -66,6 +66,6 @@ def test_tiles_fall_back_to_torch_where_the_check_fails(monkeypatch):
         monkeypatch.setitem(P._checked, key, exact)
         fc = FrameComposer(masks, classes, g, tile_rows=7)
         for j in range(g.n_crops):
-            got = torch.cat([t.clone() for _, _, t in fc._mask_tiles(j)], dim=1)
+            got = torch.cat([t.clone() for _, _, t in fc.mask_tiles(j)], dim=1)
             assert torch.equal(got, upsampled_mask_probs(masks[j], g.crop))
         assert bool(calls) == exact

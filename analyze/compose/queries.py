@@ -192,7 +192,7 @@ class FrameComposer:
         """Whether the class-score products are numpy's (the CPU's compiled path)."""
         return self._numpy
 
-    def _mask_tiles(self, j: int, wanted: np.ndarray | None = None, tile_rows: int | None = None
+    def mask_tiles(self, j: int, wanted: np.ndarray | None = None, tile_rows: int | None = None
                     ) -> Iterator[tuple[int, int, torch.Tensor | None]]:
         """``(r0, r1, sigmoid(upsampled masks)[:, r0:r1, :])`` (Q, r1 - r0, crop) for crop ``j``;
         ``wanted`` ((crop rows,) bool): the tiles without a wanted row are ``None``, not made
@@ -218,7 +218,7 @@ class FrameComposer:
 
     def _crop_tiles(self, m: torch.Tensor, step: int, wanted: np.ndarray | None, buf: torch.Tensor | None,
                     kept: list | None) -> Iterator[tuple[int, int, torch.Tensor | None]]:
-        """The tiles of :meth:`_mask_tiles` from one crop's mask logits ``m`` (Q, h, w): written into
+        """The tiles of :meth:`mask_tiles` from one crop's mask logits ``m`` (Q, h, w): written into
         ``buf`` (one tile's memory, a contiguous prefix per tile), or into new tensors (``None``),
         appended to ``kept`` when it is a list."""
         rows, crop = self.geom.tile
@@ -254,8 +254,8 @@ class FrameComposer:
         sums = {t: torch.zeros((self._n_maps, *self.geom.resized), dtype=torch.float32, device=self.device)
                 for t in temps}
         for j in range(self.geom.n_crops):
-            prepared = self._products(j, temps)
-            for r0, r1, tile in self._mask_tiles(j):
+            prepared = self.crop_products(j, temps)
+            for r0, r1, tile in self.mask_tiles(j):
                 rows, cols = crop_region(self.geom, j, r0, r1)
                 if tile is not None:  # every tile: no rows were left out
                     self._add_tile(prepared, tile, [sums[t][:, rows, cols] for t in temps])
@@ -281,7 +281,7 @@ class FrameComposer:
         if pixels is not None and tuple(pixels.shape) != tuple(self.geom.resized):
             raise ValueError(f"pixels {tuple(pixels.shape)} for a resized frame of {tuple(self.geom.resized)}")
         temps = tuple(dict.fromkeys(positive_temperature(t) for t in temperatures))
-        prepared = [self._products(j, temps) for j in range(self.geom.n_crops)]
+        prepared = [self.crop_products(j, temps) for j in range(self.geom.n_crops)]
         counts = crop_counts(self.geom).to(self.device)
         width = self.geom.resized[1]
         wanted = [None if pixels is None else pixels[:, crop_region(self.geom, j, 0, 1)[1]].any(axis=1)
@@ -302,7 +302,7 @@ class FrameComposer:
         width = self.geom.resized[1]
         held = held_columns(self.geom)  # None: zero the block and add every crop
         shared = [(0, width)] if held is None else shared_runs(counts)
-        for tiles in zip(*(self._mask_tiles(j, wanted[j], step) for j in range(self.geom.n_crops))):
+        for tiles in zip(*(self.mask_tiles(j, wanted[j], step) for j in range(self.geom.n_crops))):
             r0, r1 = tiles[0][:2]
             if all(tile is None for _, _, tile in tiles):
                 yield slice(r0, r1), None
@@ -332,7 +332,7 @@ class FrameComposer:
             return FINER_TILE_ROWS
         return self._tile_rows
 
-    def _products(self, j: int, temps: Sequence[float]) -> CropProducts:
+    def crop_products(self, j: int, temps: Sequence[float]) -> CropProducts:
         """Crop ``j``'s matrices, one set per T (:class:`analyze.compose.products.CropProducts`):
         each T's products are its own, so no ``s_T`` depends on which other temperatures or
         channels were asked for."""
@@ -362,7 +362,7 @@ class FrameComposer:
         evaluated there: the bilinear taps of the resize to the original size
         (:func:`_linear_taps`) pick four points of the resized frame; each point takes, from
         every crop whose region covers it (:func:`crop_region`), the sigmoid of that crop's
-        bilinearly upsampled masks (the taps of :meth:`_mask_tiles`), divided by the point's
+        bilinearly upsampled masks (the taps of :meth:`mask_tiles`), divided by the point's
         crop count (:func:`crop_counts`). Every T is then a small matrix product instead of a
         full composition (the temperature fit evaluates many T at sampled pixels).
         """

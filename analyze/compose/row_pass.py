@@ -1,6 +1,6 @@
 """The row pass of EoMT's tiled mask upsampling, compiled: each tile value written once.
 
-:meth:`analyze.compose.queries.FrameComposer._mask_tiles` upsamples a crop's mask logits in
+:meth:`analyze.compose.queries.FrameComposer.mask_tiles` upsamples a crop's mask logits in
 tiles of rows: first the width pass (torch's 1-D linear interpolation of the few source rows a
 tile reads), then the rows: each output row is ``a1 * bottom + a0 * top`` of its two source rows
 with torch's bilinear kernel's rounding, the product with ``a0`` fused into the sum (one

@@ -41,9 +41,9 @@ def semantic_rows(composer: FrameComposer, temperatures: Sequence[float], argmax
     counts = crop_counts(geom)[0]  # (Wr,) float32
     regions = [crop_region(geom, j, 0, 1)[1] for j in range(geom.n_crops)]
     shared = np.flatnonzero(counts.numpy() > 1)  # the columns where crops overlap
-    prepared = [composer._products(j, temps) for j in range(geom.n_crops)]
+    prepared = [composer.crop_products(j, temps) for j in range(geom.n_crops)]
     step = None if rows_read is None else composer.few_pixels_tile_rows(prepared[0])
-    for tiles in zip(*(composer._mask_tiles(j, rows_read, step) for j in range(geom.n_crops))):
+    for tiles in zip(*(composer.mask_tiles(j, rows_read, step) for j in range(geom.n_crops))):
         r0, r1 = tiles[0][:2]
         if tiles[0][2] is None:  # every crop covers these rows: none of them is read
             yield slice(r0, r1), None
