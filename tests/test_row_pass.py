@@ -59,7 +59,7 @@ def test_tiles_fall_back_to_torch_where_the_check_fails(monkeypatch):
     classes = [rng.standard_normal((6, 4)).astype(np.float32) for _ in range(g.n_crops)]
     calls = []
     real = RP.compiled_rows
-    monkeypatch.setattr("analyze.compose.queries.compiled_rows", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(RP, "compiled_rows", lambda *a: calls.append(1) or real(*a))
     for exact in (False, True):
         calls.clear()
         key = ("rows", 6, g.tile[1], torch.get_num_threads())

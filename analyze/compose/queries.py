@@ -63,14 +63,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from analyze.compose.resize import ArrayLike, f32 as _f32, linear_taps as _linear_taps
 from analyze.compose.resize import resize_scores
 from analyze.compose.buffers import leased
 from analyze.compose.crops import check_geometry, crop_counts, crop_region, held_columns, shared_runs
 from analyze.compose.products import CropProducts
-from analyze.compose.row_pass import compiled_exact, compiled_rows, torch_rows
+from analyze.compose.row_pass import crop_tiles
 from analyze.scorers.masks import QueryChannel
 from schemas.windows import FrameWindows
 
@@ -202,47 +201,19 @@ class FrameComposer:
         if self._kept is not None and self._kept[j]:
             yield from self._kept[j]
             return
-        rows, crop = self.geom.tile  # (crop, crop) for EoMT's windows
+        rows, crop = self.geom.tile  # (crop, crop) for EoMT's windows (the taps span the rows)
         m = torch.as_tensor(self._mask_logits[j]).to(self.device)  # (Q, h, w), float32 by tile (exact)
         step = tile_rows or self._tile_rows
         if self._kept is not None:  # keep_masks: new tiles, kept once the crop is complete (whole crops only)
             kept: list | None = [] if wanted is None else None
-            yield from self._crop_tiles(m, step, wanted, None, kept)
+            yield from crop_tiles(m, self._row_taps, crop, step, wanted, None, kept)
             if kept is not None:
                 self._kept[j] = kept
             return
         # one tile's memory, reused by every tile of the crop (fresh pages cost more than the
         # arithmetic) and by this thread's next frames: each tile is a contiguous prefix, as a fresh one would be
         with leased(f"mask tiles {j}", (m.shape[0] * min(step, rows) * crop,), torch.float32, self.device) as buf:
-            yield from self._crop_tiles(m, step, wanted, buf, None)
-
-    def _crop_tiles(self, m: torch.Tensor, step: int, wanted: np.ndarray | None, buf: torch.Tensor | None,
-                    kept: list | None) -> Iterator[tuple[int, int, torch.Tensor | None]]:
-        """The tiles of :meth:`mask_tiles` from one crop's mask logits ``m`` (Q, h, w): written into
-        ``buf`` (one tile's memory, a contiguous prefix per tile), or into new tensors (``None``),
-        appended to ``kept`` when it is a list."""
-        rows, crop = self.geom.tile
-        q, _, w = m.shape
-        i0, i1 = self._row_taps[:2]
-        one_pass = self.device.type == "cpu" and compiled_exact(q, crop, self._row_taps)  # the rows in one pass
-        taps = tuple(t.numpy() for t in self._row_taps) if one_pass else self._row_taps
-        for r0 in range(0, rows, step):
-            r1 = min(r0 + step, rows)
-            if wanted is not None and not wanted[r0:r1].any():
-                yield r0, r1, None
-                continue
-            lo, hi = int(i0[r0]), int(i1[r1 - 1]) + 1  # source rows this tile reads
-            # columns first, on the few source rows needed (1-D linear = torch's bilinear width pass)
-            cols = F.interpolate(m[:, lo:hi].to(torch.float32).reshape(1, q * (hi - lo), w), size=crop, mode="linear",
-                                 align_corners=False).view(q, hi - lo, crop)  # (Q, hi-lo, crop)
-            # then rows: a1 * bottom + a0 * top with the kernel's rounding (analyze.compose.row_pass)
-            tile = torch.empty((q, r1 - r0, crop), device=self.device) if buf is None else (
-                buf[: q * (r1 - r0) * crop].view(q, r1 - r0, crop))
-            (compiled_rows if one_pass else torch_rows)(cols, lo, taps, r0, tile)
-            tile.sigmoid_()
-            if kept is not None:
-                kept.append((r0, r1, tile))
-            yield r0, r1, tile
+            yield from crop_tiles(m, self._row_taps, crop, step, wanted, buf, None)
 
     def resized_maps(self, temperatures: Sequence[float] = (1.0,)) -> dict[float, torch.Tensor]:
         """``{T: maps}`` on the resized frame, (K + C, Hr, Wr) each: ``s_T`` (``T`` divides the class

@@ -193,8 +193,9 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
     read = None  # (H, W): the pixels this pass reads, where they are not all
     if phase.anomaly_pixels and job.label_kind == "anomaly":
         read = label == 1
-    elif phase.labelled_pixels and not (label != VOID).all():  # void: in no metric (mIoU's neither)
-        read = label != VOID
+    elif phase.labelled_pixels:  # void: in no metric (mIoU's neither)
+        labelled = label != VOID
+        read = None if labelled.all() else labelled
     digested = phase.labels(label) if phase.labels is not None and job.label_kind == "anomaly" else label
     for ts in iter_frame_scores(inputs, scoring, read):
         t = ts.temperature
