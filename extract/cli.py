@@ -192,7 +192,7 @@ def _model_option(f):
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="DataLoader decode workers.")
 @click.option("--writer-threads", default=None, type=click.IntRange(1),
               help="Threads compressing and writing chunks [default: half the CPUs, 4 to 16].")
-@click.option("--shard", default=None, metavar="I/N", help="Process frames i with i %% N == I (several jobs, one cache).")
+@click.option("--shard", default=None, metavar="I/N", help="Process frames i with i % N == I (several jobs, one cache).")
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Only the first N frames (in id order); a later run with a larger or no --limit continues the cache.")
 @click.option("--input-height", type=click.IntRange(8), default=None,
