@@ -63,10 +63,16 @@ def _passes(monkeypatch) -> list[tuple[str, int]]:
     return seen
 
 
+def _task(kind: str) -> int:
+    """The memory the plan counts for the sync scheduler's one frame task (128x256 frames)."""
+    return passes.task_bytes(len(_scorers(kind).split(",")) * len(TEMPS), 128 * 256)
+
+
 def _few_pixels_budget(kind: str, positions: float) -> int:
-    """A budget that holds every score of the cache's keys and the pixels of ``positions`` of them: one pass."""
+    """A budget that holds every score of the cache's keys, the pixels of ``positions`` of them
+    and one frame task: one pass."""
     n = PIXELS * len(_scorers(kind).split(",")) * len(TEMPS)
-    return int(n * (8 + 4 * positions)) + 1
+    return int(n * (8 + 4 * positions)) + _task(kind) + 1
 
 
 @pytest.mark.parametrize("kind", ["pixel", "query"])
@@ -82,7 +88,7 @@ def test_later_passes_equal_the_recomposing_passes_bit_for_bit(tmp_path, monkeyp
         monkeypatch.setattr(passes, "POSITIONS", positions)
     if max_memory == "few":
         max_memory = _few_pixels_budget(kind, positions)
-        assert one_pass_positions(PIXELS, len(_scorers(kind).split(",")) * len(TEMPS), max_memory) < 2e-6
+        assert one_pass_positions(PIXELS, len(_scorers(kind).split(",")) * len(TEMPS), max_memory - _task(kind)) < 2e-6
     opts = dict(protocol=protocol, scheduler="sync", bootstrap=40, seed=2, component_metrics=True,
                 max_memory=max_memory, frames=frames, warn=lambda m: None)
     seen = _passes(monkeypatch)

@@ -154,3 +154,83 @@ def test_max_spill_zero_shows_in_the_plan(caches):
     assert res.exit_code == 0, res.output
     assert "exceeds --max-spill" in res.output and "spills up to" not in res.output
     assert "from the kept pixels (no spill: --max-spill)" in res.output
+
+
+# ---- the frame tasks at once count in the budget ----------------------------------------------
+
+def test_frame_tasks_at_once_count_in_the_budget(caches):
+    from analyze.plan.passes import task_bytes
+
+    task = task_bytes(4, 20 * 30)  # four keys' maps and the buffers of the largest frame
+    assert task == 20 * 30 * (4 * 8 + 128)
+    every = PIXELS * 4 * SCORE_BYTES
+    plan = _plan(caches / "p.zarr", max_memory=every + 2 * task, tasks=2)  # every score and both tasks fit
+    assert plan.mode == "one-pass" and plan.tasks == 2 and plan.task_memory == task
+    assert plan.keep_budget == every and "frame tasks: 2 at once, each about" in "\n".join(plan.lines())
+    plan = _plan(caches / "p.zarr", max_memory=every + 2 * task - 1, tasks=2)  # not beside two tasks
+    assert plan.mode == "two-pass" and plan.tasks == 1  # two passes: the tasks take half the budget at most
+    assert "1 at once of the 2 the scheduler runs (raise --max-memory" in "\n".join(plan.lines())
+    plan = _plan(caches / "p.zarr", max_memory=every, tasks=None)  # a cluster: its workers' memory is not ours
+    assert plan.mode == "one-pass" and plan.tasks is None and "frame tasks" not in "\n".join(plan.lines())
+    plan = _plan(caches / "p.zarr", max_memory=100, tasks=8)  # less than one task: one at a time
+    assert plan.tasks == 1 and plan.keep_budget == 0
+    assert "beyond the budget: one frame task is the least that runs" in "\n".join(plan.lines())
+    sem = _plan(caches / "sem.zarr", max_memory=3 * task_bytes(0, 20 * 30), tasks=8)  # mIoU: no kept scores
+    assert sem.mode == "one-pass" and sem.tasks == 3
+
+
+def test_tasks_at_once_follow_the_scheduler(monkeypatch):
+    from dask.system import CPU_COUNT
+
+    from analyze.run.scheduler import Scheduler, tasks_at_once
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    assert tasks_at_once("sync") == 1 and tasks_at_once("threads", workers=3) == 3
+    assert tasks_at_once(None) == tasks_at_once("processes") == CPU_COUNT
+    assert tasks_at_once("tcp://10.0.0.1:8786") is None and tasks_at_once(None, "sched.json") is None
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://10.0.0.1:8786")
+    assert tasks_at_once(None) is None and tasks_at_once("threads", workers=2) == 2
+    assert Scheduler("threads", workers=5, progress=False).tasks_at_once() == 5
+
+
+def test_the_scheduler_runs_no_more_frame_tasks_than_the_plan_allows():
+    """Real Dask threads: a pass capped at ``tasks`` never has more of its tasks running at once."""
+    import threading
+    import time
+
+    import dask
+
+    from analyze.run.scheduler import Scheduler
+
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def work(i):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return i
+
+    sched = Scheduler("threads", workers=3, progress=False)
+    for cap, expected in ((1, 1), (2, 2), (None, 3)):
+        most[0] = 0
+        sched.start_passes(1, cap)
+        parts = [dask.delayed(work, pure=False)(i) for i in range(9)]
+        assert sched.map_reduce(parts, lambda p: dask.delayed(sum)(p), "test") == sum(range(9))
+        assert most[0] == expected, (cap, most[0])
+
+
+def test_score_under_a_small_budget_runs_fewer_tasks_and_says_so(caches, tmp_path):
+    out, ref = tmp_path / "small.parquet", tmp_path / "ref.parquet"
+    args = ["score", "--cache", str(caches / "q.zarr"), "--scorers", "msp,energy", "--temps", "0.5,1", "--no-progress"]
+    res = CliRunner().invoke(analyze_main, [*args, "--workers", "2", "--max-memory", "1KiB", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "note: " in res.output and "1 of 2 frame tasks at once" in res.output and "--max-memory" in res.output
+    res = CliRunner().invoke(analyze_main, [*args, "--workers", "2", "--max-memory", "1KiB", "--explain"])
+    assert "frame tasks: 1 at once of the 2 the scheduler runs" in res.output
+    assert CliRunner().invoke(analyze_main, [*args, "--scheduler", "sync", "--out", str(ref)]).exit_code == 0
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(ref), check_exact=True)  # whichever plan ran

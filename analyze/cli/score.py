@@ -43,7 +43,9 @@ from schemas.results import FRAMES, ResultsError
               help="When a cache fails, score the remaining ones; exit 1 at the end, one line per failure.")
 @click.option("--component-metrics", is_flag=True, help="Also compute SMIYC component-level sIoU, PPV, mean F1.")
 @click.option("--max-memory", default="4GiB", show_default=True,
-              help="Memory budget of the exact protocol before it switches to two passes (e.g. 512MiB, 8GiB).")
+              help="Memory budget (e.g. 512MiB, 8GiB) of the scores the exact protocol keeps (beyond it: two passes) "
+                   "and of the frame tasks running at once (about 0.5 GiB each at 1024x2048; fewer run where they do "
+                   "not fit). Imports and the end's tables come on top. --explain shows the plan.")
 @click.option("--max-spill", default="none", show_default=True,
               help="Disk the two-pass plan may fill with each frame's scores for --component-metrics (e.g. 20GiB); "
                    "0: none (the frames its kept pixels miss are composed again); none: as much as the disk has free "
@@ -98,7 +100,12 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                            device, PlanOptions(protocol, budget, component_metrics, bootstrap, max_spill=cap), seed=seed,
                            spill=SpillPolicy(folder=spill_dir))
     if explain:
-        return _explain([c for c in caches if str(c) not in failures], request)
+        from dataclasses import replace
+
+        from analyze.run.scheduler import tasks_at_once
+
+        tasks = tasks_at_once(scheduler, scheduler_file, workers)  # what the run's scheduler would run at once
+        return _explain([c for c in caches if str(c) not in failures], replace(request, plan=replace(request.plan, tasks=tasks)))
     from analyze.run.scheduler import Scheduler
 
     sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
@@ -162,8 +162,15 @@ class Prepared:
 def score_request(cache: str, request: ScoreRequest, sched: Scheduler, warn: Callable[[str], None],
                   info: Callable[[str], None], frame_data: list | None = None
                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Plan, execute and tabulate one cache (:func:`score_cache` without the scheduler's life)."""
+    """Plan, execute and tabulate one cache (:func:`score_cache` without the scheduler's life). The
+    plan counts the frame tasks ``sched`` runs at once in the memory budget."""
+    request = replace(request, plan=replace(request.plan, tasks=sched.tasks_at_once()))
     ready = prepare(cache, request, warn, info)
+    plan = ready.plan
+    if plan.tasks is not None and request.plan.tasks is not None and plan.tasks < request.plan.tasks:
+        info(f"{cache}: {plan.tasks} of {request.plan.tasks} frame tasks at once, each about "
+             f"{plan.task_memory / 2**30:.2f} GiB, to stay within --max-memory {request.plan.max_memory / 2**30:.2f} "
+             "GiB (raise it to run more)")
     ex = execute(ready.plan, sched, ready.job, ready.spec, ready.root, warn, request.spill, info)
     results, per_frame, curves = rows(ex, ready.rows, frame_data)
     return results_frame(results), per_frame, curves

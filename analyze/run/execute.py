@@ -52,7 +52,7 @@ def execute(plan: Plan, sched: Scheduler, job: ScoreJob, spec: C.CacheSpec, root
     """Run every pass of ``plan`` in order; the progress bars count its certain passes. A spill
     folder the passes made is removed at the end, also when a pass fails (``info`` is told where it is)."""
     run = Execution(plan, sched, spec, root, job, warn, spill_policy=spill, info=info)
-    sched.start_passes(plan.certain)
+    sched.start_passes(plan.certain, plan.tasks)
     try:
         for p in plan.passes:
             STEPS[p.phase](run, p)
@@ -93,7 +93,7 @@ def _negatives(run: Execution, p: Pass) -> None:
     share = 0.0
     if run.plan.has("components") and not o.recompose and some is not None:
         run.spill = _open_spill(run, p) if p.disk else None  # no disk planned: over --max-spill
-        share = 0.0 if run.spill else second_pass_positions(len(run.plan.keys), some.n_pos, some.n_neg, o.max_memory)
+        share = 0.0 if run.spill else second_pass_positions(len(run.plan.keys), some.n_pos, some.n_neg, run.plan.keep_budget)
         if not run.spill and not share:
             run.sched.more_passes()  # no room for pixels: the component metrics compose every frame again
     aux = {k: SecondPassInputs(s.distinct(), edges.get(k), share, run.spill.prefix(k) if run.spill else None)

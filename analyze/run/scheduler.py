@@ -37,6 +37,23 @@ def forks_workers(spec: str | None) -> bool:
     return (spec or "").lower() in _FORKING
 
 
+def tasks_at_once(spec: str | None, scheduler_file: str | None = None, workers: int | None = None) -> int | None:
+    """How many frame tasks the scheduler ``spec`` (as :class:`Scheduler` takes it) runs at once on
+    this machine: ``workers`` (default: the usable cores) for the threads and processes
+    schedulers, 1 for sync, None for a distributed cluster (its workers hold their own memory).
+    The plan counts their memory in the budget (:func:`analyze.plan.passes.tasks_within`)."""
+    if scheduler_file or (spec is None and os.environ.get("DASK_SCHEDULER_ADDRESS")):
+        return None
+    name = (spec or "threads").lower()
+    if name not in _DASK_LOCAL:
+        return None
+    if name in ("sync", "synchronous", "single-threaded"):
+        return 1
+    from dask.system import CPU_COUNT
+
+    return workers or CPU_COUNT
+
+
 # ---- threads of a frame task ---------------------------------------------------------------
 
 _thread_lock = threading.Lock()
@@ -170,6 +187,7 @@ class Scheduler:
         self.client: Client | None = None
         self._own_client = False
         self._passes: tuple[int, int] = (0, 0)
+        self._tasks: int | None = None  # the plan's cap on frame tasks at once (start_passes)
         address = os.environ.get("DASK_SCHEDULER_ADDRESS") if spec is None and not scheduler_file else None
         if scheduler_file or address or self.spec not in _DASK_LOCAL:
             from distributed import Client
@@ -229,9 +247,18 @@ class Scheduler:
         raise TypeError(f"scheduler must be a name ({', '.join(LOCAL_SCHEDULERS)}), an address, a "
                         f"distributed.Client, a Scheduler or None; got {type(scheduler).__name__}")
 
-    def start_passes(self, n: int) -> None:
-        """The next ``n`` :meth:`map_reduce` calls are passes 1..n of one cache."""
+    def tasks_at_once(self) -> int | None:
+        """How many frame tasks run at once on this machine (:func:`tasks_at_once`; None on a cluster)."""
+        if self.client is not None:
+            return None
+        return tasks_at_once(self.spec, None, self.workers)
+
+    def start_passes(self, n: int, tasks: int | None = None) -> None:
+        """The next ``n`` :meth:`map_reduce` calls are passes 1..n of one cache; ``tasks``: at most
+        that many frame tasks at once on a local scheduler (the plan's memory; None: as many as
+        it has workers)."""
         self._passes = (0, n)
+        self._tasks = tasks
 
     def more_passes(self, k: int = 1) -> None:
         """The cache needs ``k`` passes more than :meth:`start_passes` said (known only once one ran)."""
@@ -247,8 +274,13 @@ class Scheduler:
         desc = f"pass {i + 1}/{max(n, i + 1)} {label}"
         if self.client is not None:
             return self._distributed(self.client, parts, reduce, desc)
-        kwargs = {"num_workers": self.workers} if self.workers and self.spec not in ("sync", "synchronous") else {}
-        with _local_pool(self.spec, self.workers) as pool, (_frame_progress(len(parts), desc) if self.progress
+        workers = self.workers
+        if self._tasks is not None and self.spec not in ("sync", "synchronous", "single-threaded"):
+            from dask.system import CPU_COUNT
+
+            workers = min(workers or CPU_COUNT, self._tasks)
+        kwargs = {"num_workers": workers} if workers and self.spec not in ("sync", "synchronous") else {}
+        with _local_pool(self.spec, workers) as pool, (_frame_progress(len(parts), desc) if self.progress
                                                             else nullcontext()):
             return dask.compute(reduce(parts), scheduler=self.spec, **(kwargs if pool is None else {"pool": pool}))[0]
 
