@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from analyze.cli.main import main as analyze_main
 from analyze.plan.passes import POSITION_BYTES, POSITIONS, SCORE_BYTES, PlanOptions
+from schemas import cache as C
 from analyze.run import execute, intervals, smiyc_f16, tasks
 from analyze.run.driver import ScoreRequest, plan_cache, score_cache
 from tests.factories import pixel_cache, query_cache
@@ -177,6 +178,12 @@ def test_frame_tasks_at_once_count_in_the_budget(caches):
     assert "beyond the budget: one frame task is the least that runs" in "\n".join(plan.lines())
     sem = _plan(caches / "sem.zarr", max_memory=3 * task_bytes(0, 20 * 30), tasks=8)  # mIoU: no kept scores
     assert sem.mode == "one-pass" and sem.tasks == 3
+    from schemas.windows import scaled_size
+
+    q = _plan(caches / "q.zarr", tasks=2)  # EoMT composes at the resized frame's size where that is larger
+    crop = C.open_cache(str(caches / "q.zarr"))[1].crop_size
+    resized = max(h * w for h, w in (scaled_size(h, w, crop) for h, w in SIZES))
+    assert resized > 20 * 30 and q.task_memory == task_bytes(4, resized)
 
 
 def test_tasks_at_once_follow_the_scheduler(monkeypatch):

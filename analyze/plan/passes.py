@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from schemas import cache as C
+from schemas.windows import scaled_size
 
 Key = tuple[str, float]  # (scorer, temperature)
 
@@ -151,7 +152,7 @@ def plan_for(spec: C.CacheSpec, cache: str, keys: Sequence[Key], semantic_temps:
     want_comp = bool(options.component_metrics and keys)
     positions = POSITIONS if want_comp and exact and not options.recompose else 0.0
     pixels = sum(spec.sizes[i][0] * spec.sizes[i][1] for i in frames)
-    task = task_bytes(len(keys), max((spec.sizes[i][0] * spec.sizes[i][1] for i in frames), default=0))
+    task = task_bytes(len(keys), max((task_pixels(spec, i) for i in frames), default=0))
     room = options.max_memory - task * (options.tasks or 0)  # what one pass may keep beside every task
     mode = one_or_two(pixels, len(keys), options.protocol, room, positions) if keys else "one-pass"
     kept = one_pass_positions(pixels, len(keys), room) if positions and mode == "one-pass" else 0.0
@@ -174,11 +175,21 @@ def one_or_two(pixels: int, n_keys: int, protocol: str, max_memory: int, positio
 
 def task_bytes(n_keys: int, frame_pixels: int) -> int:
     """The memory one running frame task needs beyond what the passes keep, for a frame of
-    ``frame_pixels`` label pixels: a float64 map per key (the fused pass's, :data:`MAP_BYTES`) and
+    ``frame_pixels`` pixels (:func:`task_pixels`): a float64 map per key (the fused pass's, :data:`MAP_BYTES`) and
     the composition's and scorers' buffers (:data:`TASK_PIXEL_BYTES`). Measured on 1024x2048 frames
     as the growth of the peak resident set from one frame task to two: EoMT 0.48 GiB with 20 keys,
     1.01 GiB with 48, ERFNet 0.47 GiB with 16, semantic caches 0.08 (EoMT) and 0.23 GiB (ERFNet)."""
     return int(frame_pixels) * (MAP_BYTES * int(n_keys) + TASK_PIXEL_BYTES)
+
+
+def task_pixels(spec: C.CacheSpec, i: int) -> int:
+    """The pixels frame ``i``'s task holds per map: its label size's, or for EoMT its resized
+    frame's where that is larger (a frame is composed there, then resized to the labels)."""
+    h, w = spec.sizes[i]
+    if spec.kind != "query":
+        return h * w
+    rh, rw = scaled_size(h, w, spec.crop_size)
+    return max(h * w, rh * rw)
 
 
 def tasks_within(budget: int, task: int, tasks: int | None) -> int | None:
