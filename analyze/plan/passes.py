@@ -186,7 +186,7 @@ def task_pixels(spec: C.CacheSpec, i: int) -> int:
     """The pixels frame ``i``'s task holds per map: its label size's, or for EoMT its resized
     frame's where that is larger (a frame is composed there, then resized to the labels)."""
     h, w = spec.sizes[i]
-    if spec.kind != "query":
+    if spec.kind != "query" or not spec.crop_size:
         return h * w
     rh, rw = scaled_size(h, w, spec.crop_size)
     return max(h * w, rh * rw)
