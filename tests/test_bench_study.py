@@ -47,10 +47,11 @@ def test_upsampled_rows_equal_the_whole_upsampling():
 
 
 def test_projection_adds_every_dataset_at_its_plan(monkeypatch):
-    monkeypatch.setattr(S, "_study_frames", lambda: [("small", 8, 2_000_000, "anomaly"),
+    monkeypatch.setattr(S, "_study_frames", lambda: [("small", 10, 2_000_000, "anomaly"),
                                                      ("big", 100, 2_000_000, "anomaly"),
                                                      ("city", 500, 2_000_000, "semantic")])
     monkeypatch.setattr("schemas.machine.usable_cpus", lambda: 2)
+    monkeypatch.setattr("schemas.machine.usable_memory", lambda: 64 * 2**30)
 
     def r(s):
         return {"per_frame_s": s, "per_frame_cpu_s": 2 * s}
@@ -58,16 +59,16 @@ def test_projection_adds_every_dataset_at_its_plan(monkeypatch):
     per_frame = {k: {"grid": r(1.0), "grid + intervals + components": r(1.2), "two-pass grid": r(2.0),
                      "two-pass grid + intervals + components": r(2.2), "semantic": r(0.5)} for k in S.MODEL}
     _, out = S.project(per_frame, {"pixel": 1.0, "query": 2.0})
-    # 8 frames fit the default budget in one pass beside two frame tasks, 100 do not; both models
-    assert out["grid only"]["wall_min"] == pytest.approx(2 * (8 * 1.0 + 100 * 2.0 + 500 * 0.5) / 60)
-    assert out["with intervals + components"]["wall_min"] == pytest.approx(2 * (8 * 1.2 + 100 * 2.2 + 500 * 0.5) / 60)
+    # 10 frames fit the default budget in one pass (4 GiB of scores beside the tasks), 100 do not; both models
+    assert out["grid only"]["wall_min"] == pytest.approx(2 * (10 * 1.0 + 100 * 2.0 + 500 * 0.5) / 60)
+    assert out["with intervals + components"]["wall_min"] == pytest.approx(2 * (10 * 1.2 + 100 * 2.2 + 500 * 0.5) / 60)
     assert out["grid only"]["cpu_min"] == pytest.approx(out["grid only"]["wall_min"])  # 2 CPU s on 2 CPUs
-    assert out["reference_min"] == pytest.approx(608 * (1.0 + 2.0) / 2 / 60)
-    assert S._plan(8, 2_000_000, 20, False) == "one-pass" and S._plan(100, 2_000_000, 20, False) == "two-pass"
-    # 10 frames' scores (3.0 GiB) fit, not beside two frame tasks (0.54 GiB each); beside one they do
+    assert out["reference_min"] == pytest.approx(610 * (1.0 + 2.0) / 2 / 60)
+    assert S._plan(10, 2_000_000, 20, False) == "one-pass" and S._plan(100, 2_000_000, 20, False) == "two-pass"
+    # a machine with 8 GiB: the automatic budget is half of it, 4 GiB, and the two tasks (0.54 GiB
+    # each) leave too little beside them for the 10 frames' scores (3.0 GiB)
+    monkeypatch.setattr("schemas.machine.usable_memory", lambda: 8 * 2**30)
     assert S._plan(10, 2_000_000, 20, False) == "two-pass"
-    monkeypatch.setattr("schemas.machine.usable_cpus", lambda: 1)
-    assert S._plan(10, 2_000_000, 20, False) == "one-pass"
 
 
 def test_benchmark_caches_have_the_shapes_of_the_study(tmp_path):

@@ -241,3 +241,61 @@ def test_score_under_a_small_budget_runs_fewer_tasks_and_says_so(caches, tmp_pat
     import pandas as pd
 
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(ref), check_exact=True)  # whichever plan ran
+
+
+def test_the_automatic_budget_adds_the_tasks_within_half_the_machine(caches):
+    from analyze.plan.passes import DEFAULT_MAX_MEMORY, auto_budget, task_bytes
+
+    task = task_bytes(4, 20 * 30)
+    assert auto_budget(task, 2, None) == DEFAULT_MAX_MEMORY + 2 * task  # the scores' 4 GiB beside the tasks
+    assert auto_budget(2**30, 16, 16 * 2**30) == 8 * 2**30  # 4 + 16 GiB wanted; half the machine's 16 GiB
+    assert auto_budget(2**30, 16, 4 * 2**30) == DEFAULT_MAX_MEMORY  # never below 4 GiB
+    plan = _plan(caches / "p.zarr", tasks=2, machine_memory=64 * 2**30)  # no --max-memory
+    assert plan.budget == DEFAULT_MAX_MEMORY + 2 * task and plan.tasks == 2 and plan.keep_budget == DEFAULT_MAX_MEMORY
+    assert ("memory budget 4.0 GiB (auto: 4.0 GiB of scores beside the frame tasks, at most half of this "
+            "machine's 64.0 GiB)") in plan.lines()[0]
+    plan = _plan(caches / "p.zarr", max_memory=2**20, tasks=2, machine_memory=64 * 2**30)  # a budget given: as it is
+    assert plan.budget == 2**20 and "auto" not in plan.lines()[0]
+
+
+def test_usable_memory_reads_the_control_group_limits(tmp_path):
+    from schemas.machine import usable_memory
+
+    physical = usable_memory(str(tmp_path / "none"), str(tmp_path / "none"))
+    assert physical > 2**28
+    v2 = tmp_path / "v2"
+    (v2 / "job7").mkdir(parents=True)
+    (v2 / "job7" / "memory.max").write_text(f"{2**30}\n")
+    (v2 / "memory.max").write_text("max\n")  # the root group: no limit
+    self_v2 = tmp_path / "self_v2"
+    self_v2.write_text("0::/job7\n")
+    assert usable_memory(str(v2), str(self_v2)) == min(physical, 2**30)
+    v1 = tmp_path / "v1"
+    (v1 / "memory" / "slurm" / "job9").mkdir(parents=True)
+    (v1 / "memory" / "slurm" / "job9" / "memory.limit_in_bytes").write_text(f"{3 * 2**29}\n")
+    self_v1 = tmp_path / "self_v1"
+    self_v1.write_text("9:cpuset:/slurm/job9\n8:memory:/slurm/job9\n")
+    assert usable_memory(str(v1), str(self_v1)) == min(physical, 3 * 2**29)
+    self_v1.write_text("8:memory:/elsewhere\n")  # no such group, no root file: the machine's memory
+    assert usable_memory(str(v1), str(self_v1)) == physical
+
+
+def test_max_memory_auto_on_the_command_line(caches):
+    res = CliRunner().invoke(analyze_main, ["score", "--cache", str(caches / "p.zarr"), "--scorers", "msp",
+                                            "--explain", "--workers", "3"])
+    assert res.exit_code == 0, res.output
+    assert "(auto: 4.0 GiB of scores beside the frame tasks" in res.output and "frame tasks: 3 at once" in res.output
+    res = CliRunner().invoke(analyze_main, ["score", "--cache", str(caches / "p.zarr"), "--max-memory", "AUTO",
+                                            "--explain"])
+    assert res.exit_code == 0 and "(auto:" in res.output
+
+
+def test_two_passes_leave_the_tasks_all_but_4_gib_of_a_large_budget(caches):
+    from analyze.plan.passes import task_bytes, task_room
+
+    gib = 2**30
+    assert task_room(13 * gib, "two-pass") == 9 * gib and task_room(5 * gib, "two-pass") == 5 * gib // 2
+    assert task_room(320 * 2**20, "two-pass") == 160 * 2**20 and task_room(13 * gib, "one-pass") == 13 * gib
+    task = task_bytes(4, 20 * 30)
+    plan = _plan(caches / "p.zarr", max_memory=2 * task + 1, tasks=8)  # small: half the budget for the tasks
+    assert plan.mode == "two-pass" and plan.tasks == 1

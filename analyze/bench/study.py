@@ -66,7 +66,6 @@ N_FRAMES = 8
 REPEATS = 2
 SCALE = 1  # divides every size of the caches (a quick look at the section's output: 8 or 16)
 MODEL = {"pixel": "ERFNet", "query": "EoMT"}
-DEFAULT_BUDGET = 4 * 2**30
 
 
 def _load() -> str:
@@ -124,11 +123,12 @@ def _study_frames() -> list[tuple[str, int, int, str]]:
 
 def _plan(frames: int, pixels: int, n_keys: int, positions: bool) -> str:
     """The plan ``analyze score`` takes for a dataset at the default budget on the default scheduler
-    (a frame task per usable CPU, counted in the budget: :func:`analyze.plan.passes.plan_for`)."""
-    from analyze.plan.passes import POSITIONS, one_or_two, task_bytes
-    from schemas.machine import usable_cpus
+    (a frame task per usable CPU beside the kept scores: :func:`analyze.plan.passes.auto_budget`)."""
+    from analyze.plan.passes import POSITIONS, auto_budget, one_or_two, task_bytes
+    from schemas.machine import usable_cpus, usable_memory
 
-    room = DEFAULT_BUDGET - usable_cpus() * task_bytes(n_keys, pixels)
+    task, tasks = task_bytes(n_keys, pixels), usable_cpus()
+    room = auto_budget(task, tasks, usable_memory()) - tasks * task
     return one_or_two(frames * pixels, n_keys, "exact", room, POSITIONS if positions else 0.0)
 
 

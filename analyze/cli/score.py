@@ -42,10 +42,11 @@ from schemas.results import FRAMES, ResultsError
 @click.option("--keep-going", is_flag=True,
               help="When a cache fails, score the remaining ones; exit 1 at the end, one line per failure.")
 @click.option("--component-metrics", is_flag=True, help="Also compute SMIYC component-level sIoU, PPV, mean F1.")
-@click.option("--max-memory", default="4GiB", show_default=True,
+@click.option("--max-memory", default="auto", show_default=True,
               help="Memory budget (e.g. 512MiB, 8GiB) of the scores the exact protocol keeps (beyond it: two passes) "
                    "and of the frame tasks running at once (about 0.5 GiB each at 1024x2048; fewer run where they do "
-                   "not fit). Imports and the end's tables come on top. --explain shows the plan.")
+                   "not fit). auto: 4GiB of scores beside a task per worker, within half this machine's memory "
+                   "(its cgroup's limit where lower). Imports and the end's tables come on top. --explain shows the plan.")
 @click.option("--max-spill", default="none", show_default=True,
               help="Disk the two-pass plan may fill with each frame's scores for --component-metrics (e.g. 20GiB); "
                    "0: none (the frames its kept pixels miss are composed again); none: as much as the disk has free "
@@ -103,9 +104,11 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
         from dataclasses import replace
 
         from analyze.run.scheduler import tasks_at_once
+        from schemas.machine import usable_memory
 
         tasks = tasks_at_once(scheduler, scheduler_file, workers)  # what the run's scheduler would run at once
-        return _explain([c for c in caches if str(c) not in failures], replace(request, plan=replace(request.plan, tasks=tasks)))
+        plan = replace(request.plan, tasks=tasks, machine_memory=usable_memory())
+        return _explain([c for c in caches if str(c) not in failures], replace(request, plan=plan))
     from analyze.run.scheduler import Scheduler
 
     sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
@@ -119,7 +122,7 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                         f"the rows of the others are in {out}")
 
 
-def _checked_options(storage_options, max_memory: str, device: str, scheduler) -> tuple[dict, int]:
+def _checked_options(storage_options, max_memory: str, device: str, scheduler) -> tuple[dict, int | None]:
     """--storage-option as a dict and --max-memory in bytes; --device cuda refused with forked workers."""
     from analyze.run.scheduler import forks_workers
 
@@ -127,7 +130,7 @@ def _checked_options(storage_options, max_memory: str, device: str, scheduler) -
         opts = parse_storage_options(storage_options)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--storage-option") from None
-    budget = _parse_budget(max_memory)
+    budget = None if max_memory.strip().lower() == "auto" else _parse_budget(max_memory)
     if device == "cuda" and forks_workers(scheduler):
         raise click.BadParameter("--device cuda runs in the scheduler's threads; a CUDA context does not survive "
                                  "the fork of --scheduler processes: use threads, sync or a distributed cluster",

@@ -34,9 +34,12 @@ The rules (the numbers are identical whichever plan runs):
 * ``max_memory`` also holds the frame tasks that run at once on this machine (``tasks``, the
   local scheduler's threads or processes): each needs :func:`task_bytes` while it runs. One
   pass is planned when every kept score and ``tasks`` frame tasks fit; else two passes, whose
-  frame tasks may take half the budget. Where that holds fewer than ``tasks`` (at least one),
+  frame tasks may take what is left beside half the budget, or beside 4 GiB where that is less
+  (for what the passes keep: the anomaly pixels' scores, the counts). Where that holds fewer than ``tasks`` (at least one),
   fewer frame tasks run at once (:attr:`Plan.tasks`). A distributed cluster's workers hold
-  their own memory: not counted (``tasks`` None).
+  their own memory: not counted (``tasks`` None). Without a ``max_memory`` (the default, None)
+  the budget is :func:`auto_budget`: :data:`DEFAULT_MAX_MEMORY` of kept scores beside the
+  tasks, within half the machine's usable memory.
 * Every pass whose states read no void pixel (all but ``ranges``; ``positives`` reads fewer)
   composes only the row tiles that hold a labelled pixel (:class:`analyze.run.tasks.Phase`'s
   ``labelled_pixels``): Fishyscapes' and SMIYC Obstacle's void outside the road, Cityscapes'
@@ -68,12 +71,13 @@ class PlanOptions:
     """The options of ``analyze score`` that shape the passes (:func:`analyze.run.driver.score_cache`)."""
 
     protocol: str = "exact"
-    max_memory: int = DEFAULT_MAX_MEMORY
+    max_memory: int | None = None  # bytes of the budget (None: auto_budget)
     component_metrics: bool = False
     bootstrap: int = 0
     recompose: bool = False
     max_spill: int | None = None  # bytes the two-pass plan may spill to local disk (None: no cap; 0: none)
     tasks: int | None = None  # frame tasks the scheduler runs at once in this machine's memory (None: not counted)
+    machine_memory: int | None = None  # bytes this process may use (schemas.machine.usable_memory; None: unknown)
 
 
 @dataclass(frozen=True)
@@ -105,12 +109,13 @@ class Plan:
     passes: tuple[Pass, ...] = ()
     kind: str = "query"  # the cache's kind (schemas.cache.KINDS): what the passes compose of a frame
     tasks: int | None = None  # frame tasks at once within the budget (None: as the scheduler runs them)
+    budget: int = DEFAULT_MAX_MEMORY  # the memory budget in bytes: options.max_memory, or auto_budget's
     task_memory: int = 0  # bytes one running frame task needs (task_bytes)
 
     @property
     def keep_budget(self) -> int:
         """Bytes the passes may keep: the budget less what the frame tasks at once need."""
-        return max(0, self.options.max_memory - (self.tasks or 0) * self.task_memory)
+        return max(0, self.budget - (self.tasks or 0) * self.task_memory)
 
     @property
     def certain(self) -> int:
@@ -120,13 +125,20 @@ class Plan:
     def has(self, phase: str) -> bool:
         return any(p.phase == phase for p in self.passes)
 
+    def _auto(self) -> str:
+        if self.options.max_memory is not None:
+            return ""
+        half = (f", at most half of this machine's {_bytes(self.options.machine_memory)}"
+                if self.options.machine_memory else "")
+        return f" (auto: {_bytes(DEFAULT_MAX_MEMORY)} of scores beside the frame tasks{half})"
+
     def lines(self) -> list[str]:
         """The plan as ``analyze score --explain`` prints it."""
         o = self.options
         what = (f"{len(self.keys)} keys ({_scorers(self.keys)} x T {_temps(sorted({t for _, t in self.keys}))})"
                 if self.keys else f"mIoU at T {_temps(self.semantic_temps)}")
         out = [f"{self.cache}: {what}; {len(self.frames)} frames scored, {self.pixels:,} pixels; "
-               f"protocol {o.protocol}; memory budget {_bytes(o.max_memory)}"]
+               f"protocol {o.protocol}; memory budget {_bytes(self.budget)}{self._auto()}"]
         for i, p in enumerate(self.passes, 1):
             cond = f" [only {p.when}]" if p.when else ""
             mem = (f"; plans {'at most ' if p.bound else ''}{_bytes(p.memory)}" if p.memory else "") + (
@@ -136,7 +148,7 @@ class Plan:
         if self.tasks is not None:
             fewer = (f" of the {o.tasks} the scheduler runs (raise --max-memory to run them all)"
                      if o.tasks is not None and self.tasks < o.tasks else "")
-            fits = ("within the budget" if self.tasks * self.task_memory <= o.max_memory else
+            fits = ("within the budget" if self.tasks * self.task_memory <= self.budget else
                     "beyond the budget: one frame task is the least that runs")
             out.append(f"  frame tasks: {self.tasks} at once{fewer}, each about {_bytes(self.task_memory)} "
                        f"while it runs (its maps and buffers), {fits}")
@@ -153,12 +165,14 @@ def plan_for(spec: C.CacheSpec, cache: str, keys: Sequence[Key], semantic_temps:
     positions = POSITIONS if want_comp and exact and not options.recompose else 0.0
     pixels = sum(spec.sizes[i][0] * spec.sizes[i][1] for i in frames)
     task = task_bytes(len(keys), max((task_pixels(spec, i) for i in frames), default=0))
-    room = options.max_memory - task * (options.tasks or 0)  # what one pass may keep beside every task
+    budget = options.max_memory if options.max_memory is not None else auto_budget(task, options.tasks,
+                                                                                   options.machine_memory)
+    room = budget - task * (options.tasks or 0)  # what one pass may keep beside every task
     mode = one_or_two(pixels, len(keys), options.protocol, room, positions) if keys else "one-pass"
     kept = one_pass_positions(pixels, len(keys), room) if positions and mode == "one-pass" else 0.0
-    tasks = tasks_within(options.max_memory // 2 if mode == "two-pass" else options.max_memory, task, options.tasks)
+    tasks = tasks_within(task_room(budget, mode), task, options.tasks)
     plan = Plan(cache, mode, keys, tuple(semantic_temps), tuple(frames), pixels, kept, options, kind=spec.kind,
-                tasks=tasks, task_memory=task)
+                tasks=tasks, task_memory=task, budget=budget)
     passes = _float16(plan) + _scoring(plan, positions) + _bootstrap(plan) + _components(plan, positions)
     return Plan(**{**plan.__dict__, "passes": passes})
 
@@ -182,6 +196,17 @@ def task_bytes(n_keys: int, frame_pixels: int) -> int:
     return int(frame_pixels) * (MAP_BYTES * int(n_keys) + TASK_PIXEL_BYTES)
 
 
+def auto_budget(task: int, tasks: int | None, machine_memory: int | None) -> int:
+    """The budget without ``--max-memory``: :data:`DEFAULT_MAX_MEMORY` for the kept scores beside
+    ``tasks`` frame tasks of ``task`` bytes, within half of ``machine_memory`` (what the process may
+    use; None: no bound), and never below :data:`DEFAULT_MAX_MEMORY`. Every core runs a task where
+    the machine has the memory; a machine with many cores and little memory runs fewer."""
+    want = DEFAULT_MAX_MEMORY + (tasks or 0) * task
+    if machine_memory:
+        want = min(want, machine_memory // 2)
+    return max(DEFAULT_MAX_MEMORY, want)
+
+
 def task_pixels(spec: C.CacheSpec, i: int) -> int:
     """The pixels frame ``i``'s task holds per map: its label size's, or for EoMT its resized
     frame's where that is larger (a frame is composed there, then resized to the labels)."""
@@ -190,6 +215,13 @@ def task_pixels(spec: C.CacheSpec, i: int) -> int:
         return h * w
     rh, rw = scaled_size(h, w, spec.crop_size)
     return max(h * w, rh * rw)
+
+
+def task_room(budget: int, mode: str) -> int:
+    """The bytes of ``budget`` the frame tasks may take: all of it where one pass is planned (it
+    fits every kept score beside them), else what is left beside half the budget or 4 GiB,
+    whichever is less (what two passes keep: the anomaly pixels' scores, the counts)."""
+    return budget - min(budget // 2, DEFAULT_MAX_MEMORY) if mode == "two-pass" else budget
 
 
 def tasks_within(budget: int, task: int, tasks: int | None) -> int | None:
@@ -254,7 +286,7 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
                      "else keeps the pixels of the top in-distribution scores, as the budget allows)" if disk else
                      f"; keeps the pixels of the top in-distribution scores, as the budget allows (the spill, "
                      f"{_bytes(every)}, exceeds --max-spill)" if positions else ""),
-                 plan.options.max_memory if positions else 0, disk=disk))
+                 plan.budget if positions else 0, disk=disk))
 
 
 def every_score_bytes(plan: Plan) -> int:

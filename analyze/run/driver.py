@@ -21,7 +21,7 @@ import pandas as pd
 from analyze import metrics as M
 from analyze.compose.frame_scores import choose_scorers
 from analyze.plan.frame_selection import ScoreError, scorable_frames
-from analyze.plan.passes import DEFAULT_MAX_MEMORY, Plan, PlanOptions, plan_for
+from analyze.plan.passes import Plan, PlanOptions, plan_for
 from analyze.run.execute import execute
 from analyze.run.rows import RowSettings, rows
 from analyze.run.scheduler import LOCAL_SCHEDULERS, Scheduler, SchedulerLike
@@ -30,6 +30,7 @@ from analyze.run.tasks import ScoreJob
 from analyze.scorers.id_stats import IdStats
 from analyze.scorers.temperatures import check_temperature
 from schemas import cache as C
+from schemas.machine import usable_memory
 from schemas.results import FRAMES, default_run, parse_run, results_frame
 
 __all__ = ["LOCAL_SCHEDULERS", "Scheduler", "ScoreError", "score_cache", "plan_cache", "run_name"]
@@ -70,7 +71,7 @@ def score_cache(
     cache: str | os.PathLike[str], scorers: str = "all", temperatures: Sequence[float] = (1.0,), *,
     temp_target: str = "query", protocol: str = "exact", scheduler: SchedulerLike = None,
     storage_options: Mapping[str, Any] | None = None, allow_partial: bool = False, spill: SpillPolicy = SpillPolicy(),
-    max_memory: int = DEFAULT_MAX_MEMORY, component_metrics: bool = False, curve_points: int = 200,
+    max_memory: int | None = None, component_metrics: bool = False, curve_points: int = 200,
     bootstrap: int = 0, max_spill: int | None = None, seed: int = 0, warn: Callable[[str], None] | None = None,
     info: Callable[[str], None] | None = None, name: str | None = None, frames: str = "all",
     id_stats: Sequence[IdStats] = (), recompose: bool = False, device: str = "cpu", frame_data: list | None = None,
@@ -101,9 +102,9 @@ def score_cache(
         Score the done frames of an unfinished cache, skipping done frames that lost chunks
         (with a warning), instead of refusing the cache.
     max_memory, component_metrics, bootstrap, recompose, max_spill, spill
-        The plan's options (:class:`analyze.plan.passes.PlanOptions`): bytes the exact protocol may keep
-        before two passes (identical numbers either way); the SMIYC component metrics (``siou``, ``ppv``,
-        ``mean_f1``) at each key's best-F1 threshold; frame-bootstrap resamples for ``ci_low`` /
+        The plan's options (:class:`analyze.plan.passes.PlanOptions`): bytes of kept scores and running frame
+        tasks before two passes (same numbers; None: :func:`analyze.plan.passes.auto_budget`); the SMIYC
+        component metrics at each key's best-F1 threshold; frame-bootstrap resamples for ``ci_low`` /
         ``ci_high`` (0: NaN); whether later steps compose frames again instead of reading what an earlier
         pass kept (same numbers, slower); bytes two passes may spill for the component metrics (None: as
         the disk allows; 0: none) and where (:class:`analyze.run.spill.SpillPolicy`). See ``--explain``.
@@ -164,13 +165,14 @@ def score_request(cache: str, request: ScoreRequest, sched: Scheduler, warn: Cal
                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Plan, execute and tabulate one cache (:func:`score_cache` without the scheduler's life). The
     plan counts the frame tasks ``sched`` runs at once in the memory budget."""
-    request = replace(request, plan=replace(request.plan, tasks=sched.tasks_at_once()))
+    request = replace(request, plan=replace(request.plan, tasks=sched.tasks_at_once(), machine_memory=usable_memory()))
     ready = prepare(cache, request, warn, info)
     plan = ready.plan
     if plan.tasks is not None and request.plan.tasks is not None and plan.tasks < request.plan.tasks:
+        which = "--max-memory" if request.plan.max_memory is not None else "the automatic budget (half this machine's memory)"
         info(f"{cache}: {plan.tasks} of {request.plan.tasks} frame tasks at once, each about "
-             f"{plan.task_memory / 2**30:.2f} GiB, to stay within --max-memory {request.plan.max_memory / 2**30:.2f} "
-             "GiB (raise it to run more)")
+             f"{plan.task_memory / 2**30:.2f} GiB, to stay within {which}, {plan.budget / 2**30:.2f} GiB "
+             "(raise --max-memory to run more)")
     ex = execute(ready.plan, sched, ready.job, ready.spec, ready.root, warn, request.spill, info)
     results, per_frame, curves = rows(ex, ready.rows, frame_data)
     return results_frame(results), per_frame, curves
