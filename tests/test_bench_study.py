@@ -103,3 +103,19 @@ def test_uninformative_cache_differs_only_in_the_anomalies_logits(tmp_path):
     anomaly = label[::2, ::2] == 1
     assert anomaly.any() and np.array_equal(za[:, ~anomaly], zb[:, ~anomaly])
     assert not np.array_equal(za[:, anomaly], zb[:, anomaly])
+
+
+def test_a_sections_scratch_folder_is_removed_and_on_error_only_its_caches(tmp_path, monkeypatch):
+    """The study's caches take about 1 GB: each run of the section left them in the temporary folder."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with S.scratch("bench_x_") as tmp:
+        build_cache(tmp / "q1.zarr", "query", 1, scale=16)
+        (tmp / "per_frame.json").write_text("{}")
+    assert not tmp.exists()
+    with pytest.raises(RuntimeError), S.scratch("bench_x_") as tmp:
+        build_cache(tmp / "q1.zarr", "query", 1, scale=16)
+        (tmp / "per_frame.json").write_text("{}")
+        raise RuntimeError("a later step failed")
+    assert sorted(p.name for p in tmp.iterdir()) == ["per_frame.json"] and tmp.parent == tmp_path

@@ -25,11 +25,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from analyze.bench.caches import build_cache
-from analyze.bench.study import GRID, LATER, MODEL, N_FRAMES, REPEATS, SCALE, TWO_PASS_BUDGET, _load, command_args
+from analyze.bench.study import (GRID, LATER, MODEL, N_FRAMES, REPEATS, SCALE, TWO_PASS_BUDGET, _load, command_args,
+                                 scratch)
 
 TREE = Path(__file__).resolve().parents[2]  # the checkout whose analyze package the workers run
 DATA = {"informative": True, "uninformative": False}
@@ -101,11 +101,11 @@ def report(data: dict, load0: str, load1: str) -> str:
 def run_later_passes(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
     """The ``later_passes`` section (``n_pixels`` is not used): see the module docstring."""
     load0 = _load()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_later_"))
-    (tmp / "out").mkdir()
-    print(f"later_passes: building caches in {tmp} ...", file=sys.stderr, flush=True)
-    build(tmp, seed)
-    data = measure(tmp)
+    with scratch("bench_later_") as tmp:
+        (tmp / "out").mkdir()
+        print(f"later_passes: building caches in {tmp} ...", file=sys.stderr, flush=True)
+        build(tmp, seed)
+        data = measure(tmp)
     load1 = _load()
     return report(data, load0, load1), {**data, "load": [load0, load1]}, True
 

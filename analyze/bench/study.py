@@ -36,11 +36,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 from analyze.bench.caches import build_cache
@@ -167,12 +170,32 @@ def project(per_frame: dict, reference_s: dict) -> tuple[list[str], dict]:
     return lines, out
 
 
+@contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A temporary folder for a section's caches (about 1 GB for the study's), removed when the
+    section ends. On an error its caches (``*.zarr``, the bulk) are removed and the folder is
+    kept, with what the section saved there so far (the study's ``per_frame.json``)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    except BaseException:
+        for cache in tmp.glob("*.zarr"):
+            shutil.rmtree(cache, ignore_errors=True)
+        print(f"{prefix.strip('_')}: stopped; what it saved is in {tmp}", file=sys.stderr, flush=True)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_study(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
     """The ``study`` section (``n_pixels`` is not used): see the module docstring."""
+    with scratch("bench_study_") as tmp:
+        return _run_study(tmp, seed)
+
+
+def _run_study(tmp: Path, seed: int) -> tuple[str, dict, bool]:
     from analyze.bench.breakdown import breakdown
 
     load0 = _load()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_study_"))
     (tmp / "out").mkdir()
     print(f"study: building caches in {tmp} ...", file=sys.stderr, flush=True)
     for kind in MODEL:
@@ -250,8 +273,12 @@ def run_two_pass(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
     """The ``two_pass`` section (``n_pixels`` is not used): step 1's ``grid`` and ``two-pass grid``
     alone, per model: the two-pass plan's seconds per frame against the one-pass plan's in the
     same run (issue 27's goal: at most 1.15x)."""
+    with scratch("bench_two_pass_") as tmp:
+        return _run_two_pass(tmp, seed)
+
+
+def _run_two_pass(tmp: Path, seed: int) -> tuple[str, dict, bool]:
     load0 = _load()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_two_pass_"))
     (tmp / "out").mkdir()
     for kind in MODEL:
         for n in (N_FRAMES, 1):
