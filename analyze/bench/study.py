@@ -9,9 +9,9 @@ anomaly labels, and Cityscapes-val-shaped semantic ones (the study's in-distribu
    alone and with ``--bootstrap 200 --component-metrics``, each with the default memory
    budget (one pass over 8 frames) and with :data:`TWO_PASS_BUDGET` (two passes with a frame
    task per core, as Fishyscapes Lost & Found's 100 frames and the study's other larger
-   datasets run at the default 4 GiB), on the default local scheduler (threads, one per
-   CPU). Seconds per frame with start-up excluded: (time on 8 frames - time on 1 frame) / 7, each the best of
-   :data:`REPEATS` runs of the whole command in a process that ran it once before
+   datasets run at the default budget), on the default local scheduler (threads, one per
+   CPU). Seconds per frame with start-up excluded: (time on 8 frames - time on 1 frame) / 7,
+   each the best of :data:`REPEATS` runs of the whole command in a process that ran it once before
    (:func:`worker`): the subtraction alone left a fresh interpreter's start-up (5 to 16 s
    on the shared machine) in the noise.
 2. Where a frame's time goes, and the reference (:mod:`analyze.bench.reference`), in this
@@ -25,9 +25,9 @@ anomaly labels, and Cityscapes-val-shaped semantic ones (the study's in-distribu
    search per pixel, the dense component step) for the overhead before.
 3. The study projected: per model, every dataset of the report (``data_manifest.yaml``: the
    anomaly datasets with a report order and the in-distribution one) at its frame count,
-   each frame at the measured 1024x2048 seconds of its plan (one pass when its scores and a
-   frame task per CPU fit the default 4 GiB, else two), semantic frames at the semantic cache's seconds. Frames
-   smaller than 1024x2048 (Road Anomaly, some of SMIYC) are counted at that size: an upper bound.
+   each frame at the measured 1024x2048 seconds of its plan (one pass when its scores fit the
+   default budget beside a frame task per CPU, else two), semantic frames at the semantic
+   cache's seconds. Frames smaller than 1024x2048 (Road Anomaly, some of SMIYC) are counted at that size: an upper bound.
 
 Ratios are taken within one run (the machine may be shared: the load average is printed).
 """
@@ -53,9 +53,10 @@ GRID = ["--scorers", "study", "--temps", "0.5,0.75,1.1"]  # "study": the referen
 TEMPS = (0.5, 0.75, 1.0, 1.1)
 LATER = ["--bootstrap", "200", "--component-metrics"]
 # two passes over the 8 frames, with a frame task per core (2.5 GiB: under every score of the five
-# at four T beside two frame tasks, and two tasks in the half two passes give them), as Lost &
-# Found's 100 frames run at the default 4 GiB; 320 MiB (4 GiB scaled to 8 of 100 frames) until
-# the frame tasks counted in the budget (it now runs one task at a time)
+# at four T beside two frame tasks, and two tasks in what two passes leave them,
+# analyze.plan.passes.task_room), as Lost & Found's 100 frames run at the default budget;
+# 320 MiB (4 GiB scaled to 8 of 100 frames) until the frame tasks counted in the budget (it now
+# runs one task at a time)
 TWO_PASS_BUDGET = "2560MiB"
 CONFIGS = {"grid": GRID, "grid + intervals + components": GRID + LATER,
            "two-pass grid": GRID + ["--max-memory", TWO_PASS_BUDGET],

@@ -101,14 +101,11 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                            device, PlanOptions(protocol, budget, component_metrics, bootstrap, max_spill=cap), seed=seed,
                            spill=SpillPolicy(folder=spill_dir))
     if explain:
-        from dataclasses import replace
-
+        from analyze.run.driver import on_this_machine
         from analyze.run.scheduler import tasks_at_once
-        from schemas.machine import usable_memory
 
-        tasks = tasks_at_once(scheduler, scheduler_file, workers)  # what the run's scheduler would run at once
-        plan = replace(request.plan, tasks=tasks, machine_memory=usable_memory())
-        return _explain([c for c in caches if str(c) not in failures], replace(request, plan=plan))
+        request = on_this_machine(request, tasks_at_once(scheduler, scheduler_file, workers))  # as the run would plan
+        return _explain([c for c in caches if str(c) not in failures], request)
     from analyze.run.scheduler import Scheduler
 
     sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)

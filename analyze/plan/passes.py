@@ -34,9 +34,8 @@ The rules (the numbers are identical whichever plan runs):
 * ``max_memory`` also holds the frame tasks that run at once on this machine (``tasks``, the
   local scheduler's threads or processes): each needs :func:`task_bytes` while it runs. One
   pass is planned when every kept score and ``tasks`` frame tasks fit; else two passes, whose
-  frame tasks may take what is left beside half the budget, or beside 4 GiB where that is less
-  (for what the passes keep: the anomaly pixels' scores, the counts). Where that holds fewer than ``tasks`` (at least one),
-  fewer frame tasks run at once (:attr:`Plan.tasks`). A distributed cluster's workers hold
+  frame tasks may take :func:`task_room`. Where that holds fewer than ``tasks`` (at least
+  one), fewer frame tasks run at once (:attr:`Plan.tasks`). A distributed cluster's workers hold
   their own memory: not counted (``tasks`` None). Without a ``max_memory`` (the default, None)
   the budget is :func:`auto_budget`: :data:`DEFAULT_MAX_MEMORY` of kept scores beside the
   tasks, within half the machine's usable memory.
@@ -63,7 +62,7 @@ SCORE_BYTES = 8  # a kept score: float64 (analyze.scorers.pixel.SCORE_DTYPE)
 POSITION_BYTES = 4  # the pixel of a kept score (uint32), when the component metrics read them
 POSITIONS = 1 / 8  # the fewest of the highest in-distribution scores kept with their pixels (analyze.run.later_passes)
 MAP_BYTES = 8  # a frame task's map of one key, per pixel at the label size: float64
-TASK_PIXEL_BYTES = 128  # a frame task's composition and scorer buffers per label pixel (measured: 40-134 B)
+TASK_PIXEL_BYTES = 128  # a frame task's composition and scorer buffers per pixel (task_pixels; measured: 40-134 B)
 
 
 @dataclass(frozen=True)

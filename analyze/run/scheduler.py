@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 #: names ``dask.compute(scheduler=...)`` accepts for a local scheduler
 _DASK_LOCAL = {"threads", "threading", "processes", "multiprocessing", "sync", "synchronous", "single-threaded"}
+_SYNC = {"sync", "synchronous", "single-threaded"}  # of those, the ones that run one task at a time
 _FORKING = {"processes", "multiprocessing"}  # of those, the ones whose tasks run in forked processes
 CONNECT_TIMEOUT = "5s"  # a scheduler that does not answer within this is an option error
 FRAME_TASK = "frame_task"  # key prefix of the tasks counted by the progress bars
@@ -47,7 +48,7 @@ def tasks_at_once(spec: str | None, scheduler_file: str | None = None, workers: 
     name = (spec or "threads").lower()
     if name not in _DASK_LOCAL:
         return None
-    if name in ("sync", "synchronous", "single-threaded"):
+    if name in _SYNC:
         return 1
     from dask.system import CPU_COUNT
 
@@ -274,12 +275,9 @@ class Scheduler:
         desc = f"pass {i + 1}/{max(n, i + 1)} {label}"
         if self.client is not None:
             return self._distributed(self.client, parts, reduce, desc)
-        workers = self.workers
-        if self._tasks is not None and self.spec not in ("sync", "synchronous", "single-threaded"):
-            from dask.system import CPU_COUNT
-
-            workers = min(workers or CPU_COUNT, self._tasks)
-        kwargs = {"num_workers": workers} if workers and self.spec not in ("sync", "synchronous") else {}
+        cap = self._tasks  # the plan's: the local scheduler runs at most that many frame tasks at once
+        workers = self.workers if cap is None else min(tasks_at_once(self.spec, None, self.workers) or cap, cap)
+        kwargs = {"num_workers": workers} if workers and self.spec not in _SYNC else {}
         with _local_pool(self.spec, workers) as pool, (_frame_progress(len(parts), desc) if self.progress
                                                             else nullcontext()):
             return dask.compute(reduce(parts), scheduler=self.spec, **(kwargs if pool is None else {"pool": pool}))[0]
