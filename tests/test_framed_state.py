@@ -68,6 +68,21 @@ def test_split_sorted_keeps_the_scores_and_their_pixels():
         np.testing.assert_array_equal(plain.neg, split.neg)
 
 
+def test_a_split_into_the_threads_buffers_is_the_same_and_reuses_them():
+    big = np.random.default_rng(9).normal(size=(50, 60)), np.zeros((50, 60), np.uint8)
+    big[1][::7, ::3] = 1
+    frames = [big, *_frames(8, dtype=np.float32)]  # the largest first: the buffers never grow after it
+    ptrs = set()
+    for s, y in frames:
+        w = split_sorted(s, y)
+        got = split_sorted(s, y, frame=2, scratch=True)
+        np.testing.assert_array_equal(got.pos, w.pos)
+        np.testing.assert_array_equal(got.neg, w.neg)
+        assert got.frame == 2 and got.neg.dtype == np.float64
+        ptrs.add(got.neg.__array_interface__["data"][0])
+    assert len(ptrs) == 1  # the thread's one buffer, not new memory per frame
+
+
 def test_split_sorted_rejects_what_exact_state_rejects():
     s, y = _frames(1)[0]
     bad = y.copy()

@@ -74,14 +74,18 @@ def distinct_sorted(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[starts], np.diff(starts, append=x.size)
 
 
-def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0.0) -> FrameSplit:
+def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0.0, scratch: bool = False
+                 ) -> FrameSplit:
     """The :class:`FrameSplit` of one frame: compiled split (:mod:`analyze.metrics.kernels`) of the
     scores as float64 (exact for float16/32), radix sort of each class (:mod:`analyze.metrics.radix64`). ``positions`` > 0:
     the pixel of every anomaly score and of the highest ``ceil(positions * n)`` of the ``n``
     in-distribution scores (and of every score equal to the lowest of them), found by one
     more pass over the map and sorted with their scores (``positions >= 1``: every pixel, one
     indexed sort of each class). Labels other than 0, 1 and 255 and
-    NaN scores at non-void pixels raise ValueError, as in :meth:`ExactState.update`."""
+    NaN scores at non-void pixels raise ValueError, as in :meth:`ExactState.update`.
+    ``scratch`` (with ``positions`` 0): the sorted scores are this thread's buffers, valid until
+    its next such split (a pass that keeps counts, not scores: new arrays' pages cost as much
+    system time as the sort itself takes)."""
     s, t = np.asarray(y_score), np.asarray(y_true)
     if s.shape != t.shape or t.dtype != np.uint8 or s.dtype.kind != "f":
         split_frame(s, t, check_nan=True)  # raises on bad shapes, labels and NaN
@@ -94,9 +98,12 @@ def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0
     if n_nan:
         raise ValueError("y_score contains NaN at non-void pixels")
     if positions <= 0:
-        neg = K.gather(s, t, 0, n_neg)
+        if scratch:
+            neg = K.gather_into(s, t, 0, _scratch(s, 2, n_neg))
+            pos = K.gather_into(s, t, 1, _scratch(s, 3, n_pos))
+        else:
+            neg, pos = K.gather(s, t, 0, n_neg), K.gather(s, t, 1, n_pos)
         sort_f64(neg, _scratch(neg))
-        pos = K.gather(s, t, 1, n_pos)
         sort_f64(pos, _scratch(pos))
         return FrameSplit(frame, pos, neg)
     pos, pos_index = _sorted_indexed(*K.gather_indexed(s, t, 1, n_pos))
@@ -116,15 +123,17 @@ def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0
 _SCRATCH = threading.local()  # this thread's sort scratch buffers (a fresh one per sort costs page faults)
 
 
-def _scratch(x: np.ndarray, which: int = 0) -> np.ndarray:
-    """A scratch array like ``x`` (its size and dtype) for a sort on this thread: a buffer kept per
-    thread and grown as needed, so each frame's sorts do not fault in new memory."""
+def _scratch(x: np.ndarray, which: int = 0, size: int | None = None) -> np.ndarray:
+    """A scratch array like ``x`` (its size, or ``size``, and its dtype) for a sort on this thread:
+    buffer ``which`` kept per thread and grown as needed, so each frame's sorts do not fault in
+    new memory."""
+    n = x.size if size is None else size
     bufs = _SCRATCH.__dict__.setdefault("bufs", {})
     key = (which, x.dtype.str)
     buf = bufs.get(key)
-    if buf is None or buf.size < x.size:
-        buf = bufs[key] = np.empty(x.size, x.dtype)
-    return buf[: x.size]
+    if buf is None or buf.size < n:
+        buf = bufs[key] = np.empty(n, x.dtype)
+    return buf[:n]
 
 
 def _sorted_indexed(x: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -86,15 +86,21 @@ def scan_frame64(s: np.ndarray, t: np.ndarray) -> tuple[int, int, int, int, int]
 
 
 @nb.njit(nogil=True, cache=True)
-def gather(s: np.ndarray, t: np.ndarray, label: int, n: int) -> np.ndarray:
-    """The ``n`` scores whose label is ``label``, in pixel order (``s[t == label]``)."""
-    out = np.empty(n, s.dtype)
+def gather_into(s: np.ndarray, t: np.ndarray, label: int, out: np.ndarray) -> np.ndarray:
+    """``out`` (as many as there are such scores) := the scores whose label is ``label``, in pixel
+    order (``s[t == label]``)."""
     j = 0
     for i in range(t.size):
         if t[i] == label:
             out[j] = s[i]
             j += 1
     return out
+
+
+@nb.njit(nogil=True, cache=True)
+def gather(s: np.ndarray, t: np.ndarray, label: int, n: int) -> np.ndarray:
+    """The ``n`` scores whose label is ``label``, in pixel order (``s[t == label]``), a new array."""
+    return gather_into(s, t, label, np.empty(n, s.dtype))
 
 
 @nb.njit(nogil=True, cache=True)

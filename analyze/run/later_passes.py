@@ -79,7 +79,8 @@ class SecondPassState:
             if frame is None:
                 raise ValueError("a spilled frame needs its index")
             write_map(self.spill, frame, y_score)
-        split = split_sorted(y_score, y_true, frame, self.positions)
+        # counts, histograms and the AP are all that stay of the sorted scores (but the candidates)
+        split = split_sorted(y_score, y_true, frame, self.positions, scratch=not self.positions)
         self.counts.add_sorted(split.neg, split.pos.size)
         if self.histograms is not None:
             self.histograms.add_sorted(split.pos, split.neg)

@@ -278,9 +278,15 @@ class Scheduler:
         cap = self._tasks  # the plan's: the local scheduler runs at most that many frame tasks at once
         workers = self.workers if cap is None else min(tasks_at_once(self.spec, None, self.workers) or cap, cap)
         kwargs = {"num_workers": workers} if workers and self.spec not in _SYNC else {}
-        with _local_pool(self.spec, workers) as pool, (_frame_progress(len(parts), desc) if self.progress
-                                                            else nullcontext()):
-            return dask.compute(reduce(parts), scheduler=self.spec, **(kwargs if pool is None else {"pool": pool}))[0]
+        try:
+            with _local_pool(self.spec, workers) as pool, (_frame_progress(len(parts), desc) if self.progress
+                                                                else nullcontext()):
+                return dask.compute(reduce(parts), scheduler=self.spec, **(kwargs if pool is None else {"pool": pool}))[0]
+        finally:
+            if self.spec in _SYNC:  # the frame tasks ran on this thread: do not hold their maps after the pass
+                from analyze.scorers.kept_maps import drop
+
+                drop()
 
     def _distributed(self, client: Client, parts: list[Any], reduce: Callable[[list[Any]], Any], desc: str) -> Any:
         if not self.progress:

@@ -25,6 +25,7 @@ from analyze.plan.frame_selection import ScoreError, contributes
 from analyze.run.later_passes import SecondPassState
 from analyze.run.scheduler import Scheduler, single_threaded_tasks
 from analyze.scorers import get_scorers
+from analyze.scorers.kept_maps import kept_maps
 from schemas import cache as C
 from schemas.manifest import VOID
 
@@ -164,7 +165,7 @@ def frame_task(job: ScoreJob, i: int, phase: str, aux: Mapping[Key, np.ndarray] 
 
     Runs with torch and BLAS on one thread (:func:`analyze.run.scheduler.single_threaded_tasks`).
     """
-    with single_threaded_tasks():
+    with single_threaded_tasks(), kept_maps():  # the maps of this thread's last frame, reused
         return _frame_task(job, i, phase, aux)
 
 

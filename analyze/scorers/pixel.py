@@ -42,6 +42,7 @@ import torch
 
 from analyze.scorers import kernels, masks, sml
 from analyze.scorers.compiled import CHUNK_PIXELS, CompiledTile
+from analyze.scorers.kept_maps import lend
 from analyze.scorers.plugins import PluginMaps
 from analyze.scorers.registry import Scorer, get_scorer
 from analyze.scorers.tile_math import SCORE_DTYPE, first_argmax, score_tile
@@ -140,12 +141,20 @@ class MapScorer:
         if self.compiled and self.device.type != "cpu":
             raise ValueError("the compiled scorers run on the CPU only")
         self.builtin = builtin
-        new = _zeros if sparse else (lambda shape, dtype, device: torch.empty(shape, dtype=dtype, device=device))
-        self.maps = {n: new(shape, SCORE_DTYPE, self.device) for n in builtin}
         needs_sem = semantic or any(s.base == "sml" for s in builtin.values())
-        self.sem = new(shape, torch.uint8, self.device) if needs_sem else None
-        # rows blank() has to clear: sparse maps start zeroed, so only those add() wrote
+        kept = {n: lend(shape, SCORE_DTYPE, self.device, sparse) for n in builtin}
+        sem = lend(shape, torch.uint8, self.device, sparse) if needs_sem else None
+        self.maps = {n: k.tensor for n, k in kept.items()}
+        self.sem = None if sem is None else sem.tensor
+        # rows blank() has to clear: sparse maps start zeroed, so only those add() wrote (or, for
+        # maps kept from an earlier frame, its user wrote: kept_maps); finish() clears those of
+        # them that neither reached
         self._dirty = np.zeros(shape[0], bool) if sparse else np.ones(shape[0], bool)
+        lent = [*kept.values(), *([sem] if sem is not None else [])]
+        for k in lent:
+            self._dirty |= k.dirty
+            k.dirty = self._dirty  # the rows written here follow the maps to their next user
+        self._stale = self._dirty.copy()  # rows that may hold another frame's values until reached
         self._semantic = semantic
         self._tiles: dict[int, CompiledTile] = {}
 
@@ -155,6 +164,7 @@ class MapScorer:
         ``[rows, cols]`` of the maps; ``channels``: its query channels (R, Wc) each."""
         _check_channels(self.scorers, channels)
         self._dirty[rows] = True
+        self._stale[rows] = False
         k = x.shape[0]
         if self.stats is not None and self.stats.mean.shape[0] != k:
             raise ValueError(f"statistics of {self.stats.mean.shape[0]} classes for scores of {k} classes")
@@ -202,14 +212,21 @@ class MapScorer:
         (on the CPU in pages the system zeroes when first touched), so only rows :meth:`add`
         wrote are cleared: a pass that reads a few pixels writes no other memory."""
         if self._dirty[rows].any():
-            for m in self.maps.values():
-                m[rows, cols] = 0
-            if self.sem is not None:
-                self.sem[rows, cols] = 0
+            self._clear(rows, cols)
+        self._stale[rows] = False
         self.plugins.blank(rows, cols)
+
+    def _clear(self, rows, cols=slice(None)) -> None:
+        for m in self.maps.values():
+            m[rows, cols] = 0
+        if self.sem is not None:
+            self.sem[rows, cols] = 0
 
     def finish(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """``({name: (H, W) float64}, semantic (H, W) uint8 or None)``, SML smoothed, on the CPU."""
+        if self._stale.any():  # rows of a kept map that this frame did not reach
+            self._clear(torch.from_numpy(self._stale).to(self.device))
+            self._stale[:] = False
         out = {}
         for n, s in self.builtin.items():
             m = self.maps[n]
@@ -227,14 +244,6 @@ class MapScorer:
         if self.sem is None:
             raise ValueError("no semantic map: made with semantic=False and no SML scorer")
         return self.sem
-
-
-def _zeros(shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A zeroed map: on the CPU numpy's (calloc: the pages are zeroed when first touched, so rows
-    never written cost nothing), elsewhere torch's."""
-    if device.type == "cpu":
-        return torch.from_numpy(np.zeros(shape, torch.empty(0, dtype=dtype).numpy().dtype))
-    return torch.zeros(shape, dtype=dtype, device=device)
 
 
 def score_many(x: ArrayLike, temperature: float, names: Sequence[str], argmax_out: np.ndarray | None = None, *,
