@@ -568,14 +568,35 @@ def test_negative_counts_are_compact_and_equal_searchsorted():
         states = [M.NegativeCountState(u).add_sorted(np.sort(x), 3) for x in negs]
         for state, x in zip(states, negs):
             assert state.n_neg == x.size and state.n_pos == 3
-            if x.size:
-                assert state.hist.dtype == np.int32 and state.hist.nbytes == 4 * (u.size + 1)
-                assert (state.ties is None) == (levels is None)
+            assert _held(state) <= 8 * (u.size + 1)  # never more than two int32 arrays of u's slots
+            if x.size:  # int32 counts; ties only where the scores share a grid with u
+                assert all(a.dtype == np.int32 for r in state.runs for a in r[1::2])
+                assert all(a.dtype == np.int32 for a in (state.hist, state.ties) if a is not None)
+                ties = state.ties is not None or any(r.tie_slots.size for r in state.runs)
+                assert ties == (levels is not None)
         merged = M.merge_states([states[i] for i in rng.permutation(3)])
         everything = np.sort(np.concatenate(negs))
         np.testing.assert_array_equal(merged.below, np.searchsorted(everything, u, side="left"))
         np.testing.assert_array_equal(merged.below_eq, np.searchsorted(everything, u, side="right"))
         assert merged.below.dtype == merged.below_eq.dtype == np.int64
+
+
+def _held(state) -> int:
+    """The bytes of counts a NegativeCountState holds (its runs and arrays)."""
+    return sum(r.nbytes for r in state.runs) + sum(a.nbytes for a in (state.hist, state.ties) if a is not None)
+
+
+def test_a_frame_that_reaches_few_anomaly_scores_holds_runs_not_arrays_of_them():
+    rng = np.random.default_rng(5)
+    u = np.unique(rng.random(1_000_000))  # a study's every anomaly score
+    neg = np.sort(rng.random(1000))
+    state = M.NegativeCountState(u).add_sorted(neg, 0)
+    assert state.hist is None and _held(state) <= 8 * neg.size  # 8 KB, not two 4 MB arrays
+    merged = M.merge_states([state, M.NegativeCountState(u).add_sorted(np.sort(rng.random(3000)), 0)])
+    assert merged.hist is None and _held(merged) <= 8 * 4000
+    many = M.merge_states([M.NegativeCountState(u).add_sorted(np.sort(rng.random(400_000)), 0) for _ in range(6)])
+    assert many.hist is not None and _held(many) <= 8 * (u.size + 1) + 8 * 400_000  # arrays once runs outgrow them
+    np.testing.assert_array_equal(state.below_eq, np.searchsorted(neg, u, side="right"))
 
 
 def test_merged_negative_counts_widen_to_int64_past_two_to_the_31():
@@ -584,9 +605,12 @@ def test_merged_negative_counts_widen_to_int64_past_two_to_the_31():
     b = M.NegativeCountState(u).add_sorted(np.array([0.6]), 0)
     b.n_neg = 2**31 - 1  # as if b had counted that many negatives: the sum no longer fits int32
     out = a.merge(b)
+    out.counts_below()  # the runs added to the arrays
     assert out.hist.dtype == np.int64 and out.n_neg == 2**31 + 2
     np.testing.assert_array_equal(out.hist, [1, 1, 1, 1])  # slot j: u_{j-1} < x <= u_j
-    assert a.merge(M.NegativeCountState(u).add_sorted(np.array([0.6]), 0)).hist.dtype == np.int32
+    small = a.merge(M.NegativeCountState(u).add_sorted(np.array([0.6]), 0))
+    small.counts_below()
+    assert small.hist.dtype == np.int32
     assert a.merge(M.NegativeCountState(u.copy())).n_neg == 3  # equal thresholds in another array
     with pytest.raises(ValueError, match="different thresholds"):
         a.merge(M.NegativeCountState(u + 0.01))

@@ -147,6 +147,26 @@ def negative_key_histogram(s: np.ndarray, t: np.ndarray, n_bins: int) -> np.ndar
     return hist
 
 
+@nb.njit(inline="always")
+def _slot_of(u: np.ndarray, j: int, x) -> int:
+    """The first ``k > j`` with ``u[k] >= x`` (``m`` where none) for ascending ``u`` with ``u[j] < x``:
+    galloping search from ``j``, so a few negatives between two far ``u`` cost O(log m), not O(m)."""
+    m = u.size
+    lo, hi, step = j, j + 1, 1  # invariant: u[lo] < x; hi == m or u[hi] >= x once found
+    while hi < m and u[hi] < x:
+        lo = hi
+        step *= 2
+        hi = lo + step
+    hi = min(hi, m)
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if u[mid] < x:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 @nb.njit(nogil=True, cache=True)
 def rank_counts(neg: np.ndarray, u: np.ndarray, hist: np.ndarray, ties: np.ndarray) -> None:
     """Adds the ranks of ascending ``neg`` among strictly ascending ``u`` (``m`` values):
@@ -154,8 +174,8 @@ def rank_counts(neg: np.ndarray, u: np.ndarray, hist: np.ndarray, ties: np.ndarr
     ``np.bincount(np.searchsorted(u, neg))``), ``ties[j] +=`` #negatives equal to ``u[j]``.
 
     Then #neg <= u_k is ``cumsum(hist)[k]`` and #neg < u_k that minus ``ties[k]``. One walk
-    through ``neg``; the position in ``u`` moves by galloping search, so a piece of a few
-    negatives costs O(log m), not O(m). Comparisons in the wider of the two types.
+    through ``neg``; the position in ``u`` moves by :func:`_slot_of`. Comparisons in the wider
+    of the two types.
     """
     m = u.size
     if hist.size < m + 1 or ties.size < m:
@@ -167,20 +187,40 @@ def rank_counts(neg: np.ndarray, u: np.ndarray, hist: np.ndarray, ties: np.ndarr
         if j < m and u[j] < x:
             hist[j] += run
             run = 0
-            lo, hi, step = j, j + 1, 1  # invariant: u[lo] < x; hi == m or u[hi] >= x once found
-            while hi < m and u[hi] < x:
-                lo = hi
-                step *= 2
-                hi = lo + step
-            hi = min(hi, m)
-            while hi - lo > 1:
-                mid = (lo + hi) >> 1
-                if u[mid] < x:
-                    lo = mid
-                else:
-                    hi = mid
-            j = hi
+            j = _slot_of(u, j, x)
         run += 1
         if j < m and u[j] == x:
             ties[j] += 1
     hist[j] += run
+
+
+@nb.njit(nogil=True, cache=True)
+def rank_runs(neg: np.ndarray, u: np.ndarray, slots: np.ndarray, counts: np.ndarray, tie_slots: np.ndarray,
+              tie_counts: np.ndarray) -> tuple[int, int]:
+    """:func:`rank_counts` as runs, for a frame whose negatives reach few of ``u``'s slots: the
+    ``r`` slots ``slots[:r]`` (ascending) where ``hist`` would grow, by ``counts[:r]``, and the
+    ``t`` slots ``tie_slots[:t]`` where ``ties`` would, by ``tie_counts[:t]``; returns ``(r, t)``.
+    Each buffer needs ``min(len(neg), m + 1)`` entries."""
+    m = u.size
+    j, run, tie, r, t = 0, 0, 0, 0, 0
+    for i in range(neg.size):
+        x = neg[i]
+        if j < m and u[j] < x:
+            if run:
+                slots[r], counts[r] = j, run
+                r += 1
+            if tie:
+                tie_slots[t], tie_counts[t] = j, tie
+                t += 1
+            run, tie = 0, 0
+            j = _slot_of(u, j, x)
+        run += 1
+        if j < m and u[j] == x:
+            tie += 1
+    if run:
+        slots[r], counts[r] = j, run
+        r += 1
+    if tie:
+        tie_slots[t], tie_counts[t] = j, tie
+        t += 1
+    return r, t

@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -29,6 +29,44 @@ def rank_counts(neg: np.ndarray, u: np.ndarray, hist: np.ndarray, ties: np.ndarr
         K.rank_counts(neg, u, hist, ties)
     else:
         rank_counts_numpy(neg, u, hist, ties)
+
+
+class Runs(NamedTuple):
+    """:func:`rank_counts` of one piece as runs (:func:`rank_runs`): ``hist[slots] += counts`` and
+    ``ties[tie_slots] += tie_counts``, each slot once."""
+
+    slots: np.ndarray
+    counts: np.ndarray
+    tie_slots: np.ndarray
+    tie_counts: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self)
+
+
+def rank_runs(neg: np.ndarray, u: np.ndarray) -> Runs:
+    """The :class:`Runs` of ascending ``neg`` among ascending distinct ``u``: the compiled walk of
+    :func:`rank_counts` (:func:`analyze.metrics.kernels.rank_runs`) into this thread's buffers,
+    kept at their length (int32 slots and counts while they fit)."""
+    if not (neg.dtype in _FAST_FLOATS and u.dtype in _FAST_FLOATS):
+        hist, ties = np.zeros(u.size + 1, np.int64), np.zeros(u.size, np.int64)
+        rank_counts_numpy(neg, u, hist, ties)
+        slots, tie_slots = np.flatnonzero(hist), np.flatnonzero(ties)
+        return Runs(slots, hist[slots], tie_slots, ties[tie_slots])
+    n = min(neg.size, u.size + 1)
+    slot_t = np.int32 if u.size < 2**31 - 1 else np.int64
+    count_t = np.int32 if neg.size < 2**31 else np.int64
+    bufs = _RUNS.__dict__.setdefault("bufs", {})
+    key = (np.dtype(slot_t).str, np.dtype(count_t).str)
+    if key not in bufs or bufs[key][0].size < n:
+        bufs[key] = tuple(np.empty(n, t) for t in (slot_t, count_t, slot_t, count_t))
+    s, c, ts, tc = (b[:n] for b in bufs[key])
+    r, t = K.rank_runs(neg, u, s, c, ts, tc)
+    return Runs(s[:r].copy(), c[:r].copy(), ts[:t].copy(), tc[:t].copy())
+
+
+_RUNS = threading.local()  # this thread's buffers of rank_runs, as long as its longest walk
 
 
 def rank_counts_numpy(neg: np.ndarray, u: np.ndarray, hist: np.ndarray, ties: np.ndarray) -> None:

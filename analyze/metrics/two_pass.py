@@ -132,17 +132,22 @@ class NegativeCountState:
     is searched in them: ``O(n log n + len(u) log n)``. The state keeps what a frame adds, not
     its running sums: ``hist[j]``, the negatives with exactly ``j`` values of ``u`` below them
     (``len(u) + 1`` entries), and ``ties[k]``, those equal to ``u_k`` (None while there is
-    none), in int32 while the state's negatives number fewer than 2**31 (int64 beyond), so a
-    frame result waiting for its merge holds 4 bytes per anomaly score, not the 16 of two
-    int64 running sums. :attr:`below` / :attr:`below_eq` (#negatives ``< u_k`` / ``<= u_k``)
-    are formed once, from the merged state. ``merge`` adds integers: any merge order gives
-    the same counts.
+    none), in int32 while the state's negatives number fewer than 2**31 (int64 beyond).
+    A frame adds them as runs (:func:`analyze.metrics.ranks.rank_runs`: the slots its negatives
+    reach and their counts, 8 bytes a run, at most one per negative), kept as runs until they
+    would take more memory than the arrays (4 bytes per anomaly score each): at a study's scale
+    ``u`` holds millions of scores (every frame's anomaly pixels) while a frame reaches a
+    fraction of them, and arrays of all of them, zeroed, walked and held for every key of every
+    frame waiting for its merge, cost more than the frame's sort. :attr:`below` /
+    :attr:`below_eq` (#negatives ``< u_k`` / ``<= u_k``) are formed once, from the merged state.
+    ``merge`` adds integers: any merge order and any mix of runs and arrays give the same counts.
     """
 
     def __init__(self, u: np.ndarray) -> None:
         self.u = np.asarray(u)
-        self.hist: np.ndarray | None = None  # None: no negative yet
-        self.ties: np.ndarray | None = None  # None: no negative equals an anomaly score
+        self.hist: np.ndarray | None = None  # None: no negative yet (beside the runs)
+        self.ties: np.ndarray | None = None  # None: no negative equals an anomaly score (beside the runs)
+        self.runs: list[ranks.Runs] = []  # frames' counts not yet added to hist and ties
         self.n_pos = 0
         self.n_neg = 0
 
@@ -166,12 +171,28 @@ class NegativeCountState:
         self.n_pos += n_pos
         if not neg.size:
             return self
-        dtype = _count_dtype(neg.size)
-        hist: np.ndarray = np.zeros(self.u.size + 1, dtype)
-        ties: np.ndarray = np.zeros(self.u.size, dtype)
-        ranks.rank_counts(neg, self.u, hist, ties)
-        self._add(hist, ties, neg.size)
+        self.n_neg += neg.size
+        self.runs.append(ranks.rank_runs(neg, self.u))
+        self._bound()
         return self
+
+    def _bound(self) -> None:
+        """Add the runs to the arrays once they take more memory than the arrays would."""
+        if sum(r.nbytes for r in self.runs) > 8 * (self.u.size + 1):
+            self._add_runs()
+
+    def _add_runs(self) -> None:
+        if not self.runs:
+            return
+        dtype = _count_dtype(self.n_neg)
+        hist = np.zeros(self.u.size + 1, dtype) if self.hist is None else self.hist.astype(dtype)  # a copy
+        ties = None if self.ties is None else self.ties.astype(dtype)
+        for r in self.runs:
+            hist[r.slots] += r.counts  # distinct slots within a run
+            if r.tie_slots.size:
+                ties = np.zeros(self.u.size, dtype) if ties is None else ties
+                ties[r.tie_slots] += r.tie_counts
+        self.hist, self.ties, self.runs = hist, ties, []
 
     def _add(self, hist: np.ndarray, ties: np.ndarray, n_neg: int) -> None:
         dtype = _count_dtype(n_neg)
@@ -187,11 +208,14 @@ class NegativeCountState:
         out = type(self)(self.u)
         out.n_pos, out.n_neg = self.n_pos + other.n_pos, self.n_neg + other.n_neg
         out.hist, out.ties = _plus(self.hist, other.hist, out.n_neg), _plus(self.ties, other.ties, out.n_neg)
+        out.runs = self.runs + other.runs
+        out._bound()
         return out
 
     def counts_below(self) -> tuple[np.ndarray, np.ndarray]:
         """(#negatives ``< u_k``, #negatives ``<= u_k``), int64, from the state's counts
         (:func:`analyze.metrics.ranks.below_counts` on int64 copies)."""
+        self._add_runs()
         if self.hist is None:
             zero = np.zeros(self.u.size, np.int64)
             return zero, zero
