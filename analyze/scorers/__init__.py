@@ -9,6 +9,7 @@
 * :mod:`analyze.scorers.masks`: the scorers of a mask model's query outputs (EAM, no-object,
   Mask2Anomaly) and the per-query channels they need from the composition.
 * :mod:`analyze.scorers.sml`: SML's boundary suppression and dilated smoothing.
+* :mod:`analyze.scorers.kept_maps`: the full-size maps a thread's frame tasks reuse from frame to frame.
 * :mod:`analyze.scorers.plugin_load` and :mod:`analyze.scorers.plugins`: a user's function of ``x``
   (``--scorers mypkg.scores:fn``, ``file.py:fn`` or an installed entry point) declared, loaded,
   scored inside :class:`~analyze.scorers.pixel.MapScorer` beside the built-ins and recorded in the rows.
