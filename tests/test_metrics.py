@@ -581,6 +581,24 @@ def test_negative_counts_are_compact_and_equal_searchsorted():
         assert merged.below.dtype == merged.below_eq.dtype == np.int64
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rank_runs_are_the_searchsorted_counts_slot_by_slot(dtype):
+    from analyze.metrics.ranks import rank_runs
+
+    rng = np.random.default_rng(6)
+    for m, n in [(0, 5), (7, 0), (40, 300), (300, 40), (1, 1), (64, 1000)]:
+        u = np.unique(np.round(rng.normal(size=m), 1)).astype(dtype)
+        neg = np.sort(np.round(rng.normal(size=n), 1)).astype(dtype)  # ties with u, and runs of equal scores
+        slot = np.searchsorted(u, neg, side="left")
+        want = np.bincount(slot, minlength=u.size + 1)
+        tie = slot[(slot < u.size) & (u[np.minimum(slot, max(u.size - 1, 0))] == neg)] if u.size else slot[:0]
+        runs = rank_runs(neg, u)
+        np.testing.assert_array_equal(runs.slots, np.flatnonzero(want))
+        np.testing.assert_array_equal(runs.counts, want[want > 0])
+        np.testing.assert_array_equal(runs.tie_slots, np.unique(tie))
+        np.testing.assert_array_equal(runs.tie_counts, np.unique(tie, return_counts=True)[1])
+
+
 def _held(state) -> int:
     """The bytes of counts a NegativeCountState holds (its runs and arrays)."""
     return sum(r.nbytes for r in state.runs) + sum(a.nbytes for a in (state.hist, state.ties) if a is not None)

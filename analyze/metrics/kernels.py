@@ -206,21 +206,19 @@ def rank_runs(neg: np.ndarray, u: np.ndarray, slots: np.ndarray, counts: np.ndar
     for i in range(neg.size):
         x = neg[i]
         if j < m and u[j] < x:
-            if run:
-                slots[r], counts[r] = j, run
-                r += 1
-            if tie:
-                tie_slots[t], tie_counts[t] = j, tie
-                t += 1
+            r, t = _put_run(slots, counts, r, j, run), _put_run(tie_slots, tie_counts, t, j, tie)
             run, tie = 0, 0
             j = _slot_of(u, j, x)
         run += 1
         if j < m and u[j] == x:
             tie += 1
-    if run:
-        slots[r], counts[r] = j, run
-        r += 1
-    if tie:
-        tie_slots[t], tie_counts[t] = j, tie
-        t += 1
-    return r, t
+    return _put_run(slots, counts, r, j, run), _put_run(tie_slots, tie_counts, t, j, tie)
+
+
+@nb.njit(inline="always")
+def _put_run(slots: np.ndarray, counts: np.ndarray, r: int, j: int, n: int) -> int:
+    """Run ``r`` := ``n`` at slot ``j`` where ``n > 0``; the next run's index."""
+    if n:
+        slots[r], counts[r] = j, n
+        return r + 1
+    return r
