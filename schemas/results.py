@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.errors import DataError
-from schemas.files import publish
+from schemas.files import publish, read_table
 from schemas.plugin_rows import PLUGIN_COLUMNS, changed_plugin_rows
 from schemas.selections import stale_selections
 from schemas.version import tool_version
@@ -215,7 +215,7 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise ResultsError(f"{path}: no results file")
     try:
-        table = pq.read_table(path)
+        table = read_table(path)  # one open file: another writer's replace cannot mix into it
     except (pa.ArrowInvalid, OSError) as exc:
         raise ResultsError(f"{path}: not a parquet file ({exc})") from None
     check_version(path, table.schema.metadata)
@@ -335,7 +335,7 @@ def write_side_table(df: pd.DataFrame, path: str | os.PathLike, key=SIDE_KEY) ->
     with table_lock(path):
         if path.exists():
             check_side_table(path)
-            old = pq.read_table(path).to_pandas()
+            old = read_table(path).to_pandas()
             k = list(key)
             new_keys = pd.MultiIndex.from_frame(df[k].astype(str))
             old = old[~pd.MultiIndex.from_frame(old[k].astype(str)).isin(new_keys)]

@@ -23,8 +23,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
+from schemas.files import read_table
 from schemas.results import SIDE_KEY, ResultsError, check_side_table, side_table_path, write_side_table
 
 COLUMNS = SIDE_KEY + ("cache_digest", "frame_ids", "offsets", "bins", "pos", "neg")
@@ -89,7 +89,7 @@ def read_frame_data(results_path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=list(COLUMNS))
     check_side_table(path)
-    df = pq.read_table(path).to_pandas()
+    df = read_table(path).to_pandas()  # one open file: a writer's replace cannot mix into it
     missing = [c for c in COLUMNS if c not in df]
     if missing:
         raise ResultsError(f"{path}: lacks columns {missing}")

@@ -134,14 +134,13 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, pr
 
 
 def _side(path: Path) -> pd.DataFrame | None:
-    import pyarrow.parquet as pq
-
+    from schemas.files import read_table
     from schemas.results import check_side_table
 
     if not path.is_file():
         return None
     check_side_table(path)
-    return pq.read_table(path).to_pandas()
+    return read_table(path).to_pandas()
 
 
 def _marker(results_path, df: pd.DataFrame, sig: Significance, rep: Report) -> Callable[[pd.DataFrame], pd.DataFrame]:
