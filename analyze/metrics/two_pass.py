@@ -136,7 +136,7 @@ class NegativeCountState:
     A frame adds them as runs (:func:`analyze.metrics.ranks.rank_runs`: the slots its negatives
     reach and their counts, 8 bytes a run, at most one per negative), kept as runs until they
     would take more memory than the arrays (4 bytes per anomaly score each): at a study's scale
-    ``u`` holds millions of scores (every frame's anomaly pixels) while a frame reaches a
+    ``u`` may hold millions of scores (every frame's anomaly pixels) while a frame reaches a
     fraction of them, and arrays of all of them, zeroed, walked and held for every key of every
     frame waiting for its merge, cost more than the frame's sort. :attr:`below` /
     :attr:`below_eq` (#negatives ``< u_k`` / ``<= u_k``) are formed once, from the merged state.
