@@ -214,11 +214,7 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"{path}: no results file")
-    try:
-        table = read_table(path)  # one open file: another writer's replace cannot mix into it
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ResultsError(f"{path}: not a parquet file ({exc})") from None
-    check_version(path, table.schema.metadata)
+    table = _read_checked(path)
     missing = [c for c in COLUMNS if c not in table.column_names and c not in PLUGIN_COLUMNS]
     if missing:
         raise ResultsError(f"{path}: missing columns {missing}")
@@ -229,6 +225,24 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     for c in _STRING_COLS:
         df[c] = df[c].astype(str)
     return df
+
+
+def _read_checked(path: Path) -> pa.Table:
+    """The table at ``path``, read whole through one open file (another writer's replace cannot mix
+    into it: :func:`schemas.files.read_table`); ResultsError unless it is a parquet file of this
+    schema version."""
+    try:
+        table = read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ResultsError(f"{path}: not a parquet file ({exc})") from None
+    check_version(path, table.schema.metadata)
+    return table
+
+
+def read_side_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A side table beside ``results.parquet`` (per-frame, curves, frame data), read once and checked
+    as :func:`check_side_table` checks it."""
+    return _read_checked(Path(path)).to_pandas()
 
 
 def check_version(path, metadata) -> None:
@@ -334,8 +348,7 @@ def write_side_table(df: pd.DataFrame, path: str | os.PathLike, key=SIDE_KEY) ->
         return
     with table_lock(path):
         if path.exists():
-            check_side_table(path)
-            old = read_table(path).to_pandas()
+            old = read_side_table(path)
             k = list(key)
             new_keys = pd.MultiIndex.from_frame(df[k].astype(str))
             old = old[~pd.MultiIndex.from_frame(old[k].astype(str)).isin(new_keys)]

@@ -24,8 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from schemas.files import read_table
-from schemas.results import SIDE_KEY, ResultsError, check_side_table, side_table_path, write_side_table
+from schemas.results import SIDE_KEY, ResultsError, read_side_table, side_table_path, write_side_table
 
 COLUMNS = SIDE_KEY + ("cache_digest", "frame_ids", "offsets", "bins", "pos", "neg")
 
@@ -88,8 +87,7 @@ def read_frame_data(results_path: str | os.PathLike) -> pd.DataFrame:
     path = frame_data_path(results_path)
     if not path.is_file():
         return pd.DataFrame(columns=list(COLUMNS))
-    check_side_table(path)
-    df = read_table(path).to_pandas()  # one open file: a writer's replace cannot mix into it
+    df = read_side_table(path)
     missing = [c for c in COLUMNS if c not in df]
     if missing:
         raise ResultsError(f"{path}: lacks columns {missing}")

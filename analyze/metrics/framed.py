@@ -16,7 +16,6 @@ score (float64), plus 4 per score kept with its pixel.
 from __future__ import annotations
 
 import math
-import threading
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -27,6 +26,7 @@ from analyze.metrics.common import split_frame
 from analyze.metrics.counts import counts_from, exact_metrics
 from analyze.metrics.exact import ExactState
 from analyze.metrics.radix64 import sort_f64, sort_f64_indexed
+from analyze.metrics.scratch import thread_buffer
 
 
 class FrameSplit(NamedTuple):
@@ -99,19 +99,19 @@ def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0
         raise ValueError("y_score contains NaN at non-void pixels")
     if positions <= 0:
         if scratch:
-            neg = K.gather_into(s, t, 0, _scratch(s, 2, n_neg))
-            pos = K.gather_into(s, t, 1, _scratch(s, 3, n_pos))
+            neg = K.gather_into(s, t, 0, thread_buffer("in-distribution scores", s.dtype, n_neg))
+            pos = K.gather_into(s, t, 1, thread_buffer("anomaly scores", s.dtype, n_pos))
         else:
             neg, pos = K.gather(s, t, 0, n_neg), K.gather(s, t, 1, n_pos)
-        sort_f64(neg, _scratch(neg))
-        sort_f64(pos, _scratch(pos))
+        sort_f64(neg, thread_buffer("sort", neg.dtype, neg.size))
+        sort_f64(pos, thread_buffer("sort", pos.dtype, pos.size))
         return FrameSplit(frame, pos, neg)
     pos, pos_index = _sorted_indexed(*K.gather_indexed(s, t, 1, n_pos))
     if positions >= 1:  # every pixel: one indexed sort (the same sorted scores as the sort above)
         neg, neg_index = _sorted_indexed(*K.gather_indexed(s, t, 0, n_neg))
         return FrameSplit(frame, pos, neg, pos_index, neg_index, -np.inf)
     neg = K.gather(s, t, 0, n_neg)
-    sort_f64(neg, _scratch(neg))
+    sort_f64(neg, thread_buffer("sort", neg.dtype, neg.size))
     k = min(n_neg, math.ceil(positions * n_neg))
     start = int(np.searchsorted(neg, neg[n_neg - k], side="left")) if k else n_neg  # ties of the lowest kept, too
     low = neg[start] if start < n_neg else np.inf
@@ -120,24 +120,8 @@ def split_sorted(y_score, y_true, frame: int | None = None, positions: float = 0
     return FrameSplit(frame, pos, neg, pos_index, neg_index, cut)
 
 
-_SCRATCH = threading.local()  # this thread's sort scratch buffers (a fresh one per sort costs page faults)
-
-
-def _scratch(x: np.ndarray, which: int = 0, size: int | None = None) -> np.ndarray:
-    """A scratch array like ``x`` (its size, or ``size``, and its dtype) for a sort on this thread:
-    buffer ``which`` kept per thread and grown as needed, so each frame's sorts do not fault in
-    new memory."""
-    n = x.size if size is None else size
-    bufs = _SCRATCH.__dict__.setdefault("bufs", {})
-    key = (which, x.dtype.str)
-    buf = bufs.get(key)
-    if buf is None or buf.size < n:
-        buf = bufs[key] = np.empty(n, x.dtype)
-    return buf[:n]
-
-
 def _sorted_indexed(x: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    sort_f64_indexed(x, idx, _scratch(x), _scratch(idx, 1))
+    sort_f64_indexed(x, idx, thread_buffer("sort", x.dtype, x.size), thread_buffer("sort index", idx.dtype, idx.size))
     return x, idx
 
 

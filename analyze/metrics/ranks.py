@@ -18,6 +18,7 @@ import numpy as np
 from analyze.metrics import kernels as K
 from analyze.metrics.radix32 import sort_f32
 from analyze.metrics.radix64 import sort_f64
+from analyze.metrics.scratch import thread_buffer
 
 _FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -57,16 +58,10 @@ def rank_runs(neg: np.ndarray, u: np.ndarray) -> Runs:
     n = min(neg.size, u.size + 1)
     slot_t = np.int32 if u.size < 2**31 - 1 else np.int64
     count_t = np.int32 if neg.size < 2**31 else np.int64
-    bufs = _RUNS.__dict__.setdefault("bufs", {})
-    key = (np.dtype(slot_t).str, np.dtype(count_t).str)
-    if key not in bufs or bufs[key][0].size < n:
-        bufs[key] = tuple(np.empty(n, t) for t in (slot_t, count_t, slot_t, count_t))
-    s, c, ts, tc = (b[:n] for b in bufs[key])
+    s, ts = (thread_buffer(role, slot_t, n) for role in ("run slots", "tie slots"))
+    c, tc = (thread_buffer(role, count_t, n) for role in ("run counts", "tie counts"))
     r, t = K.rank_runs(neg, u, s, c, ts, tc)
     return Runs(s[:r].copy(), c[:r].copy(), ts[:t].copy(), tc[:t].copy())
-
-
-_RUNS = threading.local()  # this thread's buffers of rank_runs, as long as its longest walk
 
 
 def rank_counts_numpy(neg: np.ndarray, u: np.ndarray, hist: np.ndarray, ties: np.ndarray) -> None:

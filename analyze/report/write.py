@@ -134,13 +134,9 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, pr
 
 
 def _side(path: Path) -> pd.DataFrame | None:
-    from schemas.files import read_table
-    from schemas.results import check_side_table
+    from schemas.results import read_side_table
 
-    if not path.is_file():
-        return None
-    check_side_table(path)
-    return read_table(path).to_pandas()
+    return read_side_table(path) if path.is_file() else None
 
 
 def _marker(results_path, df: pd.DataFrame, sig: Significance, rep: Report) -> Callable[[pd.DataFrame], pd.DataFrame]:

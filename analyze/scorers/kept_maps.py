@@ -70,7 +70,8 @@ def lend(shape: tuple[int, int], dtype: torch.dtype, device: torch.device, zeroe
     written cost nothing; else uninitialised)."""
     state = _THREAD.__dict__
     shape = (int(shape[0]), int(shape[1]))
-    if device.type == "cpu" and state.get("open"):
+    keep = device.type == "cpu" and state.get("open")
+    if keep:
         free = state["free"]
         for j, kept in enumerate(free):
             if tuple(kept.tensor.shape) == shape and kept.tensor.dtype == dtype:
@@ -84,6 +85,6 @@ def lend(shape: tuple[int, int], dtype: torch.dtype, device: torch.device, zeroe
     else:
         tensor = torch.empty(shape, dtype=dtype, device=device)
     kept = Kept(tensor, np.full(shape[0], not zeroed))
-    if device.type == "cpu" and state.get("open"):
+    if keep:
         state["lent"].append(kept)
     return kept
