@@ -4,6 +4,8 @@ keep and the memory they plan for; the executor runs exactly the certain passes 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -198,6 +200,47 @@ def test_tasks_at_once_follow_the_scheduler(monkeypatch):
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://10.0.0.1:8786")
     assert tasks_at_once(None) is None and tasks_at_once("threads", workers=2) == 2
     assert Scheduler("threads", workers=5, progress=False).tasks_at_once() == 5
+
+
+def test_a_worker_process_s_imports_count_with_its_frame_task(caches):
+    """Under the processes scheduler each frame task at once holds a process of its own."""
+    from analyze.plan.passes import task_bytes
+
+    task, worker = task_bytes(4, 20 * 30), 10_000
+    every = PIXELS * 4 * SCORE_BYTES
+    threads = _plan(caches / "p.zarr", max_memory=every + 2 * task, tasks=2)
+    assert threads.tasks == 2 and threads.task_memory == task and "worker process" not in "\n".join(threads.lines())
+    procs = _plan(caches / "p.zarr", max_memory=every + 2 * task, tasks=2, worker_bytes=worker)
+    assert procs.task_memory == task + worker and procs.tasks == 1  # both tasks' processes no longer fit
+    assert procs.mode == "two-pass"
+    assert "for its worker process's imports" in "\n".join(procs.lines())
+    fits = _plan(caches / "p.zarr", max_memory=every + 2 * (task + worker), tasks=2, worker_bytes=worker)
+    assert fits.mode == "one-pass" and fits.tasks == 2 and fits.keep_budget == every
+
+
+def test_worker_bytes_follow_the_scheduler():
+    from analyze.run.scheduler import WORKER_PROCESS_BYTES, Scheduler, worker_bytes
+
+    assert worker_bytes("processes") == worker_bytes("multiprocessing") == WORKER_PROCESS_BYTES
+    assert worker_bytes("threads") == worker_bytes("sync") == worker_bytes(None) == 0
+    assert worker_bytes("tcp://10.0.0.1:8786") == 0  # a cluster's workers: not counted
+    assert Scheduler("processes", progress=False).worker_bytes() == WORKER_PROCESS_BYTES
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux's /proc/<pid>/smaps_rollup")
+def test_worker_process_bytes_hold_what_a_fresh_worker_imports():
+    """The constant the plan counts per worker process against a real spawned process that imports
+    what a frame task imports: at least that (else the plan undercounts), at most twice (else it
+    needlessly runs fewer tasks)."""
+    import subprocess
+    import sys
+
+    from analyze.run.scheduler import WORKER_PROCESS_BYTES
+
+    code = ("import analyze.run.tasks\n"
+            "print(next(int(l.split()[1]) for l in open('/proc/self/smaps_rollup') if l.startswith('Pss:')) * 1024)")
+    pss = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert WORKER_PROCESS_BYTES / 2 <= pss <= WORKER_PROCESS_BYTES, pss / 2**20
 
 
 def test_the_scheduler_runs_no_more_frame_tasks_than_the_plan_allows():

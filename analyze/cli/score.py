@@ -102,9 +102,10 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
                            spill=SpillPolicy(folder=spill_dir))
     if explain:
         from analyze.run.driver import on_this_machine
-        from analyze.run.scheduler import tasks_at_once
+        from analyze.run.scheduler import tasks_at_once, worker_bytes
 
-        request = on_this_machine(request, tasks_at_once(scheduler, scheduler_file, workers))  # as the run would plan
+        tasks = tasks_at_once(scheduler, scheduler_file, workers)
+        request = on_this_machine(request, tasks, worker_bytes(scheduler) if tasks else 0)  # as the run would plan
         return _explain([c for c in caches if str(c) not in failures], request)
     from analyze.run.scheduler import Scheduler
 

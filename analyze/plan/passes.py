@@ -35,8 +35,9 @@ The rules (the numbers are identical whichever plan runs):
   local scheduler's threads or processes): each needs :func:`task_bytes` while it runs. One
   pass is planned when every kept score and ``tasks`` frame tasks fit; else two passes, whose
   frame tasks may take :func:`task_room`. Where that holds fewer than ``tasks`` (at least
-  one), fewer frame tasks run at once (:attr:`Plan.tasks`). A distributed cluster's workers hold
-  their own memory: not counted (``tasks`` None). Without a ``max_memory`` (the default, None)
+  one), fewer frame tasks run at once (:attr:`Plan.tasks`). Under the processes scheduler each
+  task runs in a worker process of its own, whose imports (``worker_bytes``) count with the
+  task. A distributed cluster's workers hold their own memory: not counted (``tasks`` None). Without a ``max_memory`` (the default, None)
   the budget is :func:`auto_budget`: :data:`DEFAULT_MAX_MEMORY` of kept scores beside the
   tasks, within half the machine's usable memory.
 * Every pass whose states read no void pixel (all but ``ranges``; ``positives`` reads fewer)
@@ -77,6 +78,7 @@ class PlanOptions:
     max_spill: int | None = None  # bytes the two-pass plan may spill to local disk (None: no cap; 0: none)
     tasks: int | None = None  # frame tasks the scheduler runs at once in this machine's memory (None: not counted)
     machine_memory: int | None = None  # bytes this process may use (schemas.machine.usable_memory; None: unknown)
+    worker_bytes: int = 0  # bytes each frame task's own worker process holds before the task (0: tasks share this process)
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ class Plan:
     kind: str = "query"  # the cache's kind (schemas.cache.KINDS): what the passes compose of a frame
     tasks: int | None = None  # frame tasks at once within the budget (None: as the scheduler runs them)
     budget: int = DEFAULT_MAX_MEMORY  # the memory budget in bytes: options.max_memory, or auto_budget's
-    task_memory: int = 0  # bytes one running frame task needs (task_bytes)
+    task_memory: int = 0  # bytes one running frame task needs (task_bytes, and options.worker_bytes)
 
     @property
     def keep_budget(self) -> int:
@@ -149,8 +151,9 @@ class Plan:
                      if o.tasks is not None and self.tasks < o.tasks else "")
             fits = ("within the budget" if self.tasks * self.task_memory <= self.budget else
                     "beyond the budget: one frame task is the least that runs")
+            worker = (f", and {_bytes(o.worker_bytes)} for its worker process's imports" if o.worker_bytes else "")
             out.append(f"  frame tasks: {self.tasks} at once{fewer}, each about {_bytes(self.task_memory)} "
-                       f"while it runs (its maps and buffers), {fits}")
+                       f"while it runs (its maps and buffers{worker}), {fits}")
         return out
 
 
@@ -163,7 +166,7 @@ def plan_for(spec: C.CacheSpec, cache: str, keys: Sequence[Key], semantic_temps:
     want_comp = bool(options.component_metrics and keys)
     positions = POSITIONS if want_comp and exact and not options.recompose else 0.0
     pixels = sum(spec.sizes[i][0] * spec.sizes[i][1] for i in frames)
-    task = task_bytes(len(keys), max((task_pixels(spec, i) for i in frames), default=0))
+    task = task_bytes(len(keys), max((task_pixels(spec, i) for i in frames), default=0)) + options.worker_bytes
     budget = options.max_memory if options.max_memory is not None else auto_budget(task, options.tasks,
                                                                                    options.machine_memory)
     room = budget - task * (options.tasks or 0)  # what one pass may keep beside every task

@@ -165,7 +165,7 @@ def score_request(cache: str, request: ScoreRequest, sched: Scheduler, warn: Cal
                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Plan, execute and tabulate one cache (:func:`score_cache` without the scheduler's life). The
     plan counts the frame tasks ``sched`` runs at once in the memory budget."""
-    request = on_this_machine(request, sched.tasks_at_once())
+    request = on_this_machine(request, sched.tasks_at_once(), sched.worker_bytes())
     ready = prepare(cache, request, warn, info)
     plan = ready.plan
     if plan.tasks is not None and request.plan.tasks is not None and plan.tasks < request.plan.tasks:
@@ -178,10 +178,13 @@ def score_request(cache: str, request: ScoreRequest, sched: Scheduler, warn: Cal
     return results_frame(results), per_frame, curves
 
 
-def on_this_machine(request: ScoreRequest, tasks: int | None) -> ScoreRequest:
+def on_this_machine(request: ScoreRequest, tasks: int | None, worker_bytes: int = 0) -> ScoreRequest:
     """``request`` with what its plan counts of this machine: ``tasks`` frame tasks at once (the
-    scheduler's, :func:`analyze.run.scheduler.tasks_at_once`) and the memory the process may use."""
-    return replace(request, plan=replace(request.plan, tasks=tasks, machine_memory=usable_memory()))
+    scheduler's, :func:`analyze.run.scheduler.tasks_at_once`), the memory each one's worker
+    process holds beyond it (:func:`analyze.run.scheduler.worker_bytes`) and the memory the
+    process may use."""
+    return replace(request, plan=replace(request.plan, tasks=tasks, machine_memory=usable_memory(),
+                                         worker_bytes=worker_bytes))
 
 
 def plan_cache(cache: str, request: ScoreRequest, warn: Callable[[str], None] = lambda m: None,

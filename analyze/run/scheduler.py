@@ -28,6 +28,11 @@ LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 _DASK_LOCAL = {"threads", "threading", "processes", "multiprocessing", "sync", "synchronous", "single-threaded"}
 _SYNC = {"sync", "synchronous", "single-threaded"}  # of those, the ones that run one task at a time
 _FORKING = {"processes", "multiprocessing"}  # of those, the ones whose tasks run in forked processes
+#: memory a worker process of the processes scheduler holds before its first frame task: the
+#: modules the frame tasks import (torch, numba, zarr, pandas), in a process Dask spawns afresh.
+#: Measured as the proportional set size of ``python -c "import analyze.run.tasks"``: 0.65 GiB
+#: (torch 2.14.1, numpy 2.4, Linux x86_64); tests/test_plan.py checks it still holds.
+WORKER_PROCESS_BYTES = 704 * 2**20
 CONNECT_TIMEOUT = "5s"  # a scheduler that does not answer within this is an option error
 FRAME_TASK = "frame_task"  # key prefix of the tasks counted by the progress bars
 
@@ -36,6 +41,14 @@ def forks_workers(spec: str | None) -> bool:
     """Whether the ``--scheduler`` value ``spec`` runs frame tasks in forked local processes
     (where a CUDA context made before the fork does not work)."""
     return (spec or "").lower() in _FORKING
+
+
+def worker_bytes(spec: str | None) -> int:
+    """Memory each frame task's worker process holds beyond the task, for the plan
+    (:attr:`analyze.plan.passes.PlanOptions.worker_bytes`): :data:`WORKER_PROCESS_BYTES` where
+    ``spec`` runs each task at once in a process of its own (processes), 0 where the tasks share
+    this process (threads, sync) or run on a cluster's workers (whose memory is not counted)."""
+    return WORKER_PROCESS_BYTES if forks_workers(spec) else 0
 
 
 def tasks_at_once(spec: str | None, scheduler_file: str | None = None, workers: int | None = None) -> int | None:
@@ -253,6 +266,10 @@ class Scheduler:
         if self.client is not None:
             return None
         return tasks_at_once(self.spec, None, self.workers)
+
+    def worker_bytes(self) -> int:
+        """Memory each frame task's worker process holds beyond the task (:func:`worker_bytes`)."""
+        return 0 if self.client is not None else worker_bytes(self.spec)
 
     def start_passes(self, n: int, tasks: int | None = None) -> None:
         """The next ``n`` :meth:`map_reduce` calls are passes 1..n of one cache; ``tasks``: at most
