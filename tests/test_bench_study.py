@@ -80,6 +80,27 @@ def test_benchmark_caches_have_the_shapes_of_the_study(tmp_path):
     assert spec.provenance.dataset == "cityscapes_val" and C.read_label(root, spec, 0).shape == (1024, 2048)
 
 
+def test_measured_counts_the_new_pages_a_step_touches():
+    """The study's worker reports each run's system time and minor page faults beside its times."""
+    held = []
+    small = S.measured(lambda: held.append(np.empty(1 << 20, np.uint8)))  # allocated, never touched
+    big = S.measured(lambda: held.append(np.ones(64 << 20, np.uint8)))  # 64 MiB written
+    assert set(big) == set(S.MEASURES) and all(v >= 0 for v in big.values())
+    # at least one fault per huge page (2 MiB, where the kernel gives them), a fault per 4 KiB page where not
+    assert big["faults"] >= (64 << 20) // (2 << 20) and big["faults"] > small["faults"]
+
+
+def test_a_study_row_shows_the_system_share_and_the_ratio_to_its_grid():
+    def r(cpu, sys_s, faults):
+        return {"many_s": 8.0, "one_s": 1.0, "per_frame_s": cpu / 2, "per_frame_cpu_s": cpu,
+                "per_frame_sys_s": sys_s, "per_frame_faults": faults}
+
+    row = S.per_frame_row("EoMT", "grid + intervals + components", r(3.0, 0.6, 84_000), r(2.0, 0.5, 80_000))
+    assert row == "| EoMT | grid + intervals + components | 8.0 | 1.0 | 1.50 | 3.00 | 0.60 (84 k) | 1.50x, 1.50x |"
+    old = {k: v for k, v in r(2.0, 0, 0).items() if k not in ("per_frame_sys_s", "per_frame_faults")}  # a saved run
+    assert S.per_frame_row("ERFNet", "semantic", old, old).endswith("| 1.00 | 2.00 |  |  |")
+
+
 def test_later_passes_report_gives_each_case_its_ratio():
     from analyze.bench import later as L
 

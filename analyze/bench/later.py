@@ -23,31 +23,15 @@ the caches are built in the folder ``CACHES`` when missing).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 from analyze.bench.caches import build_cache
-from analyze.bench.study import (GRID, LATER, MODEL, N_FRAMES, REPEATS, SCALE, TWO_PASS_BUDGET, _load, command_args,
-                                 scratch)
+from analyze.bench.study import (GRID, LATER, MODEL, N_FRAMES, SCALE, TREE, TWO_PASS_BUDGET, _load, command_args,
+                                 per_frame, scratch)
 
-TREE = Path(__file__).resolve().parents[2]  # the checkout whose analyze package the workers run
 DATA = {"informative": True, "uninformative": False}
 PLANS = {"one pass": [], "two passes": ["--max-memory", TWO_PASS_BUDGET]}
-
-
-def per_frame(tmp: Path, name: str, args: list[str], tree: Path = TREE, repeats: int = REPEATS) -> dict:
-    """``analyze score ARGS`` on ``tmp/{name}1.zarr`` and ``tmp/{name}8.zarr`` by the study section's
-    worker (:func:`analyze.bench.study.worker`, a fresh process) run in ``tree`` (another checkout
-    measures another version of the code on the same caches): seconds, and per frame."""
-    cmd = [sys.executable, "-m", "analyze.bench.study", str(tmp / f"{name}1.zarr"), str(tmp / f"{name}{N_FRAMES}.zarr"),
-           str(tmp / "out" / f"{name}.parquet"), str(repeats), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tree)
-    if proc.returncode:
-        raise RuntimeError(f"analyze score failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {**out, "per_frame_s": (out["many_s"] - out["one_s"]) / (N_FRAMES - 1),
-            "per_frame_cpu_s": (out["many_cpu_s"] - out["one_cpu_s"]) / (N_FRAMES - 1)}
 
 
 def build(tmp: Path, seed: int) -> None:

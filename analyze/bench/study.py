@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -70,23 +71,38 @@ N_FRAMES = 8
 REPEATS = 2
 SCALE = 1  # divides every size of the caches (a quick look at the section's output: 8 or 16)
 MODEL = {"pixel": "ERFNet", "query": "EoMT"}
+TREE = Path(__file__).resolve().parents[2]  # the checkout whose analyze package the workers run
 
 
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _per_frame(tmp: Path, name: str, args: list[str]) -> dict:
-    """``analyze score`` on the 1-frame and the 8-frame cache ``name`` (:func:`worker`, a fresh
-    process): seconds (best of :data:`REPEATS`) and seconds per frame."""
+def per_frame(tmp: Path, name: str, args: list[str], tree: Path = TREE, repeats: int = REPEATS) -> dict:
+    """``analyze score ARGS`` on ``tmp/{name}1.zarr`` and ``tmp/{name}8.zarr`` (:func:`worker`, a
+    fresh process) run in ``tree`` (another checkout measures another version of the code on the
+    same caches): the best of ``repeats`` runs' :data:`MEASURES`, and each per frame."""
     cmd = [sys.executable, "-m", "analyze.bench.study", str(tmp / f"{name}1.zarr"), str(tmp / f"{name}{N_FRAMES}.zarr"),
-           str(tmp / "out" / f"{name}.parquet"), str(REPEATS), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+           str(tmp / "out" / f"{name}.parquet"), str(repeats), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tree)
     if proc.returncode:
         raise RuntimeError(f"analyze score failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {**out, "per_frame_s": (out["many_s"] - out["one_s"]) / (N_FRAMES - 1),
-            "per_frame_cpu_s": (out["many_cpu_s"] - out["one_cpu_s"]) / (N_FRAMES - 1)}
+    return {**out, **{f"per_frame_{m}": (out[f"many_{m}"] - out[f"one_{m}"]) / (N_FRAMES - 1) for m in MEASURES}}
+
+
+#: what :func:`worker` measures of each run: wall and CPU seconds (user + system), the system
+#: part, and the new pages the process touched (minor page faults)
+MEASURES = ("s", "cpu_s", "sys_s", "faults")
+
+
+def measured(fn) -> dict:
+    """``fn()``'s :data:`MEASURES` in this process (``time.perf_counter``, ``time.process_time``,
+    ``resource.getrusage``'s ``ru_stime`` and ``ru_minflt``)."""
+    r0, t0, c0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), time.process_time()
+    fn()
+    t1, c1, r1 = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
+    return {"s": t1 - t0, "cpu_s": c1 - c0, "sys_s": r1.ru_stime - r0.ru_stime, "faults": r1.ru_minflt - r0.ru_minflt}
 
 
 def worker(one: str, many: str, out: str, repeats: int, args: list[str]) -> dict:
@@ -99,17 +115,17 @@ def worker(one: str, many: str, out: str, repeats: int, args: list[str]) -> dict
 
     from analyze.cli.main import main as cli
 
-    def run(cache: str) -> tuple[float, float]:
-        t0, c0 = time.perf_counter(), time.process_time()
-        res = CliRunner().invoke(cli, ["score", "--cache", cache, "--out", out, "--no-progress", *args])
-        if res.exit_code:
-            raise RuntimeError(f"analyze score {' '.join(args)} on {cache}: {res.output[-2000:]}")
-        return time.perf_counter() - t0, time.process_time() - c0
+    def run(cache: str) -> dict:
+        def score() -> None:
+            res = CliRunner().invoke(cli, ["score", "--cache", cache, "--out", out, "--no-progress", *args])
+            if res.exit_code:
+                raise RuntimeError(f"analyze score {' '.join(args)} on {cache}: {res.output[-2000:]}")
+
+        return measured(score)
 
     run(one)
     ones, manys = [run(one) for _ in range(repeats)], [run(many) for _ in range(repeats)]
-    return {"one_s": min(w for w, _ in ones), "many_s": min(w for w, _ in manys),
-            "one_cpu_s": min(c for _, c in ones), "many_cpu_s": min(c for _, c in manys)}
+    return {f"{n}_{m}": min(r[m] for r in runs) for n, runs in (("one", ones), ("many", manys)) for m in MEASURES}
 
 
 def _study_frames() -> list[tuple[str, int, int, str]]:
@@ -203,20 +219,29 @@ def _run_study(tmp: Path, seed: int) -> tuple[str, dict, bool]:
         for n in (N_FRAMES, 1):
             build_cache(tmp / f"{kind}{n}.zarr", kind, n, seed=seed, scale=SCALE)
             build_cache(tmp / f"{kind}_sem{n}.zarr", kind, n, label_kind="semantic", seed=seed, scale=SCALE)
-    per_frame: dict = {}
+    frames: dict = {}
     for kind in MODEL:
-        per_frame[kind] = {}
+        frames[kind] = {}
         for cfg, args in CONFIGS.items():
             print(f"study: {MODEL[kind]} {cfg} ...", file=sys.stderr, flush=True)
-            per_frame[kind][cfg] = _per_frame(tmp, kind, command_args(kind, args))
-        per_frame[kind]["semantic"] = _per_frame(tmp, f"{kind}_sem", command_args(kind, GRID))
-    (tmp / "per_frame.json").write_text(json.dumps(per_frame, indent=1))  # kept should a later step fail
+            frames[kind][cfg] = per_frame(tmp, kind, command_args(kind, args))
+        frames[kind]["semantic"] = per_frame(tmp, f"{kind}_sem", command_args(kind, GRID))
+    (tmp / "per_frame.json").write_text(json.dumps(frames, indent=1))  # kept should a later step fail
     print("study: breakdown and reference ...", file=sys.stderr, flush=True)
     parts = {kind: breakdown(tmp / f"{kind}{N_FRAMES}.zarr", TEMPS, REPEATS) for kind in MODEL}
     load1 = _load()
-    md, data = _report(per_frame, parts, load0, load1)
+    md, data = _report(frames, parts, load0, load1)
     ok = all(parts[k]["reference_agreement"] < 1e-6 for k in MODEL)
-    return md, {"per_frame": per_frame, "breakdown": parts, **data, "load": [load0, load1]}, ok
+    return md, {"per_frame": frames, "breakdown": parts, **data, "load": [load0, load1]}, ok
+
+
+def per_frame_row(model: str, cfg: str, r: dict, base: dict) -> str:
+    """The table row of configuration ``cfg`` measured ``r`` (:func:`per_frame`), ``base`` its grid."""
+    vs = (f"{r['per_frame_s'] / base['per_frame_s']:.2f}x, {r['per_frame_cpu_s'] / base['per_frame_cpu_s']:.2f}x"
+          if cfg != "semantic" else "")
+    system = (f"{r['per_frame_sys_s']:.2f} ({r['per_frame_faults'] / 1000:.0f} k)" if "per_frame_sys_s" in r else "")
+    return (f"| {model} | {cfg} | {r['many_s']:.1f} | {r['one_s']:.1f} | {r['per_frame_s']:.2f} | "
+            f"{r['per_frame_cpu_s']:.2f} | {system} | {vs} |")
 
 
 def _report(per_frame: dict, parts: dict, load0: str, load1: str) -> tuple[str, dict]:
@@ -231,17 +256,17 @@ def _report(per_frame: dict, parts: dict, load0: str, load1: str) -> tuple[str, 
         "runner, default threads scheduler) in a fresh process after one run to load everything; "
         f"two-pass: `--max-memory {TWO_PASS_BUDGET}`.",
         "",
-        f"| cache | configuration | {N_FRAMES} frames (s) | 1 frame (s) | s / frame | CPU s / frame | vs grid "
-        "(wall, CPU) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f"| cache | configuration | {N_FRAMES} frames (s) | 1 frame (s) | s / frame | CPU s / frame | of which "
+        "system (new pages / frame) | vs grid (wall, CPU) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for kind in MODEL:
         for cfg, r in per_frame[kind].items():
             base = per_frame[kind]["two-pass grid" if cfg.startswith("two-pass") else "grid"]
-            vs = (f"{r['per_frame_s'] / base['per_frame_s']:.2f}x, {r['per_frame_cpu_s'] / base['per_frame_cpu_s']:.2f}x"
-                  if cfg != "semantic" else "")
-            lines.append(f"| {MODEL[kind]} | {cfg} | {r['many_s']:.1f} | {r['one_s']:.1f} | {r['per_frame_s']:.2f} | "
-                         f"{r['per_frame_cpu_s']:.2f} | {vs} |")
+            lines.append(per_frame_row(MODEL[kind], cfg, r, base))
+    lines += ["", "System CPU time is mostly the kernel's first touch of memory new to the process (a minor page "
+              "fault per 4 KiB page): about 0.1 µs a page on bare metal, and up to 10 µs on a virtual machine that "
+              "hands freed memory back to its host, where it can be a large share of a frame (docs/speed.md)."]
     lines += ["", f"Per frame on one thread (this process, frame 1, best of {REPEATS}), and the library-kernel reference "
               "(`analyze.bench.reference`: the same maps, checked):", "",
               "| step | ERFNet (s) | EoMT (s) |", "|---|---:|---:|"]
@@ -290,7 +315,7 @@ def _run_two_pass(tmp: Path, seed: int) -> tuple[str, dict, bool]:
     data: dict = {}
     for kind in MODEL:
         print(f"two_pass: {MODEL[kind]} ...", file=sys.stderr, flush=True)
-        one, two = (_per_frame(tmp, kind, command_args(kind, CONFIGS[c])) for c in ("grid", "two-pass grid"))
+        one, two = (per_frame(tmp, kind, command_args(kind, CONFIGS[c])) for c in ("grid", "two-pass grid"))
         wall, cpu = two["per_frame_s"] / one["per_frame_s"], two["per_frame_cpu_s"] / one["per_frame_cpu_s"]
         data[MODEL[kind]] = {"one_pass": one, "two_pass": two, "ratio_wall": wall, "ratio_cpu": cpu}
         lines.append(f"| {MODEL[kind]} | {one['per_frame_s']:.2f} ({one['per_frame_cpu_s']:.2f}) | {two['per_frame_s']:.2f} "
