@@ -4,7 +4,7 @@ One row per :data:`KEY`: (run, model, dataset, scorer, temperature, temp_target,
 frames, metric, selected_on). ``run`` names what produced the row (by default the
 checkpoint's file stem and the first 8 hex digits of its sha256, :func:`default_run`), so
 several checkpoints of one model coexist in one file; ``frames`` says which frames were
-pooled (:data:`FRAMES`). Metric values are fractions in [0, 1] (NaN when undefined, e.g.
+pooled (:data:`schemas.pooling.FRAMES`). Metric values are fractions in [0, 1] (NaN when undefined, e.g.
 AuPRC without anomaly pixels). Rows that are not about an anomaly scorer (mIoU) use
 ``scorer = "semantic"``.
 
@@ -35,14 +35,12 @@ import pyarrow.parquet as pq
 from schemas.errors import DataError
 from schemas.files import publish, read_table
 from schemas.plugin_rows import PLUGIN_COLUMNS, changed_plugin_rows
+from schemas.pooling import FRAMES
 from schemas.selections import stale_selections
 from schemas.version import tool_version
 
 RESULTS_SCHEMA_VERSION = 2
 SEMANTIC_SCORER = "semantic"
-#: frames pooled into a row: every done frame (as SMIYC), or only frames with an anomaly
-#: pixel (as the course evaluation code, which also drops those frames' in-distribution pixels)
-FRAMES = ("all", "with-anomaly")
 KEY = ("run", "model", "dataset", "scorer", "temperature", "temp_target", "protocol", "frames", "metric",
        "selected_on")
 METRICS = ("auprc", "fpr95", "auroc", "miou", "siou", "ppv", "mean_f1", "ece", "nll")

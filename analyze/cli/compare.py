@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import click
-import pandas as pd
 
-from schemas.results import SIDE_KEY, ResultsError
+if TYPE_CHECKING:
+    import pandas as pd
 
 CELL_FIELDS = {"run": "run", "model": "model", "dataset": "dataset", "t": "temperature", "target": "temp_target",
                "protocol": "protocol", "frames": "frames"}
@@ -35,6 +35,7 @@ def parse_cell(spec: str) -> dict:
 def resolve(spec: dict, cells: Sequence[tuple], text: str) -> tuple:
     """The one kept cell matching ``spec``; ResultsError naming the candidates otherwise."""
     from analyze.compare.cells import describe
+    from schemas.results import SIDE_KEY, ResultsError
 
     def ok(c: tuple) -> bool:
         d = dict(zip(SIDE_KEY, c))
@@ -68,6 +69,8 @@ def pair_table(rows: pd.DataFrame) -> str:
 
 
 def _group(cell: tuple) -> tuple:
+    from schemas.results import SIDE_KEY
+
     return tuple(cell[SIDE_KEY.index(k)] for k in ("dataset", "protocol", "frames"))
 
 
@@ -99,8 +102,10 @@ def compare(results, cells, every, dataset, n_boot, seed, level, out):
       analyze compare --results results.parquet --all --dataset road_anomaly --out pairs.parquet
     """
     from analyze.compare.cells import all_pairs, compare_pairs, kept_cells
+    import pandas as pd
+
     from analyze.compare.framedata import read_frame_data
-    from schemas.results import read_results
+    from schemas.results import SIDE_KEY, ResultsError, read_results
 
     if out is not None and str(out) == str(results):
         raise click.BadParameter("must not be the results file", param_hint="--out")

@@ -15,11 +15,10 @@ from analyze.cli.options import check_writable, parse_name, parse_scorers, summa
 from analyze.cli.score import score
 from analyze.cli.compare import compare
 from analyze.cli.scorers import scorers
-from analyze.export.submission import FORMATS
-from schemas.cache import open_cache, unlabelled_not_void
+from analyze.export.formats import FORMATS
 from schemas.cli import comma_list_option
 from schemas.errors import DataError, ToolGroup
-from schemas.results import FRAMES
+from schemas.pooling import FRAMES
 from schemas.version import PACKAGE, __version__
 
 
@@ -55,6 +54,7 @@ def inspect(cache, verify):
       analyze inspect caches/erfnet/fs_static.zarr --verify
     """
     from analyze.report import inspect as insp
+    from schemas.cache import open_cache, unlabelled_not_void
 
     root, spec = open_cache(cache)
     for line in insp.summary(root, spec, cache):

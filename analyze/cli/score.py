@@ -9,10 +9,9 @@ import click
 from analyze.cli.options import (check_writable, parse_device, parse_name, parse_scorers, parse_storage_options, parse_temps,
                                  summary_table)
 from analyze.scorers.catalogue import help_text
-from schemas.cache import open_cache
 from schemas.cli import StrictCommand, comma_list_option
 from schemas.errors import DataError, one_line, os_error_line
-from schemas.results import FRAMES, ResultsError
+from schemas.pooling import FRAMES
 
 
 @click.command(cls=StrictCommand)  # a command of ToolGroup: a single-valued option given twice is refused
@@ -85,16 +84,16 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
           --scorers all --temps 0.5,0.75,1.1 --id-stats stats_eomt.json --out results.parquet
       analyze score --cache caches/eomt/fs_static.zarr --bootstrap 1000 --component-metrics --explain
     """
-    from analyze.plan.passes import PlanOptions
-    from analyze.run.driver import ScoreRequest
-    from analyze.run.spill import SpillPolicy
-
     opts, budget = _checked_options(storage_options, max_memory, device, scheduler)
     cap = None if max_spill.strip().lower() == "none" else _parse_budget(max_spill, "--max-spill")
     if not explain:
         _check_out(out)
     failures: dict[str, str] = {}
-    specs = _open_caches(caches, opts or None, keep_going, failures)
+    specs = _open_caches(caches, opts or None, keep_going, failures)  # a bad cache is refused before the heavy imports
+    from analyze.plan.passes import PlanOptions
+    from analyze.run.driver import ScoreRequest
+    from analyze.run.spill import SpillPolicy
+
     stats = _read_stats(id_stats, specs, scorers, temps, temp_target)
     _check_distinct_runs(specs, name)
     request = ScoreRequest(scorers, temps, temp_target, frame_rule, name, opts or None, allow_partial, tuple(stats),
@@ -241,6 +240,8 @@ def _open_caches(caches, storage_options, keep_going: bool, failures: dict) -> l
     cannot be opened is the command's error now, before anything is scored or written; with
     --keep-going it is recorded in ``failures`` (listed at the end) and the others are scored.
     A list of (cache, spec): a cache given twice is there twice (:func:`_check_distinct_runs`)."""
+    from schemas.cache import open_cache
+
     specs = []
     for cache in caches:
         try:
@@ -277,6 +278,7 @@ def _check_distinct_runs(specs, name) -> None:
     """Two caches whose rows would share keys (one run, model and dataset: two checkpoints
     under one --name, or a cache given twice) are refused before any work."""
     from analyze.run.driver import run_name
+    from schemas.results import ResultsError
 
     seen: dict[tuple, str] = {}
     for cache, spec in specs:

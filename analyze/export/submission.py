@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from analyze.export.formats import FORMATS, ExportFormat
 from analyze.export.frames import ExportError, FrameMaps, fit_transform, read_hdf5, write_frames
 from analyze.metrics.f16_range import LOSS_WARN, Float16Transform, LossCount
 from schemas import cache as C
@@ -66,25 +67,6 @@ class ExportOptionError(ValueError):
     def __init__(self, option: str, message: str):
         super().__init__(message)
         self.option = option
-
-
-@dataclass(frozen=True)
-class ExportFormat:
-    """A benchmark's per-frame submission format."""
-
-    name: str
-    benchmark: str
-    suffix: str
-    doc: str
-
-    def folder(self, out: Path, method: str, dataset: str) -> Path:
-        return out / "anomaly_p" / method / dataset
-
-
-FORMATS: dict[str, ExportFormat] = {
-    "smiyc": ExportFormat("smiyc", "SegmentMeIfYouCan", ".hdf5",
-                          "anomaly_p/<method>/<dataset>/<frame id>.hdf5, HDF5 dataset `value`, float16, gzip 9"),
-}
 
 
 def check_method_name(method: str) -> str:
