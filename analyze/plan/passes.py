@@ -37,9 +37,10 @@ The rules (the numbers are identical whichever plan runs):
   frame tasks may take :func:`task_room`. Where that holds fewer than ``tasks`` (at least
   one), fewer frame tasks run at once (:attr:`Plan.tasks`). Under the processes scheduler each
   task runs in a worker process of its own, whose imports (``worker_bytes``) count with the
-  task. A distributed cluster's workers hold their own memory: not counted (``tasks`` None). Without a ``max_memory`` (the default, None)
-  the budget is :func:`auto_budget`: :data:`DEFAULT_MAX_MEMORY` of kept scores beside the
-  tasks, within half the machine's usable memory.
+  task. A distributed cluster's workers hold their own memory: not counted (``tasks`` None).
+  Without a ``max_memory`` (the default, None) the budget is :func:`auto_budget`:
+  :data:`DEFAULT_MAX_MEMORY` of kept scores beside the tasks, within half the machine's usable
+  memory.
 * Every pass whose states read no void pixel (all but ``ranges``; ``positives`` reads fewer)
   composes only the row tiles that hold a labelled pixel (:class:`analyze.run.tasks.Phase`'s
   ``labelled_pixels``): Fishyscapes' and SMIYC Obstacle's void outside the road, Cityscapes'
