@@ -9,7 +9,7 @@ AuPRC without anomaly pixels). Rows that are not about an anomaly scorer (mIoU) 
 ``scorer = "semantic"``.
 
 Writes are atomic (temporary file + rename) and serialised: read, merge and replace run
-under a file lock beside the table (``.results.parquet.lock``, :func:`table_lock`), so any
+under a file lock beside the table (``.results.parquet.lock``, :func:`schemas.table_files.table_lock`), so any
 number of processes writing to one file keep every row. Re-running a subset replaces the
 rows with the same key instead of duplicating them; a write that itself holds two rows with
 one key is refused (:func:`check_unique`).
@@ -23,23 +23,18 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable
 
-from filelock import FileLock
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from schemas.errors import DataError
-from schemas.files import publish, read_table
 from schemas.plugin_rows import PLUGIN_COLUMNS, changed_plugin_rows
 from schemas.pooling import FRAMES
 from schemas.selections import stale_selections
-from schemas.version import tool_version
+from schemas.side_tables import FRAME_KEY, check_side_table, side_table_paths, write_side_table
+from schemas.table_files import ResultsError, atomic_write_table, read_checked, table_lock, table_metadata
 
-RESULTS_SCHEMA_VERSION = 2
 SEMANTIC_SCORER = "semantic"
 KEY = ("run", "model", "dataset", "scorer", "temperature", "temp_target", "protocol", "frames", "metric",
        "selected_on")
@@ -78,10 +73,6 @@ DIGEST_NOTE = ("rows scored by version 0.2.0 or before carry a cache digest that
                "and the output sizes, so they differ from the rows scored now even for the same cache")
 
 
-class ResultsError(DataError):
-    """A results file is missing, malformed or from another schema version."""
-
-
 def default_run(model: str, checkpoint_sha256: str, checkpoint_name: str | None = None) -> str:
     """The run name of a cache: ``<checkpoint file stem>-<sha256[:8]>``, or ``<model>-<sha256[:8]>``
     for caches that did not record the file name. Characters a run name may not hold
@@ -97,10 +88,6 @@ def parse_run(name: str) -> str:
         raise ValueError(f"run name {name!r} must be 1 to 100 characters from A-Z a-z 0-9 . _ + = @ - "
                          "and start with a letter or digit")
     return name
-
-
-def _metadata() -> dict[bytes, bytes]:
-    return {b"results_schema_version": str(RESULTS_SCHEMA_VERSION).encode(), b"tool_version": tool_version().encode()}
 
 
 def normalise(df: pd.DataFrame) -> pd.DataFrame:
@@ -188,7 +175,7 @@ def to_table(df: pd.DataFrame) -> pa.Table:
     df = normalise(df)
     table = pa.Table.from_pandas(df, preserve_index=False)
     table = table.cast(pa.schema([RESULTS_SCHEMA.field(n) for n in table.column_names]))
-    return table.replace_schema_metadata(_metadata())
+    return table.replace_schema_metadata(table_metadata())
 
 
 def results_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -212,7 +199,7 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"{path}: no results file")
-    table = _read_checked(path)
+    table = read_checked(path)
     missing = [c for c in COLUMNS if c not in table.column_names and c not in PLUGIN_COLUMNS]
     if missing:
         raise ResultsError(f"{path}: missing columns {missing}")
@@ -223,60 +210,6 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     for c in _STRING_COLS:
         df[c] = df[c].astype(str)
     return df
-
-
-def _read_checked(path: Path) -> pa.Table:
-    """The table at ``path``, read whole through one open file (another writer's replace cannot mix
-    into it: :func:`schemas.files.read_table`); ResultsError unless it is a parquet file of this
-    schema version."""
-    try:
-        table = read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ResultsError(f"{path}: not a parquet file ({exc})") from None
-    check_version(path, table.schema.metadata)
-    return table
-
-
-def read_side_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A side table beside ``results.parquet`` (per-frame, curves, frame data), read once and checked
-    as :func:`check_side_table` checks it."""
-    return _read_checked(Path(path)).to_pandas()
-
-
-def check_version(path, metadata) -> None:
-    """Raise ResultsError unless ``metadata`` (a parquet schema's) is of this schema version."""
-    version = (metadata or {}).get(b"results_schema_version", b"?").decode()
-    if version == str(RESULTS_SCHEMA_VERSION):
-        return
-    why = (" (version 1 rows have no run and no frames column, so rows of two checkpoints of one model "
-           "cannot be told apart)" if version == "1" else "")
-    raise ResultsError(
-        f"{path}: results schema version {version} is not supported (this tool reads {RESULTS_SCHEMA_VERSION}){why}; "
-        "score again into a new file (`analyze score --out NEW.parquet`) or move this one aside")
-
-
-def atomic_write_table(table: pa.Table, path: str | os.PathLike) -> None:
-    """Write a parquet file via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        publish(tmp, path)  # mkstemp's 0600 would hide the table from colleagues: the umask's mode
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def table_lock(path: str | os.PathLike) -> FileLock:
-    """The lock that serialises read-merge-replace of the table at ``path`` across processes:
-    an OS lock (flock) on the hidden file ``.<name>.lock`` beside it, released by the OS when a
-    holder dies. Without it, two writers that read the same old table each replace it with
-    their own merge and the rows of one are lost."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path.parent / f".{path.name}.lock")
 
 
 def merge_rows(old: pd.DataFrame | None, new: pd.DataFrame, key=KEY) -> pd.DataFrame:
@@ -324,50 +257,6 @@ def write_results(df: pd.DataFrame, path: str | os.PathLike, replace: bool = Tru
     return merged
 
 
-SIDE_KEY = ("run", "model", "dataset", "scorer", "temperature", "temp_target", "protocol", "frames")
-FRAME_KEY = SIDE_KEY + ("frame",)
-
-
-def check_side_table(path: str | os.PathLike) -> None:
-    """ResultsError when ``path`` exists and is not a side table of this schema version."""
-    path = Path(path)
-    if path.exists():
-        try:
-            meta = pq.read_schema(path).metadata
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ResultsError(f"{path}: not a parquet file ({exc})") from None
-        check_version(path, meta)
-
-
-def write_side_table(df: pd.DataFrame, path: str | os.PathLike, key=SIDE_KEY) -> None:
-    """Per-frame and curve tables beside results.parquet: atomic, rows with ``key`` replaced."""
-    path = Path(path)
-    if df.empty:
-        return
-    with table_lock(path):
-        if path.exists():
-            old = read_side_table(path)
-            k = list(key)
-            new_keys = pd.MultiIndex.from_frame(df[k].astype(str))
-            old = old[~pd.MultiIndex.from_frame(old[k].astype(str)).isin(new_keys)]
-            df = pd.concat([old, df], ignore_index=True)
-        table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(_metadata())
-        atomic_write_table(table, path)
-
-
-def side_table_path(path: str | os.PathLike, kind: str) -> Path:
-    """The side table ``kind`` beside results file ``path``: ``<stem>_<kind>.parquet`` (``stem``:
-    ``path`` less a ``.parquet`` suffix)."""
-    text = os.fspath(path)
-    stem = text[: -len(".parquet")] if text.endswith(".parquet") else text
-    return Path(f"{stem}_{kind}.parquet")
-
-
-def side_table_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """The per-frame and curve tables beside results file ``path`` (:func:`side_table_path`)."""
-    return side_table_path(path, "frames"), side_table_path(path, "curves")
-
-
 def save_results(path: str | os.PathLike, results: pd.DataFrame, per_frame: pd.DataFrame | None = None,
                  curves: pd.DataFrame | None = None, note: Callable[[str], None] = lambda message: None
                  ) -> pd.DataFrame:
@@ -377,14 +266,14 @@ def save_results(path: str | os.PathLike, results: pd.DataFrame, per_frame: pd.D
     ----------
     path
         The results file (``results.parquet``); the per-frame and curve tables go beside it
-        (:func:`side_table_paths`). Folders are made as needed.
+        (:func:`schemas.side_tables.side_table_paths`). Folders are made as needed.
     results
         Metric rows (:data:`COLUMNS`). Rows of ``path`` with the key (:data:`KEY`) of a new
         row are replaced, every other row stays, so the rows of other runs, caches and scorers
         written by the CLI or by earlier calls are kept.
     per_frame, curves
         The side tables' rows (None or empty: that table is left as it is); rows with their
-        key (:data:`FRAME_KEY`, :data:`SIDE_KEY`) are replaced likewise.
+        key (:data:`schemas.side_tables.FRAME_KEY`, :data:`schemas.side_tables.SIDE_KEY`) are replaced likewise.
     note
         Called with a one-line message when the write removes rows it makes stale (a run's
         ``analyze temperature`` selections, when that run is scored again).

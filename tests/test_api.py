@@ -19,7 +19,8 @@ from analyze.run.fit import fit_id_stats
 from analyze.metrics import pixel_metrics
 from analyze.scorers import score
 from extract.models import load_model
-from schemas.results import COLUMNS, ResultsError, read_results, results_frame, save_results, side_table_paths
+from schemas.results import COLUMNS, ResultsError, read_results, results_frame, save_results
+from schemas.side_tables import side_table_paths
 from tests.factories import query_cache
 
 API = (score_cache, fit_id_stats, export_maps, pixel_metrics, score, load_model, save_results)

@@ -18,7 +18,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.results import FRAME_KEY, read_results
+from schemas.results import read_results
+from schemas.side_tables import FRAME_KEY
 from tests.factories import signal_pixel_cache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,8 @@ def _rows(run: str, i: int) -> pd.DataFrame:
 
 def _writer(out: str, run: str, barrier) -> None:
     """One process: wait for the others, then write its rows in several merges."""
-    from schemas.results import write_results, write_side_table
+    from schemas.results import write_results
+    from schemas.side_tables import write_side_table
 
     barrier.wait()
     for i in range(WRITES):

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from analyze import report as R
-from schemas.results import ResultsError, read_results, write_results, write_side_table
+from schemas.results import ResultsError, read_results, write_results
+from schemas.side_tables import write_side_table
 
 DATASETS = ["smiyc_ra21", "fs_static", "road_anomaly"]
 # (model, scorer) -> AuPRC, FPR95 per dataset at T = 1 (from the seed paper)

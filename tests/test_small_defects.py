@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 from analyze.cli.main import main as analyze_main
 from extract.cli import main as extract_main
-from schemas.results import read_results, write_results, write_side_table
+from schemas.results import read_results, write_results
+from schemas.side_tables import write_side_table
 from tests.factories import pixel_cache, sigint_default, signal_pixel_cache
 
 ROOT = Path(__file__).resolve().parents[1]

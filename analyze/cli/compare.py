@@ -35,7 +35,8 @@ def parse_cell(spec: str) -> dict:
 def resolve(spec: dict, cells: Sequence[tuple], text: str) -> tuple:
     """The one kept cell matching ``spec``; ResultsError naming the candidates otherwise."""
     from analyze.compare.cells import describe
-    from schemas.results import SIDE_KEY, ResultsError
+    from schemas.results import ResultsError
+    from schemas.side_tables import SIDE_KEY
 
     def ok(c: tuple) -> bool:
         d = dict(zip(SIDE_KEY, c))
@@ -69,7 +70,7 @@ def pair_table(rows: pd.DataFrame) -> str:
 
 
 def _group(cell: tuple) -> tuple:
-    from schemas.results import SIDE_KEY
+    from schemas.side_tables import SIDE_KEY
 
     return tuple(cell[SIDE_KEY.index(k)] for k in ("dataset", "protocol", "frames"))
 
@@ -105,7 +106,8 @@ def compare(results, cells, every, dataset, n_boot, seed, level, out):
     import pandas as pd
 
     from analyze.compare.framedata import read_frame_data
-    from schemas.results import SIDE_KEY, ResultsError, read_results
+    from schemas.results import ResultsError, read_results
+    from schemas.side_tables import SIDE_KEY
 
     if out is not None and str(out) == str(results):
         raise click.BadParameter("must not be the results file", param_hint="--out")

@@ -216,7 +216,8 @@ def _parse_budget(size: str, option: str = "--max-memory") -> int:
 def _check_out(out) -> None:
     """--out and its side tables: a writable folder, and no old or foreign file (refused now, not
     after the scoring)."""
-    from schemas.results import check_side_table, read_results, side_table_paths
+    from schemas.results import read_results
+    from schemas.side_tables import check_side_table, side_table_paths
 
     check_writable(out)
     if Path(out).exists():

@@ -1,7 +1,7 @@
 """Which cells ``analyze compare`` compares, the check that they pool the same frames, and the
 tidy rows it gives.
 
-A cell is one key of :data:`schemas.results.SIDE_KEY` (run, model, dataset, scorer, T, temp
+A cell is one key of :data:`schemas.side_tables.SIDE_KEY` (run, model, dataset, scorer, T, temp
 target, protocol, frame rule): the rows of its anomaly metrics in ``results.parquet`` and the
 per-frame data the scoring kept (:mod:`analyze.compare.framedata`). Two cells are compared on
 the same frames only: the same dataset, protocol and frame rule, and the same pooled frame ids
@@ -19,7 +19,8 @@ import pandas as pd
 
 from analyze.metrics.bootstrap import resample_counts
 from analyze.compare.paired import METRICS, cell_resamples, paired_difference
-from schemas.results import SIDE_KEY, ResultsError
+from schemas.results import ResultsError
+from schemas.side_tables import SIDE_KEY
 
 Cell = tuple  # the values of SIDE_KEY
 SIDES = ("run", "model", "scorer", "temperature", "temp_target")  # what differs between two cells

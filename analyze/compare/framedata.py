@@ -5,7 +5,7 @@ beside ``results.parquet``.
 cache needs to be resampled by frames without composing a map again: per-frame histograms
 over shared bins (exact protocol, :class:`analyze.metrics.bootstrap.FrameHistograms`) or each frame's
 own percentile bins (smiyc, :meth:`analyze.metrics.SmiycState.frame_bins`). This module turns
-them into one row per key (:data:`schemas.results.SIDE_KEY`, plus the cache digest and the ids
+them into one row per key (:data:`schemas.side_tables.SIDE_KEY`, plus the cache digest and the ids
 of the pooled frames, in pooling order) and back:
 
 * ``offsets`` (F + 1): frame f's counts are ``pos[offsets[f]:offsets[f+1]]`` and ``neg[...]``;
@@ -24,7 +24,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from schemas.results import SIDE_KEY, ResultsError, read_side_table, side_table_path, write_side_table
+from schemas.results import ResultsError
+from schemas.side_tables import SIDE_KEY, read_side_table, side_table_path, write_side_table
 
 COLUMNS = SIDE_KEY + ("cache_digest", "frame_ids", "offsets", "bins", "pos", "neg")
 

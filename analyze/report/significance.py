@@ -21,7 +21,7 @@ from analyze.compare.cells import kept_cells, resamples
 from analyze.compare.paired import holm, paired_difference
 from analyze.report.names import HIGHER_IS_BETTER
 from analyze.report.text import MARK
-from schemas.results import SIDE_KEY
+from schemas.side_tables import SIDE_KEY
 
 
 

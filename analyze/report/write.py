@@ -25,7 +25,8 @@ from analyze.report.names import dataset_order, default_miou_dataset, model_name
 from analyze.report.rows import anomaly_protocols, anomaly_rows, has_ci, ordered, temperature_grids
 from analyze.report.tables import table1, table2
 from analyze.report.text import to_latex, to_markdown
-from schemas.results import ResultsError, read_results, side_table_paths
+from schemas.results import ResultsError, read_results
+from schemas.side_tables import side_table_paths
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, pr
 
 
 def _side(path: Path) -> pd.DataFrame | None:
-    from schemas.results import read_side_table
+    from schemas.side_tables import read_side_table
 
     return read_side_table(path) if path.is_file() else None
 

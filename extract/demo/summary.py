@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from schemas.results import read_results, side_table_paths
+from schemas.results import read_results
+from schemas.side_tables import side_table_paths
 
 
 def frames_path_for(results_path: str | os.PathLike) -> Path:
