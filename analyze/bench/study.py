@@ -78,6 +78,11 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+#: what :func:`worker` measures of each run: wall and CPU seconds (user + system), the system
+#: part, and the new pages the process touched (minor page faults)
+MEASURES = ("s", "cpu_s", "sys_s", "faults")
+
+
 def per_frame(tmp: Path, name: str, args: list[str], tree: Path = TREE, repeats: int = REPEATS) -> dict:
     """``analyze score ARGS`` on ``tmp/{name}1.zarr`` and ``tmp/{name}8.zarr`` (:func:`worker`, a
     fresh process) run in ``tree`` (another checkout measures another version of the code on the
@@ -89,11 +94,6 @@ def per_frame(tmp: Path, name: str, args: list[str], tree: Path = TREE, repeats:
         raise RuntimeError(f"analyze score failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     return {**out, **{f"per_frame_{m}": (out[f"many_{m}"] - out[f"one_{m}"]) / (N_FRAMES - 1) for m in MEASURES}}
-
-
-#: what :func:`worker` measures of each run: wall and CPU seconds (user + system), the system
-#: part, and the new pages the process touched (minor page faults)
-MEASURES = ("s", "cpu_s", "sys_s", "faults")
 
 
 def measured(fn) -> dict:
@@ -265,8 +265,8 @@ def _report(per_frame: dict, parts: dict, load0: str, load1: str) -> tuple[str, 
             base = per_frame[kind]["two-pass grid" if cfg.startswith("two-pass") else "grid"]
             lines.append(per_frame_row(MODEL[kind], cfg, r, base))
     lines += ["", "System CPU time is mostly the kernel's first touch of memory new to the process (a minor page "
-              "fault per 4 KiB page): about 0.1 µs a page on bare metal, and up to 10 µs on a virtual machine that "
-              "hands freed memory back to its host, where it can be a large share of a frame (docs/speed.md)."]
+              "fault per 4 KiB page). On a virtual machine that hands freed memory back to its host it can be a large "
+              "share of a frame (docs/speed.md, runs 6-8: 0.4-0.7 s per GiB in 4 KiB pages there)."]
     lines += ["", f"Per frame on one thread (this process, frame 1, best of {REPEATS}), and the library-kernel reference "
               "(`analyze.bench.reference`: the same maps, checked):", "",
               "| step | ERFNet (s) | EoMT (s) |", "|---|---:|---:|"]

@@ -102,9 +102,9 @@ def compare(results, cells, every, dataset, n_boot, seed, level, out):
       analyze compare --results results.parquet --cell msp,model=eomt --cell rba,model=eomt
       analyze compare --results results.parquet --all --dataset road_anomaly --out pairs.parquet
     """
-    from analyze.compare.cells import all_pairs, compare_pairs, kept_cells
     import pandas as pd
 
+    from analyze.compare.cells import all_pairs, compare_pairs, kept_cells
     from analyze.compare.framedata import read_frame_data
     from schemas.results import ResultsError, read_results
     from schemas.side_tables import SIDE_KEY

@@ -26,7 +26,7 @@ from analyze.report.rows import anomaly_protocols, anomaly_rows, has_ci, ordered
 from analyze.report.tables import table1, table2
 from analyze.report.text import to_latex, to_markdown
 from schemas.results import ResultsError, read_results
-from schemas.side_tables import side_table_paths
+from schemas.side_tables import read_side_table, side_table_paths
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,7 @@ def write_report(results_path: str | os.PathLike, out_dir: str | os.PathLike, pr
 
 
 def _side(path: Path) -> pd.DataFrame | None:
-    from schemas.side_tables import read_side_table
-
+    """The side table at ``path`` (checked as a results side table), None where there is none."""
     return read_side_table(path) if path.is_file() else None
 
 
