@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self, overload
 
 import numpy as np
 
@@ -61,14 +61,25 @@ def split_exact(y_score, y_true, histogram: bool = True) -> tuple[np.ndarray, np
 _SCAN = {np.dtype(np.float32): K.scan_frame, np.dtype(np.float64): K.scan_frame64}
 
 
-def split_exact_fast(y_score, y_true, histogram: bool = True, negatives: bool = True
-                     ) -> tuple[np.ndarray, np.ndarray | None, tuple | None, int] | None:
+Split = tuple[np.ndarray, np.ndarray | None, tuple | None, int]
+BorrowingSplit = tuple[np.ndarray, np.ndarray | ranks.FrameScores | None, tuple | None, int]
+
+
+@overload
+def split_exact_fast(y_score, y_true, histogram: bool = ..., negatives: bool = ..., *,
+                     borrow: Literal[False] = ...) -> Split | None: ...
+@overload
+def split_exact_fast(y_score, y_true, histogram: bool = ..., negatives: bool = ..., *,
+                     borrow: bool) -> BorrowingSplit | None: ...
+def split_exact_fast(y_score, y_true, histogram: bool = True, negatives: bool = True, *, borrow: bool = False
+                     ) -> BorrowingSplit | None:
     """:func:`split_exact` in two compiled passes for float32 or float64 scores and uint8
     labels (the maps the driver makes); None for other types or invalid labels (then the
     numpy path runs and raises its own error). Same arrays as :func:`split_exact` (tested).
     ``histogram=False`` keeps the negatives as they are even when they could be a histogram
     (in pixel order, like the positives); ``negatives=False`` leaves them out (None, None),
-    only counted."""
+    only counted; ``borrow=True`` gives kept negatives as a :class:`analyze.metrics.ranks.FrameScores`
+    of the maps (read when ranked) rather than a copy."""
     s, t = np.asarray(y_score), np.asarray(y_true)
     if s.shape != t.shape:
         raise ValueError(f"y_score shape {s.shape} != y_true shape {t.shape}")
@@ -84,7 +95,7 @@ def split_exact_fast(y_score, y_true, histogram: bool = True, negatives: bool = 
     if not n_neg or not negatives:
         return pos, None, None, n_neg
     if low or not histogram:  # some negative has more than float16 precision: keep them as they are
-        return pos, K.gather(s, t, 0, n_neg), None, n_neg
+        return pos, ranks.FrameScores(s, t, 0, n_neg) if borrow else K.gather(s, t, 0, n_neg), None, n_neg
     if s.dtype == np.float32:
         hist = K.negative_key_histogram(s, t, Q_BINS)
     else:  # float64 scores that are all short-mantissa float32 values (rare): their float32 keys
@@ -116,6 +127,11 @@ class ExactState:
     (float16 maps, or float32/float64 maps made from float16 values), which are kept
     losslessly as a sparse histogram over those values (a few hundred kB instead of 4 or 8
     bytes a pixel) unless ``histograms=False``. ``merge`` concatenates the lists.
+    ``borrow=True`` (what :func:`analyze.metrics.pixel_metrics` does with its arguments) keeps
+    a frame's raw negatives as a reference to its maps (:class:`analyze.metrics.ranks.FrameScores`),
+    gathered only into the sort buffers of ``compute``: no copy of every negative, which at
+    100 M pixels is hundreds of MB of new memory. The maps must then stay unchanged until the
+    last ``compute``; pickling the state copies what it borrows.
 
     ``update`` splits a frame in one compiled pass (:mod:`analyze.metrics.kernels`; numpy for
     other dtypes). ``compute`` sorts the distinct positive scores ``u``, sorts copies of the
@@ -135,22 +151,25 @@ class ExactState:
         "(np.interp at TPR 0.95 on sklearn roc_curve)"
     )
 
-    def __init__(self, histograms: bool = True) -> None:
+    def __init__(self, histograms: bool = True, borrow: bool = False) -> None:
         self.histograms = histograms  # False: negatives always kept as given, in pixel order
+        self.borrow = borrow  # True: raw negatives read from the maps at compute, not copied
         self._pos: list[np.ndarray] = []
         self._neg: list[np.ndarray] = []
+        self._borrowed: list[ranks.FrameScores] = []  # raw negatives read from the maps (borrow=True)
         self._neg_q: list[tuple[np.ndarray, np.ndarray]] = []  # sparse short-mantissa histograms
         self.n_pos = 0
         self.n_neg = 0
         self._c: Counts | None = None  # counts of the last compute, until the next update
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_c": None}  # the counts are recomputed, not shipped
+        neg = self._neg + [b.copy() for b in self._borrowed]  # copies, not the maps
+        return {**self.__dict__, "_c": None, "_neg": neg, "_borrowed": []}  # the counts are recomputed, not shipped
 
     def update(self, y_score, y_true) -> "ExactState":
         """Add one frame (any shape; ``y_true`` 0/1/255). Returns ``self``."""
         self._c = None
-        split = split_exact_fast(y_score, y_true, self.histograms)
+        split = split_exact_fast(y_score, y_true, self.histograms, borrow=self.borrow)
         if split is None:
             split = split_exact(y_score, y_true, self.histograms)
         pos, neg, q, n_neg = split
@@ -158,7 +177,9 @@ class ExactState:
         self.n_neg += n_neg
         if pos.size:
             self._pos.append(pos)
-        if neg is not None:
+        if isinstance(neg, ranks.FrameScores):
+            self._borrowed.append(neg)
+        elif neg is not None:
             self._neg.append(neg)
         if q is not None:
             self._neg_q.append(q)
@@ -168,8 +189,10 @@ class ExactState:
         """A new state holding the pixels of both (inputs unchanged)."""
         check_same_type(self, other)
         out = type(self)(self.histograms and other.histograms)
+        out.borrow = self.borrow and other.borrow
         out._pos = self._pos + other._pos
         out._neg = self._neg + other._neg
+        out._borrowed = self._borrowed + other._borrowed
         out._neg_q = self._neg_q + other._neg_q
         out.n_pos = self.n_pos + other.n_pos
         out.n_neg = self.n_neg + other.n_neg
@@ -182,7 +205,7 @@ class ExactState:
             return self._c
         u, pos_count = self._distinct_positives()  # ascending
         below = below_eq = None  # negatives < u and <= u
-        if self._neg and u.size:
+        if (self._neg or self._borrowed) and u.size:
             below, below_eq = self._rank_negatives(u, num_threads(threads))
         if self._neg_q and u.size:
             b, be = rank_histograms(self._neg_q, u)
@@ -202,7 +225,7 @@ class ExactState:
 
     def _rank_negatives(self, u: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
         """(#neg < u, #neg <= u) over the raw negatives (:func:`analyze.metrics.ranks.rank_raw`)."""
-        return ranks.rank_raw(self._neg, u, threads)
+        return ranks.rank_raw([*self._neg, *self._borrowed], u, threads)
 
     def compute(self, *, warn: bool = True, threads: int | None = None) -> dict:
         """``auprc``, ``auroc``, ``fpr95`` (floats, NaN when undefined), ``n_pos``, ``n_neg``.

@@ -98,6 +98,25 @@ def gather_into(s: np.ndarray, t: np.ndarray, label: int, out: np.ndarray) -> np
 
 
 @nb.njit(nogil=True, cache=True)
+def gather_skip_into(s: np.ndarray, t: np.ndarray, label: int, skip: int, out: np.ndarray) -> np.ndarray:
+    """``out`` := the scores whose label is ``label`` numbered ``skip`` to ``skip + out.size - 1``
+    in pixel order (``s[t == label][skip : skip + out.size]``; there must be that many)."""
+    i = 0
+    k = 0
+    while k < skip:  # the pixel after the skip-th such score
+        k += t[i] == label
+        i += 1
+    n = out.size
+    j = 0
+    while j < n:
+        if t[i] == label:
+            out[j] = s[i]
+            j += 1
+        i += 1
+    return out
+
+
+@nb.njit(nogil=True, cache=True)
 def gather(s: np.ndarray, t: np.ndarray, label: int, n: int) -> np.ndarray:
     """The ``n`` scores whose label is ``label``, in pixel order (``s[t == label]``), a new array."""
     return gather_into(s, t, label, np.empty(n, s.dtype))

@@ -60,6 +60,10 @@ def pixel_metrics(y_score_maps: Iterable[ArrayLike], y_true_maps: Iterable[Array
         Threads the exact protocol sorts on (default :func:`num_threads`); the result does
         not depend on it.
 
+    Maps passed in lists or tuples are read in place, not copied: they must not change while
+    the call runs (as with any function reading its arguments). Maps from any other iterable
+    are copied as they come, so a generator may reuse one buffer for every map.
+
     Returns
     -------
     dict
@@ -80,7 +84,11 @@ def pixel_metrics(y_score_maps: Iterable[ArrayLike], y_true_maps: Iterable[Array
     (1.0, 0.0, 1)
     """
     n = num_threads(threads)
-    state = new_state(protocol)
+    # maps given as lists or tuples exist before the call and nothing of the caller's runs during
+    # it: the exact state reads their raw negatives where it sorts them, without a copy; maps
+    # from an iterator (which may reuse a buffer from one map to the next) are copied
+    borrow = isinstance(y_score_maps, (list, tuple)) and isinstance(y_true_maps, (list, tuple))
+    state = ExactState(borrow=borrow) if protocol == "exact" else new_state(protocol)
     for y_score, y_true in zip(y_score_maps, y_true_maps, strict=True):
         state.update(y_score, y_true)  # in order on this thread: update threads saved little and fragmented the heap
     return state.compute(threads=n) if isinstance(state, ExactState) else state.compute()

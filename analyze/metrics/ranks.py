@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -124,6 +124,50 @@ def distinct_counts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[starts], np.diff(starts, append=x.size)
 
 
+class FrameScores:
+    """The scores of one label in a frame's maps, read where they are ranked (:func:`rank_raw`)
+    rather than copied when the frame is added (``ExactState(borrow=True)``): the ``size`` scores
+    after the first ``skip`` of those whose label is ``label``, in pixel order. ``s`` and ``t``
+    (1-D, same size) are kept by reference and must stay unchanged until then. Has the
+    ``size``, ``dtype`` and slicing (``[a:b]``) that :func:`groups_of` uses to cut chunks."""
+
+    def __init__(self, s: np.ndarray, t: np.ndarray, label: int, size: int, skip: int = 0) -> None:
+        self.s, self.t, self.label, self.size, self.skip = s, t, label, size, skip
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.s.dtype
+
+    def __getitem__(self, cut: slice) -> "FrameScores":
+        a, b, step = cut.indices(self.size)
+        if step != 1:
+            raise ValueError("FrameScores slices have step 1")
+        return FrameScores(self.s, self.t, self.label, max(0, b - a), self.skip + a)
+
+    def into(self, out: np.ndarray) -> np.ndarray:
+        """``out`` (``size`` long) := these scores (:func:`analyze.metrics.kernels.gather_skip_into`)."""
+        return K.gather_skip_into(self.s, self.t, self.label, self.skip, out)
+
+    def copy(self) -> np.ndarray:
+        """These scores, a new array."""
+        return self.into(np.empty(self.size, self.dtype))
+
+
+Chunk = np.ndarray | FrameScores  # raw scores to rank: an array, or a frame's scores where they are
+
+
+def fill(chunks: Sequence[Chunk], out: np.ndarray) -> np.ndarray:
+    """``out`` := the scores of ``chunks`` (arrays and :class:`FrameScores`) one after another."""
+    a = 0
+    for c in chunks:
+        if isinstance(c, FrameScores):
+            c.into(out[a : a + c.size])
+        else:
+            out[a : a + c.size] = c
+        a += c.size
+    return out
+
+
 SORT_GROUP = 1 << 22  # raw negatives ranked in groups of 4 M float32 scores (2 M float64): 2 x 16 MiB per thread
 
 
@@ -132,14 +176,14 @@ def group_size(dtype: np.dtype, size: int) -> int:
     return max(1, size * 4 // np.dtype(dtype).itemsize)
 
 
-def groups_of(chunks: list[np.ndarray], size: int) -> list[list[np.ndarray]]:
+def groups_of(chunks: Sequence[Chunk], size: int) -> list[list[Chunk]]:
     """Chunks of one dtype in groups of :func:`group_size` scores (``size`` float32 scores'
     bytes), the last of each dtype holding the rest: a chunk that does not fit in a group's
     room is cut into views at the group's end. Every group ranks among all of ``u``
     (:func:`rank_raw`), a walk that at a million distinct anomaly scores costs as much as
     sorting 2 M scores, so full groups save walks (12 rather than 15 groups of the 45 M
     float32 negatives of the ``pixel_metrics`` benchmark)."""
-    groups: list[list[np.ndarray]] = []
+    groups: list[list[Chunk]] = []
     for dtype in dict.fromkeys(c.dtype for c in chunks):
         size_d = group_size(dtype, size)
         room = 0
@@ -156,8 +200,9 @@ def groups_of(chunks: list[np.ndarray], size: int) -> list[list[np.ndarray]]:
     return groups
 
 
-def rank_raw(chunks: list[np.ndarray], u: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """(#neg < u, #neg <= u) for raw negative scores in ``chunks`` (left as they are).
+def rank_raw(chunks: Sequence[Chunk], u: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """(#neg < u, #neg <= u) for raw negative scores in ``chunks`` (arrays, left as they are, and
+    :class:`FrameScores`, read from their maps).
 
     The scores go in groups of at most :data:`SORT_GROUP` float32 scores' bytes (:func:`groups_of`);
     each group is copied into a buffer of its thread, sorted there (float32 and float64: radix
@@ -180,15 +225,15 @@ def rank_raw(chunks: list[np.ndarray], u: np.ndarray, threads: int) -> tuple[np.
 
     add = counts.add
 
-    def rank(group: list[np.ndarray]) -> None:
+    def rank(group: list[Chunk]) -> None:
         if group[0].dtype not in buffers:
-            joined = np.concatenate(group)  # a copy: the state's scores stay as they are
+            joined = fill(group, np.empty(sum(p.size for p in group), group[0].dtype))  # a copy: the state's scores stay
             joined.sort()
             return add(joined)
         pool = buffers[group[0].dtype]
         buf, scratch = pool.get()
         try:
-            joined = np.concatenate(group, out=buf[: sum(p.size for p in group)])
+            joined = fill(group, buf[: sum(p.size for p in group)])
             radix_sort(joined, scratch)
             add(joined)
         finally:
