@@ -17,6 +17,7 @@ from extract.datasets.reader import check_dataset
 from schemas.manifest import default_manifest, get_dataset_spec, load_manifest
 from extract.datasets.synth import parse_size, write_synth_dataset
 from schemas.cache import COMPRESSION, DEFAULT_COMPRESSION
+from schemas.cli import heavy_imports
 from schemas.errors import ToolGroup
 from schemas.version import PACKAGE, __version__
 
@@ -219,7 +220,8 @@ def run(model, dataset, data_root, checkpoint, model_options, cache, device, dty
       extract run --model eomt --dataset fs_static --data-root Validation_Dataset/ \\
           --checkpoint pytorch_model.bin --device cuda --dtype bf16 --batch-size 4 --workers 8
     """
-    from extract.run import parse_shard, run_extraction
+    with heavy_imports():
+        from extract.run import parse_shard, run_extraction
 
     try:
         parse_shard(shard)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from analyze.cli.options import check_writable, parse_name, parse_storage_options, parse_temps
-from schemas.cli import StrictCommand, comma_list_option
+from schemas.cli import StrictCommand, comma_list_option, heavy_imports
 
 
 @click.command(cls=StrictCommand)
@@ -38,8 +38,9 @@ def fit(cache, out, temps, temp_target, scheduler, scheduler_file, workers, stor
     Example:
       analyze fit --cache caches/eomt/cityscapes_val.zarr --temps 0.5,0.75,1.1 --out stats_eomt.json
     """
-    from analyze.run.driver import Scheduler
-    from analyze.run.fit import fit_id_stats
+    with heavy_imports():
+        from analyze.run.driver import Scheduler
+        from analyze.run.fit import fit_id_stats
 
     try:
         opts = parse_storage_options(storage_options)

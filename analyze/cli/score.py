@@ -9,7 +9,7 @@ import click
 from analyze.cli.options import (check_writable, parse_device, parse_name, parse_scorers, parse_storage_options, parse_temps,
                                  summary_table)
 from analyze.scorers.catalogue import help_text
-from schemas.cli import StrictCommand, comma_list_option
+from schemas.cli import StrictCommand, comma_list_option, heavy_imports
 from schemas.errors import DataError, one_line, os_error_line
 from schemas.pooling import FRAMES
 
@@ -90,9 +90,11 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
         _check_out(out)
     failures: dict[str, str] = {}
     specs = _open_caches(caches, opts or None, keep_going, failures)  # a bad cache is refused before the heavy imports
-    from analyze.plan.passes import PlanOptions
-    from analyze.run.driver import ScoreRequest
-    from analyze.run.spill import SpillPolicy
+    with heavy_imports():
+        from analyze.plan.passes import PlanOptions
+        from analyze.run.driver import ScoreRequest
+        from analyze.run.scheduler import Scheduler
+        from analyze.run.spill import SpillPolicy
 
     stats = _read_stats(id_stats, specs, scorers, temps, temp_target)
     _check_distinct_runs(specs, name)
@@ -106,8 +108,6 @@ def score(caches, scorers, id_stats, temps, temp_target, protocol, out, schedule
         tasks = tasks_at_once(scheduler, scheduler_file, workers)
         request = on_this_machine(request, tasks, worker_bytes(scheduler) if tasks else 0)  # as the run would plan
         return _explain([c for c in caches if str(c) not in failures], request)
-    from analyze.run.scheduler import Scheduler
-
     sched = Scheduler(scheduler, scheduler_file, workers, progress=not no_progress)
     results, total = _score_caches(caches, request, out, sched, keep_going, failures)
     _report(results, total, out)
