@@ -39,8 +39,9 @@ def heavy_imports() -> Iterator[None]:
     Importing ``analyze.run.driver`` (torch, numba, pandas, Zarr) makes 430,000 objects the
     collector tracks, alive for the whole process; as they grow, Python runs five full
     collections that walk all of them again: 0.4-0.8 s of its 1.8-2.6 s import on the 2-core
-    machine. Nothing the imports make is garbage that only the collector could free. Where the block imports no new
-    module (a process that imported them before: a test session), nothing is frozen."""
+    machine. Nothing the imports make is garbage that only the collector could free. Where
+    the block imports no new module (a process that imported them before: a test session),
+    nothing is frozen."""
     enabled, modules = gc.isenabled(), len(sys.modules)
     gc.disable()
     try:

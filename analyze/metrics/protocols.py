@@ -87,8 +87,9 @@ def pixel_metrics(y_score_maps: Iterable[ArrayLike], y_true_maps: Iterable[Array
     # maps given as lists or tuples exist before the call and nothing of the caller's runs during
     # it: the exact state reads their raw negatives where it sorts them, without a copy; maps
     # from an iterator (which may reuse a buffer from one map to the next) are copied
-    borrow = isinstance(y_score_maps, (list, tuple)) and isinstance(y_true_maps, (list, tuple))
-    state = ExactState(borrow=borrow) if protocol == "exact" else new_state(protocol)
+    state = new_state(protocol)
+    if isinstance(state, ExactState):
+        state.borrow = isinstance(y_score_maps, (list, tuple)) and isinstance(y_true_maps, (list, tuple))
     for y_score, y_true in zip(y_score_maps, y_true_maps, strict=True):
         state.update(y_score, y_true)  # in order on this thread: update threads saved little and fragmented the heap
     return state.compute(threads=n) if isinstance(state, ExactState) else state.compute()
