@@ -77,8 +77,10 @@ def _few_pixels_budget(kind: str, positions: float) -> int:
 
 @pytest.mark.parametrize("kind", ["pixel", "query"])
 @pytest.mark.parametrize("protocol,max_memory,frames,positions,spill", [
-    ("exact", 2**30, "all", None, True), ("exact", 2**22, "all", None, True),  # one pass (every pixel); two (spill)
-    ("exact", "few", "with-anomaly", 1e-6, True),  # one pass, few pixels kept: recompose some
+    ("exact", 2**30, "all", None, True), ("exact", 2**22, "all", None, True),  # one pass, two: both spill
+    ("exact", 2**30, "all", None, False),  # one pass, no room on disk: every pixel kept
+    ("exact", "few", "with-anomaly", 1e-6, True),  # one pass, room for few pixels: the spill serves
+    ("exact", "few", "with-anomaly", 1e-6, False),  # one pass, no room on disk, few pixels kept: recompose some
     ("exact", 2**22, "all", 1e-6, False),  # two passes, no room on disk, few pixels kept: recompose some
     ("smiyc", 2**30, "all", None, True)])
 def test_later_passes_equal_the_recomposing_passes_bit_for_bit(tmp_path, monkeypatch, kind, protocol, max_memory,
@@ -113,19 +115,19 @@ def test_later_passes_equal_the_recomposing_passes_bit_for_bit(tmp_path, monkeyp
     assert new_passes[:len(first)] == first and [p for p, _ in new_passes[len(first):]] in ([], ["components"])
     if protocol == "smiyc":
         assert new_passes[len(first):] == [("components", n)]
-    elif positions:
+    elif positions and not spill:
         assert new_passes[len(first):] and new_passes[-1][1] <= n
     else:
-        assert new_passes == first  # every pixel kept (one pass) or spilled (two): nothing composed again
+        assert new_passes == first  # every map spilled, or every pixel kept: nothing composed again
 
 
 @pytest.mark.parametrize("kind", ["pixel", "query"])
 @pytest.mark.parametrize("max_memory", [2**30, 2**22])
 def test_uninformative_scores_compose_no_frame_again(tmp_path, monkeypatch, kind, max_memory):
     """Weak scores put the best-F1 threshold low, below the highest 1/8 of in-distribution scores the
-    pass kept before: there one pass keeps every pixel and two passes read the spill. The rows equal
-    the recomposing passes' and those of the kept pixels alone (the path before the spill, here
-    composing every frame again), bit for bit."""
+    pass kept before: there one pass and two passes read the spill. The rows equal the recomposing
+    passes' and those of the kept pixels alone (the path before the spill, here composing every
+    frame again), bit for bit."""
     cache = _cache(tmp_path, kind, informative=False)
     opts = dict(scheduler="sync", bootstrap=40, seed=2, component_metrics=True, max_memory=max_memory,
                 warn=lambda m: None)
@@ -145,20 +147,21 @@ def test_uninformative_scores_compose_no_frame_again(tmp_path, monkeypatch, kind
     assert (siou.value > 0).any() and new[0].query("metric == 'auprc'").value.max() < 0.2  # weak, not empty
 
 
-def test_spill_is_removed_after_use_and_on_error(tmp_path, monkeypatch):
-    """The second pass writes each pooled frame's map of each key under the policy's folder; the
-    folder is gone afterwards, also when the component step fails."""
+@pytest.mark.parametrize("max_memory", [2**30, 2**22])  # one pass, two passes
+def test_spill_is_removed_after_use_and_on_error(tmp_path, monkeypatch, max_memory):
+    """The pass that sees every frame whole writes each pooled frame's map of each key under the
+    policy's folder; the folder is gone afterwards, also when the component step fails."""
     cache = _cache(tmp_path, "pixel", informative=False)
     where = tmp_path / "spill"
     where.mkdir()
-    opts = dict(scheduler="sync", component_metrics=True, max_memory=2**22, warn=lambda m: None,
+    opts = dict(scheduler="sync", component_metrics=True, max_memory=max_memory, warn=lambda m: None,
                 spill=SpillPolicy(folder=str(where)))
     score_cache(cache, "msp,energy", TEMPS, **opts)
     assert list(where.iterdir()) == []
     found = []
 
     def fail(cache, storage_options, spill, frames, *args):
-        found.extend(p.name for p in where.glob("analyze-spill-*/*.npy"))
+        found.extend(p.name for p in where.glob("analyze-spill-*/*.map"))
         raise RuntimeError("the component step failed")
 
     monkeypatch.setattr(execute, "spilled_components", fail)
@@ -181,7 +184,7 @@ def test_no_room_on_disk_falls_back_to_the_kept_pixels(tmp_path, monkeypatch):
     plan = plan_for(*_spec_of(cache), [(n, t) for n in ("msp", "energy") for t in TEMPS], (1.0,), range(5),
                     PlanOptions("exact", 2**22, True))
     needed = next(p.disk for p in plan.passes if p.phase == "negatives")
-    assert needed == PIXELS * 2 * len(TEMPS) * 8
+    assert needed == PIXELS * 2 * len(TEMPS) * 8 + 5 * 2 * len(TEMPS) * 2 * passes.SPILL_BLOCK  # maps, headers, padding
     seen = _passes(monkeypatch)
     score_cache(cache, "msp,energy", TEMPS, scheduler="sync", component_metrics=True, max_memory=2**22,
                 warn=notes.append, spill=SpillPolicy(folder=str(tmp_path), free=free))
@@ -225,7 +228,7 @@ def test_max_spill_below_the_maps_spills_nothing_and_gives_the_same_rows(tmp_pat
     instead (no folder is made, whatever the disk's room) and the component pass composes the frames
     they miss; the rows are those of the spilled run."""
     cache = _cache(tmp_path, "query", informative=False)
-    needed = PIXELS * 2 * len(TEMPS) * 8
+    needed = PIXELS * 2 * len(TEMPS) * 8 + 5 * 2 * len(TEMPS) * 2 * passes.SPILL_BLOCK  # maps, headers, padding
     where = tmp_path / "spill"
     where.mkdir()
     roomy = SpillPolicy(folder=str(where), free=lambda f: 10**15)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from analyze.cli.main import main as analyze_main
-from analyze.plan.passes import POSITION_BYTES, POSITIONS, SCORE_BYTES, PlanOptions
+from analyze.plan.passes import POSITION_BYTES, POSITIONS, SCORE_BYTES, SPILL_BLOCK, PlanOptions
 from schemas import cache as C
 from analyze.run import execute, intervals, smiyc_f16, tasks
 from analyze.run.driver import ScoreRequest, plan_cache, score_cache
@@ -74,7 +74,8 @@ def test_component_metrics_keep_pixels_in_the_pass_that_has_room(caches, budget_
         assert plan.passes[0].memory == int(PIXELS * 4 * (SCORE_BYTES + POSITION_BYTES * plan.positions))
         assert plan.passes[0].memory <= budget and plan.passes[-1].when.endswith("every pixel is kept") == (positions == 1.0)
     else:
-        assert plan.passes[1].disk == PIXELS * 4 * SCORE_BYTES and "spill" in plan.passes[1].keeps
+        maps = len(plan.frames) * len(plan.keys)  # each with a header block and the padding to a whole block
+        assert plan.passes[1].disk == PIXELS * 4 * SCORE_BYTES + maps * 2 * SPILL_BLOCK and "spill" in plan.passes[1].keeps
         assert "without room on disk" in plan.passes[-1].when
 
 
@@ -148,6 +149,24 @@ def test_explain_prints_the_plan_and_writes_nothing(caches, tmp_path):
 def test_bad_max_spill_is_a_one_line_usage_error(caches, value):
     res = CliRunner().invoke(analyze_main, ["score", "--cache", str(caches / "q.zarr"), "--max-spill", value, "--explain"])
     assert res.exit_code == 2 and "--max-spill" in res.output and value in res.output
+
+
+@pytest.mark.parametrize("max_memory", [PIXELS * 4 * SCORE_BYTES * 100, PIXELS * 4 * SCORE_BYTES // 2])
+@pytest.mark.parametrize("max_spill", [None, 0])
+def test_the_pass_that_sees_every_frame_whole_spills_unless_capped(caches, max_memory, max_spill):
+    """One pass (room for every score) and the second of two spill every map for the component step,
+    which then composes nothing; --max-spill below the maps keeps pixels instead (and says so)."""
+    plan = _plan(caches / "q.zarr", component_metrics=True, max_memory=max_memory, max_spill=max_spill)
+    whole = next(p for p in plan.passes if p.phase in ("one-pass", "negatives"))
+    assert plan.mode == ("one-pass" if whole.phase == "one-pass" else "two-pass")
+    assert (plan.mode == "one-pass") == (max_memory > PIXELS * 4 * SCORE_BYTES)
+    maps = len(plan.frames) * len(plan.keys)
+    assert whole.disk == (0 if max_spill == 0 else PIXELS * 4 * SCORE_BYTES + maps * 2 * SPILL_BLOCK)
+    assert ("spills each frame's scores" in whole.keeps) == (max_spill is None)
+    assert ("exceeds --max-spill" in whole.keeps) == (max_spill == 0)
+    comp = plan.passes[-1]
+    assert comp.phase == "components" and comp.when.startswith("without room on disk") == (max_spill is None)
+    assert [p.phase for p in plan.passes if p.disk] == ([] if max_spill == 0 else [whole.phase])
 
 
 def test_max_spill_zero_shows_in_the_plan(caches):

@@ -18,16 +18,15 @@ The rules (the numbers are identical whichever plan runs):
   no frame is composed twice in whole.
 * ``smiyc`` bins each frame (one pass), after a pass that fits each key's float16 transform
   on every done frame, labelled or not (the ``ranges`` pass, as ``analyze export`` fits it).
-* ``--component-metrics`` (exact): one pass keeps the pixels of as many of the highest
-  in-distribution scores as the budget holds beside every score, at least :data:`POSITIONS`
-  of them and up to all (:func:`one_pass_positions`), so the component step reads them; only
-  the frames where they do not reach a key's best-F1 threshold are composed again (a pass
-  that runs when needed; never when every pixel is kept). Two passes: the second spills each
-  frame's scores to local disk (:mod:`analyze.run.spill`) and the component step reads them
-  back, composing nothing; where the disk has no room (checked before the pass), it keeps the
-  pixels of the highest in-distribution scores the budget holds instead and a pass composes
-  the frames they miss. With ``recompose``, or under ``smiyc``, a component pass composes
-  every pooled frame.
+* ``--component-metrics`` (exact): the pass that sees every frame whole (one pass's, or the
+  second of two) spills each frame's scores to local disk (:mod:`analyze.run.spill`) and the
+  component step reads them back, composing nothing. Where ``max_spill`` caps the spill below
+  the maps, or the disk has no room (checked before the pass), that pass keeps the pixels of
+  the highest in-distribution scores instead: one pass as many as the budget holds beside
+  every score, at least :data:`POSITIONS` of them and up to all (:func:`one_pass_positions`),
+  two passes what the budget holds (:func:`second_pass_positions`); a pass then composes the
+  frames where they do not reach a key's best-F1 threshold (never when every pixel is kept).
+  With ``recompose``, or under ``smiyc``, a component pass composes every pooled frame.
 * ``--bootstrap`` (exact): the per-frame histograms come from the kept scores; ``recompose``
   makes them in a pass of their own. ``smiyc`` resamples its per-frame bins: no pass.
 * A semantic cache (mIoU) has no keys: one pass of confusion matrices.
@@ -63,6 +62,7 @@ DEFAULT_MAX_MEMORY = 4 * 2**30
 SCORE_BYTES = 8  # a kept score: float64 (analyze.scorers.pixel.SCORE_DTYPE)
 POSITION_BYTES = 4  # the pixel of a kept score (uint32), when the component metrics read them
 POSITIONS = 1 / 8  # the fewest of the highest in-distribution scores kept with their pixels (analyze.run.later_passes)
+SPILL_BLOCK = 4096  # a spilled map file's header, and the unit its size is padded to (analyze.run.spill)
 MAP_BYTES = 8  # a frame task's map of one key, per pixel at the label size: float64
 TASK_PIXEL_BYTES = 128  # a frame task's composition and scorer buffers per pixel (task_pixels; measured: 40-134 B)
 
@@ -106,7 +106,7 @@ class Plan:
     semantic_temps: tuple[float, ...]  # the T of the mIoU rows
     frames: tuple[int, ...]  # the frames scored (labelled, done, complete)
     pixels: int  # their pixels
-    positions: float  # the fraction of in-distribution scores the scoring pass keeps with pixels
+    positions: float  # the fraction of in-distribution scores one pass keeps with pixels where it does not spill
     options: PlanOptions = field(default_factory=PlanOptions)
     passes: tuple[Pass, ...] = ()
     kind: str = "query"  # the cache's kind (schemas.cache.KINDS): what the passes compose of a frame
@@ -269,15 +269,18 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
     if plan.options.protocol != "exact":
         return (Pass("one-pass", f"{plan.options.protocol} states: each frame's scores binned", "every frame scored",
                      "each frame's bins per key", 0),)
+    disk = spill_bytes(plan) if positions and spills(plan) else 0
     if plan.mode == "one-pass":
+        pixels = ("" if not plan.positions else ", the pixel of each" if plan.positions >= 1
+                  else f", the pixels of the top {plan.positions:.3g} in-distribution ones (and of every anomaly one)")
         kept = "every non-void score (float64)" + (
-            "" if not plan.positions else ", the pixel of each" if plan.positions >= 1
-            else f", the pixels of the top {plan.positions:.3g} in-distribution ones (and of every anomaly one)")
+            f"; spills each frame's scores to local disk for the component step (where the disk has room; else "
+            f"keeps{pixels.removeprefix(',')})" if disk else
+            f"{pixels} (the spill, {_bytes(spill_bytes(plan))}, exceeds --max-spill)" if positions else "")
         per = SCORE_BYTES + POSITION_BYTES * plan.positions
         return (Pass("one-pass", "every key's scores, each frame sorted (exact metrics, per-frame AP)",
-                     "every frame scored", kept, int(plan.pixels * n * per)),)
+                     "every frame scored", kept, int(plan.pixels * n * per), disk=disk),)
     every = every_score_bytes(plan)
-    disk = every if positions and spills(plan) else 0
     return (Pass("positives", f"every score would exceed the budget ({_bytes(every)}): "
                  "the anomaly pixels' scores first", positive_rows(plan.keys, plan.kind),
                  "the anomaly pixels' scores (float64)", every, bound=True),
@@ -288,7 +291,7 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
                      "; spills each frame's scores to local disk for the component step (where the disk has room; "
                      "else keeps the pixels of the top in-distribution scores, as the budget allows)" if disk else
                      f"; keeps the pixels of the top in-distribution scores, as the budget allows (the spill, "
-                     f"{_bytes(every)}, exceeds --max-spill)" if positions else ""),
+                     f"{_bytes(spill_bytes(plan))}, exceeds --max-spill)" if positions else ""),
                  plan.budget if positions else 0, disk=disk))
 
 
@@ -297,12 +300,18 @@ def every_score_bytes(plan: Plan) -> int:
     return int(plan.pixels * len(plan.keys) * SCORE_BYTES)
 
 
+def spill_bytes(plan: Plan) -> int:
+    """Bytes of the spill of every map (:mod:`analyze.run.spill`): every score (float64), and per
+    map of a frame and key a header block and the padding to a whole block."""
+    return every_score_bytes(plan) + len(plan.frames) * len(plan.keys) * 2 * SPILL_BLOCK
+
+
 def spills(plan: Plan) -> bool:
-    """Whether the two-pass plan's second pass may spill every map for the component metrics:
-    ``max_spill`` (None: no cap) holds them (:func:`every_score_bytes`). The disk's room is
+    """Whether the pass that sees every frame whole may spill every map for the component metrics:
+    ``max_spill`` (None: no cap) holds them (:func:`spill_bytes`). The disk's room is
     checked when the pass runs (:meth:`analyze.run.spill.SpillPolicy.open`)."""
     cap = plan.options.max_spill
-    return cap is None or every_score_bytes(plan) <= cap
+    return cap is None or spill_bytes(plan) <= cap
 
 
 def positive_rows(keys: Sequence[Key], kind: str) -> str:
@@ -333,15 +342,19 @@ def _components(plan: Plan, positions: float) -> tuple[Pass, ...]:
         reason = ("recompose" if plan.options.recompose else f"the {plan.options.protocol} protocol keeps no pixels")
         return (Pass("components", f"{why} ({reason})", "the pooled frames", keeps, 0),)
     when = "for the frames whose kept pixels do not reach a key's threshold"
-    if plan.mode == "two-pass" and not spills(plan):
-        return (Pass("components", f"{why}, from the kept pixels (no spill: --max-spill); this pass composes what "
-                     "they miss", "those frames", keeps, 0, when=f"{when} (all of them when the budget leaves no room "
-                     "for pixels)"),)
-    if plan.mode == "two-pass":
+    short = " (all of them when the budget leaves no room for pixels)" if plan.mode == "two-pass" else ""
+    if spills(plan):
+        every = plan.mode == "one-pass" and plan.positions >= 1
         return (Pass("components", f"{why}, from the spilled scores (composes nothing); without room on disk for "
-                     "the spill, from the kept pixels, and this pass composes what they miss", "those frames", keeps, 0,
-                     when=f"without room on disk for the spill, {when} (all of them when the budget leaves no room "
-                     "for pixels)"),)
+                     "the spill, from the kept pixels" + (" (every pixel: composes nothing)" if every else
+                                                           ", and this pass composes what they miss"),
+                     "no frame" if every else "those frames", keeps, 0,
+                     when="without room on disk for the spill, " + (
+                         "for frames whose kept pixels miss a key's threshold: none, every pixel is kept" if every
+                         else f"{when}{short}")),)
+    if plan.mode == "two-pass":
+        return (Pass("components", f"{why}, from the kept pixels (no spill: --max-spill); this pass composes what "
+                     "they miss", "those frames", keeps, 0, when=f"{when}{short}"),)
     if plan.positions >= 1:
         return (Pass("components", f"{why}, from the kept pixels (every pixel is kept: composes nothing)",
                      "no frame", keeps, 0, when="for frames whose kept pixels miss a key's threshold: none, every pixel is kept"),)

@@ -43,7 +43,7 @@ class Execution:
     kept: dict = field(default_factory=dict)  # key -> each frame's FrameSplit kept with pixels
     components: dict = field(default_factory=dict)  # key -> ComponentState
     spill_policy: SpillPolicy = SpillPolicy()  # where the second pass may spill (analyze.run.spill)
-    spill: Spill | None = None  # the second pass's spilled maps, until the component step read them
+    spill: Spill | None = None  # the maps a pass spilled, until the component step read them
     info: Callable[[str], None] = lambda m: None  # told what a pass puts where the user should know
 
 
@@ -68,8 +68,16 @@ def _ranges(run: Execution, p: Pass) -> None:
 
 
 def _scored(run: Execution, p: Pass) -> None:
-    """The scoring pass (``one-pass`` or ``positives``): the states, then the frames they pool."""
-    run.result = run_phase(run.sched, run.job, p.phase)
+    """The scoring pass (``one-pass`` or ``positives``): the states, then the frames they pool.
+    Where the plan spills for the component metrics and the disk has room, one pass writes every
+    map there (:mod:`analyze.run.spill`) and keeps no pixel; else it keeps the plan's share."""
+    job = run.job
+    if p.disk:
+        run.spill = _open_spill(run, p)
+        if run.spill is not None:
+            job = replace(job, positions=0.0, spill=_prefixes(run.spill))
+    run.result = run_phase(run.sched, job, p.phase)
+    run.job = replace(job, spill=None)
     if run.job.f16 is not None:
         warn_f16_loss(run.job, run.result.states, run.warn)
     rule = run.job.frame_rule
@@ -96,9 +104,9 @@ def _negatives(run: Execution, p: Pass) -> None:
         share = 0.0 if run.spill else second_pass_positions(len(run.plan.keys), some.n_pos, some.n_neg, run.plan.keep_budget)
         if not run.spill and not share:
             run.sched.more_passes()  # no room for pixels: the component metrics compose every frame again
-    aux = {k: SecondPassInputs(s.distinct(), edges.get(k), share, run.spill.prefix(k) if run.spill else None)
-           for k, s in states.items()}
-    second = run_phase(run.sched, run.job, "negatives", aux=aux)  # aux's u: the states' own arrays, not copies
+    aux = {k: SecondPassInputs(s.distinct(), edges.get(k), share) for k, s in states.items()}
+    job = replace(run.job, spill=_prefixes(run.spill) if run.spill else None)
+    second = run_phase(run.sched, job, "negatives", aux=aux)  # aux's u: the states' own arrays, not copies
     run.result.states = {}
     for k in list(states):  # one key at a time, each key's pass states dropped as its counts are made
         run.result.states[k] = states.pop(k).with_negatives(second.states[k].counts)
@@ -108,8 +116,12 @@ def _negatives(run: Execution, p: Pass) -> None:
     run.kept = {k: st.frames for k, st in second.states.items()} if share else {}
 
 
+def _prefixes(spill: Spill) -> dict[Key, str]:
+    return {k: spill.prefix(k) for k in spill.keys}
+
+
 def _open_spill(run: Execution, p: Pass) -> Spill | None:
-    """The second pass's spill folder (:mod:`analyze.run.spill`): on a local scheduler, where the
+    """The spill folder of pass ``p`` (:mod:`analyze.run.spill`): on a local scheduler, where the
     disk has room for ``p.disk`` bytes; else None (the kept pixels and a recomposing pass)."""
     if run.sched.client is not None:  # a distributed worker's disk is not ours
         return None
@@ -138,7 +150,7 @@ def _components(run: Execution, p: Pass) -> None:
     track = track_for_dataset(run.spec.provenance.dataset)
     missing: dict[Key, set[int]] | None = None  # None: every frame of every key
     states: dict[Key, ComponentState] = {}
-    if run.spill is not None:  # the second pass's maps: nothing to compose
+    if run.spill is not None:  # the maps a pass spilled: nothing to compose
         states = spilled_components(cache, job.storage_options, run.spill, job.frames, thresholds, track,
                                     M.num_threads())
         run.spill.close()

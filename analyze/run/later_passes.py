@@ -38,7 +38,7 @@ from analyze import metrics as M
 from analyze.metrics.bootstrap import FrameHistograms
 from analyze.metrics.components import ComponentState, ground_truth
 from analyze.metrics.framed import split_ap, split_sorted
-from analyze.run.spill import Spill, read_map, write_map
+from analyze.run.spill import Spill, read_map
 from schemas import cache as C
 from schemas.manifest import VOID
 
@@ -49,14 +49,12 @@ Key = tuple[str, float]  # (scorer, temperature)
 class SecondPassInputs:
     """A key's input to the second pass: its distinct anomaly scores ``u`` (ascending), for the
     intervals its bin ``edges`` (:func:`analyze.metrics.bootstrap.edges_from_counts`), and for the
-    component metrics the fraction of in-distribution scores kept with their pixels
-    (``positions``, :func:`analyze.metrics.framed.split_sorted`) or where its maps are spilled
-    (``spill``, a file prefix of :class:`analyze.run.spill.Spill`)."""
+    component metrics without a spill the fraction of in-distribution scores kept with their
+    pixels (``positions``, :func:`analyze.metrics.framed.split_sorted`)."""
 
     u: np.ndarray
     edges: np.ndarray | None = None
     positions: float = 0.0
-    spill: str | None = None
 
 
 class SecondPassState:
@@ -64,21 +62,16 @@ class SecondPassState:
     counts at ``u`` (:class:`analyze.metrics.NegativeCountState`), with ``edges`` the frame's
     bootstrap histograms (:class:`analyze.metrics.bootstrap.FrameHistograms`) and with ``positions``
     the frame's component candidates (:meth:`analyze.metrics.FrameSplit.candidates`), all from
-    one sort of the frame's scores, and with ``spill`` the frame's map written to disk
-    (:func:`analyze.run.spill.write_map`); :meth:`add` returns the frame's AP. ``merge`` in frame order."""
+    one sort of the frame's scores (the frame task spills the map, where the pass spills:
+    :attr:`analyze.run.tasks.Phase.spills`); :meth:`add` returns the frame's AP. ``merge`` in frame order."""
 
     def __init__(self, inputs: SecondPassInputs) -> None:
         self.positions = inputs.positions
-        self.spill = inputs.spill
         self.counts = M.NegativeCountState(inputs.u)
         self.histograms = None if inputs.edges is None else FrameHistograms(inputs.edges)
         self.frames: list[M.FrameSplit] = []  # component candidates
 
     def add(self, y_score, y_true, frame: int | None = None) -> float:
-        if self.spill is not None:
-            if frame is None:
-                raise ValueError("a spilled frame needs its index")
-            write_map(self.spill, frame, y_score)
         # counts, histograms and the AP are all that stay of the sorted scores (but the candidates)
         split = split_sorted(y_score, y_true, frame, self.positions, scratch=not self.positions)
         self.counts.add_sorted(split.neg, split.pos.size)
@@ -91,7 +84,6 @@ class SecondPassState:
     def merge(self, other: "SecondPassState") -> "SecondPassState":
         out = object.__new__(SecondPassState)
         out.positions = min(self.positions, other.positions)
-        out.spill = self.spill
         out.counts = self.counts.merge(other.counts)
         out.histograms = None if self.histograms is None else self.histograms.merge(other.histograms)
         out.frames = self.frames + other.frames
@@ -150,9 +142,7 @@ def spilled_components(cache: str, storage_options, spill: Spill, frames: Sequen
     keys = list(thresholds)
 
     def predicted(j: int, key: Key, label: np.ndarray) -> np.ndarray:
-        score = read_map(spill.prefix(key), frames[j])
-        if score.shape != label.shape:
-            raise ValueError(f"{cache}: frame {frames[j]}'s spilled map is {score.shape}, its labels {label.shape}")
+        score = read_map(spill.prefix(key), frames[j], label.shape)  # this thread's buffer: used at once
         return (score > thresholds[key]) & (label != VOID)
 
     per_frame = components_per_frame(cache, storage_options, frames, keys, thresholds, track, predicted, threads)

@@ -24,6 +24,7 @@ from analyze.compose.frame_scores import FrameInputs, Scoring, frame_inputs, ite
 from analyze.plan.frame_selection import ScoreError, contributes
 from analyze.run.later_passes import SecondPassState
 from analyze.run.scheduler import Scheduler, single_threaded_tasks
+from analyze.run.spill import write_map
 from analyze.scorers import get_scorers
 from analyze.scorers.kept_maps import kept_maps
 from schemas import cache as C
@@ -51,6 +52,7 @@ class ScoreJob:
     positions: float = 0.0  # fraction of in-distribution scores the one pass keeps with their pixels
     device: str = "cpu"  # where composition and scorers run (analyze score --device)
     f16: Mapping[Key, Any] | None = None  # smiyc: each key's analyze.metrics.f16_range.Float16Transform, applied first
+    spill: Mapping[Key, str] | None = None  # each key's spill prefix (analyze.run.spill): a spilling pass writes its maps
 
 
 @dataclass
@@ -103,18 +105,19 @@ class Phase:
     anomaly_pixels: bool = False  # its states read the anomaly pixels only: compose just what they need
     labelled_pixels: bool = False  # its states read no void pixel (every metric leaves void out): compose the rest
     labels: Callable[[np.ndarray], Any] | None = None  # the frame's labels as ``add`` reads them (once per frame)
+    spills: bool = False  # writes each key's map, as scored, where ``job.spill`` names the key (the component step reads it)
 
 
 PHASES: dict[str, Phase] = {
     "one-pass": Phase("scores and metric states", _first_state, semantic=True, rows=True, labelled_pixels=True,
-                      add=lambda st, s, y, i: st.add(s, y, i) if isinstance(st, M.FramedExactState)
+                      spills=True, add=lambda st, s, y, i: st.add(s, y, i) if isinstance(st, M.FramedExactState)
                       else _update_with_ap(st, s, y, i)),
     # the memory-bounded exact protocol: anomaly scores, then in-distribution counts at them
     # (aux: SecondPassInputs), with the frame's AP and, for the intervals, its histograms
     "positives": Phase("anomaly-pixel scores", lambda job, key, aux, i: M.PositiveState(), semantic=True,
                        add=lambda st, s, px, i: st.update_at(s, px), anomaly_pixels=True, labels=M.anomaly_pixels),
     "negatives": Phase("in-distribution counts", lambda job, key, aux, i: SecondPassState(aux[key]), rows=True,
-                       add=lambda st, s, y, i: st.add(s, y, i), labelled_pixels=True),
+                       add=lambda st, s, y, i: st.add(s, y, i), labelled_pixels=True, spills=True),
     # recomposing passes: the exact intervals' per-frame histograms over each key's bin edges (aux)
     # and the component metrics (of the frames in aux[key] when aux is given), where no pass before
     # kept what they read (analyze.run.driver)
@@ -211,6 +214,8 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
                 continue
             if job.f16 is not None:  # the map analyze export writes, before its float16 cast
                 score = job.f16[key].mapped(score)
+            if phase.spills and job.spill is not None:
+                write_map(job.spill[key], i, score)
             ap = phase.add(state, score, digested, i)
             out.states[key] = state
             if phase.rows:  # the AP of this frame alone, as the row's protocol defines it
