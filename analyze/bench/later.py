@@ -35,11 +35,12 @@ PLANS = {"one pass": [], "two passes": ["--max-memory", TWO_PASS_BUDGET]}
 
 
 def build(tmp: Path, seed: int) -> None:
-    """Both models' caches, informative and not, of 8 frames and of the first frame alone."""
+    """Both models' caches, informative and not, of 8 frames and of the first frame alone (those missing)."""
     for kind in MODEL:
         for data, informative in DATA.items():
             for n in (N_FRAMES, 1):
-                build_cache(tmp / f"{kind}_{data}{n}.zarr", kind, n, seed=seed, scale=SCALE, informative=informative)
+                if not (tmp / f"{kind}_{data}{n}.zarr").exists():
+                    build_cache(tmp / f"{kind}_{data}{n}.zarr", kind, n, seed=seed, scale=SCALE, informative=informative)
 
 
 def measure(tmp: Path, tree: Path = TREE) -> dict:
@@ -97,7 +98,6 @@ def run_later_passes(n_pixels: int, seed: int) -> tuple[str, dict, bool]:
 if __name__ == "__main__":  # python -m analyze.bench.later CACHES OUT.json CHECKOUT...: see the module docstring
     caches, trees = Path(sys.argv[1]), [Path(t).resolve() for t in sys.argv[3:]]
     (caches / "out").mkdir(parents=True, exist_ok=True)
-    if not (caches / f"query_uninformative{N_FRAMES}.zarr").exists():
-        build(caches, 0)
+    build(caches, 0)
     for tree, data in compare(caches, trees, Path(sys.argv[2])).items():
         print(report(data, _load(), _load()).replace("## later_passes", f"## later_passes ({tree})"))

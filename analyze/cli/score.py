@@ -47,9 +47,9 @@ from schemas.pooling import FRAMES
                    "not fit). auto: 4GiB of scores beside a task per worker, within half this machine's memory "
                    "(its cgroup's limit where lower). Imports and the end's tables come on top. --explain shows the plan.")
 @click.option("--max-spill", default="none", show_default=True,
-              help="Disk the two-pass plan may fill with each frame's scores for --component-metrics (e.g. 20GiB); "
-                   "0: none (the frames its kept pixels miss are composed again); none: as much as the disk has free "
-                   "(--explain shows the size).")
+              help="Disk the pass that composes every frame may fill with their scores for --component-metrics "
+                   "(e.g. 20GiB); 0: none (it keeps pixels instead, and the frames they miss are composed again); "
+                   "none: as much as the disk has free (--explain shows the size).")
 @click.option("--spill-dir", default=None, type=click.Path(file_okay=False, exists=True, writable=True),
               help="Folder of that spill (default: the temporary folder, TMPDIR); removed when read or on error.")
 @click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(0),

@@ -76,7 +76,7 @@ class PlanOptions:
     component_metrics: bool = False
     bootstrap: int = 0
     recompose: bool = False
-    max_spill: int | None = None  # bytes the two-pass plan may spill to local disk (None: no cap; 0: none)
+    max_spill: int | None = None  # bytes a pass may spill to local disk (None: no cap; 0: none)
     tasks: int | None = None  # frame tasks the scheduler runs at once in this machine's memory (None: not counted)
     machine_memory: int | None = None  # bytes this process may use (schemas.machine.usable_memory; None: unknown)
     worker_bytes: int = 0  # bytes each frame task's own worker process holds before the task (0: tasks share this process)

@@ -52,7 +52,7 @@ class ScoreRequest:
     plan: PlanOptions = PlanOptions()
     curve_points: int = 200
     seed: int = 0
-    spill: SpillPolicy = SpillPolicy()  # where the two-pass plan spills for the component metrics
+    spill: SpillPolicy = SpillPolicy()  # where a pass spills for the component metrics
 
     def __post_init__(self) -> None:
         if self.plan.protocol not in M.PROTOCOLS:
@@ -106,7 +106,7 @@ def score_cache(
         tasks before two passes (same numbers; None: :func:`analyze.plan.passes.auto_budget`); the SMIYC
         component metrics at each key's best-F1 threshold; frame-bootstrap resamples for ``ci_low`` /
         ``ci_high`` (0: NaN); whether later steps compose frames again instead of reading what an earlier
-        pass kept (same numbers, slower); bytes two passes may spill for the component metrics (None: as
+        pass kept (same numbers, slower); bytes a pass may spill for the component metrics (None: as
         the disk allows; 0: none) and where (:class:`analyze.run.spill.SpillPolicy`). See ``--explain``.
     curve_points, seed
         Points of each PR and ROC curve; the seed of the bootstrap resampling.

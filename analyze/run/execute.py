@@ -42,7 +42,7 @@ class Execution:
     histograms: dict = field(default_factory=dict)  # key -> FrameHistograms (exact intervals)
     kept: dict = field(default_factory=dict)  # key -> each frame's FrameSplit kept with pixels
     components: dict = field(default_factory=dict)  # key -> ComponentState
-    spill_policy: SpillPolicy = SpillPolicy()  # where the second pass may spill (analyze.run.spill)
+    spill_policy: SpillPolicy = SpillPolicy()  # where a pass may spill (analyze.run.spill)
     spill: Spill | None = None  # the maps a pass spilled, until the component step read them
     info: Callable[[str], None] = lambda m: None  # told what a pass puts where the user should know
 

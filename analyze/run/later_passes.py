@@ -145,7 +145,8 @@ def spilled_components(cache: str, storage_options, spill: Spill, frames: Sequen
         score = read_map(spill.prefix(key), frames[j], label.shape)  # this thread's buffer: used at once
         return (score > thresholds[key]) & (label != VOID)
 
-    per_frame = components_per_frame(cache, storage_options, frames, keys, thresholds, track, predicted, threads)
+    # twice the threads: while one waits for its map from disk (O_DIRECT: no page cache), another computes
+    per_frame = components_per_frame(cache, storage_options, frames, keys, thresholds, track, predicted, 2 * threads)
     return merged_in_order(per_frame, keys, thresholds, track)
 
 

@@ -1,29 +1,32 @@
-"""The two-pass plan's spill: the second pass writes each frame's scores to local disk, and the
-component metrics read them back instead of composing every frame again.
+"""The spill: the pass that composes every frame whole writes each frame's scores to local disk,
+and the component metrics read them back instead of composing every frame again.
 
-The component metrics need each key's best-F1 threshold, known only once the second pass has
-counted every frame (:mod:`analyze.metrics.best_f1`); a threshold that sits low (weak scores:
-most pixels predicted) lies below any share of the in-distribution scores the memory budget
-could keep with their pixels. So the ``negatives`` pass (:class:`analyze.run.later_passes.SecondPassState`)
-writes each pooled frame's map of each key, as scored (float64), into a temporary folder, and :func:`analyze.run.later_passes.spilled_components` thresholds them there: the same comparisons on the same
-scores as a pass that composes the frames again (``score_cache(..., recompose=True)``), so
-the same rows, bit for bit.
+The component metrics need each key's best-F1 threshold, known only once a pass has counted
+every frame (:mod:`analyze.metrics.best_f1`); a threshold that sits low (weak scores: most
+pixels predicted) lies below any share of the in-distribution scores the memory budget could
+keep with their pixels. So that pass (``one-pass``, or the two-pass plan's ``negatives``:
+:attr:`analyze.run.tasks.Phase.spills`) writes each pooled frame's map of each key, as scored
+(float64), into a temporary folder, and :func:`analyze.run.later_passes.spilled_components`
+thresholds them there: the same comparisons on the same scores as a pass that composes the
+frames again (``score_cache(..., recompose=True)``), so the same rows, bit for bit.
 
 A map file (``k{key index}-{frame}.map``) is one block (:data:`analyze.plan.passes.SPILL_BLOCK`)
 of header (:data:`MAGIC`, then the map's height and width as two little-endian uint64), then the
 float64 map, padded to a whole block. Both ends move it with ``O_DIRECT`` where the system and
-the folder's file system allow it (Linux, not tmpfs), through this thread's block-aligned
-buffer: written through the page cache, the spill's new cache pages cost about 46 ms of system
-time per 1024x2048 map on a VM that reports free pages to its host (4.4 s for 96 maps, against
-0.13 s with ``O_DIRECT``). Elsewhere it falls back to buffered reads and writes of the same bytes.
+the folder's file system allow it (Linux), through the thread's block-aligned buffers: written
+through the page cache, the spill's new cache pages cost about 46 ms of system time per
+1024x2048 map on a VM that reports free pages to its host (4.4 s for 96 maps, against 0.13 s
+with ``O_DIRECT``). Elsewhere it falls back to buffered reads and writes of the same bytes. A
+frame task writes on a thread of its own (:class:`MapWriter`), so the disk's time overlaps the
+task's scoring, and the component step reads on twice as many threads as it computes on.
 
 The folder is made under :attr:`SpillPolicy.folder` (default: the temporary folder, ``TMPDIR``)
 only when the disk has room for every map (:func:`analyze.plan.passes.spill_bytes`) and
 :attr:`SpillPolicy.reserve` more (:meth:`SpillPolicy.open`), and only on a local scheduler (a
 distributed worker's disk is not this process's); it is removed once read, and when the run
 fails. Without it the plan falls back to keeping the pixels of the highest in-distribution
-scores (:func:`analyze.plan.passes.second_pass_positions`) and a pass that composes the
-frames they miss.
+scores (:func:`analyze.plan.passes.one_pass_positions`, :func:`analyze.plan.passes.second_pass_positions`)
+and a pass that composes the frames they miss.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import errno
 import os
 import shutil
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -67,7 +71,7 @@ class Spill:
 
 @dataclass(frozen=True)
 class SpillPolicy:
-    """Where and whether the second pass spills: a folder under ``folder`` (None: the temporary
+    """Where and whether a pass spills: a folder under ``folder`` (None: the temporary
     folder), when ``free`` (bytes free on a folder's disk) leaves ``reserve`` beyond the spill."""
 
     folder: str | None = None
@@ -88,17 +92,62 @@ def map_path(prefix: str, frame: int) -> str:
 
 def write_map(prefix: str, frame: int, score: np.ndarray) -> None:
     """Spill frame ``frame``'s (H, W) map of one key (float64, as scored): see the module docstring."""
+    _write_file(map_path(prefix, frame), _packed("spill write", score))
+
+
+class MapWriter:
+    """:func:`write_map` with the writing on a thread of its own, so that a frame task goes on
+    scoring while its last map goes to disk: each map is copied into one of two block-aligned
+    buffers of the calling thread, whose previous write is waited for first. :meth:`close` (the
+    context's exit) waits for every write, and raises the first write's error."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="spill")
+        self._pending: list[Future | None] = [None, None]
+        self._n = 0
+
+    def write(self, prefix: str, frame: int, score: np.ndarray) -> None:
+        slot = self._n % 2
+        self._n += 1
+        self._wait(slot)
+        buf = _packed(f"spill write {slot}", score)
+        self._pending[slot] = self._pool.submit(_write_file, map_path(prefix, frame), buf)
+
+    def _wait(self, slot: int) -> None:
+        done, self._pending[slot] = self._pending[slot], None
+        if done is not None:
+            done.result()
+
+    def close(self) -> None:
+        try:
+            for slot in range(2):
+                self._wait(slot)
+        finally:
+            self._pool.shutdown(wait=True)  # no write outlives its buffer's owner
+
+    def __enter__(self) -> "MapWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _packed(role: str, score: np.ndarray) -> np.ndarray:
+    """The bytes of ``score``'s map file in this thread's block-aligned buffer of ``role``."""
     a = np.asarray(score, np.float64)
     if a.ndim != 2:
         raise ValueError(f"a spilled map is (H, W), not {a.shape}")
     nbytes = a.size * 8
-    buf = _aligned("spill write", SPILL_BLOCK + _blocks(nbytes))
+    buf = _aligned(role, SPILL_BLOCK + _blocks(nbytes))
     buf[:SPILL_BLOCK] = 0
     buf[:len(MAGIC)] = np.frombuffer(MAGIC, np.uint8)
     buf[len(MAGIC):len(MAGIC) + 16].view("<u8")[:] = a.shape
     np.copyto(buf[SPILL_BLOCK:SPILL_BLOCK + nbytes].view(np.float64).reshape(a.shape), a)
     buf[SPILL_BLOCK + nbytes:] = 0
-    path = map_path(prefix, frame)
+    return buf
+
+
+def _write_file(path: str, buf: np.ndarray) -> None:
     if not _direct(path, buf, write=True):
         with open(path, "wb") as f:
             f.write(memoryview(buf))
