@@ -117,27 +117,3 @@ def test_the_buffers_start_on_a_block_boundary():
             b = S._aligned(role, n)
             assert b.size == n and b.ctypes.data % SPILL_BLOCK == 0
 
-
-def test_the_writer_thread_writes_every_map_as_write_map_does(tmp_path):
-    """Many maps in a row through the two buffers (each reused only once its write is done): every
-    file holds its own map, byte for byte what write_map writes."""
-    maps = [_map((256, 512), seed) for seed in range(7)]  # 1 MiB each
-    with S.MapWriter() as w:
-        for f, m in enumerate(maps):
-            w.write(str(tmp_path / "w"), f, m)
-    for f, m in enumerate(maps):
-        S.write_map(str(tmp_path / "p"), f, m)
-        assert (tmp_path / f"w-{f}.map").read_bytes() == (tmp_path / f"p-{f}.map").read_bytes()
-        np.testing.assert_array_equal(S.read_map(str(tmp_path / "w"), f, m.shape), m)
-
-
-def test_the_writer_thread_raises_its_error_and_stops(tmp_path):
-    w = S.MapWriter()
-    w.write(str(tmp_path / "missing" / "k"), 0, _map((8, 8)))  # no such folder: fails on the writer's thread
-    with pytest.raises(FileNotFoundError):
-        w.close()
-    with pytest.raises(RuntimeError):  # closed: takes no more work
-        w.write(str(tmp_path / "k"), 1, _map((8, 8)))
-    with pytest.raises(ValueError, match=r"\(H, W\)"):  # a bad map is refused on the calling thread
-        with S.MapWriter() as w2:
-            w2.write(str(tmp_path / "k"), 0, np.zeros(3))

@@ -16,9 +16,9 @@ float64 map, padded to a whole block. Both ends move it with ``O_DIRECT`` where 
 the folder's file system allow it (Linux), through the thread's block-aligned buffers: written
 through the page cache, the spill's new cache pages cost about 46 ms of system time per
 1024x2048 map on a VM that reports free pages to its host (4.4 s for 96 maps, against 0.13 s
-with ``O_DIRECT``). Elsewhere it falls back to buffered reads and writes of the same bytes. A
-frame task writes on a thread of its own (:class:`MapWriter`), so the disk's time overlaps the
-task's scoring, and the component step reads on twice as many threads as it computes on.
+with ``O_DIRECT``). Elsewhere it falls back to buffered reads and writes of the same bytes. The
+component step reads on twice as many threads as it computes on, so that one thread's wait for
+the disk leaves its core to another.
 
 The folder is made under :attr:`SpillPolicy.folder` (default: the temporary folder, ``TMPDIR``)
 only when the disk has room for every map (:func:`analyze.plan.passes.spill_bytes`) and
@@ -35,7 +35,6 @@ import errno
 import os
 import shutil
 import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -93,43 +92,6 @@ def map_path(prefix: str, frame: int) -> str:
 def write_map(prefix: str, frame: int, score: np.ndarray) -> None:
     """Spill frame ``frame``'s (H, W) map of one key (float64, as scored): see the module docstring."""
     _write_file(map_path(prefix, frame), _packed("spill write", score))
-
-
-class MapWriter:
-    """:func:`write_map` with the writing on a thread of its own, so that a frame task goes on
-    scoring while its last map goes to disk: each map is copied into one of two block-aligned
-    buffers of the calling thread, whose previous write is waited for first. :meth:`close` (the
-    context's exit) waits for every write, and raises the first write's error."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="spill")
-        self._pending: list[Future | None] = [None, None]
-        self._n = 0
-
-    def write(self, prefix: str, frame: int, score: np.ndarray) -> None:
-        slot = self._n % 2
-        self._n += 1
-        self._wait(slot)
-        buf = _packed(f"spill write {slot}", score)
-        self._pending[slot] = self._pool.submit(_write_file, map_path(prefix, frame), buf)
-
-    def _wait(self, slot: int) -> None:
-        done, self._pending[slot] = self._pending[slot], None
-        if done is not None:
-            done.result()
-
-    def close(self) -> None:
-        try:
-            for slot in range(2):
-                self._wait(slot)
-        finally:
-            self._pool.shutdown(wait=True)  # no write outlives its buffer's owner
-
-    def __enter__(self) -> "MapWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _packed(role: str, score: np.ndarray) -> np.ndarray:

@@ -11,7 +11,6 @@ order-preserving merges make the result independent of the scheduler.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -25,7 +24,7 @@ from analyze.compose.frame_scores import FrameInputs, Scoring, frame_inputs, ite
 from analyze.plan.frame_selection import ScoreError, contributes
 from analyze.run.later_passes import SecondPassState
 from analyze.run.scheduler import Scheduler, single_threaded_tasks
-from analyze.run.spill import MapWriter
+from analyze.run.spill import write_map
 from analyze.scorers import get_scorers
 from analyze.scorers.kept_maps import kept_maps
 from schemas import cache as C
@@ -202,29 +201,26 @@ def _frame_task(job: ScoreJob, i: int, phase_name: str, aux) -> FrameResult:
         labelled = label != VOID
         read = None if labelled.all() else labelled
     digested = phase.labels(label) if phase.labels is not None and job.label_kind == "anomaly" else label
-    # where the pass spills, each map goes to disk on the writer's thread while this one scores on
-    prefixes = job.spill if phase.spills else None
-    with MapWriter() if prefixes is not None else contextlib.nullcontext() as spill:
-        for ts in iter_frame_scores(inputs, scoring, read):
-            t = ts.temperature
-            if job.label_kind == "semantic":
-                if phase.semantic:
-                    out.confusion[t] = M.ConfusionState(num_classes=spec.n_classes).update(ts.semantic, label)
+    for ts in iter_frame_scores(inputs, scoring, read):
+        t = ts.temperature
+        if job.label_kind == "semantic":
+            if phase.semantic:
+                out.confusion[t] = M.ConfusionState(num_classes=spec.n_classes).update(ts.semantic, label)
+            continue
+        for name, score in ts.scores.items():
+            key = (name, t)
+            state = phase.new_state(job, key, aux, i)
+            if state is None:
                 continue
-            for name, score in ts.scores.items():
-                key = (name, t)
-                state = phase.new_state(job, key, aux, i)
-                if state is None:
-                    continue
-                if job.f16 is not None:  # the map analyze export writes, before its float16 cast
-                    score = job.f16[key].mapped(score)
-                if spill is not None and prefixes is not None:
-                    spill.write(prefixes[key], i, score)
-                ap = phase.add(state, score, digested, i)
-                out.states[key] = state
-                if phase.rows:  # the AP of this frame alone, as the row's protocol defines it
-                    out.rows.append({"frame": spec.frame_ids[i], "scorer": name, "temperature": t, "ap": ap,
-                                     "n_pos": n_pos, "n_neg": n_valid - n_pos})
+            if job.f16 is not None:  # the map analyze export writes, before its float16 cast
+                score = job.f16[key].mapped(score)
+            if phase.spills and job.spill is not None:
+                write_map(job.spill[key], i, score)
+            ap = phase.add(state, score, digested, i)
+            out.states[key] = state
+            if phase.rows:  # the AP of this frame alone, as the row's protocol defines it
+                out.rows.append({"frame": spec.frame_ids[i], "scorer": name, "temperature": t, "ap": ap,
+                                 "n_pos": n_pos, "n_neg": n_valid - n_pos})
     return out
 
 
