@@ -273,10 +273,12 @@ def _scoring(plan: Plan, positions: float) -> tuple[Pass, ...]:
     if plan.mode == "one-pass":
         pixels = ("" if not plan.positions else ", the pixel of each" if plan.positions >= 1
                   else f", the pixels of the top {plan.positions:.3g} in-distribution ones (and of every anomaly one)")
-        kept = "every non-void score (float64)" + (
-            f"; spills each frame's scores to local disk for the component step (where the disk has room; else "
-            f"keeps{pixels.removeprefix(',')})" if disk else
-            f"{pixels} (the spill, {_bytes(spill_bytes(plan))}, exceeds --max-spill)" if positions else "")
+        kept = "every non-void score (float64)"
+        if disk:
+            kept += ("; spills each frame's scores to local disk for the component step (where the disk has room; "
+                     f"else keeps{pixels.removeprefix(',')})")
+        elif positions:  # the component metrics read pixels: --max-spill caps the spill
+            kept += f"{pixels} (the spill, {_bytes(spill_bytes(plan))}, exceeds --max-spill)"
         per = SCORE_BYTES + POSITION_BYTES * plan.positions
         return (Pass("one-pass", "every key's scores, each frame sorted (exact metrics, per-frame AP)",
                      "every frame scored", kept, int(plan.pixels * n * per), disk=disk),)

@@ -75,7 +75,7 @@ def _scored(run: Execution, p: Pass) -> None:
     if p.disk:
         run.spill = _open_spill(run, p)
         if run.spill is not None:
-            job = replace(job, positions=0.0, spill=_prefixes(run.spill))
+            job = replace(job, positions=0.0, spill=run.spill.prefixes())
     run.result = run_phase(run.sched, job, p.phase)
     run.job = replace(job, spill=None)
     if run.job.f16 is not None:
@@ -105,7 +105,7 @@ def _negatives(run: Execution, p: Pass) -> None:
         if not run.spill and not share:
             run.sched.more_passes()  # no room for pixels: the component metrics compose every frame again
     aux = {k: SecondPassInputs(s.distinct(), edges.get(k), share) for k, s in states.items()}
-    job = replace(run.job, spill=_prefixes(run.spill) if run.spill else None)
+    job = replace(run.job, spill=run.spill.prefixes() if run.spill else None)
     second = run_phase(run.sched, job, "negatives", aux=aux)  # aux's u: the states' own arrays, not copies
     run.result.states = {}
     for k in list(states):  # one key at a time, each key's pass states dropped as its counts are made
@@ -114,10 +114,6 @@ def _negatives(run: Execution, p: Pass) -> None:
     run.result.rows = second.rows  # each frame's AP, from its sorted scores in this pass
     run.histograms = {k: second.states[k].histograms for k in edges}
     run.kept = {k: st.frames for k, st in second.states.items()} if share else {}
-
-
-def _prefixes(spill: Spill) -> dict[Key, str]:
-    return {k: spill.prefix(k) for k in spill.keys}
 
 
 def _open_spill(run: Execution, p: Pass) -> Spill | None:

@@ -45,6 +45,8 @@ from analyze.plan.passes import SPILL_BLOCK
 
 Key = tuple[str, float]  # (scorer, temperature)
 MAGIC = b"analyze spill v1"  # the first bytes of a map file
+_MAGIC = slice(0, len(MAGIC))  # a map file's header: the magic, then the map's height and width (two <u8)
+_SHAPE = slice(len(MAGIC), len(MAGIC) + 16)
 
 SPILL_RESERVE = 2**30  # bytes the disk keeps free beyond the spill
 
@@ -63,6 +65,10 @@ class Spill:
 
     def prefix(self, key: Key) -> str:
         return os.path.join(self.folder, f"k{self.keys.index(key)}")
+
+    def prefixes(self) -> dict[Key, str]:
+        """Each key's :meth:`prefix` (what a spilling pass's job names: :attr:`analyze.run.tasks.ScoreJob.spill`)."""
+        return {k: self.prefix(k) for k in self.keys}
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -91,25 +97,17 @@ def map_path(prefix: str, frame: int) -> str:
 
 def write_map(prefix: str, frame: int, score: np.ndarray) -> None:
     """Spill frame ``frame``'s (H, W) map of one key (float64, as scored): see the module docstring."""
-    _write_file(map_path(prefix, frame), _packed("spill write", score))
-
-
-def _packed(role: str, score: np.ndarray) -> np.ndarray:
-    """The bytes of ``score``'s map file in this thread's block-aligned buffer of ``role``."""
     a = np.asarray(score, np.float64)
     if a.ndim != 2:
         raise ValueError(f"a spilled map is (H, W), not {a.shape}")
     nbytes = a.size * 8
-    buf = _aligned(role, SPILL_BLOCK + _blocks(nbytes))
+    buf = _aligned("spill write", SPILL_BLOCK + _blocks(nbytes))
     buf[:SPILL_BLOCK] = 0
-    buf[:len(MAGIC)] = np.frombuffer(MAGIC, np.uint8)
-    buf[len(MAGIC):len(MAGIC) + 16].view("<u8")[:] = a.shape
+    buf[_MAGIC] = np.frombuffer(MAGIC, np.uint8)
+    buf[_SHAPE].view("<u8")[:] = a.shape
     np.copyto(buf[SPILL_BLOCK:SPILL_BLOCK + nbytes].view(np.float64).reshape(a.shape), a)
     buf[SPILL_BLOCK + nbytes:] = 0
-    return buf
-
-
-def _write_file(path: str, buf: np.ndarray) -> None:
+    path = map_path(prefix, frame)
     if not _direct(path, buf, write=True):
         with open(path, "wb") as f:
             f.write(memoryview(buf))
@@ -129,8 +127,8 @@ def read_map(prefix: str, frame: int, shape: tuple[int, int]) -> np.ndarray:
         with open(path, "rb") as f:
             if f.readinto(memoryview(buf)) != buf.size:
                 raise ValueError(f"{path}: shorter than its size")
-    found = tuple(int(n) for n in buf[len(MAGIC):len(MAGIC) + 16].view("<u8"))
-    if bytes(buf[:len(MAGIC)]) != MAGIC or found != (h, w):
+    found = tuple(int(n) for n in buf[_SHAPE].view("<u8"))
+    if bytes(buf[_MAGIC]) != MAGIC or found != (h, w):
         raise ValueError(f"{path}: not a spilled {h}x{w} map")
     return buf[SPILL_BLOCK:SPILL_BLOCK + nbytes].view(np.float64).reshape(h, w)
 
